@@ -1,0 +1,32 @@
+// The model bundle: one file holding a fitted lower tier and the upper tier's statistics.
+// The format is specified in docs/bundle-format.md.
+#ifndef STRATA_MODEL_BUNDLE_H_
+#define STRATA_MODEL_BUNDLE_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "model/lower_tier.h"
+#include "model/upper_tier.h"
+
+namespace strata::model {
+
+struct Bundle {
+  LowerTier lower;
+  UpperTier upper;
+  uint64_t version = 1;  // the model version the bundle holds
+};
+
+// Writes the bundle atomically: to PATH.tmp, fsync, rename to PATH, fsync of the directory.
+// On failure, PATH is unchanged and the error names the file and the failing call.
+absl::Status WriteBundle(const Bundle& bundle, const std::string& path);
+
+// Reads a bundle. NOT_FOUND if the file is missing; DATA_LOSS naming the file and byte offset if it
+// is truncated, corrupt (checksum mismatch) or malformed; FAILED_PRECONDITION if its format version
+// is newer than this build reads.
+absl::StatusOr<Bundle> ReadBundle(const std::string& path);
+
+}  // namespace strata::model
+
+#endif  // STRATA_MODEL_BUNDLE_H_

@@ -1,0 +1,106 @@
+#include "model/bundle.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "base/file.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "model_test_util.h"
+
+namespace strata::model {
+namespace {
+
+class BundleTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = ::testing::TempDir() + "/strata_bundle_test";
+    std::filesystem::create_directories(dir_);
+    images_ = MakeImages(80, 12, 12);
+    LowerTierSpec spec;
+    spec.image_height = spec.image_width = 12;
+    spec.patch = 3;
+    spec.filters = 3;
+    spec.pool = 4;
+    spec.expansion = 5;
+    spec.pca_images = 40;
+    absl::StatusOr<LowerTier> lower = LowerTier::Fit(spec, images_);
+    ASSERT_TRUE(lower.ok()) << lower.status();
+    UpperTier upper(lower->feature_size(), 2.5);
+    std::vector<int> classes;
+    for (int i = 0; i < images_.rows(); ++i) {
+      classes.push_back(upper.ClassIndexOrAdd(i % 3 == 0 ? "shirt" : "trouser"));
+    }
+    ASSERT_TRUE(upper.Absorb(lower->Features(images_), classes).ok());
+    bundle_.emplace(Bundle{*std::move(lower), std::move(upper), 42});
+    path_ = dir_ + "/model.bundle";
+    ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
+  }
+
+  std::string Contents() { return *base::ReadFile(path_); }
+  void Overwrite(const std::string& bytes) {
+    std::ofstream(path_, std::ios::binary | std::ios::trunc) << bytes;
+  }
+
+  std::string dir_, path_;
+  MatrixF images_;
+  std::optional<Bundle> bundle_;
+};
+
+TEST_F(BundleTest, RoundTripKeepsEveryParameterExactly) {
+  absl::StatusOr<Bundle> read = ReadBundle(path_);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->version, 42u);
+  const auto& a = bundle_->lower.parameters();
+  const auto& b = read->lower.parameters();
+  EXPECT_EQ(a.filters, b.filters);
+  EXPECT_EQ(a.mean, b.mean);
+  EXPECT_EQ(a.inv_std, b.inv_std);
+  EXPECT_EQ(a.projection, b.projection);
+  EXPECT_EQ(a.bias, b.bias);
+  EXPECT_EQ(read->lower.spec().patch, 3);
+  const MatrixD stored = read->upper.gram().triangularView<Eigen::Lower>();
+  const MatrixD written = bundle_->upper.gram().triangularView<Eigen::Lower>();
+  EXPECT_EQ(stored, written);
+  EXPECT_EQ(read->upper.cross(), bundle_->upper.cross());
+  EXPECT_EQ(read->upper.labels(), (std::vector<std::string>{"shirt", "trouser"}));
+  EXPECT_EQ(read->upper.samples_seen(), 80u);
+  EXPECT_EQ(read->upper.lambda(), 2.5);
+  EXPECT_EQ(read->lower.Features(images_), bundle_->lower.Features(images_));
+}
+
+TEST_F(BundleTest, TruncatedFileIsRefusedAtEveryLength) {
+  const std::string whole = Contents();
+  for (size_t length : {size_t{0}, size_t{7}, size_t{31}, size_t{32}, size_t{100},
+                        whole.size() / 2, whole.size() - 1}) {
+    Overwrite(whole.substr(0, length));
+    absl::StatusOr<Bundle> read = ReadBundle(path_);
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << length;
+    EXPECT_THAT(std::string(read.status().message()), ::testing::HasSubstr(path_));
+  }
+  Overwrite(whole.substr(0, whole.size() / 2));
+  EXPECT_THAT(std::string(ReadBundle(path_).status().message()),
+              ::testing::HasSubstr("truncated"));
+}
+
+TEST_F(BundleTest, AnyFlippedByteIsDetected) {
+  const std::string whole = Contents();
+  for (size_t offset = 0; offset < whole.size(); offset += whole.size() / 97 + 1) {
+    std::string corrupt = whole;
+    corrupt[offset] ^= 0x20;
+    Overwrite(corrupt);
+    absl::StatusOr<Bundle> read = ReadBundle(path_);
+    EXPECT_FALSE(read.ok()) << "flip at offset " << offset << " was not detected";
+    EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << offset;
+  }
+}
+
+TEST_F(BundleTest, MissingFileAndForeignFile) {
+  EXPECT_EQ(ReadBundle(dir_ + "/nope").status().code(), absl::StatusCode::kNotFound);
+  Overwrite(std::string(64, 'x'));
+  EXPECT_THAT(std::string(ReadBundle(path_).status().message()),
+              ::testing::HasSubstr("bad magic"));
+}
+
+}  // namespace
+}  // namespace strata::model
