@@ -3,8 +3,6 @@
 #include <zlib.h>
 
 #include <cerrno>
-#include <charconv>
-#include <fstream>
 #include <memory>
 
 #include "absl/strings/match.h"
@@ -175,8 +173,19 @@ absl::StatusOr<LabeledImages> Load(const std::string& source, Range range) {
   if (source == "fashion-mnist:train" || source == "fashion-mnist:test") {
     const std::string prefix = source == "fashion-mnist:train" ? "train" : "t10k";
     const std::string dir = kFashionMnistDir;
-    return ReadIdx(absl::StrCat(dir, "/", prefix, "-images-idx3-ubyte.gz"),
-                   absl::StrCat(dir, "/", prefix, "-labels-idx1-ubyte.gz"), range);
+    absl::StatusOr<LabeledImages> images =
+        ReadIdx(absl::StrCat(dir, "/", prefix, "-images-idx3-ubyte.gz"),
+                absl::StrCat(dir, "/", prefix, "-labels-idx1-ubyte.gz"), range);
+    if (!images.ok()) return images;
+    for (std::string& label : images->labels) {
+      int index;
+      if (!absl::SimpleAtoi(label, &index) || index < 0 || index >= 10) {
+        return absl::DataLossError(
+            absl::StrCat(source, ": label ", label, " is not a Fashion-MNIST class 0..9"));
+      }
+      label = kFashionMnistClasses[index];
+    }
+    return images;
   }
   if (absl::StartsWith(source, "idx:")) {
     std::vector<std::string> paths = absl::StrSplit(source.substr(4), ',');

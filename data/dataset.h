@@ -48,8 +48,14 @@ absl::StatusOr<LabeledImages> ReadCsv(const std::string& path, Range range = {})
 // The directory Debian's dataset-fashion-mnist package installs to.
 inline constexpr char kFashionMnistDir[] = "/usr/share/datasets/fashion-mnist";
 
+// Fashion-MNIST's class names, by the class number its label files hold.
+inline constexpr const char* kFashionMnistClasses[10] = {
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal",      "Shirt",   "Sneaker",  "Bag",   "Ankle boot"};
+
 // Reads a data set named by a compact source string:
-//   "fashion-mnist:train" / "fashion-mnist:test"  the Debian package's IDX files;
+//   "fashion-mnist:train" / "fashion-mnist:test"  the Debian package's IDX files, labelled with
+//                                                 the class names of kFashionMnistClasses;
 //   "idx:IMAGES,LABELS"                           an IDX image file and its label file;
 //   "csv:PATH" or any path ending in ".csv"       a CSV file as ReadCsv describes.
 absl::StatusOr<LabeledImages> Load(const std::string& source, Range range = {});

@@ -120,7 +120,12 @@ TEST(FashionMnistTest, DebianPackageFilesLoad) {
   EXPECT_EQ(test->height, 28);
   EXPECT_EQ(test->width, 28);
   // The first test image of Fashion-MNIST is an ankle boot (class 9).
-  EXPECT_EQ(test->labels[0], "9");
+  EXPECT_EQ(test->labels[0], "Ankle boot");
+  absl::StatusOr<LabeledImages> raw =
+      ReadIdx(std::string(kFashionMnistDir) + "/t10k-images-idx3-ubyte.gz",
+              std::string(kFashionMnistDir) + "/t10k-labels-idx1-ubyte.gz", {0, 1});
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  EXPECT_EQ(raw->labels[0], "9");
   absl::StatusOr<LabeledImages> train = Load("fashion-mnist:train", {59990, 100});
   ASSERT_TRUE(train.ok()) << train.status();
   EXPECT_EQ(train->size(), 10u);

@@ -1,0 +1,241 @@
+// strata: the command-line client of a Strata server.
+//
+//   strata predict --data=SRC [--offset=N] [--limit=N] [--batch=256]
+//   strata update  --data=SRC [--offset=N] [--limit=N] [--batch=500]
+//   strata info | stats
+//   strata health [--wait=10s]
+//
+// Exit codes: 0 success (for `health`: the server is SERVING); 1 the call or the data failed (for
+// `health`: not SERVING within --wait); 2 usage error.
+#include <cstdint>
+#include <cstdio>
+#include <iostream>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "data/dataset.h"
+
+ABSL_FLAG(std::string, server, "127.0.0.1:50051", "Server address, host:port.");
+ABSL_FLAG(std::string, data, "",
+          "Data set for predict / update: fashion-mnist:train, fashion-mnist:test, "
+          "idx:IMAGES,LABELS or csv:PATH.");
+ABSL_FLAG(uint64_t, offset, 0, "Skip this many samples of --data.");
+ABSL_FLAG(uint64_t, limit, 0, "Use at most this many samples of --data (0: all).");
+ABSL_FLAG(int32_t, batch, 0,
+          "Samples per request (predict, default 256) or per stream message (update, default 500).");
+ABSL_FLAG(absl::Duration, wait, absl::Seconds(10),
+          "health: how long to wait for the server to report SERVING.");
+ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Deadline of each call.");
+
+namespace strata::client {
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitFailure = 1;
+constexpr int kExitUsage = 2;
+
+constexpr char kUsage[] =
+    "Command-line client of a Strata server.\n"
+    "  strata predict --data=SRC [--offset=N] [--limit=N] [--batch=256]   accuracy and samples/s\n"
+    "  strata update  --data=SRC [--offset=N] [--limit=N] [--batch=500]   stream labelled samples\n"
+    "  strata info                                                        the model served\n"
+    "  strata stats                                                       the server's counters\n"
+    "  strata health [--wait=10s]                                         exit 0 iff SERVING\n"
+    "Common flags: --server=127.0.0.1:50051 --timeout=10m\n"
+    "SRC: fashion-mnist:train | fashion-mnist:test | idx:IMAGES,LABELS | csv:PATH";
+
+int Fail(const std::string& what, const absl::Status& status) {
+  std::cerr << "strata: " << what << ": " << absl::StatusCodeToString(status.code()) << ": "
+            << status.message() << "\n";
+  return kExitFailure;
+}
+
+int UsageError(const std::string& message) {
+  std::cerr << "strata: " << message << "\n" << kUsage << "\n";
+  return kExitUsage;
+}
+
+// Loads --data and checks it against the served model.
+absl::StatusOr<data::LabeledImages> LoadData(const v1::ModelInfo& info) {
+  const std::string source = absl::GetFlag(FLAGS_data);
+  data::Range range;
+  range.offset = absl::GetFlag(FLAGS_offset);
+  range.limit = absl::GetFlag(FLAGS_limit);
+  absl::StatusOr<data::LabeledImages> images = data::Load(source, range);
+  if (!images.ok()) return images.status();
+  if (images->size() == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": no samples in the chosen range"));
+  }
+  if (images->image_size() != info.input_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": images are ", images->height, "x", images->width, " (", images->image_size(),
+        " pixels) but the server's model takes ", info.input_height(), "x", info.input_width(),
+        " (", info.input_size(), ")"));
+  }
+  return images;
+}
+
+void SetPixels(const data::LabeledImages& images, size_t i, v1::Sample* sample) {
+  sample->set_pixels(images.image(i), images.image_size());
+}
+
+int Predict(Client& client) {
+  absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo();
+  if (!info.ok()) return Fail("GetModelInfo", info.status());
+  int batch = absl::GetFlag(FLAGS_batch);
+  if (batch == 0) batch = 256;
+  if (batch < 1 || static_cast<uint32_t>(batch) > info->max_batch()) {
+    return UsageError(absl::StrCat("--batch: expected 1..", info->max_batch(),
+                                   " (the server's max_batch), got ", batch));
+  }
+  absl::StatusOr<data::LabeledImages> images = LoadData(*info);
+  if (!images.ok()) return Fail("loading --data", images.status());
+
+  size_t correct = 0;
+  std::set<uint64_t> versions;
+  const absl::Time start = absl::Now();
+  for (size_t begin = 0; begin < images->size(); begin += batch) {
+    const size_t end = std::min(images->size(), begin + batch);
+    v1::PredictRequest request;
+    for (size_t i = begin; i < end; ++i) SetPixels(*images, i, request.add_samples());
+    absl::StatusOr<v1::PredictResponse> response = client.Predict(request);
+    if (!response.ok()) {
+      return Fail(absl::StrCat("Predict (samples ", begin, "..", end - 1, ")"), response.status());
+    }
+    versions.insert(response->model_version());
+    for (size_t i = begin; i < end; ++i) {
+      if (response->predictions(static_cast<int>(i - begin)).label() == images->labels[i]) {
+        ++correct;
+      }
+    }
+  }
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const size_t n = images->size();
+  std::printf("predicted %zu samples in %.3f s (%.0f samples/s), model version %s\n", n, seconds,
+              n / seconds, absl::StrJoin(versions, ", ").c_str());
+  std::printf("accuracy %.4f (%zu/%zu)\n", static_cast<double>(correct) / n, correct, n);
+  return kExitOk;
+}
+
+int Update(Client& client) {
+  absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo();
+  if (!info.ok()) return Fail("GetModelInfo", info.status());
+  int batch = absl::GetFlag(FLAGS_batch);
+  if (batch == 0) batch = 500;
+  if (batch < 1) return UsageError(absl::StrCat("--batch: expected >= 1, got ", batch));
+  absl::StatusOr<data::LabeledImages> images = LoadData(*info);
+  if (!images.ok()) return Fail("loading --data", images.status());
+
+  size_t next = 0;
+  const absl::Time start = absl::Now();
+  absl::StatusOr<v1::UpdateSummary> summary = client.Update([&](v1::UpdateRequest* message) {
+    if (next == images->size()) return false;
+    const size_t end = std::min(images->size(), next + batch);
+    for (; next < end; ++next) {
+      v1::LabeledSample* sample = message->add_samples();
+      SetPixels(*images, next, sample->mutable_sample());
+      sample->set_label(images->labels[next]);
+    }
+    return true;
+  });
+  if (!summary.ok()) return Fail("Update", summary.status());
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  std::printf("accepted %llu, rejected %llu; model version %llu\n",
+              static_cast<unsigned long long>(summary->accepted()),
+              static_cast<unsigned long long>(summary->rejected()),
+              static_cast<unsigned long long>(summary->model_version()));
+  if (summary->new_labels_size() > 0) {
+    std::printf("new classes: %s\n", absl::StrJoin(summary->new_labels(), ", ").c_str());
+  }
+  std::printf("%.3f s (%.0f samples/s); server absorb %.3f s, solve %.3f s\n", seconds,
+              images->size() / seconds, summary->absorb_seconds(), summary->solve_seconds());
+  for (const v1::Rejection& rejection : summary->rejections()) {
+    std::printf("rejected message %u sample %d: %s\n", rejection.message_index(),
+                rejection.sample_index(), rejection.reason().c_str());
+  }
+  return kExitOk;
+}
+
+int Info(Client& client) {
+  absl::StatusOr<v1::ModelInfo> info = client.GetModelInfo();
+  if (!info.ok()) return Fail("GetModelInfo", info.status());
+  std::printf("model version   %llu\n", static_cast<unsigned long long>(info->model_version()));
+  std::printf("input           %ux%ux%u (%u values)\n", info->input_height(), info->input_width(),
+              info->input_channels(), info->input_size());
+  std::printf("features        %u\n", info->feature_size());
+  std::printf("classes         %d: %s\n", info->labels_size(),
+              absl::StrJoin(info->labels(), ", ").c_str());
+  for (int i = 0; i < info->lower_tier_stages_size(); ++i) {
+    std::printf("lower tier %d    %s\n", i + 1, info->lower_tier_stages(i).c_str());
+  }
+  std::printf("upper tier      %s\n", info->upper_tier().c_str());
+  std::printf("ridge lambda    %g\n", info->ridge_lambda());
+  std::printf("samples seen    %llu\n", static_cast<unsigned long long>(info->samples_seen()));
+  std::printf("max batch       %u\n", info->max_batch());
+  return kExitOk;
+}
+
+int Stats(Client& client) {
+  absl::StatusOr<v1::Stats> stats = client.GetStats();
+  if (!stats.ok()) return Fail("GetStats", stats.status());
+  auto count = [](const char* name, const v1::RpcCount& c) {
+    std::printf("%-18s ok %llu, failed %llu\n", name, static_cast<unsigned long long>(c.ok()),
+                static_cast<unsigned long long>(c.failed()));
+  };
+  count("ExtractFeatures", stats->extract_features());
+  count("Predict", stats->predict());
+  count("Update", stats->update());
+  count("GetModelInfo", stats->get_model_info());
+  auto line = [](const char* name, uint64_t value) {
+    std::printf("%-18s %llu\n", name, static_cast<unsigned long long>(value));
+  };
+  line("samples predicted", stats->samples_predicted());
+  line("samples extracted", stats->samples_extracted());
+  line("samples absorbed", stats->samples_absorbed());
+  line("samples rejected", stats->samples_rejected());
+  line("updates applied", stats->updates_applied());
+  line("model version", stats->model_version());
+  std::printf("%-18s %.1f s\n", "uptime", stats->uptime_seconds());
+  return kExitOk;
+}
+
+int Health(Client& client) {
+  const absl::Duration wait = absl::GetFlag(FLAGS_wait);
+  absl::Status status = client.WaitUntilServing(wait);
+  if (!status.ok()) return Fail("health", status);
+  std::printf("SERVING\n");
+  return kExitOk;
+}
+
+int Main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(kUsage);
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) return UsageError("expected exactly one subcommand");
+  const std::string command = args[1];
+  const bool needs_data = command == "predict" || command == "update";
+  if (needs_data && absl::GetFlag(FLAGS_data).empty()) {
+    return UsageError(absl::StrCat(command, ": --data is required"));
+  }
+  ClientOptions options;
+  options.timeout = absl::GetFlag(FLAGS_timeout);
+  Client client(absl::GetFlag(FLAGS_server), options);
+  if (command == "predict") return Predict(client);
+  if (command == "update") return Update(client);
+  if (command == "info") return Info(client);
+  if (command == "stats") return Stats(client);
+  if (command == "health") return Health(client);
+  return UsageError(absl::StrCat("unknown subcommand \"", command, "\""));
+}
+
+}  // namespace
+}  // namespace strata::client
+
+int main(int argc, char** argv) { return strata::client::Main(argc, argv); }

@@ -1,0 +1,31 @@
+// Argument checks shared by every backend, so that all of them reject the same calls with the
+// same messages before touching any output. Thread-safe (pure functions).
+#ifndef STRATA_FPGA_VALIDATION_H_
+#define STRATA_FPGA_VALIDATION_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "fpga/backend.h"
+
+namespace strata::fpga {
+
+// OK if x holds batch >= 1 rows of spec.in_features and the output the spec selects (y_int32 for
+// raw_output, else y_int8) holds batch * spec.out_features; else INVALID_ARGUMENT.
+absl::Status CheckDenseForward(const DenseInt8Spec& spec, std::span<const int8_t> x, int batch,
+                               std::span<int8_t> y_int8, std::span<int32_t> y_int32);
+
+// The number of labelled rows (class != -1) if h holds classes.size() rows of `dimension` and
+// every class is -1 or in [0, num_classes); else INVALID_ARGUMENT.
+absl::StatusOr<int> CheckGramAccumulate(int dimension, int num_classes, std::span<const int8_t> h,
+                                        std::span<const int32_t> classes);
+
+// OK if dimension >= 1 and num_classes >= 0 and G fits in memory addressing; else INVALID_ARGUMENT.
+absl::Status CheckGramShape(int dimension, int num_classes);
+
+}  // namespace strata::fpga
+
+#endif  // STRATA_FPGA_VALIDATION_H_

@@ -1,0 +1,195 @@
+// strata-server: serves one model bundle over gRPC (service strata.v1.Strata, plus the standard
+// health service and server reflection).
+//
+// Start-up order: listen first, with health NOT_SERVING, so that clients and orchestrators can
+// connect and see "not ready"; then load the bundle; then report SERVING. SIGTERM or SIGINT shuts
+// down gracefully: new calls are refused, in-flight calls get --shutdown_grace to finish (then they
+// are cancelled), and the process exits 0.
+#include <signal.h>
+
+#include <climits>
+#include <cstring>
+#include <cstdint>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "base/file.h"
+#include "base/log.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "model/bundle.h"
+#include "server/model_store.h"
+#include "server/service.h"
+
+ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
+ABSL_FLAG(std::string, address, "127.0.0.1:50051",
+          "host:port to listen on; port 0 picks a free port (see --port_file).");
+ABSL_FLAG(std::string, port_file, "",
+          "If set, the bound port is written to this file (atomically) once listening.");
+ABSL_FLAG(int32_t, max_batch, 1024,
+          "Largest Predict / ExtractFeatures batch; larger ones fail with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int64_t, max_message_bytes, int64_t{64} << 20,
+          "Largest request message in bytes; gRPC rejects larger ones with RESOURCE_EXHAUSTED.");
+ABSL_FLAG(int32_t, inference_threads, 2, "Threads answering Predict and ExtractFeatures.");
+ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
+          "On SIGTERM / SIGINT, how long in-flight calls may run before they are cancelled.");
+
+namespace strata::server {
+namespace {
+
+// The server's configuration, read once from the flags.
+struct Options {
+  // Path of the model bundle to serve. Required.
+  std::string bundle;
+  // Address to listen on, host:port. Default 127.0.0.1:50051 (loopback only); use 0.0.0.0:PORT or
+  // [::]:PORT to accept remote clients. Port 0 lets the kernel pick a free port.
+  std::string address = "127.0.0.1:50051";
+  // If non-empty, the bound port (decimal, newline-terminated) is written here once the server is
+  // listening: how tests and scripts find a port chosen with port 0. Default: none.
+  std::string port_file;
+  // Largest Predict / ExtractFeatures batch, >= 1. Default 1024. Bounds the memory and latency of
+  // one request; larger batches fail with RESOURCE_EXHAUSTED.
+  int max_batch = 1024;
+  // Largest request message gRPC accepts, in bytes, 1..INT_MAX. Default 64 MiB (about 85,000
+  // 28x28 images as pixels). Larger messages fail with RESOURCE_EXHAUSTED before any of our code
+  // runs.
+  int max_message_bytes = 64 << 20;
+  // Threads running Predict / ExtractFeatures. Default 2.
+  int inference_threads = 2;
+  // Grace period for in-flight calls at shutdown. Default 5 s.
+  absl::Duration shutdown_grace = absl::Seconds(5);
+};
+
+absl::StatusOr<Options> ReadOptions() {
+  Options options;
+  options.bundle = absl::GetFlag(FLAGS_bundle);
+  options.address = absl::GetFlag(FLAGS_address);
+  options.port_file = absl::GetFlag(FLAGS_port_file);
+  options.max_batch = absl::GetFlag(FLAGS_max_batch);
+  const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
+  options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
+  options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  if (options.bundle.empty()) return absl::InvalidArgumentError("--bundle is required");
+  if (options.address.empty()) return absl::InvalidArgumentError("--address must not be empty");
+  if (options.max_batch < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_batch: expected >= 1, got ", options.max_batch));
+  }
+  if (max_message_bytes < 1 || max_message_bytes > INT_MAX) {
+    return absl::InvalidArgumentError(absl::StrCat("--max_message_bytes: expected 1..", INT_MAX,
+                                                   ", got ", max_message_bytes));
+  }
+  options.max_message_bytes = static_cast<int>(max_message_bytes);
+  if (options.inference_threads < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inference_threads: expected >= 1, got ", options.inference_threads));
+  }
+  if (options.shutdown_grace < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("--shutdown_grace must not be negative");
+  }
+  return options;
+}
+
+constexpr char kServiceName[] = "strata.v1.Strata";
+
+void SetServing(grpc::Server& server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
+  health->SetServingStatus(kServiceName, serving);
+  health->SetServingStatus("", serving);
+}
+
+int Run(const Options& options, const sigset_t& shutdown_signals) {
+  ModelStore store;
+  ServiceOptions service_options;
+  service_options.max_batch = options.max_batch;
+  service_options.inference_threads = options.inference_threads;
+  StrataService service(&store, service_options);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    STRATA_LOG(ERROR) << "cannot listen on " << options.address;
+    return 1;
+  }
+  // The health service starts out SERVING; say NOT_SERVING until the model is loaded.
+  SetServing(*server, false);
+  STRATA_LOG(INFO) << "listening on " << options.address << " (port " << port << ")";
+  if (!options.port_file.empty()) {
+    absl::Status written = base::WriteFileAtomically(options.port_file, absl::StrCat(port, "\n"));
+    if (!written.ok()) {
+      STRATA_LOG(ERROR) << "cannot write --port_file: " << written;
+      server->Shutdown();
+      return 1;
+    }
+  }
+
+  const absl::Time load_start = absl::Now();
+  absl::StatusOr<model::Bundle> bundle = model::ReadBundle(options.bundle);
+  absl::Status loaded = bundle.ok() ? store.Load(*std::move(bundle)) : bundle.status();
+  if (!loaded.ok()) {
+    STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": " << loaded;
+    server->Shutdown();
+    return 1;
+  }
+  std::shared_ptr<const ModelVersion> model = store.Current();
+  STRATA_LOG(INFO) << "loaded " << options.bundle << " in "
+                   << absl::ToDoubleSeconds(absl::Now() - load_start) << " s: model version "
+                   << model->version << ", " << model->lower->feature_size() << " features, "
+                   << model->readout.labels.size() << " classes, " << model->samples_seen
+                   << " samples seen";
+  SetServing(*server, true);
+  STRATA_LOG(INFO) << "serving " << kServiceName;
+
+  int signal_number = 0;
+  sigwait(&shutdown_signals, &signal_number);
+  STRATA_LOG(INFO) << "received signal " << signal_number << " (" << strsignal(signal_number)
+                   << "); shutting down";
+  SetServing(*server, false);
+  server->Shutdown(std::chrono::system_clock::now() +
+                   absl::ToChronoMilliseconds(options.shutdown_grace));
+  service.Drain();
+  server->Wait();
+  STRATA_LOG(INFO) << "shut down";
+  return 0;
+}
+
+}  // namespace
+}  // namespace strata::server
+
+int main(int argc, char** argv) {
+  // Block the shutdown signals before any thread starts, so that every thread inherits the mask and
+  // only sigwait() in Run() receives them.
+  sigset_t shutdown_signals;
+  sigemptyset(&shutdown_signals);
+  sigaddset(&shutdown_signals, SIGTERM);
+  sigaddset(&shutdown_signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &shutdown_signals, nullptr);
+
+  strata::base::SetLogProgramName("strata-server");
+  absl::SetProgramUsageMessage(
+      "Serves a Strata model bundle over gRPC.\n"
+      "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]");
+  absl::ParseCommandLine(argc, argv);
+  absl::StatusOr<strata::server::Options> options = strata::server::ReadOptions();
+  if (!options.ok()) {
+    STRATA_LOG(ERROR) << options.status().message() << " (see --help)";
+    return 2;
+  }
+  return strata::server::Run(*options, shutdown_signals);
+}

@@ -1,0 +1,80 @@
+#include "server/model_store.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+
+namespace strata::server {
+
+absl::Status ModelStore::Load(model::Bundle bundle) {
+  absl::MutexLock lock(&mu_);
+  if (upper_ != nullptr) return absl::FailedPreconditionError("a model is already loaded");
+  if (bundle.lower.feature_size() != bundle.upper.feature_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bundle: the lower tier yields ", bundle.lower.feature_size(),
+        " features but the upper tier reads ", bundle.upper.feature_size()));
+  }
+  absl::StatusOr<model::Readout> readout = bundle.upper.Solve();
+  if (!readout.ok()) return readout.status();
+
+  auto lower = std::make_shared<const model::LowerTier>(std::move(bundle.lower));
+  auto version = std::make_shared<ModelVersion>();
+  version->version = bundle.version;
+  version->lower = lower;
+  version->readout = *std::move(readout);
+  version->ridge_lambda = bundle.upper.lambda();
+  version->samples_seen = bundle.upper.samples_seen();
+
+  lower_ = std::move(lower);
+  upper_ = std::make_unique<model::UpperTier>(std::move(bundle.upper));
+  current_.store(std::move(version));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF& features,
+                                                            std::span<const std::string> labels) {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  if (features.rows() != static_cast<Eigen::Index>(labels.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("absorb: ", features.rows(), " feature rows but ",
+                                                   labels.size(), " labels"));
+  }
+  if (features.cols() != upper_->feature_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("absorb: feature rows of width ",
+                                                   features.cols(), ", expected ",
+                                                   upper_->feature_size()));
+  }
+  std::vector<std::string> new_labels;
+  std::vector<int> classes;
+  classes.reserve(labels.size());
+  for (const std::string& label : labels) {
+    const int before = upper_->num_classes();
+    const int index = upper_->ClassIndexOrAdd(label);
+    if (index >= before) new_labels.push_back(label);
+    classes.push_back(index);
+  }
+  // Cannot fail after the checks above; if it ever did, the new classes stay as zero columns of Q,
+  // which is exactly the statistics of "no sample with that label yet".
+  absl::Status status = upper_->Absorb(features, classes);
+  if (!status.ok()) return status;
+  return new_labels;
+}
+
+absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish() {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  absl::StatusOr<model::Readout> readout = upper_->Solve();
+  if (!readout.ok()) return readout.status();
+
+  auto version = std::make_shared<ModelVersion>();
+  version->version = current_.load()->version + 1;
+  version->lower = lower_;
+  version->readout = *std::move(readout);
+  version->ridge_lambda = upper_->lambda();
+  version->samples_seen = upper_->samples_seen();
+  std::shared_ptr<const ModelVersion> published = version;
+  current_.store(published);
+  return published;
+}
+
+}  // namespace strata::server

@@ -1,0 +1,365 @@
+#include "server/service.h"
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "server/validation.h"
+
+namespace strata::server {
+namespace {
+
+// The number of rejections an UpdateSummary lists (it counts them all).
+constexpr int kMaxListedRejections = 100;
+
+absl::Status NotLoaded() {
+  return absl::UnavailableError("the model is not loaded yet; retry later");
+}
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+}  // namespace
+
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
+StrataService::StrataService(ModelStore* store, ServiceOptions options)
+    : store_(store),
+      options_(options),
+      inference_queue_("inference", std::max(1, options.inference_threads)) {}
+
+StrataService::~StrataService() { Drain(); }
+
+void StrataService::Drain() {
+  inference_queue_.Drain();
+  update_queue_.Drain();
+}
+
+void StrataService::CountCall(v1::RpcCount* count, const grpc::Status& status) {
+  if (status.ok()) {
+    count->set_ok(count->ok() + 1);
+  } else {
+    count->set_failed(count->failed() + 1);
+  }
+}
+
+// ---- ExtractFeatures and Predict -----------------------------------------------------------------
+
+absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
+                                              v1::ExtractFeaturesResponse* response) {
+  std::shared_ptr<const ModelVersion> model = store_->Current();
+  if (model == nullptr) return NotLoaded();
+  absl::StatusOr<model::MatrixF> batch =
+      ReadBatch(request.samples(), model->lower->input_size(), options_.max_batch);
+  if (!batch.ok()) return batch.status();
+
+  const model::MatrixF features = model->lower->Features(*batch);
+  for (Eigen::Index i = 0; i < features.rows(); ++i) {
+    auto* values = response->add_features()->mutable_values();
+    values->Add(features.row(i).data(), features.row(i).data() + features.cols());
+  }
+  response->set_model_version(model->version);
+  return absl::OkStatus();
+}
+
+absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
+                                      v1::PredictResponse* response) {
+  std::shared_ptr<const ModelVersion> model = store_->Current();
+  if (model == nullptr) return NotLoaded();
+  absl::StatusOr<model::MatrixF> batch =
+      ReadBatch(request.samples(), model->lower->input_size(), options_.max_batch);
+  if (!batch.ok()) return batch.status();
+
+  const model::MatrixF scores = model->readout.Scores(model->lower->Features(*batch));
+  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+    Eigen::Index best = 0;
+    scores.row(i).maxCoeff(&best);
+    v1::Prediction* prediction = response->add_predictions();
+    prediction->set_label(model->readout.labels[best]);
+    prediction->set_class_index(static_cast<uint32_t>(best));
+    if (request.return_scores()) {
+      prediction->mutable_scores()->Add(scores.row(i).data(),
+                                        scores.row(i).data() + scores.cols());
+    }
+  }
+  response->set_model_version(model->version);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerContext* context,
+                                                         const v1::ExtractFeaturesRequest* request,
+                                                         v1::ExtractFeaturesResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  // The request and response live until Finish(), so the work may use them.
+  inference_queue_.Schedule([this, context, request, response, reactor] {
+    grpc::Status status = context->IsCancelled()
+                              ? grpc::Status::CANCELLED
+                              : ToGrpcStatus(DoExtractFeatures(*request, response));
+    {
+      absl::MutexLock lock(&stats_mu_);
+      CountCall(stats_.mutable_extract_features(), status);
+      if (status.ok()) {
+        stats_.set_samples_extracted(stats_.samples_extracted() + request->samples_size());
+      }
+    }
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* context,
+                                                 const v1::PredictRequest* request,
+                                                 v1::PredictResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  inference_queue_.Schedule([this, context, request, response, reactor] {
+    grpc::Status status = context->IsCancelled() ? grpc::Status::CANCELLED
+                                                 : ToGrpcStatus(DoPredict(*request, response));
+    {
+      absl::MutexLock lock(&stats_mu_);
+      CountCall(stats_.mutable_predict(), status);
+      if (status.ok()) {
+        stats_.set_samples_predicted(stats_.samples_predicted() + request->samples_size());
+      }
+    }
+    reactor->Finish(status);
+  });
+  return reactor;
+}
+
+// ---- Update ------------------------------------------------------------------------------------
+
+// One Update stream. Reads one message at a time; each message is validated and absorbed on the
+// update queue, which then starts the next read. When the client half-closes, the work on the update
+// queue publishes a new version (if anything was accepted) and finishes the call. Exactly one read or
+// one piece of queued work is outstanding at any time, so the members need no lock; Finish() is
+// called exactly once, by FinishWith().
+class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::UpdateRequest> {
+ public:
+  UpdateReactor(StrataService* service, grpc::CallbackServerContext* context,
+                v1::UpdateSummary* summary)
+      : service_(service), context_(context), summary_(summary) {
+    model_ = service_->store_->Current();
+    if (model_ == nullptr) {
+      FinishWith(ToGrpcStatus(NotLoaded()));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  void OnReadDone(bool ok) override {
+    if (ok) {
+      service_->update_queue_.Schedule([this] { AbsorbMessage(); });
+    } else {
+      // The client half-closed, or the call was cancelled.
+      service_->update_queue_.Schedule([this] { Complete(); });
+    }
+  }
+
+  void OnDone() override { delete this; }
+
+ private:
+  // Validates and absorbs request_, then reads the next message.
+  void AbsorbMessage() {
+    if (context_->IsCancelled()) {
+      FinishWith(grpc::Status::CANCELLED);
+      return;
+    }
+    const absl::Time start = absl::Now();
+    absl::Status status = AbsorbSamples();
+    absorb_time_ += absl::Now() - start;
+    ++message_index_;
+    if (!status.ok()) {
+      STRATA_LOG(ERROR) << "Update: absorbing failed: " << status;
+      FinishWith(ToGrpcStatus(status));
+      return;
+    }
+    StartRead(&request_);
+  }
+
+  absl::Status AbsorbSamples() {
+    const int count = request_.samples_size();
+    samples_received_ += count;
+    if (count == 0) {
+      Reject(-1, "samples: empty message, expected at least 1 sample");
+      return absl::OkStatus();
+    }
+    const int input_size = model_->lower->input_size();
+    const int chunk = std::min(count, service_->options_.max_batch);
+    model::MatrixF rows(chunk, input_size);
+    std::vector<std::string> labels;
+    labels.reserve(chunk);
+    for (int i = 0; i < count; ++i) {
+      const v1::LabeledSample& sample = request_.samples(i);
+      const std::string field = absl::StrCat("samples[", i, "]");
+      absl::Status valid = ValidateLabel(sample.label(), absl::StrCat(field, ".label"));
+      if (valid.ok()) {
+        valid = ReadSample(sample.sample(), input_size, absl::StrCat(field, ".sample"),
+                           rows.row(static_cast<Eigen::Index>(labels.size())).data());
+      }
+      if (!valid.ok()) {
+        Reject(i, valid.message());
+        continue;
+      }
+      labels.push_back(sample.label());
+      if (static_cast<int>(labels.size()) == chunk) {
+        absl::Status status = Absorb(rows, labels);
+        if (!status.ok()) return status;
+        labels.clear();
+      }
+    }
+    if (!labels.empty()) {
+      rows.conservativeResize(static_cast<Eigen::Index>(labels.size()), input_size);
+      return Absorb(rows, labels);
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels) {
+    absl::StatusOr<std::vector<std::string>> new_labels =
+        service_->store_->Absorb(model_->lower->Features(rows), labels);
+    if (!new_labels.ok()) return new_labels.status();
+    for (std::string& label : *new_labels) summary_->add_new_labels(std::move(label));
+    summary_->set_accepted(summary_->accepted() + labels.size());
+    absl::MutexLock lock(&service_->stats_mu_);
+    service_->stats_.set_samples_absorbed(service_->stats_.samples_absorbed() + labels.size());
+    return absl::OkStatus();
+  }
+
+  void Reject(int sample_index, absl::string_view reason) {
+    if (summary_->rejections_size() < kMaxListedRejections) {
+      v1::Rejection* rejection = summary_->add_rejections();
+      rejection->set_message_index(message_index_);
+      rejection->set_sample_index(sample_index);
+      rejection->set_reason(std::string(reason));
+    }
+    summary_->set_rejected(summary_->rejected() + 1);
+    absl::MutexLock lock(&service_->stats_mu_);
+    service_->stats_.set_samples_rejected(service_->stats_.samples_rejected() + 1);
+  }
+
+  // The stream ended: publish what was accepted, then reply.
+  void Complete() {
+    if (context_->IsCancelled()) {
+      // Samples already absorbed stay in the statistics; the next Publish() includes them.
+      FinishWith(grpc::Status::CANCELLED);
+      return;
+    }
+    if (samples_received_ == 0) {
+      FinishWith(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              absl::StrCat("Update stream carried no samples (", message_index_,
+                                           " messages), expected at least 1 labelled sample")));
+      return;
+    }
+    uint64_t version = service_->store_->Current()->version;
+    if (summary_->accepted() > 0) {
+      const absl::Time start = absl::Now();
+      absl::StatusOr<std::shared_ptr<const ModelVersion>> published = service_->store_->Publish();
+      summary_->set_solve_seconds(Seconds(absl::Now() - start));
+      if (!published.ok()) {
+        STRATA_LOG(ERROR) << "Update: solving the readout failed: " << published.status();
+        FinishWith(ToGrpcStatus(published.status()));
+        return;
+      }
+      version = (*published)->version;
+      {
+        absl::MutexLock lock(&service_->stats_mu_);
+        service_->stats_.set_updates_applied(service_->stats_.updates_applied() + 1);
+      }
+      STRATA_LOG(INFO) << "Update: published model version " << version << " ("
+                       << summary_->accepted() << " samples accepted, " << summary_->rejected()
+                       << " rejected, " << (*published)->readout.labels.size() << " classes, "
+                       << (*published)->samples_seen << " samples seen; solve "
+                       << summary_->solve_seconds() << " s)";
+    }
+    summary_->set_model_version(version);
+    summary_->set_absorb_seconds(Seconds(absorb_time_));
+    FinishWith(grpc::Status::OK);
+  }
+
+  void FinishWith(const grpc::Status& status) {
+    {
+      absl::MutexLock lock(&service_->stats_mu_);
+      service_->CountCall(service_->stats_.mutable_update(), status);
+    }
+    Finish(status);
+  }
+
+  StrataService* const service_;
+  grpc::CallbackServerContext* const context_;
+  v1::UpdateSummary* const summary_;
+  // The version whose (frozen) lower tier computes this stream's features.
+  std::shared_ptr<const ModelVersion> model_;
+  v1::UpdateRequest request_;
+  uint32_t message_index_ = 0;  // index of request_ in the stream
+  uint64_t samples_received_ = 0;
+  absl::Duration absorb_time_;
+};
+
+grpc::ServerReadReactor<v1::UpdateRequest>* StrataService::Update(
+    grpc::CallbackServerContext* context, v1::UpdateSummary* summary) {
+  return new UpdateReactor(this, context, summary);
+}
+
+// ---- GetModelInfo and GetStats -----------------------------------------------------------------
+
+grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                      const v1::GetModelInfoRequest* /*request*/,
+                                                      v1::ModelInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::shared_ptr<const ModelVersion> model = store_->Current();
+  grpc::Status status = ToGrpcStatus(model == nullptr ? NotLoaded() : absl::OkStatus());
+  if (model != nullptr) {
+    const model::LowerTierSpec& spec = model->lower->spec();
+    response->set_input_height(spec.image_height);
+    response->set_input_width(spec.image_width);
+    response->set_input_channels(1);
+    response->set_input_size(model->lower->input_size());
+    response->set_feature_size(model->lower->feature_size());
+    for (const std::string& label : model->readout.labels) response->add_labels(label);
+    response->set_model_version(model->version);
+    for (std::string& stage : model->lower->Describe()) {
+      response->add_lower_tier_stages(std::move(stage));
+    }
+    response->set_upper_tier(absl::StrCat(
+        "ridge readout: ", model->lower->feature_size(), " features -> ",
+        model->readout.labels.size(),
+        " classes, solved by Cholesky from exact sufficient statistics (lambda ",
+        model->ridge_lambda, ")"));
+    response->set_ridge_lambda(model->ridge_lambda);
+    response->set_samples_seen(model->samples_seen);
+    response->set_max_batch(options_.max_batch);
+  }
+  {
+    absl::MutexLock lock(&stats_mu_);
+    CountCall(stats_.mutable_get_model_info(), status);
+  }
+  reactor->Finish(status);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* context,
+                                                  const v1::GetStatsRequest* /*request*/,
+                                                  v1::Stats* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  std::shared_ptr<const ModelVersion> model = store_->Current();
+  if (model == nullptr) {
+    reactor->Finish(ToGrpcStatus(NotLoaded()));
+    return reactor;
+  }
+  {
+    absl::MutexLock lock(&stats_mu_);
+    *response = stats_;
+  }
+  response->set_model_version(model->version);
+  response->set_uptime_seconds(Seconds(absl::Now() - start_time_));
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+}  // namespace strata::server

@@ -1,0 +1,780 @@
+// Integration tests: a real strata-server process on loopback, driven through the client library.
+//
+// Each test process fits a small real model (Fashion-MNIST), writes it as a bundle, starts
+// strata-server on a free port (--address=127.0.0.1:0 --port_file) and talks to it over gRPC. The
+// expected answers come from the model API run in this process on the same bundle.
+#include <signal.h>
+#include <stdlib.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "client/client.h"
+#include "data/dataset.h"
+#include "gmock/gmock.h"
+#include "google/protobuf/descriptor.pb.h"
+#include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
+#include "gtest/gtest.h"
+#include "model/bundle.h"
+#include "model/lower_tier.h"
+#include "model/upper_tier.h"
+
+namespace strata {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+
+constexpr int kMaxBatch = 64;
+constexpr int kMaxMessageBytes = 256 * 1024;
+constexpr int kTrainImages = 2000;
+constexpr int kInputSize = 28 * 28;
+// Guards against hangs only; nothing asserts on how long anything takes.
+constexpr absl::Duration kStartupLimit = absl::Seconds(120);
+
+// ---- data and the reference model ----------------------------------------------------------------
+
+model::MatrixF ToMatrix(const data::LabeledImages& images, size_t begin, size_t end) {
+  model::MatrixF m(end - begin, images.image_size());
+  for (size_t i = begin; i < end; ++i) {
+    for (size_t j = 0; j < images.image_size(); ++j) {
+      m(i - begin, j) = static_cast<float>(images.image(i)[j]) / 255.0f;
+    }
+  }
+  return m;
+}
+
+v1::Sample PixelSample(const data::LabeledImages& images, size_t i) {
+  v1::Sample sample;
+  sample.set_pixels(images.image(i), images.image_size());
+  return sample;
+}
+
+v1::LabeledSample Labeled(const data::LabeledImages& images, size_t i) {
+  v1::LabeledSample sample;
+  *sample.mutable_sample() = PixelSample(images, i);
+  sample.set_label(images.labels[i]);
+  return sample;
+}
+
+// What the test shares across its tests (built once per test process).
+struct Fixture {
+  std::string dir;          // temporary directory, removed at the end
+  std::string bundle_path;  // the bundle the servers serve
+  // The same bundle, read back: the reference model (optional only because a Bundle has no
+  // default constructor).
+  std::optional<model::Bundle> bundle;
+  data::LabeledImages updates;  // training images the bundle has not seen, for Update streams
+  data::LabeledImages heldout;  // test images
+};
+Fixture* fixture = nullptr;
+
+void BuildFixture() {
+  auto* f = new Fixture;
+  char dir_template[] = "/tmp/strata_server_test.XXXXXX";
+  ASSERT_NE(mkdtemp(dir_template), nullptr);
+  f->dir = dir_template;
+  f->bundle_path = f->dir + "/model.bundle";
+
+  absl::StatusOr<data::LabeledImages> train = data::Load("fashion-mnist:train", {0, kTrainImages});
+  ASSERT_TRUE(train.ok()) << train.status();
+  absl::StatusOr<data::LabeledImages> updates =
+      data::Load("fashion-mnist:train", {kTrainImages, 1000});
+  ASSERT_TRUE(updates.ok()) << updates.status();
+  absl::StatusOr<data::LabeledImages> heldout = data::Load("fashion-mnist:test", {0, 1000});
+  ASSERT_TRUE(heldout.ok()) << heldout.status();
+  f->updates = *std::move(updates);
+  f->heldout = *std::move(heldout);
+
+  model::LowerTierSpec spec;
+  spec.filters = 12;
+  spec.expansion = 256;
+  spec.pca_images = kTrainImages;
+  spec.seed = 7;
+  const model::MatrixF images = ToMatrix(*train, 0, train->size());
+  absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
+  ASSERT_TRUE(lower.ok()) << lower.status();
+  model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
+  std::vector<int> classes;
+  for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
+  ASSERT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
+  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+  ASSERT_TRUE(model::WriteBundle(bundle, f->bundle_path).ok());
+
+  absl::StatusOr<model::Bundle> read = model::ReadBundle(f->bundle_path);
+  ASSERT_TRUE(read.ok()) << read.status();
+  f->bundle.emplace(*std::move(read));
+  fixture = f;
+}
+
+// Scores of `images` under the reference upper tier `upper`.
+model::MatrixF ReferenceScores(const model::UpperTier& upper, const model::MatrixF& images) {
+  absl::StatusOr<model::Readout> readout = upper.Solve();
+  EXPECT_TRUE(readout.ok()) << readout.status();
+  if (!readout.ok()) return {};
+  return readout->Scores(fixture->bundle->lower.Features(images));
+}
+
+// Absorbs labelled rows into the reference upper tier.
+void ReferenceAbsorb(model::UpperTier& upper, const model::MatrixF& images,
+                     const std::vector<std::string>& labels) {
+  std::vector<int> classes;
+  for (const std::string& label : labels) classes.push_back(upper.ClassIndexOrAdd(label));
+  ASSERT_TRUE(upper.Absorb(fixture->bundle->lower.Features(images), classes).ok());
+}
+
+using Scores = std::vector<std::vector<float>>;
+
+Scores ScoresOf(const v1::PredictResponse& response) {
+  Scores scores;
+  for (const v1::Prediction& p : response.predictions()) {
+    scores.emplace_back(p.scores().begin(), p.scores().end());
+  }
+  return scores;
+}
+
+// Server scores equal reference scores to 1e-4 relative to the largest score.
+void ExpectScoresNear(const Scores& actual, const model::MatrixF& expected) {
+  ASSERT_EQ(actual.size(), static_cast<size_t>(expected.rows()));
+  const float scale = std::max(1.0f, expected.cwiseAbs().maxCoeff());
+  for (size_t i = 0; i < actual.size(); ++i) {
+    ASSERT_EQ(actual[i].size(), static_cast<size_t>(expected.cols())) << "sample " << i;
+    for (size_t c = 0; c < actual[i].size(); ++c) {
+      EXPECT_NEAR(actual[i][c], expected(i, c), 1e-4f * scale) << "sample " << i << " class " << c;
+    }
+  }
+}
+
+// ---- the server process --------------------------------------------------------------------------
+
+class ServerProcess {
+ public:
+  // Starts strata-server on the fixture's bundle and waits until it reports SERVING.
+  static std::unique_ptr<ServerProcess> Start(const std::string& bundle_path) {
+    static std::atomic<int> count{0};
+    const std::string port_file = absl::StrCat(fixture->dir, "/port.", count++);
+    std::unique_ptr<ServerProcess> server(new ServerProcess);
+    server->pid_ = Spawn({absl::StrCat("--bundle=", bundle_path), "--address=127.0.0.1:0",
+                          absl::StrCat("--port_file=", port_file),
+                          absl::StrCat("--max_batch=", kMaxBatch),
+                          absl::StrCat("--max_message_bytes=", kMaxMessageBytes)});
+    const absl::Time limit = absl::Now() + kStartupLimit;
+    while (server->port_ == 0) {
+      std::ifstream in(port_file);
+      if (!(in >> server->port_)) server->port_ = 0;
+      if (server->port_ != 0) break;
+      int status = 0;
+      if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
+        server->pid_ = -1;
+        ADD_FAILURE() << "strata-server exited during start-up, status " << status;
+        return nullptr;
+      }
+      if (absl::Now() > limit) {
+        ADD_FAILURE() << "strata-server wrote no port file";
+        return nullptr;
+      }
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+    server->client_ = std::make_unique<client::Client>(server->address());
+    absl::Status serving = server->client_->WaitUntilServing(kStartupLimit);
+    if (!serving.ok()) {
+      ADD_FAILURE() << "strata-server did not become SERVING: " << serving;
+      return nullptr;
+    }
+    return server;
+  }
+
+  // Runs strata-server with `args`; the child is killed if this process dies.
+  static pid_t Spawn(const std::vector<std::string>& args) {
+    const std::string binary = STRATA_BINARY_DIR "/bin/strata-server";
+    std::vector<std::string> argv_strings = {binary};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    return pid;
+  }
+
+  // Kills the server no matter what.
+  ~ServerProcess() {
+    if (pid_ > 0) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+  }
+
+  // Sends SIGTERM and returns the wait status.
+  int Terminate() {
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return status;
+  }
+
+  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
+  client::Client& client() { return *client_; }
+
+ private:
+  ServerProcess() = default;
+  pid_t pid_ = -1;
+  int port_ = 0;
+  std::unique_ptr<client::Client> client_;
+};
+
+class ServerTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (fixture == nullptr) BuildFixture();
+  }
+  static void TearDownTestSuite() {
+    if (fixture != nullptr) std::filesystem::remove_all(fixture->dir);
+    delete fixture;
+    fixture = nullptr;
+  }
+
+  void SetUp() override {
+    ASSERT_NE(fixture, nullptr) << "building the test model failed";
+    server_ = ServerProcess::Start(fixture->bundle_path);
+    ASSERT_NE(server_, nullptr);
+  }
+  void TearDown() override { server_.reset(); }
+
+  client::Client& client() { return server_->client(); }
+
+  // The first `n` held-out images, as a Predict request asking for scores.
+  v1::PredictRequest Probe(int n = 16) const {
+    v1::PredictRequest request;
+    request.set_return_scores(true);
+    for (int i = 0; i < n; ++i) *request.add_samples() = PixelSample(fixture->heldout, i);
+    return request;
+  }
+
+  std::unique_ptr<ServerProcess> server_;
+};
+
+// ---- tests ---------------------------------------------------------------------------------------
+
+TEST_F(ServerTest, HealthReflectionAndModelInfo) {
+  absl::StatusOr<client::HealthStatus> health = client().CheckHealth("strata.v1.Strata");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, client::HealthStatus::kServing);
+  health = client().CheckHealth("");
+  ASSERT_TRUE(health.ok()) << health.status();
+  EXPECT_EQ(*health, client::HealthStatus::kServing);
+  EXPECT_EQ(client().CheckHealth("no.such.Service").status().code(), absl::StatusCode::kNotFound);
+
+  absl::StatusOr<v1::ModelInfo> info = client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  const model::Bundle& bundle = *fixture->bundle;
+  EXPECT_EQ(info->input_height(), 28u);
+  EXPECT_EQ(info->input_width(), 28u);
+  EXPECT_EQ(info->input_channels(), 1u);
+  EXPECT_EQ(info->input_size(), static_cast<uint32_t>(kInputSize));
+  EXPECT_EQ(info->feature_size(), static_cast<uint32_t>(bundle.lower.feature_size()));
+  EXPECT_THAT(info->labels(), ::testing::ElementsAreArray(bundle.upper.labels()));
+  EXPECT_EQ(info->model_version(), bundle.version);
+  EXPECT_EQ(info->samples_seen(), static_cast<uint64_t>(kTrainImages));
+  EXPECT_EQ(info->max_batch(), static_cast<uint32_t>(kMaxBatch));
+  EXPECT_DOUBLE_EQ(info->ridge_lambda(), 10.0);
+  EXPECT_EQ(info->lower_tier_stages_size(), static_cast<int>(bundle.lower.Describe().size()));
+  EXPECT_FALSE(info->upper_tier().empty());
+
+  // Server reflection, as grpcurl uses it: list the services, then fetch the file declaring ours.
+  auto reflection = grpc::reflection::v1alpha::ServerReflection::NewStub(client().channel());
+  grpc::ClientContext context;
+  auto stream = reflection->ServerReflectionInfo(&context);
+  grpc::reflection::v1alpha::ServerReflectionRequest request;
+  grpc::reflection::v1alpha::ServerReflectionResponse response;
+  request.set_list_services("");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  std::vector<std::string> services;
+  for (const auto& service : response.list_services_response().service()) {
+    services.push_back(service.name());
+  }
+  EXPECT_THAT(services, ::testing::Contains("strata.v1.Strata"));
+  request.set_file_containing_symbol("strata.v1.Strata");
+  ASSERT_TRUE(stream->Write(request));
+  ASSERT_TRUE(stream->Read(&response));
+  ASSERT_GE(response.file_descriptor_response().file_descriptor_proto_size(), 1)
+      << response.DebugString();
+  google::protobuf::FileDescriptorProto file;
+  ASSERT_TRUE(file.ParseFromString(response.file_descriptor_response().file_descriptor_proto(0)));
+  EXPECT_EQ(file.package(), "strata.v1");
+  ASSERT_EQ(file.service_size(), 1);
+  std::vector<std::string> methods;
+  for (const auto& method : file.service(0).method()) methods.push_back(method.name());
+  EXPECT_THAT(methods, ElementsAre("ExtractFeatures", "Predict", "Update", "GetModelInfo",
+                                   "GetStats"));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
+}
+
+TEST_F(ServerTest, PredictAndExtractFeaturesMatchTheModel) {
+  const data::LabeledImages& heldout = fixture->heldout;
+  size_t correct = 0;
+  for (size_t begin = 0; begin < heldout.size(); begin += kMaxBatch) {
+    const size_t end = std::min(heldout.size(), begin + kMaxBatch);
+    v1::PredictRequest request;
+    for (size_t i = begin; i < end; ++i) *request.add_samples() = PixelSample(heldout, i);
+    absl::StatusOr<v1::PredictResponse> response = client().Predict(request);
+    ASSERT_TRUE(response.ok()) << response.status();
+    ASSERT_EQ(response->predictions_size(), static_cast<int>(end - begin));
+    EXPECT_EQ(response->model_version(), 1u);
+    for (size_t i = begin; i < end; ++i) {
+      const v1::Prediction& p = response->predictions(static_cast<int>(i - begin));
+      EXPECT_TRUE(p.scores().empty());  // not asked for
+      EXPECT_EQ(fixture->bundle->upper.labels()[p.class_index()], p.label());
+      correct += p.label() == heldout.labels[i];
+    }
+  }
+  const double accuracy = static_cast<double>(correct) / heldout.size();
+  // Chance is 0.1; this small model gets about 0.8.
+  EXPECT_GT(accuracy, 0.6) << correct << "/" << heldout.size();
+
+  // Scores and features equal the model API's on the same bundle.
+  const v1::PredictRequest probe = Probe();
+  absl::StatusOr<v1::PredictResponse> predicted = client().Predict(probe);
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  const model::MatrixF images = ToMatrix(heldout, 0, probe.samples_size());
+  ExpectScoresNear(ScoresOf(*predicted), ReferenceScores(fixture->bundle->upper, images));
+
+  v1::ExtractFeaturesRequest extract;
+  *extract.mutable_samples() = probe.samples();
+  // One sample as floats: the same values must give the same features.
+  v1::Sample* as_floats = extract.mutable_samples(1);
+  as_floats->mutable_values()->mutable_values()->Add(images.row(1).data(),
+                                                     images.row(1).data() + kInputSize);
+  absl::StatusOr<v1::ExtractFeaturesResponse> features = client().ExtractFeatures(extract);
+  ASSERT_TRUE(features.ok()) << features.status();
+  EXPECT_EQ(features->model_version(), 1u);
+  const model::MatrixF expected = fixture->bundle->lower.Features(images);
+  ASSERT_EQ(features->features_size(), expected.rows());
+  for (int i = 0; i < features->features_size(); ++i) {
+    ASSERT_EQ(features->features(i).values_size(), expected.cols());
+    for (int j = 0; j < expected.cols(); ++j) {
+      ASSERT_NEAR(features->features(i).values(j), expected(i, j),
+                  1e-4f * std::max(1.0f, std::abs(expected(i, j))))
+          << "sample " << i << " feature " << j;
+    }
+  }
+
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->predict().ok(), (heldout.size() + kMaxBatch - 1) / kMaxBatch + 1);
+  EXPECT_EQ(stats->predict().failed(), 0u);
+  EXPECT_EQ(stats->extract_features().ok(), 1u);
+  EXPECT_EQ(stats->samples_predicted(), heldout.size() + probe.samples_size());
+  EXPECT_EQ(stats->samples_extracted(), static_cast<uint64_t>(probe.samples_size()));
+  EXPECT_EQ(stats->model_version(), 1u);
+  EXPECT_GE(stats->uptime_seconds(), 0.0);
+}
+
+TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
+  const v1::PredictRequest probe = Probe();
+  absl::StatusOr<v1::PredictResponse> before = client().Predict(probe);
+  ASSERT_TRUE(before.ok()) << before.status();
+  absl::StatusOr<v1::ModelInfo> info_before = client().GetModelInfo();
+  ASSERT_TRUE(info_before.ok()) << info_before.status();
+
+  struct Case {
+    std::string name;
+    v1::PredictRequest request;
+    absl::StatusCode code;
+    std::string message;
+  };
+  std::vector<Case> cases;
+  auto good = [] { return PixelSample(fixture->heldout, 0); };
+  auto floats = [](int n, float fill) {
+    v1::Sample sample;
+    for (int i = 0; i < n; ++i) sample.mutable_values()->add_values(fill);
+    return sample;
+  };
+  {
+    Case c{"wrong pixel count", {}, absl::StatusCode::kInvalidArgument,
+           "samples[1].pixels: expected 784 bytes, got 780"};
+    *c.request.add_samples() = good();
+    c.request.add_samples()->set_pixels(std::string(780, '\x10'));
+    cases.push_back(c);
+  }
+  {
+    Case c{"wrong float count", {}, absl::StatusCode::kInvalidArgument,
+           "samples[0].values.values: expected 784 floats, got 783"};
+    *c.request.add_samples() = floats(783, 0.5f);
+    cases.push_back(c);
+  }
+  {
+    Case c{"NaN", {}, absl::StatusCode::kInvalidArgument,
+           "samples[2].values.values[17]: expected a finite float, got NaN"};
+    *c.request.add_samples() = good();
+    *c.request.add_samples() = good();
+    v1::Sample nan = floats(kInputSize, 0.5f);
+    nan.mutable_values()->set_values(17, std::numeric_limits<float>::quiet_NaN());
+    *c.request.add_samples() = nan;
+    cases.push_back(c);
+  }
+  {
+    Case c{"Inf", {}, absl::StatusCode::kInvalidArgument,
+           "samples[0].values.values[3]: expected a finite float, got -Inf"};
+    v1::Sample inf = floats(kInputSize, 0.5f);
+    inf.mutable_values()->set_values(3, -std::numeric_limits<float>::infinity());
+    *c.request.add_samples() = inf;
+    cases.push_back(c);
+  }
+  {
+    Case c{"no input", {}, absl::StatusCode::kInvalidArgument,
+           "samples[1]: neither pixels nor values set"};
+    *c.request.add_samples() = good();
+    c.request.add_samples();
+    cases.push_back(c);
+  }
+  cases.push_back(Case{"empty batch", {}, absl::StatusCode::kInvalidArgument,
+                       "samples: empty batch, expected 1..64 samples"});
+  {
+    Case c{"batch over max_batch", {}, absl::StatusCode::kResourceExhausted,
+           "samples: batch of 65 samples, expected at most 64"};
+    for (int i = 0; i < kMaxBatch + 1; ++i) *c.request.add_samples() = good();
+    cases.push_back(c);
+  }
+  {
+    // One sample of ~280 KB, over --max_message_bytes: gRPC itself rejects it.
+    Case c{"message over the size limit", {}, absl::StatusCode::kResourceExhausted, ""};
+    *c.request.add_samples() = floats(70000, 0.5f);
+    cases.push_back(c);
+  }
+
+  int failed_predicts = 0, failed_extracts = 0;
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    absl::StatusOr<v1::PredictResponse> predicted = client().Predict(c.request);
+    EXPECT_EQ(predicted.status().code(), c.code) << predicted.status();
+    EXPECT_THAT(predicted.status().message(), HasSubstr(c.message));
+    ++failed_predicts;
+    v1::ExtractFeaturesRequest extract;
+    *extract.mutable_samples() = c.request.samples();
+    absl::StatusOr<v1::ExtractFeaturesResponse> extracted = client().ExtractFeatures(extract);
+    EXPECT_EQ(extracted.status().code(), c.code) << extracted.status();
+    EXPECT_THAT(extracted.status().message(), HasSubstr(c.message));
+    ++failed_extracts;
+  }
+
+  // Update streams that carry no usable sample.
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(std::span<const v1::UpdateRequest>());
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument) << summary.status();
+  EXPECT_THAT(summary.status().message(), HasSubstr("no samples"));
+  std::vector<v1::UpdateRequest> empty_messages(2);
+  summary = client().Update(empty_messages);
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kInvalidArgument) << summary.status();
+
+  std::vector<v1::UpdateRequest> all_bad(1);
+  {
+    v1::LabeledSample* no_label = all_bad[0].add_samples();
+    *no_label->mutable_sample() = good();
+    v1::LabeledSample* long_label = all_bad[0].add_samples();
+    *long_label->mutable_sample() = good();
+    long_label->set_label(std::string(257, 'x'));
+    v1::LabeledSample* nan = all_bad[0].add_samples();
+    *nan->mutable_sample() = floats(kInputSize, std::numeric_limits<float>::quiet_NaN());
+    nan->set_label("0");
+  }
+  summary = client().Update(all_bad);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 0u);
+  EXPECT_EQ(summary->rejected(), 3u);
+  EXPECT_EQ(summary->model_version(), info_before->model_version());
+  ASSERT_EQ(summary->rejections_size(), 3);
+  EXPECT_EQ(summary->rejections(0).reason(), "samples[0].label: empty label, expected 1..256 bytes");
+  EXPECT_EQ(summary->rejections(1).reason(),
+            "samples[1].label: label of 257 bytes, expected 1..256");
+  EXPECT_EQ(summary->rejections(2).reason(),
+            "samples[2].sample.values.values[0]: expected a finite float, got NaN");
+
+  std::vector<v1::UpdateRequest> too_big(1);
+  for (int i = 0; i < 400; ++i) {  // ~314 KB, over --max_message_bytes
+    *too_big[0].add_samples() = Labeled(fixture->updates, 0);
+  }
+  summary = client().Update(too_big);
+  EXPECT_EQ(summary.status().code(), absl::StatusCode::kResourceExhausted) << summary.status();
+
+  // Nothing changed: same version, same classes, same statistics, identical scores.
+  absl::StatusOr<v1::ModelInfo> info_after = client().GetModelInfo();
+  ASSERT_TRUE(info_after.ok()) << info_after.status();
+  EXPECT_EQ(info_after->model_version(), info_before->model_version());
+  EXPECT_EQ(info_after->samples_seen(), info_before->samples_seen());
+  EXPECT_THAT(info_after->labels(), ::testing::ElementsAreArray(info_before->labels()));
+  absl::StatusOr<v1::PredictResponse> after = client().Predict(probe);
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->model_version(), before->model_version());
+  EXPECT_EQ(ScoresOf(*after), ScoresOf(*before));
+
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  // gRPC rejects the oversized messages before the service sees them, so they are not counted.
+  EXPECT_EQ(stats->predict().failed(), static_cast<uint64_t>(failed_predicts - 1));
+  EXPECT_EQ(stats->extract_features().failed(), static_cast<uint64_t>(failed_extracts - 1));
+  EXPECT_EQ(stats->predict().ok(), 2u);
+  // The oversized Update message fails a stream the service had already started, so it counts.
+  EXPECT_EQ(stats->update().failed(), 3u);
+  EXPECT_EQ(stats->update().ok(), 1u);
+  EXPECT_EQ(stats->samples_absorbed(), 0u);
+  EXPECT_EQ(stats->samples_rejected(), 2u + 3u);  // two empty messages, three bad samples
+  EXPECT_EQ(stats->updates_applied(), 0u);
+}
+
+TEST_F(ServerTest, MixedUpdateAbsorbsGoodSamplesAndEqualsBatchFit) {
+  const data::LabeledImages& pool = fixture->updates;
+  // Message 0: samples 0..49 of the pool with a short image at index 10.
+  // Message 1: empty.
+  // Message 2: samples 50..149, some sent as floats, with a NaN sample at index 3 and an empty
+  //            label at index 7.
+  std::vector<v1::UpdateRequest> messages(3);
+  std::vector<size_t> accepted;  // pool indices, in the order the server absorbs them
+  for (size_t i = 0; i < 50; ++i) {
+    if (i == 10) {
+      v1::LabeledSample* bad = messages[0].add_samples();
+      bad->mutable_sample()->set_pixels(std::string(780, '\x01'));
+      bad->set_label("3");
+    }
+    *messages[0].add_samples() = Labeled(pool, i);
+    accepted.push_back(i);
+  }
+  const model::MatrixF pool_images = ToMatrix(pool, 0, 150);
+  for (size_t i = 50; i < 150; ++i) {
+    if (messages[2].samples_size() == 3) {
+      v1::LabeledSample* bad = messages[2].add_samples();
+      for (int j = 0; j < kInputSize; ++j) {
+        bad->mutable_sample()->mutable_values()->add_values(j == 500 ? NAN : 0.25f);
+      }
+      bad->set_label("3");
+    }
+    if (messages[2].samples_size() == 7) {
+      *messages[2].add_samples() = Labeled(pool, i);
+      messages[2].mutable_samples(7)->clear_label();
+    }
+    v1::LabeledSample* sample = messages[2].add_samples();
+    if (i % 3 == 0) {
+      sample->mutable_sample()->mutable_values()->mutable_values()->Add(
+          pool_images.row(i).data(), pool_images.row(i).data() + kInputSize);
+      sample->set_label(pool.labels[i]);
+    } else {
+      *sample = Labeled(pool, i);
+    }
+    accepted.push_back(i);
+  }
+
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 150u);
+  EXPECT_EQ(summary->rejected(), 4u);
+  EXPECT_EQ(summary->model_version(), 2u);
+  EXPECT_TRUE(summary->new_labels().empty());
+  EXPECT_GE(summary->absorb_seconds(), 0.0);
+  EXPECT_GE(summary->solve_seconds(), 0.0);
+  ASSERT_EQ(summary->rejections_size(), 4);
+  auto rejection = [&](int k) {
+    const v1::Rejection& r = summary->rejections(k);
+    return absl::StrCat(r.message_index(), "/", r.sample_index(), " ", r.reason());
+  };
+  EXPECT_EQ(rejection(0), "0/10 samples[10].sample.pixels: expected 784 bytes, got 780");
+  EXPECT_EQ(rejection(1), "1/-1 samples: empty message, expected at least 1 sample");
+  EXPECT_EQ(rejection(2),
+            "2/3 samples[3].sample.values.values[500]: expected a finite float, got NaN");
+  EXPECT_EQ(rejection(3), "2/7 samples[7].label: empty label, expected 1..256 bytes");
+
+  absl::StatusOr<v1::ModelInfo> info = client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->model_version(), 2u);
+  EXPECT_EQ(info->samples_seen(), static_cast<uint64_t>(kTrainImages + 150));
+
+  // The served readout equals a batch fit on the bundle's samples plus the accepted ones.
+  model::UpperTier reference = fixture->bundle->upper;
+  model::MatrixF images(accepted.size(), kInputSize);
+  std::vector<std::string> labels;
+  for (size_t k = 0; k < accepted.size(); ++k) {
+    images.row(k) = pool_images.row(accepted[k]);
+    labels.push_back(pool.labels[accepted[k]]);
+  }
+  ReferenceAbsorb(reference, images, labels);
+  const v1::PredictRequest probe = Probe();
+  absl::StatusOr<v1::PredictResponse> predicted = client().Predict(probe);
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  EXPECT_EQ(predicted->model_version(), 2u);
+  ExpectScoresNear(ScoresOf(*predicted),
+                   ReferenceScores(reference, ToMatrix(fixture->heldout, 0, 16)));
+
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->update().ok(), 1u);
+  EXPECT_EQ(stats->samples_absorbed(), 150u);
+  EXPECT_EQ(stats->samples_rejected(), 4u);
+  EXPECT_EQ(stats->updates_applied(), 1u);
+  EXPECT_EQ(stats->model_version(), 2u);
+}
+
+TEST_F(ServerTest, NewLabelMidStreamBecomesANewClass) {
+  // A checkerboard looks like no garment; teach it as a new class in the middle of a stream.
+  v1::Sample checkerboard;
+  std::string pixels(kInputSize, '\0');
+  for (int y = 0; y < 28; ++y) {
+    for (int x = 0; x < 28; ++x) pixels[y * 28 + x] = ((x / 4 + y / 4) % 2) ? '\xff' : '\0';
+  }
+  checkerboard.set_pixels(pixels);
+
+  std::vector<v1::UpdateRequest> messages(3);
+  for (int i = 0; i < 40; ++i) *messages[0].add_samples() = Labeled(fixture->updates, i);
+  for (int i = 0; i < 40; ++i) {
+    v1::LabeledSample* sample = messages[1].add_samples();
+    *sample->mutable_sample() = checkerboard;
+    sample->set_label("checkerboard");
+  }
+  for (int i = 40; i < 80; ++i) *messages[2].add_samples() = Labeled(fixture->updates, i);
+
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 120u);
+  EXPECT_EQ(summary->rejected(), 0u);
+  EXPECT_THAT(summary->new_labels(), ElementsAre("checkerboard"));
+
+  absl::StatusOr<v1::ModelInfo> info = client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  const int classes = static_cast<int>(fixture->bundle->upper.labels().size()) + 1;
+  ASSERT_EQ(info->labels_size(), classes);
+  EXPECT_EQ(info->labels(classes - 1), "checkerboard");
+
+  v1::PredictRequest request;
+  request.set_return_scores(true);
+  *request.add_samples() = checkerboard;
+  *request.add_samples() = PixelSample(fixture->heldout, 0);
+  absl::StatusOr<v1::PredictResponse> predicted = client().Predict(request);
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  EXPECT_EQ(predicted->predictions(0).label(), "checkerboard");
+  EXPECT_EQ(predicted->predictions(0).class_index(), static_cast<uint32_t>(classes - 1));
+  EXPECT_EQ(predicted->predictions(0).scores_size(), classes);
+  EXPECT_EQ(predicted->predictions(1).scores_size(), classes);
+  EXPECT_NE(predicted->predictions(1).label(), "checkerboard");
+}
+
+TEST_F(ServerTest, ConcurrentPredictSeesWholeVersions) {
+  constexpr int kUpdates = 3;
+  constexpr int kPerUpdate = 100;
+  const v1::PredictRequest probe = Probe();
+  const data::LabeledImages& pool = fixture->updates;
+
+  std::atomic<uint64_t> final_version{0};
+  std::map<uint64_t, std::vector<Scores>> replies;  // by model version
+  absl::Status predict_error;
+  std::thread predictor([&] {
+    client::Client own(server_->address());  // its own channel: a separate connection
+    for (int round = 0; round < 100000; ++round) {
+      absl::StatusOr<v1::PredictResponse> response = own.Predict(probe);
+      if (!response.ok()) {
+        predict_error = response.status();
+        return;
+      }
+      replies[response->model_version()].push_back(ScoresOf(*response));
+      const uint64_t last = final_version.load();
+      if (last != 0 && response->model_version() >= last) return;
+    }
+  });
+
+  std::vector<uint64_t> versions;
+  for (int u = 0; u < kUpdates; ++u) {
+    std::vector<v1::UpdateRequest> messages(2);
+    for (int i = 0; i < kPerUpdate; ++i) {
+      *messages[i % 2].add_samples() = Labeled(pool, u * kPerUpdate + i);
+    }
+    absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    versions.push_back(summary->model_version());
+  }
+  final_version = versions.back();
+  predictor.join();
+  ASSERT_TRUE(predict_error.ok()) << predict_error;
+  EXPECT_THAT(versions, ElementsAre(2u, 3u, 4u));
+
+  // Every reply is exactly the reply of every other reply with the same version.
+  ASSERT_TRUE(replies.count(versions.back())) << "the predictor never saw the last version";
+  for (const auto& [version, scores] : replies) {
+    for (const Scores& s : scores) EXPECT_EQ(s, scores.front()) << "version " << version;
+  }
+  // And each version's reply is the model after that many updates.
+  model::UpperTier reference = fixture->bundle->upper;
+  const model::MatrixF probe_images = ToMatrix(fixture->heldout, 0, probe.samples_size());
+  for (uint64_t version = 1; version <= versions.back(); ++version) {
+    if (version > 1) {
+      const size_t begin = (version - 2) * kPerUpdate;
+      // The server absorbed message 0 (even offsets) then message 1 (odd offsets).
+      model::MatrixF images(kPerUpdate, kInputSize);
+      std::vector<std::string> labels;
+      int row = 0;
+      for (int parity = 0; parity < 2; ++parity) {
+        for (int i = parity; i < kPerUpdate; i += 2) {
+          images.row(row++) = ToMatrix(pool, begin + i, begin + i + 1).row(0);
+          labels.push_back(pool.labels[begin + i]);
+        }
+      }
+      ReferenceAbsorb(reference, images, labels);
+    }
+    auto it = replies.find(version);
+    if (it == replies.end()) continue;
+    SCOPED_TRACE(absl::StrCat("version ", version));
+    ExpectScoresNear(it->second.front(), ReferenceScores(reference, probe_images));
+  }
+}
+
+TEST_F(ServerTest, SigtermExitsZero) {
+  // An Update and a Predict before the signal; the server must still exit cleanly.
+  std::vector<v1::UpdateRequest> messages(1);
+  for (int i = 0; i < 20; ++i) *messages[0].add_samples() = Labeled(fixture->updates, i);
+  ASSERT_TRUE(client().Update(messages).ok());
+  ASSERT_TRUE(client().Predict(Probe()).ok());
+  const int status = server_->Terminate();
+  ASSERT_TRUE(WIFEXITED(status)) << "wait status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST(ServerStartupTest, UnreadableBundleExitsNonZero) {
+  const pid_t pid = ServerProcess::Spawn(
+      {"--bundle=/nonexistent/strata/model.bundle", "--address=127.0.0.1:0"});
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "wait status " << status;
+  EXPECT_NE(WEXITSTATUS(status), 0);
+}
+
+TEST(ServerStartupTest, MissingBundleFlagIsAUsageError) {
+  const pid_t pid = ServerProcess::Spawn({"--address=127.0.0.1:0"});
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "wait status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+}
+
+}  // namespace
+}  // namespace strata
