@@ -1,80 +1,85 @@
-// The frozen lower tier: a feature extractor fit in one step by closed-form solves.
+// The frozen lower tier: a feature extractor made of stages (model/stages.h), each fit in one step
+// by a closed-form solve, in the order its architecture (model/architecture.h) lists them. Frozen
+// after the fit; the model bundle holds its architecture and parameters.
 //
-// Stages, in order (all fit by LowerTier::Fit, then frozen):
-//   1. Convolution with PCA filters: k x k patches around every pixel (zero padding), each patch's
-//      mean removed; the filters are the top `filters` eigenvectors of the patch covariance, whitened
-//      (divided by sqrt(eigenvalue + eps)). One symmetric eigen-solve.
-//   2. Both polarities kept: [max(r, 0), max(-r, 0)] -> 2 * filters channels.
-//   3. pool x pool average pooling.
-//   4. Standardisation with the training set's per-feature mean and standard deviation.
-//   5. A fixed random ReLU expansion: max(h P + b, 0), P Gaussian / sqrt(width), concatenated with
-//      the standardised pooled features.
+// The default architecture (LowerTierSpec's defaults; specs/default.spec):
+//   conv 5x5 PCA filters -> +/-ReLU -> 4x4 average pool -> signed sqrt -> standardise
+//   -> random ReLU expansion concatenated with its input.
 #ifndef STRATA_MODEL_LOWER_TIER_H_
 #define STRATA_MODEL_LOWER_TIER_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "base/record_file.h"
+#include "model/architecture.h"
+#include "model/stages.h"
 #include "model/tensor.h"
 
 namespace strata::model {
 
-// The lower tier's hyper-parameters. Defaults are the reference prototype's.
+// The parameters of the default, single-conv architecture, for code that builds one without a spec
+// file. Defaults give specs/default.spec.
 struct LowerTierSpec {
   int image_height = 28;
   int image_width = 28;
   int patch = 5;          // convolution window, odd
-  int filters = 24;       // PCA filters kept; the conv stage has 2 * filters channels
+  int filters = 24;       // PCA filters kept; the conv stage has 2 * filters channels after +/-ReLU
   int pool = 4;           // average-pooling window and stride
+  bool sqrt = true;       // signed square root of the pooled activations
   int expansion = 4096;   // random ReLU units (0: none)
   int pca_images = 5000;  // training images sampled for the patch covariance
   float expansion_bias_scale = 0.3f;
-  uint64_t seed = 0;      // drives the PCA sample and the random expansion
+  uint64_t seed = 0;      // drives the PCA sample and the random stages
 
-  // OK if every field is in range; otherwise INVALID_ARGUMENT naming the field.
-  absl::Status Validate() const;
+  Architecture ToArchitecture() const;
 };
 
 class LowerTier {
  public:
-  // Fits the lower tier on `images` (one image per row, height * width values in [0, 1]).
-  // Fails with INVALID_ARGUMENT if the spec is invalid or the images do not match it.
+  // Fits every stage in order on `images` (one image per row, height * width * channels values in
+  // [0, 1]): each stage is fit on the training rows as the stages before it output them. `seed`
+  // drives the PCA sample and the random stages. INVALID_ARGUMENT (naming the spec line) if a stage
+  // is invalid, or if the images do not match the input shape or hold NaN / Inf.
+  static absl::StatusOr<LowerTier> Fit(const Architecture& architecture, const MatrixF& images,
+                                       uint64_t seed = 0);
   static absl::StatusOr<LowerTier> Fit(const LowerTierSpec& spec, const MatrixF& images);
 
   // Features for a batch of images (one per row, input_size() columns): rows() x feature_size().
-  // Thread-safe (const); uses Eigen's threads for large batches.
+  // Thread-safe (const). Large batches are split into chunks run on the OpenMP threads.
   MatrixF Features(const MatrixF& images) const;
 
-  const LowerTierSpec& spec() const { return spec_; }
-  int input_size() const { return spec_.image_height * spec_.image_width; }
-  int pooled_size() const;
-  int feature_size() const { return pooled_size() + spec_.expansion; }
+  const Architecture& architecture() const { return architecture_; }
+  const Shape& input_shape() const { return input_; }
+  int input_size() const { return input_.size(); }
+  int feature_size() const { return stages_.back()->output_shape().size(); }
+  uint64_t seed() const { return seed_; }
+  const std::vector<std::unique_ptr<Stage>>& stages() const { return stages_; }
+  // Matrix-product multiply-accumulates per image (for energy accounting).
+  uint64_t MacsPerSample() const;
   // One line per stage, for ModelInfo and logs.
   std::vector<std::string> Describe() const;
 
-  // The fitted parameters, for the bundle writer and reader.
-  struct Parameters {
-    MatrixF filters;     // patch*patch x filters
-    VectorF mean;        // pooled_size
-    VectorF inv_std;     // pooled_size
-    MatrixF projection;  // pooled_size x expansion
-    VectorF bias;        // expansion
-  };
-  const Parameters& parameters() const { return params_; }
-  // Builds a lower tier from stored parameters; INVALID_ARGUMENT if their shapes disagree with
-  // the spec.
-  static absl::StatusOr<LowerTier> FromParameters(const LowerTierSpec& spec, Parameters params);
+  // Stores the architecture text and every stage's parameters ("lower.*" records).
+  void Save(base::RecordFileWriter& writer) const;
+  // Rebuilds a lower tier saved by Save(); DATA_LOSS (naming the record) if anything is missing or
+  // of the wrong shape.
+  static absl::StatusOr<LowerTier> Load(const base::RecordFileReader& reader);
 
  private:
-  LowerTier(const LowerTierSpec& spec, Parameters params)
-      : spec_(spec), params_(std::move(params)) {}
-  // Convolution + polarity split + pooling for a batch: rows x pooled_size (not standardised).
-  MatrixF Pooled(const MatrixF& images) const;
+  LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stage>> stages, uint64_t seed);
+  // Builds the unfitted stages of an architecture.
+  static absl::StatusOr<LowerTier> Build(const Architecture& architecture, uint64_t seed);
+  // Runs images through stages [0, end).
+  void Run(const MatrixF& images, size_t end, MatrixF& out) const;
 
-  LowerTierSpec spec_;
-  Parameters params_;
+  Architecture architecture_;
+  Shape input_;
+  std::vector<std::unique_ptr<Stage>> stages_;
+  uint64_t seed_ = 0;
 };
 
 }  // namespace strata::model

@@ -3,6 +3,8 @@
 //   strata-train --train=fashion-mnist:train --test=fashion-mnist:test --out=model.bundle
 //
 // Prints the fit time of each phase, train and test accuracy, and the bundle written.
+#include <sys/resource.h>
+
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -14,6 +16,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "data/dataset.h"
+#include "model/architecture.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
@@ -25,12 +28,10 @@ ABSL_FLAG(size_t, train_limit, 0, "Training samples to use after the offset (0: 
 ABSL_FLAG(std::string, test, "fashion-mnist:test", "Test data (same forms as --train); empty: none");
 ABSL_FLAG(size_t, test_limit, 0, "Test samples to use (0: all)");
 ABSL_FLAG(std::string, out, "strata.bundle", "Where to write the model bundle");
-ABSL_FLAG(int, patch, 5, "Convolution window (odd)");
-ABSL_FLAG(int, filters, 24, "PCA filters of the convolution stage");
-ABSL_FLAG(int, pool, 4, "Average-pooling window and stride");
-ABSL_FLAG(int, expansion, 4096, "Random ReLU expansion units (0: none)");
-ABSL_FLAG(int, pca_images, 5000, "Training images sampled for the patch covariance");
-ABSL_FLAG(uint64_t, seed, 0, "Seed of the PCA sample and the random expansion");
+ABSL_FLAG(std::string, spec, "",
+          "Lower-tier architecture file (docs/lower-tier-spec.md; e.g. specs/default.spec). "
+          "Empty: the built-in default, the same as specs/default.spec");
+ABSL_FLAG(uint64_t, seed, 0, "Seed of the PCA sample and the random stages");
 ABSL_FLAG(double, lambda, 30.0, "Ridge regularisation of the upper tier (> 0)");
 
 namespace strata {
@@ -45,20 +46,35 @@ model::MatrixF ToMatrix(const data::LabeledImages& images) {
   return m;
 }
 
+// Correct predictions among feature rows whose labels start at labels[offset].
+size_t Correct(const model::Readout& readout, const model::MatrixF& features,
+               const std::vector<std::string>& labels, size_t offset) {
+  const model::MatrixF scores = readout.Scores(features);
+  size_t correct = 0;
+  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+    Eigen::Index best;
+    scores.row(i).maxCoeff(&best);
+    correct += readout.labels[best] == labels[offset + i];
+  }
+  return correct;
+}
+
 // Fraction of `images` whose predicted label equals their label.
 double Accuracy(const model::LowerTier& lower, const model::Readout& readout,
                 const model::MatrixF& images, const std::vector<std::string>& labels) {
   size_t correct = 0;
   for (Eigen::Index start = 0; start < images.rows(); start += kBlock) {
     const Eigen::Index rows = std::min(kBlock, images.rows() - start);
-    const model::MatrixF scores = readout.Scores(lower.Features(images.middleRows(start, rows)));
-    for (Eigen::Index i = 0; i < rows; ++i) {
-      Eigen::Index best;
-      scores.row(i).maxCoeff(&best);
-      correct += readout.labels[best] == labels[start + i];
-    }
+    correct += Correct(readout, lower.Features(images.middleRows(start, rows)), labels, start);
   }
   return images.rows() == 0 ? 0.0 : static_cast<double>(correct) / images.rows();
+}
+
+// Peak resident memory of this process so far, in MiB.
+double PeakMemoryMiB() {
+  struct rusage usage;
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_maxrss / 1024.0;
 }
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
@@ -81,15 +97,22 @@ int Run() {
     }
     test = *std::move(t);
   }
-  model::LowerTierSpec spec;
-  spec.image_height = train->height;
-  spec.image_width = train->width;
-  spec.patch = absl::GetFlag(FLAGS_patch);
-  spec.filters = absl::GetFlag(FLAGS_filters);
-  spec.pool = absl::GetFlag(FLAGS_pool);
-  spec.expansion = absl::GetFlag(FLAGS_expansion);
-  spec.pca_images = absl::GetFlag(FLAGS_pca_images);
-  spec.seed = absl::GetFlag(FLAGS_seed);
+  model::Architecture architecture = model::LowerTierSpec{}.ToArchitecture();
+  if (!absl::GetFlag(FLAGS_spec).empty()) {
+    absl::StatusOr<model::Architecture> read = model::ReadArchitecture(absl::GetFlag(FLAGS_spec));
+    if (!read.ok()) {
+      std::fprintf(stderr, "strata-train: --spec: %s\n", read.status().ToString().c_str());
+      return 1;
+    }
+    architecture = *std::move(read);
+  }
+  if (architecture.height != train->height || architecture.width != train->width ||
+      architecture.channels != 1) {
+    std::fprintf(stderr, "strata-train: the spec's input is %dx%dx%d, the data's images are %dx%dx1\n",
+                 architecture.height, architecture.width, architecture.channels, train->height,
+                 train->width);
+    return 1;
+  }
   const double lambda = absl::GetFlag(FLAGS_lambda);
   if (!(lambda > 0)) {
     std::fprintf(stderr, "strata-train: --lambda=%g, expected a value > 0\n", lambda);
@@ -103,7 +126,8 @@ int Run() {
 
   // Lower tier: one eigen-solve, standardisation statistics, random expansion.
   absl::Time phase = absl::Now();
-  absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, train_images);
+  absl::StatusOr<model::LowerTier> lower =
+      model::LowerTier::Fit(architecture, train_images, absl::GetFlag(FLAGS_seed));
   if (!lower.ok()) {
     std::fprintf(stderr, "strata-train: %s\n", lower.status().ToString().c_str());
     return 1;
@@ -114,6 +138,7 @@ int Run() {
   // Upper tier: absorb every training sample into G and Q, then one Cholesky solve.
   phase = absl::Now();
   model::UpperTier upper(lower->feature_size(), lambda);
+  std::vector<model::MatrixF> train_features;  // kept for the train accuracy
   double feature_seconds = 0;
   for (Eigen::Index begin = 0; begin < train_images.rows(); begin += kBlock) {
     const Eigen::Index rows = std::min(kBlock, train_images.rows() - begin);
@@ -128,6 +153,7 @@ int Run() {
       std::fprintf(stderr, "strata-train: %s\n", s.ToString().c_str());
       return 1;
     }
+    train_features.push_back(std::move(features));
   }
   const double absorb_seconds = Seconds(phase) - feature_seconds;
   phase = absl::Now();
@@ -146,7 +172,13 @@ int Run() {
       fit_seconds, lower_seconds, feature_seconds, absorb_seconds, solve_seconds, load_seconds);
 
   phase = absl::Now();
-  const double train_accuracy = Accuracy(*lower, *readout, train_images, train->labels);
+  size_t train_correct = 0, offset = 0;
+  for (const model::MatrixF& features : train_features) {
+    train_correct += Correct(*readout, features, train->labels, offset);
+    offset += features.rows();
+  }
+  train_features.clear();
+  const double train_accuracy = static_cast<double>(train_correct) / train->size();
   std::printf("accuracy train %.2f%%", 100 * train_accuracy);
   if (test) {
     const double test_accuracy = Accuracy(*lower, *readout, ToMatrix(*test), test->labels);
@@ -162,6 +194,7 @@ int Run() {
     return 1;
   }
   std::printf("bundle   %s written in %.2f s\n", out.c_str(), Seconds(phase));
+  std::printf("memory   peak resident %.0f MiB\n", PeakMemoryMiB());
   return 0;
 }
 

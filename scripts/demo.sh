@@ -5,7 +5,7 @@
 #   2. start strata-server on that bundle;
 #   3. measure test accuracy, stream the other 30,000 training images through Update, measure again.
 # Work files go to ${STRATA_DEMO_DIR:-build/demo}. Extra arguments go to strata-train (for example
-# --expansion=4096).
+# --spec=specs/default.spec, which overrides the demo's specs/fast.spec).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -19,7 +19,7 @@ rm -f "$dir/port"
 echo
 echo "== 1. one-step fit on the first 30,000 training images"
 "$bin/strata-train" --train=fashion-mnist:train --train_limit=30000 --test=fashion-mnist:test \
-  --expansion=2048 --out="$dir/model.bundle" "$@" | tee "$dir/train.log"
+  --spec=specs/fast.spec --out="$dir/model.bundle" "$@" | tee "$dir/train.log"
 
 echo
 echo "== 2. strata-server"

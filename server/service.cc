@@ -315,10 +315,10 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
   std::shared_ptr<const ModelVersion> model = store_->Current();
   grpc::Status status = ToGrpcStatus(model == nullptr ? NotLoaded() : absl::OkStatus());
   if (model != nullptr) {
-    const model::LowerTierSpec& spec = model->lower->spec();
-    response->set_input_height(spec.image_height);
-    response->set_input_width(spec.image_width);
-    response->set_input_channels(1);
+    const model::Shape& input = model->lower->input_shape();
+    response->set_input_height(input.height);
+    response->set_input_width(input.width);
+    response->set_input_channels(input.channels);
     response->set_input_size(model->lower->input_size());
     response->set_feature_size(model->lower->feature_size());
     for (const std::string& label : model->readout.labels) response->add_labels(label);

@@ -1,0 +1,96 @@
+#include "model/architecture.h"
+
+#include <algorithm>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "base/file.h"
+
+namespace strata::model {
+
+const std::vector<std::string>& StageKinds() {
+  static const auto* kinds = new std::vector<std::string>{
+      "conv", "split_relu", "pool", "sqrt", "standardise", "expand", "elm_ae"};
+  return *kinds;
+}
+
+std::string Architecture::ToText() const {
+  std::string text = absl::StrCat("input ", height, " ", width, " ", channels, "\n");
+  for (const StageSpec& stage : stages) {
+    text += stage.kind;
+    for (const auto& [key, value] : stage.params) absl::StrAppend(&text, " ", key, "=", value);
+    text += "\n";
+  }
+  return text;
+}
+
+absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
+  Architecture architecture;
+  bool have_input = false;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_number;
+    line = line.substr(0, line.find('#'));
+    std::vector<absl::string_view> words =
+        absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+    if (words.empty()) continue;
+    auto error = [&](absl::string_view what) {
+      return absl::InvalidArgumentError(absl::StrCat("spec line ", line_number, ": ", what));
+    };
+    if (words[0] == "input") {
+      if (have_input) return error("a second `input` line");
+      if (!architecture.stages.empty()) return error("`input` must come before the stages");
+      int dims[3] = {0, 0, 1};
+      if (words.size() < 3 || words.size() > 4) {
+        return error("expected `input HEIGHT WIDTH [CHANNELS]`");
+      }
+      for (size_t i = 1; i < words.size(); ++i) {
+        if (!absl::SimpleAtoi(words[i], &dims[i - 1]) || dims[i - 1] < 1 || dims[i - 1] > 4096) {
+          return error(absl::StrCat("input dimension \"", words[i], "\" is not in 1..4096"));
+        }
+      }
+      architecture.height = dims[0];
+      architecture.width = dims[1];
+      architecture.channels = dims[2];
+      have_input = true;
+      continue;
+    }
+    const std::vector<std::string>& kinds = StageKinds();
+    if (std::find(kinds.begin(), kinds.end(), words[0]) == kinds.end()) {
+      return error(absl::StrCat("unknown stage \"", words[0], "\" (stages: ",
+                                absl::StrJoin(kinds, ", "), ")"));
+    }
+    StageSpec stage{std::string(words[0]), {}, line_number};
+    for (size_t i = 1; i < words.size(); ++i) {
+      std::pair<std::string, std::string> kv = absl::StrSplit(words[i], absl::MaxSplits('=', 1));
+      if (kv.first.empty() || kv.second.empty() || words[i].find('=') == absl::string_view::npos) {
+        return error(absl::StrCat("expected key=value, got \"", words[i], "\""));
+      }
+      if (!stage.params.emplace(kv.first, kv.second).second) {
+        return error(absl::StrCat("parameter ", kv.first, " given twice"));
+      }
+    }
+    architecture.stages.push_back(std::move(stage));
+  }
+  if (!have_input) {
+    return absl::InvalidArgumentError("spec: no `input HEIGHT WIDTH [CHANNELS]` line");
+  }
+  if (architecture.stages.empty()) return absl::InvalidArgumentError("spec: no stages");
+  return architecture;
+}
+
+absl::StatusOr<Architecture> ReadArchitecture(const std::string& path) {
+  absl::StatusOr<std::string> text = base::ReadFile(path);
+  if (!text.ok()) return text.status();
+  absl::StatusOr<Architecture> architecture = ParseArchitecture(*text);
+  if (!architecture.ok()) {
+    return absl::Status(architecture.status().code(),
+                        absl::StrCat(path, ": ", architecture.status().message()));
+  }
+  return architecture;
+}
+
+}  // namespace strata::model

@@ -1,0 +1,55 @@
+// The lower tier's architecture: an input shape and an ordered list of stages, read from a small
+// text file (the "spec") that strata-train takes with --spec. docs/lower-tier-spec.md describes the
+// language; specs/ holds the shipped specs.
+//
+//   # comment
+//   input 28 28 1
+//   conv patch=5 filters=24
+//   split_relu
+//   pool size=4
+//   sqrt
+//   standardise
+//   expand units=4096
+#ifndef STRATA_MODEL_ARCHITECTURE_H_
+#define STRATA_MODEL_ARCHITECTURE_H_
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace strata::model {
+
+// One stage line: its kind and its key=value parameters (validated when the stage is built).
+struct StageSpec {
+  std::string kind;
+  std::map<std::string, std::string> params;
+  int line = 0;  // 1-based line in the spec text, for error messages; 0 if built in code
+};
+
+struct Architecture {
+  int height = 28;
+  int width = 28;
+  int channels = 1;
+  std::vector<StageSpec> stages;
+
+  // The spec text that parses back to this architecture (canonical: one stage a line, keys sorted).
+  std::string ToText() const;
+};
+
+// Parses spec text. INVALID_ARGUMENT naming the line for a malformed line, an unknown stage kind, a
+// missing or repeated `input` line, or a stage list that is empty. Parameter names and values are
+// checked when the lower tier is built (LowerTier::Fit), also naming the line.
+absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text);
+
+// Reads and parses a spec file; errors name the file.
+absl::StatusOr<Architecture> ReadArchitecture(const std::string& path);
+
+// The stage kinds a spec may use, in the order the docs list them.
+const std::vector<std::string>& StageKinds();
+
+}  // namespace strata::model
+
+#endif  // STRATA_MODEL_ARCHITECTURE_H_
