@@ -6,7 +6,6 @@
 // (2352 pooled features -> 4096). Batches of 1, 16 and 64 images.
 //
 // Usage: strata-bench-fpga [--quick]   (--quick: batch 1 and 16 only, shorter runs)
-#include <immintrin.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -19,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "bench/machine_peak.h"
 #include "fpga/backend.h"
 
 namespace {
@@ -30,66 +30,6 @@ using strata::fpga::DenseInt8Spec;
 
 double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
-}
-
-// ---- peak: register-resident loops, 12 independent accumulators to cover the latency ----------
-constexpr int kPeakIterations = 20'000'000;
-
-#if defined(__AVX512VNNI__)
-double Int8PeakOneThread() {
-  __m512i acc[12];
-  for (int a = 0; a < 12; ++a) acc[a] = _mm512_set1_epi32(a);
-  const __m512i x = _mm512_set1_epi8(3), w = _mm512_set1_epi8(-2);
-  const auto start = Clock::now();
-  for (int it = 0; it < kPeakIterations; ++it) {
-    for (int a = 0; a < 12; ++a) acc[a] = _mm512_dpbusd_epi32(acc[a], x, w);
-    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
-  }
-  const double seconds = Seconds(start, Clock::now());
-  int32_t sink = 0, lanes[16];
-  for (int a = 0; a < 12; ++a) {
-    _mm512_storeu_si512(lanes, acc[a]);
-    sink += lanes[0];
-  }
-  if (sink == 42) std::puts("");
-  return 12.0 * 64 * kPeakIterations / seconds;  // 64 int8 MACs per vpdpbusd
-}
-#else
-double Int8PeakOneThread() { return 0; }
-#endif
-
-#if defined(__AVX512F__)
-double Fp32PeakOneThread() {
-  __m512 acc[12];
-  for (int a = 0; a < 12; ++a) acc[a] = _mm512_set1_ps(static_cast<float>(a));
-  const __m512 x = _mm512_set1_ps(0.999f), w = _mm512_set1_ps(1e-7f);
-  const auto start = Clock::now();
-  for (int it = 0; it < kPeakIterations; ++it) {
-    for (int a = 0; a < 12; ++a) acc[a] = _mm512_fmadd_ps(acc[a], x, w);
-    __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[1]), "+v"(acc[2]), "+v"(acc[3]));
-  }
-  const double seconds = Seconds(start, Clock::now());
-  float sink = 0, lanes[16];
-  for (int a = 0; a < 12; ++a) {
-    _mm512_storeu_ps(lanes, acc[a]);
-    sink += lanes[0];
-  }
-  if (sink == 42.0f) std::puts("");
-  return 12.0 * 16 * kPeakIterations / seconds;  // 16 fp32 MACs per vfmadd
-}
-#else
-double Fp32PeakOneThread() { return 0; }
-#endif
-
-// Sum over `threads` concurrent copies of `peak` (each thread times its own loop).
-template <typename F>
-double PeakOnThreads(F peak, int threads) {
-  std::vector<double> rates(threads);
-#pragma omp parallel num_threads(threads)
-  rates[omp_get_thread_num()] = peak();
-  double total = 0;
-  for (double r : rates) total += r;
-  return total;
 }
 
 // ---- layers ------------------------------------------------------------------------------------
@@ -143,15 +83,10 @@ int main(int argc, char** argv) {
   const int cores = omp_get_num_procs();
   std::printf("strata-bench-fpga: int8 lower-tier layers on the cpu and emu backends\n\n");
 
-  std::printf("Machine peak (register-resident loops, 12 independent accumulators, %d iterations):\n",
-              kPeakIterations);
-  const double int8_1 = Int8PeakOneThread(), fp32_1 = Fp32PeakOneThread();
-  const double int8_n = PeakOnThreads(Int8PeakOneThread, cores);
-  const double fp32_n = PeakOnThreads(Fp32PeakOneThread, cores);
-  std::printf("  int8  AVX-512 VNNI vpdpbusd (64 MAC/instr): %7.1f GMAC/s on 1 core, %7.1f on %d\n",
-              int8_1 * 1e-9, int8_n * 1e-9, cores);
-  std::printf("  fp32  AVX-512 vfmadd231ps   (16 MAC/instr): %7.1f GMAC/s on 1 core, %7.1f on %d\n\n",
-              fp32_1 * 1e-9, fp32_n * 1e-9, cores);
+  const strata::bench::MachinePeak peak = strata::bench::MeasureMachinePeak();
+  strata::bench::PrintMachinePeak(peak);
+  std::printf("\n");
+  const double int8_n = peak.int8_all_cores;
 
   std::mt19937 rng(1);
   const std::vector<int> batches = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 16, 64};

@@ -6,19 +6,24 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "data/dataset.h"
+#include "fpga/backend.h"
+#include "fpga/energy.h"
 #include "model/architecture.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
+#include "model/quantized_lower_tier.h"
 #include "model/upper_tier.h"
 
 ABSL_FLAG(std::string, train, "fashion-mnist:train",
@@ -33,6 +38,17 @@ ABSL_FLAG(std::string, spec, "",
           "Empty: the built-in default, the same as specs/default.spec");
 ABSL_FLAG(uint64_t, seed, 0, "Seed of the PCA sample and the random stages");
 ABSL_FLAG(double, lambda, 30.0, "Ridge regularisation of the upper tier (> 0)");
+ABSL_FLAG(std::string, int8_backend, "none",
+          "After the float fit, also evaluate the lower tier quantised to int8 on this backend "
+          "(cpu, emu, xrt, auto; none: skip). Reports test accuracy with float and int8 features");
+ABSL_FLAG(size_t, int8_calibration_images, 2000,
+          "Training images (the first ones) that calibrate the int8 activation scales");
+ABSL_FLAG(std::vector<std::string>, int8_percentiles, {"99.99"},
+          "Percentiles of |activation| that set the int8 activation scales (100: the maximum); "
+          "with several (e.g. 99.99,100) each is calibrated and evaluated, the first re-solved");
+ABSL_FLAG(bool, int8_resolve, true,
+          "With --int8_backend: also re-solve the readout on int8 training features and report "
+          "its test accuracy (costs another pass over the training set and a solve)");
 
 namespace strata {
 namespace {
@@ -79,6 +95,91 @@ double PeakMemoryMiB() {
 
 double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
 
+// Fraction of `images` predicted right from the int8 lower tier's features; adds the backend's
+// work to `counts`.
+absl::StatusOr<double> Int8Accuracy(const model::QuantizedLowerTier& lower,
+                                    const model::Readout& readout, const model::MatrixF& images,
+                                    const std::vector<std::string>& labels,
+                                    fpga::OpCounts& counts) {
+  size_t correct = 0;
+  for (Eigen::Index start = 0; start < images.rows(); start += kBlock) {
+    const Eigen::Index rows = std::min(kBlock, images.rows() - start);
+    fpga::OpCounts block_counts;
+    absl::StatusOr<model::MatrixF> features =
+        lower.Features(images.middleRows(start, rows), &block_counts);
+    if (!features.ok()) return features.status();
+    counts += block_counts;
+    correct += Correct(readout, *features, labels, start);
+  }
+  return images.rows() == 0 ? 0.0 : static_cast<double>(correct) / images.rows();
+}
+
+// --int8_backend: quantises the fitted lower tier, then reports the test accuracy of the float
+// readout on int8 features (and of a readout re-solved on int8 features) next to the float one.
+absl::Status EvaluateInt8(const model::LowerTier& lower, fpga::Backend& backend,
+                          const model::MatrixF& train_images, const data::LabeledImages& train,
+                          const data::LabeledImages& test, const model::Readout& readout,
+                          double lambda, double float_accuracy, double percentile, bool resolve) {
+  absl::Time phase = absl::Now();
+  const Eigen::Index calibration_rows =
+      std::min<Eigen::Index>(train_images.rows(),
+                             static_cast<Eigen::Index>(absl::GetFlag(FLAGS_int8_calibration_images)));
+  absl::StatusOr<model::QuantizedLowerTier> quantized = model::QuantizedLowerTier::Calibrate(
+      lower, train_images.topRows(calibration_rows), backend,
+      {.percentile = percentile});
+  if (!quantized.ok()) return quantized.status();
+  std::printf("int8     backend %s (%s); calibrated on %td training images, activation "
+              "percentile %g, in %.2f s\n",
+              backend.info().name.c_str(), backend.info().description.c_str(), calibration_rows,
+              percentile, Seconds(phase));
+  for (const std::string& line : quantized->Describe()) std::printf("int8     %s\n", line.c_str());
+
+  phase = absl::Now();
+  const model::MatrixF test_images = ToMatrix(test);
+  fpga::OpCounts counts;
+  absl::StatusOr<double> int8_accuracy =
+      Int8Accuracy(*quantized, readout, test_images, test.labels, counts);
+  if (!int8_accuracy.ok()) return int8_accuracy.status();
+  const double per_image = test_images.rows() > 0 ? 1.0 / test_images.rows() : 0.0;
+  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor(backend.info().name);
+  std::printf("int8     test features in %.2f s: %.0f int8 MACs/image%s\n", Seconds(phase),
+              static_cast<double>(counts.int8_macs) * per_image,
+              table.ok() ? absl::StrCat(", ", fpga::Joules(counts, *table) * per_image * 1e6,
+                                        " uJ/image by the ", backend.info().name,
+                                        " energy table").c_str()
+                         : "");
+  std::printf("int8     test accuracy: float features %.2f%%, int8 features (same readout) %.2f%% "
+              "(%+.2f points)\n",
+              100 * float_accuracy, 100 * *int8_accuracy,
+              100 * (*int8_accuracy - float_accuracy));
+
+  if (!resolve) return absl::OkStatus();
+  phase = absl::Now();
+  model::UpperTier upper(quantized->feature_size(), lambda);
+  for (Eigen::Index begin = 0; begin < train_images.rows(); begin += kBlock) {
+    const Eigen::Index rows = std::min(kBlock, train_images.rows() - begin);
+    absl::StatusOr<model::MatrixF> features =
+        quantized->Features(train_images.middleRows(begin, rows));
+    if (!features.ok()) return features.status();
+    std::vector<int> classes(rows);
+    for (Eigen::Index i = 0; i < rows; ++i) {
+      classes[i] = upper.ClassIndexOrAdd(train.labels[begin + i]);
+    }
+    if (absl::Status s = upper.Absorb(*features, classes); !s.ok()) return s;
+  }
+  absl::StatusOr<model::Readout> resolved = upper.Solve();
+  if (!resolved.ok()) return resolved.status();
+  fpga::OpCounts unused;
+  absl::StatusOr<double> resolved_accuracy =
+      Int8Accuracy(*quantized, *resolved, test_images, test.labels, unused);
+  if (!resolved_accuracy.ok()) return resolved_accuracy.status();
+  std::printf("int8     test accuracy, readout re-solved on int8 training features: %.2f%% "
+              "(%+.2f points vs float), in %.2f s\n",
+              100 * *resolved_accuracy, 100 * (*resolved_accuracy - float_accuracy),
+              Seconds(phase));
+  return absl::OkStatus();
+}
+
 int Run() {
   const absl::Time start = absl::Now();
   absl::StatusOr<data::LabeledImages> train = data::Load(
@@ -117,6 +218,31 @@ int Run() {
   if (!(lambda > 0)) {
     std::fprintf(stderr, "strata-train: --lambda=%g, expected a value > 0\n", lambda);
     return 1;
+  }
+  // --int8_backend: create the backend now, so that a missing card fails before the fit.
+  std::unique_ptr<fpga::Backend> int8_backend;
+  if (const std::string name = absl::GetFlag(FLAGS_int8_backend); name != "none") {
+    absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);
+    if (!backend.ok()) {
+      std::fprintf(stderr, "strata-train: --int8_backend: %s\n",
+                   backend.status().ToString().c_str());
+      return 1;
+    }
+    if (!test) {
+      std::fprintf(stderr, "strata-train: --int8_backend needs --test data\n");
+      return 1;
+    }
+    int8_backend = *std::move(backend);
+  }
+  std::vector<double> int8_percentiles;
+  for (const std::string& text : absl::GetFlag(FLAGS_int8_percentiles)) {
+    double value;
+    if (!absl::SimpleAtod(text, &value) || !(value > 0 && value <= 100)) {
+      std::fprintf(stderr, "strata-train: --int8_percentiles: %s, expected numbers in (0, 100]\n",
+                   text.c_str());
+      return 1;
+    }
+    int8_percentiles.push_back(value);
   }
   const model::MatrixF train_images = ToMatrix(*train);
   std::printf("data     %zu training images %dx%d from %s (offset %zu), %zu test images\n",
@@ -180,11 +306,21 @@ int Run() {
   train_features.clear();
   const double train_accuracy = static_cast<double>(train_correct) / train->size();
   std::printf("accuracy train %.2f%%", 100 * train_accuracy);
+  double test_accuracy = 0;
   if (test) {
-    const double test_accuracy = Accuracy(*lower, *readout, ToMatrix(*test), test->labels);
+    test_accuracy = Accuracy(*lower, *readout, ToMatrix(*test), test->labels);
     std::printf("  test %.2f%%", 100 * test_accuracy);
   }
   std::printf("  (evaluated in %.2f s)\n", Seconds(phase));
+  for (size_t i = 0; int8_backend != nullptr && i < int8_percentiles.size(); ++i) {
+    if (absl::Status s = EvaluateInt8(*lower, *int8_backend, train_images, *train, *test, *readout,
+                                      lambda, test_accuracy, int8_percentiles[i],
+                                      i == 0 && absl::GetFlag(FLAGS_int8_resolve));
+        !s.ok()) {
+      std::fprintf(stderr, "strata-train: --int8_backend: %s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
 
   phase = absl::Now();
   const std::string out = absl::GetFlag(FLAGS_out);

@@ -1,17 +1,193 @@
 #include "model/upper_tier.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
+#include <limits>
+#include <utility>
 
 #include <Eigen/Cholesky>
 
 #include "absl/strings/str_cat.h"
 
 namespace strata::model {
+namespace {
+
+// Edge of the square blocks of the symmetric rank-k update and of the blocked Cholesky: large
+// enough for efficient block products, small enough that a D = 6448 triangle has ~350 blocks to
+// share between the threads.
+constexpr Eigen::Index kSyrkBlock = 256;
+constexpr Eigen::Index kCholeskyBlock = 256;
+// Column-block width and vectors per sweep of the factor update (see RotateRowsIntoFactor).
+constexpr Eigen::Index kRotationBlock = 64;
+constexpr Eigen::Index kRotationVectors = 64;
+// Rows of the trailing panel one thread rotates at a time: 256 rows x 128 columns of doubles stay
+// in the L2 cache while the block's rotations sweep over them.
+constexpr Eigen::Index kRotationRowChunk = 256;
+// Batches with fewer rows go through Eigen's single-threaded rankUpdate (see Absorb).
+constexpr Eigen::Index kSmallBatch = 32;
+// Below this many multiply-adds a kernel runs on the calling thread only.
+constexpr double kParallelWork = 1 << 21;
+
+// c (lower triangle, n x n) <- beta c + a a^T, with a n x k. The triangle is cut into square
+// blocks; each block is one block product (diagonal blocks are computed whole, which writes their
+// strict upper part too — unspecified for our callers). The blocks are shared out dynamically
+// among the OpenMP threads, each running Eigen's single-threaded GEMM on its block (Eigen does not
+// nest threads inside a parallel region).
+template <typename CBlock, typename ABlock>
+void SymmetricRankUpdateLower(CBlock&& c, const ABlock& a, double alpha, double beta) {
+  const Eigen::Index n = c.rows();
+  const Eigen::Index blocks = (n + kSyrkBlock - 1) / kSyrkBlock;
+  const Eigen::Index tasks = blocks * (blocks + 1) / 2;
+  const bool parallel = 0.5 * static_cast<double>(n) * n * a.cols() > kParallelWork;
+#pragma omp parallel for schedule(dynamic) if (parallel)
+  for (Eigen::Index t = 0; t < tasks; ++t) {
+    // Task t -> block (bi, bj), bi >= bj, enumerated row by row of the block triangle.
+    Eigen::Index bi = static_cast<Eigen::Index>((std::sqrt(8.0 * t + 1) - 1) / 2);
+    while (bi * (bi + 1) / 2 > t) --bi;
+    while ((bi + 1) * (bi + 2) / 2 <= t) ++bi;
+    const Eigen::Index bj = t - bi * (bi + 1) / 2;
+    const Eigen::Index i0 = bi * kSyrkBlock, j0 = bj * kSyrkBlock;
+    const Eigen::Index ni = std::min(kSyrkBlock, n - i0), nj = std::min(kSyrkBlock, n - j0);
+    auto block = c.block(i0, j0, ni, nj);
+    if (beta != 1.0) block *= beta;
+    block.noalias() += alpha * a.middleRows(i0, ni) * a.middleRows(j0, nj).transpose();
+  }
+}
+
+// Blocked right-looking Cholesky of the lower triangle of `m` in place (m = L L^T; the strict upper
+// triangle is left as it was). The panel solve and the trailing update, which hold all but
+// D * kCholeskyBlock^2 / 3 of the D^3 / 3 flops, run on every thread. Returns the smallest pivot
+// L(j, j), or a value <= 0 (or NaN) if m is not numerically positive definite.
+double CholeskyInPlace(Eigen::MatrixXd& m) {
+  const Eigen::Index n = m.rows();
+  double min_pivot = std::numeric_limits<double>::infinity();
+  for (Eigen::Index k0 = 0; k0 < n; k0 += kCholeskyBlock) {
+    const Eigen::Index kb = std::min(kCholeskyBlock, n - k0), rest = n - k0 - kb;
+    Eigen::LLT<Eigen::MatrixXd, Eigen::Lower> diagonal(m.block(k0, k0, kb, kb));
+    if (diagonal.info() != Eigen::Success) return 0.0;
+    auto l11 = m.block(k0, k0, kb, kb);
+    l11.triangularView<Eigen::Lower>() = diagonal.matrixL();
+    const double pivot = l11.diagonal().minCoeff();
+    if (!(pivot > 0)) return pivot;
+    min_pivot = std::min(min_pivot, pivot);
+    if (rest == 0) break;
+    // L21 = A21 L11^-T, rows shared among the threads.
+    auto a21 = m.block(k0 + kb, k0, rest, kb);
+    const Eigen::Index chunks = (rest + kSyrkBlock - 1) / kSyrkBlock;
+#pragma omp parallel for schedule(dynamic) if (static_cast<double>(rest) * kb * kb > kParallelWork)
+    for (Eigen::Index c = 0; c < chunks; ++c) {
+      const Eigen::Index r0 = c * kSyrkBlock, rows = std::min(kSyrkBlock, rest - r0);
+      auto panel = a21.middleRows(r0, rows);
+      l11.triangularView<Eigen::Lower>().transpose().solveInPlace<Eigen::OnTheRight>(panel);
+    }
+    // A22 -= L21 L21^T (lower triangle).
+    SymmetricRankUpdateLower(m.block(k0 + kb, k0 + kb, rest, rest), a21, -1.0, 1.0);
+  }
+  return min_pivot;
+}
+
+// Folds the columns of v (n x k, the new rows h_i as columns) into the Cholesky factor l (lower
+// triangle): afterwards l l^T = l_old l_old^T + v v^T, and v is destroyed. For each column j of l
+// and each vector i a plane rotation of (l(:, j), v(:, i)) zeroes v(j, i), which keeps l lower
+// triangular with a positive diagonal; rotations are orthogonal, so this is backward stable.
+//
+// Blocked for the caches and both cores: the vectors go kRotationVectors at a time; the columns of
+// l in blocks of kRotationBlock. For a block, the rotations are first found (and applied) on its
+// small diagonal part on one thread, then applied in the same order to the rows below, which the
+// threads share in chunks that stay in cache through all of the block's rotations.
+// Flops: 6 per element pair per rotation = 3 k n^2 (minus lower-order terms).
+void RotateRowsIntoFactor(Eigen::MatrixXd& l, Eigen::MatrixXd& v) {
+  const Eigen::Index n = l.rows();
+  std::vector<double> cosines(kRotationBlock * kRotationVectors);
+  std::vector<double> sines(kRotationBlock * kRotationVectors);
+  for (Eigen::Index v0 = 0; v0 < v.cols(); v0 += kRotationVectors) {
+    const Eigen::Index m = std::min(kRotationVectors, v.cols() - v0);
+    for (Eigen::Index j0 = 0; j0 < n; j0 += kRotationBlock) {
+      const Eigen::Index j1 = std::min(n, j0 + kRotationBlock);
+      // The diagonal block: find each rotation and apply it to the rows of the block below j.
+      for (Eigen::Index j = j0; j < j1; ++j) {
+        double* lj = &l(0, j);
+        for (Eigen::Index i = 0; i < m; ++i) {
+          double* vi = &v(0, v0 + i);
+          const double a = lj[j], b = vi[j];
+          const double r = std::hypot(a, b);
+          const double c = b == 0 ? 1.0 : a / r, s = b == 0 ? 0.0 : b / r;
+          cosines[(j - j0) * m + i] = c;
+          sines[(j - j0) * m + i] = s;
+          if (b == 0) continue;
+          lj[j] = r;
+          vi[j] = 0;
+          for (Eigen::Index row = j + 1; row < j1; ++row) {
+            const double x = lj[row], y = vi[row];
+            lj[row] = c * x + s * y;
+            vi[row] = c * y - s * x;
+          }
+        }
+      }
+      // The rows below the block: the same rotations, in the same order.
+      const Eigen::Index below = n - j1;
+      if (below == 0) continue;
+      const Eigen::Index chunks = (below + kRotationRowChunk - 1) / kRotationRowChunk;
+      const bool parallel =
+          6.0 * static_cast<double>(below) * (j1 - j0) * m > kParallelWork;
+#pragma omp parallel for schedule(static) if (parallel)
+      for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
+        const Eigen::Index r0 = j1 + chunk * kRotationRowChunk;
+        const Eigen::Index r1 = std::min(n, r0 + kRotationRowChunk);
+        for (Eigen::Index j = j0; j < j1; ++j) {
+          double* __restrict lj = &l(0, j);
+          for (Eigen::Index i = 0; i < m; ++i) {
+            const double c = cosines[(j - j0) * m + i], s = sines[(j - j0) * m + i];
+            if (s == 0) continue;
+            double* __restrict vi = &v(0, v0 + i);
+#pragma omp simd
+            for (Eigen::Index row = r0; row < r1; ++row) {
+              const double x = lj[row], y = vi[row];
+              lj[row] = c * x + s * y;
+              vi[row] = c * y - s * x;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// W = L^-T L^-1 Q by two triangular solves, the classes shared among the threads.
+MatrixF SolveWithFactor(const Eigen::MatrixXd& l, const MatrixD& cross) {
+  Eigen::MatrixXd x = cross;  // column-major: each class's right-hand side contiguous
+  const Eigen::Index classes = x.cols();
+  const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(classes)));
+#pragma omp parallel for num_threads(threads) schedule(static) \
+    if (static_cast<double>(l.rows()) * l.rows() * classes > kParallelWork)
+  for (int t = 0; t < threads; ++t) {
+    const Eigen::Index c0 = classes * t / threads, c1 = classes * (t + 1) / threads;
+    if (c1 == c0) continue;
+    auto rhs = x.middleCols(c0, c1 - c0);
+    l.triangularView<Eigen::Lower>().solveInPlace(rhs);
+    l.triangularView<Eigen::Lower>().transpose().solveInPlace(rhs);
+  }
+  return x.cast<float>();
+}
+
+// The largest number of rows kept for a factor update before the factor is dropped.
+int64_t MaxPendingRows(int feature_size) { return std::max<int64_t>(1024, feature_size / 4); }
+
+}  // namespace
 
 UpperTier::UpperTier(int feature_size, double lambda)
+    : UpperTier(feature_size, lambda, UpperTierOptions()) {}
+
+UpperTier::UpperTier(int feature_size, double lambda, const UpperTierOptions& options)
     : lambda_(lambda),
+      options_(options),
       gram_(lambda * MatrixD::Identity(feature_size, feature_size)),
-      cross_(MatrixD::Zero(feature_size, 0)) {}
+      cross_(MatrixD::Zero(feature_size, 0)) {
+  DropFactor(options_.keep_factor ? "no refresh has computed a factor yet"
+                                  : "keep_factor is off");
+}
 
 int UpperTier::ClassIndex(absl::string_view label) const {
   auto it = index_.find(label);
@@ -26,6 +202,15 @@ int UpperTier::ClassIndexOrAdd(absl::string_view label) {
     cross_.col(num_classes() - 1).setZero();
   }
   return it->second;
+}
+
+absl::Status UpperTier::set_forgetting(double alpha) {
+  if (!(alpha > 0 && alpha <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upper tier: forgetting factor ", alpha, ", expected 0 < alpha <= 1"));
+  }
+  options_.forgetting = alpha;
+  return absl::OkStatus();
 }
 
 absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> classes) {
@@ -48,31 +233,159 @@ absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> cla
   }
   if (classes.empty()) return absl::OkStatus();
   const MatrixD h = features.cast<double>();
-  // A symmetric rank-k update touches only the lower triangle: half the flops of a full product,
-  // and G stays exactly symmetric by construction.
-  gram_.selfadjointView<Eigen::Lower>().rankUpdate(h.transpose());
+  const double alpha = options_.forgetting;
+  // G's lower triangle <- alpha G + H^T H: half the flops of a full product, G stays exactly
+  // symmetric by construction, and the decay is fused into the same pass over G.
+  if (h.rows() < kSmallBatch) {
+    // A few rows: the pass over G is memory-bound, and Eigen's one-thread update avoids the
+    // threads' start-up and the per-block product overheads (measured faster at batch 1).
+    if (alpha != 1.0) gram_.triangularView<Eigen::Lower>() *= alpha;
+    gram_.selfadjointView<Eigen::Lower>().rankUpdate(h.transpose());
+  } else {
+    SymmetricRankUpdateLower(gram_, h.transpose(), 1.0, alpha);
+  }
+  if (alpha != 1.0) {
+    // Only the data part decays: G = alpha (G_old - lambda I) + lambda I + H^T H.
+    gram_.diagonal().array() += (1.0 - alpha) * lambda_;
+    cross_ *= alpha;
+    // lambda I is not decayed, so alpha G is no rank-k change of the kept factor's matrix.
+    DropFactor("the forgetting factor decayed G since the last refresh");
+  }
   for (size_t i = 0; i < classes.size(); ++i) {
     cross_.col(classes[i]) += h.row(static_cast<Eigen::Index>(i)).transpose();
   }
   samples_seen_ += classes.size();
+  if (factor_.size() != 0) {
+    if (pending_rows_ + features.rows() > MaxPendingRows(feature_size())) {
+      DropFactor("more rows were absorbed since the last refresh than an update is worth");
+    } else {
+      pending_.insert(pending_.end(), features.data(), features.data() + features.size());
+      pending_rows_ += features.rows();
+    }
+  }
   return absl::OkStatus();
+}
+
+void UpperTier::DropFactor(std::string why) {
+  factor_.resize(0, 0);
+  pending_.clear();
+  pending_.shrink_to_fit();
+  pending_rows_ = 0;
+  updates_since_refactor_ = 0;
+  factor_blocker_ = std::move(why);
+}
+
+double UpperTier::RefactorFlops() const {
+  const double d = feature_size();
+  return d * d * d / 3.0;
+}
+
+double UpperTier::UpdateFlops(int64_t rows) const {
+  const double d = feature_size();
+  return 3.0 * static_cast<double>(rows) * d * d;
 }
 
 absl::StatusOr<Readout> UpperTier::Solve() const {
   if (num_classes() == 0) {
     return absl::FailedPreconditionError("upper tier solve: no class has been seen yet");
   }
-  Eigen::LLT<Eigen::MatrixXd, Eigen::Lower> cholesky(gram_);  // reads the lower triangle only
-  if (cholesky.info() != Eigen::Success) {
+  Eigen::MatrixXd factor = gram_;  // reads the lower triangle only
+  if (!(CholeskyInPlace(factor) > 0)) {
     return absl::InternalError(
         "upper tier solve: G is not positive definite (do the statistics hold NaN or Inf?)");
   }
   Readout readout;
-  readout.weights = cholesky.solve(cross_).cast<float>();
+  readout.weights = SolveWithFactor(factor, cross_);
   if (!readout.weights.allFinite()) {
     return absl::InternalError("upper tier solve: the readout is not finite");
   }
   readout.labels = labels_;
+  return readout;
+}
+
+absl::StatusOr<RefreshReport> UpperTier::PlanRefresh(RefreshMode mode) const {
+  if (num_classes() == 0) {
+    return absl::FailedPreconditionError("upper tier refresh: no class has been seen yet");
+  }
+  RefreshReport plan;
+  const double d = feature_size();
+  plan.solve_flops = 2.0 * d * d * num_classes();
+  const bool can_update = factor_.size() != 0;
+  switch (mode) {
+    case RefreshMode::kForceRefactor:
+      plan.path = RefreshPath::kRefactor;
+      plan.reason = "forced";
+      break;
+    case RefreshMode::kForceFactorUpdate:
+      if (!can_update) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("upper tier refresh: no factor to update: ", factor_blocker_));
+      }
+      plan.path = RefreshPath::kFactorUpdate;
+      plan.reason = "forced";
+      break;
+    case RefreshMode::kAuto:
+      if (!can_update) {
+        plan.path = RefreshPath::kRefactor;
+        plan.reason = factor_blocker_;
+      } else if (updates_since_refactor_ >= options_.refactor_every) {
+        plan.path = RefreshPath::kRefactor;
+        plan.reason = "periodic re-factor";
+      } else if (options_.update_flop_weight * UpdateFlops(pending_rows_) < RefactorFlops()) {
+        plan.path = RefreshPath::kFactorUpdate;
+        plan.reason = "cost model";
+      } else {
+        plan.path = RefreshPath::kRefactor;
+        plan.reason = "cost model";
+      }
+      break;
+  }
+  if (plan.path == RefreshPath::kRefactor) {
+    plan.factor_flops = RefactorFlops();
+  } else {
+    plan.rows_folded = pending_rows_;
+    plan.factor_flops = UpdateFlops(pending_rows_);
+    plan.updates_since_refactor = updates_since_refactor_ + 1;
+  }
+  return plan;
+}
+
+absl::StatusOr<Readout> UpperTier::Refresh(RefreshMode mode) {
+  absl::StatusOr<RefreshReport> plan = PlanRefresh(mode);
+  if (!plan.ok()) return plan.status();
+  Eigen::MatrixXd factor;
+  if (plan->path == RefreshPath::kRefactor) {
+    factor = gram_;
+    plan->min_pivot = CholeskyInPlace(factor);
+  } else {
+    factor = std::move(factor_);
+    const Eigen::Map<const MatrixF> rows(pending_.data(), pending_rows_, feature_size());
+    Eigen::MatrixXd vectors = rows.transpose().cast<double>();
+    RotateRowsIntoFactor(factor, vectors);
+    plan->min_pivot = factor.diagonal().minCoeff();
+  }
+  if (!(plan->min_pivot > 0) || !std::isfinite(plan->min_pivot)) {
+    DropFactor("the last refresh failed");
+    return absl::InternalError(
+        "upper tier refresh: G is not positive definite (do the statistics hold NaN or Inf?)");
+  }
+  Readout readout;
+  readout.weights = SolveWithFactor(factor, cross_);
+  if (!readout.weights.allFinite()) {
+    DropFactor("the last refresh failed");
+    return absl::InternalError("upper tier refresh: the readout is not finite");
+  }
+  readout.labels = labels_;
+  if (options_.keep_factor) {
+    factor_ = std::move(factor);
+    factor_blocker_.clear();
+    pending_.clear();
+    pending_rows_ = 0;
+    updates_since_refactor_ = plan->updates_since_refactor;
+  } else {
+    DropFactor("keep_factor is off");
+  }
+  last_refresh_ = *std::move(plan);
   return readout;
 }
 

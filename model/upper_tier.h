@@ -8,17 +8,33 @@
 // batch fit on the union of the samples (up to float64 rounding). A label never seen before adds a
 // class: a zero column in Q, which is exact, since every earlier sample's target for the new class
 // was 0.
+//
+// Two ways to turn the statistics into a readout (docs/upper-tier.md has the math and the numbers):
+//   - Solve() / Refresh(kForceRefactor): Cholesky-factor G from scratch (D^3/3 flops, blocked, both
+//     cores), then two triangular solves for W (2 D^2 C flops).
+//   - Refresh(kForceFactorUpdate): keep the factor L of the last refresh and fold in only the rows
+//     absorbed since (3 k D^2 flops for k rows, by plane rotations), then the two triangular solves.
+// Refresh(kAuto) picks the cheaper one by a flop-count cost model and re-factors from G
+// periodically so that rounding in the updated factor cannot drift.
+//
+// Optional exponential forgetting (0 < alpha <= 1, default 1 = never forget): every absorbed batch
+// first decays the data part of the statistics,
+//   G <- alpha (G - lambda I) + lambda I,   Q <- alpha Q,
+// then adds the batch; the regulariser lambda I is never decayed.
+//
+// Thread safety: const methods may run concurrently with each other; anything non-const (Absorb,
+// Refresh, ClassIndexOrAdd, set_forgetting) needs exclusive access (the caller's mutex).
 #ifndef STRATA_MODEL_UPPER_TIER_H_
 #define STRATA_MODEL_UPPER_TIER_H_
 
 #include <cstdint>
 #include <span>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "model/tensor.h"
 
 namespace strata::model {
@@ -32,47 +48,136 @@ struct Readout {
   MatrixF Scores(const MatrixF& features) const { return features * weights; }
 };
 
+// How the upper tier's readout is recomputed.
+enum class RefreshPath {
+  kRefactor,      // Cholesky of G from scratch, then two triangular solves
+  kFactorUpdate,  // rank-k update of the kept factor with the rows absorbed since, then the solves
+};
+
+// What Refresh() may do.
+enum class RefreshMode {
+  kAuto,               // the cheaper path by the cost model (see UpperTierOptions)
+  kForceRefactor,      // always re-factor
+  kForceFactorUpdate,  // always update the factor; FAILED_PRECONDITION if it cannot be updated
+};
+
+// What a refresh did (or, from PlanRefresh, would do) and what it cost, for energy accounting.
+struct RefreshReport {
+  RefreshPath path = RefreshPath::kRefactor;
+  // Why this path: "forced", "cost model", "periodic re-factor", "no factor kept", ...
+  std::string reason;
+  int64_t rows_folded = 0;     // rows folded into the factor (kFactorUpdate); 0 for kRefactor
+  double factor_flops = 0;     // Cholesky (D^3/3 + lower-order terms) or the update (3 k D^2)
+  double solve_flops = 0;      // the two triangular solves: 2 D^2 C
+  double flops() const { return factor_flops + solve_flops; }
+  // Smallest diagonal entry of the Cholesky factor after the refresh: > 0 means G is positive
+  // definite. 0 in a plan (not yet known).
+  double min_pivot = 0;
+  // Factor updates applied since the last re-factorisation, this one included (0 after kRefactor).
+  int updates_since_refactor = 0;
+};
+
+// Construction-time options of an UpperTier.
+struct UpperTierOptions {
+  // Exponential forgetting factor alpha, 0 < alpha <= 1 (1: exact, nothing forgotten).
+  double forgetting = 1.0;
+  // Keep the Cholesky factor of the last refresh and the rows absorbed since it, so that Refresh()
+  // can take the factor-update path. Costs D^2 doubles (the factor) plus the buffered rows (at
+  // most max(1024, D/4) rows of D floats; beyond that the factor is dropped, as re-factoring is
+  // then cheaper than folding the rows in).
+  bool keep_factor = true;
+  // kAuto re-factors from G after this many consecutive factor updates (bounds rounding drift).
+  int refactor_every = 64;
+  // Cost-model weight of one factor-update flop relative to one re-factorisation flop: the
+  // rotations run at a lower flop rate than the Cholesky's block products. kAuto updates the
+  // factor when weight * 3 k D^2 < D^3 / 3. Measured on the 2-core machine (docs/upper-tier.md).
+  double update_flop_weight = 2.0;
+};
+
 class UpperTier {
  public:
   // An empty readout over `feature_size` features with ridge parameter `lambda` > 0.
   UpperTier(int feature_size, double lambda);
+  UpperTier(int feature_size, double lambda, const UpperTierOptions& options);
 
   // The class index of `label`, adding it as a new class if it is new.
   int ClassIndexOrAdd(absl::string_view label);
   // The class index of `label`, or -1.
   int ClassIndex(absl::string_view label) const;
 
-  // Adds the samples (one feature row each) with their class indices to G and Q.
-  // INVALID_ARGUMENT if the widths or counts disagree or a class index is out of range.
+  // Adds the samples (one feature row each) with their class indices to G and Q (after decaying
+  // them by the forgetting factor, if it is < 1 and the batch is not empty). G's lower triangle is
+  // updated by a blocked symmetric rank-k update that runs on every OpenMP thread.
+  // INVALID_ARGUMENT if the widths or counts disagree or a class index is out of range; nothing
+  // changes then.
   absl::Status Absorb(const MatrixF& features, std::span<const int> classes);
 
-  // Solves W = G^-1 Q by Cholesky. FAILED_PRECONDITION if there is no class yet; INTERNAL if G is
-  // not positive definite (impossible with lambda > 0 unless the statistics hold NaN).
+  // Solves W = G^-1 Q by a fresh Cholesky factorisation; touches no cached state.
+  // FAILED_PRECONDITION if there is no class yet; INTERNAL if G is not positive definite
+  // (impossible with lambda > 0 unless the statistics hold NaN or Inf).
   absl::StatusOr<Readout> Solve() const;
+
+  // Recomputes the readout by the path `mode` selects and keeps its factor for the next refresh
+  // (if keep_factor). The result equals Solve()'s up to rounding. Errors as Solve(), plus
+  // FAILED_PRECONDITION for kForceFactorUpdate when there is no up-to-date factor to update (no
+  // refresh yet, keep_factor off, forgetting < 1 decayed G since, or too many rows were absorbed
+  // since for the update to be worth keeping them). On error the kept factor is dropped (the next
+  // refresh re-factors). last_refresh() then describes this refresh.
+  absl::StatusOr<Readout> Refresh(RefreshMode mode = RefreshMode::kAuto);
+  // The path and flop count Refresh(mode) would take now, without doing it (min_pivot is 0).
+  // FAILED_PRECONDITION as Refresh() for kForceFactorUpdate.
+  absl::StatusOr<RefreshReport> PlanRefresh(RefreshMode mode = RefreshMode::kAuto) const;
+  // The report of the last successful Refresh() (default-constructed before the first).
+  const RefreshReport& last_refresh() const { return last_refresh_; }
+  // Rows absorbed since the kept factor was computed, waiting to be folded into it.
+  int64_t pending_factor_rows() const { return pending_rows_; }
 
   int feature_size() const { return static_cast<int>(gram_.rows()); }
   int num_classes() const { return static_cast<int>(labels_.size()); }
   double lambda() const { return lambda_; }
   uint64_t samples_seen() const { return samples_seen_; }
   const std::vector<std::string>& labels() const { return labels_; }
+  const UpperTierOptions& options() const { return options_; }
+
+  // The forgetting factor alpha (the bundle stores it). set_forgetting takes effect from the next
+  // Absorb; INVALID_ARGUMENT unless 0 < alpha <= 1 (then nothing changes).
+  double forgetting() const { return options_.forgetting; }
+  absl::Status set_forgetting(double alpha);
 
   // The statistics, for the bundle and snapshots. G is symmetric and only its lower triangle is
   // kept up to date: read gram() through gram().triangularView<Eigen::Lower>() or
   // selfadjointView<Eigen::Lower>(); its strict upper triangle is unspecified.
   const MatrixD& gram() const { return gram_; }
   const MatrixD& cross() const { return cross_; }
-  // Rebuilds an upper tier from stored statistics; INVALID_ARGUMENT if shapes disagree.
+  // Rebuilds an upper tier from stored statistics (forgetting 1; call set_forgetting to restore a
+  // stored one); INVALID_ARGUMENT if shapes disagree. No factor is kept: the first Refresh()
+  // re-factors.
   static absl::StatusOr<UpperTier> FromStatistics(double lambda, MatrixD gram, MatrixD cross,
                                                    std::vector<std::string> labels,
                                                    uint64_t samples_seen);
 
  private:
+  // Flop counts of the two paths for the current state.
+  double RefactorFlops() const;
+  double UpdateFlops(int64_t rows) const;
+  // Drops the kept factor and the buffered rows; `why` becomes the factor-update blocker.
+  void DropFactor(std::string why);
+
   double lambda_;
+  UpperTierOptions options_;
   MatrixD gram_;   // D x D, lambda I + sum h h^T, lower triangle
   MatrixD cross_;  // D x C
   std::vector<std::string> labels_;
   absl::flat_hash_map<std::string, int> index_;
   uint64_t samples_seen_ = 0;
+
+  // The factor-update path's state. factor_ is column-major, lower triangle valid (empty: none).
+  Eigen::MatrixXd factor_;
+  std::vector<float> pending_;  // rows absorbed since factor_ was computed, row after row
+  int64_t pending_rows_ = 0;
+  std::string factor_blocker_;  // why there is no factor to update (empty: there is one)
+  int updates_since_refactor_ = 0;
+  RefreshReport last_refresh_;
 };
 
 }  // namespace strata::model

@@ -11,6 +11,8 @@ PACKAGES=(
   libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev
   # the data set of the demo and of the accuracy tests
   dataset-fashion-mnist
+  # the PNG plot of strata-bench-stream
+  gnuplot-nox
 )
 
 missing=()

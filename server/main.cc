@@ -28,7 +28,10 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/bundle.h"
+#include "server/env.h"
 #include "server/model_store.h"
+#include "server/recovery.h"
+#include "server/update_log.h"
 #include "server/service.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
@@ -41,6 +44,13 @@ ABSL_FLAG(int32_t, max_batch, 1024,
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{64} << 20,
           "Largest request message in bytes; gRPC rejects larger ones with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int32_t, inference_threads, 2, "Threads answering Predict and ExtractFeatures.");
+ABSL_FLAG(std::string, state_dir, "",
+          "Directory for the update log and snapshots. If set, acknowledged updates survive "
+          "crashes and start-up recovers them; if empty, updates are not durable.");
+ABSL_FLAG(uint64_t, snapshot_every_samples, 100000,
+          "With --state_dir: snapshot automatically after this many absorbed samples (0: never).");
+ABSL_FLAG(uint64_t, log_segment_bytes, uint64_t{64} << 20,
+          "With --state_dir: roll to a new update-log segment past this many bytes.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "On SIGTERM / SIGINT, how long in-flight calls may run before they are cancelled.");
 
@@ -68,6 +78,15 @@ struct Options {
   int inference_threads = 2;
   // Grace period for in-flight calls at shutdown. Default 5 s.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // State directory (update log + snapshots). Default: none, and then nothing is durable: a crash
+  // loses every update since the bundle was written. See docs/operations.md, "Durability".
+  std::string state_dir;
+  // Automatic snapshot period in absorbed samples; 0 disables. Default 100,000: bounds replay at
+  // start-up to about that many samples, at the cost of one snapshot write (O(D^2) bytes) each time.
+  uint64_t snapshot_every_samples = 100000;
+  // Update-log segment size, >= 4096. Default 64 MiB. Segments are the unit of deletion after
+  // snapshots: smaller ones free disk sooner, larger ones make fewer files.
+  uint64_t log_segment_bytes = uint64_t{64} << 20;
 };
 
 absl::StatusOr<Options> ReadOptions() {
@@ -79,6 +98,13 @@ absl::StatusOr<Options> ReadOptions() {
   const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
+  options.state_dir = absl::GetFlag(FLAGS_state_dir);
+  options.snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
+  options.log_segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
+  if (options.log_segment_bytes < 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options.log_segment_bytes));
+  }
   if (options.bundle.empty()) return absl::InvalidArgumentError("--bundle is required");
   if (options.address.empty()) return absl::InvalidArgumentError("--address must not be empty");
   if (options.max_batch < 1) {
@@ -102,6 +128,45 @@ absl::StatusOr<Options> ReadOptions() {
 
 constexpr char kServiceName[] = "strata.v1.Strata";
 
+// Recovers --state_dir onto `bundle` (newest valid snapshot + log replay), opens the update log for
+// appending and makes `service` durable. Logs what it used, replayed and cut.
+absl::Status RecoverState(const Options& options, model::Bundle* bundle,
+                          std::unique_ptr<UpdateLog>* update_log, StrataService* service) {
+  const absl::Time start = absl::Now();
+  Env* env = Env::Default();
+  absl::StatusOr<RecoveryReport> report =
+      Recover(env, options.state_dir, options.max_batch, bundle);
+  if (!report.ok()) return report.status();
+  if (report->torn_tail.has_value()) {
+    const TornTail& tail = *report->torn_tail;
+    STRATA_LOG(WARNING) << "recovery: cut the torn tail of the update log: " << tail.path
+                        << " at offset " << tail.offset << ", " << tail.bytes_dropped
+                        << " bytes dropped (" << tail.reason
+                        << (tail.delete_file ? "; segment deleted" : "") << ")";
+  }
+  STRATA_LOG(INFO) << "recovered " << options.state_dir << " in "
+                   << absl::ToDoubleSeconds(absl::Now() - start) << " s: base "
+                   << (report->snapshot_path.empty() ? std::string("the bundle")
+                                                     : report->snapshot_path)
+                   << " (log position " << report->base_position << "), replayed "
+                   << report->records_replayed << " records / " << report->samples_replayed
+                   << " samples, log position " << report->log_position << ", model version "
+                   << report->model_version;
+  UpdateLogOptions log_options;
+  log_options.segment_bytes = options.log_segment_bytes;
+  absl::StatusOr<std::unique_ptr<UpdateLog>> log =
+      UpdateLog::Open(env, options.state_dir, report->log_position + 1, log_options);
+  if (!log.ok()) return log.status();
+  *update_log = *std::move(log);
+  Durability durability;
+  durability.log = update_log->get();
+  durability.env = env;
+  durability.state_dir = options.state_dir;
+  durability.snapshot_every_samples = options.snapshot_every_samples;
+  service->EnableDurability(std::move(durability));
+  return absl::OkStatus();
+}
+
 void SetServing(grpc::Server& server, bool serving) {
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
   health->SetServingStatus(kServiceName, serving);
@@ -110,6 +175,8 @@ void SetServing(grpc::Server& server, bool serving) {
 
 int Run(const Options& options, const sigset_t& shutdown_signals) {
   ModelStore store;
+  // Declared before the service so that it outlives the service's Drain().
+  std::unique_ptr<UpdateLog> update_log;
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
   service_options.inference_threads = options.inference_threads;
@@ -141,7 +208,26 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
 
   const absl::Time load_start = absl::Now();
   absl::StatusOr<model::Bundle> bundle = model::ReadBundle(options.bundle);
-  absl::Status loaded = bundle.ok() ? store.Load(*std::move(bundle)) : bundle.status();
+  if (!bundle.ok()) {
+    STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": "
+                      << bundle.status();
+    server->Shutdown();
+    return 1;
+  }
+  if (options.state_dir.empty()) {
+    STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
+                           "every update absorbed since the bundle was written";
+  } else {
+    absl::Status recovered = RecoverState(options, &*bundle, &update_log, &service);
+    if (!recovered.ok()) {
+      STRATA_LOG(ERROR) << "cannot recover the state directory " << options.state_dir << ": "
+                        << recovered << "; refusing to start (see docs/operations.md, "
+                        << "\"Durability\")";
+      server->Shutdown();
+      return 1;
+    }
+  }
+  absl::Status loaded = store.Load(*std::move(bundle));
   if (!loaded.ok()) {
     STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": " << loaded;
     server->Shutdown();
@@ -184,7 +270,8 @@ int main(int argc, char** argv) {
   strata::base::SetLogProgramName("strata-server");
   absl::SetProgramUsageMessage(
       "Serves a Strata model bundle over gRPC.\n"
-      "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]");
+      "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]\n"
+      "                [--state_dir=DIR] [--snapshot_every_samples=100000]");
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<strata::server::Options> options = strata::server::ReadOptions();
   if (!options.ok()) {

@@ -77,4 +77,12 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish() {
   return published;
 }
 
+absl::Status ModelStore::VisitStatistics(
+    absl::FunctionRef<void(const model::UpperTier& upper, uint64_t version)> visit) {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  visit(*upper_, current_.load()->version);
+  return absl::OkStatus();
+}
+
 }  // namespace strata::server

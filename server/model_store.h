@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -69,6 +70,13 @@ class ModelStore {
   // (then the current version is unchanged). Readers are not blocked while it solves.
   // Thread-safe; serialised with other Absorb / Publish calls, so versions are published in order.
   absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish();
+
+  // Calls `visit(upper, version)` with the statistics and the current version, with writers
+  // excluded for the duration (so the statistics include exactly the Absorb() calls that returned
+  // before). For snapshots. FAILED_PRECONDITION before Load(); otherwise OK. Thread-safe; `visit`
+  // must not call back into the store.
+  absl::Status VisitStatistics(
+      absl::FunctionRef<void(const model::UpperTier& upper, uint64_t version)> visit);
 
  private:
   // Serialises writers. Readers never take it.

@@ -8,6 +8,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "server/snapshot.h"
+#include "server/update_record.h"
 #include "server/validation.h"
 
 namespace strata::server {
@@ -35,6 +37,51 @@ StrataService::StrataService(ModelStore* store, ServiceOptions options)
       inference_queue_("inference", std::max(1, options.inference_threads)) {}
 
 StrataService::~StrataService() { Drain(); }
+
+void StrataService::EnableDurability(Durability durability) {
+  durability_ = std::move(durability);
+}
+
+absl::Status StrataService::TakeSnapshot(v1::SnapshotInfo* info) {
+  if (durability_.log == nullptr) {
+    return absl::FailedPreconditionError(
+        "the server has no state directory (--state_dir), so it takes no snapshots");
+  }
+  const absl::Time start = absl::Now();
+  const uint64_t position = durability_.log->last_sequence();
+  // Never snapshot a record the log could still lose: recovery relies on the log reaching at least
+  // every snapshot's position.
+  absl::Status status = durability_.log->Sync(position);
+  if (!status.ok()) return status;
+  absl::StatusOr<SnapshotFile> file = absl::InternalError("no statistics");
+  uint64_t samples_seen = 0, version = 0;
+  status = store_->VisitStatistics([&](const model::UpperTier& upper, uint64_t current) {
+    version = current;
+    samples_seen = upper.samples_seen();
+    file = WriteSnapshot(durability_.env, durability_.state_dir, current, position, upper);
+  });
+  if (!status.ok()) return status;
+  if (!file.ok()) return file.status();
+  samples_since_snapshot_ = 0;
+  // Keep the log from the older kept snapshot on, so start-up can fall back to it.
+  absl::StatusOr<std::vector<SnapshotFile>> kept =
+      ListSnapshots(durability_.env, durability_.state_dir);
+  if (!kept.ok()) return kept.status();
+  if (kept->size() >= static_cast<size_t>(kSnapshotsKept)) {
+    status = durability_.log->DeleteSegmentsThrough(kept->back().log_position);
+    if (!status.ok()) return status;
+  }
+  info->set_model_version(version);
+  info->set_log_position(position);
+  info->set_path(file->path);
+  info->set_bytes(file->bytes);
+  info->set_samples_seen(samples_seen);
+  info->set_seconds(Seconds(absl::Now() - start));
+  STRATA_LOG(INFO) << "snapshot " << file->path << ": model version " << version
+                   << ", log position " << position << ", " << samples_seen << " samples seen, "
+                   << file->bytes << " bytes, " << info->seconds() << " s";
+  return absl::OkStatus();
+}
 
 void StrataService::Drain() {
   inference_queue_.Drain();
@@ -179,6 +226,13 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
       FinishWith(ToGrpcStatus(status));
       return;
     }
+    const Durability& durability = service_->durability_;
+    if (durability.log != nullptr && durability.snapshot_every_samples > 0 &&
+        service_->samples_since_snapshot_ >= durability.snapshot_every_samples) {
+      v1::SnapshotInfo info;
+      absl::Status snapshot = service_->TakeSnapshot(&info);
+      if (!snapshot.ok()) STRATA_LOG(ERROR) << "automatic snapshot failed: " << snapshot;
+    }
     StartRead(&request_);
   }
 
@@ -188,6 +242,12 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     if (count == 0) {
       Reject(-1, "samples: empty message, expected at least 1 sample");
       return absl::OkStatus();
+    }
+    if (service_->durability_.log != nullptr) {
+      // Validate the whole message first and log its accepted samples as one record, so that a
+      // crash leaves the message wholly in the log or wholly out of it.
+      absl::Status logged = LogMessage();
+      if (!logged.ok()) return logged;
     }
     const int input_size = model_->lower->input_size();
     const int chunk = std::min(count, service_->options_.max_batch);
@@ -220,12 +280,43 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     return absl::OkStatus();
   }
 
+  // Appends the message's valid samples to the update log (one record). Invalid samples are left
+  // to AbsorbSamples() to reject.
+  absl::Status LogMessage() {
+    const int input_size = model_->lower->input_size();
+    UpdateRecordBuilder record(input_size);
+    std::vector<float> scratch(input_size);
+    for (int i = 0; i < request_.samples_size(); ++i) {
+      const v1::LabeledSample& sample = request_.samples(i);
+      if (!ValidateLabel(sample.label(), "label").ok() ||
+          !ReadSample(sample.sample(), input_size, "sample", scratch.data()).ok()) {
+        continue;
+      }
+      if (sample.sample().input_case() == v1::Sample::kPixels) {
+        record.AddPixels(sample.label(), sample.sample().pixels());
+      } else {
+        record.AddValues(sample.label(), scratch.data());
+      }
+    }
+    if (record.count() == 0) return absl::OkStatus();
+    absl::StatusOr<uint64_t> sequence = service_->durability_.log->Append(record.Finish());
+    if (!sequence.ok()) {
+      STRATA_LOG(ERROR) << "Update: the update log failed: " << sequence.status();
+      return absl::Status(sequence.status().code(),
+                          absl::StrCat("update log: ", sequence.status().message(),
+                                       " (updates are refused until the server restarts)"));
+    }
+    last_sequence_ = *sequence;
+    return absl::OkStatus();
+  }
+
   absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels) {
     absl::StatusOr<std::vector<std::string>> new_labels =
         service_->store_->Absorb(model_->lower->Features(rows), labels);
     if (!new_labels.ok()) return new_labels.status();
     for (std::string& label : *new_labels) summary_->add_new_labels(std::move(label));
     summary_->set_accepted(summary_->accepted() + labels.size());
+    service_->samples_since_snapshot_ += labels.size();
     absl::MutexLock lock(&service_->stats_mu_);
     service_->stats_.set_samples_absorbed(service_->stats_.samples_absorbed() + labels.size());
     return absl::OkStatus();
@@ -279,7 +370,24 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     }
     summary_->set_model_version(version);
     summary_->set_absorb_seconds(Seconds(absorb_time_));
-    FinishWith(grpc::Status::OK);
+    if (service_->durability_.log == nullptr || last_sequence_ == 0) {
+      FinishWith(grpc::Status::OK);
+      return;
+    }
+    // Acknowledge only once every record of this stream is durable. The wait happens on the log's
+    // sync thread, so the update queue goes on absorbing other streams meanwhile and their records
+    // share the same fsync (group commit).
+    service_->durability_.log->SyncAsync(last_sequence_, [this](absl::Status synced) {
+      if (!synced.ok()) {
+        STRATA_LOG(ERROR) << "Update: the update log could not be made durable: " << synced;
+        FinishWith(ToGrpcStatus(absl::Status(
+            synced.code(), absl::StrCat("update log: ", synced.message(),
+                                        " (the update is not acknowledged; updates are refused "
+                                        "until the server restarts)"))));
+        return;
+      }
+      FinishWith(grpc::Status::OK);
+    });
   }
 
   void FinishWith(const grpc::Status& status) {
@@ -298,12 +406,35 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   v1::UpdateRequest request_;
   uint32_t message_index_ = 0;  // index of request_ in the stream
   uint64_t samples_received_ = 0;
+  // The update-log sequence number of this stream's last record (0: none yet).
+  uint64_t last_sequence_ = 0;
   absl::Duration absorb_time_;
 };
 
 grpc::ServerReadReactor<v1::UpdateRequest>* StrataService::Update(
     grpc::CallbackServerContext* context, v1::UpdateSummary* summary) {
   return new UpdateReactor(this, context, summary);
+}
+
+// ---- Snapshot ----------------------------------------------------------------------------------
+
+grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* context,
+                                                  const v1::SnapshotRequest* /*request*/,
+                                                  v1::SnapshotInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (store_->Current() == nullptr) {
+    reactor->Finish(ToGrpcStatus(NotLoaded()));
+    return reactor;
+  }
+  // On the update queue: between two Update messages, so the statistics match the log position.
+  update_queue_.Schedule([this, response, reactor] {
+    absl::Status status = TakeSnapshot(response);
+    if (!status.ok() && !absl::IsFailedPrecondition(status)) {
+      STRATA_LOG(ERROR) << "Snapshot failed: " << status;
+    }
+    reactor->Finish(ToGrpcStatus(status));
+  });
+  return reactor;
 }
 
 // ---- GetModelInfo and GetStats -----------------------------------------------------------------

@@ -12,13 +12,16 @@
 #define STRATA_SERVER_SERVICE_H_
 
 #include <cstdint>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "server/env.h"
 #include "server/model_store.h"
+#include "server/update_log.h"
 #include "server/work_queue.h"
 #include "strata/v1/strata.grpc.pb.h"
 
@@ -34,6 +37,20 @@ struct ServiceOptions {
   int inference_threads = 2;
 };
 
+// Where updates are made durable (see StrataService::EnableDurability and the Update and Snapshot
+// contracts in strata.proto).
+struct Durability {
+  // The update log every accepted Update message is appended to. Not owned; must outlive the
+  // service (its Drain()).
+  UpdateLog* log = nullptr;
+  // File system and directory snapshots are written to (the state directory). Not owned.
+  Env* env = nullptr;
+  std::string state_dir;
+  // A snapshot is taken automatically once this many samples were absorbed since the last one.
+  // 0 disables automatic snapshots. Default 100,000 (about 78 MB of log as pixels).
+  uint64_t snapshot_every_samples = 100000;
+};
+
 // Maps an absl::Status to the grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
@@ -44,6 +61,11 @@ class StrataService final : public v1::Strata::CallbackService {
   StrataService(ModelStore* store, ServiceOptions options);
   // Drains (see Drain()).
   ~StrataService() override;
+
+  // Makes Updates durable from now on, and enables the Snapshot RPC. Must be called at most once,
+  // before the store is loaded (so that no Update can be absorbed before it): the Update path reads
+  // these settings without a lock once it has seen a loaded model.
+  void EnableDurability(Durability durability);
 
   // Runs all scheduled work to completion (finishing the RPCs it belongs to) and stops the work
   // queues; RPCs arriving afterwards run their work inline. Call after grpc::Server::Shutdown() and
@@ -64,6 +86,9 @@ class StrataService final : public v1::Strata::CallbackService {
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
                                      const v1::GetStatsRequest* request,
                                      v1::Stats* response) override;
+  grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
+                                     const v1::SnapshotRequest* request,
+                                     v1::SnapshotInfo* response) override;
 
  private:
   class UpdateReactor;
@@ -72,6 +97,11 @@ class StrataService final : public v1::Strata::CallbackService {
                                  v1::ExtractFeaturesResponse* response);
   absl::Status DoPredict(const v1::PredictRequest& request, v1::PredictResponse* response);
 
+  // Makes the log durable through its last record and writes a snapshot of the statistics at that
+  // position; then deletes the log segments both kept snapshots cover. Runs on the update queue
+  // only (so no absorb is in progress and the statistics match the log position exactly).
+  absl::Status TakeSnapshot(v1::SnapshotInfo* info);
+
   // Adds one finished call to `count` (ok or failed by `status`).
   void CountCall(v1::RpcCount* count, const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_);
@@ -79,6 +109,10 @@ class StrataService final : public v1::Strata::CallbackService {
   ModelStore* const store_;
   const ServiceOptions options_;
   const absl::Time start_time_ = absl::Now();
+  // Set once by EnableDurability() before the model is loaded; log == null means not durable.
+  Durability durability_;
+  // Samples absorbed since the last snapshot. Used on the update queue only.
+  uint64_t samples_since_snapshot_ = 0;
 
   absl::Mutex stats_mu_;
   // The counters of GetStats; model_version and uptime_seconds are filled in when asked.

@@ -328,8 +328,8 @@ TEST_F(ServerTest, HealthReflectionAndModelInfo) {
   ASSERT_EQ(file.service_size(), 1);
   std::vector<std::string> methods;
   for (const auto& method : file.service(0).method()) methods.push_back(method.name());
-  EXPECT_THAT(methods, ElementsAre("ExtractFeatures", "Predict", "Update", "GetModelInfo",
-                                   "GetStats"));
+  EXPECT_THAT(methods, ElementsAre("ExtractFeatures", "Predict", "Update", "Snapshot",
+                                   "GetModelInfo", "GetStats"));
   stream->WritesDone();
   EXPECT_TRUE(stream->Finish().ok());
 }

@@ -1,0 +1,174 @@
+// strata-bench-lower: the whole lower tier's throughput and latency, float vs int8 on the
+// backends, against this machine's measured int8 and fp32 peak (bench/machine_peak.h).
+//
+// The lower tier (default: specs/default.spec, conv 5x5x24 -> ... -> expand 2352 -> 4096) is fit
+// on --train_limit Fashion-MNIST training images and quantised on the first 2,000 of them. Then,
+// at batch 1, 16 and 64 images, each path computes features end to end (host stages included):
+//   float      LowerTier::Features (Eigen fp32 GEMMs);
+//   int8 cpu   QuantizedLowerTier::Features on the cpu backend (AVX-512 VNNI);
+//   int8 emu   the same on the emu backend (the FPGA kernels' C simulation: slow, few calls).
+// GMAC/s counts the matrix-product MACs only (LowerTier::MacsPerSample per image); "% peak" is
+// against the all-core peak of the path's precision (fp32 for float, int8 for the int8 paths).
+//
+// Usage: strata-bench-lower [--spec=specs/default.spec] [--train_limit=5000] [--seconds=1]
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "bench/machine_peak.h"
+#include "data/dataset.h"
+#include "fpga/backend.h"
+#include "model/architecture.h"
+#include "model/lower_tier.h"
+#include "model/quantized_lower_tier.h"
+
+ABSL_FLAG(std::string, spec, "",
+          "Lower-tier spec file (empty: the built-in default, the same as specs/default.spec)");
+ABSL_FLAG(size_t, train_limit, 5000, "Fashion-MNIST training images the lower tier is fit on");
+ABSL_FLAG(double, seconds, 1.0, "Minimum measuring time per row of the table (emu: a third)");
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double Seconds(Clock::time_point a, Clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Mean wall time of one call of `run`, repeated until `min_seconds` have passed (at least twice,
+// after one warm-up call).
+absl::StatusOr<double> TimeCalls(const std::function<absl::Status()>& run, double min_seconds) {
+  if (absl::Status s = run(); !s.ok()) return s;
+  int calls = 0;
+  const auto start = Clock::now();
+  double elapsed = 0;
+  do {
+    if (absl::Status s = run(); !s.ok()) return s;
+    ++calls;
+    elapsed = Seconds(start, Clock::now());
+  } while (elapsed < min_seconds || calls < 2);
+  return elapsed / calls;
+}
+
+int Run() {
+  model::Architecture architecture = model::LowerTierSpec{}.ToArchitecture();
+  if (const std::string spec = absl::GetFlag(FLAGS_spec); !spec.empty()) {
+    absl::StatusOr<model::Architecture> read = model::ReadArchitecture(spec);
+    if (!read.ok()) {
+      std::fprintf(stderr, "strata-bench-lower: --spec: %s\n", read.status().ToString().c_str());
+      return 1;
+    }
+    architecture = *std::move(read);
+  }
+  absl::StatusOr<data::LabeledImages> train =
+      data::Load("fashion-mnist:train", {0, absl::GetFlag(FLAGS_train_limit)});
+  if (!train.ok()) {
+    std::fprintf(stderr, "strata-bench-lower: %s\n", train.status().ToString().c_str());
+    return 1;
+  }
+  model::MatrixF images(static_cast<Eigen::Index>(train->size()),
+                        static_cast<Eigen::Index>(train->image_size()));
+  for (Eigen::Index i = 0; i < images.size(); ++i) images.data()[i] = train->pixels[i] / 255.0f;
+
+  std::printf("strata-bench-lower: the lower tier end to end, float vs int8 backends\n\n");
+  const bench::MachinePeak peak = bench::MeasureMachinePeak();
+  bench::PrintMachinePeak(peak);
+
+  const auto fit_start = Clock::now();
+  absl::StatusOr<model::LowerTier> tier = model::LowerTier::Fit(architecture, images);
+  if (!tier.ok()) {
+    std::fprintf(stderr, "strata-bench-lower: %s\n", tier.status().ToString().c_str());
+    return 1;
+  }
+  std::printf("\nLower tier (fit on %td images in %.1f s):\n", images.rows(),
+              Seconds(fit_start, Clock::now()));
+  for (const std::string& line : tier->Describe()) std::printf("  %s\n", line.c_str());
+
+  const model::MatrixF calibration = images.topRows(std::min<Eigen::Index>(2000, images.rows()));
+  struct Path {
+    std::string name;
+    std::unique_ptr<fpga::Backend> backend;  // null: float
+    std::unique_ptr<model::QuantizedLowerTier> quantized;
+    double min_seconds;
+  };
+  std::vector<Path> paths;
+  const double seconds = absl::GetFlag(FLAGS_seconds);
+  paths.push_back({"float", nullptr, nullptr, seconds});
+  for (const char* name : {"cpu", "emu"}) {
+    absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);
+    if (!backend.ok()) {
+      std::fprintf(stderr, "strata-bench-lower: %s\n", backend.status().ToString().c_str());
+      return 1;
+    }
+    absl::StatusOr<model::QuantizedLowerTier> quantized =
+        model::QuantizedLowerTier::Calibrate(*tier, calibration, **backend);
+    if (!quantized.ok()) {
+      std::fprintf(stderr, "strata-bench-lower: %s\n", quantized.status().ToString().c_str());
+      return 1;
+    }
+    std::printf("int8 on %s: %s\n", name, (*backend)->info().description.c_str());
+    if (paths.size() == 1) {
+      for (const std::string& line : quantized->Describe()) std::printf("  %s\n", line.c_str());
+    }
+    const bool emu = std::string(name) == "emu";
+    paths.push_back({std::string("int8 ") + name, *std::move(backend),
+                     std::make_unique<model::QuantizedLowerTier>(*std::move(quantized)),
+                     emu ? seconds / 3 : seconds});
+  }
+
+  const double macs_per_image = static_cast<double>(tier->MacsPerSample());
+  std::printf("\n%-10s %6s %12s %12s %14s %10s %8s\n", "path", "batch", "latency ms", "images/s",
+              "MAC/image", "GMAC/s", "% peak");
+  for (const Path& path : paths) {
+    for (int batch : {1, 16, 64}) {
+      const model::MatrixF x = images.topRows(batch);
+      absl::StatusOr<double> latency = TimeCalls(
+          [&]() -> absl::Status {
+            if (path.quantized == nullptr) {
+              const model::MatrixF features = tier->Features(x);
+              if (features.rows() != batch) return absl::InternalError("wrong feature rows");
+              return absl::OkStatus();
+            }
+            return path.quantized->Features(x).status();
+          },
+          path.min_seconds);
+      if (!latency.ok()) {
+        std::fprintf(stderr, "strata-bench-lower: %s\n", latency.status().ToString().c_str());
+        return 1;
+      }
+      const double gmacs = macs_per_image * batch / *latency * 1e-9;
+      const double peak_rate =
+          path.quantized == nullptr ? peak.fp32_all_cores : peak.int8_all_cores;
+      std::printf("%-10s %6d %12.3f %12.1f %14.0f %10.2f %7.1f%%\n", path.name.c_str(), batch,
+                  *latency * 1e3, batch / *latency, macs_per_image, gmacs,
+                  peak_rate > 0 ? 100 * gmacs / (peak_rate * 1e-9) : 0.0);
+    }
+  }
+  std::printf(
+      "\nlatency: wall time of one Features call for the whole batch, host stages and int8\n"
+      "(de)quantisation included; images/s = batch / latency. GMAC/s counts the matrix products\n"
+      "only; %% peak is against the all-core peak (%d cores) of the path's precision. emu is a\n"
+      "scalar C simulation of the FPGA kernels: its speed says nothing about the card's.\n",
+      peak.cores);
+  return 0;
+}
+
+}  // namespace
+}  // namespace strata
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Lower-tier throughput and latency: float vs int8 on the cpu and emu backends.");
+  absl::ParseCommandLine(argc, argv);
+  return strata::Run();
+}

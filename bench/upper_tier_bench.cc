@@ -1,0 +1,433 @@
+// strata-bench-upper: what the upper tier costs and how exact it is, at the default feature width
+// on real Fashion-MNIST features (docs/upper-tier.md quotes its output).
+//
+//   (a) exactness: the training samples streamed in --batches batches (refreshing the readout after
+//       each) vs the batch fit: relative Frobenius difference of the readouts, test accuracies;
+//   (b) absorb throughput (samples/s) at batch 1/100/500/5000 for our blocked two-core symmetric
+//       rank-k update, Eigen's rankUpdate and a full GEMM; float32 block products accumulated into
+//       float64 (exactness and time); refresh time of each path;
+//   (c) the same stream learned by full retraining after every batch (re-absorb all samples seen
+//       + solve) vs our incremental absorb + refresh: total time and ratio (retraining is measured
+//       at a few prefix sizes and extrapolated linearly in the number of samples; the printout says
+//       so);
+//   (d) stability: --stability_updates single-sample updates at width --stability_width on
+//       synthetic data: NaN, SPD, prediction difference against a fresh solve.
+//
+// Usage: strata-bench-upper [--train_limit=60000] [--expansion=4096] [--batches=600]
+//          [--stream_refresh_batches=600] [--retrain_points=3000,12000]
+//          [--stability_updates=1000000] [--sections=abcd]
+//   Quick look (about a minute): --train_limit=6000 --expansion=512 --stability_updates=20000
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <Eigen/Cholesky>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "data/dataset.h"
+#include "model/lower_tier.h"
+#include "model/upper_tier.h"
+
+ABSL_FLAG(size_t, train_limit, 60000, "Fashion-MNIST training images to fit on and stream");
+ABSL_FLAG(int, expansion, 4096, "Random ReLU expansion of the lower tier (default spec: 4096)");
+ABSL_FLAG(int, batches, 600, "Batches the training samples are streamed in");
+ABSL_FLAG(int, stream_refresh_batches, 600,
+          "Refresh the readout after each of the first N stream batches (timed); the rest of the "
+          "stream is only absorbed and its refresh time extrapolated from the measured mean");
+ABSL_FLAG(std::string, retrain_points, "3000,12000",
+          "Sample counts at which full retraining is measured (plus the whole set, the batch fit)");
+ABSL_FLAG(double, lambda, 30.0, "Ridge regularisation");
+ABSL_FLAG(int, stability_updates, 1000000, "Single-sample updates of the stability run");
+ABSL_FLAG(int, stability_width, 256, "Feature width of the stability run");
+ABSL_FLAG(int, stability_refresh_every, 10, "Refresh (kAuto) after every N stability updates");
+ABSL_FLAG(std::string, sections, "abcd", "Which sections to run (letters a-d; c needs a)");
+
+namespace strata {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using model::MatrixD;
+using model::MatrixF;
+using model::Readout;
+using model::RefreshMode;
+using model::RefreshPath;
+using model::UpperTier;
+
+double Since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+MatrixF ToMatrix(const data::LabeledImages& images) {
+  MatrixF m(static_cast<Eigen::Index>(images.size()),
+            static_cast<Eigen::Index>(images.image_size()));
+  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = images.pixels[i] / 255.0f;
+  return m;
+}
+
+double Accuracy(const Readout& readout, const MatrixF& features,
+                const std::vector<std::string>& labels) {
+  const MatrixF scores = readout.Scores(features);
+  size_t correct = 0;
+  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+    Eigen::Index best;
+    scores.row(i).maxCoeff(&best);
+    correct += readout.labels[best] == labels[i];
+  }
+  return 100.0 * correct / scores.rows();
+}
+
+// Readout columns of `b` reordered to `a`'s labels, then ||b - a||_F / ||a||_F.
+double RelativeDifference(const Readout& a, const Readout& b) {
+  MatrixF aligned(b.weights.rows(), a.weights.cols());
+  for (size_t c = 0; c < a.labels.size(); ++c) {
+    const auto it = std::find(b.labels.begin(), b.labels.end(), a.labels[c]);
+    aligned.col(c) = b.weights.col(it - b.labels.begin());
+  }
+  return (aligned - a.weights).norm() / a.weights.norm();
+}
+
+struct Features {
+  MatrixF train, test;
+  std::vector<std::string> train_labels, test_labels;
+};
+
+// Absorbs rows [0, n) in blocks of 5000 and solves: a learner that retrains from stored features.
+Readout Retrain(const Features& f, Eigen::Index n, double lambda, double* seconds) {
+  const auto start = Clock::now();
+  UpperTier tier(static_cast<int>(f.train.cols()), lambda);
+  for (Eigen::Index begin = 0; begin < n; begin += 5000) {
+    const Eigen::Index rows = std::min<Eigen::Index>(5000, n - begin);
+    std::vector<int> classes(rows);
+    for (Eigen::Index i = 0; i < rows; ++i) {
+      classes[i] = tier.ClassIndexOrAdd(f.train_labels[begin + i]);
+    }
+    if (!tier.Absorb(f.train.middleRows(begin, rows), classes).ok()) std::abort();
+  }
+  absl::StatusOr<Readout> readout = tier.Solve();
+  if (!readout.ok()) std::abort();
+  *seconds = Since(start);
+  return *std::move(readout);
+}
+
+// ---- (b) absorb kernels ---------------------------------------------------------------------
+void AbsorbThroughput(const Features& f, double lambda) {
+  const int d = static_cast<int>(f.train.cols());
+  std::printf("\n(b) absorb throughput at D = %d (float64 G, lower triangle; %d threads)\n", d,
+              omp_get_max_threads());
+  std::printf("  %-6s %16s %16s %16s   %s\n", "batch", "blocked (ours)", "Eigen rankUpdate",
+              "full GEMM", "samples/s");
+  for (int k : {1, 100, 500, 5000}) {
+    if (k > f.train.rows()) continue;
+    const int reps = k == 1 ? 20 : k == 100 ? 4 : 1;
+    const MatrixF rows = f.train.topRows(k);
+    std::vector<int> classes(k, 0);
+    // Ours: UpperTier::Absorb (the conversion to double and the Q update included).
+    UpperTier tier(d, lambda);
+    tier.ClassIndexOrAdd("x");
+    if (!tier.Absorb(rows, classes).ok()) std::abort();  // warm-up: page in G
+    auto start = Clock::now();
+    for (int r = 0; r < reps; ++r) {
+      if (!tier.Absorb(rows, classes).ok()) std::abort();
+    }
+    const double ours = k * reps / Since(start);
+    // Eigen's single-threaded symmetric rank-k update of a column-major G.
+    Eigen::MatrixXd g = lambda * Eigen::MatrixXd::Identity(d, d);
+    const Eigen::MatrixXd h = rows.cast<double>();
+    g.selfadjointView<Eigen::Lower>().rankUpdate(h.transpose());
+    start = Clock::now();
+    for (int r = 0; r < reps; ++r) {
+      const Eigen::MatrixXd hd = rows.cast<double>();
+      g.selfadjointView<Eigen::Lower>().rankUpdate(hd.transpose());
+    }
+    const double rank_update = k * reps / Since(start);
+    // A full (both triangles) GEMM, which Eigen runs on every thread.
+    g.noalias() += h.transpose() * h;
+    start = Clock::now();
+    for (int r = 0; r < reps; ++r) {
+      const Eigen::MatrixXd hd = rows.cast<double>();
+      g.noalias() += hd.transpose() * hd;
+    }
+    const double gemm = k * reps / Since(start);
+    std::printf("  %-6d %16.0f %16.0f %16.0f   (GFLOP/s ours %.1f: k D^2 flops per batch)\n", k,
+                ours, rank_update, gemm, ours * d * static_cast<double>(d) / 1e9);
+  }
+  // Compensated float32: float block products (500 rows) accumulated into float64, vs float64.
+  const Eigen::Index n = std::min<Eigen::Index>(5000, f.train.rows());
+  const Eigen::MatrixXf hf = f.train.topRows(n);
+  Eigen::MatrixXd exact = Eigen::MatrixXd::Zero(d, d), compensated = Eigen::MatrixXd::Zero(d, d);
+  auto start = Clock::now();
+  for (Eigen::Index b = 0; b < n; b += 500) {
+    const Eigen::MatrixXd hd = hf.middleRows(b, std::min<Eigen::Index>(500, n - b)).cast<double>();
+    exact.noalias() += hd.transpose() * hd;
+  }
+  const double exact_seconds = Since(start);
+  start = Clock::now();
+  for (Eigen::Index b = 0; b < n; b += 500) {
+    const auto block = hf.middleRows(b, std::min<Eigen::Index>(500, n - b));
+    const Eigen::MatrixXf product = block.transpose() * block;
+    compensated += product.cast<double>();
+  }
+  const double float_seconds = Since(start);
+  exact.diagonal().array() += lambda;
+  compensated.diagonal().array() += lambda;
+  const double g_error = (compensated - exact).norm() / exact.norm();
+  // What it does to a readout: solve both against the same right-hand sides.
+  Eigen::MatrixXd q = Eigen::MatrixXd::Zero(d, 10);
+  for (Eigen::Index i = 0; i < n; ++i) {
+    q.col(std::hash<std::string>()(f.train_labels[i]) % 10) += hf.row(i).transpose().cast<double>();
+  }
+  const Eigen::MatrixXd w_exact = exact.llt().solve(q), w_comp = compensated.llt().solve(q);
+  std::printf(
+      "  float32 block products (500 rows) into float64, %lld samples: rel. error of G %.1e, of "
+      "W %.1e; full GEMM time %.2f s vs %.2f s in float64\n",
+      static_cast<long long>(n), g_error, (w_comp - w_exact).norm() / w_exact.norm(),
+      float_seconds, exact_seconds);
+}
+
+// ---- (a) + (c) stream vs batch, incremental vs retraining --------------------------------------
+void StreamExactness(const Features& f, double lambda, bool compare_retraining) {
+  const int d = static_cast<int>(f.train.cols());
+  const Eigen::Index n = f.train.rows();
+  const int batches = absl::GetFlag(FLAGS_batches);
+  const int refresh_batches = std::min(batches, absl::GetFlag(FLAGS_stream_refresh_batches));
+  std::printf("\n(a) exactness: %lld training samples streamed in %d batches vs the batch fit\n",
+              static_cast<long long>(n), batches);
+  double batch_seconds = 0;
+  const Readout batch = Retrain(f, n, lambda, &batch_seconds);
+
+  UpperTier stream(d, lambda);
+  double absorb_seconds = 0, update_seconds = 0, refactor_seconds = 0;
+  int updates = 0, refactors = 0;
+  double update_flops = 0, refactor_flops = 0;
+  absl::StatusOr<Readout> streamed;
+  for (int b = 0; b < batches; ++b) {
+    const Eigen::Index begin = n * b / batches, end = n * (b + 1) / batches;
+    std::vector<int> classes;
+    for (Eigen::Index i = begin; i < end; ++i) {
+      classes.push_back(stream.ClassIndexOrAdd(f.train_labels[i]));
+    }
+    auto start = Clock::now();
+    if (!stream.Absorb(f.train.middleRows(begin, end - begin), classes).ok()) std::abort();
+    absorb_seconds += Since(start);
+    if (b < refresh_batches || b == batches - 1) {
+      start = Clock::now();
+      streamed = stream.Refresh();
+      const double seconds = Since(start);
+      if (!streamed.ok()) {
+        std::printf("  refresh failed: %s\n", streamed.status().ToString().c_str());
+        std::abort();
+      }
+      if (b >= refresh_batches) continue;  // the final readout, outside the timed prefix
+      if (stream.last_refresh().path == RefreshPath::kFactorUpdate) {
+        ++updates;
+        update_seconds += seconds;
+        update_flops += stream.last_refresh().flops();
+      } else {
+        ++refactors;
+        refactor_seconds += seconds;
+        refactor_flops += stream.last_refresh().flops();
+      }
+    }
+  }
+  const double stream_relative = RelativeDifference(batch, *streamed);
+  absl::StatusOr<Readout> fresh = stream.Solve();
+  if (!fresh.ok()) std::abort();
+  const double batch_accuracy = Accuracy(batch, f.test, f.test_labels);
+  const double stream_accuracy = Accuracy(*streamed, f.test, f.test_labels);
+  std::printf("  %-44s %.2e   (target <= 1e-6)\n",
+              "readout rel. Frobenius diff, stream vs batch", stream_relative);
+  std::printf("  %-44s %.2e\n", "  same, stream's G re-solved from scratch",
+              RelativeDifference(batch, *fresh));
+  std::printf("  %-44s batch %.2f%%  stream %.2f%%  (diff %.3f points, target +-0.05)\n",
+              "test accuracy", batch_accuracy, stream_accuracy, stream_accuracy - batch_accuracy);
+  std::printf("  %-44s %d factor updates (mean %.3f s, %.1f GFLOP), %d re-factorisations "
+              "(mean %.3f s, %.1f GFLOP)\n",
+              "refreshes in the stream (kAuto)", updates, updates ? update_seconds / updates : 0,
+              updates ? update_flops / updates / 1e9 : 0, refactors,
+              refactors ? refactor_seconds / refactors : 0,
+              refactors ? refactor_flops / refactors / 1e9 : 0);
+
+  // Refresh time of each path, forced, on the streamed tier (more rows absorbed for the updates).
+  std::printf("\n(b) refresh time at D = %d, C = %d\n", d, stream.num_classes());
+  auto time_refresh = [&](RefreshMode mode) {
+    const auto start = Clock::now();
+    if (!stream.Refresh(mode).ok()) std::abort();
+    return Since(start);
+  };
+  const double refactor_time = time_refresh(RefreshMode::kForceRefactor);
+  std::printf("  %-34s %8.3f s  %7.1f GFLOP  %5.1f GFLOP/s\n", "re-factorisation (Cholesky+solves)",
+              refactor_time, stream.last_refresh().flops() / 1e9,
+              stream.last_refresh().flops() / 1e9 / refactor_time);
+  Eigen::Index row = 0;
+  for (int k : {1, 10, 100, 500}) {
+    std::vector<int> classes;
+    for (int i = 0; i < k; ++i) classes.push_back(stream.ClassIndexOrAdd(f.test_labels[row + i]));
+    if (!stream.Absorb(f.test.middleRows(row, k), classes).ok()) std::abort();
+    row += k;
+    const double t = time_refresh(RefreshMode::kForceFactorUpdate);
+    std::printf("  factor update, k = %-4d rows       %8.3f s  %7.1f GFLOP  %5.1f GFLOP/s\n", k, t,
+                stream.last_refresh().flops() / 1e9, stream.last_refresh().flops() / 1e9 / t);
+  }
+  {
+    const auto start = Clock::now();
+    if (!stream.Solve().ok()) std::abort();
+    std::printf("  %-34s %8.3f s\n", "Solve() (stateless re-factorisation)", Since(start));
+  }
+
+  if (!compare_retraining) return;
+  // ---- (c) ----
+  std::printf("\n(c) the %d-batch stream: incremental absorb + refresh vs retraining after every "
+              "batch\n", batches);
+  std::vector<std::pair<double, double>> points;  // (samples, seconds)
+  for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_retrain_points), ',')) {
+    int64_t m = 0;
+    if (!absl::SimpleAtoi(s, &m) || m <= 0 || m >= n) continue;
+    double seconds = 0;
+    Retrain(f, m, lambda, &seconds);
+    points.emplace_back(static_cast<double>(m), seconds);
+  }
+  points.emplace_back(static_cast<double>(n), batch_seconds);
+  for (const auto& [m, seconds] : points) {
+    std::printf("  retrain on %6.0f samples (absorb all + solve): %.2f s  (measured)\n", m, seconds);
+  }
+  // Least-squares line t = a + b m through the measured points.
+  double sm = 0, st = 0, smm = 0, smt = 0;
+  for (const auto& [m, t] : points) sm += m, st += t, smm += m * m, smt += m * t;
+  const double k = static_cast<double>(points.size());
+  double slope = 0, intercept = st / k;
+  if (points.size() > 1) {
+    slope = (k * smt - sm * st) / (k * smm - sm * sm);
+    intercept = (st - slope * sm) / k;
+  }
+  double retrain_total = 0;
+  for (int b = 0; b < batches; ++b) {
+    retrain_total += intercept + slope * static_cast<double>(n * (b + 1) / batches);
+  }
+  const double refresh_mean =
+      (update_seconds + refactor_seconds) / std::max(1, updates + refactors);
+  const double incremental_total = absorb_seconds + update_seconds + refactor_seconds +
+                                   refresh_mean * (batches - refresh_batches);
+  std::printf("  retraining after every batch: %.0f s  (EXTRAPOLATED: t(m) = %.2f s + %.3g s x m "
+              "fitted to the %zu measured points, summed over m = %lld..%lld)\n",
+              retrain_total, intercept, slope, points.size(),
+              static_cast<long long>(n / batches), static_cast<long long>(n));
+  std::printf("  incremental (absorb + refresh after every batch): %.1f s  (measured: absorb %.1f "
+              "s, refresh %.1f s over %d batches%s)\n",
+              incremental_total, absorb_seconds, update_seconds + refactor_seconds,
+              refresh_batches,
+              refresh_batches < batches ? "; the other batches' refreshes extrapolated" : "");
+  std::printf("  ratio retrain / incremental: %.1fx\n", retrain_total / incremental_total);
+}
+
+// ---- (d) stability ---------------------------------------------------------------------------
+void Stability() {
+  const int d = absl::GetFlag(FLAGS_stability_width);
+  const int updates = absl::GetFlag(FLAGS_stability_updates);
+  const int every = std::max(1, absl::GetFlag(FLAGS_stability_refresh_every));
+  std::printf("\n(d) stability: %d single-sample updates at width %d (synthetic, 4 classes, "
+              "feature scales 1 and 30), kAuto refresh every %d\n", updates, d, every);
+  std::mt19937_64 rng(23);
+  std::normal_distribution<float> normal;
+  UpperTier tier(d, 1.0);
+  for (int c = 0; c < 4; ++c) tier.ClassIndexOrAdd(std::string(1, static_cast<char>('a' + c)));
+  MatrixF row(1, d);
+  absl::StatusOr<Readout> readout;
+  int factor_updates = 0, refactors = 0, non_finite = 0;
+  double min_pivot = std::numeric_limits<double>::infinity();
+  const auto start = Clock::now();
+  for (int i = 0; i < updates; ++i) {
+    const int c = static_cast<int>(rng() % 4);
+    for (int j = 0; j < d; ++j) {
+      row(0, j) = (j % 8 == 0 ? 30.0f : 1.0f) * normal(rng) + (j < 8 ? c : 0);
+    }
+    if (!tier.Absorb(row, std::vector<int>{c}).ok()) std::abort();
+    if ((i + 1) % every == 0 || i + 1 == updates) {
+      readout = tier.Refresh();
+      if (!readout.ok()) {
+        std::printf("  refresh %d failed: %s\n", i, readout.status().ToString().c_str());
+        return;
+      }
+      non_finite += !readout->weights.allFinite();
+      min_pivot = std::min(min_pivot, tier.last_refresh().min_pivot);
+      (tier.last_refresh().path == RefreshPath::kFactorUpdate ? factor_updates : refactors)++;
+    }
+  }
+  const double seconds = Since(start);
+  Eigen::LLT<Eigen::MatrixXd> cholesky(Eigen::MatrixXd(tier.gram()));
+  const bool spd = cholesky.info() == Eigen::Success &&
+                   Eigen::MatrixXd(cholesky.matrixL()).diagonal().minCoeff() > 0;
+  absl::StatusOr<Readout> fresh = tier.Solve();
+  if (!fresh.ok()) std::abort();
+  MatrixF probe(1000, d);
+  for (Eigen::Index i = 0; i < probe.size(); ++i) probe.data()[i] = normal(rng);
+  const MatrixF a = readout->Scores(probe), b = fresh->Scores(probe);
+  std::printf("  %.1f s; refreshes: %d factor updates, %d re-factorisations; non-finite readouts: "
+              "%d; G finite: %s; G SPD (fresh Cholesky): %s; min pivot over all refreshes %.3g\n",
+              seconds, factor_updates, refactors, non_finite,
+              tier.gram().allFinite() ? "yes" : "NO", spd ? "yes" : "NO", min_pivot);
+  std::printf("  last refreshed readout vs a fresh solve: max |score diff| / max |score| = %.2e, "
+              "rel. Frobenius diff of W = %.2e\n",
+              (a - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff(),
+              (readout->weights - fresh->weights).norm() / fresh->weights.norm());
+}
+
+int Run() {
+  const std::string sections = absl::GetFlag(FLAGS_sections);
+  const double lambda = absl::GetFlag(FLAGS_lambda);
+  const bool real_data = sections.find_first_of("abc") != std::string::npos;
+  Features f;
+  if (real_data) {
+    const auto start = Clock::now();
+    absl::StatusOr<data::LabeledImages> train =
+        data::Load("fashion-mnist:train", {0, absl::GetFlag(FLAGS_train_limit)});
+    absl::StatusOr<data::LabeledImages> test = data::Load("fashion-mnist:test");
+    if (!train.ok() || !test.ok()) {
+      std::fprintf(stderr, "strata-bench-upper: cannot read Fashion-MNIST: %s %s\n",
+                   train.status().ToString().c_str(), test.status().ToString().c_str());
+      return 1;
+    }
+    model::LowerTierSpec spec;
+    spec.expansion = absl::GetFlag(FLAGS_expansion);
+    const MatrixF images = ToMatrix(*train);
+    absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
+    if (!lower.ok()) {
+      std::fprintf(stderr, "strata-bench-upper: %s\n", lower.status().ToString().c_str());
+      return 1;
+    }
+    f.train = lower->Features(images);
+    f.test = lower->Features(ToMatrix(*test));
+    f.train_labels = train->labels;
+    f.test_labels = test->labels;
+    std::printf("data: lower tier (default spec, expansion %d) fit on %zu Fashion-MNIST training "
+                "images; D = %d features; %zu test images; lambda %g; %.1f s\n",
+                spec.expansion, train->size(), lower->feature_size(), test->size(), lambda,
+                Since(start));
+  }
+  if (sections.find('b') != std::string::npos) AbsorbThroughput(f, lambda);
+  if (sections.find('a') != std::string::npos) {
+    StreamExactness(f, lambda, sections.find('c') != std::string::npos);
+  }
+  if (sections.find('d') != std::string::npos) Stability();
+  return 0;
+}
+
+}  // namespace
+}  // namespace strata
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "Measures the upper tier: exactness of the streamed readout, absorb throughput, refresh "
+      "paths, incremental vs full retraining, and long-run stability.");
+  absl::ParseCommandLine(argc, argv);
+  return strata::Run();
+}

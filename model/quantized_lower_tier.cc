@@ -1,0 +1,334 @@
+#include "model/quantized_lower_tier.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <span>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "fpga/kernels/kernels.h"
+
+namespace strata::model {
+namespace {
+
+// Images per work item when a batch is split across threads (as LowerTier does): a conv layer
+// call then has 64 * H * W rows.
+constexpr Eigen::Index kImagesPerChunk = 64;
+// Calibration images per chunk of the float pass.
+constexpr Eigen::Index kCalibrationChunk = 128;
+constexpr float kInt8Max = 127.0f;
+
+// x_q = clamp(round(x / s_x), -127, 127), rounding half to even (the default FP environment).
+void QuantizeActivations(const float* x, size_t n, float inverse_scale, int8_t* out) {
+  for (size_t i = 0; i < n; ++i) {
+    const float v = std::clamp(x[i] * inverse_scale, -kInt8Max, kInt8Max);
+    out[i] = static_cast<int8_t>(std::nearbyint(v));
+  }
+}
+
+// The float weights of a quantised stage as an n_in x n_out matrix (w[o][i] = matrix(i, o)).
+const MatrixF* StageWeights(const Stage& stage) {
+  if (auto* conv = dynamic_cast<const ConvStage*>(&stage)) return &conv->filters();
+  if (auto* expand = dynamic_cast<const ExpandStage*>(&stage)) return &expand->projection();
+  if (auto* elm = dynamic_cast<const ElmAutoencoderStage*>(&stage)) return &elm->encoder();
+  return nullptr;
+}
+
+// The |x| value at `percentile` (in (0, 100]) of `values`; reorders them.
+float Percentile(std::vector<float>& values, double percentile) {
+  if (values.empty()) return 0;
+  const double rank = std::ceil(percentile / 100.0 * static_cast<double>(values.size()));
+  const size_t k = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
+  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
+  return values[k];
+}
+
+}  // namespace
+
+struct QuantizedLowerTier::Workspace {
+  MatrixF a, b, patches;
+  std::vector<int8_t> x_q;
+  std::vector<int32_t> acc;
+};
+
+QuantizedLowerTier::~QuantizedLowerTier() = default;
+
+absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
+    const LowerTier& tier, const MatrixF& calibration_images, fpga::Backend& backend,
+    const ActivationCalibration& calibration) {
+  const Shape& input = tier.input_shape();
+  if (calibration_images.cols() != tier.input_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantised lower tier: calibration images have ", calibration_images.cols(),
+        " values, the lower tier's input is ", input.height, "x", input.width, "x", input.channels,
+        " = ", tier.input_size()));
+  }
+  if (calibration_images.rows() < 1) {
+    return absl::InvalidArgumentError("quantised lower tier: no calibration images");
+  }
+  if (!calibration_images.allFinite()) {
+    return absl::InvalidArgumentError(
+        "quantised lower tier: calibration images contain NaN or Inf");
+  }
+  if (!(calibration.percentile > 0 && calibration.percentile <= 100)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantised lower tier: activation percentile ", calibration.percentile,
+        ", expected a value in (0, 100]"));
+  }
+  if (!backend.info().has_dense_int8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
+  }
+
+  QuantizedLowerTier q;
+  q.input_size_ = tier.input_size();
+  q.feature_size_ = tier.feature_size();
+  const auto& stages = tier.stages();
+  const size_t num_stages = stages.size();
+  q.plans_.resize(num_stages);
+
+  // |x| at every quantised stage's input over the calibration images (float activations), each
+  // chunk writing its own slice so the pass is deterministic.
+  const Eigen::Index n = calibration_images.rows();
+  std::vector<std::vector<float>> magnitudes(num_stages);
+  for (size_t s = 0; s < num_stages; ++s) {
+    q.plans_[s].stage = stages[s].get();
+    if (StageWeights(*stages[s]) != nullptr) {
+      magnitudes[s].resize(static_cast<size_t>(n) * stages[s]->input_shape().size());
+    }
+  }
+  const Eigen::Index chunks = (n + kCalibrationChunk - 1) / kCalibrationChunk;
+#pragma omp parallel if (chunks > 1)
+  {
+    MatrixF a, b;
+#pragma omp for schedule(dynamic)
+    for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
+      const Eigen::Index start = chunk * kCalibrationChunk;
+      const Eigen::Index rows = std::min(kCalibrationChunk, n - start);
+      a = calibration_images.middleRows(start, rows);
+      for (size_t s = 0; s < num_stages; ++s) {
+        if (!magnitudes[s].empty()) {
+          float* dst = magnitudes[s].data() + static_cast<size_t>(start) * a.cols();
+          for (Eigen::Index i = 0; i < a.size(); ++i) dst[i] = std::abs(a.data()[i]);
+        }
+        if (s + 1 < num_stages) {  // the last stage's output is not needed
+          stages[s]->Apply(a, b);
+          std::swap(a, b);
+        }
+      }
+    }
+  }
+
+  for (size_t s = 0; s < num_stages; ++s) {
+    const MatrixF* weights = StageWeights(*stages[s]);
+    if (weights == nullptr) continue;
+    StagePlan& plan = q.plans_[s];
+    const Stage& stage = *stages[s];
+    const int in_features = static_cast<int>(weights->rows());
+    const int out_features = static_cast<int>(weights->cols());
+    QuantizedStageInfo info;
+    info.stage = static_cast<int>(s);
+    info.in_features = in_features;
+    info.out_features = out_features;
+    fpga::DenseInt8Spec spec;
+    spec.in_features = in_features;
+    spec.out_features = out_features;
+    spec.raw_output = true;
+    const VectorF* bias = nullptr;
+    if (dynamic_cast<const ConvStage*>(&stage) != nullptr) {
+      plan.kind = Kind::kConv;
+      info.kind = "conv";
+      info.rows_per_sample = stage.input_shape().height * stage.input_shape().width;
+    } else if (auto* expand = dynamic_cast<const ExpandStage*>(&stage)) {
+      plan.kind = Kind::kExpand;
+      info.kind = "expand";
+      spec.relu = true;
+      bias = &expand->bias();
+    } else {
+      plan.kind = Kind::kElm;
+      info.kind = "elm_ae";
+      spec.relu = static_cast<const ElmAutoencoderStage&>(stage).relu();
+    }
+
+    // Activation scale.
+    std::vector<float>& values = magnitudes[s];
+    info.max_abs_activation = values.empty() ? 0.0f : *std::max_element(values.begin(), values.end());
+    float range = Percentile(values, calibration.percentile);
+    if (!(range > 0)) range = info.max_abs_activation > 0 ? info.max_abs_activation : 1.0f;
+    const float activation_scale = range / kInt8Max;
+    info.activation_scale = activation_scale;
+    const float saturation = (kInt8Max + 0.5f) * activation_scale;
+    size_t clipped = 0;
+    for (float v : values) clipped += v > saturation;
+    info.clipped_fraction = values.empty() ? 0.0 : static_cast<double>(clipped) / values.size();
+    std::vector<float>().swap(values);
+    plan.inverse_activation_scale = 1.0f / activation_scale;
+
+    // Per-output-channel weight scales, int8 weights and the int32 bias.
+    spec.weights.resize(static_cast<size_t>(in_features) * out_features);
+    plan.dequantize.resize(out_features);
+    info.min_weight_scale = std::numeric_limits<float>::max();
+    info.max_weight_scale = 0;
+    if (bias != nullptr) spec.bias.resize(out_features);
+    for (int o = 0; o < out_features; ++o) {
+      const float max_abs = weights->col(o).cwiseAbs().maxCoeff();
+      const float weight_scale = max_abs > 0 ? max_abs / kInt8Max : 1.0f;
+      info.min_weight_scale = std::min(info.min_weight_scale, weight_scale);
+      info.max_weight_scale = std::max(info.max_weight_scale, weight_scale);
+      int8_t* row = spec.weights.data() + static_cast<size_t>(o) * in_features;
+      for (int i = 0; i < in_features; ++i) {
+        const float v = std::clamp((*weights)(i, o) / weight_scale, -kInt8Max, kInt8Max);
+        row[i] = static_cast<int8_t>(std::nearbyint(v));
+      }
+      const double accumulator_scale = static_cast<double>(activation_scale) * weight_scale;
+      plan.dequantize[o] = static_cast<float>(accumulator_scale);
+      if (bias != nullptr) {
+        const double b = std::nearbyint((*bias)(o) / accumulator_scale);
+        if (std::abs(b) > fpga::kernels::kDenseMaxAbsBias) {
+          return absl::InvalidArgumentError(absl::StrFormat(
+              "quantised lower tier stage %d (%s): bias[%d] = %g is %g accumulator units, beyond "
+              "the kernel's 2^30",
+              s + 1, info.kind, o, (*bias)(o), b));
+        }
+        spec.bias[o] = static_cast<int32_t>(b);
+      }
+    }
+
+    absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> layer =
+        backend.LoadDenseInt8(std::move(spec));
+    if (!layer.ok()) {
+      return absl::Status(layer.status().code(),
+                          absl::StrCat("quantised lower tier stage ", s + 1, " (", info.kind,
+                                       "): ", layer.status().message()));
+    }
+    plan.layer = *std::move(layer);
+    q.infos_.push_back(std::move(info));
+  }
+  return q;
+}
+
+absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
+                                          Workspace& ws, fpga::OpCounts& counts) const {
+  const fpga::DenseInt8Spec& spec = plan.layer->spec();
+  const int out_features = spec.out_features;
+  const Eigen::Index images = in.rows();
+  int layer_rows = static_cast<int>(images);
+  if (plan.kind == Kind::kConv) {
+    const auto& conv = static_cast<const ConvStage&>(*plan.stage);
+    const Eigen::Index pixels =
+        static_cast<Eigen::Index>(conv.input_shape().height) * conv.input_shape().width;
+    layer_rows = static_cast<int>(images * pixels);
+    ws.x_q.resize(static_cast<size_t>(layer_rows) * spec.in_features);
+    const size_t per_image = static_cast<size_t>(pixels) * spec.in_features;
+    for (Eigen::Index i = 0; i < images; ++i) {
+      // Patches then quantise: rounding is elementwise and the zero padding stays 0, so this
+      // equals patches of the quantised image.
+      conv.Patches(in.row(i).data(), ws.patches);
+      QuantizeActivations(ws.patches.data(), per_image, plan.inverse_activation_scale,
+                          ws.x_q.data() + i * per_image);
+    }
+  } else {
+    ws.x_q.resize(static_cast<size_t>(in.size()));
+    QuantizeActivations(in.data(), ws.x_q.size(), plan.inverse_activation_scale, ws.x_q.data());
+  }
+  ws.acc.resize(static_cast<size_t>(layer_rows) * out_features);
+  absl::StatusOr<fpga::OpCounts> called = plan.layer->Forward(ws.x_q, layer_rows, {}, ws.acc);
+  if (!called.ok()) return called.status();
+  counts += *called;
+
+  // Dequantise into the stage's output layout.
+  const bool concat = plan.kind == Kind::kExpand &&
+                      static_cast<const ExpandStage&>(*plan.stage).concat();
+  out.resize(images, plan.stage->output_shape().size());
+  const Eigen::Index offset = concat ? in.cols() : 0;
+  if (concat) out.leftCols(in.cols()) = in;
+  // Per image: layer_rows / images rows of out_features accumulators, contiguous in `out`'s row
+  // (conv: pixels x filters = HWC).
+  const Eigen::Index rows_per_image = layer_rows / images;
+  const float* dequantize = plan.dequantize.data();
+  for (Eigen::Index i = 0; i < images; ++i) {
+    const int32_t* acc = ws.acc.data() + i * rows_per_image * out_features;
+    float* dst = out.row(i).data() + offset;
+    for (Eigen::Index r = 0; r < rows_per_image; ++r, acc += out_features, dst += out_features) {
+      for (int o = 0; o < out_features; ++o) dst[o] = static_cast<float>(acc[o]) * dequantize[o];
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLowerTier::RunChunk(const MatrixF& images, MatrixF& out, Workspace& ws,
+                                          fpga::OpCounts& counts) const {
+  ws.a = images;
+  for (const StagePlan& plan : plans_) {
+    if (plan.kind == Kind::kHost) {
+      plan.stage->Apply(ws.a, ws.b);
+    } else if (absl::Status s = RunLayer(plan, ws.a, ws.b, ws, counts); !s.ok()) {
+      return s;
+    }
+    std::swap(ws.a, ws.b);
+  }
+  out = std::move(ws.a);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MatrixF> QuantizedLowerTier::Features(const MatrixF& images,
+                                                     fpga::OpCounts* counts) const {
+  if (images.cols() != input_size_) {
+    return absl::InvalidArgumentError(absl::StrCat("quantised lower tier: images have ",
+                                                   images.cols(), " values, the input has ",
+                                                   input_size_));
+  }
+  const Eigen::Index n = images.rows();
+  MatrixF features(n, feature_size_);
+  fpga::OpCounts total;
+  absl::Status status;
+  const Eigen::Index chunks = (n + kImagesPerChunk - 1) / kImagesPerChunk;
+#pragma omp parallel if (chunks > 1)
+  {
+    Workspace ws;
+    MatrixF chunk_out;
+    fpga::OpCounts local;
+    absl::Status local_status;
+#pragma omp for schedule(dynamic)
+    for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
+      if (!local_status.ok()) continue;
+      const Eigen::Index start = chunk * kImagesPerChunk;
+      const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
+      local_status = RunChunk(images.middleRows(start, rows), chunk_out, ws, local);
+      if (local_status.ok()) features.middleRows(start, rows) = chunk_out;
+    }
+#pragma omp critical
+    {
+      total += local;
+      if (status.ok()) status = local_status;
+    }
+  }
+  if (!status.ok()) return status;
+  if (counts != nullptr) *counts = total;
+  return features;
+}
+
+uint64_t QuantizedLowerTier::Int8MacsPerSample() const {
+  uint64_t macs = 0;
+  for (const StagePlan& plan : plans_) {
+    if (plan.kind != Kind::kHost) macs += plan.stage->MacsPerSample();
+  }
+  return macs;
+}
+
+std::vector<std::string> QuantizedLowerTier::Describe() const {
+  std::vector<std::string> lines;
+  for (const QuantizedStageInfo& info : infos_) {
+    lines.push_back(absl::StrFormat(
+        "stage %d %s: int8 %d -> %d (%d rows/image), s_x %.4g (max |x| %.4g, %.4f%% "
+        "clipped), s_w %.3g..%.3g",
+        info.stage + 1, info.kind, info.in_features, info.out_features,
+        info.rows_per_sample, info.activation_scale, info.max_abs_activation,
+        100 * info.clipped_fraction, info.min_weight_scale, info.max_weight_scale));
+  }
+  return lines;
+}
+
+}  // namespace strata::model

@@ -1,0 +1,126 @@
+// The frozen lower tier with its matrix products in int8 on an FPGA backend (fpga/backend.h).
+//
+// Every stage with a matrix product becomes one int8 dense layer resident on the backend:
+//   conv    the im2col patch GEMM: (images * H * W) rows of patch*patch*C taps -> F filters;
+//   expand  relu(x P + b) (the concatenated copy of x stays float on the host);
+//   elm_ae  x beta^T (ReLU if the stage has it).
+// The other stages (split_relu, pool, sqrt, standardise) run in float on the host, exactly as in
+// LowerTier, between the layers.
+//
+// Quantisation is symmetric (zero points 0), as the kernels require:
+//   weights      per output channel o: s_w[o] = max_i |w[o][i]| / 127, w_q = round(w / s_w[o]);
+//   activations  per tensor (the stage's input): s_x = percentile(|x|) / 127 over the values the
+//                calibration images produce there in the float lower tier (ActivationCalibration);
+//                x_q = clamp(round(x / s_x), -127, 127) on the host;
+//   bias         b_q[o] = round(b[o] / (s_x s_w[o])) in int32;
+//   output       the layer runs in raw-output mode (int32 accumulators, ReLU applied on the card)
+//                and the host dequantises: y[o] = acc[o] * s_x * s_w[o].
+// The accumulation is exact integer arithmetic, so every backend (cpu, emu, xrt) gives the same
+// features bit for bit; the only error against the float tier is the rounding of x and w.
+// docs/fpga.md ("The quantised lower tier") gives the measured accuracy.
+#ifndef STRATA_MODEL_QUANTIZED_LOWER_TIER_H_
+#define STRATA_MODEL_QUANTIZED_LOWER_TIER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "fpga/backend.h"
+#include "model/lower_tier.h"
+#include "model/stages.h"
+#include "model/tensor.h"
+
+namespace strata::model {
+
+// How the per-tensor activation scales are chosen from the calibration images.
+struct ActivationCalibration {
+  // s_x = (this percentile of |x| over every calibration value at the stage's input) / 127, in
+  // (0, 100]; 100 takes the maximum (no clipping). Larger values clip fewer outliers but round the
+  // bulk of the values more coarsely.
+  double percentile = 99.99;
+};
+
+// What calibration chose for one quantised stage (for logs and tests).
+struct QuantizedStageInfo {
+  int stage = 0;              // index in LowerTier::stages()
+  std::string kind;           // "conv", "expand" or "elm_ae"
+  int in_features = 0;        // of the int8 layer (patch taps for conv)
+  int out_features = 0;
+  int rows_per_sample = 1;    // layer rows per image: H * W for conv, 1 otherwise
+  float activation_scale = 0;     // s_x
+  float max_abs_activation = 0;   // max |x| over the calibration values
+  double clipped_fraction = 0;    // calibration values with |x| > 127.5 s_x (saturated)
+  float min_weight_scale = 0;     // min and max of s_w over the output channels
+  float max_weight_scale = 0;
+};
+
+// Immutable after Calibrate. Thread-safe: Features is const and may be called concurrently (the
+// backend's DenseInt8Layer::Forward is thread-safe; xrt serialises calls on its compute unit).
+// Ownership: owns its int8 layers (resident on the backend). It keeps pointers to the LowerTier's
+// stages (the float host stages) and to nothing else: those stages (owned by the LowerTier, or by
+// whatever LowerTier it was moved into) and the backend must outlive this object.
+class QuantizedLowerTier {
+ public:
+  // Quantises `tier` for `backend`: loads one int8 layer per conv / expand / elm_ae stage and
+  // calibrates their activation scales on `calibration_images` (one image per row,
+  // tier.input_size() values; a couple of thousand training images suffice). Memory: 4 bytes per
+  // calibration value, i.e. calibration rows x (sum of the quantised stages' input sizes) x 4 B.
+  // Errors: INVALID_ARGUMENT if the images are empty, have the wrong width or hold NaN / Inf, or a
+  // layer does not fit the kernel's limits (the message names the stage); FAILED_PRECONDITION if
+  // the backend has no int8 dense layer; the backend's errors from loading a layer.
+  static absl::StatusOr<QuantizedLowerTier> Calibrate(const LowerTier& tier,
+                                                      const MatrixF& calibration_images,
+                                                      fpga::Backend& backend,
+                                                      const ActivationCalibration& calibration = {});
+
+  QuantizedLowerTier(QuantizedLowerTier&&) = default;
+  QuantizedLowerTier& operator=(QuantizedLowerTier&&) = default;
+  ~QuantizedLowerTier();
+
+  // Features for a batch of images: images.rows() x feature_size(), the same layout as
+  // LowerTier::Features. If `counts` is not null it receives the sum of the OpCounts of every
+  // backend call made (the int8 work; the host's float stages and (de)quantisation are not
+  // counted). Large batches are split into chunks of images run on the OpenMP threads.
+  // INVALID_ARGUMENT if images.cols() != input_size(); the backend's errors (xrt) otherwise.
+  absl::StatusOr<MatrixF> Features(const MatrixF& images, fpga::OpCounts* counts = nullptr) const;
+
+  int input_size() const { return input_size_; }
+  int feature_size() const { return feature_size_; }
+  // int8 multiply-accumulates per image: the sum of the quantised stages' MacsPerSample().
+  uint64_t Int8MacsPerSample() const;
+  const std::vector<QuantizedStageInfo>& quantized_stages() const { return infos_; }
+  // One line per quantised stage (scales, clipping), for logs.
+  std::vector<std::string> Describe() const;
+
+ private:
+  enum class Kind { kHost, kConv, kExpand, kElm };
+  // One stage of the pipeline: a host float stage, or an int8 layer with its scales.
+  struct StagePlan {
+    const Stage* stage = nullptr;
+    Kind kind = Kind::kHost;
+    std::unique_ptr<fpga::DenseInt8Layer> layer;  // null for kHost
+    float inverse_activation_scale = 0;           // 1 / s_x
+    std::vector<float> dequantize;                // s_x * s_w[o], per output channel
+  };
+  // Scratch buffers of one thread.
+  struct Workspace;
+
+  QuantizedLowerTier() = default;
+  // Runs a chunk of images through every stage; adds the backend calls' counts to `counts`.
+  absl::Status RunChunk(const MatrixF& images, MatrixF& out, Workspace& workspace,
+                        fpga::OpCounts& counts) const;
+  // Runs one quantised stage on `in` (rows of the stage's input) into `out`.
+  absl::Status RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
+                        Workspace& workspace, fpga::OpCounts& counts) const;
+
+  std::vector<StagePlan> plans_;
+  std::vector<QuantizedStageInfo> infos_;
+  int input_size_ = 0;
+  int feature_size_ = 0;
+};
+
+}  // namespace strata::model
+
+#endif  // STRATA_MODEL_QUANTIZED_LOWER_TIER_H_

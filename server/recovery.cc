@@ -1,0 +1,105 @@
+#include "server/recovery.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "server/snapshot.h"
+
+namespace strata::server {
+
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::LowerTier& lower,
+                                                            const UpdateRecord& record,
+                                                            int chunk_rows,
+                                                            model::UpperTier& upper) {
+  std::vector<std::string> new_labels;
+  const Eigen::Index rows = record.inputs.rows();
+  for (Eigen::Index begin = 0; begin < rows; begin += chunk_rows) {
+    const Eigen::Index n = std::min<Eigen::Index>(chunk_rows, rows - begin);
+    const model::MatrixF chunk = record.inputs.middleRows(begin, n);
+    std::vector<int> classes;
+    classes.reserve(n);
+    for (Eigen::Index i = begin; i < begin + n; ++i) {
+      const int before = upper.num_classes();
+      const int index = upper.ClassIndexOrAdd(record.labels[i]);
+      if (index >= before) new_labels.push_back(record.labels[i]);
+      classes.push_back(index);
+    }
+    absl::Status absorbed = upper.Absorb(lower.Features(chunk), classes);
+    if (!absorbed.ok()) return absorbed;
+  }
+  return new_labels;
+}
+
+absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
+                                       model::Bundle* bundle) {
+  absl::Status created = env->CreateDirectories(dir);
+  if (!created.ok()) return created;
+  RecoveryReport report;
+
+  // 1. The base: the newest snapshot that reads back intact, else the bundle.
+  absl::StatusOr<std::vector<SnapshotFile>> snapshots = ListSnapshots(env, dir);
+  if (!snapshots.ok()) return snapshots.status();
+  std::optional<UpperTierSnapshot> base;
+  for (const SnapshotFile& file : *snapshots) {
+    absl::StatusOr<UpperTierSnapshot> snapshot = ReadSnapshot(env, file.path);
+    if (absl::IsDataLoss(snapshot.status())) {
+      STRATA_LOG(WARNING) << "recovery: skipping damaged snapshot: " << snapshot.status().message();
+      report.snapshots_skipped.push_back(std::string(snapshot.status().message()));
+      continue;
+    }
+    if (!snapshot.ok()) return snapshot.status();
+    if (snapshot->upper.feature_size() != bundle->lower.feature_size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot ", file.path, " holds statistics over ", snapshot->upper.feature_size(),
+          " features but the bundle's lower tier makes ", bundle->lower.feature_size(),
+          ": the state directory belongs to another model"));
+    }
+    report.snapshot_path = file.path;
+    base.emplace(*std::move(snapshot));
+    break;
+  }
+  uint64_t version = bundle->version;
+  if (base.has_value()) {
+    report.base_position = base->log_position;
+    version = std::max(version, base->model_version);
+    bundle->upper = std::move(base->upper);
+  }
+
+  // 2. Replay the log after the base.
+  const int input_size = bundle->lower.input_size();
+  absl::StatusOr<LogScan> scan = ReadUpdateLog(
+      env, dir, report.base_position, [&](uint64_t, absl::string_view payload) -> absl::Status {
+        absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
+        if (!record.ok()) return record.status();
+        absl::StatusOr<std::vector<std::string>> absorbed =
+            AbsorbUpdateRecord(bundle->lower, *record, chunk_rows, bundle->upper);
+        if (!absorbed.ok()) return absorbed.status();
+        ++report.records_replayed;
+        report.samples_replayed += record->labels.size();
+        return absl::OkStatus();
+      });
+  if (!scan.ok()) {
+    std::string context;
+    if (!report.snapshots_skipped.empty()) {
+      context = absl::StrCat(" (after skipping ", report.snapshots_skipped.size(),
+                             " damaged snapshot(s): ", report.snapshots_skipped.front(), ")");
+    }
+    return absl::Status(scan.status().code(),
+                        absl::StrCat(scan.status().message(), context));
+  }
+  report.log_position = scan->last_sequence;
+  if (scan->torn_tail.has_value()) {
+    absl::Status cut = CutTornTail(env, dir, *scan->torn_tail);
+    if (!cut.ok()) return cut;
+    report.torn_tail = scan->torn_tail;
+  }
+  // Anything absorbed since the bundle gets a version of its own, above every earlier one.
+  report.model_version = report.log_position > 0 ? version + 1 : version;
+  bundle->version = report.model_version;
+  return report;
+}
+
+}  // namespace strata::server

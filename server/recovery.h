@@ -1,0 +1,63 @@
+// Start-up recovery of a state directory: bundle + newest valid snapshot + replay of the update log
+// after it. The rules are those of docs/operations.md ("Durability: start-up and recovery"):
+//
+//   1. Snapshots are tried newest first. A damaged one (DATA_LOSS) is skipped, with its file and
+//      offset reported, and the next older one is tried; with none left, the bundle's own statistics
+//      (log position 0) are the base.
+//   2. From the chosen base, the log must be intact up to its end: every record after the base's
+//      position is replayed. A torn tail of the newest segment is cut and reported. Any other damage
+//      in the log refuses recovery (DATA_LOSS naming the file and offset): no older base could
+//      avoid it, since the log from any older base contains it too. A base whose records the log no
+//      longer holds (deleted segments) refuses recovery likewise.
+//   3. A snapshot whose feature width differs from the bundle's refuses recovery
+//      (FAILED_PRECONDITION): the state directory belongs to another model.
+//
+// Thread-compatible; called once, before serving.
+#ifndef STRATA_SERVER_RECOVERY_H_
+#define STRATA_SERVER_RECOVERY_H_
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "model/bundle.h"
+#include "model/lower_tier.h"
+#include "model/upper_tier.h"
+#include "server/env.h"
+#include "server/update_log.h"
+#include "server/update_record.h"
+
+namespace strata::server {
+
+struct RecoveryReport {
+  std::string snapshot_path;      // the snapshot used; empty if the bundle was the base
+  std::vector<std::string> snapshots_skipped;  // "<error>" for each damaged snapshot skipped
+  uint64_t base_position = 0;     // log position of the base (snapshot's, or 0)
+  uint64_t log_position = 0;      // last record now included (next append is log_position + 1)
+  uint64_t records_replayed = 0;
+  uint64_t samples_replayed = 0;
+  std::optional<TornTail> torn_tail;  // what was cut, if anything
+  uint64_t model_version = 0;     // the version to publish the recovered statistics as
+};
+
+// Recovers the state in `dir` (created if missing) onto `bundle`: on success bundle->upper holds the
+// recovered statistics and bundle->version the version to serve them as; the torn tail, if any, has
+// been cut. Replay absorbs each record's samples in chunks of `chunk_rows` (the server's
+// --max_batch, as the live path does). On error `bundle` may be partly changed and nothing on disk
+// was modified; the message names the file and offset of the damage.
+absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
+                                       model::Bundle* bundle);
+
+// Absorbs one decoded update record into `upper`, in chunks of `chunk_rows` rows, computing features
+// with `lower`: exactly what the live Update path does with the same samples. Returns the labels
+// that became new classes.
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::LowerTier& lower,
+                                                            const UpdateRecord& record,
+                                                            int chunk_rows,
+                                                            model::UpperTier& upper);
+
+}  // namespace strata::server
+
+#endif  // STRATA_SERVER_RECOVERY_H_

@@ -1,0 +1,392 @@
+#include "server/update_log.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "base/crc32c.h"
+
+namespace strata::server {
+namespace {
+
+constexpr char kSegmentPrefix[] = "update-";
+constexpr char kSegmentSuffix[] = ".log";
+
+template <typename T>
+void Put(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+}
+
+template <typename T>
+T Load(const char* p) {
+  T value;
+  std::memcpy(&value, p, sizeof(T));
+  return value;
+}
+
+std::string SegmentHeader(uint64_t first_sequence) {
+  std::string header(kUpdateLogMagic, sizeof(kUpdateLogMagic));
+  Put<uint32_t>(header, kUpdateLogFormatVersion);
+  Put<uint64_t>(header, first_sequence);
+  Put<uint32_t>(header, base::Crc32c(header.data(), header.size()));
+  return header;
+}
+
+uint32_t RecordCrc(uint8_t type, absl::string_view payload) {
+  return base::Crc32cExtend(base::Crc32c(&type, 1), payload.data(), payload.size());
+}
+
+bool AllZero(absl::string_view bytes) {
+  return std::all_of(bytes.begin(), bytes.end(), [](char c) { return c == 0; });
+}
+
+struct Segment {
+  uint64_t first;
+  std::string path;
+};
+
+absl::StatusOr<std::vector<Segment>> ListSegments(Env* env, const std::string& dir) {
+  absl::StatusOr<std::vector<std::string>> names = env->ListDirectory(dir);
+  if (!names.ok()) {
+    if (absl::IsNotFound(names.status())) return std::vector<Segment>{};
+    return names.status();
+  }
+  std::vector<Segment> segments;
+  for (const std::string& name : *names) {
+    if (std::optional<uint64_t> first = ParseSegmentFileName(name)) {
+      segments.push_back({*first, absl::StrCat(dir, "/", name)});
+    }
+  }
+  std::sort(segments.begin(), segments.end(),
+            [](const Segment& a, const Segment& b) { return a.first < b.first; });
+  return segments;
+}
+
+absl::Status Corrupt(const std::string& path, uint64_t offset, absl::string_view what) {
+  return absl::DataLossError(absl::StrCat("update log ", path, ": offset ", offset, ": ", what));
+}
+
+}  // namespace
+
+std::string SegmentFileName(uint64_t first_sequence) {
+  return absl::StrFormat("%s%020u%s", kSegmentPrefix, first_sequence, kSegmentSuffix);
+}
+
+std::optional<uint64_t> ParseSegmentFileName(absl::string_view name) {
+  const size_t prefix = sizeof(kSegmentPrefix) - 1, suffix = sizeof(kSegmentSuffix) - 1;
+  if (name.size() != prefix + 20 + suffix || name.substr(0, prefix) != kSegmentPrefix ||
+      name.substr(prefix + 20) != kSegmentSuffix) {
+    return std::nullopt;
+  }
+  uint64_t first = 0;
+  if (!absl::SimpleAtoi(name.substr(prefix, 20), &first) || first == 0) return std::nullopt;
+  return first;
+}
+
+// ---- Reading -------------------------------------------------------------------------------------
+
+absl::StatusOr<LogScan> ReadUpdateLog(
+    Env* env, const std::string& dir, uint64_t after,
+    absl::FunctionRef<absl::Status(uint64_t sequence, absl::string_view payload)> visit) {
+  absl::StatusOr<std::vector<Segment>> segments = ListSegments(env, dir);
+  if (!segments.ok()) return segments.status();
+  LogScan scan;
+  scan.segments = segments->size();
+  scan.last_sequence = after;  // if every segment is skipped or there are none
+  bool reading = false;        // has a segment been read yet
+  uint64_t expected = 0;       // the first sequence the next read segment must have
+  for (size_t s = 0; s < segments->size(); ++s) {
+    const Segment& segment = (*segments)[s];
+    const bool newest = s + 1 == segments->size();
+    // A segment whose successor starts at or before after + 1 holds only records <= after.
+    if (!newest && (*segments)[s + 1].first <= after + 1) continue;
+    if (!reading) {
+      if (segment.first > after + 1) {
+        return Corrupt(segment.path, 0,
+                       absl::StrCat("the log starts at record ", segment.first,
+                                    " but records from ", after + 1, " are needed"));
+      }
+    } else if (segment.first != expected) {
+      return Corrupt(segment.path, 0,
+                     absl::StrCat("segment starts at record ", segment.first, ", expected ",
+                                  expected, " (a segment is missing or extra)"));
+    }
+    reading = true;
+
+    absl::StatusOr<std::string> contents = env->ReadFile(segment.path);
+    if (!contents.ok()) return contents.status();
+    const absl::string_view data = *contents;
+    auto torn = [&](uint64_t offset, absl::string_view reason) {
+      TornTail tail;
+      tail.path = segment.path;
+      tail.offset = offset;
+      tail.bytes_dropped = data.size() - offset;
+      tail.delete_file = offset == 0;
+      tail.reason = std::string(reason);
+      scan.torn_tail = std::move(tail);
+    };
+
+    if (data.size() < kSegmentHeaderBytes || AllZero(data)) {
+      if (!newest) return Corrupt(segment.path, 0, "segment header cut short or zeroed");
+      torn(0, "segment header cut short");
+      expected = segment.first;
+      break;
+    }
+    if (std::memcmp(data.data(), kUpdateLogMagic, sizeof(kUpdateLogMagic)) != 0 ||
+        Load<uint32_t>(data.data() + 20) != base::Crc32c(data.data(), 20)) {
+      return Corrupt(segment.path, 0, "bad segment header (magic or checksum)");
+    }
+    if (Load<uint32_t>(data.data() + 8) != kUpdateLogFormatVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("update log ", segment.path, ": format version ",
+                       Load<uint32_t>(data.data() + 8), ", this build reads ",
+                       kUpdateLogFormatVersion));
+    }
+    if (Load<uint64_t>(data.data() + 12) != segment.first) {
+      return Corrupt(segment.path, 12, "the header's first sequence differs from the file name");
+    }
+
+    uint64_t sequence = segment.first;
+    size_t offset = kSegmentHeaderBytes;
+    while (offset < data.size()) {
+      const absl::string_view rest = data.substr(offset);
+      if (newest && AllZero(rest)) {
+        torn(offset, "zero-filled tail");
+        break;
+      }
+      if (rest.size() < kRecordHeaderBytes) {
+        if (!newest) return Corrupt(segment.path, offset, "record header cut short");
+        torn(offset, "record header cut short");
+        break;
+      }
+      const uint32_t crc = Load<uint32_t>(rest.data());
+      const uint32_t length = Load<uint32_t>(rest.data() + 4);
+      const uint8_t type = static_cast<uint8_t>(rest[8]);
+      if (length > kMaxRecordPayloadBytes) {
+        return Corrupt(segment.path, offset, absl::StrCat("record length ", length, " over limit"));
+      }
+      if (rest.size() - kRecordHeaderBytes < length) {
+        if (!newest) return Corrupt(segment.path, offset, "record runs past the end of the file");
+        torn(offset, "record runs past the end of the file");
+        break;
+      }
+      const absl::string_view payload = rest.substr(kRecordHeaderBytes, length);
+      if (RecordCrc(type, payload) != crc) {
+        return Corrupt(segment.path, offset,
+                       absl::StrCat("record ", sequence, ": checksum mismatch"));
+      }
+      if (type != kRecordTypeUpdateMessage) {
+        return Corrupt(segment.path, offset,
+                       absl::StrCat("record ", sequence, ": unknown type ", type));
+      }
+      if (sequence > after) {
+        absl::Status visited = visit(sequence, payload);
+        if (!visited.ok()) {
+          return absl::Status(visited.code(),
+                              absl::StrCat("update log ", segment.path, ": offset ", offset,
+                                           ": record ", sequence, ": ", visited.message()));
+        }
+        ++scan.records_visited;
+      }
+      scan.last_sequence = std::max(scan.last_sequence, sequence);
+      ++sequence;
+      offset += kRecordHeaderBytes + length;
+    }
+    expected = sequence;
+  }
+  return scan;
+}
+
+absl::Status CutTornTail(Env* env, const std::string& dir, const TornTail& tail) {
+  if (tail.delete_file) {
+    absl::Status deleted = env->DeleteFile(tail.path);
+    if (!deleted.ok()) return deleted;
+    return env->SyncDirectory(dir);
+  }
+  return env->Truncate(tail.path, tail.offset);
+}
+
+// ---- Writing -------------------------------------------------------------------------------------
+
+UpdateLog::UpdateLog(Env* env, std::string dir, UpdateLogOptions options)
+    : env_(env), dir_(std::move(dir)), options_(options) {}
+
+absl::StatusOr<std::unique_ptr<UpdateLog>> UpdateLog::Open(Env* env, std::string dir,
+                                                           uint64_t next_sequence,
+                                                           UpdateLogOptions options) {
+  if (next_sequence == 0) return absl::InvalidArgumentError("next_sequence must be >= 1");
+  absl::StatusOr<std::vector<Segment>> segments = ListSegments(env, dir);
+  if (!segments.ok()) return segments.status();
+  std::unique_ptr<UpdateLog> log(new UpdateLog(env, std::move(dir), options));
+  {
+    absl::MutexLock lock(&log->mu_);
+    for (const Segment& segment : *segments) log->segments_[segment.first] = segment.path;
+    log->last_appended_ = log->last_synced_ = next_sequence - 1;
+    absl::Status started = log->StartSegment(next_sequence);
+    if (!started.ok()) return started;
+  }
+  log->sync_thread_ = std::thread([raw = log.get()] { raw->SyncLoop(); });
+  return log;
+}
+
+UpdateLog::~UpdateLog() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  sync_thread_.join();
+}
+
+absl::Status UpdateLog::StartSegment(uint64_t first_sequence) {
+  const std::string path = absl::StrCat(dir_, "/", SegmentFileName(first_sequence));
+  absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->OpenAppendable(path, true);
+  if (!file.ok()) return file.status();
+  absl::Status status = (*file)->Append(SegmentHeader(first_sequence));
+  if (status.ok()) status = (*file)->Sync();
+  if (status.ok()) status = env_->SyncDirectory(dir_);
+  if (!status.ok()) return status;
+  file_ = std::shared_ptr<WritableFile>(std::move(*file));
+  file_first_ = first_sequence;
+  segments_[first_sequence] = path;
+  ++counters_.segments_created;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> UpdateLog::Append(absl::string_view payload) {
+  if (payload.size() > kMaxRecordPayloadBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("update log record of ", payload.size(),
+                                                   " bytes, over the limit of ",
+                                                   kMaxRecordPayloadBytes));
+  }
+  std::string record;
+  record.reserve(kRecordHeaderBytes + payload.size());
+  Put<uint32_t>(record, RecordCrc(kRecordTypeUpdateMessage, payload));
+  Put<uint32_t>(record, static_cast<uint32_t>(payload.size()));
+  Put<uint8_t>(record, kRecordTypeUpdateMessage);
+  record.append(payload.data(), payload.size());
+
+  absl::MutexLock lock(&mu_);
+  if (!failed_.ok()) return failed_;
+  if (file_->Size() >= options_.segment_bytes && last_appended_ >= file_first_) {
+    // Roll: the old segment is made durable before the new one exists, so the sync thread only
+    // ever needs to fsync the current segment.
+    absl::Status status = file_->Sync();
+    ++counters_.fsyncs;
+    if (status.ok()) {
+      last_synced_ = last_appended_;
+      status = StartSegment(last_appended_ + 1);
+    }
+    if (!status.ok()) {
+      failed_ = status;
+      return failed_;
+    }
+  }
+  absl::Status written = file_->Append(record);
+  if (!written.ok()) {
+    failed_ = written;
+    return failed_;
+  }
+  ++counters_.records;
+  counters_.bytes += record.size();
+  return ++last_appended_;
+}
+
+bool UpdateLog::SyncWorkOrStopping() const { return stopping_ || !waiters_.empty(); }
+
+void UpdateLog::SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done) {
+  absl::Status result;
+  {
+    absl::MutexLock lock(&mu_);
+    if (failed_.ok() && sequence > last_synced_) {
+      waiters_.push_back({sequence, std::move(done)});
+      return;
+    }
+    result = failed_;
+  }
+  std::move(done)(result);
+}
+
+absl::Status UpdateLog::Sync(uint64_t sequence) {
+  absl::Notification synced;
+  absl::Status result;
+  SyncAsync(sequence, [&](absl::Status status) {
+    result = std::move(status);
+    synced.Notify();
+  });
+  synced.WaitForNotification();
+  return result;
+}
+
+void UpdateLog::SyncLoop() {
+  while (true) {
+    std::shared_ptr<WritableFile> file;
+    uint64_t target = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      mu_.Await(absl::Condition(this, &UpdateLog::SyncWorkOrStopping));
+      if (waiters_.empty()) return;  // stopping, nothing pending
+      file = file_;
+      target = last_appended_;
+    }
+    // One fsync for every record appended so far: the group commit.
+    absl::Status status = target > 0 ? file->Sync() : absl::OkStatus();
+    std::vector<std::pair<Waiter, absl::Status>> ready;
+    {
+      absl::MutexLock lock(&mu_);
+      if (target > 0) ++counters_.fsyncs;
+      if (!status.ok() && failed_.ok()) failed_ = status;
+      // A segment roll may have made more durable meanwhile, hence the max.
+      if (failed_.ok()) last_synced_ = std::max(last_synced_, target);
+      std::deque<Waiter> pending;
+      for (Waiter& waiter : waiters_) {
+        if (!failed_.ok()) {
+          ready.emplace_back(std::move(waiter), failed_);
+        } else if (waiter.sequence <= last_synced_) {
+          ready.emplace_back(std::move(waiter), absl::OkStatus());
+        } else if (waiter.sequence > last_appended_) {
+          ready.emplace_back(std::move(waiter),
+                             absl::InvalidArgumentError(absl::StrCat(
+                                 "sync of record ", waiter.sequence, ", which was never appended")));
+        } else {
+          pending.push_back(std::move(waiter));
+        }
+      }
+      waiters_ = std::move(pending);
+    }
+    for (auto& [waiter, result] : ready) std::move(waiter.done)(std::move(result));
+  }
+}
+
+absl::Status UpdateLog::DeleteSegmentsThrough(uint64_t position) {
+  absl::MutexLock lock(&mu_);
+  bool deleted = false;
+  for (auto it = segments_.begin(); it != segments_.end();) {
+    auto next = std::next(it);
+    // A segment's records end just before the next segment's first; the current one is never
+    // deleted.
+    if (next == segments_.end() || it->first == file_first_ || next->first > position + 1) break;
+    absl::Status status = env_->DeleteFile(it->second);
+    if (!status.ok() && !absl::IsNotFound(status)) return status;
+    ++counters_.segments_deleted;
+    deleted = true;
+    it = segments_.erase(it);
+  }
+  return deleted ? env_->SyncDirectory(dir_) : absl::OkStatus();
+}
+
+uint64_t UpdateLog::last_sequence() const {
+  absl::MutexLock lock(&mu_);
+  return last_appended_;
+}
+
+UpdateLog::Counters UpdateLog::counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+}  // namespace strata::server

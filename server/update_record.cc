@@ -1,0 +1,117 @@
+#include "server/update_record.h"
+
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+
+namespace strata::server {
+namespace {
+
+constexpr uint8_t kPixels = 1;
+constexpr uint8_t kValues = 2;
+constexpr size_t kMaxLabelBytes = 256;
+
+template <typename T>
+void Put(std::string& out, T value) {
+  out.append(reinterpret_cast<const char*>(&value), sizeof(T));
+}
+
+// Reads a T at `offset` if it fits, advancing `offset`.
+template <typename T>
+bool Get(absl::string_view in, size_t& offset, T& value) {
+  if (in.size() - offset < sizeof(T)) return false;
+  std::memcpy(&value, in.data() + offset, sizeof(T));
+  offset += sizeof(T);
+  return true;
+}
+
+}  // namespace
+
+UpdateRecordBuilder::UpdateRecordBuilder(int input_size) : input_size_(input_size) {}
+
+void UpdateRecordBuilder::AddLabel(absl::string_view label, uint8_t encoding) {
+  Put<uint16_t>(samples_, static_cast<uint16_t>(label.size()));
+  samples_.append(label.data(), label.size());
+  Put<uint8_t>(samples_, encoding);
+  ++count_;
+}
+
+void UpdateRecordBuilder::AddPixels(absl::string_view label, absl::string_view pixels) {
+  AddLabel(label, kPixels);
+  samples_.append(pixels.data(), pixels.size());
+}
+
+void UpdateRecordBuilder::AddValues(absl::string_view label, const float* values) {
+  AddLabel(label, kValues);
+  samples_.append(reinterpret_cast<const char*>(values), sizeof(float) * input_size_);
+}
+
+std::string UpdateRecordBuilder::Finish() {
+  std::string payload;
+  payload.reserve(8 + samples_.size());
+  Put<uint32_t>(payload, static_cast<uint32_t>(input_size_));
+  Put<uint32_t>(payload, static_cast<uint32_t>(count_));
+  payload += samples_;
+  samples_.clear();
+  count_ = 0;
+  return payload;
+}
+
+absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int input_size) {
+  size_t offset = 0;
+  uint32_t stored_input_size = 0, count = 0;
+  if (!Get(payload, offset, stored_input_size) || !Get(payload, offset, count)) {
+    return absl::DataLossError("update record: shorter than its 8-byte header");
+  }
+  if (stored_input_size != static_cast<uint32_t>(input_size)) {
+    return absl::DataLossError(absl::StrCat("update record: input size ", stored_input_size,
+                                            ", but the model's lower tier reads ", input_size));
+  }
+  // Every sample takes at least 2 + 1 + 1 + input_size bytes: bounds `count` before allocating.
+  if (count == 0 || count > payload.size() / (4 + static_cast<size_t>(input_size))) {
+    return absl::DataLossError(absl::StrCat("update record: implausible sample count ", count));
+  }
+  UpdateRecord record;
+  record.inputs.resize(count, input_size);
+  record.labels.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    uint16_t label_length = 0;
+    if (!Get(payload, offset, label_length) || label_length == 0 ||
+        label_length > kMaxLabelBytes || payload.size() - offset < label_length) {
+      return absl::DataLossError(absl::StrCat("update record: bad label of sample ", i));
+    }
+    record.labels.emplace_back(payload.substr(offset, label_length));
+    offset += label_length;
+    uint8_t encoding = 0;
+    if (!Get(payload, offset, encoding)) {
+      return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
+    }
+    float* row = record.inputs.row(i).data();
+    if (encoding == kPixels) {
+      if (payload.size() - offset < static_cast<size_t>(input_size)) {
+        return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
+      }
+      for (int j = 0; j < input_size; ++j) {
+        row[j] = static_cast<float>(static_cast<unsigned char>(payload[offset + j])) / 255.0f;
+      }
+      offset += input_size;
+    } else if (encoding == kValues) {
+      const size_t bytes = sizeof(float) * input_size;
+      if (payload.size() - offset < bytes) {
+        return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
+      }
+      std::memcpy(row, payload.data() + offset, bytes);
+      offset += bytes;
+    } else {
+      return absl::DataLossError(
+          absl::StrCat("update record: sample ", i, " has unknown encoding ", encoding));
+    }
+  }
+  if (offset != payload.size()) {
+    return absl::DataLossError(absl::StrCat("update record: ", payload.size() - offset,
+                                            " bytes after the last sample"));
+  }
+  return record;
+}
+
+}  // namespace strata::server

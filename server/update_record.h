@@ -1,0 +1,53 @@
+// The payload of an update-log record: one Update message's accepted samples, as the lower tier's
+// input (docs/update-log-format.md, "Payload of type 1"). Pure functions and a value type; not
+// thread-safe to share a builder, safe to use separate ones.
+#ifndef STRATA_SERVER_UPDATE_RECORD_H_
+#define STRATA_SERVER_UPDATE_RECORD_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "model/tensor.h"
+
+namespace strata::server {
+
+// Builds a record payload sample by sample. The caller validates samples first (labels 1..256
+// bytes, inputs of input_size values, finite floats); the builder only encodes.
+class UpdateRecordBuilder {
+ public:
+  explicit UpdateRecordBuilder(int input_size);
+
+  // A sample given as raw pixels (`pixels.size()` == input_size).
+  void AddPixels(absl::string_view label, absl::string_view pixels);
+  // A sample given as float values (input_size of them at `values`).
+  void AddValues(absl::string_view label, const float* values);
+
+  int count() const { return count_; }
+  // The payload; the builder is left empty.
+  std::string Finish();
+
+ private:
+  void AddLabel(absl::string_view label, uint8_t encoding);
+
+  int input_size_;
+  int count_ = 0;
+  std::string samples_;
+};
+
+// A decoded record: one input row per sample (pixels b become b / 255.0f, exactly as the service's
+// validation reads them), and the labels in the same order.
+struct UpdateRecord {
+  model::MatrixF inputs;
+  std::vector<std::string> labels;
+};
+
+// Decodes a payload written by UpdateRecordBuilder. DATA_LOSS if it does not parse exactly (sizes,
+// encodings, lengths), or if its input_size differs from `input_size`.
+absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int input_size);
+
+}  // namespace strata::server
+
+#endif  // STRATA_SERVER_UPDATE_RECORD_H_

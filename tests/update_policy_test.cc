@@ -1,0 +1,219 @@
+// Update policies on scripted streams with an injected clock: which messages refresh, and why.
+#include "server/update_policy.h"
+
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace strata::server {
+namespace {
+
+const absl::Time kStart = absl::FromUnixSeconds(1000);
+
+// `n` errors with every `one_in`-th sample an error (one_in 0: none).
+std::vector<uint8_t> Errors(int n, int one_in) {
+  std::vector<uint8_t> e(n, 0);
+  if (one_in > 0) {
+    for (int i = one_in - 1; i < n; i += one_in) e[i] = 1;
+  }
+  return e;
+}
+
+std::unique_ptr<UpdatePolicy> Make(absl::string_view name, const UpdatePolicyOptions& options = {}) {
+  auto policy = UpdatePolicy::Create(name, options, kStart);
+  EXPECT_TRUE(policy.ok()) << policy.status();
+  return *std::move(policy);
+}
+
+TEST(JouleBucketTest, FillsAtItsRateUpToItsCapacity) {
+  JouleBucket bucket(/*watts=*/2, /*capacity_joules=*/10, kStart);
+  EXPECT_EQ(bucket.balance(), 10);
+  EXPECT_TRUE(bucket.TryTake(7));
+  EXPECT_FALSE(bucket.TryTake(4));  // nothing taken
+  EXPECT_EQ(bucket.balance(), 3);
+  bucket.Refill(kStart + absl::Seconds(1));
+  EXPECT_EQ(bucket.balance(), 5);
+  bucket.Refill(kStart);  // time going backwards adds nothing
+  EXPECT_EQ(bucket.balance(), 5);
+  bucket.Refill(kStart + absl::Seconds(100));
+  EXPECT_EQ(bucket.balance(), 10);  // capped
+  bucket.ForceTake(12);
+  EXPECT_EQ(bucket.balance(), -2);  // a debt
+  EXPECT_FALSE(bucket.TryTake(0.5));
+}
+
+TEST(UpdatePolicyTest, CreateRejectsUnknownNamesAndBadOptions) {
+  EXPECT_FALSE(UpdatePolicy::Create("lazy", {}, kStart).ok());
+  UpdatePolicyOptions bad;
+  bad.drift_detector = "cusum";
+  EXPECT_FALSE(UpdatePolicy::Create("eager", bad, kStart).ok());
+  UpdatePolicyOptions negative;
+  negative.budget_watts = -1;
+  EXPECT_FALSE(UpdatePolicy::Create("energy-aware", negative, kStart).ok());
+  EXPECT_EQ(Make("energy-aware")->name(), "energy-aware");
+}
+
+TEST(UpdatePolicyTest, EagerRefreshesAfterEveryMessageWithSamples) {
+  auto policy = Make("eager");
+  const auto errors = Errors(100, 10);
+  EXPECT_EQ(policy->OnMessage({errors, true, 0.01, kStart}).reason, DecisionReason::kNewClass);
+  for (int m = 1; m <= 5; ++m) {
+    const Decision d = policy->OnMessage({errors, false, 0.01, kStart + absl::Seconds(m)});
+    EXPECT_TRUE(d.apply);
+    EXPECT_EQ(d.reason, DecisionReason::kEveryMessage);
+  }
+  const Decision empty = policy->OnMessage({{}, false, 0.01, kStart + absl::Seconds(9)});
+  EXPECT_FALSE(empty.apply);
+  EXPECT_EQ(empty.reason, DecisionReason::kNoSamples);
+
+  const UpdatePolicyStats stats = policy->Stats();
+  EXPECT_EQ(stats.messages, 7u);
+  EXPECT_EQ(stats.samples, 600u);
+  EXPECT_EQ(stats.prequential_errors, 60u);
+  EXPECT_EQ(stats.refreshes, 6u);
+  EXPECT_EQ(stats.deferrals, 1u);
+  EXPECT_EQ(stats.count(DecisionReason::kEveryMessage), 5u);
+  EXPECT_EQ(stats.count(DecisionReason::kNewClass), 1u);
+  EXPECT_NEAR(stats.approved_refresh_joules, 0.06, 1e-12);
+}
+
+TEST(UpdatePolicyTest, PeriodicRefreshesBySampleCountOrTime) {
+  UpdatePolicyOptions options;
+  options.period_samples = 300;
+  options.period = absl::Seconds(60);
+  auto policy = Make("periodic", options);
+  const auto errors = Errors(100, 10);
+  EXPECT_TRUE(policy->OnMessage({errors, true, 0.01, kStart}).apply);  // new class
+  std::vector<DecisionReason> reasons;
+  for (int m = 1; m <= 6; ++m) {
+    reasons.push_back(policy->OnMessage({errors, false, 0.01, kStart + absl::Seconds(m)}).reason);
+  }
+  EXPECT_EQ(reasons, (std::vector<DecisionReason>{
+                         DecisionReason::kNotDue, DecisionReason::kNotDue,
+                         DecisionReason::kSamplesDue, DecisionReason::kNotDue,
+                         DecisionReason::kNotDue, DecisionReason::kSamplesDue}));
+  // 100 samples, then a minute of silence: the time period is due.
+  EXPECT_FALSE(policy->OnMessage({errors, false, 0.01, kStart + absl::Seconds(10)}).apply);
+  const Decision late = policy->OnMessage({Errors(1, 0), false, 0.01, kStart + absl::Seconds(67)});
+  EXPECT_TRUE(late.apply);
+  EXPECT_EQ(late.reason, DecisionReason::kTimeDue);
+  // A new class does not wait for the period.
+  const Decision fresh = policy->OnMessage({errors, true, 0.01, kStart + absl::Seconds(68)});
+  EXPECT_TRUE(fresh.apply);
+  EXPECT_EQ(fresh.reason, DecisionReason::kNewClass);
+}
+
+// Energy-aware, refresh cost 0.05 J, 1 mJ per avoided error: a refresh must avoid 50 errors.
+UpdatePolicyOptions EnergyAwareOptions() {
+  UpdatePolicyOptions options;
+  options.joules_per_error = 1e-3;
+  options.budget_watts = 0.01;
+  options.burst_joules = 0.2;
+  options.window_samples = 500;
+  options.reference_samples = 300;
+  options.min_horizon_samples = 2000;
+  return options;
+}
+constexpr double kRefreshJoules = 0.05;
+
+TEST(UpdatePolicyTest, EnergyAwareDefersWhileTheErrorIsFlat) {
+  auto policy = Make("energy-aware", EnergyAwareOptions());
+  absl::Time now = kStart;
+  EXPECT_TRUE(policy->OnMessage({Errors(100, 10), true, kRefreshJoules, now}).apply);
+  for (int m = 0; m < 100; ++m) {
+    now += absl::Seconds(1);
+    const Decision d = policy->OnMessage({Errors(100, 10), false, kRefreshJoules, now});
+    ASSERT_FALSE(d.apply) << "message " << m;
+    EXPECT_EQ(d.reason, DecisionReason::kGainTooSmall);
+  }
+  const UpdatePolicyStats stats = policy->Stats();
+  EXPECT_EQ(stats.refreshes, 1u);
+  EXPECT_EQ(stats.count(DecisionReason::kGainTooSmall), 100u);
+  EXPECT_EQ(stats.drift_alarms, 0u);
+}
+
+TEST(UpdatePolicyTest, EnergyAwareRefreshesWhenTheErrorRises) {
+  auto policy = Make("energy-aware", EnergyAwareOptions());
+  absl::Time now = kStart;
+  policy->OnMessage({Errors(100, 10), true, kRefreshJoules, now});
+  for (int m = 0; m < 10; ++m) {  // 10% error after the refresh: the reference
+    now += absl::Seconds(1);
+    ASSERT_FALSE(policy->OnMessage({Errors(100, 10), false, kRefreshJoules, now}).apply);
+  }
+  // The error jumps to 50%: (0.5 - 0.1) x 2000 samples x 1 mJ = 0.8 J >> 0.05 J within a few
+  // messages, or a drift alarm first.
+  int refreshed_after = -1;
+  Decision d;
+  for (int m = 0; m < 10 && refreshed_after < 0; ++m) {
+    now += absl::Seconds(1);
+    d = policy->OnMessage({Errors(100, 2), false, kRefreshJoules, now});
+    if (d.apply) refreshed_after = m;
+  }
+  ASSERT_GE(refreshed_after, 0);
+  EXPECT_LE(refreshed_after, 3);
+  EXPECT_TRUE(d.reason == DecisionReason::kGainPays || d.reason == DecisionReason::kDrift);
+  if (d.reason == DecisionReason::kGainPays) {
+    EXPECT_GE(d.expected_gain_joules, kRefreshJoules);
+  }
+}
+
+TEST(UpdatePolicyTest, EnergyAwareBudgetCapsRefreshesButNotNewClasses) {
+  UpdatePolicyOptions options = EnergyAwareOptions();
+  options.budget_watts = 0;  // nothing ever refills
+  options.burst_joules = 0.06;  // one refresh
+  auto policy = Make("energy-aware", options);
+  absl::Time now = kStart;
+  // The new-class refresh overdraws the bucket: 0.06 - 0.05 = 0.01 left.
+  EXPECT_EQ(policy->OnMessage({Errors(100, 10), true, kRefreshJoules, now}).reason,
+            DecisionReason::kNewClass);
+  for (int m = 0; m < 5; ++m) {
+    now += absl::Seconds(1);
+    policy->OnMessage({Errors(100, 10), false, kRefreshJoules, now});
+  }
+  // A sustained 66% error: worth refreshing every time, but the bucket cannot pay.
+  std::vector<uint8_t> bad(100, 1);
+  for (int i = 0; i < 100; i += 3) bad[i] = 0;  // 66% errors
+  for (int m = 0; m < 20; ++m) {
+    now += absl::Seconds(1);
+    const Decision d = policy->OnMessage({bad, false, kRefreshJoules, now});
+    EXPECT_FALSE(d.apply);
+  }
+  UpdatePolicyStats stats = policy->Stats();
+  EXPECT_EQ(stats.refreshes, 1u);
+  EXPECT_GT(stats.count(DecisionReason::kBudgetExhausted), 10u);
+  EXPECT_NEAR(stats.budget_balance_joules, 0.01, 1e-12);
+  // A new class is still refreshed, into debt.
+  EXPECT_TRUE(policy->OnMessage({bad, true, kRefreshJoules, now}).apply);
+  EXPECT_LT(policy->Stats().budget_balance_joules, 0);
+}
+
+TEST(UpdatePolicyTest, EnergyAwareLearningCurveTermFollowsARefreshThatHelped) {
+  // A refresh after 1000 samples at 40% error was followed by 10% error: it removed 0.3 errors per
+  // sample. The error is flat after it, so there is no staleness gap, but the next 1000 samples are
+  // expected to help again pro rata: a refresh follows once 0.3 x s/1000 x 2000 x 1 mJ >= 0.05 J.
+  auto policy = Make("energy-aware", EnergyAwareOptions());
+  absl::Time now = kStart;
+  std::vector<uint8_t> forty(100, 0);
+  for (int i = 0; i < 40; ++i) forty[i * 2] = 1;
+  policy->OnMessage({forty, true, kRefreshJoules, now});
+  for (int m = 0; m < 10; ++m) {
+    now += absl::Seconds(1);
+    ASSERT_FALSE(policy->OnMessage({forty, false, kRefreshJoules, now}).apply);
+  }
+  now += absl::Seconds(1);
+  ASSERT_TRUE(policy->OnMessage({forty, true, kRefreshJoules, now}).apply);  // a new class
+  int first_refresh = -1;
+  for (int m = 0; m < 10 && first_refresh < 0; ++m) {
+    now += absl::Seconds(1);
+    const Decision d = policy->OnMessage({Errors(100, 10), false, kRefreshJoules, now});
+    if (d.apply) {
+      first_refresh = m;
+      EXPECT_EQ(d.reason, DecisionReason::kGainPays);
+    }
+  }
+  // The learning term is known once the reference window (300 samples) is full.
+  EXPECT_EQ(first_refresh, 2);
+}
+
+}  // namespace
+}  // namespace strata::server
