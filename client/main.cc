@@ -100,6 +100,7 @@ int Predict(Client& client) {
   if (!images.ok()) return Fail("loading --data", images.status());
 
   size_t correct = 0;
+  double lower_joules = 0, upper_joules = 0;
   std::set<uint64_t> versions;
   const absl::Time start = absl::Now();
   for (size_t begin = 0; begin < images->size(); begin += batch) {
@@ -111,6 +112,8 @@ int Predict(Client& client) {
       return Fail(absl::StrCat("Predict (samples ", begin, "..", end - 1, ")"), response.status());
     }
     versions.insert(response->model_version());
+    lower_joules += response->energy().lower_tier_joules();
+    upper_joules += response->energy().upper_tier_joules();
     for (size_t i = begin; i < end; ++i) {
       if (response->predictions(static_cast<int>(i - begin)).label() == images->labels[i]) {
         ++correct;
@@ -122,6 +125,9 @@ int Predict(Client& client) {
   std::printf("predicted %zu samples in %.3f s (%.0f samples/s), model version %s\n", n, seconds,
               n / seconds, absl::StrJoin(versions, ", ").c_str());
   std::printf("accuracy %.4f (%zu/%zu)\n", static_cast<double>(correct) / n, correct, n);
+  std::printf("energy %.6g J (%.6g J/sample): lower tier %.6g J, upper tier %.6g J\n",
+              lower_joules + upper_joules, (lower_joules + upper_joules) / n, lower_joules,
+              upper_joules);
   return kExitOk;
 }
 
@@ -157,6 +163,15 @@ int Update(Client& client) {
   }
   std::printf("%.3f s (%.0f samples/s); server absorb %.3f s, solve %.3f s\n", seconds,
               images->size() / seconds, summary->absorb_seconds(), summary->solve_seconds());
+  std::printf("refreshes %llu (%s); prequential errors %llu\n",
+              static_cast<unsigned long long>(summary->refreshes()),
+              summary->readout_current() ? "the served readout includes this stream"
+                                         : "refresh deferred: samples absorbed, not yet served",
+              static_cast<unsigned long long>(summary->prequential_errors()));
+  const v1::PhaseEnergy& energy = summary->energy();
+  std::printf("energy %.6g J: lower tier %.6g, readout %.6g, absorb %.6g, refresh %.6g\n",
+              energy.total_joules(), energy.lower_tier_inference_joules(),
+              energy.readout_inference_joules(), energy.absorb_joules(), energy.refresh_joules());
   for (const v1::Rejection& rejection : summary->rejections()) {
     std::printf("rejected message %u sample %d: %s\n", rejection.message_index(),
                 rejection.sample_index(), rejection.reason().c_str());
@@ -204,6 +219,29 @@ int Stats(Client& client) {
   line("updates applied", stats->updates_applied());
   line("model version", stats->model_version());
   std::printf("%-18s %.1f s\n", "uptime", stats->uptime_seconds());
+  line("pending samples", stats->pending_samples());
+  line("prequential", stats->prequential_samples());
+  line("  errors", stats->prequential_errors());
+  std::printf("%-18s %s\n", "update policy", stats->update_policy().c_str());
+  for (const v1::DecisionCount& decision : stats->decisions()) {
+    std::printf("  %-16s %llu (%s)\n", decision.reason().c_str(),
+                static_cast<unsigned long long>(decision.count()),
+                decision.applied() ? "refreshed" : "deferred");
+  }
+  line("drift alarms", stats->drift_alarms());
+  if (stats->update_policy() == "energy-aware") {
+    std::printf("%-18s %.6g J\n", "budget balance", stats->budget_balance_joules());
+  }
+  const v1::EnergyTable& table = stats->energy_table();
+  std::printf("%-18s %s, table %s (fp32 MAC %g pJ, fp64 MAC %g pJ, int8 MAC %g pJ, DRAM %g pJ/B)\n",
+              "device", stats->device().c_str(), table.name().c_str(), table.fp32_mac_pj(),
+              table.fp64_mac_pj(), table.int8_mac_pj(), table.dram_pj_per_byte());
+  const v1::PhaseEnergy& energy = stats->energy();
+  std::printf("%-18s %.6g J\n", "energy", energy.total_joules());
+  std::printf("  %-16s %.6g J\n", "lower tier", energy.lower_tier_inference_joules());
+  std::printf("  %-16s %.6g J\n", "readout", energy.readout_inference_joules());
+  std::printf("  %-16s %.6g J\n", "absorb", energy.absorb_joules());
+  std::printf("  %-16s %.6g J\n", "refresh", energy.refresh_joules());
   return kExitOk;
 }
 

@@ -32,6 +32,7 @@
 #include "server/model_store.h"
 #include "server/recovery.h"
 #include "server/update_log.h"
+#include "server/update_policy.h"
 #include "server/service.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
@@ -53,6 +54,24 @@ ABSL_FLAG(uint64_t, log_segment_bytes, uint64_t{64} << 20,
           "With --state_dir: roll to a new update-log segment past this many bytes.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "On SIGTERM / SIGINT, how long in-flight calls may run before they are cancelled.");
+ABSL_FLAG(std::string, update_policy, "stream-end",
+          "When Update refreshes the readout: stream-end (once per stream, at its end), eager "
+          "(after every message), periodic (--policy_period_samples / --policy_period) or "
+          "energy-aware (when the expected gain pays for the joules, within --policy_budget_watts).");
+ABSL_FLAG(int64_t, policy_period_samples, 1000,
+          "periodic: refresh after this many samples since the last refresh (0: never by count).");
+ABSL_FLAG(absl::Duration, policy_period, absl::Seconds(60),
+          "periodic: refresh when this much time has passed since the last refresh, checked when a "
+          "message arrives (0: never by time).");
+ABSL_FLAG(double, policy_budget_watts, 1e-3,
+          "energy-aware: the refresh budget's fill rate, joules per second.");
+ABSL_FLAG(double, policy_burst_joules, 0.1,
+          "energy-aware: the refresh budget's capacity (it starts full), joules.");
+ABSL_FLAG(double, policy_joules_per_error, 1e-3,
+          "energy-aware: what one avoided prequential error is worth, joules.");
+ABSL_FLAG(std::string, policy_drift_detector, "adwin",
+          "Drift detector on the prequential error stream: adwin or page-hinkley (energy-aware "
+          "refreshes on its alarms; every policy but stream-end counts them).");
 
 namespace strata::server {
 namespace {
@@ -87,6 +106,12 @@ struct Options {
   // Update-log segment size, >= 4096. Default 64 MiB. Segments are the unit of deletion after
   // snapshots: smaller ones free disk sooner, larger ones make fewer files.
   uint64_t log_segment_bytes = uint64_t{64} << 20;
+  // The update policy: "stream-end" (default: refresh once when each Update stream ends, the
+  // behaviour before policies existed), "eager", "periodic" or "energy-aware", and the options of
+  // the last three (update_policy.h documents each; defaults: periodic every 1000 samples or 60 s;
+  // energy-aware 1 mJ per avoided error, a 1 mW budget with a 0.1 J burst; ADWIN).
+  std::string update_policy = "stream-end";
+  UpdatePolicyOptions policy;
 };
 
 absl::StatusOr<Options> ReadOptions() {
@@ -101,6 +126,23 @@ absl::StatusOr<Options> ReadOptions() {
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
   options.log_segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
+  options.update_policy = absl::GetFlag(FLAGS_update_policy);
+  options.policy.period_samples = absl::GetFlag(FLAGS_policy_period_samples);
+  options.policy.period = absl::GetFlag(FLAGS_policy_period);
+  options.policy.budget_watts = absl::GetFlag(FLAGS_policy_budget_watts);
+  options.policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
+  options.policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
+  options.policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
+  if (options.update_policy != "stream-end") {
+    // Validates the name and the options (the policy used is created in Run()).
+    absl::StatusOr<std::unique_ptr<UpdatePolicy>> policy =
+        UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--update_policy=", options.update_policy, " / --policy_* flags: ",
+                       policy.status().message(), "; stream-end is the default policy"));
+    }
+  }
   if (options.log_segment_bytes < 4096) {
     return absl::InvalidArgumentError(
         absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options.log_segment_bytes));
@@ -180,7 +222,15 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
   service_options.inference_threads = options.inference_threads;
-  StrataService service(&store, service_options);
+  std::unique_ptr<UpdatePolicy> policy;  // null: stream-end
+  if (options.update_policy != "stream-end") {
+    // Cannot fail: ReadOptions() validated the same arguments.
+    policy = *UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
+  }
+  STRATA_LOG(INFO) << "update policy " << options.update_policy << "; energy table "
+                   << service_options.energy_table_name << ", lower tier "
+                   << service_options.device;
+  StrataService service(&store, service_options, std::move(policy));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -271,7 +321,8 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Serves a Strata model bundle over gRPC.\n"
       "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]\n"
-      "                [--state_dir=DIR] [--snapshot_every_samples=100000]");
+      "                [--state_dir=DIR] [--snapshot_every_samples=100000]\n"
+      "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]");
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<strata::server::Options> options = strata::server::ReadOptions();
   if (!options.ok()) {

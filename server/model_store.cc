@@ -32,7 +32,8 @@ absl::Status ModelStore::Load(model::Bundle bundle) {
 }
 
 absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF& features,
-                                                            std::span<const std::string> labels) {
+                                                            std::span<const std::string> labels,
+                                                            int* num_classes) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
   if (features.rows() != static_cast<Eigen::Index>(labels.size())) {
@@ -57,14 +58,26 @@ absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF
   // which is exactly the statistics of "no sample with that label yet".
   absl::Status status = upper_->Absorb(features, classes);
   if (!status.ok()) return status;
+  if (num_classes != nullptr) *num_classes = upper_->num_classes();
   return new_labels;
 }
 
-absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish() {
+absl::StatusOr<ModelStore::RefreshPlan> ModelStore::PlanRefresh() {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
-  absl::StatusOr<model::Readout> readout = upper_->Solve();
+  absl::StatusOr<model::RefreshReport> report = upper_->PlanRefresh(model::RefreshMode::kAuto);
+  if (!report.ok()) return report.status();
+  return RefreshPlan{*std::move(report), upper_->feature_size(), upper_->num_classes()};
+}
+
+absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshPlan* done) {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  absl::StatusOr<model::Readout> readout = upper_->Refresh(model::RefreshMode::kAuto);
   if (!readout.ok()) return readout.status();
+  if (done != nullptr) {
+    *done = RefreshPlan{upper_->last_refresh(), upper_->feature_size(), upper_->num_classes()};
+  }
 
   auto version = std::make_shared<ModelVersion>();
   version->version = current_.load()->version + 1;

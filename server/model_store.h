@@ -8,7 +8,9 @@
 // Writers (Update streams) call Absorb() to add labelled feature rows to the upper tier's
 // sufficient statistics, then Publish() to solve a new readout from them and swap it in. Absorbed
 // samples affect predictions only once a Publish() has run; a Publish() includes everything absorbed
-// by any caller before it.
+// by any caller before it. Publish() refreshes by model::UpperTier::Refresh(kAuto): a Cholesky
+// re-factorisation, or a cheaper rank-k update of the factor the previous refresh kept (so the
+// store holds one D x D factor besides G once anything was published after Load()).
 #ifndef STRATA_SERVER_MODEL_STORE_H_
 #define STRATA_SERVER_MODEL_STORE_H_
 
@@ -62,14 +64,28 @@ class ModelStore {
   // order first seen. FAILED_PRECONDITION before Load(); INVALID_ARGUMENT if the row count differs
   // from labels.size() or the width from the feature size (then nothing is absorbed). The current
   // version is unchanged until Publish(). Thread-safe; serialised with other Absorb / Publish calls.
+  // If `num_classes` is not null it receives the number of classes after the absorb.
   absl::StatusOr<std::vector<std::string>> Absorb(const model::MatrixF& features,
-                                                  std::span<const std::string> labels);
+                                                  std::span<const std::string> labels,
+                                                  int* num_classes = nullptr);
 
-  // Solves the readout from the statistics (Cholesky) and publishes it as version current + 1.
-  // Returns the published version. FAILED_PRECONDITION before Load(); the solver's error otherwise
-  // (then the current version is unchanged). Readers are not blocked while it solves.
-  // Thread-safe; serialised with other Absorb / Publish calls, so versions are published in order.
-  absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish();
+  // What a refresh would do now (UpperTier::PlanRefresh(kAuto)) and the shapes it would run on,
+  // for pricing it before deciding. FAILED_PRECONDITION before Load(). Thread-safe; waits for a
+  // running Absorb / Publish (call it from the writer's thread, not a gRPC callback).
+  struct RefreshPlan {
+    model::RefreshReport report;
+    int feature_size = 0;
+    int num_classes = 0;
+  };
+  absl::StatusOr<RefreshPlan> PlanRefresh();
+
+  // Solves the readout from the statistics (UpperTier::Refresh(kAuto)) and publishes it as version
+  // current + 1. Returns the published version; if `done` is not null it receives what the refresh
+  // did (its report and shapes, for energy accounting). FAILED_PRECONDITION before Load(); the
+  // solver's error otherwise (then the current version is unchanged). Readers are not blocked while
+  // it solves. Thread-safe; serialised with other Absorb / Publish calls, so versions are published
+  // in order.
+  absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish(RefreshPlan* done = nullptr);
 
   // Calls `visit(upper, version)` with the statistics and the current version, with writers
   // excluded for the duration (so the statistics include exactly the Absorb() calls that returned

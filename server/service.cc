@@ -1,6 +1,8 @@
 #include "server/service.h"
 
 #include <algorithm>
+#include <array>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -24,17 +26,48 @@ absl::Status NotLoaded() {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
+// The work of the lower tier for `rows` images.
+fpga::OpCounts LowerCounts(const model::LowerTier& lower, int rows) {
+  return LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), lower.feature_size(),
+                                  rows);
+}
+
+void FillPhaseEnergy(double lower, double readout, double absorb, double refresh,
+                     v1::PhaseEnergy* energy) {
+  energy->set_lower_tier_inference_joules(lower);
+  energy->set_readout_inference_joules(readout);
+  energy->set_absorb_joules(absorb);
+  energy->set_refresh_joules(refresh);
+  energy->set_total_joules(lower + readout + absorb + refresh);
+}
+
 }  // namespace
+
+fpga::EnergyTable ServiceOptions::CpuEnergyTable() {
+  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
+  return table.ok() ? *table : fpga::EnergyTable{};
+}
+
+fpga::OpCounts ReadoutCounts(int d, int classes, int rows) {
+  fpga::OpCounts counts;
+  counts.fp32_macs = static_cast<uint64_t>(std::max(rows, 0)) * static_cast<uint64_t>(d) *
+                     static_cast<uint64_t>(classes);
+  counts.dram_bytes = 4 * static_cast<uint64_t>(std::max(rows, 0)) * static_cast<uint64_t>(classes);
+  return counts;
+}
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
   if (status.ok()) return grpc::Status::OK;
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
-StrataService::StrataService(ModelStore* store, ServiceOptions options)
+StrataService::StrataService(ModelStore* store, ServiceOptions options,
+                             std::unique_ptr<UpdatePolicy> policy)
     : store_(store),
-      options_(options),
-      inference_queue_("inference", std::max(1, options.inference_threads)) {}
+      options_(std::move(options)),
+      meter_(options_.energy_table),
+      policy_(std::move(policy)),
+      inference_queue_("inference", std::max(1, options_.inference_threads)) {}
 
 StrataService::~StrataService() { Drain(); }
 
@@ -107,6 +140,9 @@ absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& 
   if (!batch.ok()) return batch.status();
 
   const model::MatrixF features = model->lower->Features(*batch);
+  const int rows = static_cast<int>(features.rows());
+  response->mutable_energy()->set_lower_tier_joules(
+      meter_.Charge(EnergyPhase::kLowerTierInference, LowerCounts(*model->lower, rows)));
   for (Eigen::Index i = 0; i < features.rows(); ++i) {
     auto* values = response->add_features()->mutable_values();
     values->Add(features.row(i).data(), features.row(i).data() + features.cols());
@@ -124,6 +160,16 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
   if (!batch.ok()) return batch.status();
 
   const model::MatrixF scores = model->readout.Scores(model->lower->Features(*batch));
+  const int rows = static_cast<int>(scores.rows());
+  response->mutable_energy()->set_lower_tier_joules(
+      meter_.Charge(EnergyPhase::kLowerTierInference, LowerCounts(*model->lower, rows)));
+  const double readout_joules = meter_.Estimate(ReadoutCounts(
+      model->lower->feature_size(), static_cast<int>(model->readout.labels.size()), rows));
+  response->mutable_energy()->set_upper_tier_joules(readout_joules);
+  {
+    absl::MutexLock lock(&stats_mu_);
+    readout_joules_ += readout_joules;
+  }
   for (Eigen::Index i = 0; i < scores.rows(); ++i) {
     Eigen::Index best = 0;
     scores.row(i).maxCoeff(&best);
@@ -181,11 +227,12 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
 
 // ---- Update ------------------------------------------------------------------------------------
 
-// One Update stream. Reads one message at a time; each message is validated and absorbed on the
-// update queue, which then starts the next read. When the client half-closes, the work on the update
-// queue publishes a new version (if anything was accepted) and finishes the call. Exactly one read or
-// one piece of queued work is outstanding at any time, so the members need no lock; Finish() is
-// called exactly once, by FinishWith().
+// One Update stream. Reads one message at a time; each message is validated, predicted
+// (prequential), absorbed and offered to the update policy on the update queue, which then starts
+// the next read. When the client half-closes, the work on the update queue publishes a new version
+// under "stream-end" (if anything was accepted) and finishes the call. Exactly one read or one piece
+// of queued work is outstanding at any time, so the members need no lock; Finish() is called
+// exactly once, by FinishWith().
 class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::UpdateRequest> {
  public:
   UpdateReactor(StrataService* service, grpc::CallbackServerContext* context,
@@ -211,16 +258,20 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   void OnDone() override { delete this; }
 
  private:
-  // Validates and absorbs request_, then reads the next message.
+  // Validates, predicts and absorbs request_, lets the policy decide on a refresh, then reads the
+  // next message.
   void AbsorbMessage() {
     if (context_->IsCancelled()) {
       FinishWith(grpc::Status::CANCELLED);
       return;
     }
     const absl::Time start = absl::Now();
+    errors_.clear();
+    new_class_ = false;
     absl::Status status = AbsorbSamples();
     absorb_time_ += absl::Now() - start;
     ++message_index_;
+    if (status.ok()) status = Decide();
     if (!status.ok()) {
       STRATA_LOG(ERROR) << "Update: absorbing failed: " << status;
       FinishWith(ToGrpcStatus(status));
@@ -249,6 +300,8 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
       absl::Status logged = LogMessage();
       if (!logged.ok()) return logged;
     }
+    // The readout every sample of this message is predicted with before it is absorbed.
+    served_ = service_->store_->Current();
     const int input_size = model_->lower->input_size();
     const int chunk = std::min(count, service_->options_.max_batch);
     model::MatrixF rows(chunk, input_size);
@@ -310,15 +363,102 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     return absl::OkStatus();
   }
 
+  // Computes the rows' features, predicts them with served_ (prequential errors into errors_),
+  // absorbs them, and charges the work.
   absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels) {
+    const model::LowerTier& lower = *model_->lower;
+    const int n = static_cast<int>(labels.size());
+    const model::MatrixF features = lower.Features(rows);
+    EnergyMeter& meter = service_->meter_;
+    meter.Charge(EnergyPhase::kLowerTierInference, LowerCounts(lower, n), &energy_);
+
+    const model::Readout& readout = served_->readout;
+    const model::MatrixF scores = readout.Scores(features);
+    const double readout_joules = meter.Estimate(
+        ReadoutCounts(lower.feature_size(), static_cast<int>(readout.labels.size()), n));
+    readout_joules_ += readout_joules;
+    uint64_t errors = 0;
+    for (int i = 0; i < n; ++i) {
+      Eigen::Index best = 0;
+      scores.row(i).maxCoeff(&best);
+      // A label the readout has no column for is never predicted: an error.
+      const bool error = readout.labels.empty() || readout.labels[best] != labels[i];
+      errors_.push_back(error ? 1 : 0);
+      errors += error ? 1 : 0;
+    }
+    prequential_errors_ += errors;
+
+    int classes = 0;
     absl::StatusOr<std::vector<std::string>> new_labels =
-        service_->store_->Absorb(model_->lower->Features(rows), labels);
+        service_->store_->Absorb(features, labels, &classes);
     if (!new_labels.ok()) return new_labels.status();
+    meter.Charge(EnergyPhase::kAbsorb, AbsorbCounts(lower.feature_size(), classes, n), &energy_);
+    last_absorb_ = ++service_->absorbs_;
+    if (!new_labels->empty()) new_class_ = true;
     for (std::string& label : *new_labels) summary_->add_new_labels(std::move(label));
     summary_->set_accepted(summary_->accepted() + labels.size());
     service_->samples_since_snapshot_ += labels.size();
     absl::MutexLock lock(&service_->stats_mu_);
     service_->stats_.set_samples_absorbed(service_->stats_.samples_absorbed() + labels.size());
+    service_->readout_joules_ += readout_joules;
+    service_->prequential_samples_ += n;
+    service_->prequential_errors_ += errors;
+    service_->pending_samples_ += n;
+    return absl::OkStatus();
+  }
+
+  // After a message: asks the policy whether to refresh, and refreshes if so. Under "stream-end"
+  // only counts the deferral.
+  absl::Status Decide() {
+    UpdatePolicy* policy = service_->policy_.get();
+    if (policy == nullptr) {
+      const StreamEndReason reason =
+          errors_.empty() ? StreamEndReason::kNoSamples : StreamEndReason::kUntilStreamEnd;
+      absl::MutexLock lock(&service_->stats_mu_);
+      ++service_->stream_end_decisions_[static_cast<int>(reason)];
+      return absl::OkStatus();
+    }
+    double refresh_joules = 0;
+    if (!errors_.empty()) {
+      absl::StatusOr<ModelStore::RefreshPlan> plan = service_->store_->PlanRefresh();
+      if (!plan.ok()) return plan.status();
+      refresh_joules = service_->meter_.Estimate(
+          RefreshReportCounts(plan->report, plan->feature_size, plan->num_classes));
+    }
+    const Decision decision = policy->OnMessage({errors_, new_class_, refresh_joules, absl::Now()});
+    if (!decision.apply) return absl::OkStatus();
+    return Refresh(DecisionReasonName(decision.reason));
+  }
+
+  // Publishes a new version from the statistics and charges the refresh.
+  absl::Status Refresh(absl::string_view reason) {
+    const absl::Time start = absl::Now();
+    ModelStore::RefreshPlan done;
+    absl::StatusOr<std::shared_ptr<const ModelVersion>> published =
+        service_->store_->Publish(&done);
+    solve_time_ += absl::Now() - start;
+    if (!published.ok()) {
+      STRATA_LOG(ERROR) << "Update: solving the readout failed: " << published.status();
+      return published.status();
+    }
+    service_->published_absorbs_ = service_->absorbs_;
+    service_->meter_.Charge(EnergyPhase::kRefresh,
+                            RefreshReportCounts(done.report, done.feature_size, done.num_classes),
+                            &energy_);
+    ++refreshes_;
+    {
+      absl::MutexLock lock(&service_->stats_mu_);
+      service_->stats_.set_updates_applied(service_->stats_.updates_applied() + 1);
+      service_->pending_samples_ = 0;
+    }
+    if (service_->policy_ == nullptr || reason != "every-message") {
+      STRATA_LOG(INFO) << "Update: published model version " << (*published)->version << " ("
+                       << reason << "; " << (*published)->readout.labels.size() << " classes, "
+                       << (*published)->samples_seen << " samples seen; "
+                       << (done.report.path == model::RefreshPath::kRefactor ? "re-factor"
+                                                                              : "factor update")
+                       << ", " << Seconds(absl::Now() - start) << " s)";
+    }
     return absl::OkStatus();
   }
 
@@ -334,7 +474,7 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     service_->stats_.set_samples_rejected(service_->stats_.samples_rejected() + 1);
   }
 
-  // The stream ended: publish what was accepted, then reply.
+  // The stream ended: refresh under "stream-end" (if anything was accepted), then reply.
   void Complete() {
     if (context_->IsCancelled()) {
       // Samples already absorbed stay in the statistics; the next Publish() includes them.
@@ -347,29 +487,32 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
                                            " messages), expected at least 1 labelled sample")));
       return;
     }
-    uint64_t version = service_->store_->Current()->version;
-    if (summary_->accepted() > 0) {
-      const absl::Time start = absl::Now();
-      absl::StatusOr<std::shared_ptr<const ModelVersion>> published = service_->store_->Publish();
-      summary_->set_solve_seconds(Seconds(absl::Now() - start));
-      if (!published.ok()) {
-        STRATA_LOG(ERROR) << "Update: solving the readout failed: " << published.status();
-        FinishWith(ToGrpcStatus(published.status()));
-        return;
-      }
-      version = (*published)->version;
+    if (service_->policy_ == nullptr && summary_->accepted() > 0) {
       {
         absl::MutexLock lock(&service_->stats_mu_);
-        service_->stats_.set_updates_applied(service_->stats_.updates_applied() + 1);
+        ++service_->stream_end_decisions_[static_cast<int>(StreamEndReason::kStreamEnd)];
       }
-      STRATA_LOG(INFO) << "Update: published model version " << version << " ("
-                       << summary_->accepted() << " samples accepted, " << summary_->rejected()
-                       << " rejected, " << (*published)->readout.labels.size() << " classes, "
-                       << (*published)->samples_seen << " samples seen; solve "
-                       << summary_->solve_seconds() << " s)";
+      absl::Status refreshed = Refresh("stream-end");
+      if (!refreshed.ok()) {
+        FinishWith(ToGrpcStatus(refreshed));
+        return;
+      }
     }
-    summary_->set_model_version(version);
+    summary_->set_model_version(service_->store_->Current()->version);
     summary_->set_absorb_seconds(Seconds(absorb_time_));
+    summary_->set_solve_seconds(Seconds(solve_time_));
+    summary_->set_refreshes(refreshes_);
+    summary_->set_readout_current(last_absorb_ <= service_->published_absorbs_);
+    summary_->set_prequential_errors(prequential_errors_);
+    FillPhaseEnergy(energy_.of(EnergyPhase::kLowerTierInference), readout_joules_,
+                    energy_.of(EnergyPhase::kAbsorb), energy_.of(EnergyPhase::kRefresh),
+                    summary_->mutable_energy());
+    if (service_->policy_ != nullptr) {
+      STRATA_LOG(INFO) << "Update: stream ended: " << summary_->accepted() << " samples accepted, "
+                       << summary_->rejected() << " rejected, " << refreshes_
+                       << " refreshes, model version " << summary_->model_version()
+                       << (summary_->readout_current() ? "" : " (refresh deferred)");
+    }
     if (service_->durability_.log == nullptr || last_sequence_ == 0) {
       FinishWith(grpc::Status::OK);
       return;
@@ -403,12 +546,27 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   v1::UpdateSummary* const summary_;
   // The version whose (frozen) lower tier computes this stream's features.
   std::shared_ptr<const ModelVersion> model_;
+  // The version current when the message being absorbed arrived: its readout makes the message's
+  // prequential predictions.
+  std::shared_ptr<const ModelVersion> served_;
   v1::UpdateRequest request_;
   uint32_t message_index_ = 0;  // index of request_ in the stream
   uint64_t samples_received_ = 0;
   // The update-log sequence number of this stream's last record (0: none yet).
   uint64_t last_sequence_ = 0;
   absl::Duration absorb_time_;
+  absl::Duration solve_time_;
+  // The current message's prequential errors (one per accepted sample) and whether it brought a
+  // new class.
+  std::vector<uint8_t> errors_;
+  bool new_class_ = false;
+  // The stream's totals: joules by meter phase, readout joules, prequential errors, refreshes, and
+  // the number (StrataService::absorbs_) of its last absorb (0: none).
+  RequestEnergy energy_;
+  double readout_joules_ = 0;
+  uint64_t prequential_errors_ = 0;
+  uint64_t refreshes_ = 0;
+  uint64_t last_absorb_ = 0;
 };
 
 grpc::ServerReadReactor<v1::UpdateRequest>* StrataService::Update(
@@ -489,8 +647,66 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   }
   response->set_model_version(model->version);
   response->set_uptime_seconds(Seconds(absl::Now() - start_time_));
+  FillPolicyAndEnergyStats(response);
   reactor->Finish(grpc::Status::OK);
   return reactor;
+}
+
+void StrataService::FillPolicyAndEnergyStats(v1::Stats* stats) {
+  const std::array<PhaseEnergy, kNumEnergyPhases> totals = meter_.Totals();
+  const double lower = totals[static_cast<int>(EnergyPhase::kLowerTierInference)].joules;
+  const double absorb = totals[static_cast<int>(EnergyPhase::kAbsorb)].joules;
+  const double refresh = totals[static_cast<int>(EnergyPhase::kRefresh)].joules;
+  double readout = 0;
+  std::array<uint64_t, kNumStreamEndReasons> stream_end{};
+  {
+    absl::MutexLock lock(&stats_mu_);
+    readout = readout_joules_;
+    std::copy(std::begin(stream_end_decisions_), std::end(stream_end_decisions_),
+              stream_end.begin());
+    stats->set_prequential_samples(prequential_samples_);
+    stats->set_prequential_errors(prequential_errors_);
+    stats->set_pending_samples(pending_samples_);
+  }
+  FillPhaseEnergy(lower, readout, absorb, refresh, stats->mutable_energy());
+  stats->mutable_energy_by_tier()->set_lower_tier_joules(lower);
+  stats->mutable_energy_by_tier()->set_upper_tier_joules(readout + absorb + refresh);
+  v1::EnergyTable* table = stats->mutable_energy_table();
+  table->set_name(options_.energy_table_name);
+  table->set_int8_mac_pj(meter_.table().int8_mac_pj);
+  table->set_fp32_mac_pj(meter_.table().fp32_mac_pj);
+  table->set_fp64_mac_pj(meter_.table().fp64_mac_pj);
+  table->set_dram_pj_per_byte(meter_.table().dram_pj_per_byte);
+  table->set_host_link_pj_per_byte(meter_.table().host_link_pj_per_byte);
+  stats->set_device(options_.device);
+
+  auto add = [stats](absl::string_view reason, bool applied, uint64_t count) {
+    if (count == 0) return;
+    v1::DecisionCount* decision = stats->add_decisions();
+    decision->set_reason(std::string(reason));
+    decision->set_applied(applied);
+    decision->set_count(count);
+  };
+  if (policy_ == nullptr) {
+    stats->set_update_policy("stream-end");
+    add("stream-end", true, stream_end[static_cast<int>(StreamEndReason::kStreamEnd)]);
+    add("until-stream-end", false,
+        stream_end[static_cast<int>(StreamEndReason::kUntilStreamEnd)]);
+    add("no-samples", false, stream_end[static_cast<int>(StreamEndReason::kNoSamples)]);
+    return;
+  }
+  const UpdatePolicyStats policy = policy_->Stats();
+  stats->set_update_policy(std::string(policy_->name()));
+  for (int i = 0; i < kNumDecisionReasons; ++i) {
+    const auto reason = static_cast<DecisionReason>(i);
+    // DecisionReason lists the applying reasons first (update_policy.h).
+    add(DecisionReasonName(reason), i < static_cast<int>(DecisionReason::kNoSamples),
+        policy.count(reason));
+  }
+  stats->set_drift_alarms(policy.drift_alarms);
+  if (policy_->kind() == PolicyKind::kEnergyAware) {
+    stats->set_budget_balance_joules(policy.budget_balance_joules);
+  }
 }
 
 }  // namespace strata::server

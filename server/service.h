@@ -8,10 +8,21 @@
 // Update, and every request is answered by exactly one model version.
 //
 // Every RPC finishes exactly once. Before the store holds a model, every RPC fails with UNAVAILABLE.
+//
+// Energy: every request's model work is counted (fpga::OpCounts from the shapes) and priced by an
+// EnergyMeter (server/energy_meter.h): lower-tier inference, readout inference (Predict and the
+// prequential predictions of Update), absorbs and refreshes. Predict / ExtractFeatures replies and
+// UpdateSummary carry their own joules; GetStats the cumulative ones.
+//
+// Update policy: after each Update message the service predicts its samples with the served readout
+// (prequential error), absorbs them, then asks the UpdatePolicy (server/update_policy.h) whether to
+// refresh now. Without a policy (the default, "stream-end") the readout is refreshed once when a
+// stream ends, as before policies existed. docs/operations.md, "Energy and update policies".
 #ifndef STRATA_SERVER_SERVICE_H_
 #define STRATA_SERVER_SERVICE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -19,9 +30,12 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "fpga/energy.h"
+#include "server/energy_meter.h"
 #include "server/env.h"
 #include "server/model_store.h"
 #include "server/update_log.h"
+#include "server/update_policy.h"
 #include "server/work_queue.h"
 #include "strata/v1/strata.grpc.pb.h"
 
@@ -35,7 +49,21 @@ struct ServiceOptions {
   // Threads running Predict and ExtractFeatures. More threads answer more concurrent requests at
   // once; each request's lower tier may itself use several threads.
   int inference_threads = 2;
+  // The energy table work is priced with, and its name (reported by GetStats). Default: "cpu"
+  // (fpga::EnergyTableFor("cpu"): Horowitz's 45 nm figures), matching the float CPU lower tier.
+  std::string energy_table_name = "cpu";
+  fpga::EnergyTable energy_table = CpuEnergyTable();
+  // How the lower tier computes, for GetStats ("float": the Eigen fp32 path).
+  std::string device = "float";
+
+  static fpga::EnergyTable CpuEnergyTable();
 };
+
+// The work of the readout's scores for `rows` feature rows of width `d` over `classes` classes, in
+// fp32: rows * d * classes MACs, and the scores written (4 bytes each). The weights (d x classes) are
+// assumed cache-resident and the features were counted as the lower tier's output, so the count is
+// exactly proportional to `rows`.
+fpga::OpCounts ReadoutCounts(int d, int classes, int rows);
 
 // Where updates are made durable (see StrataService::EnableDurability and the Update and Snapshot
 // contracts in strata.proto).
@@ -58,7 +86,10 @@ class StrataService final : public v1::Strata::CallbackService {
  public:
   // `store` is not owned and must outlive the service. The service serves whatever the store holds:
   // UNAVAILABLE until store->Load() succeeds.
-  StrataService(ModelStore* store, ServiceOptions options);
+  // `policy` decides the refreshes after each Update message; null selects "stream-end" (refresh
+  // once when each stream ends, if it accepted anything).
+  StrataService(ModelStore* store, ServiceOptions options,
+                std::unique_ptr<UpdatePolicy> policy = nullptr);
   // Drains (see Drain()).
   ~StrataService() override;
 
@@ -106,8 +137,24 @@ class StrataService final : public v1::Strata::CallbackService {
   void CountCall(v1::RpcCount* count, const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_);
 
+  // Names of the decisions of the built-in "stream-end" policy.
+  enum class StreamEndReason { kStreamEnd = 0, kUntilStreamEnd, kNoSamples };
+  static constexpr int kNumStreamEndReasons = 3;
+
+  // Adds the service's decision and energy figures to a Stats reply.
+  void FillPolicyAndEnergyStats(v1::Stats* stats) ABSL_LOCKS_EXCLUDED(stats_mu_);
+
   ModelStore* const store_;
   const ServiceOptions options_;
+  // Prices every request's work. Thread-safe.
+  EnergyMeter meter_;
+  // Null: "stream-end". Thread-safe; called on the update queue only.
+  const std::unique_ptr<UpdatePolicy> policy_;
+  // Absorb calls so far, and the value it had when the last Publish() ran: a stream whose last
+  // absorb has a number <= published_absorbs_ is reflected in the served readout. Used on the update
+  // queue only.
+  uint64_t absorbs_ = 0;
+  uint64_t published_absorbs_ = 0;
   const absl::Time start_time_ = absl::Now();
   // Set once by EnableDurability() before the model is loaded; log == null means not durable.
   Durability durability_;
@@ -115,8 +162,17 @@ class StrataService final : public v1::Strata::CallbackService {
   uint64_t samples_since_snapshot_ = 0;
 
   absl::Mutex stats_mu_;
-  // The counters of GetStats; model_version and uptime_seconds are filled in when asked.
+  // The counters of GetStats; model_version, uptime_seconds and the energy and policy figures are
+  // filled in when asked (from the members below, meter_ and policy_).
   v1::Stats stats_ ABSL_GUARDED_BY(stats_mu_);
+  // Readout inference joules (the meter has no phase for them), cumulative.
+  double readout_joules_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  // Decisions of "stream-end" (policy_ == null), by StreamEndReason.
+  uint64_t stream_end_decisions_[kNumStreamEndReasons] ABSL_GUARDED_BY(stats_mu_) = {};
+  uint64_t prequential_samples_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  uint64_t prequential_errors_ ABSL_GUARDED_BY(stats_mu_) = 0;
+  // Samples absorbed since the last Publish().
+  uint64_t pending_samples_ ABSL_GUARDED_BY(stats_mu_) = 0;
 
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};

@@ -35,6 +35,8 @@
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
+#include "fpga/energy.h"
+#include "server/energy_meter.h"
 
 namespace strata {
 namespace {
@@ -166,15 +168,20 @@ void ExpectScoresNear(const Scores& actual, const model::MatrixF& expected) {
 
 class ServerProcess {
  public:
-  // Starts strata-server on the fixture's bundle and waits until it reports SERVING.
-  static std::unique_ptr<ServerProcess> Start(const std::string& bundle_path) {
+  // Starts strata-server on the fixture's bundle (with `extra_args` appended to the flags) and
+  // waits until it reports SERVING.
+  static std::unique_ptr<ServerProcess> Start(const std::string& bundle_path,
+                                              const std::vector<std::string>& extra_args = {}) {
     static std::atomic<int> count{0};
     const std::string port_file = absl::StrCat(fixture->dir, "/port.", count++);
     std::unique_ptr<ServerProcess> server(new ServerProcess);
-    server->pid_ = Spawn({absl::StrCat("--bundle=", bundle_path), "--address=127.0.0.1:0",
-                          absl::StrCat("--port_file=", port_file),
-                          absl::StrCat("--max_batch=", kMaxBatch),
-                          absl::StrCat("--max_message_bytes=", kMaxMessageBytes)});
+    std::vector<std::string> args = {absl::StrCat("--bundle=", bundle_path),
+                                     "--address=127.0.0.1:0",
+                                     absl::StrCat("--port_file=", port_file),
+                                     absl::StrCat("--max_batch=", kMaxBatch),
+                                     absl::StrCat("--max_message_bytes=", kMaxMessageBytes)};
+    args.insert(args.end(), extra_args.begin(), extra_args.end());
+    server->pid_ = Spawn(args);
     const absl::Time limit = absl::Now() + kStartupLimit;
     while (server->port_ == 0) {
       std::ifstream in(port_file);
@@ -769,6 +776,270 @@ TEST(ServerStartupTest, UnreadableBundleExitsNonZero) {
 
 TEST(ServerStartupTest, MissingBundleFlagIsAUsageError) {
   const pid_t pid = ServerProcess::Spawn({"--address=127.0.0.1:0"});
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status)) << "wait status " << status;
+  EXPECT_EQ(WEXITSTATUS(status), 2);
+}
+
+// ---- energy accounting and update policies ----------------------------------------------------------
+
+// The fixture's first `n` update-pool samples from `begin`, as one Update message.
+v1::UpdateRequest PoolMessage(size_t begin, size_t n) {
+  v1::UpdateRequest message;
+  for (size_t i = begin; i < begin + n; ++i) *message.add_samples() = Labeled(fixture->updates, i);
+  return message;
+}
+
+// `n` copies of a checkerboard (a pattern no Fashion-MNIST class resembles) labelled "checkerboard".
+v1::UpdateRequest CheckerboardMessage(int n) {
+  std::string pixels(kInputSize, '\0');
+  for (int y = 0; y < 28; ++y) {
+    for (int x = 0; x < 28; ++x) pixels[y * 28 + x] = ((x / 4 + y / 4) % 2) ? '\xff' : '\0';
+  }
+  v1::UpdateRequest message;
+  for (int i = 0; i < n; ++i) {
+    v1::LabeledSample* sample = message.add_samples();
+    sample->mutable_sample()->set_pixels(pixels);
+    sample->set_label("checkerboard");
+  }
+  return message;
+}
+
+// The decision counts of a Stats reply, by reason, as "reason:applied" -> count.
+std::map<std::string, uint64_t> Decisions(const v1::Stats& stats) {
+  std::map<std::string, uint64_t> counts;
+  for (const v1::DecisionCount& d : stats.decisions()) {
+    counts[absl::StrCat(d.reason(), d.applied() ? ":applied" : ":deferred")] = d.count();
+  }
+  return counts;
+}
+
+// a == b to a relative 1e-12 (sums of the same terms in another order).
+void ExpectJoulesEq(double actual, double expected, const std::string& what) {
+  EXPECT_NEAR(actual, expected, 1e-12 * std::max(std::abs(expected), 1e-30)) << what;
+}
+
+// Predict, ExtractFeatures and Update replies carry joules that follow the documented work models
+// exactly (deterministic counts x the table's constants), scale linearly with the batch, and add up
+// to GetStats' cumulative figures.
+TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
+  const model::Bundle& bundle = *fixture->bundle;
+  const int d = bundle.lower.feature_size();
+  const int c = static_cast<int>(bundle.upper.labels().size());
+  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
+  ASSERT_TRUE(table.ok()) << table.status();
+  // One image through the lower tier, and one feature row through the readout (service.h's
+  // ReadoutCounts: d * c fp32 MACs, c scores written).
+  const double lower1 = fpga::Joules(
+      server::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1), *table);
+  const double readout1 =
+      (static_cast<double>(d) * c * table->fp32_mac_pj + 4.0 * c * table->dram_pj_per_byte) * 1e-12;
+  ASSERT_GT(lower1, 0);
+  ASSERT_GT(readout1, 0);
+
+  absl::StatusOr<v1::PredictResponse> one = client().Predict(Probe(1));
+  ASSERT_TRUE(one.ok()) << one.status();
+  ExpectJoulesEq(one->energy().lower_tier_joules(), lower1, "Predict x1, lower");
+  ExpectJoulesEq(one->energy().upper_tier_joules(), readout1, "Predict x1, upper");
+  absl::StatusOr<v1::PredictResponse> eight = client().Predict(Probe(8));
+  ASSERT_TRUE(eight.ok()) << eight.status();
+  ExpectJoulesEq(eight->energy().lower_tier_joules(), 8 * one->energy().lower_tier_joules(),
+                 "Predict x8, lower");
+  ExpectJoulesEq(eight->energy().upper_tier_joules(), 8 * one->energy().upper_tier_joules(),
+                 "Predict x8, upper");
+
+  v1::ExtractFeaturesRequest extract;
+  for (int i = 0; i < 4; ++i) *extract.add_samples() = PixelSample(fixture->heldout, i);
+  absl::StatusOr<v1::ExtractFeaturesResponse> features = client().ExtractFeatures(extract);
+  ASSERT_TRUE(features.ok()) << features.status();
+  ExpectJoulesEq(features->energy().lower_tier_joules(), 4 * lower1, "ExtractFeatures x4");
+  EXPECT_EQ(features->energy().upper_tier_joules(), 0);
+
+  // An Update of two messages (10 and 30 samples, each absorbed in one chunk), refreshed once at
+  // the end (stream-end): the refresh re-factors G, as the reference upper tier's first Refresh.
+  const std::vector<v1::UpdateRequest> messages = {PoolMessage(0, 10), PoolMessage(10, 30)};
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->accepted(), 40u);
+  const v1::PhaseEnergy& energy = summary->energy();
+  ExpectJoulesEq(energy.lower_tier_inference_joules(), 40 * lower1, "Update, lower tier");
+  ExpectJoulesEq(energy.readout_inference_joules(), 40 * readout1, "Update, prequential readout");
+  ExpectJoulesEq(energy.absorb_joules(),
+                 fpga::Joules(server::AbsorbCounts(d, c, 10), *table) +
+                     fpga::Joules(server::AbsorbCounts(d, c, 30), *table),
+                 "Update, absorb");
+  model::UpperTier reference = bundle.upper;
+  ReferenceAbsorb(reference, ToMatrix(fixture->updates, 0, 40),
+                  std::vector<std::string>(fixture->updates.labels.begin(),
+                                           fixture->updates.labels.begin() + 40));
+  ASSERT_TRUE(reference.Refresh().ok());
+  ExpectJoulesEq(energy.refresh_joules(),
+                 fpga::Joules(server::RefreshReportCounts(reference.last_refresh(), d, c), *table),
+                 "Update, refresh");
+  EXPECT_GT(energy.refresh_joules(), 0);
+  ExpectJoulesEq(energy.total_joules(),
+                 energy.lower_tier_inference_joules() + energy.readout_inference_joules() +
+                     energy.absorb_joules() + energy.refresh_joules(),
+                 "Update, total");
+  EXPECT_EQ(summary->refreshes(), 1u);
+  EXPECT_TRUE(summary->readout_current());
+
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->energy_table().name(), "cpu");
+  EXPECT_DOUBLE_EQ(stats->energy_table().fp32_mac_pj(), table->fp32_mac_pj);
+  EXPECT_DOUBLE_EQ(stats->energy_table().fp64_mac_pj(), table->fp64_mac_pj);
+  EXPECT_DOUBLE_EQ(stats->energy_table().dram_pj_per_byte(), table->dram_pj_per_byte);
+  EXPECT_EQ(stats->device(), "float");
+  const v1::PhaseEnergy& total = stats->energy();
+  ExpectJoulesEq(total.lower_tier_inference_joules(), (1 + 8 + 4 + 40) * lower1,
+                 "Stats, lower tier");
+  ExpectJoulesEq(total.readout_inference_joules(), (1 + 8 + 40) * readout1, "Stats, readout");
+  ExpectJoulesEq(total.absorb_joules(), energy.absorb_joules(), "Stats, absorb");
+  ExpectJoulesEq(total.refresh_joules(), energy.refresh_joules(), "Stats, refresh");
+  ExpectJoulesEq(total.total_joules(),
+                 total.lower_tier_inference_joules() + total.readout_inference_joules() +
+                     total.absorb_joules() + total.refresh_joules(),
+                 "Stats, total");
+  ExpectJoulesEq(stats->energy_by_tier().lower_tier_joules(), total.lower_tier_inference_joules(),
+                 "Stats, lower tier by tier");
+  ExpectJoulesEq(stats->energy_by_tier().upper_tier_joules(),
+                 total.readout_inference_joules() + total.absorb_joules() + total.refresh_joules(),
+                 "Stats, upper tier by tier");
+  EXPECT_EQ(stats->prequential_samples(), 40u);
+  EXPECT_EQ(stats->prequential_errors(), summary->prequential_errors());
+  EXPECT_LT(summary->prequential_errors(), 40u);  // the bundle's readout knows these classes
+}
+
+// The default policy, stream-end: one version per stream, whatever the number of messages.
+TEST_F(ServerTest, StreamEndPublishesOneVersionPerStream) {
+  for (int stream = 0; stream < 2; ++stream) {
+    const std::vector<v1::UpdateRequest> messages = {
+        PoolMessage(30 * stream, 10), PoolMessage(30 * stream + 10, 10),
+        PoolMessage(30 * stream + 20, 10)};
+    absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_EQ(summary->model_version(), 2u + stream);
+    EXPECT_EQ(summary->refreshes(), 1u);
+    EXPECT_TRUE(summary->readout_current());
+  }
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->update_policy(), "stream-end");
+  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{
+                                   {"stream-end:applied", 2}, {"until-stream-end:deferred", 6}}));
+  EXPECT_EQ(stats->updates_applied(), 2u);
+  EXPECT_EQ(stats->pending_samples(), 0u);
+}
+
+class PolicyServerTest : public ServerTest {
+ protected:
+  void SetUp() override {}  // each test starts its own server with its policy flags
+
+  void StartServer(const std::vector<std::string>& args) {
+    ASSERT_NE(fixture, nullptr) << "building the test model failed";
+    server_ = ServerProcess::Start(fixture->bundle_path, args);
+    ASSERT_NE(server_, nullptr);
+  }
+};
+
+// eager: a version per message, and the last one equals the batch fit on everything absorbed.
+TEST_F(PolicyServerTest, EagerPublishesAVersionPerMessage) {
+  StartServer({"--update_policy=eager"});
+  const std::vector<v1::UpdateRequest> messages = {PoolMessage(0, 10), PoolMessage(10, 20),
+                                                   PoolMessage(30, 15)};
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 45u);
+  EXPECT_EQ(summary->model_version(), 4u);
+  EXPECT_EQ(summary->refreshes(), 3u);
+  EXPECT_TRUE(summary->readout_current());
+  EXPECT_GT(summary->energy().refresh_joules(), 0);
+
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->update_policy(), "eager");
+  EXPECT_EQ(Decisions(*stats),
+            (std::map<std::string, uint64_t>{{"every-message:applied", 3}}));
+  EXPECT_EQ(stats->updates_applied(), 3u);
+  EXPECT_EQ(stats->model_version(), 4u);
+  ExpectJoulesEq(stats->energy().refresh_joules(), summary->energy().refresh_joules(),
+                 "refresh joules");
+
+  model::UpperTier reference = fixture->bundle->upper;
+  ReferenceAbsorb(reference, ToMatrix(fixture->updates, 0, 45),
+                  std::vector<std::string>(fixture->updates.labels.begin(),
+                                           fixture->updates.labels.begin() + 45));
+  absl::StatusOr<v1::PredictResponse> predicted = client().Predict(Probe());
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  EXPECT_EQ(predicted->model_version(), 4u);
+  ExpectScoresNear(ScoresOf(*predicted),
+                   ReferenceScores(reference, ToMatrix(fixture->heldout, 0, 16)));
+}
+
+// periodic by samples: a refresh once 25 samples have arrived since the last one.
+TEST_F(PolicyServerTest, PeriodicRefreshesWhenTheSamplesAreDue) {
+  StartServer({"--update_policy=periodic", "--policy_period_samples=25", "--policy_period=0"});
+  const std::vector<v1::UpdateRequest> messages = {PoolMessage(0, 10), PoolMessage(10, 10),
+                                                   PoolMessage(20, 10), PoolMessage(30, 10)};
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->refreshes(), 1u);
+  EXPECT_EQ(summary->model_version(), 2u);
+  // The fourth message's samples wait for the next due refresh.
+  EXPECT_FALSE(summary->readout_current());
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{{"samples-due:applied", 1},
+                                                                {"not-due:deferred", 3}}));
+  EXPECT_EQ(stats->pending_samples(), 10u);
+  absl::StatusOr<v1::ModelInfo> info = client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->samples_seen(), static_cast<uint64_t>(kTrainImages + 30));
+}
+
+// energy-aware with no value on avoided errors: only a new class refreshes (and may overdraw the
+// budget); everything else is deferred as not worth its joules.
+TEST_F(PolicyServerTest, EnergyAwareRefreshesForANewClassOnly) {
+  StartServer({"--update_policy=energy-aware", "--policy_joules_per_error=0",
+               "--policy_budget_watts=0", "--policy_burst_joules=0"});
+  const std::vector<v1::UpdateRequest> messages = {PoolMessage(0, 10), CheckerboardMessage(10),
+                                                   PoolMessage(10, 10)};
+  absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 30u);
+  EXPECT_THAT(summary->new_labels(), ElementsAre("checkerboard"));
+  EXPECT_EQ(summary->refreshes(), 1u);
+  EXPECT_EQ(summary->model_version(), 2u);
+  EXPECT_FALSE(summary->readout_current());
+  // Every checkerboard was a class the readout did not know: 10 prequential errors at least.
+  EXPECT_GE(summary->prequential_errors(), 10u);
+
+  absl::StatusOr<v1::Stats> stats = client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(stats->update_policy(), "energy-aware");
+  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{{"new-class:applied", 1},
+                                                                {"gain-too-small:deferred", 2}}));
+  EXPECT_EQ(stats->updates_applied(), 1u);
+  EXPECT_EQ(stats->pending_samples(), 10u);
+  // The new-class refresh was taken from an empty bucket: a debt of exactly its joules.
+  EXPECT_LT(stats->budget_balance_joules(), 0);
+
+  // Version 2 includes the checkerboards (the new-class refresh ran after absorbing them).
+  v1::PredictRequest request;
+  *request.add_samples() = CheckerboardMessage(1).samples(0).sample();
+  absl::StatusOr<v1::PredictResponse> predicted = client().Predict(request);
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  EXPECT_EQ(predicted->model_version(), 2u);
+  EXPECT_EQ(predicted->predictions(0).label(), "checkerboard");
+}
+
+TEST(ServerStartupTest, UnknownUpdatePolicyIsAUsageError) {
+  const pid_t pid = ServerProcess::Spawn(
+      {"--bundle=/nonexistent/strata/model.bundle", "--address=127.0.0.1:0",
+       "--update_policy=sometimes"});
   ASSERT_GT(pid, 0);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
