@@ -76,9 +76,7 @@ int Run() {
     std::fprintf(stderr, "strata-bench-lower: %s\n", train.status().ToString().c_str());
     return 1;
   }
-  model::MatrixF images(static_cast<Eigen::Index>(train->size()),
-                        static_cast<Eigen::Index>(train->image_size()));
-  for (Eigen::Index i = 0; i < images.size(); ++i) images.data()[i] = train->pixels[i] / 255.0f;
+  const model::MatrixF images = model::PixelsToMatrix(train->pixels, train->image_size());
 
   std::printf("strata-bench-lower: the lower tier end to end, float vs int8 backends\n\n");
   const bench::MachinePeak peak = bench::MeasureMachinePeak();

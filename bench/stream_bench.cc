@@ -119,11 +119,9 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
     // Prequential: predict with the current readout before absorbing.
     std::vector<uint8_t> errors(k, 1);
     if (have_readout) {
-      const MatrixF scores = readout.Scores(h);
+      const std::vector<int> predicted = readout.Classify(h);
       for (int i = 0; i < k; ++i) {
-        Eigen::Index best;
-        scores.row(i).maxCoeff(&best);
-        errors[i] = readout.labels[best] == stream.labels[start + i] ? 0 : 1;
+        errors[i] = readout.labels[predicted[i]] == stream.labels[start + i] ? 0 : 1;
       }
     }
     bool new_class = false;
@@ -277,9 +275,7 @@ int Main() {
     return 1;
   }
   const size_t fit = absl::GetFlag(FLAGS_fit_images);
-  MatrixF all(static_cast<Eigen::Index>(images->size()),
-              static_cast<Eigen::Index>(images->image_size()));
-  for (Eigen::Index i = 0; i < all.size(); ++i) all.data()[i] = images->pixels[i] / 255.0f;
+  const MatrixF all = model::PixelsToMatrix(images->pixels, images->image_size());
 
   model::LowerTierSpec spec;
   spec.filters = absl::GetFlag(FLAGS_filters);

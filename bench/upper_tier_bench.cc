@@ -67,23 +67,9 @@ double Since(Clock::time_point start) {
   return std::chrono::duration<double>(Clock::now() - start).count();
 }
 
-MatrixF ToMatrix(const data::LabeledImages& images) {
-  MatrixF m(static_cast<Eigen::Index>(images.size()),
-            static_cast<Eigen::Index>(images.image_size()));
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = images.pixels[i] / 255.0f;
-  return m;
-}
-
 double Accuracy(const Readout& readout, const MatrixF& features,
                 const std::vector<std::string>& labels) {
-  const MatrixF scores = readout.Scores(features);
-  size_t correct = 0;
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best;
-    scores.row(i).maxCoeff(&best);
-    correct += readout.labels[best] == labels[i];
-  }
-  return 100.0 * correct / scores.rows();
+  return 100.0 * readout.CountCorrect(features, labels) / features.rows();
 }
 
 // Readout columns of `b` reordered to `a`'s labels, then ||b - a||_F / ||a||_F.
@@ -398,14 +384,14 @@ int Run() {
     }
     model::LowerTierSpec spec;
     spec.expansion = absl::GetFlag(FLAGS_expansion);
-    const MatrixF images = ToMatrix(*train);
+    const MatrixF images = model::PixelsToMatrix(train->pixels, train->image_size());
     absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
     if (!lower.ok()) {
       std::fprintf(stderr, "strata-bench-upper: %s\n", lower.status().ToString().c_str());
       return 1;
     }
     f.train = lower->Features(images);
-    f.test = lower->Features(ToMatrix(*test));
+    f.test = lower->Features(model::PixelsToMatrix(test->pixels, test->image_size()));
     f.train_labels = train->labels;
     f.test_labels = test->labels;
     std::printf("data: lower tier (default spec, expansion %d) fit on %zu Fashion-MNIST training "

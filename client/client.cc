@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "base/file.h"
 
 namespace strata::client {
 
@@ -21,8 +22,41 @@ std::shared_ptr<grpc::Channel> CreateInsecureChannel(const std::string& target,
   return grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), arguments);
 }
 
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target,
+                                             const ClientOptions& options) {
+  if (!options.tls) return CreateInsecureChannel(target, options.max_receive_message_bytes);
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = options.tls_root_certs_pem;
+  ssl.pem_cert_chain = options.tls_cert_chain_pem;
+  ssl.pem_private_key = options.tls_private_key_pem;
+  grpc::ChannelArguments arguments;
+  arguments.SetMaxReceiveMessageSize(options.max_receive_message_bytes);
+  return grpc::CreateCustomChannel(target, grpc::SslCredentials(ssl), arguments);
+}
+
+absl::Status LoadTlsFiles(const std::string& ca_path, const std::string& cert_path,
+                          const std::string& key_path, ClientOptions* options) {
+  if (cert_path.empty() != key_path.empty()) {
+    return absl::InvalidArgumentError("a client certificate needs both its chain and its key");
+  }
+  struct File {
+    const std::string& path;
+    std::string* pem;
+  };
+  for (const File& file : {File{ca_path, &options->tls_root_certs_pem},
+                           File{cert_path, &options->tls_cert_chain_pem},
+                           File{key_path, &options->tls_private_key_pem}}) {
+    if (file.path.empty()) continue;
+    absl::StatusOr<std::string> contents = base::ReadFile(file.path);
+    if (!contents.ok()) return contents.status();
+    *file.pem = *std::move(contents);
+  }
+  options->tls = true;
+  return absl::OkStatus();
+}
+
 Client::Client(const std::string& target, ClientOptions options)
-    : Client(CreateInsecureChannel(target, options.max_receive_message_bytes), options) {}
+    : Client(CreateChannel(target, options), options) {}
 
 Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
     : channel_(std::move(channel)),
@@ -33,6 +67,9 @@ Client::Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options)
 void Client::PrepareContext(grpc::ClientContext* context) const {
   context->set_deadline(std::chrono::system_clock::now() +
                         absl::ToChronoMilliseconds(options_.timeout));
+  if (!options_.auth_token.empty()) {
+    context->AddMetadata("authorization", absl::StrCat("Bearer ", options_.auth_token));
+  }
 }
 
 absl::StatusOr<v1::ExtractFeaturesResponse> Client::ExtractFeatures(
@@ -88,6 +125,15 @@ absl::StatusOr<v1::ModelInfo> Client::GetModelInfo() {
   PrepareContext(&context);
   v1::ModelInfo response;
   grpc::Status status = stub_->GetModelInfo(&context, v1::GetModelInfoRequest(), &response);
+  if (!status.ok()) return FromGrpcStatus(status);
+  return response;
+}
+
+absl::StatusOr<v1::SnapshotInfo> Client::Snapshot() {
+  grpc::ClientContext context;
+  PrepareContext(&context);
+  v1::SnapshotInfo response;
+  grpc::Status status = stub_->Snapshot(&context, v1::SnapshotRequest(), &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }

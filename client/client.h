@@ -30,6 +30,19 @@ struct ClientOptions {
   // Largest reply accepted, in bytes. Default unlimited (-1): an ExtractFeatures reply for a full
   // batch can hold tens of MB, over gRPC's default 4 MB limit.
   int max_receive_message_bytes = -1;
+
+  // Transport security. Default plaintext. With `tls` the channel is TLS and the server's
+  // certificate must be signed by one of `tls_root_certs_pem` (PEM; empty: the system's default
+  // roots) and name the target's host. For mutual TLS, `tls_cert_chain_pem` and
+  // `tls_private_key_pem` are the client's certificate and key (both or neither).
+  bool tls = false;
+  std::string tls_root_certs_pem;
+  std::string tls_cert_chain_pem;
+  std::string tls_private_key_pem;
+  // If non-empty, every call carries the metadata "authorization: Bearer <auth_token>" (servers
+  // started with a token require it on Update and Snapshot). Default: none. Over a plaintext
+  // channel the token is visible to anyone on the path: use TLS off loopback.
+  std::string auth_token;
 };
 
 // The serving status reported by the standard health service.
@@ -37,8 +50,8 @@ enum class HealthStatus { kUnknown, kServing, kNotServing };
 
 class Client {
  public:
-  // A client for the server at `target` ("host:port", or any gRPC target URI), over an insecure
-  // (plaintext) channel. Does not connect yet: the first call does.
+  // A client for the server at `target` ("host:port", or any gRPC target URI), over a channel
+  // made by CreateChannel(target, options). Does not connect yet: the first call does.
   explicit Client(const std::string& target, ClientOptions options = {});
   // A client over an existing channel (shared, not owned exclusively).
   Client(std::shared_ptr<grpc::Channel> channel, ClientOptions options);
@@ -55,6 +68,8 @@ class Client {
   absl::StatusOr<v1::UpdateSummary> Update(std::span<const v1::UpdateRequest> messages);
 
   absl::StatusOr<v1::ModelInfo> GetModelInfo();
+  // Asks a server with --state_dir for a snapshot (FAILED_PRECONDITION without one).
+  absl::StatusOr<v1::SnapshotInfo> Snapshot();
   absl::StatusOr<v1::Stats> GetStats();
 
   // The health service's status for `service` ("" for the whole server). NOT_FOUND if the server
@@ -78,6 +93,17 @@ class Client {
 
 // The absl::Status with the same code and message as `status`.
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// A channel to `target` as `options` say: plaintext or TLS (tls_*), accepting replies up to
+// options.max_receive_message_bytes. (The auth token is added per call by Client, not here.)
+std::shared_ptr<grpc::Channel> CreateChannel(const std::string& target,
+                                             const ClientOptions& options);
+
+// Fills the TLS fields of `options` from PEM files: `ca_path` (trusted roots; may be empty for the
+// system's), `cert_path` and `key_path` (the client certificate, both or neither). Sets
+// options->tls. Fails with NOT_FOUND / INVALID_ARGUMENT naming the file.
+absl::Status LoadTlsFiles(const std::string& ca_path, const std::string& cert_path,
+                          const std::string& key_path, ClientOptions* options);
 
 // A plaintext channel to `target` that accepts replies up to `max_receive_message_bytes` (-1: any).
 std::shared_ptr<grpc::Channel> CreateInsecureChannel(const std::string& target,

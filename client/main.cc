@@ -3,12 +3,16 @@
 //   strata predict --data=SRC [--offset=N] [--limit=N] [--batch=256]
 //   strata update  --data=SRC [--offset=N] [--limit=N] [--batch=500]
 //   strata info | stats
+//   strata snapshot
 //   strata health [--wait=10s]
+//   common: --server=HOST:PORT --timeout=10m [--tls] [--tls_ca=PEM] [--tls_cert=PEM --tls_key=PEM]
+//           [--token_file=PATH]
 //
 // Exit codes: 0 success (for `health`: the server is SERVING); 1 the call or the data failed (for
 // `health`: not SERVING within --wait); 2 usage error.
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 #include <set>
 #include <string>
@@ -17,9 +21,11 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "base/file.h"
 #include "client/client.h"
 #include "data/dataset.h"
 
@@ -34,6 +40,15 @@ ABSL_FLAG(int32_t, batch, 0,
 ABSL_FLAG(absl::Duration, wait, absl::Seconds(10),
           "health: how long to wait for the server to report SERVING.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Deadline of each call.");
+ABSL_FLAG(bool, tls, false,
+          "Connect with TLS (implied by --tls_ca / --tls_cert); without --tls_ca the system's "
+          "root certificates are trusted.");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA certificates the server's certificate must chain to.");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate, for servers that need mutual TLS.");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, token_file, "",
+          "File holding the bearer token sent on every call (trailing whitespace ignored). "
+          "Without it, the STRATA_AUTH_TOKEN environment variable, if set.");
 
 namespace strata::client {
 namespace {
@@ -48,8 +63,10 @@ constexpr char kUsage[] =
     "  strata update  --data=SRC [--offset=N] [--limit=N] [--batch=500]   stream labelled samples\n"
     "  strata info                                                        the model served\n"
     "  strata stats                                                       the server's counters\n"
+    "  strata snapshot                                                    snapshot the state\n"
     "  strata health [--wait=10s]                                         exit 0 iff SERVING\n"
     "Common flags: --server=127.0.0.1:50051 --timeout=10m\n"
+    "  [--tls] [--tls_ca=PEM] [--tls_cert=PEM --tls_key=PEM] [--token_file=PATH]\n"
     "SRC: fashion-mnist:train | fashion-mnist:test | idx:IMAGES,LABELS | csv:PATH";
 
 int Fail(const std::string& what, const absl::Status& status) {
@@ -245,6 +262,39 @@ int Stats(Client& client) {
   return kExitOk;
 }
 
+int Snapshot(Client& client) {
+  absl::StatusOr<v1::SnapshotInfo> info = client.Snapshot();
+  if (!info.ok()) return Fail("Snapshot", info.status());
+  std::printf("snapshot %s: model version %llu, log position %llu, %llu samples seen, %llu bytes\n",
+              info->path().c_str(), static_cast<unsigned long long>(info->model_version()),
+              static_cast<unsigned long long>(info->log_position()),
+              static_cast<unsigned long long>(info->samples_seen()),
+              static_cast<unsigned long long>(info->bytes()));
+  return kExitOk;
+}
+
+// Reads the TLS and token flags into `options`.
+absl::Status ReadSecurityFlags(ClientOptions* options) {
+  const std::string ca = absl::GetFlag(FLAGS_tls_ca);
+  const std::string cert = absl::GetFlag(FLAGS_tls_cert);
+  const std::string key = absl::GetFlag(FLAGS_tls_key);
+  if (absl::GetFlag(FLAGS_tls) || !ca.empty() || !cert.empty() || !key.empty()) {
+    absl::Status loaded = LoadTlsFiles(ca, cert, key, options);
+    if (!loaded.ok()) return loaded;
+  }
+  const std::string token_file = absl::GetFlag(FLAGS_token_file);
+  std::string token;
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> contents = base::ReadFile(token_file);
+    if (!contents.ok()) return contents.status();
+    token = *std::move(contents);
+  } else if (const char* env = std::getenv("STRATA_AUTH_TOKEN"); env != nullptr) {
+    token = env;
+  }
+  options->auth_token = std::string(absl::StripTrailingAsciiWhitespace(token));
+  return absl::OkStatus();
+}
+
 int Health(Client& client) {
   const absl::Duration wait = absl::GetFlag(FLAGS_wait);
   absl::Status status = client.WaitUntilServing(wait);
@@ -264,12 +314,16 @@ int Main(int argc, char** argv) {
   }
   ClientOptions options;
   options.timeout = absl::GetFlag(FLAGS_timeout);
+  if (absl::Status security = ReadSecurityFlags(&options); !security.ok()) {
+    return UsageError(absl::StrCat("TLS / token flags: ", security.message()));
+  }
   Client client(absl::GetFlag(FLAGS_server), options);
   if (command == "predict") return Predict(client);
   if (command == "update") return Update(client);
   if (command == "info") return Info(client);
   if (command == "stats") return Stats(client);
   if (command == "health") return Health(client);
+  if (command == "snapshot") return Snapshot(client);
   return UsageError(absl::StrCat("unknown subcommand \"", command, "\""));
 }
 

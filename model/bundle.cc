@@ -1,5 +1,6 @@
 #include "model/bundle.h"
 
+#include <cmath>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +26,18 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& path) {
   base::RecordFileWriter w(kBundleKind);
   w.Scalar<uint64_t>("model.version", bundle.version);
   bundle.lower.Save(w);
+  if (const Int8Calibration& int8 = bundle.int8; !int8.empty()) {
+    const uint64_t k = int8.activation_scales.size();
+    if (int8.max_abs_activations.size() != k || int8.clipped_fractions.size() != k) {
+      return absl::InvalidArgumentError(
+          "bundle: the int8 calibration's per-stage vectors differ in length");
+    }
+    w.Scalar<double>("lower.int8.percentile", int8.percentile);
+    w.Scalar<uint64_t>("lower.int8.calibration_images", int8.calibration_images);
+    w.Tensor("lower.int8.activation_scale", int8.activation_scales.data(), {k});
+    w.Tensor("lower.int8.max_abs_activation", int8.max_abs_activations.data(), {k});
+    w.Tensor("lower.int8.clipped_fraction", int8.clipped_fractions.data(), {k});
+  }
 
   const Eigen::Index d = upper.feature_size();
   std::vector<double> packed;
@@ -76,10 +89,38 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& path) {
   for (Eigen::Index i = 0; i < static_cast<Eigen::Index>(d); ++i) {
     for (Eigen::Index j = 0; j <= i; ++j) gram(i, j) = gram(j, i) = *p++;
   }
+  // Optional int8 calibration: all five records or none.
+  Int8Calibration int8;
+  if (r.Has("lower.int8.activation_scale")) {
+    absl::StatusOr<double> percentile = r.Scalar<double>("lower.int8.percentile");
+    absl::StatusOr<uint64_t> images = r.Scalar<uint64_t>("lower.int8.calibration_images");
+    error.Update(percentile.status());
+    error.Update(images.status());
+    if (!error.ok()) return error;
+    int8.percentile = *percentile;
+    int8.calibration_images = *images;
+    // One scale per quantised stage of this lower tier; another count fails the shape check.
+    const uint64_t k = static_cast<uint64_t>(QuantizedLowerTier::QuantizedStageCount(*lower));
+    VectorF scales, max_abs;
+    Eigen::VectorXd clipped;
+    error.Update(r.Tensor<float>("lower.int8.activation_scale", {k}, scales));
+    error.Update(r.Tensor<float>("lower.int8.max_abs_activation", {k}, max_abs));
+    error.Update(r.Tensor<double>("lower.int8.clipped_fraction", {k}, clipped));
+    if (!error.ok()) return error;
+    int8.activation_scales.assign(scales.data(), scales.data() + k);
+    int8.max_abs_activations.assign(max_abs.data(), max_abs.data() + k);
+    int8.clipped_fractions.assign(clipped.data(), clipped.data() + k);
+    for (float scale : int8.activation_scales) {
+      if (!(scale > 0) || !std::isfinite(scale)) {
+        return r.Loss("lower.int8.activation_scale: a scale is not positive and finite");
+      }
+    }
+  }
+
   absl::StatusOr<UpperTier> upper = UpperTier::FromStatistics(
       *lambda, std::move(gram), std::move(cross), *std::move(labels), *samples_seen);
   if (!upper.ok()) return r.Loss(upper.status().message());
-  return Bundle{*std::move(lower), *std::move(upper), *version};
+  return Bundle{*std::move(lower), *std::move(upper), *version, std::move(int8)};
 }
 
 }  // namespace strata::model

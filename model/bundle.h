@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/lower_tier.h"
+#include "model/quantized_lower_tier.h"
 #include "model/upper_tier.h"
 
 namespace strata::model {
@@ -16,6 +17,9 @@ struct Bundle {
   LowerTier lower;
   UpperTier upper;
   uint64_t version = 1;  // the model version the bundle holds
+  // The int8 activation scales of `lower` (the optional "lower.int8.*" records); empty if the
+  // bundle has none (then it can be served in float only). Written by strata-train.
+  Int8Calibration int8 = {};
 };
 
 // Writes the bundle atomically: to PATH.tmp, fsync, rename to PATH, fsync of the directory.

@@ -58,6 +58,19 @@ QuantizedLowerTier::~QuantizedLowerTier() = default;
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
     const LowerTier& tier, const MatrixF& calibration_images, fpga::Backend& backend,
     const ActivationCalibration& calibration) {
+  if (!backend.info().has_dense_int8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
+  }
+  absl::StatusOr<Int8Calibration> scales =
+      CalibrateActivations(tier, calibration_images, calibration);
+  if (!scales.ok()) return scales.status();
+  return FromCalibration(tier, *scales, backend);
+}
+
+absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
+    const LowerTier& tier, const MatrixF& calibration_images,
+    const ActivationCalibration& calibration) {
   const Shape& input = tier.input_shape();
   if (calibration_images.cols() != tier.input_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -77,24 +90,15 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
         "quantised lower tier: activation percentile ", calibration.percentile,
         ", expected a value in (0, 100]"));
   }
-  if (!backend.info().has_dense_int8) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
-  }
 
-  QuantizedLowerTier q;
-  q.input_size_ = tier.input_size();
-  q.feature_size_ = tier.feature_size();
   const auto& stages = tier.stages();
   const size_t num_stages = stages.size();
-  q.plans_.resize(num_stages);
 
   // |x| at every quantised stage's input over the calibration images (float activations), each
   // chunk writing its own slice so the pass is deterministic.
   const Eigen::Index n = calibration_images.rows();
   std::vector<std::vector<float>> magnitudes(num_stages);
   for (size_t s = 0; s < num_stages; ++s) {
-    q.plans_[s].stage = stages[s].get();
     if (StageWeights(*stages[s]) != nullptr) {
       magnitudes[s].resize(static_cast<size_t>(n) * stages[s]->input_shape().size());
     }
@@ -121,7 +125,63 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
     }
   }
 
+  Int8Calibration result;
+  result.percentile = calibration.percentile;
+  result.calibration_images = static_cast<uint64_t>(n);
   for (size_t s = 0; s < num_stages; ++s) {
+    if (StageWeights(*stages[s]) == nullptr) continue;
+    std::vector<float>& values = magnitudes[s];
+    const float max_abs = values.empty() ? 0.0f : *std::max_element(values.begin(), values.end());
+    float range = Percentile(values, calibration.percentile);
+    if (!(range > 0)) range = max_abs > 0 ? max_abs : 1.0f;
+    const float activation_scale = range / kInt8Max;
+    const float saturation = (kInt8Max + 0.5f) * activation_scale;
+    size_t clipped = 0;
+    for (float v : values) clipped += v > saturation;
+    result.activation_scales.push_back(activation_scale);
+    result.max_abs_activations.push_back(max_abs);
+    result.clipped_fractions.push_back(
+        values.empty() ? 0.0 : static_cast<double>(clipped) / values.size());
+    std::vector<float>().swap(values);
+  }
+  return result;
+}
+
+absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
+    const LowerTier& tier, const Int8Calibration& calibration, fpga::Backend& backend) {
+  if (!backend.info().has_dense_int8) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
+  }
+  const auto& stages = tier.stages();
+  const size_t num_stages = stages.size();
+  const size_t quantized = static_cast<size_t>(QuantizedStageCount(tier));
+  const size_t k = calibration.activation_scales.size();
+  if (k != quantized) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantised lower tier: ", k, " activation scales for ", quantized,
+        " quantised stages (conv / expand / elm_ae)"));
+  }
+  for (size_t i = 0; i < k; ++i) {
+    const float scale = calibration.activation_scales[i];
+    if (!(scale > 0) || !std::isfinite(scale)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quantised lower tier: activation scale ", i, " is ", scale,
+          ", expected a positive finite value"));
+    }
+  }
+  auto informational = [&](const auto& values, size_t i) {
+    return values.size() == k ? values[i] : 0;
+  };
+
+  QuantizedLowerTier q;
+  q.input_size_ = tier.input_size();
+  q.feature_size_ = tier.feature_size();
+  q.calibration_ = calibration;
+  q.plans_.resize(num_stages);
+  size_t next_scale = 0;
+  for (size_t s = 0; s < num_stages; ++s) {
+    q.plans_[s].stage = stages[s].get();
     const MatrixF* weights = StageWeights(*stages[s]);
     if (weights == nullptr) continue;
     StagePlan& plan = q.plans_[s];
@@ -153,17 +213,11 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
     }
 
     // Activation scale.
-    std::vector<float>& values = magnitudes[s];
-    info.max_abs_activation = values.empty() ? 0.0f : *std::max_element(values.begin(), values.end());
-    float range = Percentile(values, calibration.percentile);
-    if (!(range > 0)) range = info.max_abs_activation > 0 ? info.max_abs_activation : 1.0f;
-    const float activation_scale = range / kInt8Max;
+    const size_t index = next_scale++;
+    const float activation_scale = calibration.activation_scales[index];
     info.activation_scale = activation_scale;
-    const float saturation = (kInt8Max + 0.5f) * activation_scale;
-    size_t clipped = 0;
-    for (float v : values) clipped += v > saturation;
-    info.clipped_fraction = values.empty() ? 0.0 : static_cast<double>(clipped) / values.size();
-    std::vector<float>().swap(values);
+    info.max_abs_activation = informational(calibration.max_abs_activations, index);
+    info.clipped_fraction = informational(calibration.clipped_fractions, index);
     plan.inverse_activation_scale = 1.0f / activation_scale;
 
     // Per-output-channel weight scales, int8 weights and the int32 bias.
@@ -308,6 +362,12 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::Features(const MatrixF& images,
   if (!status.ok()) return status;
   if (counts != nullptr) *counts = total;
   return features;
+}
+
+int QuantizedLowerTier::QuantizedStageCount(const LowerTier& tier) {
+  int count = 0;
+  for (const auto& stage : tier.stages()) count += StageWeights(*stage) != nullptr;
+  return count;
 }
 
 uint64_t QuantizedLowerTier::Int8MacsPerSample() const {

@@ -56,8 +56,24 @@ struct QuantizedStageInfo {
   float max_weight_scale = 0;
 };
 
-// Immutable after Calibrate. Thread-safe: Features is const and may be called concurrently (the
-// backend's DenseInt8Layer::Forward is thread-safe; xrt serialises calls on its compute unit).
+// The activation scales calibration chose, one entry per quantised stage (conv / expand / elm_ae,
+// in stage order): everything an int8 lower tier needs beyond the float stages' parameters (the
+// int8 weights and biases are a deterministic function of the float weights and these scales).
+// Stored in model bundles (docs/bundle-format.md, "lower.int8.*") so a server can run the int8
+// lower tier without calibration images.
+struct Int8Calibration {
+  double percentile = 0;            // ActivationCalibration::percentile used
+  uint64_t calibration_images = 0;  // images the scales were measured on
+  std::vector<float> activation_scales;    // s_x, > 0 and finite
+  std::vector<float> max_abs_activations;  // max |x| over the calibration values (informational)
+  std::vector<double> clipped_fractions;   // values saturated at s_x (informational), in [0, 1]
+
+  bool empty() const { return activation_scales.empty(); }
+};
+
+// Immutable after Calibrate / FromCalibration. Thread-safe: Features is const and may be called
+// concurrently (the backend's DenseInt8Layer::Forward is thread-safe; xrt serialises calls on its
+// compute unit).
 // Ownership: owns its int8 layers (resident on the backend). It keeps pointers to the LowerTier's
 // stages (the float host stages) and to nothing else: those stages (owned by the LowerTier, or by
 // whatever LowerTier it was moved into) and the backend must outlive this object.
@@ -75,6 +91,26 @@ class QuantizedLowerTier {
                                                       fpga::Backend& backend,
                                                       const ActivationCalibration& calibration = {});
 
+  // Only the calibration pass of Calibrate: the activation scales of `tier`'s quantised stages on
+  // `calibration_images`, no backend needed. Same errors as Calibrate's for the images and the
+  // percentile. Deterministic for the same inputs.
+  static absl::StatusOr<Int8Calibration> CalibrateActivations(
+      const LowerTier& tier, const MatrixF& calibration_images,
+      const ActivationCalibration& calibration = {});
+
+  // Quantises `tier` for `backend` with stored scales (e.g. from a bundle): the same layers
+  // Calibrate loads when its calibration pass yields `calibration`, so the features are bit-exact
+  // with those of the calibrating object. INVALID_ARGUMENT if the number of scales differs from
+  // the number of quantised stages of `tier` or a scale is not positive and finite; otherwise the
+  // errors of Calibrate after its calibration pass.
+  static absl::StatusOr<QuantizedLowerTier> FromCalibration(const LowerTier& tier,
+                                                            const Int8Calibration& calibration,
+                                                            fpga::Backend& backend);
+
+  // The number of stages of `tier` that run as int8 layers (conv, expand, elm_ae): the length of
+  // Int8Calibration::activation_scales for it.
+  static int QuantizedStageCount(const LowerTier& tier);
+
   QuantizedLowerTier(QuantizedLowerTier&&) = default;
   QuantizedLowerTier& operator=(QuantizedLowerTier&&) = default;
   ~QuantizedLowerTier();
@@ -91,6 +127,8 @@ class QuantizedLowerTier {
   // int8 multiply-accumulates per image: the sum of the quantised stages' MacsPerSample().
   uint64_t Int8MacsPerSample() const;
   const std::vector<QuantizedStageInfo>& quantized_stages() const { return infos_; }
+  // The scales this object runs with (to store them in a bundle).
+  const Int8Calibration& calibration() const { return calibration_; }
   // One line per quantised stage (scales, clipping), for logs.
   std::vector<std::string> Describe() const;
 
@@ -117,6 +155,7 @@ class QuantizedLowerTier {
 
   std::vector<StagePlan> plans_;
   std::vector<QuantizedStageInfo> infos_;
+  Int8Calibration calibration_;
   int input_size_ = 0;
   int feature_size_ = 0;
 };

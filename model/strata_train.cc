@@ -42,7 +42,9 @@ ABSL_FLAG(std::string, int8_backend, "none",
           "After the float fit, also evaluate the lower tier quantised to int8 on this backend "
           "(cpu, emu, xrt, auto; none: skip). Reports test accuracy with float and int8 features");
 ABSL_FLAG(size_t, int8_calibration_images, 2000,
-          "Training images (the first ones) that calibrate the int8 activation scales");
+          "Training images (the first ones) that calibrate the int8 activation scales. The scales "
+          "(at the first --int8_percentiles value) are always stored in the bundle, so that "
+          "strata-server can run the lower tier in int8 (--device); 0 stores none (float only)");
 ABSL_FLAG(std::vector<std::string>, int8_percentiles, {"99.99"},
           "Percentiles of |activation| that set the int8 activation scales (100: the maximum); "
           "with several (e.g. 99.99,100) each is calibrated and evaluated, the first re-solved");
@@ -244,6 +246,7 @@ int Run() {
     }
     int8_percentiles.push_back(value);
   }
+  if (int8_percentiles.empty()) int8_percentiles.push_back(99.99);
   const model::MatrixF train_images = ToMatrix(*train);
   std::printf("data     %zu training images %dx%d from %s (offset %zu), %zu test images\n",
               train->size(), train->height, train->width, absl::GetFlag(FLAGS_train).c_str(),
@@ -322,9 +325,30 @@ int Run() {
     }
   }
 
+  // The int8 activation scales, stored in the bundle: a float pass over a couple of thousand
+  // images (about a second), so every bundle can be served in int8 (strata-server --device).
+  model::Int8Calibration int8;
+  if (const size_t n = absl::GetFlag(FLAGS_int8_calibration_images); n > 0) {
+    phase = absl::Now();
+    const Eigen::Index rows =
+        std::min<Eigen::Index>(train_images.rows(), static_cast<Eigen::Index>(n));
+    absl::StatusOr<model::Int8Calibration> calibrated =
+        model::QuantizedLowerTier::CalibrateActivations(*lower, train_images.topRows(rows),
+                                                        {.percentile = int8_percentiles[0]});
+    if (!calibrated.ok()) {
+      std::fprintf(stderr, "strata-train: int8 calibration: %s\n",
+                   calibrated.status().ToString().c_str());
+      return 1;
+    }
+    int8 = *std::move(calibrated);
+    std::printf("int8     scales for %zu stages calibrated on %td training images "
+                "(percentile %g) in %.2f s, stored in the bundle\n",
+                int8.activation_scales.size(), rows, int8.percentile, Seconds(phase));
+  }
+
   phase = absl::Now();
   const std::string out = absl::GetFlag(FLAGS_out);
-  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+  model::Bundle bundle{*std::move(lower), std::move(upper), 1, std::move(int8)};
   if (absl::Status s = model::WriteBundle(bundle, out); !s.ok()) {
     std::fprintf(stderr, "strata-train: %s\n", s.ToString().c_str());
     return 1;

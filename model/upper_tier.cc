@@ -12,6 +12,26 @@
 #include "absl/strings/str_cat.h"
 
 namespace strata::model {
+
+std::vector<int> Readout::Classify(const MatrixF& features) const {
+  const MatrixF scores = Scores(features);
+  std::vector<int> classes(scores.rows());
+  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+    Eigen::Index best = 0;
+    scores.row(i).maxCoeff(&best);
+    classes[i] = static_cast<int>(best);
+  }
+  return classes;
+}
+
+size_t Readout::CountCorrect(const MatrixF& features, std::span<const std::string> labels) const {
+  const std::vector<int> classes = Classify(features);
+  size_t correct = 0;
+  for (size_t i = 0; i < classes.size() && i < labels.size(); ++i) {
+    correct += this->labels[classes[i]] == labels[i];
+  }
+  return correct;
+}
 namespace {
 
 // Edge of the square blocks of the symmetric rank-k update and of the blocked Cholesky: large

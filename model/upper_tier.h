@@ -46,6 +46,10 @@ struct Readout {
 
   // Class scores for a batch of feature rows: rows x C.
   MatrixF Scores(const MatrixF& features) const { return features * weights; }
+  // The class index with the highest score, per feature row.
+  std::vector<int> Classify(const MatrixF& features) const;
+  // How many feature rows are classified as their label (labels[i] belongs to row i).
+  size_t CountCorrect(const MatrixF& features, std::span<const std::string> labels) const;
 };
 
 // How the upper tier's readout is recomputed.

@@ -13,6 +13,8 @@ PACKAGES=(
   dataset-fashion-mnist
   # the PNG plot of strata-bench-stream
   gnuplot-nox
+  # tests: certificates for the TLS tests, JSON / YAML checks of ghz reports and deploy/ manifests
+  openssl python3 python3-yaml
 )
 
 missing=()

@@ -87,7 +87,12 @@ fpga::OpCounts CheapestRefreshCounts(int d, int classes, int rows) {
 
 double EnergyMeter::Charge(EnergyPhase phase, const fpga::OpCounts& counts,
                            RequestEnergy* request) {
-  const double joules = fpga::Joules(counts, table_);
+  return Charge(phase, counts, table_, request);
+}
+
+double EnergyMeter::Charge(EnergyPhase phase, const fpga::OpCounts& counts,
+                           const fpga::EnergyTable& table, RequestEnergy* request) {
+  const double joules = fpga::Joules(counts, table);
   const int i = static_cast<int>(phase);
   {
     absl::MutexLock lock(&mutex_);

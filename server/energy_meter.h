@@ -100,6 +100,12 @@ class EnergyMeter {
   // joules charged.
   double Charge(EnergyPhase phase, const fpga::OpCounts& counts, RequestEnergy* request = nullptr);
 
+  // The same, priced with `table` instead of the meter's: for work done on another device than
+  // the one the meter's table describes (e.g. the int8 lower tier on an FPGA backend, priced with
+  // that backend's table while the host's upper-tier work uses the meter's).
+  double Charge(EnergyPhase phase, const fpga::OpCounts& counts, const fpga::EnergyTable& table,
+                RequestEnergy* request = nullptr);
+
   // Charges joules measured or computed elsewhere (e.g. a backend with its own table).
   // `joules` must be >= 0; negative values are clamped to 0.
   void ChargeJoules(EnergyPhase phase, double joules, RequestEnergy* request = nullptr);

@@ -7,19 +7,25 @@
 // are cancelled), and the process exits 0.
 #include <signal.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstring>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/file.h"
@@ -28,6 +34,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/bundle.h"
+#include "server/device.h"
 #include "server/env.h"
 #include "server/model_store.h"
 #include "server/recovery.h"
@@ -54,6 +61,18 @@ ABSL_FLAG(uint64_t, log_segment_bytes, uint64_t{64} << 20,
           "With --state_dir: roll to a new update-log segment past this many bytes.");
 ABSL_FLAG(absl::Duration, shutdown_grace, absl::Seconds(5),
           "On SIGTERM / SIGINT, how long in-flight calls may run before they are cancelled.");
+ABSL_FLAG(std::string, tls_cert, "",
+          "PEM certificate chain of the server. With --tls_key: serve TLS only (no plaintext).");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert.");
+ABSL_FLAG(std::string, tls_client_ca, "",
+          "PEM CA certificates. If set (needs --tls_cert): mutual TLS, every client must present "
+          "a certificate signed by one of them.");
+ABSL_FLAG(std::string, auth_token_file, "",
+          "File holding the bearer token Update and Snapshot require (trailing whitespace is "
+          "ignored). Without it, the STRATA_AUTH_TOKEN environment variable, if set.");
+ABSL_FLAG(bool, auth_all, false,
+          "With a token: require it on every strata.v1.Strata call, not only Update and Snapshot "
+          "(health and reflection stay open).");
 ABSL_FLAG(std::string, update_policy, "stream-end",
           "When Update refreshes the readout: stream-end (once per stream, at its end), eager "
           "(after every message), periodic (--policy_period_samples / --policy_period) or "
@@ -72,6 +91,15 @@ ABSL_FLAG(double, policy_joules_per_error, 1e-3,
 ABSL_FLAG(std::string, policy_drift_detector, "adwin",
           "Drift detector on the prequential error stream: adwin or page-hinkley (energy-aware "
           "refreshes on its alarms; every policy but stream-end counts them).");
+ABSL_FLAG(std::string, device, "auto",
+          "Where the lower tier computes: float (Eigen fp32), cpu (int8 on the CPU backend), emu "
+          "(int8 on the FPGA kernels' C simulation: bit-exact with the card, slow), xrt (int8 on "
+          "an Alveo card; needs --xclbin) or auto (default: xrt if a card and --xclbin are "
+          "present, else cpu; float if the bundle has no int8 scales). cpu, emu and xrt need a "
+          "bundle with int8 scales (strata-train writes them) and refuse one without.");
+ABSL_FLAG(std::string, xclbin, "",
+          "xrt / auto: the xclbin holding the strata_dense_int8 and strata_gram_int8 kernels.");
+ABSL_FLAG(uint32_t, xrt_device_index, 0, "xrt / auto: the card's index in XRT's enumeration.");
 
 namespace strata::server {
 namespace {
@@ -97,6 +125,17 @@ struct Options {
   int inference_threads = 2;
   // Grace period for in-flight calls at shutdown. Default 5 s.
   absl::Duration shutdown_grace = absl::Seconds(5);
+  // TLS (docs/operations.md, "Security"): the server's PEM certificate chain and private key, read
+  // from --tls_cert / --tls_key. Both empty (default): plaintext. Both set: TLS only.
+  std::string tls_cert_pem;
+  std::string tls_key_pem;
+  // PEM CA certificates read from --tls_client_ca. Non-empty: mutual TLS, clients must present a
+  // certificate one of them signed. Default empty: clients are not asked for certificates.
+  std::string tls_client_ca_pem;
+  // The bearer token (--auth_token_file, else $STRATA_AUTH_TOKEN). Empty (default): no token
+  // needed. Otherwise Update and Snapshot need it, and every Strata call if auth_all.
+  std::string auth_token;
+  bool auth_all = false;
   // State directory (update log + snapshots). Default: none, and then nothing is durable: a crash
   // loses every update since the bundle was written. See docs/operations.md, "Durability".
   std::string state_dir;
@@ -112,10 +151,72 @@ struct Options {
   // energy-aware 1 mJ per avoided error, a 1 mW budget with a 0.1 J burst; ADWIN).
   std::string update_policy = "stream-end";
   UpdatePolicyOptions policy;
+  // Where the lower tier computes (server/device.h): "float", "cpu", "emu", "xrt" or "auto", with
+  // the xclbin and card index xrt uses. Default "auto": xrt with a card and an xclbin, else int8 on
+  // the CPU backend (as accurate as float within 0.1 points and faster), or float for a bundle
+  // without int8 scales (docs/operations.md, "Device").
+  DeviceOptions device;
 };
+
+// The contents of the file named by flag --`flag` (empty if `path` is empty).
+absl::StatusOr<std::string> ReadFlagFile(absl::string_view flag, const std::string& path) {
+  if (path.empty()) return std::string();
+  absl::StatusOr<std::string> contents = base::ReadFile(path);
+  if (!contents.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", flag, "=", path, ": ", contents.status().message()));
+  }
+  return contents;
+}
+
+// Reads the TLS and token flags into `options`.
+absl::Status ReadSecurityOptions(Options* options) {
+  absl::StatusOr<std::string> cert = ReadFlagFile("tls_cert", absl::GetFlag(FLAGS_tls_cert));
+  if (!cert.ok()) return cert.status();
+  absl::StatusOr<std::string> key = ReadFlagFile("tls_key", absl::GetFlag(FLAGS_tls_key));
+  if (!key.ok()) return key.status();
+  absl::StatusOr<std::string> client_ca =
+      ReadFlagFile("tls_client_ca", absl::GetFlag(FLAGS_tls_client_ca));
+  if (!client_ca.ok()) return client_ca.status();
+  if (cert->empty() != key->empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key must be given together");
+  }
+  if (!client_ca->empty() && cert->empty()) {
+    return absl::InvalidArgumentError("--tls_client_ca needs --tls_cert and --tls_key");
+  }
+  options->tls_cert_pem = *std::move(cert);
+  options->tls_key_pem = *std::move(key);
+  options->tls_client_ca_pem = *std::move(client_ca);
+
+  const std::string token_file = absl::GetFlag(FLAGS_auth_token_file);
+  std::string token;
+  if (!token_file.empty()) {
+    absl::StatusOr<std::string> contents = ReadFlagFile("auth_token_file", token_file);
+    if (!contents.ok()) return contents.status();
+    token = *std::move(contents);
+  } else if (const char* env = std::getenv("STRATA_AUTH_TOKEN"); env != nullptr) {
+    token = env;
+  }
+  token = std::string(absl::StripTrailingAsciiWhitespace(token));
+  if (token.empty() && (!token_file.empty() || std::getenv("STRATA_AUTH_TOKEN") != nullptr)) {
+    return absl::InvalidArgumentError(
+        "the bearer token (--auth_token_file or STRATA_AUTH_TOKEN) is empty");
+  }
+  if (token.find_first_of(" \t\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError("the bearer token must not contain whitespace");
+  }
+  options->auth_token = std::move(token);
+  options->auth_all = absl::GetFlag(FLAGS_auth_all);
+  if (options->auth_all && options->auth_token.empty()) {
+    return absl::InvalidArgumentError(
+        "--auth_all needs a token (--auth_token_file or STRATA_AUTH_TOKEN)");
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Options> ReadOptions() {
   Options options;
+  if (absl::Status security = ReadSecurityOptions(&options); !security.ok()) return security;
   options.bundle = absl::GetFlag(FLAGS_bundle);
   options.address = absl::GetFlag(FLAGS_address);
   options.port_file = absl::GetFlag(FLAGS_port_file);
@@ -147,6 +248,15 @@ absl::StatusOr<Options> ReadOptions() {
     return absl::InvalidArgumentError(
         absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options.log_segment_bytes));
   }
+  options.device.device = absl::GetFlag(FLAGS_device);
+  options.device.xclbin_path = absl::GetFlag(FLAGS_xclbin);
+  options.device.xrt_device_index = absl::GetFlag(FLAGS_xrt_device_index);
+  if (const std::vector<std::string> names = DeviceNames();
+      std::find(names.begin(), names.end(), options.device.device) == names.end()) {
+    return absl::InvalidArgumentError(absl::StrCat("--device=", options.device.device,
+                                                   ": expected one of ",
+                                                   absl::StrJoin(names, ", ")));
+  }
   if (options.bundle.empty()) return absl::InvalidArgumentError("--bundle is required");
   if (options.address.empty()) return absl::InvalidArgumentError("--address must not be empty");
   if (options.max_batch < 1) {
@@ -171,13 +281,15 @@ absl::StatusOr<Options> ReadOptions() {
 constexpr char kServiceName[] = "strata.v1.Strata";
 
 // Recovers --state_dir onto `bundle` (newest valid snapshot + log replay), opens the update log for
-// appending and makes `service` durable. Logs what it used, replayed and cut.
+// appending and makes `service` durable. Logs what it used, replayed and cut. Replayed samples'
+// features come from `int8_lower` if not null (the int8 device), else the float lower tier.
 absl::Status RecoverState(const Options& options, model::Bundle* bundle,
+                          const model::QuantizedLowerTier* int8_lower,
                           std::unique_ptr<UpdateLog>* update_log, StrataService* service) {
   const absl::Time start = absl::Now();
   Env* env = Env::Default();
   absl::StatusOr<RecoveryReport> report =
-      Recover(env, options.state_dir, options.max_batch, bundle);
+      Recover(env, options.state_dir, options.max_batch, bundle, int8_lower);
   if (!report.ok()) return report.status();
   if (report->torn_tail.has_value()) {
     const TornTail& tail = *report->torn_tail;
@@ -209,6 +321,17 @@ absl::Status RecoverState(const Options& options, model::Bundle* bundle,
   return absl::OkStatus();
 }
 
+// The listening port's credentials: TLS (mutual with a client CA) or plaintext.
+std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& options) {
+  if (options.tls_cert_pem.empty()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl(
+      options.tls_client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+                                        : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+  ssl.pem_root_certs = options.tls_client_ca_pem;
+  ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
+  return grpc::SslServerCredentials(ssl);
+}
+
 void SetServing(grpc::Server& server, bool serving) {
   grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
   health->SetServingStatus(kServiceName, serving);
@@ -216,12 +339,21 @@ void SetServing(grpc::Server& server, bool serving) {
 }
 
 int Run(const Options& options, const sigset_t& shutdown_signals) {
+  // The device first: a missing card fails before anything listens. Declared before the store,
+  // whose int8 lower tier runs on its backend.
+  absl::StatusOr<Device> device = OpenDevice(options.device);
+  if (!device.ok()) {
+    STRATA_LOG(ERROR) << "--device=" << options.device.device << ": " << device.status().message();
+    return 1;
+  }
+  STRATA_LOG(INFO) << "device " << device->name << ": " << device->description;
   ModelStore store;
   // Declared before the service so that it outlives the service's Drain().
   std::unique_ptr<UpdateLog> update_log;
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
   service_options.inference_threads = options.inference_threads;
+  service_options.device = device->name;
   std::unique_ptr<UpdatePolicy> policy;  // null: stream-end
   if (options.update_policy != "stream-end") {
     // Cannot fail: ReadOptions() validated the same arguments.
@@ -230,13 +362,23 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   STRATA_LOG(INFO) << "update policy " << options.update_policy << "; energy table "
                    << service_options.energy_table_name << ", lower tier "
                    << service_options.device;
+  service_options.auth_token = options.auth_token;
+  service_options.auth_all = options.auth_all;
+  STRATA_LOG(INFO) << "transport "
+                   << (options.tls_cert_pem.empty()         ? "plaintext"
+                       : options.tls_client_ca_pem.empty() ? "TLS"
+                                                           : "mutual TLS")
+                   << "; bearer token "
+                   << (options.auth_token.empty() ? "off"
+                       : options.auth_all         ? "required on every call"
+                                                  : "required on Update and Snapshot");
   StrataService service(&store, service_options, std::move(policy));
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(options.address, grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(options.address, ServerCredentials(options), &port);
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -264,11 +406,43 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
     server->Shutdown();
     return 1;
   }
+  fpga::Backend* int8_backend = device->backend.get();
+  if (options.device.device == "auto" && bundle->int8.empty()) {
+    // auto picks the best device this bundle can run on: without int8 scales, float.
+    STRATA_LOG(INFO) << "device auto: the bundle has no int8 activation scales (written before "
+                        "strata-train stored them); serving the float lower tier instead of "
+                     << device->name;
+    int8_backend = nullptr;
+  }
+  if (int8_backend != nullptr) {
+    // Refuse before recovery touches the state directory.
+    if (absl::Status scales = CheckInt8Scales(*bundle, device->name); !scales.ok()) {
+      STRATA_LOG(ERROR) << "cannot serve the model bundle " << options.bundle << ": "
+                        << scales.message();
+      server->Shutdown();
+      return 1;
+    }
+  }
+  // Recovery replays logged samples through the serving device's lower tier, as Update did.
+  std::optional<model::QuantizedLowerTier> replay_lower;
+  if (int8_backend != nullptr && !options.state_dir.empty()) {
+    absl::StatusOr<model::QuantizedLowerTier> quantized =
+        model::QuantizedLowerTier::FromCalibration(bundle->lower, bundle->int8, *int8_backend);
+    if (!quantized.ok()) {
+      STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": "
+                        << quantized.status();
+      server->Shutdown();
+      return 1;
+    }
+    replay_lower = *std::move(quantized);
+  }
   if (options.state_dir.empty()) {
     STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
                            "every update absorbed since the bundle was written";
   } else {
-    absl::Status recovered = RecoverState(options, &*bundle, &update_log, &service);
+    absl::Status recovered =
+        RecoverState(options, &*bundle, replay_lower ? &*replay_lower : nullptr, &update_log,
+                     &service);
     if (!recovered.ok()) {
       STRATA_LOG(ERROR) << "cannot recover the state directory " << options.state_dir << ": "
                         << recovered << "; refusing to start (see docs/operations.md, "
@@ -277,7 +451,8 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
       return 1;
     }
   }
-  absl::Status loaded = store.Load(*std::move(bundle));
+  replay_lower.reset();
+  absl::Status loaded = store.Load(*std::move(bundle), int8_backend);
   if (!loaded.ok()) {
     STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": " << loaded;
     server->Shutdown();
@@ -322,7 +497,9 @@ int main(int argc, char** argv) {
       "Serves a Strata model bundle over gRPC.\n"
       "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]\n"
       "                [--state_dir=DIR] [--snapshot_every_samples=100000]\n"
-      "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]");
+      "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]\n"
+      "                [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
+      "                [--auth_token_file=PATH] [--auth_all]");
   absl::ParseCommandLine(argc, argv);
   absl::StatusOr<strata::server::Options> options = strata::server::ReadOptions();
   if (!options.ok()) {

@@ -3,10 +3,36 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "server/energy_meter.h"
 
 namespace strata::server {
 
-absl::Status ModelStore::Load(model::Bundle bundle) {
+absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& images,
+                                                      fpga::OpCounts* counts) const {
+  if (images.cols() != lower->input_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("lower tier: images have ", images.cols(),
+                                                   " values, the input has ",
+                                                   lower->input_size()));
+  }
+  if (int8_lower != nullptr) {
+    *counts = fpga::OpCounts{};
+    return int8_lower->Features(images, counts);
+  }
+  *counts = LowerTierInferenceCounts(lower->MacsPerSample(), lower->input_size(),
+                                     lower->feature_size(), static_cast<int>(images.rows()));
+  return lower->Features(images);
+}
+
+absl::Status CheckInt8Scales(const model::Bundle& bundle, absl::string_view backend) {
+  if (!bundle.int8.empty()) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the bundle has no int8 activation scales (records lower.int8.*, which strata-train writes "
+      "since the int8 devices exist), so its lower tier cannot run on the ",
+      backend, " backend; serve it with --device=float (or auto), or re-train it with "
+      "strata-train"));
+}
+
+absl::Status ModelStore::Load(model::Bundle bundle, fpga::Backend* int8_backend) {
   absl::MutexLock lock(&mu_);
   if (upper_ != nullptr) return absl::FailedPreconditionError("a model is already loaded");
   if (bundle.lower.feature_size() != bundle.upper.feature_size()) {
@@ -18,14 +44,37 @@ absl::Status ModelStore::Load(model::Bundle bundle) {
   if (!readout.ok()) return readout.status();
 
   auto lower = std::make_shared<const model::LowerTier>(std::move(bundle.lower));
+  std::shared_ptr<const model::QuantizedLowerTier> int8_lower;
+  if (int8_backend != nullptr) {
+    if (absl::Status scales = CheckInt8Scales(bundle, int8_backend->info().name); !scales.ok()) {
+      return scales;
+    }
+    absl::StatusOr<model::QuantizedLowerTier> quantized =
+        model::QuantizedLowerTier::FromCalibration(*lower, bundle.int8, *int8_backend);
+    if (!quantized.ok()) return quantized.status();
+    // The quantised tier points into the float tier's stages: keep both alive together.
+    struct Int8Tier {
+      std::shared_ptr<const model::LowerTier> lower;
+      model::QuantizedLowerTier int8;
+    };
+    auto tier = std::make_shared<const Int8Tier>(Int8Tier{lower, *std::move(quantized)});
+    int8_lower = std::shared_ptr<const model::QuantizedLowerTier>(tier, &tier->int8);
+  }
   auto version = std::make_shared<ModelVersion>();
   version->version = bundle.version;
   version->lower = lower;
+  version->int8_lower = int8_lower;
+  version->device = int8_backend != nullptr ? int8_backend->info().name : "float";
+  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor(version->device);
+  version->lower_tier_energy_table = table.ok() ? *table : *fpga::EnergyTableFor("cpu");
   version->readout = *std::move(readout);
   version->ridge_lambda = bundle.upper.lambda();
   version->samples_seen = bundle.upper.samples_seen();
 
   lower_ = std::move(lower);
+  int8_lower_ = std::move(int8_lower);
+  device_ = version->device;
+  lower_tier_energy_table_ = version->lower_tier_energy_table;
   upper_ = std::make_unique<model::UpperTier>(std::move(bundle.upper));
   current_.store(std::move(version));
   return absl::OkStatus();
@@ -82,6 +131,9 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshP
   auto version = std::make_shared<ModelVersion>();
   version->version = current_.load()->version + 1;
   version->lower = lower_;
+  version->int8_lower = int8_lower_;
+  version->device = device_;
+  version->lower_tier_energy_table = lower_tier_energy_table_;
   version->readout = *std::move(readout);
   version->ridge_lambda = upper_->lambda();
   version->samples_seen = upper_->samples_seen();

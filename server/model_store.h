@@ -25,9 +25,13 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "model/bundle.h"
+#include "fpga/backend.h"
+#include "fpga/energy.h"
 #include "model/lower_tier.h"
+#include "model/quantized_lower_tier.h"
 #include "model/tensor.h"
 #include "model/upper_tier.h"
 
@@ -38,10 +42,30 @@ namespace strata::server {
 struct ModelVersion {
   uint64_t version = 0;
   std::shared_ptr<const model::LowerTier> lower;
+  // Set when the lower tier runs in int8 on a backend (strata-server --device other than float):
+  // it computes the features instead of `lower` (whose float stages it shares and keeps alive).
+  // Shared by every version, like `lower`.
+  std::shared_ptr<const model::QuantizedLowerTier> int8_lower;
+  // How the lower tier computes: "float", or the backend's name ("cpu", "emu", "xrt"), and the
+  // energy table its work is priced with (fpga::EnergyTableFor(name); "cpu" for float).
+  std::string device = "float";
+  fpga::EnergyTable lower_tier_energy_table;
   model::Readout readout;  // readout.labels are the classes, in class-index order
   double ridge_lambda = 0;
   uint64_t samples_seen = 0;  // samples in the statistics this readout was solved from
+
+  // The features of `images` (rows of lower->input_size() values) through the served lower tier:
+  // int8_lower if set, else lower. `counts` (not null) receives the work: the backend's reported
+  // OpCounts for int8 (int8 MACs and its memory traffic; the host's float stages are not
+  // counted), or the float path's estimate (LowerTierInferenceCounts, fp32). INVALID_ARGUMENT if
+  // the width is wrong; the backend's errors (xrt). Thread-safe.
+  absl::StatusOr<model::MatrixF> Features(const model::MatrixF& images,
+                                          fpga::OpCounts* counts) const;
 };
+
+// OK if `bundle` carries int8 activation scales; otherwise FAILED_PRECONDITION saying that its
+// lower tier cannot run on `backend` and how to serve it instead.
+absl::Status CheckInt8Scales(const model::Bundle& bundle, absl::string_view backend);
 
 class ModelStore {
  public:
@@ -54,7 +78,13 @@ class ModelStore {
   // FAILED_PRECONDITION if a model is already loaded; INVALID_ARGUMENT if the lower tier's feature
   // width differs from the upper tier's; the upper tier's Solve() errors otherwise. On error the
   // store is unchanged. Thread-safe.
-  absl::Status Load(model::Bundle bundle);
+  //
+  // With `int8_backend` (not owned; must outlive the store and every version it published), the
+  // lower tier runs in int8 on it (ModelVersion::int8_lower), quantised with the bundle's stored
+  // activation scales (model::Bundle::int8). FAILED_PRECONDITION if the bundle has no scales (an
+  // older bundle: serve it with the float lower tier, or rewrite it with strata-train); the
+  // quantisation's and the backend's errors otherwise.
+  absl::Status Load(model::Bundle bundle, fpga::Backend* int8_backend = nullptr);
 
   // The version being served, or null before Load(). Lock-free with respect to writers.
   std::shared_ptr<const ModelVersion> Current() const { return current_.load(); }
@@ -98,6 +128,9 @@ class ModelStore {
   // Serialises writers. Readers never take it.
   absl::Mutex mu_;
   std::shared_ptr<const model::LowerTier> lower_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const model::QuantizedLowerTier> int8_lower_ ABSL_GUARDED_BY(mu_);
+  std::string device_ ABSL_GUARDED_BY(mu_);
+  fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
 
   // Written only with mu_ held (so versions increase), read without it.

@@ -10,10 +10,9 @@
 
 namespace strata::server {
 
-absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::LowerTier& lower,
-                                                            const UpdateRecord& record,
-                                                            int chunk_rows,
-                                                            model::UpperTier& upper) {
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
+    const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
+    model::UpperTier& upper, const model::QuantizedLowerTier* int8_lower) {
   std::vector<std::string> new_labels;
   const Eigen::Index rows = record.inputs.rows();
   for (Eigen::Index begin = 0; begin < rows; begin += chunk_rows) {
@@ -27,14 +26,23 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::LowerTi
       if (index >= before) new_labels.push_back(record.labels[i]);
       classes.push_back(index);
     }
-    absl::Status absorbed = upper.Absorb(lower.Features(chunk), classes);
+    model::MatrixF features;
+    if (int8_lower != nullptr) {
+      absl::StatusOr<model::MatrixF> computed = int8_lower->Features(chunk);
+      if (!computed.ok()) return computed.status();
+      features = *std::move(computed);
+    } else {
+      features = lower.Features(chunk);
+    }
+    absl::Status absorbed = upper.Absorb(features, classes);
     if (!absorbed.ok()) return absorbed;
   }
   return new_labels;
 }
 
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
-                                       model::Bundle* bundle) {
+                                       model::Bundle* bundle,
+                                       const model::QuantizedLowerTier* int8_lower) {
   absl::Status created = env->CreateDirectories(dir);
   if (!created.ok()) return created;
   RecoveryReport report;
@@ -75,7 +83,7 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
         absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
         if (!record.ok()) return record.status();
         absl::StatusOr<std::vector<std::string>> absorbed =
-            AbsorbUpdateRecord(bundle->lower, *record, chunk_rows, bundle->upper);
+            AbsorbUpdateRecord(bundle->lower, *record, chunk_rows, bundle->upper, int8_lower);
         if (!absorbed.ok()) return absorbed.status();
         ++report.records_replayed;
         report.samples_replayed += record->labels.size();

@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
+#include "model/quantized_lower_tier.h"
 #include "model/upper_tier.h"
 #include "server/env.h"
 #include "server/update_log.h"
@@ -47,16 +48,18 @@ struct RecoveryReport {
 // been cut. Replay absorbs each record's samples in chunks of `chunk_rows` (the server's
 // --max_batch, as the live path does). On error `bundle` may be partly changed and nothing on disk
 // was modified; the message names the file and offset of the damage.
+// With `int8_lower` (quantised from bundle->lower; the server's int8 --device), replayed samples'
+// features come from it, as the live Update path computes them on that device.
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
-                                       model::Bundle* bundle);
+                                       model::Bundle* bundle,
+                                       const model::QuantizedLowerTier* int8_lower = nullptr);
 
 // Absorbs one decoded update record into `upper`, in chunks of `chunk_rows` rows, computing features
-// with `lower`: exactly what the live Update path does with the same samples. Returns the labels
-// that became new classes.
-absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::LowerTier& lower,
-                                                            const UpdateRecord& record,
-                                                            int chunk_rows,
-                                                            model::UpperTier& upper);
+// with `int8_lower` if not null, else `lower`: exactly what the live Update path does with the
+// same samples on the same device. Returns the labels that became new classes.
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
+    const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
+    model::UpperTier& upper, const model::QuantizedLowerTier* int8_lower = nullptr);
 
 }  // namespace strata::server
 

@@ -26,11 +26,6 @@ absl::Status NotLoaded() {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
-// The work of the lower tier for `rows` images.
-fpga::OpCounts LowerCounts(const model::LowerTier& lower, int rows) {
-  return LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), lower.feature_size(),
-                                  rows);
-}
 
 void FillPhaseEnergy(double lower, double readout, double absorb, double refresh,
                      v1::PhaseEnergy* energy) {
@@ -65,6 +60,7 @@ StrataService::StrataService(ModelStore* store, ServiceOptions options,
                              std::unique_ptr<UpdatePolicy> policy)
     : store_(store),
       options_(std::move(options)),
+      auth_(options_.auth_token, options_.auth_all),
       meter_(options_.energy_table),
       policy_(std::move(policy)),
       inference_queue_("inference", std::max(1, options_.inference_threads)) {}
@@ -121,6 +117,14 @@ void StrataService::Drain() {
   update_queue_.Drain();
 }
 
+bool StrataService::Unauthenticated(grpc::CallbackServerContext* context, CallKind kind,
+                                    grpc::ServerUnaryReactor* reactor) const {
+  grpc::Status allowed = auth_.Check(*context, kind);
+  if (allowed.ok()) return false;
+  reactor->Finish(allowed);
+  return true;
+}
+
 void StrataService::CountCall(v1::RpcCount* count, const grpc::Status& status) {
   if (status.ok()) {
     count->set_ok(count->ok() + 1);
@@ -139,10 +143,12 @@ absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& 
       ReadBatch(request.samples(), model->lower->input_size(), options_.max_batch);
   if (!batch.ok()) return batch.status();
 
-  const model::MatrixF features = model->lower->Features(*batch);
-  const int rows = static_cast<int>(features.rows());
-  response->mutable_energy()->set_lower_tier_joules(
-      meter_.Charge(EnergyPhase::kLowerTierInference, LowerCounts(*model->lower, rows)));
+  fpga::OpCounts lower_counts;
+  absl::StatusOr<model::MatrixF> computed = model->Features(*batch, &lower_counts);
+  if (!computed.ok()) return computed.status();
+  const model::MatrixF& features = *computed;
+  response->mutable_energy()->set_lower_tier_joules(meter_.Charge(
+      EnergyPhase::kLowerTierInference, lower_counts, model->lower_tier_energy_table));
   for (Eigen::Index i = 0; i < features.rows(); ++i) {
     auto* values = response->add_features()->mutable_values();
     values->Add(features.row(i).data(), features.row(i).data() + features.cols());
@@ -159,10 +165,13 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
       ReadBatch(request.samples(), model->lower->input_size(), options_.max_batch);
   if (!batch.ok()) return batch.status();
 
-  const model::MatrixF scores = model->readout.Scores(model->lower->Features(*batch));
+  fpga::OpCounts lower_counts;
+  absl::StatusOr<model::MatrixF> features = model->Features(*batch, &lower_counts);
+  if (!features.ok()) return features.status();
+  const model::MatrixF scores = model->readout.Scores(*features);
   const int rows = static_cast<int>(scores.rows());
-  response->mutable_energy()->set_lower_tier_joules(
-      meter_.Charge(EnergyPhase::kLowerTierInference, LowerCounts(*model->lower, rows)));
+  response->mutable_energy()->set_lower_tier_joules(meter_.Charge(
+      EnergyPhase::kLowerTierInference, lower_counts, model->lower_tier_energy_table));
   const double readout_joules = meter_.Estimate(ReadoutCounts(
       model->lower->feature_size(), static_cast<int>(model->readout.labels.size()), rows));
   response->mutable_energy()->set_upper_tier_joules(readout_joules);
@@ -189,6 +198,7 @@ grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerCon
                                                          const v1::ExtractFeaturesRequest* request,
                                                          v1::ExtractFeaturesResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
   // The request and response live until Finish(), so the work may use them.
   inference_queue_.Schedule([this, context, request, response, reactor] {
     grpc::Status status = context->IsCancelled()
@@ -210,6 +220,7 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
                                                  const v1::PredictRequest* request,
                                                  v1::PredictResponse* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
   inference_queue_.Schedule([this, context, request, response, reactor] {
     grpc::Status status = context->IsCancelled() ? grpc::Status::CANCELLED
                                                  : ToGrpcStatus(DoPredict(*request, response));
@@ -238,6 +249,12 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   UpdateReactor(StrataService* service, grpc::CallbackServerContext* context,
                 v1::UpdateSummary* summary)
       : service_(service), context_(context), summary_(summary) {
+    // Checked before anything is read, so an unauthenticated stream absorbs nothing.
+    grpc::Status allowed = service_->auth_.Check(*context_, CallKind::kWrite);
+    if (!allowed.ok()) {
+      FinishWith(allowed);
+      return;
+    }
     model_ = service_->store_->Current();
     if (model_ == nullptr) {
       FinishWith(ToGrpcStatus(NotLoaded()));
@@ -368,9 +385,13 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels) {
     const model::LowerTier& lower = *model_->lower;
     const int n = static_cast<int>(labels.size());
-    const model::MatrixF features = lower.Features(rows);
+    fpga::OpCounts lower_counts;
+    absl::StatusOr<model::MatrixF> computed = model_->Features(rows, &lower_counts);
+    if (!computed.ok()) return computed.status();
+    const model::MatrixF& features = *computed;
     EnergyMeter& meter = service_->meter_;
-    meter.Charge(EnergyPhase::kLowerTierInference, LowerCounts(lower, n), &energy_);
+    meter.Charge(EnergyPhase::kLowerTierInference, lower_counts,
+                 model_->lower_tier_energy_table, &energy_);
 
     const model::Readout& readout = served_->readout;
     const model::MatrixF scores = readout.Scores(features);
@@ -580,12 +601,18 @@ grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* c
                                                   const v1::SnapshotRequest* /*request*/,
                                                   v1::SnapshotInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Unauthenticated(context, CallKind::kWrite, reactor)) return reactor;
   if (store_->Current() == nullptr) {
     reactor->Finish(ToGrpcStatus(NotLoaded()));
     return reactor;
   }
   // On the update queue: between two Update messages, so the statistics match the log position.
-  update_queue_.Schedule([this, response, reactor] {
+  update_queue_.Schedule([this, context, response, reactor] {
+    // A call whose deadline passed while it waited is cancelled: skip the snapshot's work.
+    if (context->IsCancelled()) {
+      reactor->Finish(grpc::Status::CANCELLED);
+      return;
+    }
     absl::Status status = TakeSnapshot(response);
     if (!status.ok() && !absl::IsFailedPrecondition(status)) {
       STRATA_LOG(ERROR) << "Snapshot failed: " << status;
@@ -601,6 +628,7 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
                                                       const v1::GetModelInfoRequest* /*request*/,
                                                       v1::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
   std::shared_ptr<const ModelVersion> model = store_->Current();
   grpc::Status status = ToGrpcStatus(model == nullptr ? NotLoaded() : absl::OkStatus());
   if (model != nullptr) {
@@ -623,6 +651,7 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
     response->set_ridge_lambda(model->ridge_lambda);
     response->set_samples_seen(model->samples_seen);
     response->set_max_batch(options_.max_batch);
+    response->set_device(model->device);
   }
   {
     absl::MutexLock lock(&stats_mu_);
@@ -636,6 +665,7 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
                                                   const v1::GetStatsRequest* /*request*/,
                                                   v1::Stats* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
   std::shared_ptr<const ModelVersion> model = store_->Current();
   if (model == nullptr) {
     reactor->Finish(ToGrpcStatus(NotLoaded()));
@@ -678,7 +708,8 @@ void StrataService::FillPolicyAndEnergyStats(v1::Stats* stats) {
   table->set_fp64_mac_pj(meter_.table().fp64_mac_pj);
   table->set_dram_pj_per_byte(meter_.table().dram_pj_per_byte);
   table->set_host_link_pj_per_byte(meter_.table().host_link_pj_per_byte);
-  stats->set_device(options_.device);
+  const std::shared_ptr<const ModelVersion> served = store_->Current();
+  stats->set_device(served != nullptr ? served->device : options_.device);
 
   auto add = [stats](absl::string_view reason, bool applied, uint64_t count) {
     if (count == 0) return;

@@ -9,6 +9,15 @@
 //
 // Every RPC finishes exactly once. Before the store holds a model, every RPC fails with UNAVAILABLE.
 //
+// Deadlines: a call whose deadline passes is cancelled by gRPC; work that has not started yet checks
+// context->IsCancelled() first and gives up (Predict / ExtractFeatures before computing, each Update
+// message before it is validated and absorbed, Snapshot before writing), finishing with CANCELLED
+// (the client sees DEADLINE_EXCEEDED). Work already running finishes: one batch is bounded by
+// max_batch.
+//
+// Authentication: ServiceOptions::auth_token (server/auth.h) gates Update and Snapshot, and with
+// auth_all every call; a refused call fails with UNAUTHENTICATED before any of its work is done.
+//
 // Energy: every request's model work is counted (fpga::OpCounts from the shapes) and priced by an
 // EnergyMeter (server/energy_meter.h): lower-tier inference, readout inference (Predict and the
 // prequential predictions of Update), absorbs and refreshes. Predict / ExtractFeatures replies and
@@ -31,6 +40,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "fpga/energy.h"
+#include "server/auth.h"
 #include "server/energy_meter.h"
 #include "server/env.h"
 #include "server/model_store.h"
@@ -53,8 +63,14 @@ struct ServiceOptions {
   // (fpga::EnergyTableFor("cpu"): Horowitz's 45 nm figures), matching the float CPU lower tier.
   std::string energy_table_name = "cpu";
   fpga::EnergyTable energy_table = CpuEnergyTable();
-  // How the lower tier computes, for GetStats ("float": the Eigen fp32 path).
+  // How the lower tier computes, for GetStats before a model is loaded ("float": the Eigen fp32
+  // path). Once loaded, GetStats and GetModelInfo report the served version's ModelVersion::device,
+  // and its lower-tier work is priced with ModelVersion::lower_tier_energy_table.
   std::string device = "float";
+  // Who may call what (server/auth.h): by default nobody needs a token. With a token, Update and
+  // Snapshot need it; with all_rpcs, every strata.v1.Strata call does.
+  std::string auth_token;
+  bool auth_all = false;
 
   static fpga::EnergyTable CpuEnergyTable();
 };
@@ -133,6 +149,10 @@ class StrataService final : public v1::Strata::CallbackService {
   // only (so no absorb is in progress and the statistics match the log position exactly).
   absl::Status TakeSnapshot(v1::SnapshotInfo* info);
 
+  // Finishes `reactor` with UNAUTHENTICATED and returns true if the call may not proceed.
+  bool Unauthenticated(grpc::CallbackServerContext* context, CallKind kind,
+                       grpc::ServerUnaryReactor* reactor) const;
+
   // Adds one finished call to `count` (ok or failed by `status`).
   void CountCall(v1::RpcCount* count, const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_);
@@ -146,6 +166,8 @@ class StrataService final : public v1::Strata::CallbackService {
 
   ModelStore* const store_;
   const ServiceOptions options_;
+  // Checks the bearer token of each call (a no-op without one).
+  const CallAuthenticator auth_;
   // Prices every request's work. Thread-safe.
   EnergyMeter meter_;
   // Null: "stream-end". Thread-safe; called on the update queue only.

@@ -1,7 +1,10 @@
 #include "model/bundle.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "base/file.h"
 #include "gmock/gmock.h"
@@ -14,7 +17,8 @@ namespace {
 class BundleTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/strata_bundle_test";
+    // One directory per process: ctest -j runs the cases of this suite in parallel processes.
+    dir_ = ::testing::TempDir() + "/strata_bundle_test." + std::to_string(getpid());
     std::filesystem::create_directories(dir_);
     images_ = MakeImages(80, 12, 12);
     LowerTierSpec spec;
@@ -36,6 +40,8 @@ class BundleTest : public ::testing::Test {
     path_ = dir_ + "/model.bundle";
     ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
   }
+
+  void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::string Contents() { return *base::ReadFile(path_); }
   void Overwrite(const std::string& bytes) {
@@ -64,6 +70,34 @@ TEST_F(BundleTest, RoundTripKeepsEveryParameterExactly) {
   EXPECT_EQ(read->upper.samples_seen(), 80u);
   EXPECT_EQ(read->upper.lambda(), 2.5);
   EXPECT_EQ(read->lower.Features(images_), bundle_->lower.Features(images_));
+}
+
+TEST_F(BundleTest, Int8CalibrationIsOptionalAndRoundTrips) {
+  // Without int8 records (as before they existed): empty.
+  absl::StatusOr<Bundle> read = ReadBundle(path_);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_TRUE(read->int8.empty());
+
+  absl::StatusOr<Int8Calibration> int8 =
+      QuantizedLowerTier::CalibrateActivations(bundle_->lower, images_, {.percentile = 99.9});
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  ASSERT_EQ(int8->activation_scales.size(), 2u);  // conv and expand
+  bundle_->int8 = *int8;
+  ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
+  read = ReadBundle(path_);
+  ASSERT_TRUE(read.ok()) << read.status();
+  EXPECT_EQ(read->int8.activation_scales, int8->activation_scales);
+  EXPECT_EQ(read->int8.max_abs_activations, int8->max_abs_activations);
+  EXPECT_EQ(read->int8.clipped_fractions, int8->clipped_fractions);
+  EXPECT_EQ(read->int8.percentile, 99.9);
+  EXPECT_EQ(read->int8.calibration_images, 80u);
+
+  // A non-positive scale is refused as corrupt.
+  bundle_->int8.activation_scales[1] = 0;
+  ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
+  read = ReadBundle(path_);
+  EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << read.status();
+  EXPECT_THAT(read.status().message(), ::testing::HasSubstr("lower.int8.activation_scale"));
 }
 
 TEST_F(BundleTest, TruncatedFileIsRefusedAtEveryLength) {

@@ -11,24 +11,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-Architecture SmallArchitecture() {
-  absl::StatusOr<Architecture> a = ParseArchitecture(R"(
-    # a small two-conv lower tier with every stage kind
-    input 10 8 1
-    conv patch=3 filters=4 pca_images=50
-    split_relu
-    pool size=2            # 5x4x8
-    conv patch=3 filters=6 center=0
-    split_relu
-    pool size=2            # 2x2x12: the odd row is dropped
-    sqrt
-    standardise
-    expand units=7 bias_scale=0.5
-    elm_ae units=5 lambda=0.1
-  )");
-  EXPECT_TRUE(a.ok()) << a.status();
-  return *a;
-}
 
 // A naive float64 convolution of one HWC sample, straight from the stage's definition.
 Eigen::VectorXd NaiveConv(const ConvStage& conv, const Eigen::VectorXd& x) {

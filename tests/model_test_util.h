@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "gtest/gtest.h"
+#include "model/architecture.h"
 #include "model/tensor.h"
 
 namespace strata::model {
@@ -48,6 +50,25 @@ inline MatrixF MakeImages(int n, int height, int width, uint64_t seed = 2) {
     }
   }
   return images;
+}
+
+// A small lower tier with two convs and every stage kind, for 10x8 images (MakeImages(n, 10, 8)).
+inline Architecture SmallArchitecture() {
+  absl::StatusOr<Architecture> a = ParseArchitecture(R"(
+    input 10 8 1
+    conv patch=3 filters=4 pca_images=50
+    split_relu
+    pool size=2            # 5x4x8
+    conv patch=3 filters=6 center=0
+    split_relu
+    pool size=2            # 2x2x12: the odd row is dropped
+    sqrt
+    standardise
+    expand units=7 bias_scale=0.5
+    elm_ae units=5 lambda=0.1
+  )");
+  EXPECT_TRUE(a.ok()) << a.status();
+  return *a;
 }
 
 }  // namespace strata::model

@@ -19,24 +19,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-// The same small lower tier as lower_tier_test.cc: two convs and every stage kind.
-Architecture SmallArchitecture() {
-  absl::StatusOr<Architecture> a = ParseArchitecture(R"(
-    input 10 8 1
-    conv patch=3 filters=4 pca_images=50
-    split_relu
-    pool size=2            # 5x4x8
-    conv patch=3 filters=6 center=0
-    split_relu
-    pool size=2            # 2x2x12
-    sqrt
-    standardise
-    expand units=7 bias_scale=0.5
-    elm_ae units=5 lambda=0.1
-  )");
-  EXPECT_TRUE(a.ok()) << a.status();
-  return *a;
-}
 
 std::unique_ptr<fpga::Backend> MakeBackend(const char* name) {
   absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);

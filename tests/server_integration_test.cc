@@ -37,6 +37,7 @@
 #include "model/upper_tier.h"
 #include "fpga/energy.h"
 #include "server/energy_meter.h"
+#include "tests/server_process.h"
 
 namespace strata {
 namespace {
@@ -44,12 +45,12 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-constexpr int kMaxBatch = 64;
-constexpr int kMaxMessageBytes = 256 * 1024;
+using test::kMaxBatch;
+using test::kMaxMessageBytes;
+using test::ServerProcess;
+
 constexpr int kTrainImages = 2000;
 constexpr int kInputSize = 28 * 28;
-// Guards against hangs only; nothing asserts on how long anything takes.
-constexpr absl::Duration kStartupLimit = absl::Seconds(120);
 
 // ---- data and the reference model ----------------------------------------------------------------
 
@@ -95,8 +96,6 @@ void BuildFixture() {
   f->dir = dir_template;
   f->bundle_path = f->dir + "/model.bundle";
 
-  absl::StatusOr<data::LabeledImages> train = data::Load("fashion-mnist:train", {0, kTrainImages});
-  ASSERT_TRUE(train.ok()) << train.status();
   absl::StatusOr<data::LabeledImages> updates =
       data::Load("fashion-mnist:train", {kTrainImages, 1000});
   ASSERT_TRUE(updates.ok()) << updates.status();
@@ -104,21 +103,8 @@ void BuildFixture() {
   ASSERT_TRUE(heldout.ok()) << heldout.status();
   f->updates = *std::move(updates);
   f->heldout = *std::move(heldout);
-
-  model::LowerTierSpec spec;
-  spec.filters = 12;
-  spec.expansion = 256;
-  spec.pca_images = kTrainImages;
-  spec.seed = 7;
-  const model::MatrixF images = ToMatrix(*train, 0, train->size());
-  absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
-  ASSERT_TRUE(lower.ok()) << lower.status();
-  model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
-  std::vector<int> classes;
-  for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  ASSERT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
-  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
-  ASSERT_TRUE(model::WriteBundle(bundle, f->bundle_path).ok());
+  absl::Status written = test::WriteFashionBundle(f->bundle_path, kTrainImages);
+  ASSERT_TRUE(written.ok()) << written;
 
   absl::StatusOr<model::Bundle> read = model::ReadBundle(f->bundle_path);
   ASSERT_TRUE(read.ok()) << read.status();
@@ -165,92 +151,6 @@ void ExpectScoresNear(const Scores& actual, const model::MatrixF& expected) {
 }
 
 // ---- the server process --------------------------------------------------------------------------
-
-class ServerProcess {
- public:
-  // Starts strata-server on the fixture's bundle (with `extra_args` appended to the flags) and
-  // waits until it reports SERVING.
-  static std::unique_ptr<ServerProcess> Start(const std::string& bundle_path,
-                                              const std::vector<std::string>& extra_args = {}) {
-    static std::atomic<int> count{0};
-    const std::string port_file = absl::StrCat(fixture->dir, "/port.", count++);
-    std::unique_ptr<ServerProcess> server(new ServerProcess);
-    std::vector<std::string> args = {absl::StrCat("--bundle=", bundle_path),
-                                     "--address=127.0.0.1:0",
-                                     absl::StrCat("--port_file=", port_file),
-                                     absl::StrCat("--max_batch=", kMaxBatch),
-                                     absl::StrCat("--max_message_bytes=", kMaxMessageBytes)};
-    args.insert(args.end(), extra_args.begin(), extra_args.end());
-    server->pid_ = Spawn(args);
-    const absl::Time limit = absl::Now() + kStartupLimit;
-    while (server->port_ == 0) {
-      std::ifstream in(port_file);
-      if (!(in >> server->port_)) server->port_ = 0;
-      if (server->port_ != 0) break;
-      int status = 0;
-      if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
-        server->pid_ = -1;
-        ADD_FAILURE() << "strata-server exited during start-up, status " << status;
-        return nullptr;
-      }
-      if (absl::Now() > limit) {
-        ADD_FAILURE() << "strata-server wrote no port file";
-        return nullptr;
-      }
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-    server->client_ = std::make_unique<client::Client>(server->address());
-    absl::Status serving = server->client_->WaitUntilServing(kStartupLimit);
-    if (!serving.ok()) {
-      ADD_FAILURE() << "strata-server did not become SERVING: " << serving;
-      return nullptr;
-    }
-    return server;
-  }
-
-  // Runs strata-server with `args`; the child is killed if this process dies.
-  static pid_t Spawn(const std::vector<std::string>& args) {
-    const std::string binary = STRATA_BINARY_DIR "/bin/strata-server";
-    std::vector<std::string> argv_strings = {binary};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    return pid;
-  }
-
-  // Kills the server no matter what.
-  ~ServerProcess() {
-    if (pid_ > 0) {
-      kill(pid_, SIGKILL);
-      waitpid(pid_, nullptr, 0);
-    }
-  }
-
-  // Sends SIGTERM and returns the wait status.
-  int Terminate() {
-    kill(pid_, SIGTERM);
-    int status = 0;
-    waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return status;
-  }
-
-  std::string address() const { return absl::StrCat("127.0.0.1:", port_); }
-  client::Client& client() { return *client_; }
-
- private:
-  ServerProcess() = default;
-  pid_t pid_ = -1;
-  int port_ = 0;
-  std::unique_ptr<client::Client> client_;
-};
 
 class ServerTest : public ::testing::Test {
  protected:

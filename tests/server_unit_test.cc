@@ -12,6 +12,7 @@
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
+#include "server/auth.h"
 #include "server/model_store.h"
 #include "server/validation.h"
 #include "server/work_queue.h"
@@ -184,6 +185,18 @@ TEST(WorkQueueTest, RunsEverythingBeforeDrainReturns) {
     queue.Schedule([&] { ++done; });  // after Drain: runs inline
     EXPECT_EQ(done.load(), 102);
   }
+}
+
+TEST(ConstantTimeEqualsTest, EqualOnlyForTheSameBytes) {
+  EXPECT_TRUE(ConstantTimeEquals("token", "token"));
+  EXPECT_TRUE(ConstantTimeEquals("", ""));
+  EXPECT_FALSE(ConstantTimeEquals("token", "tokem"));
+  EXPECT_FALSE(ConstantTimeEquals("token", "Token"));
+  EXPECT_FALSE(ConstantTimeEquals("token", "tok"));           // a prefix
+  EXPECT_FALSE(ConstantTimeEquals("token", "tokentoken"));    // the token repeated
+  EXPECT_FALSE(ConstantTimeEquals("token", ""));
+  EXPECT_FALSE(ConstantTimeEquals("", "x"));
+  EXPECT_FALSE(ConstantTimeEquals(std::string("a\0b", 3), std::string("a\0c", 3)));
 }
 
 }  // namespace

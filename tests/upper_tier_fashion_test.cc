@@ -13,23 +13,9 @@
 namespace strata::model {
 namespace {
 
-MatrixF ToMatrix(const data::LabeledImages& images) {
-  MatrixF m(static_cast<Eigen::Index>(images.size()),
-            static_cast<Eigen::Index>(images.image_size()));
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = images.pixels[i] / 255.0f;
-  return m;
-}
-
 double Accuracy(const Readout& readout, const MatrixF& features,
                 const std::vector<std::string>& labels) {
-  const MatrixF scores = readout.Scores(features);
-  int correct = 0;
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best;
-    scores.row(i).maxCoeff(&best);
-    correct += readout.labels[best] == labels[i];
-  }
-  return 100.0 * correct / scores.rows();
+  return 100.0 * readout.CountCorrect(features, labels) / features.rows();
 }
 
 TEST(UpperTierFashionTest, ClassIncrementalPhasesEqualJointTraining) {
@@ -40,11 +26,11 @@ TEST(UpperTierFashionTest, ClassIncrementalPhasesEqualJointTraining) {
   LowerTierSpec spec;
   spec.expansion = 512;
   spec.pca_images = 2000;
-  const MatrixF train_images = ToMatrix(*train);
+  const MatrixF train_images = PixelsToMatrix(train->pixels, train->image_size());
   absl::StatusOr<LowerTier> lower = LowerTier::Fit(spec, train_images);
   ASSERT_TRUE(lower.ok()) << lower.status();
   const MatrixF train_features = lower->Features(train_images);
-  const MatrixF test_features = lower->Features(ToMatrix(*test));
+  const MatrixF test_features = lower->Features(PixelsToMatrix(test->pixels, test->image_size()));
   const int d = lower->feature_size();
   const double lambda = 30.0;
 

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# ghz smoke test: a real strata-server on a small real model, loaded for a few seconds by ghz with
+# deploy/ghz/predict.json (unary Predict) and deploy/ghz/update.json (client-streaming Update),
+# through server reflection. Passes iff ghz completed calls and reports 0 errors for both, and the
+# Update load really reached the model (samples seen grew).
+#
+# Usage: ghz_smoke_test.sh BINARY_DIR SOURCE_DIR   (ctest passes both)
+set -euo pipefail
+bin="$1/bin"
+src="$2"
+
+ghz="$("$src/scripts/install-ghz.sh" | tail -n 1)"
+work="$(mktemp -d /tmp/strata_ghz_smoke.XXXXXX)"
+server_pid=""
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A small lower tier (392 + 128 features) on 1,000 images: seconds to fit, cheap to refresh.
+cat > "$work/small.spec" <<'SPEC'
+input 28 28 1
+conv patch=5 filters=4 pca_images=1000
+split_relu
+pool size=4
+standardise
+expand units=128 bias_scale=0.3
+SPEC
+"$bin/strata-train" --train=fashion-mnist:train --train_limit=1000 --test= \
+  --spec="$work/small.spec" --out="$work/model.bundle" > "$work/train.log" 2>&1 \
+  || { cat "$work/train.log"; exit 1; }
+
+"$bin/strata-server" --bundle="$work/model.bundle" --address=127.0.0.1:0 \
+  --port_file="$work/port" 2> "$work/server.log" &
+server_pid=$!
+for _ in $(seq 1 600); do
+  [ -s "$work/port" ] && break
+  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; echo "server exited" >&2; exit 1; }
+  sleep 0.1
+done
+address="127.0.0.1:$(cat "$work/port")"
+"$bin/strata" health --server="$address" --wait=120s
+
+samples_seen() { "$bin/strata" info --server="$address" | awk '/^samples seen/ {print $3}'; }
+seen_before="$(samples_seen)"
+
+for config in predict update; do
+  "$ghz" --config="$src/deploy/ghz/$config.json" --format=json --output="$work/$config.report.json" \
+    "$address"
+  python3 - "$config" "$work/$config.report.json" <<'PY'
+import json, sys
+name, path = sys.argv[1], sys.argv[2]
+report = json.load(open(path))
+count = report.get("count", 0)
+errors = report.get("errorDistribution") or {}
+codes = report.get("statusCodeDistribution") or {}
+print(f"ghz {name}: {count} calls, {report.get('rps', 0):.0f} calls/s, average "
+      f"{report.get('average', 0) / 1e6:.2f} ms, status codes {codes}, errors {errors}")
+if count == 0:
+    sys.exit(f"ghz {name}: no calls completed")
+if errors or set(codes) - {"OK"}:
+    sys.exit(f"ghz {name}: errors: {errors} {codes}")
+PY
+done
+
+seen_after="$(samples_seen)"
+echo "samples seen: $seen_before -> $seen_after"
+[ "$seen_after" -gt "$seen_before" ] || { echo "the Update load absorbed nothing" >&2; exit 1; }

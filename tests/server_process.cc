@@ -1,0 +1,123 @@
+#include "tests/server_process.h"
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <fstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "data/dataset.h"
+#include "gtest/gtest.h"
+#include "model/bundle.h"
+#include "model/lower_tier.h"
+#include "model/upper_tier.h"
+
+namespace strata::test {
+
+absl::Status WriteFashionBundle(const std::string& path, int train_images) {
+  absl::StatusOr<data::LabeledImages> train =
+      data::Load("fashion-mnist:train", {0, static_cast<size_t>(train_images)});
+  if (!train.ok()) return train.status();
+  model::MatrixF images(train->size(), train->image_size());
+  for (size_t i = 0; i < train->size(); ++i) {
+    for (size_t j = 0; j < train->image_size(); ++j) {
+      images(i, j) = static_cast<float>(train->image(i)[j]) / 255.0f;
+    }
+  }
+  model::LowerTierSpec spec;
+  spec.filters = 12;
+  spec.expansion = 256;
+  spec.pca_images = train_images;
+  spec.seed = 7;
+  absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
+  if (!lower.ok()) return lower.status();
+  model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
+  std::vector<int> classes;
+  for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
+  absl::Status absorbed = upper.Absorb(lower->Features(images), classes);
+  if (!absorbed.ok()) return absorbed;
+  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+  return model::WriteBundle(bundle, path);
+}
+
+std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& bundle_path,
+                                                    const std::vector<std::string>& extra_args,
+                                                    const client::ClientOptions& client_options) {
+  static std::atomic<int> count{0};
+  const std::string port_file =
+      (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++))
+          .string();
+  std::unique_ptr<ServerProcess> server(new ServerProcess);
+  std::vector<std::string> args = {absl::StrCat("--bundle=", bundle_path),
+                                   "--address=127.0.0.1:0",
+                                   absl::StrCat("--port_file=", port_file),
+                                   absl::StrCat("--max_batch=", kMaxBatch),
+                                   absl::StrCat("--max_message_bytes=", kMaxMessageBytes)};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  server->pid_ = Spawn(args);
+  const absl::Time limit = absl::Now() + kStartupLimit;
+  while (server->port_ == 0) {
+    std::ifstream in(port_file);
+    if (!(in >> server->port_)) server->port_ = 0;
+    if (server->port_ != 0) break;
+    int status = 0;
+    if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
+      server->pid_ = -1;
+      ADD_FAILURE() << "strata-server exited during start-up, status " << status;
+      return nullptr;
+    }
+    if (absl::Now() > limit) {
+      ADD_FAILURE() << "strata-server wrote no port file";
+      return nullptr;
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  server->client_ = std::make_unique<client::Client>(server->address(), client_options);
+  absl::Status serving = server->client_->WaitUntilServing(kStartupLimit);
+  if (!serving.ok()) {
+    ADD_FAILURE() << "strata-server did not become SERVING: " << serving;
+    return nullptr;
+  }
+  return server;
+}
+
+pid_t ServerProcess::Spawn(const std::vector<std::string>& args) {
+  const std::string binary = STRATA_BINARY_DIR "/bin/strata-server";
+  std::vector<std::string> argv_strings = {binary};
+  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& s : argv_strings) argv.push_back(s.data());
+  argv.push_back(nullptr);
+  const pid_t pid = fork();
+  if (pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  return pid;
+}
+
+ServerProcess::~ServerProcess() {
+  if (pid_ > 0) {
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+}
+
+int ServerProcess::Terminate() {
+  kill(pid_, SIGTERM);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+  return status;
+}
+
+std::string ServerProcess::address() const { return absl::StrCat("127.0.0.1:", port_); }
+
+}  // namespace strata::test
