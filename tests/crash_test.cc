@@ -51,6 +51,7 @@
 #include "server/env.h"
 #include "server/snapshot.h"
 #include "server/update_log.h"
+#include "tests/server_process.h"
 
 namespace strata {
 namespace {
@@ -172,25 +173,11 @@ class ServerProcess {
   }
 
   static pid_t Spawn(const std::vector<std::string>& args, const std::string& log_path) {
-    const std::string binary = STRATA_BINARY_DIR "/bin/strata-server";
-    std::vector<std::string> argv_strings = {binary};
-    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& s : argv_strings) argv.push_back(s.data());
-    argv.push_back(nullptr);
-    const pid_t pid = fork();
-    if (pid == 0) {
-      prctl(PR_SET_PDEATHSIG, SIGKILL);
-      const int fd = open(log_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
-      if (fd >= 0) dup2(fd, 2);
-      // One lower-tier thread per server: the test machine is small and shared, and OpenMP's
-      // spinning threads on oversubscribed cores would make every Update crawl.
-      setenv("OMP_NUM_THREADS", "1", 1);
-      setenv("OMP_WAIT_POLICY", "PASSIVE", 1);
-      execv(binary.c_str(), argv.data());
-      _exit(127);
-    }
-    return pid;
+    // One lower-tier thread per server: the test machine is small and shared, and OpenMP's
+    // spinning threads on oversubscribed cores would make every Update crawl.
+    return test::ServerProcess::Spawn(
+        args, {.stderr_path = log_path,
+               .environment = {{"OMP_NUM_THREADS", "1"}, {"OMP_WAIT_POLICY", "PASSIVE"}}});
   }
 
   ~ServerProcess() { Kill(); }

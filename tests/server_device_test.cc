@@ -93,38 +93,10 @@ void BuildFixture() {
   fixture = f;
 }
 
-// Runs strata-server with `args` to completion (it must exit by itself, e.g. failing at start),
-// returning its exit code (-1 if it did not exit normally) and its stderr.
-struct Exit {
-  int code = -1;
-  std::string stderr_text;
-};
-Exit RunToExit(const std::vector<std::string>& args) {
+// Runs strata-server with `args` to completion (it must exit by itself, e.g. failing at start).
+test::ServerExit RunToExit(const std::vector<std::string>& args) {
   static int runs = 0;  // tests run one at a time
-  const std::string log = absl::StrCat(fixture->dir, "/stderr.", runs++);
-  const std::string binary = STRATA_BINARY_DIR "/bin/strata-server";
-  std::vector<std::string> argv_strings = {binary};
-  argv_strings.insert(argv_strings.end(), args.begin(), args.end());
-  std::vector<char*> argv;
-  for (std::string& s : argv_strings) argv.push_back(s.data());
-  argv.push_back(nullptr);
-  const pid_t pid = fork();
-  if (pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL);
-    const int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    if (fd < 0) _exit(126);
-    dup2(fd, STDERR_FILENO);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-  Exit exit;
-  int status = 0;
-  if (waitpid(pid, &status, 0) == pid && WIFEXITED(status)) exit.code = WEXITSTATUS(status);
-  std::ifstream in(log);
-  std::stringstream text;
-  text << in.rdbuf();
-  exit.stderr_text = text.str();
-  return exit;
+  return test::RunServerToExit(args, absl::StrCat(fixture->dir, "/stderr.", runs++));
 }
 
 v1::ExtractFeaturesRequest FeaturesRequest(int begin, int n) {
@@ -188,21 +160,21 @@ TEST_F(ServerDeviceTest, XrtWithoutCardExitsOneWithTheBackendsMessage) {
   EXPECT_THAT(message, ::testing::HasSubstr("no FPGA card found"));
   EXPECT_THAT(message, ::testing::HasSubstr("pick another device with --device="));
 
-  const Exit exit = RunToExit({absl::StrCat("--bundle=", fixture->int8_bundle),
+  const test::ServerExit exit = RunToExit({absl::StrCat("--bundle=", fixture->int8_bundle),
                                "--address=127.0.0.1:0", "--device=xrt"});
   EXPECT_EQ(exit.code, 1) << exit.stderr_text;
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr(absl::StrCat("--device=xrt: ", message)));
 }
 
 TEST_F(ServerDeviceTest, UnknownDeviceIsAUsageError) {
-  const Exit exit = RunToExit({absl::StrCat("--bundle=", fixture->int8_bundle),
+  const test::ServerExit exit = RunToExit({absl::StrCat("--bundle=", fixture->int8_bundle),
                                "--address=127.0.0.1:0", "--device=gpu"});
   EXPECT_EQ(exit.code, 2) << exit.stderr_text;
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr("float, cpu, emu, xrt, auto"));
 }
 
 TEST_F(ServerDeviceTest, BundleWithoutInt8ScalesRefusesAnInt8Device) {
-  const Exit exit = RunToExit({absl::StrCat("--bundle=", fixture->float_only_bundle),
+  const test::ServerExit exit = RunToExit({absl::StrCat("--bundle=", fixture->float_only_bundle),
                                "--address=127.0.0.1:0", "--device=cpu"});
   EXPECT_EQ(exit.code, 1) << exit.stderr_text;
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr("no int8 activation scales"));

@@ -1,13 +1,16 @@
 #include "tests/server_process.h"
 
+#include <fcntl.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -87,7 +90,7 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& bundle_pa
   return server;
 }
 
-pid_t ServerProcess::Spawn(const std::vector<std::string>& args) {
+pid_t ServerProcess::Spawn(const std::vector<std::string>& args, const SpawnOptions& options) {
   const std::string binary = STRATA_BINARY_DIR "/bin/strata-server";
   std::vector<std::string> argv_strings = {binary};
   argv_strings.insert(argv_strings.end(), args.begin(), args.end());
@@ -97,10 +100,31 @@ pid_t ServerProcess::Spawn(const std::vector<std::string>& args) {
   const pid_t pid = fork();
   if (pid == 0) {
     prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!options.stderr_path.empty()) {
+      const int fd = open(options.stderr_path.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+      if (fd < 0) _exit(126);
+      dup2(fd, STDERR_FILENO);
+    }
+    for (const auto& [name, value] : options.environment) setenv(name.c_str(), value.c_str(), 1);
     execv(binary.c_str(), argv.data());
     _exit(127);
   }
   return pid;
+}
+
+ServerExit RunServerToExit(const std::vector<std::string>& args, const std::string& stderr_path) {
+  std::remove(stderr_path.c_str());
+  ServerProcess::SpawnOptions options;
+  options.stderr_path = stderr_path;
+  const pid_t pid = ServerProcess::Spawn(args, options);
+  ServerExit exit;
+  int status = 0;
+  if (waitpid(pid, &status, 0) == pid && WIFEXITED(status)) exit.code = WEXITSTATUS(status);
+  std::ifstream in(stderr_path);
+  std::stringstream text;
+  text << in.rdbuf();
+  exit.stderr_text = text.str();
+  return exit;
 }
 
 ServerProcess::~ServerProcess() {

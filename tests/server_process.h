@@ -36,8 +36,14 @@ class ServerProcess {
                                               const std::vector<std::string>& extra_args = {},
                                               const client::ClientOptions& client_options = {});
 
+  // How Spawn starts the child.
+  struct SpawnOptions {
+    std::string stderr_path;  // if set, the child's stderr is appended there
+    // Environment variables set in the child only (name, value).
+    std::vector<std::pair<std::string, std::string>> environment;
+  };
   // Runs strata-server with `args`; the child is killed if this process dies.
-  static pid_t Spawn(const std::vector<std::string>& args);
+  static pid_t Spawn(const std::vector<std::string>& args, const SpawnOptions& options = {});
 
   // Kills the server no matter what.
   ~ServerProcess();
@@ -55,6 +61,14 @@ class ServerProcess {
   int port_ = 0;
   std::unique_ptr<client::Client> client_;
 };
+
+// What a strata-server run that exits by itself (e.g. failing at start) ended with.
+struct ServerExit {
+  int code = -1;  // the exit code; -1 if it did not exit normally
+  std::string stderr_text;
+};
+// Runs strata-server with `args` to completion, its stderr captured in `stderr_path`.
+ServerExit RunServerToExit(const std::vector<std::string>& args, const std::string& stderr_path);
 
 }  // namespace strata::test
 
