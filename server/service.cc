@@ -135,45 +135,45 @@ void StrataService::CountCall(v1::RpcCount* count, const grpc::Status& status) {
 
 // ---- ExtractFeatures and Predict -----------------------------------------------------------------
 
+absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
+    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, v1::TierEnergy* energy) {
+  LowerTierResult result;
+  result.model = store_->Current();
+  if (result.model == nullptr) return NotLoaded();
+  absl::StatusOr<model::MatrixF> batch =
+      ReadBatch(samples, result.model->lower->input_size(), options_.max_batch);
+  if (!batch.ok()) return batch.status();
+  fpga::OpCounts lower_counts;
+  absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
+  if (!features.ok()) return features.status();
+  result.features = *std::move(features);
+  energy->set_lower_tier_joules(meter_.Charge(EnergyPhase::kLowerTierInference, lower_counts,
+                                              result.model->lower_tier_energy_table));
+  return result;
+}
+
 absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
                                               v1::ExtractFeaturesResponse* response) {
-  std::shared_ptr<const ModelVersion> model = store_->Current();
-  if (model == nullptr) return NotLoaded();
-  absl::StatusOr<model::MatrixF> batch =
-      ReadBatch(request.samples(), model->lower->input_size(), options_.max_batch);
-  if (!batch.ok()) return batch.status();
-
-  fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> computed = model->Features(*batch, &lower_counts);
-  if (!computed.ok()) return computed.status();
-  const model::MatrixF& features = *computed;
-  response->mutable_energy()->set_lower_tier_joules(meter_.Charge(
-      EnergyPhase::kLowerTierInference, lower_counts, model->lower_tier_energy_table));
+  absl::StatusOr<LowerTierResult> lower = RunLowerTier(request.samples(), response->mutable_energy());
+  if (!lower.ok()) return lower.status();
+  const model::MatrixF& features = lower->features;
   for (Eigen::Index i = 0; i < features.rows(); ++i) {
     auto* values = response->add_features()->mutable_values();
     values->Add(features.row(i).data(), features.row(i).data() + features.cols());
   }
-  response->set_model_version(model->version);
+  response->set_model_version(lower->model->version);
   return absl::OkStatus();
 }
 
 absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
                                       v1::PredictResponse* response) {
-  std::shared_ptr<const ModelVersion> model = store_->Current();
-  if (model == nullptr) return NotLoaded();
-  absl::StatusOr<model::MatrixF> batch =
-      ReadBatch(request.samples(), model->lower->input_size(), options_.max_batch);
-  if (!batch.ok()) return batch.status();
-
-  fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = model->Features(*batch, &lower_counts);
-  if (!features.ok()) return features.status();
-  const model::MatrixF scores = model->readout.Scores(*features);
+  absl::StatusOr<LowerTierResult> lower = RunLowerTier(request.samples(), response->mutable_energy());
+  if (!lower.ok()) return lower.status();
+  const ModelVersion& model = *lower->model;
+  const model::MatrixF scores = model.readout.Scores(lower->features);
   const int rows = static_cast<int>(scores.rows());
-  response->mutable_energy()->set_lower_tier_joules(meter_.Charge(
-      EnergyPhase::kLowerTierInference, lower_counts, model->lower_tier_energy_table));
   const double readout_joules = meter_.Estimate(ReadoutCounts(
-      model->lower->feature_size(), static_cast<int>(model->readout.labels.size()), rows));
+      model.lower->feature_size(), static_cast<int>(model.readout.labels.size()), rows));
   response->mutable_energy()->set_upper_tier_joules(readout_joules);
   {
     absl::MutexLock lock(&stats_mu_);
@@ -183,14 +183,14 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
     Eigen::Index best = 0;
     scores.row(i).maxCoeff(&best);
     v1::Prediction* prediction = response->add_predictions();
-    prediction->set_label(model->readout.labels[best]);
+    prediction->set_label(model.readout.labels[best]);
     prediction->set_class_index(static_cast<uint32_t>(best));
     if (request.return_scores()) {
       prediction->mutable_scores()->Add(scores.row(i).data(),
                                         scores.row(i).data() + scores.cols());
     }
   }
-  response->set_model_version(model->version);
+  response->set_model_version(model.version);
   return absl::OkStatus();
 }
 

@@ -140,6 +140,16 @@ class StrataService final : public v1::Strata::CallbackService {
  private:
   class UpdateReactor;
 
+  // The version a request runs on and its samples' lower-tier features.
+  struct LowerTierResult {
+    std::shared_ptr<const ModelVersion> model;
+    model::MatrixF features;
+  };
+  // Validates `samples` against the current version, runs them through its lower tier and charges
+  // the lower tier's joules to the meter and to `energy`. UNAVAILABLE before a model is loaded;
+  // ReadBatch's errors for bad samples.
+  absl::StatusOr<LowerTierResult> RunLowerTier(
+      const google::protobuf::RepeatedPtrField<v1::Sample>& samples, v1::TierEnergy* energy);
   absl::Status DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
                                  v1::ExtractFeaturesResponse* response);
   absl::Status DoPredict(const v1::PredictRequest& request, v1::PredictResponse* response);

@@ -1,3 +1,5 @@
+#include <unistd.h>
+
 #include <filesystem>
 #include <string>
 
@@ -28,7 +30,7 @@ TEST(Crc32cTest, ExtendEqualsWhole) {
 }
 
 TEST(FileTest, AtomicWriteReplacesAndReadsBack) {
-  const std::string dir = ::testing::TempDir() + "/strata_file_test";
+  const std::string dir = ::testing::TempDir() + "/strata_file_test." + std::to_string(getpid());
   std::filesystem::create_directories(dir);
   const std::string path = dir + "/f";
   ASSERT_TRUE(WriteFileAtomically(path, "first").ok());
@@ -37,6 +39,7 @@ TEST(FileTest, AtomicWriteReplacesAndReadsBack) {
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(*read, std::string(100000, 'x'));
   EXPECT_FALSE(std::filesystem::exists(path + ".tmp"));
+  std::filesystem::remove_all(dir);
 }
 
 TEST(FileTest, ErrorsNameThePath) {

@@ -1,3 +1,4 @@
+#include <unistd.h>
 #include <zlib.h>
 
 #include <filesystem>
@@ -29,7 +30,8 @@ void WriteGzip(const std::string& path, const std::string& bytes) {
 class DatasetTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    dir_ = ::testing::TempDir() + "/strata_dataset_test";
+    // One directory per test process: ctest runs the tests of this file in parallel processes.
+    dir_ = ::testing::TempDir() + "/strata_dataset_test." + std::to_string(getpid());
     std::filesystem::create_directories(dir_);
     // Three 2x3 images with pixel values 10*i + j, labels 7, 8, 9.
     images_ = BigEndian(0x803) + BigEndian(3) + BigEndian(2) + BigEndian(3);
@@ -38,6 +40,8 @@ class DatasetTest : public ::testing::Test {
     }
     labels_ = BigEndian(0x801) + BigEndian(3) + std::string{7, 8, 9};
   }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
   std::string dir_, images_, labels_;
 };
 
