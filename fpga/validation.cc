@@ -1,5 +1,7 @@
 #include "fpga/validation.h"
 
+#include <algorithm>
+
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -59,6 +61,23 @@ absl::Status CheckGramShape(int dimension, int num_classes) {
     return absl::InvalidArgumentError(absl::StrCat("gram: num_classes ", num_classes, " < 0"));
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckGrowClasses(int current, int num_classes) {
+  if (num_classes < current) {
+    return absl::InvalidArgumentError("gram: GrowClasses cannot remove classes");
+  }
+  return absl::OkStatus();
+}
+
+std::vector<int64_t> WidenCross(const std::vector<int64_t>& cross, int dimension, int old_classes,
+                                int new_classes) {
+  std::vector<int64_t> grown(static_cast<size_t>(dimension) * new_classes, 0);
+  for (int i = 0; i < dimension; ++i) {
+    std::copy_n(cross.begin() + static_cast<size_t>(i) * old_classes, old_classes,
+                grown.begin() + static_cast<size_t>(i) * new_classes);
+  }
+  return grown;
 }
 
 }  // namespace strata::fpga

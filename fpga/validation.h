@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,6 +26,14 @@ absl::StatusOr<int> CheckGramAccumulate(int dimension, int num_classes, std::spa
 
 // OK if dimension >= 1 and num_classes >= 0 and G fits in memory addressing; else INVALID_ARGUMENT.
 absl::Status CheckGramShape(int dimension, int num_classes);
+
+// OK if `num_classes` >= `current` (GrowClasses cannot remove classes); else INVALID_ARGUMENT.
+absl::Status CheckGrowClasses(int current, int num_classes);
+
+// Q (`dimension` rows of `old_classes` int64 sums, row-major) widened to `new_classes` columns,
+// the new ones zero: exact, since earlier rows had target 0 for a new class.
+std::vector<int64_t> WidenCross(const std::vector<int64_t>& cross, int dimension, int old_classes,
+                                int new_classes);
 
 }  // namespace strata::fpga
 

@@ -140,15 +140,8 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
   }
 
   absl::Status GrowClasses(int num_classes) override {
-    if (num_classes < num_classes_) {
-      return absl::InvalidArgumentError("gram: GrowClasses cannot remove classes");
-    }
-    std::vector<int64_t> grown(static_cast<size_t>(dimension_) * num_classes, 0);
-    for (int i = 0; i < dimension_; ++i) {
-      std::copy_n(cross_.begin() + static_cast<size_t>(i) * num_classes_, num_classes_,
-                  grown.begin() + static_cast<size_t>(i) * num_classes);
-    }
-    cross_ = std::move(grown);
+    if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
+    cross_ = WidenCross(cross_, dimension_, num_classes_, num_classes);
     num_classes_ = num_classes;
     return absl::OkStatus();
   }

@@ -70,17 +70,8 @@ class EmuGramInt8Accumulator final : public GramInt8Accumulator {
   }
 
   absl::Status GrowClasses(int num_classes) override {
-    if (num_classes < num_classes_) {
-      return absl::InvalidArgumentError("gram: GrowClasses cannot remove classes");
-    }
-    std::vector<int64_t> grown(static_cast<size_t>(dimension_) * num_classes, 0);
-    for (int i = 0; i < dimension_; ++i) {
-      for (int c = 0; c < num_classes_; ++c) {
-        grown[static_cast<size_t>(i) * num_classes + c] =
-            cross_[static_cast<size_t>(i) * num_classes_ + c];
-      }
-    }
-    cross_ = std::move(grown);
+    if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
+    cross_ = WidenCross(cross_, dimension_, num_classes_, num_classes);
     num_classes_ = num_classes;
     return absl::OkStatus();
   }

@@ -266,19 +266,15 @@ class XrtGramInt8Accumulator final : public GramInt8Accumulator {
   }
 
   absl::Status GrowClasses(int num_classes) override {
-    if (num_classes < num_classes_) {
-      return absl::InvalidArgumentError("gram: GrowClasses cannot remove classes");
-    }
+    if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
     const size_t d = dimension_;
     try {
-      std::vector<int64_t> old(d * num_classes_), grown(d * num_classes, 0);
+      std::vector<int64_t> old(d * num_classes_);
       if (num_classes_ > 0) {
         cross_.sync(XCL_BO_SYNC_BO_FROM_DEVICE, old.size() * 8, 0);
         cross_.read(old.data(), old.size() * 8, 0);
       }
-      for (size_t i = 0; i < d; ++i) {
-        std::copy_n(old.begin() + i * num_classes_, num_classes_, grown.begin() + i * num_classes);
-      }
+      const std::vector<int64_t> grown = WidenCross(old, dimension_, num_classes_, num_classes);
       cross_ = UploadBo(card_->device, card_->gram->kernel, kGramQ, grown.data(), grown.size() * 8);
     } catch (const std::exception& e) {
       return XrtError("growing Q", e);
