@@ -23,6 +23,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <memory>
 #include <random>
 #include <string>
 #include <vector>
@@ -35,6 +36,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "data/dataset.h"
+#include "fpga/backend.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
 
@@ -110,8 +112,14 @@ void AbsorbThroughput(const Features& f, double lambda) {
   const int d = static_cast<int>(f.train.cols());
   std::printf("\n(b) absorb throughput at D = %d (float64 G, lower triangle; %d threads)\n", d,
               omp_get_max_threads());
-  std::printf("  %-6s %16s %16s %16s   %s\n", "batch", "blocked (ours)", "Eigen rankUpdate",
-              "full GEMM", "samples/s");
+  std::printf("  %-6s %16s %16s %16s %16s   %s\n", "batch", "blocked (ours)", "Eigen rankUpdate",
+              "full GEMM", "int8 Gram (cpu)", "samples/s");
+  // The int8 readout (docs/upper-tier.md): features quantised per feature, absorbed by the cpu
+  // backend's Gram accumulator; the fold into float64 is timed separately (once per refresh).
+  std::unique_ptr<fpga::Backend> cpu = *fpga::CreateBackend("cpu");
+  const std::vector<float> scales =
+      *model::CalibrateReadoutScales(f.train.topRows(std::min<Eigen::Index>(5000, f.train.rows())), 100);
+  double fold_seconds = 0;
   for (int k : {1, 100, 500, 5000}) {
     if (k > f.train.rows()) continue;
     const int reps = k == 1 ? 20 : k == 100 ? 4 : 1;
@@ -144,9 +152,28 @@ void AbsorbThroughput(const Features& f, double lambda) {
       g.noalias() += hd.transpose() * hd;
     }
     const double gemm = k * reps / Since(start);
-    std::printf("  %-6d %16.0f %16.0f %16.0f   (GFLOP/s ours %.1f: k D^2 flops per batch)\n", k,
-                ours, rank_update, gemm, ours * d * static_cast<double>(d) / 1e9);
+    UpperTier int8_tier(d, lambda);
+    int8_tier.ClassIndexOrAdd("x");
+    if (!int8_tier.set_readout_scales(scales).ok() || !int8_tier.AttachGramBackend(cpu.get()).ok() ||
+        !int8_tier.Absorb(rows, classes).ok()) {
+      std::abort();
+    }
+    start = Clock::now();
+    for (int r = 0; r < reps; ++r) {
+      if (!int8_tier.Absorb(rows, classes).ok()) std::abort();
+    }
+    // Rows are staged and accumulated in blocks (UpperTierOptions::gram_block_rows): count the
+    // last, partial block's accumulation too.
+    fpga::OpCounts staged_counts;
+    if (!int8_tier.AccumulateStaged(staged_counts).ok()) std::abort();
+    const double int8_gram = k * reps / Since(start);
+    start = Clock::now();
+    if (!int8_tier.FoldGram().ok()) std::abort();
+    fold_seconds = Since(start);
+    std::printf("  %-6d %16.0f %16.0f %16.0f %16.0f   (GFLOP/s ours %.1f: k D^2 flops per batch)\n",
+                k, ours, rank_update, gemm, int8_gram, ours * d * static_cast<double>(d) / 1e9);
   }
+  std::printf("  int8 Gram fold into float64 G, Q (once per refresh): %.3f s\n", fold_seconds);
   // Compensated float32: float block products (500 rows) accumulated into float64, vs float64.
   const Eigen::Index n = std::min<Eigen::Index>(5000, f.train.rows());
   const Eigen::MatrixXf hf = f.train.topRows(n);

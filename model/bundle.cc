@@ -51,6 +51,14 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& path) {
            {static_cast<uint64_t>(upper.cross().rows()), static_cast<uint64_t>(upper.cross().cols())});
   w.Strings("upper.labels", upper.labels());
   w.Scalar<uint64_t>("upper.samples_seen", upper.samples_seen());
+  // Optional (docs/bundle-format.md): the int8 readout, and which features the readout fits.
+  if (bundle.readout_features != "float") {
+    w.Strings("upper.readout.features", {bundle.readout_features});
+  }
+  if (upper.int8_readout()) {
+    w.Tensor("upper.readout.scale", upper.readout_scales().data(), {static_cast<uint64_t>(d)});
+    w.Scalar<double>("upper.readout.percentile", bundle.readout_percentile);
+  }
   return base::WriteFileAtomically(path, w.Finish());
 }
 
@@ -120,7 +128,27 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& path) {
   absl::StatusOr<UpperTier> upper = UpperTier::FromStatistics(
       *lambda, std::move(gram), std::move(cross), *std::move(labels), *samples_seen);
   if (!upper.ok()) return r.Loss(upper.status().message());
-  return Bundle{*std::move(lower), *std::move(upper), *version, std::move(int8)};
+  Bundle bundle{*std::move(lower), *std::move(upper), *version, std::move(int8)};
+  // Optional int8 readout records: the scale and its percentile together, or neither.
+  if (r.Has("upper.readout.features")) {
+    absl::StatusOr<std::vector<std::string>> features = r.Strings("upper.readout.features");
+    if (!features.ok()) return features.status();
+    if (features->size() != 1 || ((*features)[0] != "float" && (*features)[0] != "int8")) {
+      return r.Loss("upper.readout.features: expected one string, \"float\" or \"int8\"");
+    }
+    bundle.readout_features = (*features)[0];
+  }
+  if (r.Has("upper.readout.scale")) {
+    VectorF scales;
+    absl::StatusOr<double> percentile = r.Scalar<double>("upper.readout.percentile");
+    if (!percentile.ok()) return percentile.status();
+    if (absl::Status s = r.Tensor<float>("upper.readout.scale", {d}, scales); !s.ok()) return s;
+    absl::Status set =
+        bundle.upper.set_readout_scales(std::vector<float>(scales.data(), scales.data() + d));
+    if (!set.ok()) return r.Loss(absl::StrCat("upper.readout.scale: ", set.message()));
+    bundle.readout_percentile = *percentile;
+  }
+  return bundle;
 }
 
 }  // namespace strata::model

@@ -20,6 +20,12 @@ struct Bundle {
   // The int8 activation scales of `lower` (the optional "lower.int8.*" records); empty if the
   // bundle has none (then it can be served in float only). Written by strata-train.
   Int8Calibration int8 = {};
+  // Which lower tier's features the readout statistics were fit on: "float" or "int8" (the
+  // optional record upper.readout.features; "float" for bundles without it). The int8 readout
+  // feature scales themselves live in upper.readout_scales() (records upper.readout.*).
+  std::string readout_features = "float";
+  // The percentile of |h_j| that set upper.readout_scales() (0 without scales).
+  double readout_percentile = 0;
 };
 
 // Writes the bundle atomically: to PATH.tmp, fsync, rename to PATH, fsync of the directory.

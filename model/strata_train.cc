@@ -7,6 +7,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -48,6 +49,19 @@ ABSL_FLAG(size_t, int8_calibration_images, 2000,
 ABSL_FLAG(std::vector<std::string>, int8_percentiles, {"99.99"},
           "Percentiles of |activation| that set the int8 activation scales (100: the maximum); "
           "with several (e.g. 99.99,100) each is calibrated and evaluated, the first re-solved");
+ABSL_FLAG(std::string, readout_device, "cpu",
+          "The lower tier whose features the readout is fit on: float (the float lower tier), or "
+          "the int8 lower tier on the cpu, emu, xrt or auto backend. Default cpu: the features "
+          "strata-server computes under --device=cpu or auto without a card (and bit-identical "
+          "to emu and xrt), so the bundle's G and Q hold the features its absorbs will add. "
+          "With --int8_calibration_images=0 (no int8 scales) the float features are used");
+ABSL_FLAG(bool, readout_int8, true,
+          "Quantise the readout features to int8 (per-feature scales, --readout_percentile) and "
+          "accumulate G = H^T H, Q = H^T Y exactly with the backend's Gram kernel (the "
+          "--readout_device backend; the cpu backend for float). false: float64 host Gram");
+ABSL_FLAG(double, readout_percentile, 100,
+          "Percentile of |h_j| over the first feature block (5,000 training images) that sets "
+          "each readout feature's int8 scale (100: the maximum)");
 ABSL_FLAG(bool, int8_resolve, true,
           "With --int8_backend: also re-solve the readout on int8 training features and report "
           "its test accuracy (costs another pass over the training set and a solve)");
@@ -264,27 +278,129 @@ int Run() {
   const double lower_seconds = Seconds(phase);
   for (const std::string& stage : lower->Describe()) std::printf("lower    %s\n", stage.c_str());
 
+  // The int8 activation scales, stored in the bundle: a float pass over a couple of thousand
+  // images (about a second), so every bundle can be served in int8 (strata-server --device).
+  model::Int8Calibration int8;
+  if (const size_t n = absl::GetFlag(FLAGS_int8_calibration_images); n > 0) {
+    phase = absl::Now();
+    const Eigen::Index rows =
+        std::min<Eigen::Index>(train_images.rows(), static_cast<Eigen::Index>(n));
+    absl::StatusOr<model::Int8Calibration> calibrated =
+        model::QuantizedLowerTier::CalibrateActivations(*lower, train_images.topRows(rows),
+                                                        {.percentile = int8_percentiles[0]});
+    if (!calibrated.ok()) {
+      std::fprintf(stderr, "strata-train: int8 calibration: %s\n",
+                   calibrated.status().ToString().c_str());
+      return 1;
+    }
+    int8 = *std::move(calibrated);
+    std::printf("int8     scales for %zu stages calibrated on %td training images "
+                "(percentile %g) in %.2f s, stored in the bundle\n",
+                int8.activation_scales.size(), rows, int8.percentile, Seconds(phase));
+  }
+
+  // The readout's features: the float lower tier, or the int8 lower tier on the backend the
+  // server will serve with (--readout_device), so that G and Q hold the features later absorbs
+  // add. With --readout_int8 the features are quantised once more for the Gram kernel.
+  std::unique_ptr<fpga::Backend> readout_backend;
+  std::optional<model::QuantizedLowerTier> readout_lower;
+  std::string readout_device = absl::GetFlag(FLAGS_readout_device);
+  const bool readout_int8 = absl::GetFlag(FLAGS_readout_int8);
+  if (readout_device != "float" && int8.empty()) {
+    // A float-only bundle (--int8_calibration_images=0) is served in float: fit on float features.
+    std::printf("readout  no int8 activation scales (--int8_calibration_images=0): the readout is "
+                "fit on the float lower tier's features\n");
+    readout_device = "float";
+  }
+  if (readout_device != "float" || readout_int8) {
+    const std::string name = readout_device == "float" ? "cpu" : readout_device;
+    absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);
+    if (!backend.ok()) {
+      std::fprintf(stderr, "strata-train: --readout_device: %s\n",
+                   backend.status().ToString().c_str());
+      return 1;
+    }
+    readout_backend = *std::move(backend);
+  }
+  if (readout_device != "float") {
+    absl::StatusOr<model::QuantizedLowerTier> quantized =
+        model::QuantizedLowerTier::FromCalibration(*lower, int8, *readout_backend);
+    if (!quantized.ok()) {
+      std::fprintf(stderr, "strata-train: --readout_device: %s\n",
+                   quantized.status().ToString().c_str());
+      return 1;
+    }
+    readout_lower = *std::move(quantized);
+  }
+  auto readout_features = [&](const model::MatrixF& images) -> absl::StatusOr<model::MatrixF> {
+    if (readout_lower) return readout_lower->Features(images);
+    return lower->Features(images);
+  };
+
   // Upper tier: absorb every training sample into G and Q, then one Cholesky solve.
   phase = absl::Now();
   model::UpperTier upper(lower->feature_size(), lambda);
   std::vector<model::MatrixF> train_features;  // kept for the train accuracy
   double feature_seconds = 0;
+  fpga::OpCounts gram_counts;
   for (Eigen::Index begin = 0; begin < train_images.rows(); begin += kBlock) {
     const Eigen::Index rows = std::min(kBlock, train_images.rows() - begin);
     const absl::Time features_start = absl::Now();
-    const model::MatrixF features = lower->Features(train_images.middleRows(begin, rows));
+    absl::StatusOr<model::MatrixF> features =
+        readout_features(train_images.middleRows(begin, rows));
+    if (!features.ok()) {
+      std::fprintf(stderr, "strata-train: %s\n", features.status().ToString().c_str());
+      return 1;
+    }
+    if (readout_int8 && begin == 0) {
+      // Scales from the first block: a few thousand rows pin every feature's range.
+      absl::StatusOr<std::vector<float>> scales =
+          model::CalibrateReadoutScales(*features, absl::GetFlag(FLAGS_readout_percentile));
+      absl::Status set = scales.ok() ? upper.set_readout_scales(*std::move(scales))
+                                     : scales.status();
+      if (set.ok()) set = upper.AttachGramBackend(readout_backend.get());
+      if (!set.ok()) {
+        std::fprintf(stderr, "strata-train: readout scales: %s\n", set.ToString().c_str());
+        return 1;
+      }
+    }
     feature_seconds += Seconds(features_start);
     std::vector<int> classes(rows);
     for (Eigen::Index i = 0; i < rows; ++i) {
       classes[i] = upper.ClassIndexOrAdd(train->labels[begin + i]);
     }
-    if (absl::Status s = upper.Absorb(features, classes); !s.ok()) {
+    fpga::OpCounts counts;
+    if (absl::Status s = upper.Absorb(*features, classes, &counts); !s.ok()) {
       std::fprintf(stderr, "strata-train: %s\n", s.ToString().c_str());
       return 1;
     }
-    train_features.push_back(std::move(features));
+    gram_counts += counts;
+    train_features.push_back(*std::move(features));
   }
+  fpga::OpCounts fold_counts, staged_counts;
+  if (absl::Status s = upper.FoldGram(&fold_counts, &staged_counts); !s.ok()) {
+    std::fprintf(stderr, "strata-train: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  gram_counts += staged_counts;  // the last, partial block of rows
   const double absorb_seconds = Seconds(phase) - feature_seconds;
+  std::printf("readout  features from the %s lower tier%s; G, Q by %s\n",
+              readout_lower ? "int8" : "float",
+              readout_lower ? absl::StrCat(" on the ", readout_backend->info().name,
+                                           " backend").c_str() : "",
+              readout_int8 ? absl::StrCat("the int8 Gram kernel on the ",
+                                          readout_backend->info().name, " backend (",
+                                          readout_backend->info().description,
+                                          "), features quantised per feature at percentile ",
+                                          absl::GetFlag(FLAGS_readout_percentile)).c_str()
+                           : "the float64 host rank-k update");
+  if (readout_int8) {
+    absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor(readout_backend->info().name);
+    std::printf("gram     %s; fold %s; %.3f J by the %s table\n", ToString(gram_counts).c_str(),
+                ToString(fold_counts).c_str(),
+                table.ok() ? fpga::Joules(gram_counts + fold_counts, *table) : 0.0,
+                readout_backend->info().name.c_str());
+  }
   phase = absl::Now();
   absl::StatusOr<model::Readout> readout = upper.Solve();
   if (!readout.ok()) {
@@ -311,8 +427,20 @@ int Run() {
   std::printf("accuracy train %.2f%%", 100 * train_accuracy);
   double test_accuracy = 0;
   if (test) {
-    test_accuracy = Accuracy(*lower, *readout, ToMatrix(*test), test->labels);
-    std::printf("  test %.2f%%", 100 * test_accuracy);
+    if (readout_lower) {
+      fpga::OpCounts unused;
+      absl::StatusOr<double> accuracy =
+          Int8Accuracy(*readout_lower, *readout, ToMatrix(*test), test->labels, unused);
+      if (!accuracy.ok()) {
+        std::fprintf(stderr, "strata-train: %s\n", accuracy.status().ToString().c_str());
+        return 1;
+      }
+      test_accuracy = *accuracy;
+    } else {
+      test_accuracy = Accuracy(*lower, *readout, ToMatrix(*test), test->labels);
+    }
+    std::printf("  test %.2f%% (%s features)", 100 * test_accuracy,
+                readout_lower ? "int8 lower-tier" : "float lower-tier");
   }
   std::printf("  (evaluated in %.2f s)\n", Seconds(phase));
   for (size_t i = 0; int8_backend != nullptr && i < int8_percentiles.size(); ++i) {
@@ -325,30 +453,13 @@ int Run() {
     }
   }
 
-  // The int8 activation scales, stored in the bundle: a float pass over a couple of thousand
-  // images (about a second), so every bundle can be served in int8 (strata-server --device).
-  model::Int8Calibration int8;
-  if (const size_t n = absl::GetFlag(FLAGS_int8_calibration_images); n > 0) {
-    phase = absl::Now();
-    const Eigen::Index rows =
-        std::min<Eigen::Index>(train_images.rows(), static_cast<Eigen::Index>(n));
-    absl::StatusOr<model::Int8Calibration> calibrated =
-        model::QuantizedLowerTier::CalibrateActivations(*lower, train_images.topRows(rows),
-                                                        {.percentile = int8_percentiles[0]});
-    if (!calibrated.ok()) {
-      std::fprintf(stderr, "strata-train: int8 calibration: %s\n",
-                   calibrated.status().ToString().c_str());
-      return 1;
-    }
-    int8 = *std::move(calibrated);
-    std::printf("int8     scales for %zu stages calibrated on %td training images "
-                "(percentile %g) in %.2f s, stored in the bundle\n",
-                int8.activation_scales.size(), rows, int8.percentile, Seconds(phase));
-  }
-
   phase = absl::Now();
   const std::string out = absl::GetFlag(FLAGS_out);
+  // The int8 lower tier points into `lower`'s stages: drop it before `lower` moves.
+  readout_lower.reset();
   model::Bundle bundle{*std::move(lower), std::move(upper), 1, std::move(int8)};
+  bundle.readout_features = readout_device == "float" ? "float" : "int8";
+  bundle.readout_percentile = readout_int8 ? absl::GetFlag(FLAGS_readout_percentile) : 0;
   if (absl::Status s = model::WriteBundle(bundle, out); !s.ok()) {
     std::fprintf(stderr, "strata-train: %s\n", s.ToString().c_str());
     return 1;

@@ -10,6 +10,7 @@
 #include <Eigen/Cholesky>
 
 #include "absl/strings/str_cat.h"
+#include "base/log.h"
 
 namespace strata::model {
 
@@ -209,6 +210,204 @@ UpperTier::UpperTier(int feature_size, double lambda, const UpperTierOptions& op
                                   : "keep_factor is off");
 }
 
+absl::StatusOr<std::vector<float>> CalibrateReadoutScales(const MatrixF& features,
+                                                          double percentile) {
+  if (features.rows() == 0 || features.cols() == 0) {
+    return absl::InvalidArgumentError("readout scales: no calibration features");
+  }
+  if (!(percentile > 0 && percentile <= 100)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("readout scales: percentile ", percentile, ", expected (0, 100]"));
+  }
+  if (!features.allFinite()) {
+    return absl::InvalidArgumentError("readout scales: the calibration features hold NaN or Inf");
+  }
+  const Eigen::Index rows = features.rows(), d = features.cols();
+  // The k-th smallest |h_j| with k = ceil(p/100 * rows) - 1 (the maximum for p = 100).
+  const Eigen::Index k = std::clamp<Eigen::Index>(
+      static_cast<Eigen::Index>(std::ceil(percentile / 100.0 * static_cast<double>(rows))) - 1, 0,
+      rows - 1);
+  std::vector<float> scales(d);
+#pragma omp parallel
+  {
+    std::vector<float> column(rows);
+#pragma omp for schedule(static)
+    for (Eigen::Index j = 0; j < d; ++j) {
+      for (Eigen::Index n = 0; n < rows; ++n) column[n] = std::abs(features(n, j));
+      std::nth_element(column.begin(), column.begin() + k, column.end());
+      scales[j] = column[k] / 127.0f;
+    }
+  }
+  const float largest = *std::max_element(scales.begin(), scales.end());
+  for (float& s : scales) {
+    if (!(s > 0)) s = largest > 0 ? largest : 1.0f;
+  }
+  return scales;
+}
+
+UpperTier::UpperTier(const UpperTier& other)
+    : lambda_(other.lambda_),
+      options_(other.options_),
+      gram_(other.gram()),  // gram() and cross() fold the source's accumulator first
+      cross_(other.cross()),
+      labels_(other.labels_),
+      index_(other.index_),
+      samples_seen_(other.samples_seen_),
+      factor_(other.factor_),
+      pending_(other.pending_),
+      pending_rows_(other.pending_rows_),
+      factor_blocker_(other.factor_blocker_),
+      updates_since_refactor_(other.updates_since_refactor_),
+      last_refresh_(other.last_refresh_),
+      readout_scales_(other.readout_scales_),
+      gram_backend_(other.gram_backend_) {}
+
+UpperTier& UpperTier::operator=(const UpperTier& other) {
+  if (this != &other) *this = UpperTier(other);
+  return *this;
+}
+
+UpperTier::~UpperTier() = default;
+
+const MatrixD& UpperTier::gram() const {
+  if (absl::Status s = FoldGram(); !s.ok()) STRATA_LOG(ERROR) << "upper tier: " << s;
+  return gram_;
+}
+
+const MatrixD& UpperTier::cross() const {
+  if (absl::Status s = FoldGram(); !s.ok()) STRATA_LOG(ERROR) << "upper tier: " << s;
+  return cross_;
+}
+
+namespace {
+
+// The nearest float with at most 16 significant bits: then s * q is exact in float for every
+// |q| <= 127 (16 + 7 bits <= float's 24-bit significand).
+float RoundTo16Bits(float value) {
+  int exponent = 0;
+  const double mantissa = std::frexp(static_cast<double>(value), &exponent);  // in [0.5, 1)
+  return static_cast<float>(std::ldexp(std::nearbyint(std::ldexp(mantissa, 16)), exponent - 16));
+}
+
+}  // namespace
+
+absl::Status UpperTier::set_readout_scales(std::vector<float> scales) {
+  if (!scales.empty() && static_cast<int>(scales.size()) != feature_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("upper tier: ", scales.size(),
+                                                   " readout scales for ", feature_size(),
+                                                   " features"));
+  }
+  for (size_t j = 0; j < scales.size(); ++j) {
+    if (!(scales[j] > 0) || !std::isfinite(scales[j])) {
+      return absl::InvalidArgumentError(absl::StrCat("upper tier: readout scale ", j, " = ",
+                                                     scales[j], ", expected a finite value > 0"));
+    }
+    scales[j] = RoundTo16Bits(scales[j]);
+  }
+  // Rows already in the accumulator were quantised with the old scales: fold them in first.
+  if (absl::Status s = FoldGram(); !s.ok()) return s;
+  readout_scales_ = std::move(scales);
+  if (readout_scales_.empty()) accumulator_.reset();
+  return absl::OkStatus();
+}
+
+absl::Status UpperTier::QuantizeFeatures(const MatrixF& features, std::vector<int8_t>* quantized,
+                                         MatrixF* dequantized) const {
+  if (readout_scales_.empty()) {
+    return absl::FailedPreconditionError("upper tier: no readout scales (float readout features)");
+  }
+  if (features.cols() != feature_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("upper tier: features have ", features.cols(),
+                                                   " columns, expected ", feature_size()));
+  }
+  const Eigen::Index rows = features.rows(), d = features.cols();
+  quantized->resize(static_cast<size_t>(rows * d));
+  if (dequantized != nullptr) dequantized->resize(rows, d);
+  for (Eigen::Index n = 0; n < rows; ++n) {
+    for (Eigen::Index j = 0; j < d; ++j) {
+      const float s = readout_scales_[j];
+      float q = std::nearbyint(features(n, j) / s);
+      if (!(q <= 127.0f)) q = q > 127.0f ? 127.0f : 0.0f;  // NaN -> 0
+      if (q < -127.0f) q = -127.0f;
+      (*quantized)[n * d + j] = static_cast<int8_t>(q);
+      if (dequantized != nullptr) (*dequantized)(n, j) = s * q;  // exact (16-bit scales)
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UpperTier::AttachGramBackend(fpga::Backend* backend) {
+  if (backend != nullptr && readout_scales_.empty()) {
+    return absl::FailedPreconditionError(
+        "upper tier: a Gram backend needs int8 readout scales (the bundle has none: re-fit it "
+        "with strata-train --readout_device=cpu|emu|xrt)");
+  }
+  if (absl::Status s = FoldGram(); !s.ok()) return s;
+  accumulator_.reset();
+  gram_backend_ = backend;
+  return absl::OkStatus();
+}
+
+uint64_t UpperTier::unfolded_gram_rows() const {
+  return (accumulator_ == nullptr ? 0 : accumulator_->rows()) + staged_classes_.size();
+}
+
+absl::Status UpperTier::AccumulateStaged(fpga::OpCounts& counts) const {
+  if (staged_classes_.empty()) return absl::OkStatus();
+  if (accumulator_ == nullptr) {
+    absl::StatusOr<std::unique_ptr<fpga::GramInt8Accumulator>> created =
+        gram_backend_->CreateGramInt8(feature_size(), num_classes());
+    if (!created.ok()) return created.status();
+    accumulator_ = *std::move(created);
+  }
+  absl::StatusOr<fpga::OpCounts> done = accumulator_->Accumulate(staged_rows_, staged_classes_);
+  if (!done.ok()) return done.status();
+  counts += *done;
+  staged_rows_.clear();
+  staged_classes_.clear();
+  return absl::OkStatus();
+}
+
+absl::Status UpperTier::FoldGram(fpga::OpCounts* counts, fpga::OpCounts* absorb_counts) const {
+  if (counts != nullptr) *counts = fpga::OpCounts{};
+  if (absorb_counts != nullptr) *absorb_counts = fpga::OpCounts{};
+  fpga::OpCounts staged;
+  if (absl::Status s = AccumulateStaged(staged); !s.ok()) return s;
+  if (absorb_counts != nullptr) {
+    *absorb_counts = staged;
+  } else if (counts != nullptr) {
+    *counts = staged;
+  }
+  if (accumulator_ == nullptr || accumulator_->rows() == 0) return absl::OkStatus();
+  std::vector<int64_t> g, q;
+  absl::StatusOr<fpga::OpCounts> read = accumulator_->Read(&g, &q);
+  if (!read.ok()) return read.status();
+  absl::StatusOr<std::unique_ptr<fpga::GramInt8Accumulator>> fresh =
+      gram_backend_->CreateGramInt8(feature_size(), num_classes());
+  if (!fresh.ok()) return fresh.status();
+  const Eigen::Index d = feature_size();
+  const int c = accumulator_->num_classes();
+  // G_ij += s_i s_j G_int_ij: s_i s_j has at most 32 significant bits, so each term rounds once.
+#pragma omp parallel for schedule(dynamic, 64) if (d >= 512)
+  for (Eigen::Index i = 0; i < d; ++i) {
+    const double si = readout_scales_[i];
+    const int64_t* gi = g.data() + i * d;
+    double* out = gram_.row(i).data();
+    for (Eigen::Index j = 0; j <= i; ++j) {
+      out[j] += si * static_cast<double>(readout_scales_[j]) * static_cast<double>(gi[j]);
+    }
+    for (int k = 0; k < c; ++k) cross_(i, k) += si * static_cast<double>(q[i * c + k]);
+  }
+  accumulator_ = *std::move(fresh);
+  if (counts != nullptr) {
+    *counts += *read;
+    counts->fp64_macs += static_cast<uint64_t>(d) * (d + 1) / 2 + static_cast<uint64_t>(d) * c;
+    counts->dram_bytes += static_cast<uint64_t>(d) * (d + 1) / 2 * 16 +
+                          static_cast<uint64_t>(d) * c * 16;
+  }
+  return absl::OkStatus();
+}
+
 int UpperTier::ClassIndex(absl::string_view label) const {
   auto it = index_.find(label);
   return it == index_.end() ? -1 : it->second;
@@ -220,6 +419,8 @@ int UpperTier::ClassIndexOrAdd(absl::string_view label) {
     labels_.emplace_back(label);
     cross_.conservativeResize(Eigen::NoChange, num_classes());
     cross_.col(num_classes() - 1).setZero();
+    // Exact and cannot fail for a larger count: a new class is a zero column of Q_int too.
+    if (accumulator_ != nullptr) (void)accumulator_->GrowClasses(num_classes());
   }
   return it->second;
 }
@@ -233,7 +434,9 @@ absl::Status UpperTier::set_forgetting(double alpha) {
   return absl::OkStatus();
 }
 
-absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> classes) {
+absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> classes,
+                              fpga::OpCounts* counts) {
+  if (counts != nullptr) *counts = fpga::OpCounts{};
   if (features.cols() != feature_size()) {
     return absl::InvalidArgumentError(absl::StrCat("upper tier absorb: features have ",
                                                    features.cols(), " columns, expected ",
@@ -252,6 +455,38 @@ absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> cla
     }
   }
   if (classes.empty()) return absl::OkStatus();
+  if (readout_scales_.empty()) {
+    AbsorbFloat(features, classes);
+    return absl::OkStatus();
+  }
+  std::vector<int8_t> quantized;
+  MatrixF dequantized;
+  if (absl::Status s = QuantizeFeatures(features, &quantized, &dequantized); !s.ok()) return s;
+  if (gram_backend_ == nullptr || options_.forgetting != 1.0) {
+    // No backend, or forgetting (alpha G is not an integer sum): the float64 path on the same
+    // dequantised rows, after folding what the accumulator holds.
+    if (absl::Status s = FoldGram(); !s.ok()) return s;
+    AbsorbFloat(dequantized, classes);
+    return absl::OkStatus();
+  }
+  staged_rows_.insert(staged_rows_.end(), quantized.begin(), quantized.end());
+  staged_classes_.insert(staged_classes_.end(), classes.begin(), classes.end());
+  if (staged_classes_.size() >= static_cast<size_t>(std::max(1, options_.gram_block_rows))) {
+    fpga::OpCounts done;
+    if (absl::Status s = AccumulateStaged(done); !s.ok()) {
+      // Nothing of this call may remain: un-stage its rows (earlier staged rows stay).
+      staged_rows_.resize(staged_rows_.size() - quantized.size());
+      staged_classes_.resize(staged_classes_.size() - classes.size());
+      return s;
+    }
+    if (counts != nullptr) *counts = done;
+  }
+  samples_seen_ += classes.size();
+  BufferPendingRows(dequantized);
+  return absl::OkStatus();
+}
+
+void UpperTier::AbsorbFloat(const MatrixF& features, std::span<const int> classes) {
   const MatrixD h = features.cast<double>();
   const double alpha = options_.forgetting;
   // G's lower triangle <- alpha G + H^T H: half the flops of a full product, G stays exactly
@@ -275,6 +510,10 @@ absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> cla
     cross_.col(classes[i]) += h.row(static_cast<Eigen::Index>(i)).transpose();
   }
   samples_seen_ += classes.size();
+  BufferPendingRows(features);
+}
+
+void UpperTier::BufferPendingRows(const MatrixF& features) {
   if (factor_.size() != 0) {
     if (pending_rows_ + features.rows() > MaxPendingRows(feature_size())) {
       DropFactor("more rows were absorbed since the last refresh than an update is worth");
@@ -283,7 +522,6 @@ absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> cla
       pending_rows_ += features.rows();
     }
   }
-  return absl::OkStatus();
 }
 
 void UpperTier::DropFactor(std::string why) {
@@ -309,6 +547,7 @@ absl::StatusOr<Readout> UpperTier::Solve() const {
   if (num_classes() == 0) {
     return absl::FailedPreconditionError("upper tier solve: no class has been seen yet");
   }
+  if (absl::Status s = FoldGram(); !s.ok()) return s;
   Eigen::MatrixXd factor = gram_;  // reads the lower triangle only
   if (!(CholeskyInPlace(factor) > 0)) {
     return absl::InternalError(
@@ -373,6 +612,7 @@ absl::StatusOr<RefreshReport> UpperTier::PlanRefresh(RefreshMode mode) const {
 absl::StatusOr<Readout> UpperTier::Refresh(RefreshMode mode) {
   absl::StatusOr<RefreshReport> plan = PlanRefresh(mode);
   if (!plan.ok()) return plan.status();
+  if (absl::Status s = FoldGram(); !s.ok()) return s;
   Eigen::MatrixXd factor;
   if (plan->path == RefreshPath::kRefactor) {
     factor = gram_;

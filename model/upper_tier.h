@@ -22,12 +22,26 @@
 //   G <- alpha (G - lambda I) + lambda I,   Q <- alpha Q,
 // then adds the batch; the regulariser lambda I is never decayed.
 //
-// Thread safety: const methods may run concurrently with each other; anything non-const (Absorb,
-// Refresh, ClassIndexOrAdd, set_forgetting) needs exclusive access (the caller's mutex).
+// Optional int8 readout features (docs/upper-tier.md, "Int8 readout features and the Gram kernel"):
+// with per-feature scales s_j set (set_readout_scales), every absorbed row h is first quantised,
+// h_q = clamp(round(h / s), -127, 127), and the statistics are those of the dequantised rows
+// h~ = s .* h_q (exact in float: the scales carry at most 16 significant bits). Then
+//   G = G_base + S (sum h_q h_q^T) S,   Q = Q_base + S (sum h_q y^T)
+// and the integer sums are exact on any fpga::Backend: with a backend attached (AttachGramBackend)
+// absorbs go into its GramInt8Accumulator (the FPGA's Gram kernel on a card) and the float64
+// statistics fold the integer sums in once, when they are read (gram(), cross(), Solve, Refresh).
+// Without a backend the same dequantised rows go through the float64 host path; both agree to
+// float64 rounding (~1e-15 relative).
+//
+// Thread safety: const methods may run concurrently with each other, EXCEPT that with an attached
+// Gram backend holding unfolded rows, gram(), cross() and Solve() fold them in first (mutating
+// cached state), so callers must serialise those too (the server's store does: one mutex).
+// Anything non-const (Absorb, Refresh, ClassIndexOrAdd, set_forgetting) needs exclusive access.
 #ifndef STRATA_MODEL_UPPER_TIER_H_
 #define STRATA_MODEL_UPPER_TIER_H_
 
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -35,6 +49,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "fpga/backend.h"
 #include "model/tensor.h"
 
 namespace strata::model {
@@ -96,13 +111,34 @@ struct UpperTierOptions {
   // rotations run at a lower flop rate than the Cholesky's block products. kAuto updates the
   // factor when weight * 3 k D^2 < D^3 / 3. Measured on the 2-core machine (docs/upper-tier.md).
   double update_flop_weight = 2.0;
+  // Int8 readout with a Gram backend: absorbed rows are staged (quantised, D bytes each) and handed
+  // to the backend's accumulator in blocks of this many rows, because every Accumulate call also
+  // passes once over the int64 triangle of G (D^2/2 values; 166 MB at D = 6448): per-message calls
+  // made small Update messages slower than the float64 host path. Exact: the integer sums do not
+  // depend on how rows are split over calls. Staged rows are accumulated before any fold.
+  int gram_block_rows = 2048;
 };
+
+// Per-feature int8 scales for the readout features, calibrated on `features` (rows of training
+// features): s_j = (the `percentile` of |h_j| over the rows) / 127, in (0, 100] (100: the maximum);
+// a feature that is 0 on every row gets the scale of the largest feature (any positive scale
+// represents 0 exactly). INVALID_ARGUMENT if there are no rows, the percentile is out of range or
+// a value is NaN / Inf.
+absl::StatusOr<std::vector<float>> CalibrateReadoutScales(const MatrixF& features,
+                                                          double percentile);
 
 class UpperTier {
  public:
   // An empty readout over `feature_size` features with ridge parameter `lambda` > 0.
   UpperTier(int feature_size, double lambda);
   UpperTier(int feature_size, double lambda, const UpperTierOptions& options);
+  // Copies fold the source's unfolded Gram rows in first; the copy shares the Gram backend (not
+  // the accumulator: it creates its own on its first int8 absorb).
+  UpperTier(const UpperTier& other);
+  UpperTier& operator=(const UpperTier& other);
+  UpperTier(UpperTier&&) = default;
+  UpperTier& operator=(UpperTier&&) = default;
+  ~UpperTier();
 
   // The class index of `label`, adding it as a new class if it is new.
   int ClassIndexOrAdd(absl::string_view label);
@@ -114,7 +150,51 @@ class UpperTier {
   // updated by a blocked symmetric rank-k update that runs on every OpenMP thread.
   // INVALID_ARGUMENT if the widths or counts disagree or a class index is out of range; nothing
   // changes then.
-  absl::Status Absorb(const MatrixF& features, std::span<const int> classes);
+  // With readout scales set, the rows are quantised first (see the top of this file); with a Gram
+  // backend attached too and forgetting 1, they go into the backend's accumulator (int8 MACs, no
+  // host D^2 work); with forgetting < 1 (not exact with integer sums) the accumulator is folded
+  // in and the dequantised rows take the float64 path. If `counts` is not null it receives the
+  // work: the backend's OpCounts for an accumulator absorb, else zero (the float64 path's work is
+  // priced from the shapes by the caller, server/energy_meter.h AbsorbCounts). A backend error
+  // (xrt) is returned as is; the statistics are then unchanged.
+  // With a Gram backend the rows are staged and accumulated by the block (gram_block_rows), so
+  // `counts` receives the work of the blocks this call completed (often none): the work of rows
+  // still staged is reported by the FoldGram that accumulates them.
+  absl::Status Absorb(const MatrixF& features, std::span<const int> classes,
+                      fpga::OpCounts* counts = nullptr);
+
+  // Per-feature int8 scales of the readout features (D values, each > 0, finite; empty: float
+  // features, the default). Scales are rounded to 16 significant bits so that s_j * h_q is exact
+  // in float. INVALID_ARGUMENT on a wrong length or a bad value (then nothing changes). Changing
+  // the scales after samples were absorbed is allowed: the statistics keep the rows as they were.
+  absl::Status set_readout_scales(std::vector<float> scales);
+  const std::vector<float>& readout_scales() const { return readout_scales_; }
+  bool int8_readout() const { return !readout_scales_.empty(); }
+  // Quantises feature rows with the readout scales: h_q (rows x D, row-major) and, if `dequantized`
+  // is not null, h~ = s .* h_q. FAILED_PRECONDITION without scales; INVALID_ARGUMENT on a width.
+  absl::Status QuantizeFeatures(const MatrixF& features, std::vector<int8_t>* quantized,
+                                MatrixF* dequantized) const;
+
+  // Absorbs int8-readout rows through `backend`'s GramInt8Accumulator (not owned; must outlive
+  // this tier). FAILED_PRECONDITION without readout scales. Folds any rows of a previous backend.
+  absl::Status AttachGramBackend(fpga::Backend* backend);
+  fpga::Backend* gram_backend() const { return gram_backend_; }
+  // Rows absorbed through the Gram backend (staged or in the accumulator) not yet folded into the
+  // float64 statistics.
+  uint64_t unfolded_gram_rows() const;
+  // Rows staged for the accumulator's next block (a subset of unfolded_gram_rows()).
+  uint64_t staged_gram_rows() const { return staged_classes_.size(); }
+  // Hands the staged rows to the accumulator now (creating it if needed) instead of when their
+  // block fills or at the next fold; adds the work to `counts`. The backend's errors (xrt) are
+  // returned; then the rows stay staged.
+  absl::Status AccumulateStaged(fpga::OpCounts& counts) const;
+  // Accumulates the staged rows, then folds the accumulator's integer sums into G and Q now
+  // (G += S G_int S, Q += S Q_int) and starts a fresh accumulator. If `counts` is not null it
+  // receives the fold's work (the read-back and the fold's fp64 MACs); the staged rows'
+  // accumulation goes to `absorb_counts` if that is not null, else is added to `counts`. The
+  // backend's errors (xrt) are returned; then nothing was folded.
+  absl::Status FoldGram(fpga::OpCounts* counts = nullptr,
+                        fpga::OpCounts* absorb_counts = nullptr) const;
 
   // Solves W = G^-1 Q by a fresh Cholesky factorisation; touches no cached state.
   // FAILED_PRECONDITION if there is no class yet; INTERNAL if G is not positive definite
@@ -151,8 +231,11 @@ class UpperTier {
   // The statistics, for the bundle and snapshots. G is symmetric and only its lower triangle is
   // kept up to date: read gram() through gram().triangularView<Eigen::Lower>() or
   // selfadjointView<Eigen::Lower>(); its strict upper triangle is unspecified.
-  const MatrixD& gram() const { return gram_; }
-  const MatrixD& cross() const { return cross_; }
+  // With an attached Gram backend both fold its unfolded rows in first (FoldGram); a backend
+  // error then is logged and the statistics returned without those rows (call FoldGram() first
+  // to see the error).
+  const MatrixD& gram() const;
+  const MatrixD& cross() const;
   // Rebuilds an upper tier from stored statistics (forgetting 1; call set_forgetting to restore a
   // stored one); INVALID_ARGUMENT if shapes disagree. No factor is kept: the first Refresh()
   // re-factors.
@@ -166,11 +249,17 @@ class UpperTier {
   double UpdateFlops(int64_t rows) const;
   // Drops the kept factor and the buffered rows; `why` becomes the factor-update blocker.
   void DropFactor(std::string why);
+  // The float64 absorb of rows already validated (and dequantised, for an int8 readout).
+  void AbsorbFloat(const MatrixF& features, std::span<const int> classes);
+  // Buffers rows for the factor-update path (or drops the factor when too many).
+  void BufferPendingRows(const MatrixF& features);
+
 
   double lambda_;
   UpperTierOptions options_;
-  MatrixD gram_;   // D x D, lambda I + sum h h^T, lower triangle
-  MatrixD cross_;  // D x C
+  // D x D, lambda I + sum h h^T, lower triangle; mutable: FoldGram adds the accumulator's sums.
+  mutable MatrixD gram_;
+  mutable MatrixD cross_;  // D x C
   std::vector<std::string> labels_;
   absl::flat_hash_map<std::string, int> index_;
   uint64_t samples_seen_ = 0;
@@ -182,6 +271,15 @@ class UpperTier {
   std::string factor_blocker_;  // why there is no factor to update (empty: there is one)
   int updates_since_refactor_ = 0;
   RefreshReport last_refresh_;
+
+  // The int8 readout (empty scales: float features).
+  std::vector<float> readout_scales_;
+  fpga::Backend* gram_backend_ = nullptr;  // not owned
+  // Created on the first int8 absorb; sums of rows not yet folded into gram_ / cross_.
+  mutable std::unique_ptr<fpga::GramInt8Accumulator> accumulator_;
+  // Quantised rows (row-major, D each) and their class indices waiting for the next block.
+  mutable std::vector<int8_t> staged_rows_;
+  mutable std::vector<int32_t> staged_classes_;
 };
 
 }  // namespace strata::model

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "model/stages.h"
+
 namespace strata::server {
 namespace {
 
@@ -38,6 +40,28 @@ fpga::OpCounts LowerTierInferenceCounts(uint64_t macs_per_image, int input_size,
   counts.dram_bytes = U(4.0 * images * (static_cast<double>(input_size) + feature_size)) +
                       parameter_bytes;
   return counts;
+}
+
+uint64_t LowerTierWeightBytes(const model::LowerTier& lower) {
+  uint64_t values = 0;
+  for (const auto& stage : lower.stages()) {
+    if (const auto* conv = dynamic_cast<const model::ConvStage*>(stage.get())) {
+      values += static_cast<uint64_t>(conv->filters().size());
+    } else if (const auto* expand = dynamic_cast<const model::ExpandStage*>(stage.get())) {
+      values += static_cast<uint64_t>(expand->projection().size() + expand->bias().size());
+    } else if (const auto* elm = dynamic_cast<const model::ElmAutoencoderStage*>(stage.get())) {
+      values += static_cast<uint64_t>(elm->encoder().size());
+    }
+  }
+  return 4 * values;
+}
+
+fpga::OpCounts FloatLowerTierCounts(const model::LowerTier& lower, int images) {
+  const uint64_t chunks =
+      (static_cast<uint64_t>(std::max(images, 0)) + kLowerTierRowsPerChunk - 1) /
+      kLowerTierRowsPerChunk;
+  return LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), lower.feature_size(),
+                                  images, chunks * LowerTierWeightBytes(lower));
 }
 
 fpga::OpCounts AbsorbCounts(int d, int classes, int rows) {

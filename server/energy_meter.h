@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "fpga/backend.h"
 #include "fpga/energy.h"
+#include "model/lower_tier.h"
 #include "model/upper_tier.h"
 
 namespace strata::server {
@@ -41,6 +42,20 @@ absl::string_view EnergyPhaseName(EnergyPhase phase);
 // in (4 B/value), features out (4 B/feature), the parameters read once per call.
 fpga::OpCounts LowerTierInferenceCounts(uint64_t macs_per_image, int input_size, int feature_size,
                                         int images, uint64_t parameter_bytes = 0);
+
+// Bytes of the float lower tier's matrix-product parameters at 4 B per value: conv filters,
+// expansion projection and bias, ELM encoder (the parameters its fp32 GEMMs stream).
+uint64_t LowerTierWeightBytes(const model::LowerTier& lower);
+
+// Rows per chunk in which both lower tiers (model::LowerTier and model::QuantizedLowerTier) stream
+// a batch through their matrix products; each chunk reads every weight once.
+inline constexpr int kLowerTierRowsPerChunk = 64;
+
+// The float lower tier's work for `images` images: LowerTierInferenceCounts with its weights read
+// once per chunk of kLowerTierRowsPerChunk images. The int8 lower tier's backend calls count their
+// (int8) weights the same way, once per call, one call per layer and chunk: both paths count the
+// same dataflow (docs/fpga.md, "Energy").
+fpga::OpCounts FloatLowerTierCounts(const model::LowerTier& lower, int images);
 
 // Absorbing `rows` samples into an upper tier with `d` features and `classes` classes in fp64:
 // the symmetric rank-k update of G's lower triangle (rows * d * (d + 1) / 2 MACs) plus Q += H^T Y

@@ -18,8 +18,7 @@ absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& imag
     *counts = fpga::OpCounts{};
     return int8_lower->Features(images, counts);
   }
-  *counts = LowerTierInferenceCounts(lower->MacsPerSample(), lower->input_size(),
-                                     lower->feature_size(), static_cast<int>(images.rows()));
+  *counts = FloatLowerTierCounts(*lower, static_cast<int>(images.rows()));
   return lower->Features(images);
 }
 
@@ -76,13 +75,22 @@ absl::Status ModelStore::Load(model::Bundle bundle, fpga::Backend* int8_backend)
   device_ = version->device;
   lower_tier_energy_table_ = version->lower_tier_energy_table;
   upper_ = std::make_unique<model::UpperTier>(std::move(bundle.upper));
+  if (int8_backend != nullptr && upper_->int8_readout()) {
+    // Absorbs go through the backend's Gram kernel (docs/upper-tier.md).
+    if (absl::Status s = upper_->AttachGramBackend(int8_backend); !s.ok()) {
+      upper_.reset();
+      return s;
+    }
+  }
   current_.store(std::move(version));
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF& features,
                                                             std::span<const std::string> labels,
-                                                            int* num_classes) {
+                                                            int* num_classes,
+                                                            fpga::OpCounts* gram_counts,
+                                                            bool* on_gram_backend) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
   if (features.rows() != static_cast<Eigen::Index>(labels.size())) {
@@ -105,8 +113,16 @@ absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF
   }
   // Cannot fail after the checks above; if it ever did, the new classes stay as zero columns of Q,
   // which is exactly the statistics of "no sample with that label yet".
-  absl::Status status = upper_->Absorb(features, classes);
+  fpga::OpCounts counts;
+  absl::Status status = upper_->Absorb(features, classes, &counts);
   if (!status.ok()) return status;
+  if (gram_counts != nullptr) *gram_counts = counts;
+  if (on_gram_backend != nullptr) {
+    // The same condition UpperTier::Absorb routes rows to the accumulator by (a staged absorb
+    // reports no work yet but is still not host float64 work).
+    *on_gram_backend = upper_->gram_backend() != nullptr && upper_->int8_readout() &&
+                       upper_->forgetting() == 1.0;
+  }
   if (num_classes != nullptr) *num_classes = upper_->num_classes();
   return new_labels;
 }
@@ -122,10 +138,15 @@ absl::StatusOr<ModelStore::RefreshPlan> ModelStore::PlanRefresh() {
 absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshPlan* done) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  fpga::OpCounts fold_counts, absorb_counts;
+  if (absl::Status folded = upper_->FoldGram(&fold_counts, &absorb_counts); !folded.ok()) {
+    return folded;
+  }
   absl::StatusOr<model::Readout> readout = upper_->Refresh(model::RefreshMode::kAuto);
   if (!readout.ok()) return readout.status();
   if (done != nullptr) {
-    *done = RefreshPlan{upper_->last_refresh(), upper_->feature_size(), upper_->num_classes()};
+    *done = RefreshPlan{upper_->last_refresh(), upper_->feature_size(), upper_->num_classes(),
+                        fold_counts, absorb_counts};
   }
 
   auto version = std::make_shared<ModelVersion>();

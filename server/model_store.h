@@ -95,9 +95,19 @@ class ModelStore {
   // from labels.size() or the width from the feature size (then nothing is absorbed). The current
   // version is unchanged until Publish(). Thread-safe; serialised with other Absorb / Publish calls.
   // If `num_classes` is not null it receives the number of classes after the absorb.
+  //
+  // For a bundle with int8 readout scales served on an int8 backend, the rows go through the
+  // backend's Gram accumulator (model::UpperTier::AttachGramBackend); then `gram_counts` (if not
+  // null) receives the backend's OpCounts of the blocks this absorb completed (rows are staged and
+  // accumulated gram_block_rows at a time; the rest is reported by Publish as
+  // RefreshPlan::absorb_counts), `on_gram_backend` (if not null) is set to true, and
+  // the caller prices that work with the backend's energy table. Otherwise the float64 host path
+  // absorbed them, *on_gram_backend is false and the caller prices them from the shapes.
   absl::StatusOr<std::vector<std::string>> Absorb(const model::MatrixF& features,
                                                   std::span<const std::string> labels,
-                                                  int* num_classes = nullptr);
+                                                  int* num_classes = nullptr,
+                                                  fpga::OpCounts* gram_counts = nullptr,
+                                                  bool* on_gram_backend = nullptr);
 
   // What a refresh would do now (UpperTier::PlanRefresh(kAuto)) and the shapes it would run on,
   // for pricing it before deciding. FAILED_PRECONDITION before Load(). Thread-safe; waits for a
@@ -106,6 +116,12 @@ class ModelStore {
     model::RefreshReport report;
     int feature_size = 0;
     int num_classes = 0;
+    // Publish only: folding the Gram accumulator's integer sums into the float64 statistics
+    // (read-back from the backend plus D^2/2 fp64 MACs); zero without an int8 readout.
+    fpga::OpCounts fold_counts;
+    // Publish only: the Gram kernel's work on rows that were absorbed but still staged, run just
+    // before the fold; absorb work (priced like Absorb's gram_counts), zero without staged rows.
+    fpga::OpCounts absorb_counts;
   };
   absl::StatusOr<RefreshPlan> PlanRefresh();
 

@@ -40,6 +40,22 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
   return new_labels;
 }
 
+namespace {
+
+// Renames `path` to `path`.damaged (a copy written atomically, then the original deleted: Env has
+// no rename), so that nothing that lists snapshots sees it again.
+absl::Status QuarantineFile(Env* env, const std::string& path) {
+  absl::StatusOr<std::string> contents = env->ReadFile(path);
+  if (!contents.ok()) return contents.status();
+  const std::string target = absl::StrCat(path, ".damaged");
+  if (absl::Status s = env->WriteFileAtomically(target, *contents); !s.ok()) return s;
+  if (absl::Status s = env->DeleteFile(path); !s.ok()) return s;
+  STRATA_LOG(WARNING) << "recovery: moved the damaged snapshot to " << target;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
                                        model::Bundle* bundle,
                                        const model::QuantizedLowerTier* int8_lower) {
@@ -56,6 +72,11 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
     if (absl::IsDataLoss(snapshot.status())) {
       STRATA_LOG(WARNING) << "recovery: skipping damaged snapshot: " << snapshot.status().message();
       report.snapshots_skipped.push_back(std::string(snapshot.status().message()));
+      // Move it out of the way (kept for inspection as <name>.damaged): left under its own name it
+      // would still count among the kSnapshotsKept newest, and the next WriteSnapshot would prune
+      // the intact older snapshot this recovery falls back to instead of it.
+      absl::Status quarantined = QuarantineFile(env, file.path);
+      if (!quarantined.ok()) return quarantined;
       continue;
     }
     if (!snapshot.ok()) return snapshot.status();
@@ -73,7 +94,10 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   if (base.has_value()) {
     report.base_position = base->log_position;
     version = std::max(version, base->model_version);
+    // A snapshot holds G and Q only; the int8 readout scales come with the bundle.
+    std::vector<float> scales = bundle->upper.readout_scales();
     bundle->upper = std::move(base->upper);
+    if (absl::Status s = bundle->upper.set_readout_scales(std::move(scales)); !s.ok()) return s;
   }
 
   // 2. Replay the log after the base.

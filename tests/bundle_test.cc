@@ -133,5 +133,35 @@ TEST_F(BundleTest, MissingFileAndForeignFile) {
               ::testing::HasSubstr("bad magic"));
 }
 
+
+// The optional int8 readout records (upper.readout.*) round-trip exactly, and a bundle without
+// them (every bundle written before they existed, like the fixture's) reads as a float readout.
+TEST_F(BundleTest, Int8ReadoutScalesRoundTrip) {
+  absl::StatusOr<Bundle> old = ReadBundle(path_);
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_FALSE(old->upper.int8_readout());
+  EXPECT_EQ(old->readout_features, "float");
+  EXPECT_EQ(old->readout_percentile, 0);
+
+  const MatrixF features = bundle_->lower.Features(images_);
+  absl::StatusOr<std::vector<float>> scales = CalibrateReadoutScales(features, 99);
+  ASSERT_TRUE(scales.ok()) << scales.status();
+  ASSERT_TRUE(bundle_->upper.set_readout_scales(*scales).ok());
+  bundle_->readout_features = "int8";
+  bundle_->readout_percentile = 99;
+  ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
+  absl::StatusOr<Bundle> read = ReadBundle(path_);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_TRUE(read->upper.int8_readout());
+  EXPECT_EQ(read->upper.readout_scales(), bundle_->upper.readout_scales());
+  EXPECT_EQ(read->readout_features, "int8");
+  EXPECT_EQ(read->readout_percentile, 99);
+  // The stored (16-bit) scales quantise the rows exactly as the writer's did.
+  std::vector<int8_t> a, b;
+  ASSERT_TRUE(bundle_->upper.QuantizeFeatures(features, &a, nullptr).ok());
+  ASSERT_TRUE(read->upper.QuantizeFeatures(features, &b, nullptr).ok());
+  EXPECT_EQ(a, b);
+}
+
 }  // namespace
 }  // namespace strata::model

@@ -521,6 +521,10 @@ TEST_F(DurabilityTest, DamagedSnapshotsFallBackWhileTheLogAllowsItElseRefuse) {
   ASSERT_NE(server, nullptr) << ReadText(log_path_);
   EXPECT_THAT(ReadText(log_path_), HasSubstr(absl::StrCat("skipping damaged snapshot: snapshot ",
                                                           newer->path())));
+  // Quarantined, so that later snapshots cannot prune the intact older one in its favour.
+  EXPECT_FALSE(std::filesystem::exists(newer->path()));
+  EXPECT_TRUE(std::filesystem::exists(newer->path() + ".damaged"));
+  EXPECT_TRUE(std::filesystem::exists(older->path()));
   absl::StatusOr<v1::ModelInfo> info = server->client().GetModelInfo();
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->samples_seen(), expected_samples);

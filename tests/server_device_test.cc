@@ -24,6 +24,7 @@
 #include "client/client.h"
 #include "data/dataset.h"
 #include "fpga/backend.h"
+#include "fpga/dataflow.h"
 #include "fpga/energy.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -319,6 +320,100 @@ TEST_F(ServerDeviceTest, UpdatesAbsorbInt8Features) {
     }
     server.reset();  // SIGKILL
     server = ServerProcess::Start(fixture->int8_bundle, flags);
+    ASSERT_NE(server, nullptr);
+  }
+}
+
+// A bundle with int8 readout scales served on an int8 device: Update absorbs go through the
+// backend's Gram accumulator. Observable from outside: the absorb joules are exactly the Gram
+// kernel's int8 work priced by the cpu table (GramInt8CpuCounts), not the float64 rank-k update's
+// fp64 work; and the readout equals a host float64 fit of the same dequantised rows, live and
+// after SIGKILL + recovery (which replays through the float64 path of the same rows).
+TEST_F(ServerDeviceTest, Int8ReadoutUpdatesGoThroughTheGramKernel) {
+  absl::StatusOr<model::Bundle> read = model::ReadBundle(fixture->int8_bundle);
+  ASSERT_TRUE(read.ok()) << read.status();
+  model::Bundle& bundle = *read;
+  absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend("cpu");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  absl::StatusOr<model::QuantizedLowerTier> int8 =
+      model::QuantizedLowerTier::FromCalibration(bundle.lower, bundle.int8, **backend);
+  ASSERT_TRUE(int8.ok()) << int8.status();
+  absl::StatusOr<data::LabeledImages> calibration = data::Load("fashion-mnist:train", {0, 500});
+  ASSERT_TRUE(calibration.ok()) << calibration.status();
+  absl::StatusOr<model::MatrixF> calibration_features = int8->Features(ToMatrix(*calibration));
+  ASSERT_TRUE(calibration_features.ok()) << calibration_features.status();
+  absl::StatusOr<std::vector<float>> scales =
+      model::CalibrateReadoutScales(*calibration_features, 100);
+  ASSERT_TRUE(scales.ok()) << scales.status();
+  ASSERT_TRUE(bundle.upper.set_readout_scales(*scales).ok());
+  bundle.readout_features = "int8";
+  bundle.readout_percentile = 100;
+  const std::string path = fixture->dir + "/int8_readout.bundle";
+  ASSERT_TRUE(model::WriteBundle(bundle, path).ok());
+
+  absl::StatusOr<data::LabeledImages> stream = data::Load("fashion-mnist:train", {6000, 100});
+  ASSERT_TRUE(stream.ok()) << stream.status();
+  absl::StatusOr<model::MatrixF> stream_features = int8->Features(ToMatrix(*stream));
+  ASSERT_TRUE(stream_features.ok()) << stream_features.status();
+  model::UpperTier reference = bundle.upper;  // no Gram backend: the float64 host path
+  std::vector<int> classes;
+  for (const std::string& label : stream->labels) {
+    classes.push_back(reference.ClassIndexOrAdd(label));
+  }
+  ASSERT_TRUE(reference.Absorb(*stream_features, classes).ok());
+  absl::StatusOr<model::Readout> readout = reference.Solve();
+  ASSERT_TRUE(readout.ok()) << readout.status();
+  constexpr int kProbe = 16;
+  absl::StatusOr<model::MatrixF> probe_features =
+      int8->Features(ToMatrix(fixture->heldout).topRows(kProbe));
+  ASSERT_TRUE(probe_features.ok()) << probe_features.status();
+  const model::MatrixF expected = readout->Scores(*probe_features);
+
+  const std::vector<std::string> flags = {
+      "--device=cpu", absl::StrCat("--state_dir=", fixture->dir, "/gram_state")};
+  std::unique_ptr<ServerProcess> server = ServerProcess::Start(path, flags);
+  ASSERT_NE(server, nullptr);
+  // Two messages of 50 (<= kMaxBatch): both staged (fewer than gram_block_rows), then accumulated
+  // by one Gram call when the stream's end publishes, and charged to the absorb phase.
+  std::vector<v1::UpdateRequest> messages(2);
+  for (size_t i = 0; i < stream->size(); ++i) {
+    v1::LabeledSample* sample = messages[i / 50].add_samples();
+    sample->mutable_sample()->set_pixels(stream->image(i), stream->image_size());
+    sample->set_label(stream->labels[i]);
+  }
+  absl::StatusOr<v1::UpdateSummary> summary = server->client().Update(messages);
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  ASSERT_EQ(summary->accepted(), 100u);
+  const int d = bundle.lower.feature_size();
+  const int c = static_cast<int>(bundle.upper.labels().size());
+  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
+  ASSERT_TRUE(table.ok());
+  const double gram_joules = fpga::Joules(fpga::GramInt8CpuCounts(100, 100, d, c), *table);
+  EXPECT_NEAR(summary->energy().absorb_joules(), gram_joules, 1e-12 * gram_joules);
+  absl::StatusOr<v1::Stats> stats = server->client().GetStats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_NEAR(stats->energy().absorb_joules(), gram_joules, 1e-12 * gram_joules);
+
+  v1::PredictRequest request;
+  request.set_return_scores(true);
+  for (int i = 0; i < kProbe; ++i) {
+    request.add_samples()->set_pixels(fixture->heldout.image(i), fixture->heldout.image_size());
+  }
+  for (const char* phase : {"live", "recovered after SIGKILL"}) {
+    SCOPED_TRACE(phase);
+    absl::StatusOr<v1::PredictResponse> predicted = server->client().Predict(request);
+    ASSERT_TRUE(predicted.ok()) << predicted.status();
+    ASSERT_EQ(predicted->predictions_size(), kProbe);
+    const float scale = std::max(1.0f, expected.cwiseAbs().maxCoeff());
+    for (int i = 0; i < kProbe; ++i) {
+      ASSERT_EQ(predicted->predictions(i).scores_size(), expected.cols());
+      for (int k = 0; k < expected.cols(); ++k) {
+        EXPECT_NEAR(predicted->predictions(i).scores(k), expected(i, k), 1e-4f * scale)
+            << "sample " << i << " class " << k;
+      }
+    }
+    server.reset();  // SIGKILL
+    server = ServerProcess::Start(path, flags);
     ASSERT_NE(server, nullptr);
   }
 }
