@@ -230,6 +230,15 @@ int Stats(Client& client) {
     std::printf("%-18s %llu\n", name, static_cast<unsigned long long>(value));
   };
   line("samples predicted", stats->samples_predicted());
+  if (stats->predict_batches() > 0) {
+    // Dynamic batching (strata-server --batching=on).
+    std::printf("%-18s %llu (%llu requests, %llu samples; %llu with > 1 request; largest %llu)\n",
+                "predict batches", static_cast<unsigned long long>(stats->predict_batches()),
+                static_cast<unsigned long long>(stats->predict_batch_requests()),
+                static_cast<unsigned long long>(stats->predict_batch_samples()),
+                static_cast<unsigned long long>(stats->predict_multi_request_batches()),
+                static_cast<unsigned long long>(stats->predict_largest_batch()));
+  }
   line("samples extracted", stats->samples_extracted());
   line("samples absorbed", stats->samples_absorbed());
   line("samples rejected", stats->samples_rejected());

@@ -6,15 +6,22 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config clang
+  # the fuzz build (scripts/sanitize.sh): clang's OpenMP runtime; libFuzzer and the sanitizer
+  # runtimes come with clang (libclang-rt-14-dev)
+  libomp-14-dev
   # the required libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev
+  # Prometheus metrics over HTTP (server/metrics.h)
+  prometheus-cpp-dev
   # the data set of the demo and of the accuracy tests
   dataset-fashion-mnist
   # the PNG plot of strata-bench-stream
   gnuplot-nox
   # tests: certificates for the TLS tests, JSON / YAML checks of ghz reports and deploy/ manifests
   openssl python3 python3-yaml
+  # bench/serving_bench.sh: h2load, a light HTTP/2 load generator, beside ghz
+  nghttp2-client
 )
 
 missing=()

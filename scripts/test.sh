@@ -7,3 +7,9 @@ scripts/build.sh
 # ghz for the load smoke test (tests/ghz_smoke_test.sh); fast when .tools/bin/ghz is present.
 scripts/install-ghz.sh >/dev/null
 ctest --test-dir "${STRATA_BUILD_DIR:-build}" --output-on-failure --timeout 900 -j "$(nproc)"
+# Then the whole suite under ASan+UBSan, the concurrency tests under TSan and each fuzzer for a
+# bounded time (scripts/sanitize.sh; its own build directories). STRATA_SKIP_SANITIZERS=1 skips
+# them for a quick local run.
+if [ "${STRATA_SKIP_SANITIZERS:-0}" != 1 ]; then
+  scripts/sanitize.sh
+fi

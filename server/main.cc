@@ -36,6 +36,7 @@
 #include "model/bundle.h"
 #include "server/device.h"
 #include "server/env.h"
+#include "server/metrics.h"
 #include "server/model_store.h"
 #include "server/recovery.h"
 #include "server/update_log.h"
@@ -52,6 +53,17 @@ ABSL_FLAG(int32_t, max_batch, 1024,
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{64} << 20,
           "Largest request message in bytes; gRPC rejects larger ones with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int32_t, inference_threads, 2, "Threads answering Predict and ExtractFeatures.");
+ABSL_FLAG(std::string, batching, "on",
+          "Dynamic batching of concurrent Predict requests into one lower-tier batch: on or off.");
+ABSL_FLAG(int32_t, batch_max_images, 64,
+          "Batching: a batch is run once this many images are queued (and holds at most this "
+          "many, unless one request is larger).");
+ABSL_FLAG(int64_t, batch_max_delay_us, 500,
+          "Batching: how long the oldest queued Predict may wait for others, in microseconds; 0 "
+          "= no waiting (batch only what is already queued).");
+ABSL_FLAG(int32_t, batch_workers, 2, "Batching: threads forming and running batches.");
+ABSL_FLAG(int32_t, batch_threads_per_worker, 1,
+          "Batching: OpenMP threads each batch worker's lower tier may use.");
 ABSL_FLAG(std::string, state_dir, "",
           "Directory for the update log and snapshots. If set, acknowledged updates survive "
           "crashes and start-up recovers them; if empty, updates are not durable.");
@@ -100,6 +112,15 @@ ABSL_FLAG(std::string, device, "auto",
 ABSL_FLAG(std::string, xclbin, "",
           "xrt / auto: the xclbin holding the strata_dense_int8 and strata_gram_int8 kernels.");
 ABSL_FLAG(uint32_t, xrt_device_index, 0, "xrt / auto: the card's index in XRT's enumeration.");
+ABSL_FLAG(std::string, metrics_address, "",
+          "host:port to serve Prometheus metrics on over HTTP (GET /metrics), e.g. 0.0.0.0:9464; "
+          "port 0 picks a free port (see --metrics_port_file). Empty (default): no metrics.");
+ABSL_FLAG(std::string, metrics_port_file, "",
+          "If set (with --metrics_address), the metrics endpoint's bound port is written to this "
+          "file (atomically) once it listens.");
+ABSL_FLAG(std::string, log_format, "text",
+          "Log lines on stderr: text (default) or json (one JSON object per line: ts, level, "
+          "program, file, msg).");
 
 namespace strata::server {
 namespace {
@@ -121,8 +142,15 @@ struct Options {
   // 28x28 images as pixels). Larger messages fail with RESOURCE_EXHAUSTED before any of our code
   // runs.
   int max_message_bytes = 64 << 20;
-  // Threads running Predict / ExtractFeatures. Default 2.
+  // Threads running Predict / ExtractFeatures. Default 2. With batching on, Predict runs on the
+  // batcher's workers instead.
   int inference_threads = 2;
+  // Dynamic batching of Predict (server/batcher.h; docs/operations.md, "Dynamic batching"). Default
+  // on, 64 images, 500 us, 2 workers of 1 OpenMP thread each: at concurrency >= 8 single-image requests share lower-tier
+  // batches; at concurrency 1 a request waits up to max_delay for company that never comes, so a
+  // latency-bound single client is better served with --batch_max_delay_us=0 or --batching=off.
+  bool batching = true;
+  BatcherOptions batcher;
   // Grace period for in-flight calls at shutdown. Default 5 s.
   absl::Duration shutdown_grace = absl::Seconds(5);
   // TLS (docs/operations.md, "Security"): the server's PEM certificate chain and private key, read
@@ -156,6 +184,11 @@ struct Options {
   // the CPU backend (as accurate as float within 0.1 points and faster), or float for a bundle
   // without int8 scales (docs/operations.md, "Device").
   DeviceOptions device;
+  // Prometheus metrics endpoint (server/metrics.h; docs/operations.md, "Metrics"), host:port.
+  // Default empty: no endpoint and no metrics kept. Port 0 picks a free port, written to
+  // metrics_port_file (if set) like port_file.
+  std::string metrics_address;
+  std::string metrics_port_file;
 };
 
 // The contents of the file named by flag --`flag` (empty if `path` is empty).
@@ -220,9 +253,41 @@ absl::StatusOr<Options> ReadOptions() {
   options.bundle = absl::GetFlag(FLAGS_bundle);
   options.address = absl::GetFlag(FLAGS_address);
   options.port_file = absl::GetFlag(FLAGS_port_file);
+  options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
+  options.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  if (options.metrics_address.empty() && !options.metrics_port_file.empty()) {
+    return absl::InvalidArgumentError("--metrics_port_file needs --metrics_address");
+  }
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
   const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
+  const std::string batching = absl::GetFlag(FLAGS_batching);
+  if (batching != "on" && batching != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batching=", batching, ": expected on or off"));
+  }
+  options.batching = batching == "on";
+  options.batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
+  const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
+  options.batcher.max_delay = absl::Microseconds(max_delay_us);
+  options.batcher.workers = absl::GetFlag(FLAGS_batch_workers);
+  options.batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
+  if (options.batcher.threads_per_worker < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_threads_per_worker: expected >= 1, got ",
+                                                   options.batcher.threads_per_worker));
+  }
+  if (options.batcher.max_images < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_max_images: expected >= 1, got ",
+                                                   options.batcher.max_images));
+  }
+  if (max_delay_us < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_max_delay_us: expected >= 0, got ", max_delay_us));
+  }
+  if (options.batcher.workers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_workers: expected >= 1, got ", options.batcher.workers));
+  }
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   options.state_dir = absl::GetFlag(FLAGS_state_dir);
   options.snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
@@ -353,6 +418,14 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
   service_options.inference_threads = options.inference_threads;
+  service_options.batching = options.batching;
+  service_options.batcher = options.batcher;
+  STRATA_LOG(INFO) << "Predict batching "
+                   << (options.batching
+                           ? absl::StrCat("on: up to ", options.batcher.max_images, " images, ",
+                                          absl::ToInt64Microseconds(options.batcher.max_delay),
+                                          " us max delay, ", options.batcher.workers, " workers")
+                           : std::string("off"));
   service_options.device = device->name;
   std::unique_ptr<UpdatePolicy> policy;  // null: stream-end
   if (options.update_policy != "stream-end") {
@@ -372,6 +445,12 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
                    << (options.auth_token.empty() ? "off"
                        : options.auth_all         ? "required on every call"
                                                   : "required on Update and Snapshot");
+  // Declared before the service, which reports into it until destroyed.
+  std::unique_ptr<Metrics> metrics;
+  if (!options.metrics_address.empty()) {
+    metrics = std::make_unique<Metrics>(STRATA_VERSION);
+    service_options.metrics = metrics.get();
+  }
   StrataService service(&store, service_options, std::move(policy));
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -389,6 +468,22 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   // The health service starts out SERVING; say NOT_SERVING until the model is loaded.
   SetServing(*server, false);
   STRATA_LOG(INFO) << "listening on " << options.address << " (port " << port << ")";
+  if (metrics != nullptr) {
+    // Up before the model loads, so a scrape during a long load sees strata_up 0.
+    absl::StatusOr<int> metrics_port = metrics->Serve(options.metrics_address);
+    absl::Status written = metrics_port.status();
+    if (written.ok() && !options.metrics_port_file.empty()) {
+      written = base::WriteFileAtomically(options.metrics_port_file,
+                                          absl::StrCat(*metrics_port, "\n"));
+    }
+    if (!written.ok()) {
+      STRATA_LOG(ERROR) << "--metrics_address=" << options.metrics_address << ": " << written;
+      server->Shutdown();
+      return 1;
+    }
+    STRATA_LOG(INFO) << "metrics on http://" << options.metrics_address << "/metrics (port "
+                     << *metrics_port << ")";
+  }
   if (!options.port_file.empty()) {
     absl::Status written = base::WriteFileAtomically(options.port_file, absl::StrCat(port, "\n"));
     if (!written.ok()) {
@@ -465,6 +560,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
                    << model->readout.labels.size() << " classes, " << model->samples_seen
                    << " samples seen";
   SetServing(*server, true);
+  if (metrics != nullptr) metrics->SetServing(true);
   STRATA_LOG(INFO) << "serving " << kServiceName;
 
   int signal_number = 0;
@@ -472,6 +568,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   STRATA_LOG(INFO) << "received signal " << signal_number << " (" << strsignal(signal_number)
                    << "); shutting down";
   SetServing(*server, false);
+  if (metrics != nullptr) metrics->SetServing(false);
   server->Shutdown(std::chrono::system_clock::now() +
                    absl::ToChronoMilliseconds(options.shutdown_grace));
   service.Drain();
@@ -499,8 +596,18 @@ int main(int argc, char** argv) {
       "                [--state_dir=DIR] [--snapshot_every_samples=100000]\n"
       "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]\n"
       "                [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
-      "                [--auth_token_file=PATH] [--auth_all]");
+      "                [--auth_token_file=PATH] [--auth_all]\n"
+      "                [--metrics_address=HOST:PORT [--metrics_port_file=PATH]]\n"
+      "                [--log_format=text|json]");
   absl::ParseCommandLine(argc, argv);
+  // First, so that every later line, errors included, has the chosen format.
+  absl::StatusOr<strata::base::LogFormat> log_format =
+      strata::base::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
+  if (!log_format.ok()) {
+    STRATA_LOG(ERROR) << "--log_format: " << log_format.status().message();
+    return 2;
+  }
+  strata::base::SetLogFormat(*log_format);
   absl::StatusOr<strata::server::Options> options = strata::server::ReadOptions();
   if (!options.ok()) {
     STRATA_LOG(ERROR) << options.status().message() << " (see --help)";

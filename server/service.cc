@@ -56,16 +56,44 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
 }
 
+namespace {
+
+// `options` with the batcher reporting each batch it runs to the metrics, if both are on.
+ServiceOptions WithMetricsHooks(ServiceOptions options) {
+  if (options.metrics != nullptr && options.batching && !options.batcher.on_batch) {
+    options.batcher.on_batch = [metrics = options.metrics](int images, int /*requests*/) {
+      metrics->ObserveLowerTierBatch(images);
+    };
+  }
+  return options;
+}
+
+}  // namespace
+
 StrataService::StrataService(ModelStore* store, ServiceOptions options,
                              std::unique_ptr<UpdatePolicy> policy)
     : store_(store),
-      options_(std::move(options)),
+      options_(WithMetricsHooks(std::move(options))),
       auth_(options_.auth_token, options_.auth_all),
       meter_(options_.energy_table),
       policy_(std::move(policy)),
-      inference_queue_("inference", std::max(1, options_.inference_threads)) {}
+      inference_queue_("inference", std::max(1, options_.inference_threads)) {
+  if (options_.metrics != nullptr) {
+    options_.metrics->SetStateSource([this] { return MetricsState(); });
+  }
+  if (options_.batching) {
+    batcher_ = std::make_unique<PredictBatcher>(
+        options_.batcher, [this](std::span<const PredictCall> calls, BatchScratch* scratch) {
+          RunPredictBatch(calls, scratch);
+        });
+  }
+}
 
-StrataService::~StrataService() { Drain(); }
+StrataService::~StrataService() {
+  // Waits for a scrape in progress: none reads this service afterwards.
+  if (options_.metrics != nullptr) options_.metrics->SetStateSource(nullptr);
+  Drain();
+}
 
 void StrataService::EnableDurability(Durability durability) {
   durability_ = std::move(durability);
@@ -113,16 +141,51 @@ absl::Status StrataService::TakeSnapshot(v1::SnapshotInfo* info) {
 }
 
 void StrataService::Drain() {
+  if (batcher_ != nullptr) batcher_->Drain();
   inference_queue_.Drain();
   update_queue_.Drain();
 }
 
 bool StrataService::Unauthenticated(grpc::CallbackServerContext* context, CallKind kind,
-                                    grpc::ServerUnaryReactor* reactor) const {
+                                    grpc::ServerUnaryReactor* reactor, RpcMethod method) const {
+  const absl::Time start = absl::Now();
   grpc::Status allowed = auth_.Check(*context, kind);
   if (allowed.ok()) return false;
+  RecordRpc(method, allowed, start);
   reactor->Finish(allowed);
   return true;
+}
+
+void StrataService::RecordRpc(RpcMethod method, const grpc::Status& status,
+                              absl::Time start) const {
+  if (options_.metrics == nullptr) return;
+  options_.metrics->ObserveRpc(method, static_cast<absl::StatusCode>(status.error_code()),
+                               absl::Now() - start);
+}
+
+void StrataService::RecordPredict(const v1::PredictRequest& request, const grpc::Status& status,
+                                  absl::Time start) const {
+  if (options_.metrics == nullptr) return;
+  options_.metrics->ObservePredictBatch(request.samples_size());
+  RecordRpc(RpcMethod::kPredict, status, start);
+}
+
+ServedState StrataService::MetricsState() {
+  ServedState state;
+  if (const std::shared_ptr<const ModelVersion> model = store_->Current(); model != nullptr) {
+    state.loaded = true;
+    state.model_version = model->version;
+    state.device = model->device;
+  }
+  state.energy_table = options_.energy_table_name;
+  const std::array<PhaseEnergy, kNumEnergyPhases> totals = meter_.Totals();
+  state.lower_tier_inference_joules =
+      totals[static_cast<int>(EnergyPhase::kLowerTierInference)].joules;
+  state.absorb_joules = totals[static_cast<int>(EnergyPhase::kAbsorb)].joules;
+  state.refresh_joules = totals[static_cast<int>(EnergyPhase::kRefresh)].joules;
+  absl::MutexLock lock(&stats_mu_);
+  state.readout_inference_joules = readout_joules_;
+  return state;
 }
 
 void StrataService::CountCall(v1::RpcCount* count, const grpc::Status& status) {
@@ -147,6 +210,9 @@ absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
   absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
   if (!features.ok()) return features.status();
   result.features = *std::move(features);
+  if (options_.metrics != nullptr) {
+    options_.metrics->ObserveLowerTierBatch(static_cast<int>(result.features.rows()));
+  }
   energy->set_lower_tier_joules(meter_.Charge(EnergyPhase::kLowerTierInference, lower_counts,
                                               result.model->lower_tier_energy_table));
   return result;
@@ -197,10 +263,13 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
 grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerContext* context,
                                                          const v1::ExtractFeaturesRequest* request,
                                                          v1::ExtractFeaturesResponse* response) {
+  const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
+  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kExtractFeatures)) {
+    return reactor;
+  }
   // The request and response live until Finish(), so the work may use them.
-  inference_queue_.Schedule([this, context, request, response, reactor] {
+  inference_queue_.Schedule([this, context, request, response, reactor, start] {
     grpc::Status status = context->IsCancelled()
                               ? grpc::Status::CANCELLED
                               : ToGrpcStatus(DoExtractFeatures(*request, response));
@@ -211,6 +280,7 @@ grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerCon
         stats_.set_samples_extracted(stats_.samples_extracted() + request->samples_size());
       }
     }
+    RecordRpc(RpcMethod::kExtractFeatures, status, start);
     reactor->Finish(status);
   });
   return reactor;
@@ -219,9 +289,14 @@ grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerCon
 grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* context,
                                                  const v1::PredictRequest* request,
                                                  v1::PredictResponse* response) {
+  const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
-  inference_queue_.Schedule([this, context, request, response, reactor] {
+  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kPredict)) return reactor;
+  if (batcher_ != nullptr) {
+    batcher_->Enqueue({context, request, response, reactor, {}});
+    return reactor;
+  }
+  inference_queue_.Schedule([this, context, request, response, reactor, start] {
     grpc::Status status = context->IsCancelled() ? grpc::Status::CANCELLED
                                                  : ToGrpcStatus(DoPredict(*request, response));
     {
@@ -231,9 +306,122 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
         stats_.set_samples_predicted(stats_.samples_predicted() + request->samples_size());
       }
     }
+    RecordPredict(*request, status, start);
     reactor->Finish(status);
   });
   return reactor;
+}
+
+BatcherCounters StrataService::batcher_counters() const {
+  return batcher_ != nullptr ? batcher_->Counters() : BatcherCounters{};
+}
+
+void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& status) {
+  {
+    absl::MutexLock lock(&stats_mu_);
+    CountCall(stats_.mutable_predict(), status);
+    if (status.ok()) {
+      stats_.set_samples_predicted(stats_.samples_predicted() + call.request->samples_size());
+    }
+  }
+  // Enqueue() stamps `enqueued` as the handler hands the call over: the call's start.
+  RecordPredict(*call.request, status, call.enqueued);
+  call.reactor->Finish(status);
+}
+
+void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch) {
+  // One version for the whole batch, so every request in it is answered by exactly one version.
+  const std::shared_ptr<const ModelVersion> model = store_->Current();
+  if (model == nullptr) {
+    for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
+    return;
+  }
+  const int input_size = model->lower->input_size();
+  int total = 0;
+  for (const PredictCall& call : calls) total += call.request->samples_size();
+  // Resized only when the batch's image count changes; row-major, so each image is one row.
+  scratch->images.resize(std::max(total, 1), input_size);
+  scratch->first_row.assign(calls.size(), -1);
+  // Validation and gathering: a request that is cancelled, empty, too large or has a bad sample is
+  // finished here, alone, and its rows are reused by the next request.
+  int rows = 0;
+  for (size_t c = 0; c < calls.size(); ++c) {
+    const PredictCall& call = calls[c];
+    if (call.context->IsCancelled()) {
+      FinishPredict(call, grpc::Status::CANCELLED);
+      continue;
+    }
+    const auto& samples = call.request->samples();
+    absl::Status valid;
+    if (samples.empty()) {
+      valid = absl::InvalidArgumentError(
+          absl::StrCat("samples: empty batch, expected 1..", options_.max_batch, " samples"));
+    } else if (samples.size() > options_.max_batch) {
+      valid = absl::ResourceExhaustedError(
+          absl::StrCat("samples: batch of ", samples.size(), " samples, expected at most ",
+                       options_.max_batch, " (the server's max_batch)"));
+    }
+    for (int i = 0; valid.ok() && i < samples.size(); ++i) {
+      valid = ReadSample(samples[i], input_size, absl::StrCat("samples[", i, "]"),
+                         scratch->images.row(rows + i).data());
+    }
+    if (!valid.ok()) {
+      FinishPredict(call, ToGrpcStatus(valid));
+      continue;
+    }
+    scratch->first_row[c] = rows;
+    rows += samples.size();
+  }
+  if (rows == 0) return;
+  // Keeps the first `rows` rows (row-major: the valid requests' images, in order).
+  if (rows < scratch->images.rows()) scratch->images.conservativeResize(rows, Eigen::NoChange);
+
+  fpga::OpCounts lower_counts;
+  absl::StatusOr<model::MatrixF> features = model->Features(scratch->images, &lower_counts);
+  if (!features.ok()) {
+    for (size_t c = 0; c < calls.size(); ++c) {
+      if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(features.status()));
+    }
+    return;
+  }
+  // The lower tier's and the readout's work are exactly proportional to the rows (TierEnergy), so
+  // each request is charged its share of the batch: the same joules it would cost alone.
+  const double lower_joules = meter_.Charge(EnergyPhase::kLowerTierInference, lower_counts,
+                                            model->lower_tier_energy_table);
+  const int classes = static_cast<int>(model->readout.labels.size());
+  scratch->scores.resize(rows, classes);
+  scratch->scores.noalias() = *features * model->readout.weights;
+  const double readout_joules =
+      meter_.Estimate(ReadoutCounts(model->lower->feature_size(), classes, rows));
+  {
+    absl::MutexLock lock(&stats_mu_);
+    readout_joules_ += readout_joules;
+  }
+  const model::MatrixF& scores = scratch->scores;
+  for (size_t c = 0; c < calls.size(); ++c) {
+    const int first = scratch->first_row[c];
+    if (first < 0) continue;
+    const PredictCall& call = calls[c];
+    const int n = call.request->samples_size();
+    const double share = static_cast<double>(n) / rows;
+    v1::PredictResponse* response = call.response;
+    response->mutable_energy()->set_lower_tier_joules(lower_joules * share);
+    response->mutable_energy()->set_upper_tier_joules(readout_joules * share);
+    response->mutable_predictions()->Reserve(n);
+    for (int i = first; i < first + n; ++i) {
+      Eigen::Index best = 0;
+      scores.row(i).maxCoeff(&best);
+      v1::Prediction* prediction = response->add_predictions();
+      prediction->set_label(model->readout.labels[best]);
+      prediction->set_class_index(static_cast<uint32_t>(best));
+      if (call.request->return_scores()) {
+        prediction->mutable_scores()->Add(scores.row(i).data(),
+                                          scores.row(i).data() + scores.cols());
+      }
+    }
+    response->set_model_version(model->version);
+    FinishPredict(call, grpc::Status::OK);
+  }
 }
 
 // ---- Update ------------------------------------------------------------------------------------
@@ -285,7 +473,14 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     const absl::Time start = absl::Now();
     errors_.clear();
     new_class_ = false;
+    const uint64_t accepted_before = summary_->accepted();
+    const uint64_t rejected_before = summary_->rejected();
     absl::Status status = AbsorbSamples();
+    if (service_->options_.metrics != nullptr) {
+      service_->options_.metrics->AddUpdateMessage(
+          static_cast<int>(summary_->accepted() - accepted_before),
+          static_cast<int>(summary_->rejected() - rejected_before));
+    }
     absorb_time_ += absl::Now() - start;
     ++message_index_;
     if (status.ok()) status = Decide();
@@ -410,10 +605,18 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     prequential_errors_ += errors;
 
     int classes = 0;
+    fpga::OpCounts gram_counts;
+    bool on_gram_backend = false;
     absl::StatusOr<std::vector<std::string>> new_labels =
-        service_->store_->Absorb(features, labels, &classes);
+        service_->store_->Absorb(features, labels, &classes, &gram_counts, &on_gram_backend);
     if (!new_labels.ok()) return new_labels.status();
-    meter.Charge(EnergyPhase::kAbsorb, AbsorbCounts(lower.feature_size(), classes, n), &energy_);
+    if (on_gram_backend) {
+      // int8 readout: the backend's Gram kernel did the work (int8 MACs), priced by its table.
+      meter.Charge(EnergyPhase::kAbsorb, gram_counts, model_->lower_tier_energy_table, &energy_);
+    } else {
+      meter.Charge(EnergyPhase::kAbsorb, AbsorbCounts(lower.feature_size(), classes, n),
+                   &energy_);
+    }
     last_absorb_ = ++service_->absorbs_;
     if (!new_labels->empty()) new_class_ = true;
     for (std::string& label : *new_labels) summary_->add_new_labels(std::move(label));
@@ -466,7 +669,21 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     service_->meter_.Charge(EnergyPhase::kRefresh,
                             RefreshReportCounts(done.report, done.feature_size, done.num_classes),
                             &energy_);
+    if (done.absorb_counts.int8_macs > 0) {
+      // Rows absorbed earlier but staged for the Gram kernel's next block, accumulated just now.
+      service_->meter_.Charge(EnergyPhase::kAbsorb, done.absorb_counts,
+                              model_->lower_tier_energy_table, &energy_);
+    }
+    if (done.fold_counts.fp64_macs > 0) {
+      // Folding the Gram accumulator's integer sums into G, Q (read-back from the device + D^2/2
+      // fp64 MACs on the host), priced with the device's table like the absorbs.
+      service_->meter_.Charge(EnergyPhase::kRefresh, done.fold_counts,
+                              model_->lower_tier_energy_table, &energy_);
+    }
     ++refreshes_;
+    if (service_->options_.metrics != nullptr) {
+      service_->options_.metrics->AddRefresh(done.report.path);
+    }
     {
       absl::MutexLock lock(&service_->stats_mu_);
       service_->stats_.set_updates_applied(service_->stats_.updates_applied() + 1);
@@ -559,12 +776,15 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
       absl::MutexLock lock(&service_->stats_mu_);
       service_->CountCall(service_->stats_.mutable_update(), status);
     }
+    service_->RecordRpc(RpcMethod::kUpdate, status, start_);
     Finish(status);
   }
 
   StrataService* const service_;
   grpc::CallbackServerContext* const context_;
   v1::UpdateSummary* const summary_;
+  // When the stream started: its latency runs from here to Finish().
+  const absl::Time start_ = absl::Now();
   // The version whose (frozen) lower tier computes this stream's features.
   std::shared_ptr<const ModelVersion> model_;
   // The version current when the message being absorbed arrived: its readout makes the message's
@@ -600,16 +820,20 @@ grpc::ServerReadReactor<v1::UpdateRequest>* StrataService::Update(
 grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* context,
                                                   const v1::SnapshotRequest* /*request*/,
                                                   v1::SnapshotInfo* response) {
+  const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kWrite, reactor)) return reactor;
+  if (Unauthenticated(context, CallKind::kWrite, reactor, RpcMethod::kSnapshot)) return reactor;
   if (store_->Current() == nullptr) {
-    reactor->Finish(ToGrpcStatus(NotLoaded()));
+    const grpc::Status status = ToGrpcStatus(NotLoaded());
+    RecordRpc(RpcMethod::kSnapshot, status, start);
+    reactor->Finish(status);
     return reactor;
   }
   // On the update queue: between two Update messages, so the statistics match the log position.
-  update_queue_.Schedule([this, context, response, reactor] {
+  update_queue_.Schedule([this, context, response, reactor, start] {
     // A call whose deadline passed while it waited is cancelled: skip the snapshot's work.
     if (context->IsCancelled()) {
+      RecordRpc(RpcMethod::kSnapshot, grpc::Status::CANCELLED, start);
       reactor->Finish(grpc::Status::CANCELLED);
       return;
     }
@@ -617,6 +841,7 @@ grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* c
     if (!status.ok() && !absl::IsFailedPrecondition(status)) {
       STRATA_LOG(ERROR) << "Snapshot failed: " << status;
     }
+    RecordRpc(RpcMethod::kSnapshot, ToGrpcStatus(status), start);
     reactor->Finish(ToGrpcStatus(status));
   });
   return reactor;
@@ -627,8 +852,11 @@ grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* c
 grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContext* context,
                                                       const v1::GetModelInfoRequest* /*request*/,
                                                       v1::ModelInfo* response) {
+  const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
+  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kGetModelInfo)) {
+    return reactor;
+  }
   std::shared_ptr<const ModelVersion> model = store_->Current();
   grpc::Status status = ToGrpcStatus(model == nullptr ? NotLoaded() : absl::OkStatus());
   if (model != nullptr) {
@@ -657,6 +885,7 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
     absl::MutexLock lock(&stats_mu_);
     CountCall(stats_.mutable_get_model_info(), status);
   }
+  RecordRpc(RpcMethod::kGetModelInfo, status, start);
   reactor->Finish(status);
   return reactor;
 }
@@ -664,11 +893,14 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
 grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* context,
                                                   const v1::GetStatsRequest* /*request*/,
                                                   v1::Stats* response) {
+  const absl::Time start = absl::Now();
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor)) return reactor;
+  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kGetStats)) return reactor;
   std::shared_ptr<const ModelVersion> model = store_->Current();
   if (model == nullptr) {
-    reactor->Finish(ToGrpcStatus(NotLoaded()));
+    const grpc::Status status = ToGrpcStatus(NotLoaded());
+    RecordRpc(RpcMethod::kGetStats, status, start);
+    reactor->Finish(status);
     return reactor;
   }
   {
@@ -678,6 +910,13 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   response->set_model_version(model->version);
   response->set_uptime_seconds(Seconds(absl::Now() - start_time_));
   FillPolicyAndEnergyStats(response);
+  const BatcherCounters batches = batcher_counters();
+  response->set_predict_batches(batches.batches);
+  response->set_predict_batch_requests(batches.requests);
+  response->set_predict_batch_samples(batches.images);
+  response->set_predict_multi_request_batches(batches.multi_request_batches);
+  response->set_predict_largest_batch(batches.largest_batch_images);
+  RecordRpc(RpcMethod::kGetStats, grpc::Status::OK, start);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }

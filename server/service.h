@@ -1,8 +1,9 @@
 // The strata.v1.Strata gRPC service, on gRPC's callback API.
 //
 // Threading: gRPC's callback threads only parse, schedule and reply; they never run model work or
-// wait on a lock held across model work. Predict and ExtractFeatures run on an inference WorkQueue
-// (several threads); Update streams run on a single-threaded update WorkQueue, which serialises
+// wait on a lock held across model work. Predict runs on the PredictBatcher's workers
+// (ServiceOptions::batching; server/batcher.h), or with batching off, like ExtractFeatures, on an
+// inference WorkQueue (several threads); Update streams run on a single-threaded update WorkQueue, which serialises
 // absorbs and solves (messages of concurrent streams interleave there, one message at a time).
 // Readers take the ModelStore's current version without waiting, so a Predict never waits for an
 // Update, and every request is answered by exactly one model version.
@@ -32,6 +33,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 
 #include "absl/base/thread_annotations.h"
@@ -41,8 +43,10 @@
 #include "grpcpp/grpcpp.h"
 #include "fpga/energy.h"
 #include "server/auth.h"
+#include "server/batcher.h"
 #include "server/energy_meter.h"
 #include "server/env.h"
+#include "server/metrics.h"
 #include "server/model_store.h"
 #include "server/update_log.h"
 #include "server/update_policy.h"
@@ -71,6 +75,17 @@ struct ServiceOptions {
   // Snapshot need it; with all_rpcs, every strata.v1.Strata call does.
   std::string auth_token;
   bool auth_all = false;
+  // Dynamic batching of Predict (server/batcher.h): concurrent requests are gathered into one
+  // lower-tier batch by a PredictBatcher with `batcher`'s limits instead of each running on the
+  // inference queue. Default off here (strata-server turns it on, --batching); ExtractFeatures is
+  // never batched.
+  bool batching = false;
+  BatcherOptions batcher;
+  // Where the service reports its Prometheus metrics (server/metrics.h): every finished RPC with
+  // its code and latency, Predict batch sizes, Update messages, samples and refreshes; model
+  // version, device and joules are read from the service at scrape time. Not owned; must outlive
+  // the service. Default null: no metrics.
+  Metrics* metrics = nullptr;
 
   static fpga::EnergyTable CpuEnergyTable();
 };
@@ -119,6 +134,9 @@ class StrataService final : public v1::Strata::CallbackService {
   // before the server is destroyed.
   void Drain();
 
+  // The batcher's cumulative figures (all 0 with batching off), for metrics. Thread-safe.
+  BatcherCounters batcher_counters() const;
+
   grpc::ServerUnaryReactor* ExtractFeatures(grpc::CallbackServerContext* context,
                                             const v1::ExtractFeaturesRequest* request,
                                             v1::ExtractFeaturesResponse* response) override;
@@ -153,15 +171,30 @@ class StrataService final : public v1::Strata::CallbackService {
   absl::Status DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
                                  v1::ExtractFeaturesResponse* response);
   absl::Status DoPredict(const v1::PredictRequest& request, v1::PredictResponse* response);
+  // The batcher's RunBatch: validates each call (a bad or cancelled one is finished alone, before
+  // compute), runs the others' images through one version's lower tier and readout at once,
+  // splits the batch's joules by image count, and finishes every call.
+  void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
+  // Counts a finished Predict in GetStats and finishes its RPC.
+  void FinishPredict(const PredictCall& call, const grpc::Status& status);
 
   // Makes the log durable through its last record and writes a snapshot of the statistics at that
   // position; then deletes the log segments both kept snapshots cover. Runs on the update queue
   // only (so no absorb is in progress and the statistics match the log position exactly).
   absl::Status TakeSnapshot(v1::SnapshotInfo* info);
 
-  // Finishes `reactor` with UNAUTHENTICATED and returns true if the call may not proceed.
+  // Finishes `reactor` with UNAUTHENTICATED and returns true if the call may not proceed (and
+  // reports it as a `method` call to the metrics).
   bool Unauthenticated(grpc::CallbackServerContext* context, CallKind kind,
-                       grpc::ServerUnaryReactor* reactor) const;
+                       grpc::ServerUnaryReactor* reactor, RpcMethod method) const;
+
+  // Reports one finished RPC, which started at `start`, to options_.metrics (if any).
+  void RecordRpc(RpcMethod method, const grpc::Status& status, absl::Time start) const;
+  // RecordRpc for a Predict, plus its image count.
+  void RecordPredict(const v1::PredictRequest& request, const grpc::Status& status,
+                     absl::Time start) const;
+  // What Metrics reads at scrape time: served version, device and cumulative joules.
+  ServedState MetricsState() ABSL_LOCKS_EXCLUDED(stats_mu_);
 
   // Adds one finished call to `count` (ok or failed by `status`).
   void CountCall(v1::RpcCount* count, const grpc::Status& status)
@@ -209,6 +242,8 @@ class StrataService final : public v1::Strata::CallbackService {
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};
   WorkQueue inference_queue_;
+  // Null with batching off. Last: its workers stop before anything they use is destroyed.
+  std::unique_ptr<PredictBatcher> batcher_;
 };
 
 }  // namespace strata::server

@@ -164,6 +164,20 @@ class KubernetesTest(unittest.TestCase):
             for port in service["spec"]["ports"]:
                 self.assertIn(port["targetPort"], port_names | {GRPC_PORT}, name)
 
+    def test_metrics_port_matches_annotations_and_flag(self):
+        # Where a Deployment asks Prometheus to scrape it, the annotated port is a container port
+        # and the one --metrics_address listens on.
+        for name, d in self.of_kind("Deployment"):
+            annotations = d["spec"]["template"]["metadata"].get("annotations", {})
+            if annotations.get("prometheus.io/scrape") != "true":
+                continue
+            (container,) = d["spec"]["template"]["spec"]["containers"]
+            port = int(annotations["prometheus.io/port"])
+            self.assertIn(port, {p["containerPort"] for p in container["ports"]}, name)
+            address = [a for a in container["args"] if a.startswith("--metrics_address=")]
+            self.assertEqual(len(address), 1, name)
+            self.assertTrue(address[0].endswith(":%d" % port), (name, address))
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -732,8 +732,16 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   ASSERT_TRUE(table.ok()) << table.status();
   // One image through the lower tier, and one feature row through the readout (service.h's
   // ReadoutCounts: d * c fp32 MACs, c scores written).
-  const double lower1 = fpga::Joules(
-      server::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1), *table);
+  // The float lower tier reads its weights once per call (per 64-image chunk), like the int8
+  // backends' calls do: a fixed part per call plus a part per image.
+  auto lower_joules = [&](int images) {
+    return fpga::Joules(server::FloatLowerTierCounts(bundle.lower, images), *table);
+  };
+  const double lower1 = lower_joules(1);
+  ASSERT_GT(server::LowerTierWeightBytes(bundle.lower), 0u);
+  EXPECT_EQ(server::FloatLowerTierCounts(bundle.lower, 1),
+            server::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1,
+                                             server::LowerTierWeightBytes(bundle.lower)));
   const double readout1 =
       (static_cast<double>(d) * c * table->fp32_mac_pj + 4.0 * c * table->dram_pj_per_byte) * 1e-12;
   ASSERT_GT(lower1, 0);
@@ -745,8 +753,7 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   ExpectJoulesEq(one->energy().upper_tier_joules(), readout1, "Predict x1, upper");
   absl::StatusOr<v1::PredictResponse> eight = client().Predict(Probe(8));
   ASSERT_TRUE(eight.ok()) << eight.status();
-  ExpectJoulesEq(eight->energy().lower_tier_joules(), 8 * one->energy().lower_tier_joules(),
-                 "Predict x8, lower");
+  ExpectJoulesEq(eight->energy().lower_tier_joules(), lower_joules(8), "Predict x8, lower");
   ExpectJoulesEq(eight->energy().upper_tier_joules(), 8 * one->energy().upper_tier_joules(),
                  "Predict x8, upper");
 
@@ -754,7 +761,7 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   for (int i = 0; i < 4; ++i) *extract.add_samples() = PixelSample(fixture->heldout, i);
   absl::StatusOr<v1::ExtractFeaturesResponse> features = client().ExtractFeatures(extract);
   ASSERT_TRUE(features.ok()) << features.status();
-  ExpectJoulesEq(features->energy().lower_tier_joules(), 4 * lower1, "ExtractFeatures x4");
+  ExpectJoulesEq(features->energy().lower_tier_joules(), lower_joules(4), "ExtractFeatures x4");
   EXPECT_EQ(features->energy().upper_tier_joules(), 0);
 
   // An Update of two messages (10 and 30 samples, each absorbed in one chunk), refreshed once at
@@ -764,7 +771,8 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   ASSERT_TRUE(summary.ok()) << summary.status();
   ASSERT_EQ(summary->accepted(), 40u);
   const v1::PhaseEnergy& energy = summary->energy();
-  ExpectJoulesEq(energy.lower_tier_inference_joules(), 40 * lower1, "Update, lower tier");
+  ExpectJoulesEq(energy.lower_tier_inference_joules(), lower_joules(10) + lower_joules(30),
+                 "Update, lower tier");
   ExpectJoulesEq(energy.readout_inference_joules(), 40 * readout1, "Update, prequential readout");
   ExpectJoulesEq(energy.absorb_joules(),
                  fpga::Joules(server::AbsorbCounts(d, c, 10), *table) +
@@ -794,7 +802,8 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   EXPECT_DOUBLE_EQ(stats->energy_table().dram_pj_per_byte(), table->dram_pj_per_byte);
   EXPECT_EQ(stats->device(), "float");
   const v1::PhaseEnergy& total = stats->energy();
-  ExpectJoulesEq(total.lower_tier_inference_joules(), (1 + 8 + 4 + 40) * lower1,
+  ExpectJoulesEq(total.lower_tier_inference_joules(),
+                 lower1 + lower_joules(8) + lower_joules(4) + lower_joules(10) + lower_joules(30),
                  "Stats, lower tier");
   ExpectJoulesEq(total.readout_inference_joules(), (1 + 8 + 40) * readout1, "Stats, readout");
   ExpectJoulesEq(total.absorb_joules(), energy.absorb_joules(), "Stats, absorb");

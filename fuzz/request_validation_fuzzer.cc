@@ -1,0 +1,141 @@
+// libFuzzer target: the service's request validation (server/validation.h) and the update-record
+// encoding the service writes for every accepted sample (server/update_record.h).
+//
+// Input: byte 0 picks the model's input size (small sizes let the fuzzer build valid samples), byte 1
+// the batch limit; the rest is parsed as a strata.v1.PredictRequest and as a strata.v1.UpdateRequest
+// (the same bytes often parse as both: field 1 is the sample list in each).
+//
+// Invariants checked (beyond "no crash, leak, out-of-bounds read or undefined behaviour"):
+//  - ReadBatch succeeds exactly when the batch holds 1..max_batch samples and every sample passes
+//    ReadSample; its errors are INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for an over-long batch;
+//    on success every value is finite and pixel rows equal byte / 255.
+//  - ValidateLabel accepts exactly the labels of 1..kMaxLabelBytes bytes.
+//  - A sample accepted the way the Update handler accepts it, encoded with UpdateRecordBuilder,
+//    decodes with DecodeUpdateRecord to the same labels and bit-identical inputs (what recovery
+//    replays is what was validated).
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
+#include "fuzz/fuzz_util.h"
+#include "google/protobuf/stubs/logging.h"
+#include "server/update_record.h"
+#include "server/validation.h"
+#include "strata/v1/strata.pb.h"
+
+namespace strata::server {
+namespace {
+
+constexpr int kInputSizes[4] = {1, 3, 16, 784};  // 784: Fashion-MNIST's 28x28
+
+void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int max_batch) {
+  absl::StatusOr<model::MatrixF> batch = ReadBatch(request.samples(), input_size, max_batch);
+  const int n = request.samples_size();
+  bool all_valid = true;
+  std::vector<float> row(input_size);
+  for (int i = 0; i < n && all_valid; ++i) {
+    all_valid = ReadSample(request.samples(i), input_size, absl::StrCat("samples[", i, "]"),
+                           row.data()).ok();
+  }
+  if (n > max_batch) {
+    STRATA_FUZZ_CHECK(batch.status().code() == absl::StatusCode::kResourceExhausted,
+                      batch.status().ToString());
+    return;
+  }
+  if (n == 0 || !all_valid) {
+    STRATA_FUZZ_CHECK(batch.status().code() == absl::StatusCode::kInvalidArgument,
+                      batch.status().ToString());
+    STRATA_FUZZ_CHECK(!batch.status().message().empty(), "an error must say what is wrong");
+    return;
+  }
+  STRATA_FUZZ_CHECK(batch.ok(), batch.status().ToString());
+  STRATA_FUZZ_CHECK(batch->rows() == n && batch->cols() == input_size, "batch shape");
+  for (int i = 0; i < n; ++i) {
+    const v1::Sample& sample = request.samples(i);
+    for (int j = 0; j < input_size; ++j) {
+      const float v = (*batch)(i, j);
+      STRATA_FUZZ_CHECK(std::isfinite(v), absl::StrCat("samples[", i, "] value ", j));
+      if (sample.input_case() == v1::Sample::kPixels) {
+        const float expected = static_cast<float>(static_cast<uint8_t>(sample.pixels()[j])) / 255.0f;
+        STRATA_FUZZ_CHECK(v == expected, absl::StrCat("samples[", i, "] pixel ", j));
+      }
+    }
+  }
+}
+
+void CheckUpdate(const v1::UpdateRequest& request, int input_size) {
+  // The Update handler's path (server/service.cc): validate each labelled sample, then encode the
+  // accepted ones into one update-log record.
+  UpdateRecordBuilder builder(input_size);
+  std::vector<std::string> labels;
+  std::vector<std::vector<float>> inputs;
+  std::vector<float> scratch(input_size);
+  for (int i = 0; i < request.samples_size(); ++i) {
+    const v1::LabeledSample& sample = request.samples(i);
+    const absl::Status label = ValidateLabel(sample.label(), "label");
+    const bool label_ok = !sample.label().empty() && sample.label().size() <= kMaxLabelBytes;
+    STRATA_FUZZ_CHECK(label.ok() == label_ok, label.ToString());
+    if (!label.ok()) {
+      STRATA_FUZZ_CHECK(label.code() == absl::StatusCode::kInvalidArgument, label.ToString());
+      continue;
+    }
+    const absl::Status input = ReadSample(sample.sample(), input_size, "sample", scratch.data());
+    if (!input.ok()) {
+      STRATA_FUZZ_CHECK(input.code() == absl::StatusCode::kInvalidArgument, input.ToString());
+      continue;
+    }
+    if (sample.sample().input_case() == v1::Sample::kPixels) {
+      builder.AddPixels(sample.label(), sample.sample().pixels());
+    } else {
+      builder.AddValues(sample.label(), scratch.data());
+    }
+    labels.push_back(sample.label());
+    inputs.push_back(scratch);
+  }
+  if (builder.count() == 0) return;  // the service writes no record for an all-rejected message
+  const std::string payload = builder.Finish();
+  absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
+  STRATA_FUZZ_CHECK(record.ok(), record.status().ToString());
+  STRATA_FUZZ_CHECK(record->labels == labels, "labels differ after the record round trip");
+  STRATA_FUZZ_CHECK(record->inputs.rows() == static_cast<long>(inputs.size()) &&
+                        record->inputs.cols() == input_size,
+                    "record shape");
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    STRATA_FUZZ_CHECK(std::memcmp(record->inputs.row(i).data(), inputs[i].data(),
+                                  sizeof(float) * input_size) == 0,
+                      absl::StrCat("sample ", i, " differs after the record round trip"));
+  }
+  // The decoder must reject the record for a model of another input size.
+  STRATA_FUZZ_CHECK(!DecodeUpdateRecord(payload, input_size + 1).ok(), "input size not checked");
+}
+
+}  // namespace
+}  // namespace strata::server
+
+extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
+  // Most inputs hold invalid UTF-8 in a string field, which protobuf logs on every parse failure:
+  // noise that would drown the fuzzer's own output.
+  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
+                                     const std::string&) {});
+  return 0;
+}
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  using namespace strata::server;
+  if (size < 2) return 0;
+  const int input_size = kInputSizes[data[0] & 3];
+  const int max_batch = 1 + data[1] % 64;
+  data += 2;
+  size -= 2;
+  strata::v1::PredictRequest predict;
+  if (predict.ParseFromArray(data, static_cast<int>(size))) {
+    CheckPredictBatch(predict, input_size, max_batch);
+  }
+  strata::v1::UpdateRequest update;
+  if (update.ParseFromArray(data, static_cast<int>(size))) CheckUpdate(update, input_size);
+  return 0;
+}
