@@ -72,15 +72,17 @@ for step in "${steps[@]}"; do
       #   update_log_test    group commit: concurrent Append/Sync against the sync thread
       #   server_unit_test   ModelStore publish vs readers, WorkQueue
       #   snapshot_test      snapshots beside the log
+      #   batcher_test       the Predict batcher's queue and workers (PredictBatcherTest, in-process)
+      #   energy_meter_test  concurrent charges from many threads
       # Not yet: server_integration_test against a TSan strata-server (Predicts racing Updates).
       # Debian's gRPC is uninstrumented, so its own threads' hand-offs (slices, TCP endpoints) are
       # reported as races, and under TSan the test takes over 9 minutes on 2 cores. Needs targeted
       # third-party suppressions in sanitizers/tsan.supp first.
       run "tsan build" build build-tsan -DSTRATA_SANITIZE=thread -- \
-        update_log_test server_unit_test snapshot_test
+        update_log_test server_unit_test snapshot_test batcher_test energy_meter_test
       run "tsan ctest (concurrency tests)" env OMP_NUM_THREADS=1 \
         ctest --test-dir build-tsan --output-on-failure --timeout 1800 -j "$jobs" \
-        -R '^(UpdateLogTest|UpdateRecordTest|ModelStoreTest|WorkQueueTest|SnapshotTest)\.'
+        -R '^(UpdateLogTest|UpdateRecordTest|ModelStoreTest|WorkQueueTest|SnapshotTest|PredictBatcherTest|EnergyMeterTest)\.'
       ;;
     fuzz)
       run "fuzz build" build build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DSTRATA_FUZZ=ON \

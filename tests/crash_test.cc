@@ -295,6 +295,14 @@ class DurabilityTest : public ::testing::Test {
 
 // ---- the crash test --------------------------------------------------------------------------
 
+// Sanitizer builds (scripts/sanitize.sh) run the server several times slower; the kills wait
+// proportionally longer so that streams still get acknowledged between them.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kSlowdown = 8;
+#else
+constexpr int kSlowdown = 1;
+#endif
+
 TEST_F(DurabilityTest, AcknowledgedUpdatesSurviveSigkillAndNothingIsHalfApplied) {
   const int kRounds = getenv("STRATA_CRASH_ROUNDS") ? atoi(getenv("STRATA_CRASH_ROUNDS")) : 24;
   constexpr int kClients = 3;
@@ -346,7 +354,7 @@ TEST_F(DurabilityTest, AcknowledgedUpdatesSurviveSigkillAndNothingIsHalfApplied)
         }
       });
     }
-    absl::SleepFor(absl::Milliseconds(50 + static_cast<int>(rng() % 600)));
+    absl::SleepFor(kSlowdown * absl::Milliseconds(50 + static_cast<int>(rng() % 600)));
     if (in_flight > 0) ++kills_during_streams;
     server->Kill();
     stop = true;
