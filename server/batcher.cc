@@ -13,6 +13,8 @@ BatcherOptions Clamped(BatcherOptions options) {
   options.max_delay = std::max(options.max_delay, absl::ZeroDuration());
   options.workers = std::max(options.workers, 1);
   options.threads_per_worker = std::max(options.threads_per_worker, 1);
+  if (options.alone_threads <= 0) options.alone_threads = omp_get_num_procs();
+  options.alone_min_images = std::max(options.alone_min_images, 1);
   return options;
 }
 
@@ -82,8 +84,9 @@ void PredictBatcher::Record(int images, int requests) {
 }
 
 void PredictBatcher::Work() {
-  // Sets this thread's OpenMP team size for every parallel region its batches open.
-  omp_set_num_threads(options_.threads_per_worker);
+  // This thread's OpenMP team size for the parallel regions its batch opens, set per batch.
+  int team = options_.threads_per_worker;
+  omp_set_num_threads(team);
   std::vector<PredictCall> batch;
   batch.reserve(options_.max_images);
   BatchScratch scratch;
@@ -118,6 +121,13 @@ void PredictBatcher::Work() {
       batch.assign(queue_.begin(), queue_.begin() + taken);
       queue_.erase(queue_.begin(), queue_.begin() + taken);
       queued_images_ -= images;
+      // A large batch with nothing else to do anywhere may use every core. (A request arriving
+      // meanwhile then shares the cores with it briefly, rather than leaving one idle now.)
+      const bool alone = queue_.empty() && idle_workers_ == options_.workers - 1;
+      const int wanted = alone && images >= options_.alone_min_images
+                             ? options_.alone_threads
+                             : options_.threads_per_worker;
+      if (wanted != team) omp_set_num_threads(team = wanted);
     }
     // Counted before the batch runs, so that anyone who saw one of its replies also sees it
     // counted.
