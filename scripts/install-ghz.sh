@@ -23,6 +23,6 @@ command -v go >/dev/null || { echo "install-ghz: go (1.23 or newer) is not insta
 mkdir -p "$GOBIN_DIR"
 echo "install-ghz: go install github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION into $GOBIN_DIR" >&2
 GOBIN="$GOBIN_DIR" GOFLAGS="${GOFLAGS:-} -mod=mod" go install "github.com/bojand/ghz/cmd/ghz@$GHZ_VERSION" >&2
-"$GHZ" --help >/dev/null
+"$GHZ" --help >/dev/null 2>&1  # it runs (kingpin prints help on stderr)
 echo "$GHZ_VERSION" > "$STAMP"
 echo "$GHZ"
