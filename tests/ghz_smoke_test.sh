@@ -18,17 +18,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# A small lower tier (392 + 128 features) on 1,000 images: seconds to fit, cheap to refresh.
-cat > "$work/small.spec" <<'SPEC'
-input 28 28 1
-conv patch=5 filters=4 pca_images=1000
-split_relu
-pool size=4
-standardise
-expand units=128 bias_scale=0.3
-SPEC
 "$bin/strata-train" --train=fashion-mnist:train --train_limit=1000 --test= \
-  --spec="$work/small.spec" --out="$work/model.bundle" > "$work/train.log" 2>&1 \
+  --spec="$src/specs/small.spec" --out="$work/model.bundle" > "$work/train.log" 2>&1 \
   || { cat "$work/train.log"; exit 1; }
 
 "$bin/strata-server" --bundle="$work/model.bundle" --address=127.0.0.1:0 \

@@ -139,6 +139,49 @@ double Accuracy(client::Client& client) {
   return static_cast<double>(correct) / heldout.size();
 }
 
+// The readout of `upper` (copied) after absorbing `features` with their `labels` in one batch: the
+// reference a server's Update of the same samples must reproduce.
+absl::StatusOr<model::Readout> ReadoutAfterAbsorbing(model::UpperTier upper,
+                                                    const model::MatrixF& features,
+                                                    const std::vector<std::string>& labels) {
+  std::vector<int> classes;
+  for (const std::string& label : labels) classes.push_back(upper.ClassIndexOrAdd(label));
+  if (absl::Status s = upper.Absorb(features, classes); !s.ok()) return s;
+  return upper.Solve();
+}
+
+// The server's scores for the first expected.rows() held-out images equal `expected` (to 1e-4 of
+// their largest magnitude), live and again after a SIGKILL and a restart on the same flags (the
+// statistics recovered from the state directory). `server` is the restarted process afterwards.
+void ExpectScoresLiveAndAfterRecovery(std::unique_ptr<ServerProcess>& server,
+                                      const std::string& bundle,
+                                      const std::vector<std::string>& flags,
+                                      const model::MatrixF& expected) {
+  const int probes = static_cast<int>(expected.rows());
+  v1::PredictRequest request;
+  request.set_return_scores(true);
+  for (int i = 0; i < probes; ++i) {
+    request.add_samples()->set_pixels(fixture->heldout.image(i), fixture->heldout.image_size());
+  }
+  const float scale = std::max(1.0f, expected.cwiseAbs().maxCoeff());
+  for (const char* phase : {"live", "recovered after SIGKILL"}) {
+    SCOPED_TRACE(phase);
+    absl::StatusOr<v1::PredictResponse> predicted = server->client().Predict(request);
+    ASSERT_TRUE(predicted.ok()) << predicted.status();
+    ASSERT_EQ(predicted->predictions_size(), probes);
+    for (int i = 0; i < probes; ++i) {
+      ASSERT_EQ(predicted->predictions(i).scores_size(), expected.cols());
+      for (int c = 0; c < expected.cols(); ++c) {
+        EXPECT_NEAR(predicted->predictions(i).scores(c), expected(i, c), 1e-4f * scale)
+            << "sample " << i << " class " << c;
+      }
+    }
+    server.reset();  // SIGKILL
+    server = ServerProcess::Start(bundle, flags);
+    ASSERT_NE(server, nullptr);
+  }
+}
+
 class ServerDeviceTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -274,13 +317,8 @@ TEST_F(ServerDeviceTest, UpdatesAbsorbInt8Features) {
   ASSERT_TRUE(int8.ok()) << int8.status();
   absl::StatusOr<model::MatrixF> stream_features = int8->Features(ToMatrix(*stream));
   ASSERT_TRUE(stream_features.ok()) << stream_features.status();
-  model::UpperTier reference = bundle.upper;
-  std::vector<int> classes;
-  for (const std::string& label : stream->labels) {
-    classes.push_back(reference.ClassIndexOrAdd(label));
-  }
-  ASSERT_TRUE(reference.Absorb(*stream_features, classes).ok());
-  absl::StatusOr<model::Readout> readout = reference.Solve();
+  absl::StatusOr<model::Readout> readout =
+      ReadoutAfterAbsorbing(bundle.upper, *stream_features, stream->labels);
   ASSERT_TRUE(readout.ok()) << readout.status();
   absl::StatusOr<model::MatrixF> probe_features = int8->Features(probe);
   ASSERT_TRUE(probe_features.ok()) << probe_features.status();
@@ -300,28 +338,7 @@ TEST_F(ServerDeviceTest, UpdatesAbsorbInt8Features) {
   // Absorb order differs from the reference's; the statistics are sums, equal up to rounding.
   absl::StatusOr<v1::UpdateSummary> summary = server->client().Update(messages);
   ASSERT_TRUE(summary.ok()) << summary.status();
-  v1::PredictRequest request;
-  request.set_return_scores(true);
-  for (int i = 0; i < kProbe; ++i) {
-    request.add_samples()->set_pixels(fixture->heldout.image(i), fixture->heldout.image_size());
-  }
-  for (const char* phase : {"live", "recovered after SIGKILL"}) {
-    SCOPED_TRACE(phase);
-    absl::StatusOr<v1::PredictResponse> predicted = server->client().Predict(request);
-    ASSERT_TRUE(predicted.ok()) << predicted.status();
-    ASSERT_EQ(predicted->predictions_size(), kProbe);
-    const float scale = std::max(1.0f, expected.cwiseAbs().maxCoeff());
-    for (int i = 0; i < kProbe; ++i) {
-      ASSERT_EQ(predicted->predictions(i).scores_size(), expected.cols());
-      for (int c = 0; c < expected.cols(); ++c) {
-        EXPECT_NEAR(predicted->predictions(i).scores(c), expected(i, c), 1e-4f * scale)
-            << "sample " << i << " class " << c;
-      }
-    }
-    server.reset();  // SIGKILL
-    server = ServerProcess::Start(fixture->int8_bundle, flags);
-    ASSERT_NE(server, nullptr);
-  }
+  ExpectScoresLiveAndAfterRecovery(server, fixture->int8_bundle, flags, expected);
 }
 
 // A bundle with int8 readout scales served on an int8 device: Update absorbs go through the
@@ -355,13 +372,9 @@ TEST_F(ServerDeviceTest, Int8ReadoutUpdatesGoThroughTheGramKernel) {
   ASSERT_TRUE(stream.ok()) << stream.status();
   absl::StatusOr<model::MatrixF> stream_features = int8->Features(ToMatrix(*stream));
   ASSERT_TRUE(stream_features.ok()) << stream_features.status();
-  model::UpperTier reference = bundle.upper;  // no Gram backend: the float64 host path
-  std::vector<int> classes;
-  for (const std::string& label : stream->labels) {
-    classes.push_back(reference.ClassIndexOrAdd(label));
-  }
-  ASSERT_TRUE(reference.Absorb(*stream_features, classes).ok());
-  absl::StatusOr<model::Readout> readout = reference.Solve();
+  // No Gram backend attached to the copy: the float64 host path.
+  absl::StatusOr<model::Readout> readout =
+      ReadoutAfterAbsorbing(bundle.upper, *stream_features, stream->labels);
   ASSERT_TRUE(readout.ok()) << readout.status();
   constexpr int kProbe = 16;
   absl::StatusOr<model::MatrixF> probe_features =
@@ -394,28 +407,7 @@ TEST_F(ServerDeviceTest, Int8ReadoutUpdatesGoThroughTheGramKernel) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_NEAR(stats->energy().absorb_joules(), gram_joules, 1e-12 * gram_joules);
 
-  v1::PredictRequest request;
-  request.set_return_scores(true);
-  for (int i = 0; i < kProbe; ++i) {
-    request.add_samples()->set_pixels(fixture->heldout.image(i), fixture->heldout.image_size());
-  }
-  for (const char* phase : {"live", "recovered after SIGKILL"}) {
-    SCOPED_TRACE(phase);
-    absl::StatusOr<v1::PredictResponse> predicted = server->client().Predict(request);
-    ASSERT_TRUE(predicted.ok()) << predicted.status();
-    ASSERT_EQ(predicted->predictions_size(), kProbe);
-    const float scale = std::max(1.0f, expected.cwiseAbs().maxCoeff());
-    for (int i = 0; i < kProbe; ++i) {
-      ASSERT_EQ(predicted->predictions(i).scores_size(), expected.cols());
-      for (int k = 0; k < expected.cols(); ++k) {
-        EXPECT_NEAR(predicted->predictions(i).scores(k), expected(i, k), 1e-4f * scale)
-            << "sample " << i << " class " << k;
-      }
-    }
-    server.reset();  // SIGKILL
-    server = ServerProcess::Start(path, flags);
-    ASSERT_NE(server, nullptr);
-  }
+  ExpectScoresLiveAndAfterRecovery(server, path, flags, expected);
 }
 
 TEST_F(ServerDeviceTest, Int8AccuracyIsCloseToFloat) {
