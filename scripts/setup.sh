@@ -6,12 +6,15 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config clang
-  # the fuzz build (scripts/sanitize.sh): clang's OpenMP runtime; libFuzzer and the sanitizer
-  # runtimes come with clang (libclang-rt-14-dev)
-  libomp-14-dev
+  # the sanitizer and fuzz builds (scripts/sanitize.sh): libFuzzer and the sanitizer runtimes and
+  # headers (sanitizer/asan_interface.h, which Abseil's headers include under -fsanitize=address),
+  # which clang only recommends; clang's OpenMP runtime
+  libclang-rt-14-dev libomp-14-dev
   # the required libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev
+  # headers that libxrt-dev's headers include (xrt/xclbin.h: <uuid/uuid.h>) but it does not depend on
+  uuid-dev
   # Prometheus metrics over HTTP (server/metrics.h)
   prometheus-cpp-dev
   # the data set of the demo and of the accuracy tests
