@@ -10,6 +10,10 @@
 //    ReadSample; its errors are INVALID_ARGUMENT, or RESOURCE_EXHAUSTED for an over-long batch;
 //    on success every value is finite and pixel rows equal byte / 255.
 //  - ValidateLabel accepts exactly the labels of 1..kMaxLabelBytes bytes.
+//  - The service's own parsing (server/request_parsing.h): ParseRequest succeeds exactly when
+//    protobuf parses the bytes, and when it fails it says why (INVALID_ARGUMENT with a reason from
+//    DescribeParseFailure); ReadUpdateMessage keeps every readable sample and, when the whole
+//    message does not parse, reports at least one unreadable sample or an unreadable rest.
 //  - A sample accepted the way the Update handler accepts it, encoded with UpdateRecordBuilder,
 //    decodes with DecodeUpdateRecord to the same labels and bit-identical inputs (what recovery
 //    replays is what was validated).
@@ -23,6 +27,7 @@
 #include "absl/strings/str_cat.h"
 #include "fuzz/fuzz_util.h"
 #include "google/protobuf/stubs/logging.h"
+#include "server/request_parsing.h"
 #include "server/update_record.h"
 #include "server/validation.h"
 #include "strata/v1/strata.pb.h"
@@ -113,6 +118,41 @@ void CheckUpdate(const v1::UpdateRequest& request, int input_size) {
   STRATA_FUZZ_CHECK(!DecodeUpdateRecord(payload, input_size + 1).ok(), "input size not checked");
 }
 
+void CheckParsing(const uint8_t* data, size_t size, bool predict_parses, bool update_parses) {
+  const grpc::Slice slice(data, size);
+  const grpc::ByteBuffer buffer(&slice, 1);
+  v1::PredictRequest predict;
+  const absl::Status parsed = ParseRequest(buffer, &predict);
+  STRATA_FUZZ_CHECK(parsed.ok() == predict_parses, parsed.ToString());
+  if (!parsed.ok()) {
+    STRATA_FUZZ_CHECK(parsed.code() == absl::StatusCode::kInvalidArgument, parsed.ToString());
+    const std::string reason = DescribeParseFailure(
+        *v1::PredictRequest::descriptor(),
+        absl::string_view(reinterpret_cast<const char*>(data), size));
+    STRATA_FUZZ_CHECK(!reason.empty(), "protobuf refused bytes the walk found nothing wrong in");
+  }
+  const ParsedUpdateMessage update = ReadUpdateMessage(buffer);
+  if (update_parses) {
+    STRATA_FUZZ_CHECK(update.unreadable.empty() && update.unreadable_rest.empty(),
+                      "a parseable message reported unreadable samples");
+    return;
+  }
+  bool reported = !update.unreadable_rest.empty();
+  for (const std::string& reason : update.unreadable) reported = reported || !reason.empty();
+  STRATA_FUZZ_CHECK(reported, "an unparseable Update message reported nothing unreadable");
+  STRATA_FUZZ_CHECK(update.unreadable.size() ==
+                        static_cast<size_t>(update.request.samples_size()),
+                    "unreadable reasons not aligned with the samples");
+  for (int i = 0; i < update.request.samples_size(); ++i) {
+    if (update.unreadable[i].empty()) {
+      // A readable sample round-trips: re-encoding and parsing it alone succeeds.
+      v1::LabeledSample again;
+      STRATA_FUZZ_CHECK(again.ParseFromString(update.request.samples(i).SerializeAsString()),
+                        absl::StrCat("samples[", i, "] does not round-trip"));
+    }
+  }
+}
+
 }  // namespace
 }  // namespace strata::server
 
@@ -132,10 +172,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   data += 2;
   size -= 2;
   strata::v1::PredictRequest predict;
-  if (predict.ParseFromArray(data, static_cast<int>(size))) {
-    CheckPredictBatch(predict, input_size, max_batch);
-  }
+  const bool predict_parses = predict.ParseFromArray(data, static_cast<int>(size));
+  if (predict_parses) CheckPredictBatch(predict, input_size, max_batch);
   strata::v1::UpdateRequest update;
-  if (update.ParseFromArray(data, static_cast<int>(size))) CheckUpdate(update, input_size);
+  const bool update_parses = update.ParseFromArray(data, static_cast<int>(size));
+  if (update_parses) CheckUpdate(update, input_size);
+  CheckParsing(data, size, predict_parses, update_parses);
   return 0;
 }

@@ -43,6 +43,7 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "model/tensor.h"
+#include "server/unary_call.h"
 #include "strata/v1/strata.pb.h"
 
 namespace strata::server {
@@ -77,11 +78,14 @@ struct BatcherOptions {
 
 // One queued Predict call. Plain pointers owned by gRPC (they live until the reactor finishes), so
 // queueing one copies a few words and allocates nothing.
+using PredictUnaryCall = UnaryCall<v1::PredictRequest, v1::PredictResponse>;
+
 struct PredictCall {
   grpc::CallbackServerContext* context = nullptr;
   const v1::PredictRequest* request = nullptr;
   v1::PredictResponse* response = nullptr;
-  grpc::ServerUnaryReactor* reactor = nullptr;
+  // The call that owns the three above and finishes the RPC (server/unary_call.h).
+  PredictUnaryCall* call = nullptr;
   absl::Time enqueued;  // set by PredictBatcher::Enqueue
 };
 

@@ -39,6 +39,7 @@
 #include "server/metrics.h"
 #include "server/model_store.h"
 #include "server/recovery.h"
+#include "server/request_parsing.h"
 #include "server/update_log.h"
 #include "server/update_policy.h"
 #include "server/service.h"
@@ -51,7 +52,8 @@ ABSL_FLAG(std::string, port_file, "",
 ABSL_FLAG(int32_t, max_batch, 1024,
           "Largest Predict / ExtractFeatures batch; larger ones fail with RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, max_message_bytes, int64_t{64} << 20,
-          "Largest request message in bytes; gRPC rejects larger ones with RESOURCE_EXHAUSTED.");
+          "Largest request message in bytes: a larger request fails with RESOURCE_EXHAUSTED, a "
+          "larger Update message is rejected; gRPC refuses messages over 4x this itself.");
 ABSL_FLAG(int32_t, inference_threads, 2, "Threads answering Predict and ExtractFeatures.");
 ABSL_FLAG(std::string, batching, "on",
           "Dynamic batching of concurrent Predict requests into one lower-tier batch: on or off.");
@@ -138,9 +140,10 @@ struct Options {
   // Largest Predict / ExtractFeatures batch, >= 1. Default 1024. Bounds the memory and latency of
   // one request; larger batches fail with RESOURCE_EXHAUSTED.
   int max_batch = 1024;
-  // Largest request message gRPC accepts, in bytes, 1..INT_MAX. Default 64 MiB (about 85,000
-  // 28x28 images as pixels). Larger messages fail with RESOURCE_EXHAUSTED before any of our code
-  // runs.
+  // Largest request message, in bytes, 1..INT_MAX. Default 64 MiB (about 85,000 28x28 images as
+  // pixels). A larger unary request fails with RESOURCE_EXHAUSTED and a larger Update message is
+  // rejected (listed in the summary; the stream goes on); gRPC's transport itself refuses messages
+  // over TransportMessageLimit() (4x), which bounds one message's memory.
   int max_message_bytes = 64 << 20;
   // Threads running Predict / ExtractFeatures. Default 2. With batching on, Predict runs on the
   // batcher's workers instead.
@@ -417,6 +420,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   std::unique_ptr<UpdateLog> update_log;
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
+  service_options.max_message_bytes = options.max_message_bytes;
   service_options.inference_threads = options.inference_threads;
   service_options.batching = options.batching;
   service_options.batcher = options.batcher;
@@ -458,7 +462,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.address, ServerCredentials(options), &port);
-  builder.SetMaxReceiveMessageSize(options.max_message_bytes);
+  builder.SetMaxReceiveMessageSize(TransportMessageLimit(options.max_message_bytes));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (server == nullptr || port == 0) {
@@ -608,6 +612,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   strata::base::SetLogFormat(*log_format);
+  strata::server::RouteProtobufLogs();
   absl::StatusOr<strata::server::Options> options = strata::server::ReadOptions();
   if (!options.ok()) {
     STRATA_LOG(ERROR) << options.status().message() << " (see --help)";

@@ -1,6 +1,7 @@
 #include "server/service.h"
 
 #include <algorithm>
+#include <climits>
 #include <array>
 #include <iterator>
 #include <memory>
@@ -10,7 +11,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "server/request_parsing.h"
 #include "server/snapshot.h"
+#include "server/unary_call.h"
 #include "server/update_record.h"
 #include "server/validation.h"
 
@@ -49,6 +52,10 @@ fpga::OpCounts ReadoutCounts(int d, int classes, int rows) {
                      static_cast<uint64_t>(classes);
   counts.dram_bytes = 4 * static_cast<uint64_t>(std::max(rows, 0)) * static_cast<uint64_t>(classes);
   return counts;
+}
+
+int TransportMessageLimit(int max_message_bytes) {
+  return static_cast<int>(std::min<int64_t>(int64_t{4} * std::max(max_message_bytes, 1), INT_MAX));
 }
 
 grpc::Status ToGrpcStatus(const absl::Status& status) {
@@ -146,14 +153,68 @@ void StrataService::Drain() {
   update_queue_.Drain();
 }
 
-bool StrataService::Unauthenticated(grpc::CallbackServerContext* context, CallKind kind,
-                                    grpc::ServerUnaryReactor* reactor, RpcMethod method) const {
-  const absl::Time start = absl::Now();
-  grpc::Status allowed = auth_.Check(*context, kind);
-  if (allowed.ok()) return false;
-  RecordRpc(method, allowed, start);
-  reactor->Finish(allowed);
-  return true;
+template <typename Call>
+bool StrataService::Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind,
+                          RpcMethod method, absl::Time start) {
+  grpc::Status refused = auth_.Check(*call->context(), kind);
+  if (refused.ok() && !request.Valid()) {
+    // No payload reached the service: gRPC's transport refused the message (over
+    // TransportMessageLimit) or the call was cancelled; the client has gRPC's own status.
+    refused = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                           "the request message did not arrive (over the transport's limit of " +
+                               std::to_string(TransportMessageLimit(options_.max_message_bytes)) +
+                               " bytes, or cancelled)");
+  } else if (refused.ok() && request.Length() > static_cast<size_t>(options_.max_message_bytes)) {
+    refused = grpc::Status(
+        grpc::StatusCode::RESOURCE_EXHAUSTED,
+        absl::StrCat("request message of ", request.Length(),
+                     " bytes is over the server's message-size limit of ",
+                     options_.max_message_bytes, " bytes (--max_message_bytes)"));
+  } else if (refused.ok()) {
+    refused = ToGrpcStatus(call->Parse(request));
+  }
+  if (refused.ok()) return true;
+  FinishUnary(call, method, refused, start);
+  return false;
+}
+
+template <typename Call>
+void StrataService::FinishUnary(Call* call, RpcMethod method, grpc::Status status,
+                                absl::Time start) {
+  int samples = 0;
+  if constexpr (requires { call->request().samples_size(); }) {
+    samples = call->request().samples_size();
+  }
+  status = call->Seal(status);
+  CountRpc(method, status, samples);
+  if (options_.metrics != nullptr && method == RpcMethod::kPredict) {
+    options_.metrics->ObservePredictBatch(samples);
+  }
+  RecordRpc(method, status, start);
+  call->Finish(status);
+}
+
+void StrataService::CountRpc(RpcMethod method, const grpc::Status& status, int samples) {
+  absl::MutexLock lock(&stats_mu_);
+  switch (method) {
+    case RpcMethod::kPredict:
+      CountCall(stats_.mutable_predict(), status);
+      if (status.ok()) stats_.set_samples_predicted(stats_.samples_predicted() + samples);
+      break;
+    case RpcMethod::kExtractFeatures:
+      CountCall(stats_.mutable_extract_features(), status);
+      if (status.ok()) stats_.set_samples_extracted(stats_.samples_extracted() + samples);
+      break;
+    case RpcMethod::kUpdate:
+      CountCall(stats_.mutable_update(), status);
+      break;
+    case RpcMethod::kGetModelInfo:
+      CountCall(stats_.mutable_get_model_info(), status);
+      break;
+    case RpcMethod::kGetStats:
+    case RpcMethod::kSnapshot:
+      break;  // Stats has no counters for them
+  }
 }
 
 void StrataService::RecordRpc(RpcMethod method, const grpc::Status& status,
@@ -161,13 +222,6 @@ void StrataService::RecordRpc(RpcMethod method, const grpc::Status& status,
   if (options_.metrics == nullptr) return;
   options_.metrics->ObserveRpc(method, static_cast<absl::StatusCode>(status.error_code()),
                                absl::Now() - start);
-}
-
-void StrataService::RecordPredict(const v1::PredictRequest& request, const grpc::Status& status,
-                                  absl::Time start) const {
-  if (options_.metrics == nullptr) return;
-  options_.metrics->ObservePredictBatch(request.samples_size());
-  RecordRpc(RpcMethod::kPredict, status, start);
 }
 
 ServedState StrataService::MetricsState() {
@@ -261,55 +315,40 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
 }
 
 grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerContext* context,
-                                                         const v1::ExtractFeaturesRequest* request,
-                                                         v1::ExtractFeaturesResponse* response) {
+                                                         const grpc::ByteBuffer* request,
+                                                         grpc::ByteBuffer* reply) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kExtractFeatures)) {
-    return reactor;
-  }
-  // The request and response live until Finish(), so the work may use them.
-  inference_queue_.Schedule([this, context, request, response, reactor, start] {
-    grpc::Status status = context->IsCancelled()
-                              ? grpc::Status::CANCELLED
-                              : ToGrpcStatus(DoExtractFeatures(*request, response));
-    {
-      absl::MutexLock lock(&stats_mu_);
-      CountCall(stats_.mutable_extract_features(), status);
-      if (status.ok()) {
-        stats_.set_samples_extracted(stats_.samples_extracted() + request->samples_size());
-      }
-    }
-    RecordRpc(RpcMethod::kExtractFeatures, status, start);
-    reactor->Finish(status);
+  using Call = UnaryCall<v1::ExtractFeaturesRequest, v1::ExtractFeaturesResponse>;
+  auto* call = new Call(context, reply);
+  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kExtractFeatures, start)) return call;
+  inference_queue_.Schedule([this, call, start] {
+    const grpc::Status status =
+        call->context()->IsCancelled()
+            ? grpc::Status::CANCELLED
+            : ToGrpcStatus(DoExtractFeatures(call->request(), &call->response()));
+    FinishUnary(call, RpcMethod::kExtractFeatures, status, start);
   });
-  return reactor;
+  return call;
 }
 
 grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* context,
-                                                 const v1::PredictRequest* request,
-                                                 v1::PredictResponse* response) {
+                                                 const grpc::ByteBuffer* request,
+                                                 grpc::ByteBuffer* reply) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kPredict)) return reactor;
+  auto* call = new PredictUnaryCall(context, reply);
+  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kPredict, start)) return call;
   if (batcher_ != nullptr) {
-    batcher_->Enqueue({context, request, response, reactor, {}});
-    return reactor;
+    batcher_->Enqueue({context, &call->request(), &call->response(), call, {}});
+    return call;
   }
-  inference_queue_.Schedule([this, context, request, response, reactor, start] {
-    grpc::Status status = context->IsCancelled() ? grpc::Status::CANCELLED
-                                                 : ToGrpcStatus(DoPredict(*request, response));
-    {
-      absl::MutexLock lock(&stats_mu_);
-      CountCall(stats_.mutable_predict(), status);
-      if (status.ok()) {
-        stats_.set_samples_predicted(stats_.samples_predicted() + request->samples_size());
-      }
-    }
-    RecordPredict(*request, status, start);
-    reactor->Finish(status);
+  inference_queue_.Schedule([this, call, start] {
+    const grpc::Status status =
+        call->context()->IsCancelled()
+            ? grpc::Status::CANCELLED
+            : ToGrpcStatus(DoPredict(call->request(), &call->response()));
+    FinishUnary(call, RpcMethod::kPredict, status, start);
   });
-  return reactor;
+  return call;
 }
 
 BatcherCounters StrataService::batcher_counters() const {
@@ -317,16 +356,8 @@ BatcherCounters StrataService::batcher_counters() const {
 }
 
 void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& status) {
-  {
-    absl::MutexLock lock(&stats_mu_);
-    CountCall(stats_.mutable_predict(), status);
-    if (status.ok()) {
-      stats_.set_samples_predicted(stats_.samples_predicted() + call.request->samples_size());
-    }
-  }
   // Enqueue() stamps `enqueued` as the handler hands the call over: the call's start.
-  RecordPredict(*call.request, status, call.enqueued);
-  call.reactor->Finish(status);
+  FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
 }
 
 void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch) {
@@ -426,17 +457,20 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
 
 // ---- Update ------------------------------------------------------------------------------------
 
-// One Update stream. Reads one message at a time; each message is validated, predicted
-// (prequential), absorbed and offered to the update policy on the update queue, which then starts
-// the next read. When the client half-closes, the work on the update queue publishes a new version
-// under "stream-end" (if anything was accepted) and finishes the call. Exactly one read or one piece
-// of queued work is outstanding at any time, so the members need no lock; Finish() is called
-// exactly once, by FinishWith().
-class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::UpdateRequest> {
+// One Update stream. Reads one message at a time (as bytes); each message is parsed (sample by
+// sample if it does not parse whole), validated, predicted (prequential), absorbed and offered to
+// the update policy on the update queue, which then starts the next read. When the reads end, the
+// reactor first tells a half-close from a broken call (OnReadDone(false) means either): it sends the
+// initial metadata, which fails on a call gRPC has cancelled (a message over the transport's limit,
+// a client cancel, a deadline). A half-closed stream publishes a new version under "stream-end" (if
+// anything was accepted) and finishes with its summary; a broken one finishes CANCELLED and
+// publishes nothing. Exactly one read, metadata send or piece of queued work is outstanding at any
+// time, so the members need no lock; Finish() is called exactly once, by FinishWith().
+class StrataService::UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
   UpdateReactor(StrataService* service, grpc::CallbackServerContext* context,
-                v1::UpdateSummary* summary)
-      : service_(service), context_(context), summary_(summary) {
+                grpc::ByteBuffer* reply)
+      : service_(service), context_(context), reply_(reply), summary_(&summary_storage_) {
     // Checked before anything is read, so an unauthenticated stream absorbs nothing.
     grpc::Status allowed = service_->auth_.Check(*context_, CallKind::kWrite);
     if (!allowed.ok()) {
@@ -448,23 +482,34 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
       FinishWith(ToGrpcStatus(NotLoaded()));
       return;
     }
-    StartRead(&request_);
+    StartRead(&buffer_);
   }
 
   void OnReadDone(bool ok) override {
     if (ok) {
       service_->update_queue_.Schedule([this] { AbsorbMessage(); });
     } else {
-      // The client half-closed, or the call was cancelled.
-      service_->update_queue_.Schedule([this] { Complete(); });
+      // The client half-closed, or the call is broken: the metadata send tells which.
+      StartSendInitialMetadata();
     }
+  }
+
+  void OnSendInitialMetadataDone(bool ok) override {
+    service_->update_queue_.Schedule([this, ok] {
+      if (!ok || context_->IsCancelled()) {
+        // Samples already absorbed stay in the statistics; the next Publish() includes them.
+        FinishWith(grpc::Status::CANCELLED);
+        return;
+      }
+      Complete();
+    });
   }
 
   void OnDone() override { delete this; }
 
  private:
-  // Validates, predicts and absorbs request_, lets the policy decide on a refresh, then reads the
-  // next message.
+  // Reads buffer_ into message_, then validates, predicts and absorbs its samples, lets the policy
+  // decide on a refresh, then reads the next message.
   void AbsorbMessage() {
     if (context_->IsCancelled()) {
       FinishWith(grpc::Status::CANCELLED);
@@ -496,15 +541,33 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
       absl::Status snapshot = service_->TakeSnapshot(&info);
       if (!snapshot.ok()) STRATA_LOG(ERROR) << "automatic snapshot failed: " << snapshot;
     }
-    StartRead(&request_);
+    StartRead(&buffer_);
   }
 
   absl::Status AbsorbSamples() {
-    const int count = request_.samples_size();
+    const int max_bytes = service_->options_.max_message_bytes;
+    if (buffer_.Length() > static_cast<size_t>(max_bytes)) {
+      // Not parsed at all: its samples cannot be counted, so the message counts as one rejection.
+      ++samples_received_;
+      Reject(-1, absl::StrCat("message of ", buffer_.Length(),
+                              " bytes is over the server's message-size limit of ", max_bytes,
+                              " bytes (--max_message_bytes); send fewer samples per message"));
+      buffer_.Clear();
+      return absl::OkStatus();
+    }
+    message_ = ReadUpdateMessage(buffer_);
+    buffer_.Clear();
+    const v1::UpdateRequest& request = message_.request;
+    const int count = request.samples_size();
     samples_received_ += count;
-    if (count == 0) {
+    if (count == 0 && message_.unreadable_rest.empty()) {
       Reject(-1, "samples: empty message, expected at least 1 sample");
       return absl::OkStatus();
+    }
+    if (!message_.unreadable_rest.empty()) {
+      // The bytes after the last sample that could be delimited: one more rejected entry.
+      ++samples_received_;
+      Reject(count, message_.unreadable_rest);
     }
     if (service_->durability_.log != nullptr) {
       // Validate the whole message first and log its accepted samples as one record, so that a
@@ -520,7 +583,11 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     std::vector<std::string> labels;
     labels.reserve(chunk);
     for (int i = 0; i < count; ++i) {
-      const v1::LabeledSample& sample = request_.samples(i);
+      const v1::LabeledSample& sample = request.samples(i);
+      if (Unreadable(i)) {
+        Reject(i, message_.unreadable[i]);
+        continue;
+      }
       const std::string field = absl::StrCat("samples[", i, "]");
       absl::Status valid = ValidateLabel(sample.label(), absl::StrCat(field, ".label"));
       if (valid.ok()) {
@@ -545,15 +612,20 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     return absl::OkStatus();
   }
 
+  // True if sample `i` of message_ could not be parsed.
+  bool Unreadable(int i) const {
+    return !message_.unreadable.empty() && !message_.unreadable[i].empty();
+  }
+
   // Appends the message's valid samples to the update log (one record). Invalid samples are left
   // to AbsorbSamples() to reject.
   absl::Status LogMessage() {
     const int input_size = model_->lower->input_size();
     UpdateRecordBuilder record(input_size);
     std::vector<float> scratch(input_size);
-    for (int i = 0; i < request_.samples_size(); ++i) {
-      const v1::LabeledSample& sample = request_.samples(i);
-      if (!ValidateLabel(sample.label(), "label").ok() ||
+    for (int i = 0; i < message_.request.samples_size(); ++i) {
+      const v1::LabeledSample& sample = message_.request.samples(i);
+      if (Unreadable(i) || !ValidateLabel(sample.label(), "label").ok() ||
           !ReadSample(sample.sample(), input_size, "sample", scratch.data()).ok()) {
         continue;
       }
@@ -714,11 +786,6 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
 
   // The stream ended: refresh under "stream-end" (if anything was accepted), then reply.
   void Complete() {
-    if (context_->IsCancelled()) {
-      // Samples already absorbed stay in the statistics; the next Publish() includes them.
-      FinishWith(grpc::Status::CANCELLED);
-      return;
-    }
     if (samples_received_ == 0) {
       FinishWith(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                               absl::StrCat("Update stream carried no samples (", message_index_,
@@ -771,17 +838,21 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
     });
   }
 
-  void FinishWith(const grpc::Status& status) {
-    {
-      absl::MutexLock lock(&service_->stats_mu_);
-      service_->CountCall(service_->stats_.mutable_update(), status);
+  // Finishes the call: with `status`, or for OK with the summary. Counts it first.
+  void FinishWith(grpc::Status status) {
+    if (status.ok()) {
+      absl::Status serialized = SerializeReply(*summary_, reply_);
+      if (!serialized.ok()) status = ToGrpcStatus(serialized);
     }
+    service_->CountRpc(RpcMethod::kUpdate, status, 0);
     service_->RecordRpc(RpcMethod::kUpdate, status, start_);
     Finish(status);
   }
 
   StrataService* const service_;
   grpc::CallbackServerContext* const context_;
+  grpc::ByteBuffer* const reply_;
+  v1::UpdateSummary summary_storage_;
   v1::UpdateSummary* const summary_;
   // When the stream started: its latency runs from here to Finish().
   const absl::Time start_ = absl::Now();
@@ -790,8 +861,10 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   // The version current when the message being absorbed arrived: its readout makes the message's
   // prequential predictions.
   std::shared_ptr<const ModelVersion> served_;
-  v1::UpdateRequest request_;
-  uint32_t message_index_ = 0;  // index of request_ in the stream
+  // The message being read (bytes), and the same message parsed.
+  grpc::ByteBuffer buffer_;
+  ParsedUpdateMessage message_;
+  uint32_t message_index_ = 0;  // index of the message in the stream
   uint64_t samples_received_ = 0;
   // The update-log sequence number of this stream's last record (0: none yet).
   uint64_t last_sequence_ = 0;
@@ -810,99 +883,92 @@ class StrataService::UpdateReactor final : public grpc::ServerReadReactor<v1::Up
   uint64_t last_absorb_ = 0;
 };
 
-grpc::ServerReadReactor<v1::UpdateRequest>* StrataService::Update(
-    grpc::CallbackServerContext* context, v1::UpdateSummary* summary) {
-  return new UpdateReactor(this, context, summary);
+grpc::ServerReadReactor<grpc::ByteBuffer>* StrataService::Update(
+    grpc::CallbackServerContext* context, grpc::ByteBuffer* reply) {
+  return new UpdateReactor(this, context, reply);
 }
 
 // ---- Snapshot ----------------------------------------------------------------------------------
 
 grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* context,
-                                                  const v1::SnapshotRequest* /*request*/,
-                                                  v1::SnapshotInfo* response) {
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* reply) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kWrite, reactor, RpcMethod::kSnapshot)) return reactor;
+  using Call = UnaryCall<v1::SnapshotRequest, v1::SnapshotInfo>;
+  auto* call = new Call(context, reply);
+  if (!Admit(call, *request, CallKind::kWrite, RpcMethod::kSnapshot, start)) return call;
   if (store_->Current() == nullptr) {
-    const grpc::Status status = ToGrpcStatus(NotLoaded());
-    RecordRpc(RpcMethod::kSnapshot, status, start);
-    reactor->Finish(status);
-    return reactor;
+    FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(NotLoaded()), start);
+    return call;
   }
   // On the update queue: between two Update messages, so the statistics match the log position.
-  update_queue_.Schedule([this, context, response, reactor, start] {
+  update_queue_.Schedule([this, call, start] {
     // A call whose deadline passed while it waited is cancelled: skip the snapshot's work.
-    if (context->IsCancelled()) {
-      RecordRpc(RpcMethod::kSnapshot, grpc::Status::CANCELLED, start);
-      reactor->Finish(grpc::Status::CANCELLED);
+    if (call->context()->IsCancelled()) {
+      FinishUnary(call, RpcMethod::kSnapshot, grpc::Status::CANCELLED, start);
       return;
     }
-    absl::Status status = TakeSnapshot(response);
+    absl::Status status = TakeSnapshot(&call->response());
     if (!status.ok() && !absl::IsFailedPrecondition(status)) {
       STRATA_LOG(ERROR) << "Snapshot failed: " << status;
     }
-    RecordRpc(RpcMethod::kSnapshot, ToGrpcStatus(status), start);
-    reactor->Finish(ToGrpcStatus(status));
+    FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(status), start);
   });
-  return reactor;
+  return call;
 }
 
 // ---- GetModelInfo and GetStats -----------------------------------------------------------------
 
 grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContext* context,
-                                                      const v1::GetModelInfoRequest* /*request*/,
-                                                      v1::ModelInfo* response) {
+                                                      const grpc::ByteBuffer* request,
+                                                      grpc::ByteBuffer* reply) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kGetModelInfo)) {
-    return reactor;
-  }
+  using Call = UnaryCall<v1::GetModelInfoRequest, v1::ModelInfo>;
+  auto* call = new Call(context, reply);
+  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kGetModelInfo, start)) return call;
   std::shared_ptr<const ModelVersion> model = store_->Current();
-  grpc::Status status = ToGrpcStatus(model == nullptr ? NotLoaded() : absl::OkStatus());
-  if (model != nullptr) {
-    const model::Shape& input = model->lower->input_shape();
-    response->set_input_height(input.height);
-    response->set_input_width(input.width);
-    response->set_input_channels(input.channels);
-    response->set_input_size(model->lower->input_size());
-    response->set_feature_size(model->lower->feature_size());
-    for (const std::string& label : model->readout.labels) response->add_labels(label);
-    response->set_model_version(model->version);
-    for (std::string& stage : model->lower->Describe()) {
-      response->add_lower_tier_stages(std::move(stage));
-    }
-    response->set_upper_tier(absl::StrCat(
-        "ridge readout: ", model->lower->feature_size(), " features -> ",
-        model->readout.labels.size(),
-        " classes, solved by Cholesky from exact sufficient statistics (lambda ",
-        model->ridge_lambda, ")"));
-    response->set_ridge_lambda(model->ridge_lambda);
-    response->set_samples_seen(model->samples_seen);
-    response->set_max_batch(options_.max_batch);
-    response->set_device(model->device);
+  if (model == nullptr) {
+    FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoaded()), start);
+    return call;
   }
-  {
-    absl::MutexLock lock(&stats_mu_);
-    CountCall(stats_.mutable_get_model_info(), status);
+  v1::ModelInfo* response = &call->response();
+  const model::Shape& input = model->lower->input_shape();
+  response->set_input_height(input.height);
+  response->set_input_width(input.width);
+  response->set_input_channels(input.channels);
+  response->set_input_size(model->lower->input_size());
+  response->set_feature_size(model->lower->feature_size());
+  for (const std::string& label : model->readout.labels) response->add_labels(label);
+  response->set_model_version(model->version);
+  for (std::string& stage : model->lower->Describe()) {
+    response->add_lower_tier_stages(std::move(stage));
   }
-  RecordRpc(RpcMethod::kGetModelInfo, status, start);
-  reactor->Finish(status);
-  return reactor;
+  response->set_upper_tier(absl::StrCat(
+      "ridge readout: ", model->lower->feature_size(), " features -> ",
+      model->readout.labels.size(),
+      " classes, solved by Cholesky from exact sufficient statistics (lambda ",
+      model->ridge_lambda, ")"));
+  response->set_ridge_lambda(model->ridge_lambda);
+  response->set_samples_seen(model->samples_seen);
+  response->set_max_batch(options_.max_batch);
+  response->set_device(model->device);
+  FinishUnary(call, RpcMethod::kGetModelInfo, grpc::Status::OK, start);
+  return call;
 }
 
 grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* context,
-                                                  const v1::GetStatsRequest* /*request*/,
-                                                  v1::Stats* response) {
+                                                  const grpc::ByteBuffer* request,
+                                                  grpc::ByteBuffer* reply) {
   const absl::Time start = absl::Now();
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  if (Unauthenticated(context, CallKind::kRead, reactor, RpcMethod::kGetStats)) return reactor;
+  using Call = UnaryCall<v1::GetStatsRequest, v1::Stats>;
+  auto* call = new Call(context, reply);
+  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kGetStats, start)) return call;
   std::shared_ptr<const ModelVersion> model = store_->Current();
   if (model == nullptr) {
-    const grpc::Status status = ToGrpcStatus(NotLoaded());
-    RecordRpc(RpcMethod::kGetStats, status, start);
-    reactor->Finish(status);
-    return reactor;
+    FinishUnary(call, RpcMethod::kGetStats, ToGrpcStatus(NotLoaded()), start);
+    return call;
   }
+  v1::Stats* response = &call->response();
   {
     absl::MutexLock lock(&stats_mu_);
     *response = stats_;
@@ -916,9 +982,8 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   response->set_predict_batch_samples(batches.images);
   response->set_predict_multi_request_batches(batches.multi_request_batches);
   response->set_predict_largest_batch(batches.largest_batch_images);
-  RecordRpc(RpcMethod::kGetStats, grpc::Status::OK, start);
-  reactor->Finish(grpc::Status::OK);
-  return reactor;
+  FinishUnary(call, RpcMethod::kGetStats, grpc::Status::OK, start);
+  return call;
 }
 
 void StrataService::FillPolicyAndEnergyStats(v1::Stats* stats) {

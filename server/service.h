@@ -1,5 +1,12 @@
 // The strata.v1.Strata gRPC service, on gRPC's callback API.
 //
+// Requests arrive as bytes: every method is registered raw (grpc::ByteBuffer in and out) and parsed
+// here (server/request_parsing.h), so that a request gRPC cannot parse is INVALID_ARGUMENT naming the
+// unreadable field, an unreadable Update message or sample is rejected and listed while the stream
+// goes on, and a message over ServiceOptions::max_message_bytes is refused by the service itself
+// (counted in GetStats like every other failure). gRPC's transport refuses only messages over
+// TransportMessageLimit(), a multiple of that limit.
+//
 // Threading: gRPC's callback threads only parse, schedule and reply; they never run model work or
 // wait on a lock held across model work. Predict runs on the PredictBatcher's workers
 // (ServiceOptions::batching; server/batcher.h), or with batching off, like ExtractFeatures, on an
@@ -56,6 +63,10 @@
 namespace strata::server {
 
 struct ServiceOptions {
+  // Largest request message, in bytes (strata-server --max_message_bytes). A unary request over it
+  // fails with RESOURCE_EXHAUSTED; an Update message over it is rejected and listed, and the stream
+  // goes on. Must be >= 1.
+  int max_message_bytes = 64 << 20;
   // Largest Predict / ExtractFeatures batch; larger batches fail with RESOURCE_EXHAUSTED. Update
   // messages may be larger (only the message-size limit bounds them); they are absorbed in chunks
   // of max_batch samples. Must be >= 1.
@@ -110,10 +121,22 @@ struct Durability {
   uint64_t snapshot_every_samples = 100000;
 };
 
+// The message-size limit to give gRPC's transport (grpc::ServerBuilder::SetMaxReceiveMessageSize)
+// for a service limit of `max_message_bytes`: four times it, at most INT_MAX. Messages between the
+// two reach the service, which refuses them with a clear reason and counts them; gRPC refuses larger
+// ones itself (RESOURCE_EXHAUSTED), which bounds the memory one message can take.
+int TransportMessageLimit(int max_message_bytes);
+
 // Maps an absl::Status to the grpc::Status with the same code and message.
 grpc::Status ToGrpcStatus(const absl::Status& status);
 
-class StrataService final : public v1::Strata::CallbackService {
+// The strata.v1.Strata service with every method raw (see the top of this file).
+using RawStrataService = v1::Strata::WithRawCallbackMethod_ExtractFeatures<
+    v1::Strata::WithRawCallbackMethod_Predict<v1::Strata::WithRawCallbackMethod_Update<
+        v1::Strata::WithRawCallbackMethod_Snapshot<v1::Strata::WithRawCallbackMethod_GetModelInfo<
+            v1::Strata::WithRawCallbackMethod_GetStats<v1::Strata::Service>>>>>>;
+
+class StrataService final : public RawStrataService {
  public:
   // `store` is not owned and must outlive the service. The service serves whatever the store holds:
   // UNAVAILABLE until store->Load() succeeds.
@@ -138,22 +161,22 @@ class StrataService final : public v1::Strata::CallbackService {
   BatcherCounters batcher_counters() const;
 
   grpc::ServerUnaryReactor* ExtractFeatures(grpc::CallbackServerContext* context,
-                                            const v1::ExtractFeaturesRequest* request,
-                                            v1::ExtractFeaturesResponse* response) override;
+                                            const grpc::ByteBuffer* request,
+                                            grpc::ByteBuffer* reply) override;
   grpc::ServerUnaryReactor* Predict(grpc::CallbackServerContext* context,
-                                    const v1::PredictRequest* request,
-                                    v1::PredictResponse* response) override;
-  grpc::ServerReadReactor<v1::UpdateRequest>* Update(grpc::CallbackServerContext* context,
-                                                     v1::UpdateSummary* summary) override;
+                                    const grpc::ByteBuffer* request,
+                                    grpc::ByteBuffer* reply) override;
+  grpc::ServerReadReactor<grpc::ByteBuffer>* Update(grpc::CallbackServerContext* context,
+                                                    grpc::ByteBuffer* reply) override;
   grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
-                                         const v1::GetModelInfoRequest* request,
-                                         v1::ModelInfo* response) override;
+                                         const grpc::ByteBuffer* request,
+                                         grpc::ByteBuffer* reply) override;
   grpc::ServerUnaryReactor* GetStats(grpc::CallbackServerContext* context,
-                                     const v1::GetStatsRequest* request,
-                                     v1::Stats* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* reply) override;
   grpc::ServerUnaryReactor* Snapshot(grpc::CallbackServerContext* context,
-                                     const v1::SnapshotRequest* request,
-                                     v1::SnapshotInfo* response) override;
+                                     const grpc::ByteBuffer* request,
+                                     grpc::ByteBuffer* reply) override;
 
  private:
   class UpdateReactor;
@@ -175,7 +198,7 @@ class StrataService final : public v1::Strata::CallbackService {
   // compute), runs the others' images through one version's lower tier and readout at once,
   // splits the batch's joules by image count, and finishes every call.
   void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
-  // Counts a finished Predict in GetStats and finishes its RPC.
+  // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
 
   // Makes the log durable through its last record and writes a snapshot of the statistics at that
@@ -183,16 +206,25 @@ class StrataService final : public v1::Strata::CallbackService {
   // only (so no absorb is in progress and the statistics match the log position exactly).
   absl::Status TakeSnapshot(v1::SnapshotInfo* info);
 
-  // Finishes `reactor` with UNAUTHENTICATED and returns true if the call may not proceed (and
-  // reports it as a `method` call to the metrics).
-  bool Unauthenticated(grpc::CallbackServerContext* context, CallKind kind,
-                       grpc::ServerUnaryReactor* reactor, RpcMethod method) const;
+  // Admits a unary call of a raw method (`Call` is a UnaryCall): its bearer token, the
+  // message-size limit, then parsing `request` into call->request(). If the call may not proceed
+  // it is finished (FinishUnary: UNAUTHENTICATED, RESOURCE_EXHAUSTED or INVALID_ARGUMENT) and false
+  // is returned.
+  template <typename Call>
+  bool Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind, RpcMethod method,
+             absl::Time start);
+  // Finishes a unary call that started at `start` with `status` (OK: with its response), after
+  // counting it in GetStats (CountRpc) and reporting it to the metrics. Runs at most once per call;
+  // `call` is gone afterwards.
+  template <typename Call>
+  void FinishUnary(Call* call, RpcMethod method, grpc::Status status, absl::Time start);
+  // Counts one finished `method` call in GetStats: ok or failed by `status`, and on success its
+  // `samples` in the method's sample counter (Predict, ExtractFeatures).
+  void CountRpc(RpcMethod method, const grpc::Status& status, int samples)
+      ABSL_LOCKS_EXCLUDED(stats_mu_);
 
   // Reports one finished RPC, which started at `start`, to options_.metrics (if any).
   void RecordRpc(RpcMethod method, const grpc::Status& status, absl::Time start) const;
-  // RecordRpc for a Predict, plus its image count.
-  void RecordPredict(const v1::PredictRequest& request, const grpc::Status& status,
-                     absl::Time start) const;
   // What Metrics reads at scrape time: served version, device and cumulative joules.
   ServedState MetricsState() ABSL_LOCKS_EXCLUDED(stats_mu_);
 

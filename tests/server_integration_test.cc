@@ -368,8 +368,10 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
     cases.push_back(c);
   }
   {
-    // One sample of ~280 KB, over --max_message_bytes: gRPC itself rejects it.
-    Case c{"message over the size limit", {}, absl::StatusCode::kResourceExhausted, ""};
+    // One sample of ~280 KB, over --max_message_bytes (under gRPC's own limit, 4x): the service
+    // refuses it, naming the limit, and counts it.
+    Case c{"message over the size limit", {}, absl::StatusCode::kResourceExhausted,
+           "over the server's message-size limit of 262144 bytes (--max_message_bytes)"};
     *c.request.add_samples() = floats(70000, 0.5f);
     cases.push_back(c);
   }
@@ -425,7 +427,14 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
     *too_big[0].add_samples() = Labeled(fixture->updates, 0);
   }
   summary = client().Update(too_big);
-  EXPECT_EQ(summary.status().code(), absl::StatusCode::kResourceExhausted) << summary.status();
+  // The message is rejected, listed and counted; the stream itself ends OK.
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 0u);
+  EXPECT_EQ(summary->rejected(), 1u);
+  ASSERT_EQ(summary->rejections_size(), 1);
+  EXPECT_EQ(summary->rejections(0).sample_index(), -1);
+  EXPECT_THAT(summary->rejections(0).reason(),
+              HasSubstr("over the server's message-size limit of 262144 bytes"));
 
   // Nothing changed: same version, same classes, same statistics, identical scores.
   absl::StatusOr<v1::ModelInfo> info_after = client().GetModelInfo();
@@ -440,15 +449,16 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
 
   absl::StatusOr<v1::Stats> stats = client().GetStats();
   ASSERT_TRUE(stats.ok()) << stats.status();
-  // gRPC rejects the oversized messages before the service sees them, so they are not counted.
-  EXPECT_EQ(stats->predict().failed(), static_cast<uint64_t>(failed_predicts - 1));
-  EXPECT_EQ(stats->extract_features().failed(), static_cast<uint64_t>(failed_extracts - 1));
+  // Every failed call is counted, the oversized ones too (the service refuses them itself).
+  EXPECT_EQ(stats->predict().failed(), static_cast<uint64_t>(failed_predicts));
+  EXPECT_EQ(stats->extract_features().failed(), static_cast<uint64_t>(failed_extracts));
   EXPECT_EQ(stats->predict().ok(), 2u);
-  // The oversized Update message fails a stream the service had already started, so it counts.
-  EXPECT_EQ(stats->update().failed(), 3u);
-  EXPECT_EQ(stats->update().ok(), 1u);
+  // Two streams without samples failed; the all-bad and the oversized streams ended OK.
+  EXPECT_EQ(stats->update().failed(), 2u);
+  EXPECT_EQ(stats->update().ok(), 2u);
   EXPECT_EQ(stats->samples_absorbed(), 0u);
-  EXPECT_EQ(stats->samples_rejected(), 2u + 3u);  // two empty messages, three bad samples
+  // Two empty messages, three bad samples, one oversized message.
+  EXPECT_EQ(stats->samples_rejected(), 2u + 3u + 1u);
   EXPECT_EQ(stats->updates_applied(), 0u);
 }
 

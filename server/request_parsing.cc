@@ -1,0 +1,268 @@
+#include "server/request_parsing.h"
+
+#include <utility>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "absl/container/flat_hash_map.h"
+#include "google/protobuf/io/coded_stream.h"
+#include "google/protobuf/stubs/common.h"
+#include "google/protobuf/stubs/logging.h"
+#include "google/protobuf/wire_format_lite.h"
+#include "grpcpp/support/proto_buffer_reader.h"
+#include "grpcpp/impl/codegen/proto_utils.h"
+
+namespace strata::server {
+namespace {
+
+using google::protobuf::Descriptor;
+using google::protobuf::FieldDescriptor;
+using google::protobuf::io::CodedInputStream;
+using google::protobuf::internal::WireFormatLite;
+
+// protobuf's own default nesting limit.
+constexpr int kMaxDepth = 100;
+
+// The byte width of a packed fixed-width element, or 0 for a varint element.
+int PackedWidth(FieldDescriptor::Type type) {
+  switch (type) {
+    case FieldDescriptor::TYPE_FLOAT:
+    case FieldDescriptor::TYPE_FIXED32:
+    case FieldDescriptor::TYPE_SFIXED32:
+      return 4;
+    case FieldDescriptor::TYPE_DOUBLE:
+    case FieldDescriptor::TYPE_FIXED64:
+    case FieldDescriptor::TYPE_SFIXED64:
+      return 8;
+    default:
+      return 0;
+  }
+}
+
+std::string Join(absl::string_view path, absl::string_view name) {
+  return path.empty() ? std::string(name) : absl::StrCat(path, ".", name);
+}
+
+// Checks a length-delimited field's contents against its declaration. `field_path` names it.
+std::string CheckLengthDelimited(const FieldDescriptor& field, absl::string_view contents,
+                                 const std::string& field_path, int depth);
+
+std::string Describe(const Descriptor& descriptor, absl::string_view bytes, absl::string_view path,
+                     int depth) {
+  if (depth > kMaxDepth) {
+    return absl::StrCat(path.empty() ? "message" : path, ": nested more than ", kMaxDepth,
+                        " levels deep");
+  }
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                      static_cast<int>(bytes.size()));
+  // Occurrences so far of each repeated field, for the "[i]" of its path.
+  absl::flat_hash_map<int, int> occurrences;
+  const std::string where = path.empty() ? std::string("message") : std::string(path);
+  while (true) {
+    const int offset = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      if (offset == static_cast<int>(bytes.size())) return "";
+      return absl::StrCat(where, ": invalid field tag at byte ", offset);
+    }
+    const int number = static_cast<int>(WireFormatLite::GetTagFieldNumber(tag));
+    const WireFormatLite::WireType wire_type = WireFormatLite::GetTagWireType(tag);
+    const FieldDescriptor* field = descriptor.FindFieldByNumber(number);
+    std::string field_path = absl::StrCat(where, ".<field ", number, ">");
+    if (field != nullptr) {
+      field_path = Join(path, field->name());
+      if (field->is_repeated()) absl::StrAppend(&field_path, "[", occurrences[number]++, "]");
+    }
+    if (wire_type == WireFormatLite::WIRETYPE_END_GROUP) {
+      return absl::StrCat(field_path, ": unexpected end-group tag at byte ", offset);
+    }
+    if (wire_type != WireFormatLite::WIRETYPE_LENGTH_DELIMITED) {
+      // Scalars (and, for unknown fields, groups): only the framing can be wrong.
+      if (!WireFormatLite::SkipField(&in, tag)) {
+        return absl::StrCat(field_path, ": truncated or malformed value at byte ", offset);
+      }
+      continue;
+    }
+    uint32_t length = 0;
+    if (!in.ReadVarint32(&length)) {
+      return absl::StrCat(field_path, ": malformed length at byte ", offset);
+    }
+    const int start = in.CurrentPosition();
+    const int left = static_cast<int>(bytes.size()) - start;
+    if (length > static_cast<uint32_t>(left)) {
+      return absl::StrCat(field_path, ": length ", length, " runs past the end of the message (",
+                          left, " bytes left)");
+    }
+    in.Skip(static_cast<int>(length));
+    if (field == nullptr) continue;
+    if (field->is_packable() && field->is_repeated()) {
+      // A packed run: the path names the field, not one element.
+      field_path = Join(path, field->name());
+    }
+    std::string problem =
+        CheckLengthDelimited(*field, bytes.substr(start, length), field_path, depth);
+    if (!problem.empty()) return problem;
+  }
+}
+
+std::string CheckLengthDelimited(const FieldDescriptor& field, absl::string_view contents,
+                                 const std::string& field_path, int depth) {
+  switch (field.type()) {
+    case FieldDescriptor::TYPE_MESSAGE:
+      return Describe(*field.message_type(), contents, field_path, depth + 1);
+    case FieldDescriptor::TYPE_STRING:
+      // proto3 string fields must hold UTF-8; C++ protobuf refuses to parse them otherwise.
+      if (field.file()->syntax() == google::protobuf::FileDescriptor::SYNTAX_PROTO3 &&
+          !google::protobuf::internal::IsStructurallyValidUTF8(
+              contents.data(), static_cast<int>(contents.size()))) {
+        return absl::StrCat(field_path, ": not valid UTF-8 (proto3 string fields must be UTF-8; ",
+                            contents.size(), " bytes)");
+      }
+      return "";
+    case FieldDescriptor::TYPE_BYTES:
+      return "";
+    default:
+      break;
+  }
+  if (!field.is_packable()) return "";  // a wire-type mismatch: protobuf keeps it as unknown
+  if (const int width = PackedWidth(field.type()); width > 0) {
+    if (contents.size() % width != 0) {
+      return absl::StrCat(field_path, ": packed ", field.type_name(), " values take ", width,
+                          " bytes each, got ", contents.size(), " bytes");
+    }
+    return "";
+  }
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(contents.data()),
+                      static_cast<int>(contents.size()));
+  for (int i = 0; in.CurrentPosition() < static_cast<int>(contents.size()); ++i) {
+    uint64_t value = 0;
+    if (!in.ReadVarint64(&value)) {
+      return absl::StrCat(field_path, "[", i, "]: malformed varint");
+    }
+  }
+  return "";
+}
+
+void ProtobufLogLine(google::protobuf::LogLevel level, const char* file, int line,
+                     const std::string& message) {
+  if (absl::StrContains(message, "when parsing a protocol buffer")) return;
+  const base::LogLevel ours = level <= google::protobuf::LOGLEVEL_INFO ? base::LogLevel::kInfo
+                              : level == google::protobuf::LOGLEVEL_WARNING
+                                  ? base::LogLevel::kWarning
+                                  : base::LogLevel::kError;
+  base::LogLine(ours, file, line, absl::StrCat("protobuf: ", message));
+}
+
+}  // namespace
+
+void RouteProtobufLogs() { google::protobuf::SetLogHandler(&ProtobufLogLine); }
+
+std::string DescribeParseFailure(const Descriptor& descriptor, absl::string_view bytes,
+                                 absl::string_view path) {
+  return Describe(descriptor, bytes, path, 0);
+}
+
+std::string FlattenBuffer(const grpc::ByteBuffer& buffer) {
+  std::string flat;
+  if (!buffer.Valid()) return flat;
+  std::vector<grpc::Slice> slices;
+  if (!buffer.Dump(&slices).ok()) return flat;
+  flat.reserve(buffer.Length());
+  for (const grpc::Slice& slice : slices) {
+    flat.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  }
+  return flat;
+}
+
+absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message) {
+  message->Clear();
+  if (!buffer.Valid()) return absl::OkStatus();  // no bytes: the empty message
+  // ProtoBufferReader reads the slices in place; it takes a mutable buffer but does not change it.
+  grpc::ByteBuffer view(buffer);
+  grpc::ProtoBufferReader reader(&view);
+  if (message->ParseFromZeroCopyStream(&reader)) return absl::OkStatus();
+  std::string reason =
+      DescribeParseFailure(*message->GetDescriptor(), FlattenBuffer(buffer));
+  if (reason.empty()) reason = "not a valid protobuf encoding";
+  message->Clear();
+  return absl::InvalidArgumentError(absl::StrCat("cannot parse the ",
+                                                 message->GetDescriptor()->name(), " (",
+                                                 buffer.Length(), " bytes): ", reason));
+}
+
+absl::Status SerializeReply(const google::protobuf::Message& message, grpc::ByteBuffer* buffer) {
+  bool own_buffer = false;
+  grpc::Status status =
+      grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, buffer,
+                                                                     &own_buffer);
+  if (!status.ok()) {
+    return absl::InternalError(absl::StrCat("cannot serialise the ",
+                                            message.GetDescriptor()->name(), ": ",
+                                            status.error_message()));
+  }
+  return absl::OkStatus();
+}
+
+ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
+  ParsedUpdateMessage message;
+  if (ParseRequest(buffer, &message.request).ok()) return message;
+  // Slow path: split the message into its `samples` entries and parse each on its own.
+  message.request.Clear();
+  const std::string bytes = FlattenBuffer(buffer);
+  const Descriptor& sample_type = *v1::LabeledSample::descriptor();
+  constexpr int kSamplesField = v1::UpdateRequest::kSamplesFieldNumber;
+  auto add_sample = [&message](std::string reason) {
+    message.request.add_samples();
+    message.unreadable.push_back(std::move(reason));
+  };
+  CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
+                      static_cast<int>(bytes.size()));
+  while (true) {
+    const int offset = in.CurrentPosition();
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) {
+      if (offset != static_cast<int>(bytes.size())) {
+        message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
+                                               ": invalid field tag at byte ", offset);
+      }
+      break;
+    }
+    const std::string field_path = absl::StrCat("samples[", message.request.samples_size(), "]");
+    if (tag != WireFormatLite::MakeTag(kSamplesField,
+                                       WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      // An unknown field (skipped, as protobuf does), or broken framing.
+      if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||
+          !WireFormatLite::SkipField(&in, tag)) {
+        message.unreadable_rest =
+            absl::StrCat("message bytes ", offset, "..", bytes.size(),
+                         ": malformed field (tag ", tag, ") at byte ", offset);
+        break;
+      }
+      continue;
+    }
+    uint32_t length = 0;
+    const int left = static_cast<int>(bytes.size()) - in.CurrentPosition();
+    if (!in.ReadVarint32(&length) ||
+        length > static_cast<uint32_t>(static_cast<int>(bytes.size()) - in.CurrentPosition())) {
+      message.unreadable_rest =
+          absl::StrCat(field_path, ": its length runs past the end of the message (", left,
+                       " bytes left at byte ", offset, ")");
+      break;
+    }
+    const absl::string_view contents(bytes.data() + in.CurrentPosition(), length);
+    in.Skip(static_cast<int>(length));
+    v1::LabeledSample* sample = message.request.add_samples();
+    if (sample->ParseFromArray(contents.data(), static_cast<int>(contents.size()))) {
+      message.unreadable.emplace_back();
+      continue;
+    }
+    message.request.mutable_samples()->RemoveLast();
+    std::string reason = DescribeParseFailure(sample_type, contents, field_path);
+    add_sample(reason.empty() ? absl::StrCat(field_path, ": not a valid LabeledSample encoding")
+                              : std::move(reason));
+  }
+  return message;
+}
+
+}  // namespace strata::server
