@@ -291,7 +291,8 @@ UpdateLog::~UpdateLog() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  sync_thread_.join();
+  // Not started if Open() failed before starting it.
+  if (sync_thread_.joinable()) sync_thread_.join();
 }
 
 absl::Status UpdateLog::StartSegment(uint64_t first_sequence) {

@@ -392,6 +392,14 @@ TEST_F(UpdateLogTest, FailedFsyncFailsEveryLaterAppendAndSync) {
   EXPECT_FALSE((*log)->Sync(1).ok());
 }
 
+TEST_F(UpdateLogTest, OpenFailsCleanlyWhenTheNewSegmentCannotBeMadeDurable) {
+  // Once destroyed a half-made log without a sync thread and died in std::thread::join().
+  env_.fail_sync = true;
+  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1);
+  EXPECT_FALSE(log.ok());
+  EXPECT_THAT(log.status().message(), HasSubstr("injected"));
+}
+
 TEST_F(UpdateLogTest, ConcurrentWritersShareFsyncs) {
   absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1);
   ASSERT_TRUE(log.ok());
