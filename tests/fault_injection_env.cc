@@ -110,8 +110,8 @@ absl::Status FaultInjectionEnv::BeginOperation(absl::string_view what, const std
                                                bool* torn) {
   absl::MutexLock lock(&mu_);
   if (crashed_) {
-    return absl::UnavailableError(
-        absl::StrCat(what, " ", path, ": injected crash happened earlier: the disk no longer changes"));
+    return absl::UnavailableError(absl::StrCat(
+        what, " ", path, ": injected crash happened earlier: the disk no longer changes"));
   }
   if (operations_++ == crash_at_) {
     crashed_ = true;

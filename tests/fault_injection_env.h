@@ -115,7 +115,8 @@ class FaultInjectionEnv final : public Env {
       ABSL_LOCKS_EXCLUDED(mu_);
   // The bytes of `path` a power loss would keep (its synced prefix if tracked; untracked files
   // existed before the Env saw them and count as durable). nullopt if missing.
-  std::optional<std::string> DurableBytes(const std::string& path) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<std::string> DurableBytes(const std::string& path)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status WriteFileAtomicallySteps(const std::string& path, const std::string& tmp,
                                         absl::string_view contents);
 
