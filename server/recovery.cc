@@ -5,6 +5,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "base/log.h"
 #include "server/snapshot.h"
 
@@ -54,6 +55,35 @@ absl::Status QuarantineFile(Env* env, const std::string& path) {
   return absl::OkStatus();
 }
 
+// Whether `name` is the temporary file of an atomic write (Env::WriteFileAtomically's NAME.tmp)
+// that this directory's writers make: a snapshot, or a damaged snapshot moved aside.
+bool IsStateTemporaryFile(absl::string_view name) {
+  if (!absl::ConsumeSuffix(&name, ".tmp")) return false;
+  absl::ConsumeSuffix(&name, ".damaged");
+  return ParseSnapshotFileName(name).has_value();
+}
+
+// Deletes the temporary files that writes interrupted by a crash left in `dir`: no reader looks at
+// them and the next write of the same name would only overwrite one, so without this a snapshot's
+// (tens of MB) stays for good. Only called before anything writes to `dir`.
+absl::Status RemoveStaleTemporaryFiles(Env* env, const std::string& dir,
+                                       std::vector<std::string>* removed) {
+  absl::StatusOr<std::vector<std::string>> names = env->ListDirectory(dir);
+  if (!names.ok()) return names.status();
+  std::sort(names->begin(), names->end());
+  for (const std::string& name : *names) {
+    if (!IsStateTemporaryFile(name)) continue;
+    const std::string path = absl::StrCat(dir, "/", name);
+    absl::Status deleted = env->DeleteFile(path);
+    if (!deleted.ok() && !absl::IsNotFound(deleted)) return deleted;
+    STRATA_LOG(WARNING) << "recovery: removed the temporary file of an interrupted write: " << path;
+    removed->push_back(path);
+  }
+  // Not strictly needed (a tmp file that comes back after a power loss is removed again), but it
+  // keeps what start-up reported true on disk.
+  return removed->empty() ? absl::OkStatus() : env->SyncDirectory(dir);
+}
+
 }  // namespace
 
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
@@ -62,6 +92,10 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   absl::Status created = env->CreateDirectories(dir);
   if (!created.ok()) return created;
   RecoveryReport report;
+
+  // 0. Leftovers of interrupted atomic writes.
+  absl::Status cleaned = RemoveStaleTemporaryFiles(env, dir, &report.temporary_files_removed);
+  if (!cleaned.ok()) return cleaned;
 
   // 1. The base: the newest snapshot that reads back intact, else the bundle.
   absl::StatusOr<std::vector<SnapshotFile>> snapshots = ListSnapshots(env, dir);

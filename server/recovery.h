@@ -11,6 +11,9 @@
 //      longer holds (deleted segments) refuses recovery likewise.
 //   3. A snapshot whose feature width differs from the bundle's refuses recovery
 //      (FAILED_PRECONDITION): the state directory belongs to another model.
+//   0. Before all of this, the temporary files of atomic writes that a crash interrupted
+//      (snapshot-<P>.snap.tmp, snapshot-<P>.snap.damaged.tmp) are deleted: nothing reads them, and
+//      a snapshot's is as large as the snapshot. Other *.tmp files are left alone.
 //
 // Thread-compatible; called once, before serving.
 #ifndef STRATA_SERVER_RECOVERY_H_
@@ -35,6 +38,7 @@ namespace strata::server {
 struct RecoveryReport {
   std::string snapshot_path;      // the snapshot used; empty if the bundle was the base
   std::vector<std::string> snapshots_skipped;  // "<error>" for each damaged snapshot skipped
+  std::vector<std::string> temporary_files_removed;  // paths of interrupted writes' *.tmp files
   uint64_t base_position = 0;     // log position of the base (snapshot's, or 0)
   uint64_t log_position = 0;      // last record now included (next append is log_position + 1)
   uint64_t records_replayed = 0;
@@ -45,9 +49,11 @@ struct RecoveryReport {
 
 // Recovers the state in `dir` (created if missing) onto `bundle`: on success bundle->upper holds the
 // recovered statistics and bundle->version the version to serve them as; the torn tail, if any, has
-// been cut. Replay absorbs each record's samples in chunks of `chunk_rows` (the server's
+// been cut, and stale temporary files removed (the only changes on success besides moving damaged
+// snapshots aside). Replay absorbs each record's samples in chunks of `chunk_rows` (the server's
 // --max_batch, as the live path does). On error `bundle` may be partly changed and nothing on disk
-// was modified; the message names the file and offset of the damage.
+// was modified except the removal of stale temporary files (and damaged snapshots moved aside);
+// the message names the file and offset of the damage.
 // With `int8_lower` (quantised from bundle->lower; the server's int8 --device), replayed samples'
 // features come from it, as the live Update path computes them on that device.
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,

@@ -71,6 +71,41 @@ absl::Status Corrupt(const std::string& path, uint64_t offset, absl::string_view
   return absl::DataLossError(absl::StrCat("update log ", path, ": offset ", offset, ": ", what));
 }
 
+// The CRC-32C work FindValidRecordAfter() may do before giving up (docs/update-log-format.md,
+// "Reading and the torn tail": random tails reach it at about 13 MiB).
+constexpr uint64_t kTailScanCrcBudget = uint64_t{1} << 30;
+
+struct TailScan {
+  std::optional<uint64_t> valid_record;  // offset of the first valid record found
+  bool over_budget = false;              // gave up: neither a valid record nor its absence shown
+};
+
+// Tries every offset after `bad` as the start of a record and stops at the first that passes every
+// check a record read in order passes (known type, length within the limit and inside the file,
+// CRC). Exhaustive, so a record the writer wrote after `bad` is never missed; the type and length
+// filters come first so that random bytes rarely cost a CRC (the odds are in the format doc).
+TailScan FindValidRecordAfter(absl::string_view data, size_t bad) {
+  TailScan scan;
+  uint64_t crc_bytes = 0;
+  for (size_t at = bad + 1; at + kRecordHeaderBytes <= data.size(); ++at) {
+    const char* header = data.data() + at;
+    if (static_cast<uint8_t>(header[8]) != kRecordTypeUpdateMessage) continue;
+    const uint32_t length = Load<uint32_t>(header + 4);
+    if (length > kMaxRecordPayloadBytes || length > data.size() - at - kRecordHeaderBytes) continue;
+    crc_bytes += length;
+    if (crc_bytes > kTailScanCrcBudget) {
+      scan.over_budget = true;
+      return scan;
+    }
+    if (RecordCrc(kRecordTypeUpdateMessage, data.substr(at + kRecordHeaderBytes, length)) ==
+        Load<uint32_t>(header)) {
+      scan.valid_record = at;
+      return scan;
+    }
+  }
+  return scan;
+}
+
 }  // namespace
 
 std::string SegmentFileName(uint64_t first_sequence) {
@@ -153,37 +188,54 @@ absl::StatusOr<LogScan> ReadUpdateLog(
 
     uint64_t sequence = segment.first;
     size_t offset = kSegmentHeaderBytes;
+    // The record at `offset` failed a check (`what`). In the newest segment with no valid record
+    // after it, that is a torn tail whatever the bad bytes read as; otherwise corruption. Returns
+    // the error, or OK with the tail recorded.
+    auto bad_record = [&](std::string what) -> absl::Status {
+      if (!newest) return Corrupt(segment.path, offset, what);
+      if (AllZero(data.substr(offset))) {
+        torn(offset, "zero-filled tail");
+        return absl::OkStatus();
+      }
+      const TailScan after_bad = FindValidRecordAfter(data, offset);
+      if (after_bad.valid_record.has_value()) {
+        return Corrupt(segment.path, offset,
+                       absl::StrCat(what, " (not a torn tail: a valid record follows at offset ",
+                                    *after_bad.valid_record, ")"));
+      }
+      if (after_bad.over_budget) {
+        return Corrupt(segment.path, offset,
+                       absl::StrCat(what, " (could not rule out a valid record after it in the ",
+                                    data.size() - offset, " bytes to the end of the file)"));
+      }
+      torn(offset, what);
+      return absl::OkStatus();
+    };
     while (offset < data.size()) {
       const absl::string_view rest = data.substr(offset);
-      if (newest && AllZero(rest)) {
-        torn(offset, "zero-filled tail");
-        break;
-      }
+      std::string bad;  // the first check the record at `offset` fails
+      uint32_t length = 0;
       if (rest.size() < kRecordHeaderBytes) {
-        if (!newest) return Corrupt(segment.path, offset, "record header cut short");
-        torn(offset, "record header cut short");
-        break;
+        bad = "record header cut short";
+      } else if (length = Load<uint32_t>(rest.data() + 4); length > kMaxRecordPayloadBytes) {
+        bad = absl::StrCat("record length ", length, " over limit");
+      } else if (rest.size() - kRecordHeaderBytes < length) {
+        bad = "record runs past the end of the file";
+      } else {
+        const uint8_t type = static_cast<uint8_t>(rest[8]);
+        if (RecordCrc(type, rest.substr(kRecordHeaderBytes, length)) !=
+            Load<uint32_t>(rest.data())) {
+          bad = absl::StrCat("record ", sequence, ": checksum mismatch");
+        } else if (type != kRecordTypeUpdateMessage) {
+          bad = absl::StrCat("record ", sequence, ": unknown type ", type);
+        }
       }
-      const uint32_t crc = Load<uint32_t>(rest.data());
-      const uint32_t length = Load<uint32_t>(rest.data() + 4);
-      const uint8_t type = static_cast<uint8_t>(rest[8]);
-      if (length > kMaxRecordPayloadBytes) {
-        return Corrupt(segment.path, offset, absl::StrCat("record length ", length, " over limit"));
-      }
-      if (rest.size() - kRecordHeaderBytes < length) {
-        if (!newest) return Corrupt(segment.path, offset, "record runs past the end of the file");
-        torn(offset, "record runs past the end of the file");
+      if (!bad.empty()) {
+        absl::Status status = bad_record(std::move(bad));
+        if (!status.ok()) return status;
         break;
       }
       const absl::string_view payload = rest.substr(kRecordHeaderBytes, length);
-      if (RecordCrc(type, payload) != crc) {
-        return Corrupt(segment.path, offset,
-                       absl::StrCat("record ", sequence, ": checksum mismatch"));
-      }
-      if (type != kRecordTypeUpdateMessage) {
-        return Corrupt(segment.path, offset,
-                       absl::StrCat("record ", sequence, ": unknown type ", type));
-      }
       if (sequence > after) {
         absl::Status visited = visit(sequence, payload);
         if (!visited.ok()) {
@@ -239,7 +291,8 @@ UpdateLog::~UpdateLog() {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
   }
-  sync_thread_.join();
+  // Not started if Open() failed before starting it.
+  if (sync_thread_.joinable()) sync_thread_.join();
 }
 
 absl::Status UpdateLog::StartSegment(uint64_t first_sequence) {

@@ -65,8 +65,10 @@ struct LogScan {
 
 // Reads the log in `dir` and calls `visit(sequence, payload)` for every intact record with sequence
 // > `after`, in order. Segments that hold only records <= `after` are not read. Succeeds with a
-// torn tail reported (not cut) in LogScan. DATA_LOSS "update log <path>: offset <n>: <what>" on
-// corruption (or if the segments do not reach back to `after` + 1); a visitor error is returned
+// torn tail reported (not cut) in LogScan: a bad record in the newest segment with no valid record
+// after it (every later byte offset is tried), however its length field reads. DATA_LOSS
+// "update log <path>: offset <n>: <what>" on corruption: damage followed by a valid record, damage
+// in an older segment, segments that do not reach back to `after` + 1; a visitor error is returned
 // with the same file-and-offset prefix. An empty or missing log is fine (last_sequence 0).
 absl::StatusOr<LogScan> ReadUpdateLog(
     Env* env, const std::string& dir, uint64_t after,

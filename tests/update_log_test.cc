@@ -4,8 +4,10 @@
 #include <stdlib.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,65 +18,12 @@
 #include "gtest/gtest.h"
 #include "server/env.h"
 #include "server/update_record.h"
+#include "tests/fault_injection_env.h"
 
 namespace strata::server {
 namespace {
 
 using ::testing::HasSubstr;
-
-// The real file system, except that fsync can be made to fail (LevelDB's fault_injection_test).
-class FaultInjectionEnv final : public Env {
- public:
-  std::atomic<bool> fail_sync{false};
-  std::atomic<int> syncs{0};
-
-  absl::StatusOr<std::unique_ptr<WritableFile>> OpenAppendable(const std::string& path,
-                                                               bool truncate) override {
-    absl::StatusOr<std::unique_ptr<WritableFile>> file =
-        Env::Default()->OpenAppendable(path, truncate);
-    if (!file.ok()) return file.status();
-    return std::unique_ptr<WritableFile>(new File(this, *std::move(file)));
-  }
-  absl::StatusOr<std::string> ReadFile(const std::string& path) override {
-    return Env::Default()->ReadFile(path);
-  }
-  absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) override {
-    return Env::Default()->WriteFileAtomically(path, contents);
-  }
-  absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& dir) override {
-    return Env::Default()->ListDirectory(dir);
-  }
-  absl::Status CreateDirectories(const std::string& dir) override {
-    return Env::Default()->CreateDirectories(dir);
-  }
-  absl::Status DeleteFile(const std::string& path) override {
-    return Env::Default()->DeleteFile(path);
-  }
-  absl::Status Truncate(const std::string& path, uint64_t size) override {
-    return Env::Default()->Truncate(path, size);
-  }
-  absl::Status SyncDirectory(const std::string& dir) override {
-    return Env::Default()->SyncDirectory(dir);
-  }
-
- private:
-  class File final : public WritableFile {
-   public:
-    File(FaultInjectionEnv* env, std::unique_ptr<WritableFile> base)
-        : env_(env), base_(std::move(base)) {}
-    absl::Status Append(absl::string_view data) override { return base_->Append(data); }
-    absl::Status Sync() override {
-      ++env_->syncs;
-      if (env_->fail_sync) return absl::InternalError("fdatasync: injected I/O error");
-      return base_->Sync();
-    }
-    uint64_t Size() const override { return base_->Size(); }
-
-   private:
-    FaultInjectionEnv* env_;
-    std::unique_ptr<WritableFile> base_;
-  };
-};
 
 class UpdateLogTest : public ::testing::Test {
  protected:
@@ -213,11 +162,113 @@ TEST_F(UpdateLogTest, FlippedByteInTheMiddleIsCorruptionNamingFileAndOffset) {
     EXPECT_THAT(read.scan.status().message(), HasSubstr(path));
     EXPECT_THAT(read.scan.status().message(), HasSubstr(absl::StrCat("offset ", record3)));
   }
-  // A flipped byte in the last whole record is corruption too (a crash cannot produce it).
+  // A flipped byte in the last whole record, with nothing valid after it, is a torn tail: a crash
+  // can leave a record whose length reached the disk before its data.
   std::string damaged = *whole;
   damaged[whole->size() - 2] ^= 0x01;
   ASSERT_TRUE(base::WriteFileAtomically(path, damaged).ok());
-  EXPECT_TRUE(absl::IsDataLoss(ReadAll().scan.status()));
+  Read read = ReadAll();
+  ASSERT_TRUE(read.scan.ok()) << read.scan.status();
+  EXPECT_EQ(read.payloads.size(), 4u);
+  ASSERT_TRUE(read.scan->torn_tail.has_value());
+  EXPECT_EQ(read.scan->torn_tail->offset, whole->size() - kRecordHeaderBytes - Payload(4).size());
+  EXPECT_THAT(read.scan->torn_tail->reason, HasSubstr("checksum mismatch"));
+}
+
+// Random bytes, with a fixed seed; `over_limit` makes the record-length field (bytes 4..7) read
+// over kMaxRecordPayloadBytes and the type byte 1, the case that once refused to start.
+std::string Garbage(size_t n, uint32_t seed, bool over_limit = false) {
+  std::mt19937 random(seed);
+  std::string bytes(n, '\0');
+  for (char& c : bytes) c = static_cast<char>(random() & 0xff);
+  if (over_limit && n >= kRecordHeaderBytes) {
+    const uint32_t length = kMaxRecordPayloadBytes + 1 + (random() % 1000);
+    std::memcpy(&bytes[4], &length, sizeof(length));
+    bytes[8] = static_cast<char>(kRecordTypeUpdateMessage);
+  }
+  if (!bytes.empty() && bytes[0] == 0) bytes[0] = 1;  // not an all-zero tail (tested apart)
+  return bytes;
+}
+
+TEST_F(UpdateLogTest, GarbageAtTheEndOfTheNewestSegmentIsATornTailWhateverItsLengthReads) {
+  UpdateLogOptions options;
+  options.segment_bytes = 200;  // several segments: the garbage goes to the newest
+  Write(12, options);
+  const std::string path = Segments().back();
+  ASSERT_GT(Segments().size(), 2u);
+  absl::StatusOr<std::string> whole = base::ReadFile(path);
+  ASSERT_TRUE(whole.ok());
+  struct Case {
+    size_t bytes;
+    bool over_limit;
+  };
+  for (const Case& c : {Case{37, true}, Case{9, true}, Case{1000, true}, Case{1, false},
+                        Case{8, false}, Case{37, false}, Case{300, false}, Case{4096, false},
+                        Case{1 << 20, false}}) {
+    for (uint32_t seed = 1; seed <= 3; ++seed) {
+      const std::string garbage = Garbage(c.bytes, seed, c.over_limit);
+      ASSERT_TRUE(base::WriteFileAtomically(path, *whole + garbage).ok());
+      const std::string what = absl::StrCat(c.bytes, " bytes, seed ", seed,
+                                            c.over_limit ? ", length over limit" : "");
+      Read read = ReadAll();
+      ASSERT_TRUE(read.scan.ok()) << what << ": " << read.scan.status();
+      ASSERT_EQ(read.payloads.size(), 12u) << what;
+      for (int i = 0; i < 12; ++i) EXPECT_EQ(read.payloads[i], Payload(i)) << what;
+      ASSERT_TRUE(read.scan->torn_tail.has_value()) << what;
+      EXPECT_EQ(read.scan->torn_tail->path, path);
+      EXPECT_EQ(read.scan->torn_tail->offset, whole->size()) << what;
+      EXPECT_EQ(read.scan->torn_tail->bytes_dropped, garbage.size()) << what;
+      if (c.over_limit) {
+        EXPECT_THAT(read.scan->torn_tail->reason, HasSubstr("over limit"));
+      }
+
+      ASSERT_TRUE(CutTornTail(&env_, dir_, *read.scan->torn_tail).ok());
+      EXPECT_EQ(base::ReadFile(path).value(), *whole) << what;  // exactly the garbage went
+      Read again = ReadAll();
+      ASSERT_TRUE(again.scan.ok());
+      EXPECT_FALSE(again.scan->torn_tail.has_value());
+      EXPECT_EQ(again.payloads.size(), 12u);
+    }
+  }
+}
+
+TEST_F(UpdateLogTest, GarbageFollowedByAValidRecordIsCorruptionNamingFileAndOffset) {
+  Write(5);
+  const std::string path = Segments().at(0);
+  absl::StatusOr<std::string> whole = base::ReadFile(path);
+  ASSERT_TRUE(whole.ok());
+  // Between records 3 and 4: records 4 and 5 are intact after it.
+  const size_t record4 = kSegmentHeaderBytes + 3 * kRecordHeaderBytes + Payload(0).size() +
+                         Payload(1).size() + Payload(2).size();
+  for (bool over_limit : {true, false}) {
+    const std::string garbage = Garbage(37, 7, over_limit);
+    ASSERT_TRUE(base::WriteFileAtomically(
+                    path, whole->substr(0, record4) + garbage + whole->substr(record4))
+                    .ok());
+    Read read = ReadAll();
+    ASSERT_FALSE(read.scan.ok()) << "over_limit " << over_limit;
+    EXPECT_TRUE(absl::IsDataLoss(read.scan.status())) << read.scan.status();
+    EXPECT_THAT(read.scan.status().message(), HasSubstr(path));
+    EXPECT_THAT(read.scan.status().message(), HasSubstr(absl::StrCat("offset ", record4, ":")));
+    EXPECT_THAT(read.scan.status().message(),
+                HasSubstr(absl::StrCat("a valid record follows at offset ", record4 + 37)));
+  }
+}
+
+TEST_F(UpdateLogTest, GarbageAtTheEndOfAnOlderSegmentIsCorruption) {
+  UpdateLogOptions options;
+  options.segment_bytes = 200;
+  Write(12, options);
+  const std::vector<std::string> segments = Segments();
+  ASSERT_GT(segments.size(), 2u);
+  absl::StatusOr<std::string> first = base::ReadFile(segments[0]);
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(base::WriteFileAtomically(segments[0], *first + Garbage(37, 3, true)).ok());
+  Read read = ReadAll();
+  ASSERT_FALSE(read.scan.ok());
+  EXPECT_TRUE(absl::IsDataLoss(read.scan.status()));
+  EXPECT_THAT(read.scan.status().message(),
+              HasSubstr(absl::StrCat(segments[0], ": offset ", first->size(), ":")));
 }
 
 TEST_F(UpdateLogTest, SegmentsRollAndAreDeletedThroughAPosition) {
@@ -286,6 +337,14 @@ TEST_F(UpdateLogTest, FailedFsyncFailsEveryLaterAppendAndSync) {
   EXPECT_THAT(appended.status().message(), HasSubstr("injected"));
   EXPECT_FALSE((*log)->Sync(2).ok());
   EXPECT_FALSE((*log)->Sync(1).ok());
+}
+
+TEST_F(UpdateLogTest, OpenFailsCleanlyWhenTheNewSegmentCannotBeMadeDurable) {
+  // Once destroyed a half-made log without a sync thread and died in std::thread::join().
+  env_.fail_sync = true;
+  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1);
+  EXPECT_FALSE(log.ok());
+  EXPECT_THAT(log.status().message(), HasSubstr("injected"));
 }
 
 TEST_F(UpdateLogTest, ConcurrentWritersShareFsyncs) {
