@@ -16,65 +16,14 @@
 #include "gtest/gtest.h"
 #include "server/env.h"
 #include "server/update_record.h"
+#include "tests/fault_injection_env.h"
 
 namespace strata::server {
 namespace {
 
 using ::testing::HasSubstr;
 
-// The real file system, except that fsync can be made to fail (LevelDB's fault_injection_test).
-class FaultInjectionEnv final : public Env {
- public:
-  std::atomic<bool> fail_sync{false};
-  std::atomic<int> syncs{0};
-
-  absl::StatusOr<std::unique_ptr<WritableFile>> OpenAppendable(const std::string& path,
-                                                               bool truncate) override {
-    absl::StatusOr<std::unique_ptr<WritableFile>> file =
-        Env::Default()->OpenAppendable(path, truncate);
-    if (!file.ok()) return file.status();
-    return std::unique_ptr<WritableFile>(new File(this, *std::move(file)));
-  }
-  absl::StatusOr<std::string> ReadFile(const std::string& path) override {
-    return Env::Default()->ReadFile(path);
-  }
-  absl::Status WriteFileAtomically(const std::string& path, absl::string_view contents) override {
-    return Env::Default()->WriteFileAtomically(path, contents);
-  }
-  absl::StatusOr<std::vector<std::string>> ListDirectory(const std::string& dir) override {
-    return Env::Default()->ListDirectory(dir);
-  }
-  absl::Status CreateDirectories(const std::string& dir) override {
-    return Env::Default()->CreateDirectories(dir);
-  }
-  absl::Status DeleteFile(const std::string& path) override {
-    return Env::Default()->DeleteFile(path);
-  }
-  absl::Status Truncate(const std::string& path, uint64_t size) override {
-    return Env::Default()->Truncate(path, size);
-  }
-  absl::Status SyncDirectory(const std::string& dir) override {
-    return Env::Default()->SyncDirectory(dir);
-  }
-
- private:
-  class File final : public WritableFile {
-   public:
-    File(FaultInjectionEnv* env, std::unique_ptr<WritableFile> base)
-        : env_(env), base_(std::move(base)) {}
-    absl::Status Append(absl::string_view data) override { return base_->Append(data); }
-    absl::Status Sync() override {
-      ++env_->syncs;
-      if (env_->fail_sync) return absl::InternalError("fdatasync: injected I/O error");
-      return base_->Sync();
-    }
-    uint64_t Size() const override { return base_->Size(); }
-
-   private:
-    FaultInjectionEnv* env_;
-    std::unique_ptr<WritableFile> base_;
-  };
-};
+using test::FaultInjectionEnv;
 
 class UpdateLogTest : public ::testing::Test {
  protected:
