@@ -42,6 +42,7 @@
 #include "server/request_parsing.h"
 #include "server/update_log.h"
 #include "server/update_policy.h"
+#include "server/version_reservation.h"
 #include "server/service.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
@@ -351,9 +352,11 @@ constexpr char kServiceName[] = "strata.v1.Strata";
 // Recovers --state_dir onto `bundle` (newest valid snapshot + log replay), opens the update log for
 // appending and makes `service` durable. Logs what it used, replayed and cut. Replayed samples'
 // features come from `int8_lower` if not null (the int8 device), else the float lower tier.
+// `versions` receives the state directory's version reservation, for the store to publish under.
 absl::Status RecoverState(const Options& options, model::Bundle* bundle,
                           const model::QuantizedLowerTier* int8_lower,
-                          std::unique_ptr<UpdateLog>* update_log, StrataService* service) {
+                          std::unique_ptr<UpdateLog>* update_log,
+                          std::unique_ptr<VersionReservation>* versions, StrataService* service) {
   const absl::Time start = absl::Now();
   Env* env = Env::Default();
   absl::StatusOr<RecoveryReport> report =
@@ -373,7 +376,9 @@ absl::Status RecoverState(const Options& options, model::Bundle* bundle,
                    << " (log position " << report->base_position << "), replayed "
                    << report->records_replayed << " records / " << report->samples_replayed
                    << " samples, log position " << report->log_position << ", model version "
-                   << report->model_version;
+                   << report->model_version << " (versions reserved through "
+                   << report->versions_reserved << ")";
+  *versions = std::move(report->versions);
   UpdateLogOptions log_options;
   log_options.segment_bytes = options.log_segment_bytes;
   absl::StatusOr<std::unique_ptr<UpdateLog>> log =
@@ -415,6 +420,9 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
     return 1;
   }
   STRATA_LOG(INFO) << "device " << device->name << ": " << device->description;
+  // With --state_dir: the durable high-water mark of model versions. Declared before the store,
+  // which reserves through it on every publish.
+  std::unique_ptr<VersionReservation> versions;
   ModelStore store;
   // Declared before the service so that it outlives the service's Drain().
   std::unique_ptr<UpdateLog> update_log;
@@ -541,7 +549,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   } else {
     absl::Status recovered =
         RecoverState(options, &*bundle, replay_lower ? &*replay_lower : nullptr, &update_log,
-                     &service);
+                     &versions, &service);
     if (!recovered.ok()) {
       STRATA_LOG(ERROR) << "cannot recover the state directory " << options.state_dir << ": "
                         << recovered << "; refusing to start (see docs/operations.md, "
@@ -551,7 +559,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
     }
   }
   replay_lower.reset();
-  absl::Status loaded = store.Load(*std::move(bundle), int8_backend);
+  absl::Status loaded = store.Load(*std::move(bundle), int8_backend, versions.get());
   if (!loaded.ok()) {
     STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": " << loaded;
     server->Shutdown();

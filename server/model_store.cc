@@ -31,7 +31,8 @@ absl::Status CheckInt8Scales(const model::Bundle& bundle, absl::string_view back
       "strata-train"));
 }
 
-absl::Status ModelStore::Load(model::Bundle bundle, fpga::Backend* int8_backend) {
+absl::Status ModelStore::Load(model::Bundle bundle, fpga::Backend* int8_backend,
+                              VersionReservation* versions) {
   absl::MutexLock lock(&mu_);
   if (upper_ != nullptr) return absl::FailedPreconditionError("a model is already loaded");
   if (bundle.lower.feature_size() != bundle.upper.feature_size()) {
@@ -82,6 +83,15 @@ absl::Status ModelStore::Load(model::Bundle bundle, fpga::Backend* int8_backend)
       return s;
     }
   }
+  // Last: the version becomes visible with the store below, and only once a durable reservation
+  // covers it.
+  if (versions != nullptr) {
+    if (absl::Status covered = versions->Cover(version->version); !covered.ok()) {
+      upper_.reset();
+      return covered;
+    }
+  }
+  versions_ = versions;
   current_.store(std::move(version));
   return absl::OkStatus();
 }
@@ -138,6 +148,12 @@ absl::StatusOr<ModelStore::RefreshPlan> ModelStore::PlanRefresh() {
 absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshPlan* done) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  const uint64_t next = current_.load()->version + 1;
+  // Reserve before any work: a version must never be visible before a durable reservation covers
+  // it, and a failed reservation should leave the store exactly as it was.
+  if (versions_ != nullptr) {
+    if (absl::Status covered = versions_->Cover(next); !covered.ok()) return covered;
+  }
   fpga::OpCounts fold_counts, absorb_counts;
   if (absl::Status folded = upper_->FoldGram(&fold_counts, &absorb_counts); !folded.ok()) {
     return folded;
@@ -150,7 +166,7 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshP
   }
 
   auto version = std::make_shared<ModelVersion>();
-  version->version = current_.load()->version + 1;
+  version->version = next;
   version->lower = lower_;
   version->int8_lower = int8_lower_;
   version->device = device_;

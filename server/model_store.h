@@ -11,6 +11,10 @@
 // by any caller before it. Publish() refreshes by model::UpperTier::Refresh(kAuto): a Cholesky
 // re-factorisation, or a cheaper rank-k update of the factor the previous refresh kept (so the
 // store holds one D x D factor besides G once anything was published after Load()).
+//
+// With a VersionReservation (a server with --state_dir), no version becomes visible before a
+// durable reservation covers it, which is what keeps versions growing across restarts
+// (docs/model-versions-format.md).
 #ifndef STRATA_SERVER_MODEL_STORE_H_
 #define STRATA_SERVER_MODEL_STORE_H_
 
@@ -34,6 +38,7 @@
 #include "model/quantized_lower_tier.h"
 #include "model/tensor.h"
 #include "model/upper_tier.h"
+#include "server/version_reservation.h"
 
 namespace strata::server {
 
@@ -84,7 +89,12 @@ class ModelStore {
   // activation scales (model::Bundle::int8). FAILED_PRECONDITION if the bundle has no scales (an
   // older bundle: serve it with the float lower tier, or rewrite it with strata-train); the
   // quantisation's and the backend's errors otherwise.
-  absl::Status Load(model::Bundle bundle, fpga::Backend* int8_backend = nullptr);
+  //
+  // With `versions` (not owned; must outlive the store), every version the store makes visible, this
+  // one and every later Publish(), is first covered by versions->Cover(); if that fails, Load fails
+  // with its error and the store is unchanged. Without it versions are not persisted anywhere.
+  absl::Status Load(model::Bundle bundle, fpga::Backend* int8_backend = nullptr,
+                    VersionReservation* versions = nullptr);
 
   // The version being served, or null before Load(). Lock-free with respect to writers.
   std::shared_ptr<const ModelVersion> Current() const { return current_.load(); }
@@ -127,10 +137,12 @@ class ModelStore {
 
   // Solves the readout from the statistics (UpperTier::Refresh(kAuto)) and publishes it as version
   // current + 1. Returns the published version; if `done` is not null it receives what the refresh
-  // did (its report and shapes, for energy accounting). FAILED_PRECONDITION before Load(); the
-  // solver's error otherwise (then the current version is unchanged). Readers are not blocked while
-  // it solves. Thread-safe; serialised with other Absorb / Publish calls, so versions are published
-  // in order.
+  // did (its report and shapes, for energy accounting). FAILED_PRECONDITION before Load(); with a
+  // VersionReservation, its error if current + 1 cannot be covered (checked before any work: then
+  // nothing changed, not even the factor); the solver's error otherwise. On error the current
+  // version is unchanged, and the absorbed samples stay for the next Publish(). Readers are not
+  // blocked while it solves or reserves. Thread-safe; serialised with other Absorb / Publish calls,
+  // so versions are published in order.
   absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish(RefreshPlan* done = nullptr);
 
   // Calls `visit(upper, version)` with the statistics and the current version, with writers
@@ -148,6 +160,7 @@ class ModelStore {
   std::string device_ ABSL_GUARDED_BY(mu_);
   fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
+  VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null
 
   // Written only with mu_ held (so versions increase), read without it.
   std::atomic<std::shared_ptr<const ModelVersion>> current_;

@@ -56,9 +56,11 @@ absl::Status QuarantineFile(Env* env, const std::string& path) {
 }
 
 // Whether `name` is the temporary file of an atomic write (Env::WriteFileAtomically's NAME.tmp)
-// that this directory's writers make: a snapshot, or a damaged snapshot moved aside.
+// that this directory's writers make: a snapshot, a damaged snapshot moved aside, or the
+// model-versions mark.
 bool IsStateTemporaryFile(absl::string_view name) {
   if (!absl::ConsumeSuffix(&name, ".tmp")) return false;
+  if (name == kVersionsFileName) return true;
   absl::ConsumeSuffix(&name, ".damaged");
   return ParseSnapshotFileName(name).has_value();
 }
@@ -92,6 +94,10 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   absl::Status created = env->CreateDirectories(dir);
   if (!created.ok()) return created;
   RecoveryReport report;
+  // Read first: a damaged mark refuses recovery before anything on disk is touched.
+  absl::StatusOr<std::unique_ptr<VersionReservation>> versions = VersionReservation::Open(env, dir);
+  if (!versions.ok()) return versions.status();
+  report.versions = *std::move(versions);
 
   // 0. Leftovers of interrupted atomic writes.
   absl::Status cleaned = RemoveStaleTemporaryFiles(env, dir, &report.temporary_files_removed);
@@ -162,8 +168,12 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
     if (!cut.ok()) return cut;
     report.torn_tail = scan->torn_tail;
   }
-  // Anything absorbed since the bundle gets a version of its own, above every earlier one.
-  report.model_version = report.log_position > 0 ? version + 1 : version;
+  // Anything absorbed since the bundle gets a version of its own, above the base's. That alone is
+  // not above every version served before the crash (those published after the base are recorded
+  // nowhere else): the reservation's mark is.
+  report.versions_reserved = report.versions->reserved();
+  report.model_version =
+      report.versions->FirstVersion(report.log_position > 0 ? version + 1 : version);
   bundle->version = report.model_version;
   return report;
 }

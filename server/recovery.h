@@ -1,6 +1,9 @@
 // Start-up recovery of a state directory: bundle + newest valid snapshot + replay of the update log
 // after it. The rules are those of docs/operations.md ("Durability: start-up and recovery"):
 //
+//   0. Before all of this, the temporary files of atomic writes that a crash interrupted
+//      (snapshot-<P>.snap.tmp, snapshot-<P>.snap.damaged.tmp) are deleted: nothing reads them, and
+//      a snapshot's is as large as the snapshot. Other *.tmp files are left alone.
 //   1. Snapshots are tried newest first. A damaged one (DATA_LOSS) is skipped, with its file and
 //      offset reported, and the next older one is tried; with none left, the bundle's own statistics
 //      (log position 0) are the base.
@@ -11,15 +14,17 @@
 //      longer holds (deleted segments) refuses recovery likewise.
 //   3. A snapshot whose feature width differs from the bundle's refuses recovery
 //      (FAILED_PRECONDITION): the state directory belongs to another model.
-//   0. Before all of this, the temporary files of atomic writes that a crash interrupted
-//      (snapshot-<P>.snap.tmp, snapshot-<P>.snap.damaged.tmp) are deleted: nothing reads them, and
-//      a snapshot's is as large as the snapshot. Other *.tmp files are left alone.
+//   4. The version to serve is above every version that may have been visible before the restart:
+//      the model-versions file's mark + 1 (docs/model-versions-format.md), unless recovery's own
+//      choice (snapshot or bundle version, + 1 if the log replayed anything) is larger. A damaged
+//      model-versions file refuses recovery (DATA_LOSS naming it).
 //
 // Thread-compatible; called once, before serving.
 #ifndef STRATA_SERVER_RECOVERY_H_
 #define STRATA_SERVER_RECOVERY_H_
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
@@ -32,6 +37,7 @@
 #include "server/env.h"
 #include "server/update_log.h"
 #include "server/update_record.h"
+#include "server/version_reservation.h"
 
 namespace strata::server {
 
@@ -45,13 +51,17 @@ struct RecoveryReport {
   uint64_t samples_replayed = 0;
   std::optional<TornTail> torn_tail;  // what was cut, if anything
   uint64_t model_version = 0;     // the version to publish the recovered statistics as
+  // The state directory's version reservation, read back: the server hands it to ModelStore::Load,
+  // which reserves model_version before serving it. Never null on success.
+  std::unique_ptr<VersionReservation> versions;
+  uint64_t versions_reserved = 0;  // its mark as found (0: no model-versions file)
 };
 
 // Recovers the state in `dir` (created if missing) onto `bundle`: on success bundle->upper holds the
-// recovered statistics and bundle->version the version to serve them as; the torn tail, if any, has
-// been cut, and stale temporary files removed (the only changes on success besides moving damaged
-// snapshots aside). Replay absorbs each record's samples in chunks of `chunk_rows` (the server's
-// --max_batch, as the live path does). On error `bundle` may be partly changed and nothing on disk
+// recovered statistics and bundle->version the version to serve them as (rule 4 above; not yet
+// reserved); the torn tail, if any, has been cut, and stale temporary files removed (the only
+// changes on success besides moving damaged snapshots aside). Replay absorbs each record's samples
+// in chunks of `chunk_rows` (the server's --max_batch, as the live path does). On error `bundle` may be partly changed and nothing on disk
 // was modified except the removal of stale temporary files (and damaged snapshots moved aside);
 // the message names the file and offset of the damage.
 // With `int8_lower` (quantised from bundle->lower; the server's int8 --device), replayed samples'

@@ -159,6 +159,11 @@ absl::StatusOr<std::string> FaultInjectionEnv::ReadFile(const std::string& path)
 
 absl::Status FaultInjectionEnv::WriteFileAtomically(const std::string& path,
                                                     absl::string_view contents) {
+  ++atomic_writes;
+  if (fail_atomic_writes) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("write ", path, ".tmp: No space left on device (injected)"));
+  }
   const std::string tmp = path + ".tmp";
   absl::Status status = WriteFileAtomicallySteps(path, tmp, contents);
   // As base::WriteFileAtomically: a failed write removes its temporary file; a crashed process

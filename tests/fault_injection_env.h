@@ -64,6 +64,10 @@ class FaultInjectionEnv final : public Env {
   std::atomic<bool> skip_file_syncs{false};
   // WritableFile::Sync() calls so far (failed ones included).
   std::atomic<int> syncs{0};
+  // While set, WriteFileAtomically() fails before touching any file, as when the disk is full;
+  // `atomic_writes` counts its calls (failed ones included).
+  std::atomic<bool> fail_atomic_writes{false};
+  std::atomic<int> atomic_writes{0};
 
   // The operation after the next `operations` mutating ones crashes (see the file comment).
   // Negative: never (the default).

@@ -277,7 +277,7 @@ class Life {
       status_ = report.status();
       return;
     }
-    report_ = *report;
+    report_ = *std::move(report);
     recovered_.emplace(bundle.upper);
     ServiceOptions service_options;
     service_options.max_batch = kMaxBatch;
@@ -302,7 +302,7 @@ class Life {
       open_status_ = log.status();  // a crash while starting the new segment: serve nothing
       return;
     }
-    status_ = store_.Load(std::move(bundle));
+    status_ = store_.Load(std::move(bundle), nullptr, report_.versions.get());
     stub_ = v1::Strata::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
   }
 

@@ -1,12 +1,17 @@
-// Unit tests of the server's parts that need no network: request validation, the model store and
-// the work queue.
+// Unit tests of the server's parts that need no network: request validation, the model store (and
+// its version reservation) and the work queue.
+#include <stdlib.h>
+
 #include <atomic>
 #include <cmath>
+#include <filesystem>
 #include <limits>
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
+#include "base/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/bundle.h"
@@ -15,7 +20,9 @@
 #include "server/auth.h"
 #include "server/model_store.h"
 #include "server/validation.h"
+#include "server/version_reservation.h"
 #include "server/work_queue.h"
+#include "tests/fault_injection_env.h"
 
 namespace strata::server {
 namespace {
@@ -165,6 +172,127 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
   EXPECT_EQ(v5->version, 5u);
   EXPECT_THAT(v5->readout.labels, ElementsAre("a", "b"));
   EXPECT_EQ(v5->readout.weights.cols(), 2);
+}
+
+// ---- version reservation (docs/model-versions-format.md) ---------------------------------------
+
+class VersionReservationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir_template[] = "/tmp/strata_versions_test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir_template), nullptr);
+    dir_ = dir_template;
+    path_ = absl::StrCat(dir_, "/", kVersionsFileName);
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::unique_ptr<VersionReservation> Open(uint64_t block) {
+    absl::StatusOr<std::unique_ptr<VersionReservation>> versions =
+        VersionReservation::Open(&env_, dir_, block);
+    EXPECT_TRUE(versions.ok()) << versions.status();
+    return versions.ok() ? *std::move(versions) : nullptr;
+  }
+
+  // A few labelled feature rows for `store`'s model, so that Publish() has something to solve.
+  static void AbsorbSome(ModelStore& store) {
+    const model::MatrixF features =
+        store.Current()->lower->Features(model::MatrixF::Constant(2, 64, 0.25f));
+    ASSERT_TRUE(store.Absorb(features, std::vector<std::string>{"a", "b"}).ok());
+  }
+
+  FaultInjectionEnv env_;
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(VersionReservationTest, ReservesInBlocksAndARestartStartsAboveEveryReservedVersion) {
+  std::unique_ptr<VersionReservation> versions = Open(/*block=*/10);
+  ASSERT_NE(versions, nullptr);
+  EXPECT_FALSE(versions->had_file());
+  EXPECT_EQ(versions->reserved(), 0u);
+  EXPECT_EQ(versions->FirstVersion(5), 5u);  // a new directory: recovery's own choice
+
+  ASSERT_TRUE(versions->Cover(5).ok());
+  EXPECT_EQ(versions->reserved(), 14u);
+  for (uint64_t v = 6; v <= 14; ++v) ASSERT_TRUE(versions->Cover(v).ok());
+  EXPECT_EQ(env_.atomic_writes.load(), 1);  // one write per block
+  ASSERT_TRUE(versions->Cover(15).ok());
+  EXPECT_EQ(versions->reserved(), 24u);
+  EXPECT_EQ(env_.atomic_writes.load(), 2);
+
+  // Read back as a restart does: the first version is above everything that may have been
+  // visible, whatever recovery alone would have chosen.
+  std::unique_ptr<VersionReservation> reopened = Open(10);
+  ASSERT_NE(reopened, nullptr);
+  EXPECT_TRUE(reopened->had_file());
+  EXPECT_EQ(reopened->reserved(), 24u);
+  EXPECT_EQ(reopened->FirstVersion(2), 25u);
+  EXPECT_EQ(reopened->FirstVersion(40), 40u);
+}
+
+TEST_F(VersionReservationTest, ADamagedFileIsDataLossNamingIt) {
+  ASSERT_TRUE(base::WriteFileAtomically(path_, EncodeVersionsFile(300)).ok());
+  absl::StatusOr<std::string> contents = base::ReadFile(path_);
+  ASSERT_TRUE(contents.ok());
+  (*contents)[contents->size() - 3] ^= 0x01;  // inside the reserved value
+  ASSERT_TRUE(base::WriteFileAtomically(path_, *contents).ok());
+  absl::StatusOr<std::unique_ptr<VersionReservation>> versions =
+      VersionReservation::Open(&env_, dir_);
+  EXPECT_EQ(versions.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(versions.status().message(), HasSubstr(path_));
+
+  ASSERT_TRUE(base::WriteFileAtomically(path_, contents->substr(0, 20)).ok());  // truncated
+  EXPECT_EQ(VersionReservation::Open(&env_, dir_).status().code(), absl::StatusCode::kDataLoss);
+}
+
+TEST_F(VersionReservationTest, AFailedReservationFailsThePublishAndChangesNothing) {
+  std::unique_ptr<VersionReservation> versions = Open(/*block=*/2);
+  ASSERT_NE(versions, nullptr);
+  ModelStore store;
+  ASSERT_TRUE(store.Load(TinyBundle(), nullptr, versions.get()).ok());  // version 5, reserves 5..6
+  EXPECT_EQ(versions->reserved(), 6u);
+  AbsorbSome(store);
+  absl::StatusOr<std::shared_ptr<const ModelVersion>> v6 = store.Publish();
+  ASSERT_TRUE(v6.ok()) << v6.status();
+  EXPECT_EQ((*v6)->version, 6u);  // within the block: no write
+  EXPECT_EQ(env_.atomic_writes.load(), 1);
+
+  // Version 7 needs a new block, and the disk is full.
+  AbsorbSome(store);
+  env_.fail_atomic_writes = true;
+  absl::StatusOr<std::shared_ptr<const ModelVersion>> failed = store.Publish();
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(failed.status().message(), HasSubstr("reserving model version 7"));
+  EXPECT_THAT(failed.status().message(), HasSubstr(path_));
+  EXPECT_EQ(store.Current(), *v6);  // not published, not even under another number
+  EXPECT_EQ(versions->reserved(), 6u);
+  absl::StatusOr<std::unique_ptr<VersionReservation>> on_disk =
+      VersionReservation::Open(Env::Default(), dir_);
+  ASSERT_TRUE(on_disk.ok());
+  EXPECT_EQ((*on_disk)->reserved(), 6u);
+
+  // The disk recovers: the next Publish reserves and includes the samples the failed one had.
+  env_.fail_atomic_writes = false;
+  absl::StatusOr<std::shared_ptr<const ModelVersion>> v7 = store.Publish();
+  ASSERT_TRUE(v7.ok()) << v7.status();
+  EXPECT_EQ((*v7)->version, 7u);
+  EXPECT_EQ((*v7)->samples_seen, 24u);
+  EXPECT_EQ(versions->reserved(), 8u);
+}
+
+TEST_F(VersionReservationTest, LoadFailsWithoutAReservationAndServesNothing) {
+  std::unique_ptr<VersionReservation> versions = Open(kVersionBlock);
+  ASSERT_NE(versions, nullptr);
+  ModelStore store;
+  env_.fail_atomic_writes = true;
+  EXPECT_EQ(store.Load(TinyBundle(), nullptr, versions.get()).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store.Current(), nullptr);
+  EXPECT_EQ(store.Publish().status().code(), absl::StatusCode::kFailedPrecondition);
+  env_.fail_atomic_writes = false;
+  ASSERT_TRUE(store.Load(TinyBundle(), nullptr, versions.get()).ok());
+  EXPECT_EQ(store.Current()->version, 5u);
+  EXPECT_EQ(versions->reserved(), 5u + kVersionBlock - 1);
 }
 
 // ---- work queue --------------------------------------------------------------------------------
