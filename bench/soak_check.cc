@@ -74,11 +74,12 @@ MatrixD Symmetric(const MatrixD& gram) {
 // Q with its columns in `labels` order (the two sides may have added new labels in different
 // orders); empty if a label is missing.
 MatrixD CrossInOrder(const model::UpperTier& upper, const std::vector<std::string>& labels) {
-  MatrixD out(upper.cross().rows(), static_cast<Eigen::Index>(labels.size()));
+  const MatrixD cross = upper.cross();  // a copy: take it once
+  MatrixD out(cross.rows(), static_cast<Eigen::Index>(labels.size()));
   for (size_t c = 0; c < labels.size(); ++c) {
     const int index = upper.ClassIndex(labels[c]);
     if (index < 0) return MatrixD();
-    out.col(static_cast<Eigen::Index>(c)) = upper.cross().col(index);
+    out.col(static_cast<Eigen::Index>(c)) = cross.col(index);
   }
   return out;
 }

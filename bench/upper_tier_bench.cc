@@ -11,11 +11,16 @@
 //       at a few prefix sizes and extrapolated linearly in the number of samples; the printout says
 //       so);
 //   (d) stability: --stability_updates single-sample updates at width --stability_width on
-//       synthetic data: NaN, SPD, prediction difference against a fresh solve.
+//       synthetic data: NaN, SPD, prediction difference against a fresh solve;
+//   (e) new classes: --new_classes samples, each with a label never seen before, absorbed in
+//       Update-sized messages the way server::ModelStore::Absorb does (ClassIndexOrAdd per sample,
+//       one Absorb per message) at width --new_class_width, against as many samples of known
+//       labels; first vs last quarter, on the float64 host path and the int8 Gram (cpu backend)
+//       path. Synthetic rows: the cost of a class does not depend on the values.
 //
 // Usage: strata-bench-upper [--train_limit=60000] [--expansion=4096] [--batches=600]
 //          [--stream_refresh_batches=600] [--retrain_points=3000,12000]
-//          [--stability_updates=1000000] [--sections=abcd]
+//          [--stability_updates=1000000] [--new_classes=2000] [--sections=abcde]
 //   Quick look (about a minute): --train_limit=6000 --expansion=512 --stability_updates=20000
 #include <omp.h>
 
@@ -34,6 +39,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "data/dataset.h"
 #include "fpga/backend.h"
@@ -52,7 +58,10 @@ ABSL_FLAG(double, lambda, 30.0, "Ridge regularisation");
 ABSL_FLAG(int, stability_updates, 1000000, "Single-sample updates of the stability run");
 ABSL_FLAG(int, stability_width, 256, "Feature width of the stability run");
 ABSL_FLAG(int, stability_refresh_every, 10, "Refresh (kAuto) after every N stability updates");
-ABSL_FLAG(std::string, sections, "abcd", "Which sections to run (letters a-d; c needs a)");
+ABSL_FLAG(int, new_classes, 2000, "Samples with a new label each in section (e)");
+ABSL_FLAG(int, new_class_width, 6448, "Feature width of section (e) (default spec: 6448)");
+ABSL_FLAG(int, new_class_message, 100, "Samples per Update message in section (e)");
+ABSL_FLAG(std::string, sections, "abcde", "Which sections to run (letters a-e; c needs a)");
 
 namespace strata {
 namespace {
@@ -394,6 +403,96 @@ void Stability() {
               (readout->weights - fresh->weights).norm() / fresh->weights.norm());
 }
 
+// ---- (e) new classes ---------------------------------------------------------------------------
+// What the absorb of `labels` (one row each, in messages of `message` rows) costs, per quarter of
+// the samples: ClassIndexOrAdd for every label, then one Absorb per message, as
+// server::ModelStore::Absorb does. For the int8 path the rows still staged at the end are then
+// accumulated (reported apart: the same work for known and new labels but the Q columns).
+struct QuarterTimes {
+  double quarter[4] = {0, 0, 0, 0};
+  double total = 0;
+  double accumulate_staged = 0;
+};
+
+QuarterTimes AbsorbMessages(UpperTier& tier, const MatrixF& rows,
+                            const std::vector<std::string>& labels, int message) {
+  QuarterTimes t;
+  const int n = static_cast<int>(labels.size());
+  for (int begin = 0; begin < n; begin += message) {
+    const int end = std::min(n, begin + message);
+    const auto start = Clock::now();
+    std::vector<int> classes;
+    classes.reserve(end - begin);
+    for (int i = begin; i < end; ++i) classes.push_back(tier.ClassIndexOrAdd(labels[i]));
+    if (!tier.Absorb(rows.middleRows(begin, end - begin), classes).ok()) std::abort();
+    const double seconds = Since(start);
+    t.quarter[std::min(3, 4 * begin / n)] += seconds;
+    t.total += seconds;
+  }
+  if (tier.gram_backend() != nullptr) {
+    const auto start = Clock::now();
+    fpga::OpCounts counts;
+    if (!tier.AccumulateStaged(counts).ok()) std::abort();
+    t.accumulate_staged = Since(start);
+  }
+  return t;
+}
+
+void NewClasses(double lambda) {
+  const int n = absl::GetFlag(FLAGS_new_classes);
+  const int d = absl::GetFlag(FLAGS_new_class_width);
+  const int message = std::max(1, absl::GetFlag(FLAGS_new_class_message));
+  std::printf("\n(e) %d new classes, one sample each, in messages of %d, vs %d samples of 10 known "
+              "labels; D = %d (synthetic rows); seconds of ClassIndexOrAdd + Absorb\n",
+              n, message, n, d);
+  std::mt19937_64 rng(29);
+  std::normal_distribution<float> normal;
+  MatrixF rows(n, d);
+  for (Eigen::Index i = 0; i < rows.size(); ++i) rows.data()[i] = normal(rng);
+  std::vector<std::string> known(n), fresh(n);
+  for (int i = 0; i < n; ++i) {
+    known[i] = absl::StrCat("known", i % 10);
+    fresh[i] = absl::StrCat("new", i);
+  }
+  std::unique_ptr<fpga::Backend> cpu = *fpga::CreateBackend("cpu");
+  const std::vector<float> scales = *model::CalibrateReadoutScales(rows, 100);
+  std::printf("  %-24s %-6s %9s %9s %9s %9s %9s %12s\n", "path", "labels", "total", "1st qtr",
+              "2nd qtr", "3rd qtr", "4th qtr", "+accumulate");
+  for (const bool int8 : {false, true}) {
+    QuarterTimes times[2];
+    for (const bool new_labels : {false, true}) {
+      // A tier as a server holds it after a while: 10 known classes, G paged in and, for the int8
+      // path, the accumulator created by one full block of rows (so the run stages no block).
+      UpperTier tier(d, lambda);
+      std::vector<int> warm_classes;
+      for (int i = 0; i < 10; ++i) tier.ClassIndexOrAdd(absl::StrCat("known", i));
+      if (int8) {
+        if (!tier.set_readout_scales(scales).ok() || !tier.AttachGramBackend(cpu.get()).ok()) {
+          std::abort();
+        }
+      }
+      const int warm = int8 ? tier.options().gram_block_rows : message;
+      MatrixF warm_rows(warm, d);
+      for (int i = 0; i < warm; ++i) {
+        warm_rows.row(i) = rows.row(i % n);
+        warm_classes.push_back(i % 10);
+      }
+      if (!tier.Absorb(warm_rows, warm_classes).ok()) std::abort();
+      if (int8 && tier.staged_gram_rows() != 0) std::abort();
+      times[new_labels] = AbsorbMessages(tier, rows, new_labels ? fresh : known, message);
+      const QuarterTimes& t = times[new_labels];
+      std::printf("  %-24s %-6s %9.3f %9.3f %9.3f %9.3f %9.3f %12.3f\n",
+                  int8 ? "int8 Gram (cpu backend)" : "float64 host", new_labels ? "new" : "known",
+                  t.total, t.quarter[0], t.quarter[1], t.quarter[2], t.quarter[3],
+                  t.accumulate_staged);
+    }
+    std::printf("  %-24s new / known: %.1fx (total), last / first quarter of new: %.1fx\n", "",
+                (times[1].total + times[1].accumulate_staged) /
+                    (times[0].total + times[0].accumulate_staged),
+                times[1].quarter[3] / times[1].quarter[0]);
+  }
+}
+
 int Run() {
   const std::string sections = absl::GetFlag(FLAGS_sections);
   const double lambda = absl::GetFlag(FLAGS_lambda);
@@ -431,6 +530,7 @@ int Run() {
     StreamExactness(f, lambda, sections.find('c') != std::string::npos);
   }
   if (sections.find('d') != std::string::npos) Stability();
+  if (sections.find('e') != std::string::npos) NewClasses(lambda);
   return 0;
 }
 
@@ -440,7 +540,7 @@ int Run() {
 int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Measures the upper tier: exactness of the streamed readout, absorb throughput, refresh "
-      "paths, incremental vs full retraining, and long-run stability.");
+      "paths, incremental vs full retraining, long-run stability and the cost of new classes.");
   absl::ParseCommandLine(argc, argv);
   return strata::Run();
 }

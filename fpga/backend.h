@@ -115,10 +115,19 @@ class GramInt8Accumulator {
 
   // Adds zero columns to Q so classes [num_classes(), num_classes) become valid. Exact: earlier
   // rows had target 0 for a new class. INVALID_ARGUMENT if num_classes < num_classes().
+  // Cost: O(1) while num_classes <= class_capacity(); beyond it Q is re-allocated with at least
+  // twice the capacity (fpga::GrowClassCapacity) and the sums copied, so adding classes one at a
+  // time costs amortised O(dimension()) per class, not O(dimension() x classes). UNAVAILABLE from
+  // the device (xrt) when that re-allocation fails; then nothing changed.
   virtual absl::Status GrowClasses(int num_classes) = 0;
 
   virtual int dimension() const = 0;
   virtual int num_classes() const = 0;
+  // Class columns of Q allocated (>= num_classes()); the columns past num_classes() hold zeros.
+  // Equal to the num_classes the accumulator was created with until GrowClasses exceeds it. On
+  // emu and xrt the kernel's Q row stride is the capacity, so the kernel runs (and OpCounts
+  // count) its class tiles over the allocated columns: at most twice the classes' tiles.
+  virtual int class_capacity() const = 0;
   virtual uint64_t rows() const = 0;  // rows accumulated so far
 };
 

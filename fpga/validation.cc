@@ -70,14 +70,22 @@ absl::Status CheckGrowClasses(int current, int num_classes) {
   return absl::OkStatus();
 }
 
-std::vector<int64_t> WidenCross(const std::vector<int64_t>& cross, int dimension, int old_classes,
-                                int new_classes) {
-  std::vector<int64_t> grown(static_cast<size_t>(dimension) * new_classes, 0);
+int GrowClassCapacity(int capacity, int num_classes) {
+  if (num_classes <= capacity) return capacity;
+  const int64_t tile = kernels::kGramClassTile;
+  const int64_t wanted = std::max<int64_t>(num_classes, 2 * int64_t{capacity});
+  return static_cast<int>(std::min<int64_t>((wanted + tile - 1) / tile * tile, INT32_MAX));
+}
+
+std::vector<int64_t> RestrideCross(const std::vector<int64_t>& cross, int dimension,
+                                   int old_stride, int new_stride) {
+  std::vector<int64_t> out(static_cast<size_t>(dimension) * new_stride, 0);
+  const int columns = std::min(old_stride, new_stride);
   for (int i = 0; i < dimension; ++i) {
-    std::copy_n(cross.begin() + static_cast<size_t>(i) * old_classes, old_classes,
-                grown.begin() + static_cast<size_t>(i) * new_classes);
+    std::copy_n(cross.begin() + static_cast<size_t>(i) * old_stride, columns,
+                out.begin() + static_cast<size_t>(i) * new_stride);
   }
-  return grown;
+  return out;
 }
 
 }  // namespace strata::fpga

@@ -30,10 +30,20 @@ absl::Status CheckGramShape(int dimension, int num_classes);
 // OK if `num_classes` >= `current` (GrowClasses cannot remove classes); else INVALID_ARGUMENT.
 absl::Status CheckGrowClasses(int current, int num_classes);
 
-// Q (`dimension` rows of `old_classes` int64 sums, row-major) widened to `new_classes` columns,
-// the new ones zero: exact, since earlier rows had target 0 for a new class.
-std::vector<int64_t> WidenCross(const std::vector<int64_t>& cross, int dimension, int old_classes,
-                                int new_classes);
+// The class columns to allocate for Q so that `num_classes` classes fit, given `capacity` allocated
+// now: `capacity` itself if they fit, else at least twice it (and at least num_classes), rounded up
+// to a whole kernels::kGramClassTile. Growing geometrically is what makes adding classes one at a
+// time cost amortised O(dimension) each: a widening copies d x capacity sums, and the capacities
+// copied over the life of an accumulator sum to less than twice the last one.
+int GrowClassCapacity(int capacity, int num_classes);
+
+// Q (`dimension` rows of `old_stride` int64 sums, row-major) re-laid with `new_stride` sums per
+// row: the first min(old_stride, new_stride) columns of every row are copied, any added columns are
+// zero. Widening is exact, since earlier rows had target 0 for a class that did not exist yet;
+// narrowing drops the allocated but unused columns (Read). O(dimension * (old + new stride)): on
+// the class path call it only when the capacity grows (GrowClassCapacity).
+std::vector<int64_t> RestrideCross(const std::vector<int64_t>& cross, int dimension,
+                                   int old_stride, int new_stride);
 
 }  // namespace strata::fpga
 

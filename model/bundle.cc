@@ -47,8 +47,9 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& path) {
   }
   w.Scalar<double>("upper.lambda", upper.lambda());
   w.Tensor("upper.gram_lower", packed.data(), {packed.size()});
-  w.Tensor("upper.cross", upper.cross().data(),
-           {static_cast<uint64_t>(upper.cross().rows()), static_cast<uint64_t>(upper.cross().cols())});
+  const MatrixD cross = upper.cross();  // a copy: take it once
+  w.Tensor("upper.cross", cross.data(),
+           {static_cast<uint64_t>(cross.rows()), static_cast<uint64_t>(cross.cols())});
   w.Strings("upper.labels", upper.labels());
   w.Scalar<uint64_t>("upper.samples_seen", upper.samples_seen());
   // Optional (docs/bundle-format.md): the int8 readout, and which features the readout fits.

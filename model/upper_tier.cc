@@ -176,8 +176,10 @@ void RotateRowsIntoFactor(Eigen::MatrixXd& l, Eigen::MatrixXd& v) {
   }
 }
 
-// W = L^-T L^-1 Q by two triangular solves, the classes shared among the threads.
-MatrixF SolveWithFactor(const Eigen::MatrixXd& l, const MatrixD& cross) {
+// W = L^-T L^-1 Q by two triangular solves, the classes shared among the threads. `cross` is the
+// tier's column-major Q without its spare capacity columns.
+template <typename CrossColumns>
+MatrixF SolveWithFactor(const Eigen::MatrixXd& l, const CrossColumns& cross) {
   Eigen::MatrixXd x = cross;  // column-major: each class's right-hand side contiguous
   const Eigen::Index classes = x.cols();
   const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(classes)));
@@ -196,6 +198,14 @@ MatrixF SolveWithFactor(const Eigen::MatrixXd& l, const MatrixD& cross) {
 // The largest number of rows kept for a factor update before the factor is dropped.
 int64_t MaxPendingRows(int feature_size) { return std::max<int64_t>(1024, feature_size / 4); }
 
+// Q's allocated class columns for `classes` classes when `capacity` are allocated: the same
+// geometric rule as the Gram accumulators' (at least doubling), so that adding classes one at a
+// time copies amortised O(D) per class.
+Eigen::Index GrowClassCapacity(Eigen::Index capacity, Eigen::Index classes) {
+  if (classes <= capacity) return capacity;
+  return std::max<Eigen::Index>({classes, 2 * capacity, 16});
+}
+
 }  // namespace
 
 UpperTier::UpperTier(int feature_size, double lambda)
@@ -205,7 +215,7 @@ UpperTier::UpperTier(int feature_size, double lambda, const UpperTierOptions& op
     : lambda_(lambda),
       options_(options),
       gram_(lambda * MatrixD::Identity(feature_size, feature_size)),
-      cross_(MatrixD::Zero(feature_size, 0)) {
+      cross_(Eigen::MatrixXd::Zero(feature_size, 0)) {
   DropFactor(options_.keep_factor ? "no refresh has computed a factor yet"
                                   : "keep_factor is off");
 }
@@ -248,8 +258,9 @@ absl::StatusOr<std::vector<float>> CalibrateReadoutScales(const MatrixF& feature
 UpperTier::UpperTier(const UpperTier& other)
     : lambda_(other.lambda_),
       options_(other.options_),
-      gram_(other.gram()),  // gram() and cross() fold the source's accumulator first
-      cross_(other.cross()),
+      gram_(other.gram()),  // gram() folds the source's accumulator first, so cross_ is folded too
+      cross_(other.cross_),
+      class_reallocations_(other.class_reallocations_),
       labels_(other.labels_),
       index_(other.index_),
       samples_seen_(other.samples_seen_),
@@ -274,9 +285,9 @@ const MatrixD& UpperTier::gram() const {
   return gram_;
 }
 
-const MatrixD& UpperTier::cross() const {
+MatrixD UpperTier::cross() const {
   if (absl::Status s = FoldGram(); !s.ok()) STRATA_LOG(ERROR) << "upper tier: " << s;
-  return cross_;
+  return cross_.leftCols(num_classes());
 }
 
 namespace {
@@ -417,9 +428,19 @@ int UpperTier::ClassIndexOrAdd(absl::string_view label) {
   auto [it, inserted] = index_.try_emplace(label, num_classes());
   if (inserted) {
     labels_.emplace_back(label);
-    cross_.conservativeResize(Eigen::NoChange, num_classes());
-    cross_.col(num_classes() - 1).setZero();
-    // Exact and cannot fail for a larger count: a new class is a zero column of Q_int too.
+    // A new class is a zero column of Q, and the columns past the old count already are zero:
+    // only a full capacity costs a copy (of D x capacity doubles, at least doubling it).
+    const Eigen::Index capacity = GrowClassCapacity(cross_.cols(), num_classes());
+    if (capacity > cross_.cols()) {
+      Eigen::MatrixXd grown(cross_.rows(), capacity);
+      grown.leftCols(cross_.cols()) = cross_;
+      grown.rightCols(capacity - cross_.cols()).setZero();
+      cross_.swap(grown);
+      ++class_reallocations_;
+    }
+    // Exact: a new class is a zero column of Q_int too. Amortised O(D) on every backend; only the
+    // xrt backend can fail (the card cannot allocate the wider Q), and then the next Accumulate
+    // with the new class is refused (INVALID_ARGUMENT) rather than miscounted.
     if (accumulator_ != nullptr) (void)accumulator_->GrowClasses(num_classes());
   }
   return it->second;
@@ -502,7 +523,7 @@ void UpperTier::AbsorbFloat(const MatrixF& features, std::span<const int> classe
   if (alpha != 1.0) {
     // Only the data part decays: G = alpha (G_old - lambda I) + lambda I + H^T H.
     gram_.diagonal().array() += (1.0 - alpha) * lambda_;
-    cross_ *= alpha;
+    cross_.leftCols(num_classes()) *= alpha;
     // lambda I is not decayed, so alpha G is no rank-k change of the kept factor's matrix.
     DropFactor("the forgetting factor decayed G since the last refresh");
   }
@@ -554,7 +575,7 @@ absl::StatusOr<Readout> UpperTier::Solve() const {
         "upper tier solve: G is not positive definite (do the statistics hold NaN or Inf?)");
   }
   Readout readout;
-  readout.weights = SolveWithFactor(factor, cross_);
+  readout.weights = SolveWithFactor(factor, cross_.leftCols(num_classes()));
   if (!readout.weights.allFinite()) {
     return absl::InternalError("upper tier solve: the readout is not finite");
   }
@@ -630,7 +651,7 @@ absl::StatusOr<Readout> UpperTier::Refresh(RefreshMode mode) {
         "upper tier refresh: G is not positive definite (do the statistics hold NaN or Inf?)");
   }
   Readout readout;
-  readout.weights = SolveWithFactor(factor, cross_);
+  readout.weights = SolveWithFactor(factor, cross_.leftCols(num_classes()));
   if (!readout.weights.allFinite()) {
     DropFactor("the last refresh failed");
     return absl::InternalError("upper tier refresh: the readout is not finite");
@@ -667,7 +688,7 @@ absl::StatusOr<UpperTier> UpperTier::FromStatistics(double lambda, MatrixD gram,
   }
   UpperTier tier(0, lambda);
   tier.gram_ = std::move(gram);
-  tier.cross_ = std::move(cross);
+  tier.cross_ = cross;  // row-major in, column-major kept (capacity = the classes)
   for (size_t i = 0; i < labels.size(); ++i) {
     if (labels[i].empty()) {
       return absl::InvalidArgumentError(absl::StrCat("upper tier: label ", i, " is empty"));

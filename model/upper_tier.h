@@ -140,7 +140,10 @@ class UpperTier {
   UpperTier& operator=(UpperTier&&) = default;
   ~UpperTier();
 
-  // The class index of `label`, adding it as a new class if it is new.
+  // The class index of `label`, adding it as a new class if it is new. A new class costs
+  // amortised O(D): Q (and an attached Gram accumulator's Q) keep spare class columns and grow
+  // their capacity geometrically (class_capacity()), so a stream of C new labels costs O(D C) in
+  // all, not O(D C^2).
   int ClassIndexOrAdd(absl::string_view label);
   // The class index of `label`, or -1.
   int ClassIndex(absl::string_view label) const;
@@ -218,6 +221,11 @@ class UpperTier {
 
   int feature_size() const { return static_cast<int>(gram_.rows()); }
   int num_classes() const { return static_cast<int>(labels_.size()); }
+  // Class columns allocated for Q (>= num_classes(); the spare ones are zero), and how many times
+  // ClassIndexOrAdd re-allocated them (each time at least doubling the capacity): for tests and
+  // the bench, which check that classes are added at amortised O(D).
+  int class_capacity() const { return static_cast<int>(cross_.cols()); }
+  int64_t class_reallocations() const { return class_reallocations_; }
   double lambda() const { return lambda_; }
   uint64_t samples_seen() const { return samples_seen_; }
   const std::vector<std::string>& labels() const { return labels_; }
@@ -230,12 +238,14 @@ class UpperTier {
 
   // The statistics, for the bundle and snapshots. G is symmetric and only its lower triangle is
   // kept up to date: read gram() through gram().triangularView<Eigen::Lower>() or
-  // selfadjointView<Eigen::Lower>(); its strict upper triangle is unspecified.
+  // selfadjointView<Eigen::Lower>(); its strict upper triangle is unspecified. cross() is a copy
+  // (D x num_classes(), row-major; O(D C)): Q is kept column-major with spare class columns, so
+  // take it once per use, not once per element or column.
   // With an attached Gram backend both fold its unfolded rows in first (FoldGram); a backend
   // error then is logged and the statistics returned without those rows (call FoldGram() first
   // to see the error).
   const MatrixD& gram() const;
-  const MatrixD& cross() const;
+  MatrixD cross() const;
   // Rebuilds an upper tier from stored statistics (forgetting 1; call set_forgetting to restore a
   // stored one); INVALID_ARGUMENT if shapes disagree. No factor is kept: the first Refresh()
   // re-factors.
@@ -259,7 +269,11 @@ class UpperTier {
   UpperTierOptions options_;
   // D x D, lambda I + sum h h^T, lower triangle; mutable: FoldGram adds the accumulator's sums.
   mutable MatrixD gram_;
-  mutable MatrixD cross_;  // D x C
+  // Q, D x class_capacity(), column-major: column c < num_classes() is class c's sums (contiguous,
+  // so a sample's update is one contiguous add); the spare columns past num_classes() are zero, so
+  // a new class within the capacity costs nothing. Mutable: FoldGram adds the accumulator's sums.
+  mutable Eigen::MatrixXd cross_;
+  int64_t class_reallocations_ = 0;
   std::vector<std::string> labels_;
   absl::flat_hash_map<std::string, int> index_;
   uint64_t samples_seen_ = 0;

@@ -49,9 +49,9 @@ std::string EncodeSnapshot(uint64_t model_version, uint64_t log_position,
     for (Eigen::Index j = 0; j <= i; ++j) packed.push_back(upper.gram()(i, j));
   }
   w.Tensor("upper.gram_lower", packed.data(), {packed.size()});
-  w.Tensor("upper.cross", upper.cross().data(),
-           {static_cast<uint64_t>(upper.cross().rows()),
-            static_cast<uint64_t>(upper.cross().cols())});
+  const model::MatrixD cross = upper.cross();  // a copy: take it once
+  w.Tensor("upper.cross", cross.data(),
+           {static_cast<uint64_t>(cross.rows()), static_cast<uint64_t>(cross.cols())});
   w.Strings("upper.labels", upper.labels());
   w.Scalar<uint64_t>("upper.samples_seen", upper.samples_seen());
   return w.Finish();

@@ -214,6 +214,37 @@ TEST_F(ReadoutGramTest, RowsAreStagedAndAccumulatedByTheBlock) {
   EXPECT_TRUE(staged.cross() == unstaged.cross());
 }
 
+// Every row a new label, absorbed one at a time straight into a live accumulator (blocks of one
+// row), on cpu and emu: the tier's Q and the accumulator's Q grow class by class, geometrically,
+// and the folded statistics equal a batch fit's bit for bit (integer sums, one fold each).
+TEST_F(ReadoutGramTest, NewClassesOneAtATimeOnALiveAccumulatorEqualTheBatchFit) {
+  Rows rows = rows_;
+  for (int i = 0; i < kRows; ++i) rows.labels[i] = "new" + std::to_string(i);
+  absl::StatusOr<std::unique_ptr<fpga::Backend>> emu = fpga::CreateBackend("emu");
+  ASSERT_TRUE(emu.ok()) << emu.status();
+  UpperTierOptions options;
+  options.gram_block_rows = 1;
+  for (fpga::Backend* backend : {cpu_.get(), emu->get()}) {
+    UpperTier stream(rows.features.cols(), 3.0, options);
+    ASSERT_TRUE(stream.set_readout_scales(scales_).ok());
+    ASSERT_TRUE(stream.AttachGramBackend(backend).ok());
+    AbsorbInSplits(stream, rows, {1});
+    EXPECT_EQ(stream.unfolded_gram_rows(), static_cast<uint64_t>(kRows));
+    EXPECT_EQ(stream.num_classes(), kRows);
+    EXPECT_LE(stream.class_reallocations(), 7);  // 16, 32, ..., 1024
+
+    UpperTier batch = Tier(backend);
+    AbsorbInSplits(batch, rows, {kRows});
+    EXPECT_TRUE(stream.gram().triangularView<Eigen::Lower>().toDenseMatrix() ==
+                batch.gram().triangularView<Eigen::Lower>().toDenseMatrix())
+        << backend->info().name;
+    EXPECT_TRUE(stream.cross() == batch.cross()) << backend->info().name;
+    absl::StatusOr<Readout> a = stream.Solve(), b = batch.Solve();
+    ASSERT_TRUE(a.ok() && b.ok());
+    EXPECT_TRUE(a->weights == b->weights) << backend->info().name;
+  }
+}
+
 TEST_F(ReadoutGramTest, ForgettingFallsBackToTheFloat64PathOfTheSameRows) {
   UpperTier gram = Tier(cpu_.get());
   UpperTier host = Tier(nullptr);

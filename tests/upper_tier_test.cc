@@ -144,6 +144,51 @@ TEST(UpperTierTest, NewLabelMidStreamIsExact) {
   EXPECT_GT(predicted_new, 0.9 * scores.rows());
 }
 
+// An Update stream of new labels, one sample and one new class per absorb (the float64 host
+// path). Q's capacity must grow geometrically (before, every new class copied the whole D x C
+// matrix: O(D C^2) for the stream), and the statistics must equal the batch fit's: Q bit for bit
+// (each column receives the same additions in the same order), G and W to rounding.
+TEST(UpperTierTest, ClassesAddedOneAtATimeGrowGeometricallyAndEqualTheBatchFit) {
+  const int d = 40, n = 600;
+  LabelledFeatures data = MakeClusters(n, d, 4, 11);
+  // Every third sample keeps one of the 4 cluster labels; the others are a class of their own.
+  for (int i = 0; i < n; ++i) {
+    if (i % 3 != 0) data.labels[i] = "new" + std::to_string(i);
+  }
+  UpperTier stream(d, 1.0);
+  int reallocations_seen = 0;
+  for (int i = 0; i < n; ++i) {
+    const int64_t before = stream.class_reallocations();
+    const int capacity = stream.class_capacity();
+    ASSERT_TRUE(
+        stream.Absorb(data.features.middleRows(i, 1), Classes(stream, data.labels, i, i + 1)).ok());
+    ASSERT_GE(stream.class_capacity(), stream.num_classes());
+    if (stream.class_reallocations() != before) {
+      ++reallocations_seen;
+      EXPECT_GE(stream.class_capacity(), 2 * capacity) << "sample " << i;
+    }
+  }
+  ASSERT_EQ(stream.num_classes(), 4 + 400);
+  // 16, 32, ..., 512: 6 re-allocations for 404 classes (one per new class before).
+  EXPECT_EQ(stream.class_reallocations(), reallocations_seen);
+  EXPECT_LE(stream.class_reallocations(), 6);
+
+  UpperTier batch(d, 1.0);
+  ASSERT_TRUE(batch.Absorb(data.features, Classes(batch, data.labels, 0, n)).ok());
+  EXPECT_EQ(batch.labels(), stream.labels());
+  EXPECT_TRUE(stream.cross() == batch.cross());
+  const MatrixD gs = stream.gram().triangularView<Eigen::Lower>();
+  const MatrixD gb = batch.gram().triangularView<Eigen::Lower>();
+  EXPECT_LE((gs - gb).norm() / gb.norm(), 1e-14);
+  absl::StatusOr<Readout> a = batch.Solve(), b = stream.Solve();
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_LE(RelativeDifference(b->weights, a->weights), 1e-9);
+  // A copy keeps the statistics and the capacity's spare columns stay out of the readout.
+  UpperTier copy = stream;
+  EXPECT_TRUE(copy.cross() == stream.cross());
+  EXPECT_EQ(copy.Solve()->weights.cols(), stream.num_classes());
+}
+
 TEST(UpperTierTest, RejectsBadInputAndLeavesStatisticsUnchanged) {
   UpperTier tier(4, 1.0);
   EXPECT_EQ(tier.Solve().status().code(), absl::StatusCode::kFailedPrecondition);

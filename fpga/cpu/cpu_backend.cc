@@ -103,6 +103,7 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
         num_classes_(num_classes),
         portable_(portable),
         threads_(threads),
+        class_capacity_(num_classes),
         gram_(static_cast<size_t>(dimension) * dimension, 0),
         cross_(static_cast<size_t>(dimension) * num_classes, 0) {}
 
@@ -115,7 +116,8 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
     for (int n = 0; n < rows; ++n) {
       if (classes[n] < 0) continue;
       const int8_t* hn = h.data() + static_cast<int64_t>(n) * d;
-      for (int i = 0; i < d; ++i) cross_[static_cast<size_t>(i) * num_classes_ + classes[n]] += hn[i];
+      int64_t* qc = cross_.data() + static_cast<size_t>(classes[n]) * d;
+      for (int i = 0; i < d; ++i) qc[i] += hn[i];
     }
     for (int r0 = 0; r0 < rows; r0 += kGramRowsPerBlock) {
       const int block_rows = std::min(kGramRowsPerBlock, rows - r0);
@@ -133,21 +135,35 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
   absl::StatusOr<OpCounts> Read(std::vector<int64_t>* gram,
                                 std::vector<int64_t>* cross) const override {
     *gram = gram_;
-    *cross = cross_;
+    // Q is kept class-major (see cross_); the interface's layout is dimension x num_classes.
+    const size_t d = dimension_, c = num_classes_;
+    cross->resize(d * c);
+    for (size_t k = 0; k < c; ++k) {
+      for (size_t i = 0; i < d; ++i) (*cross)[i * c + k] = cross_[k * d + i];
+    }
     OpCounts counts;
-    counts.dram_bytes = 2 * 8 * (gram_.size() + cross_.size());
+    counts.dram_bytes = 2 * 8 * (gram_.size() + d * c);
     return counts;
   }
 
   absl::Status GrowClasses(int num_classes) override {
     if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
-    cross_ = WidenCross(cross_, dimension_, num_classes_, num_classes);
-    num_classes_ = num_classes;
+    const int capacity = GrowClassCapacity(class_capacity_, num_classes);
+    if (capacity > class_capacity_) {
+      // Class-major: the new columns are appended. reserve() to exactly the new capacity, so
+      // that the capacity is ours (GrowClassCapacity), not std::vector's growth policy.
+      const size_t d = dimension_;
+      cross_.reserve(d * capacity);
+      cross_.resize(d * capacity, 0);
+      class_capacity_ = capacity;
+    }
+    num_classes_ = num_classes;  // the columns up to the capacity are already zero
     return absl::OkStatus();
   }
 
   int dimension() const override { return dimension_; }
   int num_classes() const override { return num_classes_; }
+  int class_capacity() const override { return class_capacity_; }
   uint64_t rows() const override { return rows_; }
 
  private:
@@ -198,8 +214,12 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
   int num_classes_;
   bool portable_;
   int threads_;
+  int class_capacity_;
   std::vector<int64_t> gram_;   // dimension x dimension, lower triangle
-  std::vector<int64_t> cross_;  // dimension x num_classes
+  // Class-major, class_capacity_ x dimension: class c's sums are contiguous at c * dimension, so a
+  // new class appends a column (amortised O(dimension), GrowClasses) and a row's Q update is one
+  // contiguous add. Columns past num_classes_ are zero.
+  std::vector<int64_t> cross_;
   uint64_t rows_ = 0;
 };
 

@@ -48,6 +48,7 @@ class EmuGramInt8Accumulator final : public GramInt8Accumulator {
   EmuGramInt8Accumulator(int dimension, int num_classes)
       : dimension_(dimension),
         num_classes_(num_classes),
+        class_capacity_(num_classes),
         gram_(static_cast<size_t>(dimension) * dimension, 0),
         cross_(static_cast<size_t>(dimension) * num_classes, 0) {}
 
@@ -56,35 +57,43 @@ class EmuGramInt8Accumulator final : public GramInt8Accumulator {
     absl::StatusOr<int> labelled = CheckGramAccumulate(dimension_, num_classes_, h, classes);
     if (!labelled.ok()) return labelled.status();
     const int rows = static_cast<int>(classes.size());
+    // The kernel's `classes` is Q's row stride: the allocated columns (their extra ones stay 0,
+    // no row has their class).
     strata_gram_int8(h.data(), classes.data(), gram_.data(), cross_.data(), rows, dimension_,
-                     num_classes_);
+                     class_capacity_);
     rows_ += static_cast<uint64_t>(rows);
-    return GramInt8KernelCounts(rows, *labelled, dimension_, num_classes_);
+    return GramInt8KernelCounts(rows, *labelled, dimension_, class_capacity_);
   }
 
   absl::StatusOr<OpCounts> Read(std::vector<int64_t>* gram,
                                 std::vector<int64_t>* cross) const override {
     *gram = gram_;  // the kernel never writes the strict upper triangle: it stays 0
-    *cross = cross_;
-    return GramInt8KernelReadCounts(dimension_, num_classes_);
+    *cross = RestrideCross(cross_, dimension_, class_capacity_, num_classes_);  // drop unused
+    return GramInt8KernelReadCounts(dimension_, class_capacity_);
   }
 
   absl::Status GrowClasses(int num_classes) override {
     if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
-    cross_ = WidenCross(cross_, dimension_, num_classes_, num_classes);
-    num_classes_ = num_classes;
+    const int capacity = GrowClassCapacity(class_capacity_, num_classes);
+    if (capacity > class_capacity_) {
+      cross_ = RestrideCross(cross_, dimension_, class_capacity_, capacity);
+      class_capacity_ = capacity;
+    }
+    num_classes_ = num_classes;  // the columns up to the capacity are already zero
     return absl::OkStatus();
   }
 
   int dimension() const override { return dimension_; }
   int num_classes() const override { return num_classes_; }
+  int class_capacity() const override { return class_capacity_; }
   uint64_t rows() const override { return rows_; }
 
  private:
   int dimension_;
   int num_classes_;
+  int class_capacity_;
   std::vector<int64_t> gram_;   // dimension x dimension, lower triangle
-  std::vector<int64_t> cross_;  // dimension x num_classes
+  std::vector<int64_t> cross_;  // dimension x class_capacity_, the kernel's row-major layout
   uint64_t rows_ = 0;
 };
 

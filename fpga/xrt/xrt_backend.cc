@@ -218,15 +218,18 @@ class XrtDenseInt8Layer final : public DenseInt8Layer {
 class XrtGramInt8Accumulator final : public GramInt8Accumulator {
  public:
   XrtGramInt8Accumulator(std::shared_ptr<Card> card, int dimension, int num_classes)
-      : card_(std::move(card)), dimension_(dimension), num_classes_(num_classes) {}
+      : card_(std::move(card)),
+        dimension_(dimension),
+        num_classes_(num_classes),
+        class_capacity_(num_classes) {}
 
   // Allocates zeroed G and Q on the card. Throws XRT's exceptions.
   void Allocate() {
     const size_t d = dimension_;
-    const std::vector<int64_t> zeros_g(d * d, 0), zeros_q(d * num_classes_, 0);
+    const std::vector<int64_t> zeros_g(d * d, 0), zeros_q(d * class_capacity_, 0);
     gram_ = UploadBo(card_->device, card_->gram->kernel, kGramG, zeros_g.data(), d * d * 8);
     cross_ = UploadBo(card_->device, card_->gram->kernel, kGramQ, zeros_q.data(),
-                      d * num_classes_ * 8);
+                      d * class_capacity_ * 8);
   }
 
   absl::StatusOr<OpCounts> Accumulate(std::span<const int8_t> h,
@@ -244,47 +247,58 @@ class XrtGramInt8Accumulator final : public GramInt8Accumulator {
       }
     }
     rows_ += static_cast<uint64_t>(rows);
-    return GramInt8KernelCounts(rows, *labelled, dimension_, num_classes_);
+    return GramInt8KernelCounts(rows, *labelled, dimension_, class_capacity_);
   }
 
   absl::StatusOr<OpCounts> Read(std::vector<int64_t>* gram,
                                 std::vector<int64_t>* cross) const override {
     const size_t d = dimension_;
     gram->resize(d * d);
-    cross->resize(d * num_classes_);
     try {
       gram_.sync(XCL_BO_SYNC_BO_FROM_DEVICE, d * d * 8, 0);
       gram_.read(gram->data(), d * d * 8, 0);
-      if (num_classes_ > 0) {
-        cross_.sync(XCL_BO_SYNC_BO_FROM_DEVICE, d * num_classes_ * 8, 0);
-        cross_.read(cross->data(), d * num_classes_ * 8, 0);
+      // Q's rows on the card are class_capacity_ wide: read them whole, drop the unused columns.
+      std::vector<int64_t> allocated(d * class_capacity_);
+      if (class_capacity_ > 0) {
+        cross_.sync(XCL_BO_SYNC_BO_FROM_DEVICE, allocated.size() * 8, 0);
+        cross_.read(allocated.data(), allocated.size() * 8, 0);
       }
+      *cross = RestrideCross(allocated, dimension_, class_capacity_, num_classes_);
     } catch (const std::exception& e) {
       return XrtError("reading G and Q", e);
     }
-    return GramInt8KernelReadCounts(dimension_, num_classes_);
+    return GramInt8KernelReadCounts(dimension_, class_capacity_);
   }
 
   absl::Status GrowClasses(int num_classes) override {
     if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
-    const size_t d = dimension_;
-    try {
-      std::vector<int64_t> old(d * num_classes_);
-      if (num_classes_ > 0) {
-        cross_.sync(XCL_BO_SYNC_BO_FROM_DEVICE, old.size() * 8, 0);
-        cross_.read(old.data(), old.size() * 8, 0);
+    const int capacity = GrowClassCapacity(class_capacity_, num_classes);
+    if (capacity > class_capacity_) {
+      // Read Q back, re-lay it with the wider stride and upload it: O(d x capacity) over PCIe,
+      // paid only when the capacity (at least) doubles.
+      const size_t d = dimension_;
+      try {
+        std::vector<int64_t> old(d * class_capacity_);
+        if (class_capacity_ > 0) {
+          cross_.sync(XCL_BO_SYNC_BO_FROM_DEVICE, old.size() * 8, 0);
+          cross_.read(old.data(), old.size() * 8, 0);
+        }
+        const std::vector<int64_t> grown =
+            RestrideCross(old, dimension_, class_capacity_, capacity);
+        cross_ =
+            UploadBo(card_->device, card_->gram->kernel, kGramQ, grown.data(), grown.size() * 8);
+      } catch (const std::exception& e) {
+        return XrtError("growing Q", e);
       }
-      const std::vector<int64_t> grown = WidenCross(old, dimension_, num_classes_, num_classes);
-      cross_ = UploadBo(card_->device, card_->gram->kernel, kGramQ, grown.data(), grown.size() * 8);
-    } catch (const std::exception& e) {
-      return XrtError("growing Q", e);
+      class_capacity_ = capacity;
     }
-    num_classes_ = num_classes;
+    num_classes_ = num_classes;  // the card's columns up to the capacity are already zero
     return absl::OkStatus();
   }
 
   int dimension() const override { return dimension_; }
   int num_classes() const override { return num_classes_; }
+  int class_capacity() const override { return class_capacity_; }
   uint64_t rows() const override { return rows_; }
 
  private:
@@ -314,8 +328,9 @@ class XrtGramInt8Accumulator final : public GramInt8Accumulator {
       cu.input[s].sync(XCL_BO_SYNC_BO_TO_DEVICE, h_bytes, 0);
       cu.side_input[s].write(classes.data() + row, static_cast<size_t>(n) * 4, 0);
       cu.side_input[s].sync(XCL_BO_SYNC_BO_TO_DEVICE, static_cast<size_t>(n) * 4, 0);
+      // The kernel's `classes` is Q's row stride on the card: the allocated columns.
       runs[s] = cu.kernel(cu.input[s], cu.side_input[s], gram_, cross_, n, dimension_,
-                          num_classes_);
+                          class_capacity_);
     }
     for (int j = k - 2; j < k; ++j) {
       if (j >= 0 && runs[j % 2]) {
@@ -328,8 +343,9 @@ class XrtGramInt8Accumulator final : public GramInt8Accumulator {
   std::shared_ptr<Card> card_;
   int dimension_;
   int num_classes_;
+  int class_capacity_;  // Q's allocated columns: its row stride on the card
   mutable xrt::bo gram_;  // d x d int64, lower triangle (the kernel never writes the upper)
-  mutable xrt::bo cross_;
+  mutable xrt::bo cross_;  // d x class_capacity_ int64, columns past num_classes_ zero
   uint64_t rows_ = 0;
 };
 

@@ -231,6 +231,43 @@ TEST(GramInt8Test, GrowClassesKeepsStatisticsAndRejectsBadRows) {
   }
 }
 
+// A stream of new labels grows Q one class at a time. The capacity must grow geometrically (a
+// re-allocation copies d x capacity sums, so growing by one column each time cost O(d C) per class,
+// O(d C^2) for the stream), and the sums must stay exact across every re-allocation.
+TEST(GramInt8Test, ClassesAddedOneAtATimeGrowTheCapacityGeometricallyAndStayExact) {
+  std::mt19937 rng(25);
+  const int d = 37, classes = 300;
+  for (Named& named : AllCpuSideBackends()) {
+    std::unique_ptr<GramInt8Accumulator> acc = *named.backend->CreateGramInt8(d, 0);
+    EXPECT_EQ(acc->class_capacity(), 0) << named.label;
+    GramResult expected{std::vector<int64_t>(static_cast<size_t>(d) * d, 0), {}};
+    std::vector<int8_t> all_h;
+    std::vector<int32_t> all_y;
+    int reallocations = 0;
+    for (int c = 0; c < classes; ++c) {
+      const int before = acc->class_capacity();
+      ASSERT_TRUE(acc->GrowClasses(c + 1).ok());
+      ASSERT_EQ(acc->num_classes(), c + 1);
+      ASSERT_GE(acc->class_capacity(), c + 1) << named.label;
+      if (acc->class_capacity() != before) {
+        ++reallocations;
+        EXPECT_GE(acc->class_capacity(), 2 * before) << named.label << " at class " << c;
+      }
+      // A row of the new class and one of an earlier class, as an Update stream would send them.
+      const std::vector<int8_t> h = testing::RandomBytes(2 * d, rng);
+      const std::vector<int32_t> y = {c, static_cast<int32_t>(rng() % (c + 1))};
+      ASSERT_TRUE(acc->Accumulate(h, y).ok());
+      all_h.insert(all_h.end(), h.begin(), h.end());
+      all_y.insert(all_y.end(), y.begin(), y.end());
+    }
+    // 0 -> 16 -> 32 -> ... -> 512: 6 re-allocations for 300 classes (one per class before).
+    EXPECT_LE(reallocations, 6) << named.label;
+    expected.q.assign(static_cast<size_t>(d) * classes, 0);
+    testing::ReferenceGram(all_h, all_y, d, classes, expected.g, expected.q);
+    EXPECT_EQ(ReadAll(*acc), expected) << named.label;
+  }
+}
+
 TEST(GramInt8Test, OpCountsFollowTheShapes) {
   std::mt19937 rng(24);
   const int d = 70, classes = 3;
