@@ -142,7 +142,11 @@ absl::StatusOr<ModelStore::RefreshPlan> ModelStore::PlanRefresh() {
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
   absl::StatusOr<model::RefreshReport> report = upper_->PlanRefresh(model::RefreshMode::kAuto);
   if (!report.ok()) return report.status();
-  return RefreshPlan{*std::move(report), upper_->feature_size(), upper_->num_classes()};
+  RefreshPlan plan;
+  plan.report = *std::move(report);
+  plan.feature_size = upper_->feature_size();
+  plan.num_classes = upper_->num_classes();
+  return plan;
 }
 
 absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshPlan* done) {

@@ -72,7 +72,9 @@ class ReadoutGramTest : public ::testing::Test {
   UpperTier Tier(fpga::Backend* backend) {
     UpperTier tier(rows_.features.cols(), 3.0);
     EXPECT_TRUE(tier.set_readout_scales(scales_).ok());
-    if (backend != nullptr) EXPECT_TRUE(tier.AttachGramBackend(backend).ok());
+    if (backend != nullptr) {
+      EXPECT_TRUE(tier.AttachGramBackend(backend).ok());
+    }
     return tier;
   }
 
