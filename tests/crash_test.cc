@@ -48,9 +48,9 @@
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
-#include "server/env.h"
-#include "server/snapshot.h"
-#include "server/update_log.h"
+#include "update/env.h"
+#include "update/snapshot.h"
+#include "update/update_log.h"
 #include "tests/server_process.h"
 
 namespace strata {
@@ -366,8 +366,8 @@ TEST_F(DurabilityTest, AcknowledgedUpdatesSurviveSigkillAndNothingIsHalfApplied)
   ASSERT_NE(server, nullptr) << ReadText(log_path_);
   absl::StatusOr<v1::SnapshotInfo> info = server->Snapshot();
   ASSERT_TRUE(info.ok()) << info.status();
-  absl::StatusOr<server::UpperTierSnapshot> snapshot =
-      server::ReadSnapshot(server::Env::Default(), info->path());
+  absl::StatusOr<update::UpperTierSnapshot> snapshot =
+      update::ReadSnapshot(update::Env::Default(), info->path());
   ASSERT_TRUE(snapshot.ok()) << snapshot.status();
   const model::UpperTier& recovered = snapshot->upper;
   const std::vector<std::string>& labels = recovered.labels();
@@ -440,7 +440,7 @@ TEST_F(DurabilityTest, AcknowledgedUpdatesSurviveSigkillAndNothingIsHalfApplied)
 std::vector<std::string> Segments(const std::string& dir) {
   std::vector<std::string> names;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (server::ParseSegmentFileName(entry.path().filename().string())) {
+    if (update::ParseSegmentFileName(entry.path().filename().string())) {
       names.push_back(entry.path().string());
     }
   }
@@ -488,8 +488,8 @@ TEST_F(DurabilityTest, FlippedByteInTheLogRefusesToStartNamingFileAndOffset) {
   absl::StatusOr<std::string> contents = base::ReadFile(segment);
   ASSERT_TRUE(contents.ok());
   uint32_t first_length = 0;
-  std::memcpy(&first_length, contents->data() + server::kSegmentHeaderBytes + 4, 4);
-  const size_t second = server::kSegmentHeaderBytes + server::kRecordHeaderBytes + first_length;
+  std::memcpy(&first_length, contents->data() + update::kSegmentHeaderBytes + 4, 4);
+  const size_t second = update::kSegmentHeaderBytes + update::kRecordHeaderBytes + first_length;
   FlipByte(segment, second + 100);
 
   int status = 0;

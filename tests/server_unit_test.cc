@@ -13,7 +13,7 @@
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
 #include "server/auth.h"
-#include "server/model_store.h"
+#include "update/model_store.h"
 #include "server/validation.h"
 #include "server/work_queue.h"
 
@@ -120,7 +120,7 @@ model::Bundle TinyBundle() {
 }
 
 TEST(ModelStoreTest, EmptyUntilLoaded) {
-  ModelStore store;
+  update::ModelStore store;
   EXPECT_EQ(store.Current(), nullptr);
   EXPECT_EQ(store.Publish().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store.Absorb(model::MatrixF(0, 1), {}).status().code(),
@@ -134,9 +134,9 @@ TEST(ModelStoreTest, EmptyUntilLoaded) {
 }
 
 TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
-  ModelStore store;
+  update::ModelStore store;
   ASSERT_TRUE(store.Load(TinyBundle()).ok());
-  std::shared_ptr<const ModelVersion> v5 = store.Current();
+  std::shared_ptr<const update::ModelVersion> v5 = store.Current();
   const model::LowerTier& lower = *v5->lower;
   model::MatrixF features = lower.Features(model::MatrixF::Constant(3, 64, 0.5f));
 
@@ -154,7 +154,7 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
   EXPECT_THAT(*new_labels, ElementsAre("c"));
   EXPECT_EQ(store.Current(), v5);  // not published yet
 
-  absl::StatusOr<std::shared_ptr<const ModelVersion>> v6 = store.Publish();
+  absl::StatusOr<std::shared_ptr<const update::ModelVersion>> v6 = store.Publish();
   ASSERT_TRUE(v6.ok()) << v6.status();
   EXPECT_EQ((*v6)->version, 6u);
   EXPECT_EQ((*v6)->samples_seen, 23u);

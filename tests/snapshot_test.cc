@@ -1,5 +1,5 @@
 // Snapshots: round trip, retention, and every kind of damage detected with the file named.
-#include "server/snapshot.h"
+#include "update/snapshot.h"
 
 #include <stdlib.h>
 
@@ -13,7 +13,7 @@
 #include "model/upper_tier.h"
 #include "tests/model_test_util.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 using ::testing::HasSubstr;
@@ -92,4 +92,4 @@ TEST_F(SnapshotTest, FlippedBytesAndTruncationAreDetected) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update

@@ -11,8 +11,8 @@
 // by any caller before it. Publish() refreshes by model::UpperTier::Refresh(kAuto): a Cholesky
 // re-factorisation, or a cheaper rank-k update of the factor the previous refresh kept (so the
 // store holds one D x D factor besides G once anything was published after Load()).
-#ifndef STRATA_SERVER_MODEL_STORE_H_
-#define STRATA_SERVER_MODEL_STORE_H_
+#ifndef STRATA_UPDATE_MODEL_STORE_H_
+#define STRATA_UPDATE_MODEL_STORE_H_
 
 #include <atomic>
 #include <cstdint>
@@ -35,7 +35,7 @@
 #include "model/tensor.h"
 #include "model/upper_tier.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // One published model: the frozen lower tier (shared by every version) and a solved readout.
 // Immutable once published, hence safe to read from any number of threads.
@@ -153,6 +153,6 @@ class ModelStore {
   std::atomic<std::shared_ptr<const ModelVersion>> current_;
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_MODEL_STORE_H_
+#endif  // STRATA_UPDATE_MODEL_STORE_H_

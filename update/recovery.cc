@@ -1,4 +1,4 @@
-#include "server/recovery.h"
+#include "update/recovery.h"
 
 #include <algorithm>
 #include <utility>
@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/log.h"
-#include "server/snapshot.h"
+#include "update/snapshot.h"
 
-namespace strata::server {
+namespace strata::update {
 
 absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
     const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
@@ -168,4 +168,4 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   return report;
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -16,8 +16,8 @@
 //      a snapshot's is as large as the snapshot. Other *.tmp files are left alone.
 //
 // Thread-compatible; called once, before serving.
-#ifndef STRATA_SERVER_RECOVERY_H_
-#define STRATA_SERVER_RECOVERY_H_
+#ifndef STRATA_UPDATE_RECOVERY_H_
+#define STRATA_UPDATE_RECOVERY_H_
 
 #include <cstdint>
 #include <optional>
@@ -29,11 +29,11 @@
 #include "model/lower_tier.h"
 #include "model/quantized_lower_tier.h"
 #include "model/upper_tier.h"
-#include "server/env.h"
-#include "server/update_log.h"
-#include "server/update_record.h"
+#include "update/env.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
 
-namespace strata::server {
+namespace strata::update {
 
 struct RecoveryReport {
   std::string snapshot_path;      // the snapshot used; empty if the bundle was the base
@@ -67,6 +67,6 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
     const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
     model::UpperTier& upper, const model::QuantizedLowerTier* int8_lower = nullptr);
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_RECOVERY_H_
+#endif  // STRATA_UPDATE_RECOVERY_H_

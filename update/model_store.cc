@@ -1,11 +1,11 @@
-#include "server/model_store.h"
+#include "update/model_store.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/energy_meter.h"
+#include "update/energy_meter.h"
 
-namespace strata::server {
+namespace strata::update {
 
 absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& images,
                                                       fpga::OpCounts* counts) const {
@@ -171,4 +171,4 @@ absl::Status ModelStore::VisitStatistics(
   return absl::OkStatus();
 }
 
-}  // namespace strata::server
+}  // namespace strata::update
