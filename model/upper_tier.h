@@ -163,6 +163,16 @@ class UpperTier {
   absl::Status Absorb(const MatrixF& features, std::span<const int> classes,
                       fpga::OpCounts* counts = nullptr);
 
+  // The absorb every caller with labels uses (the server's store, the update pipeline, recovery,
+  // strata-train, the benchmarks and tests): maps labels[i], the label of row i, to its class (a
+  // label not seen before becomes a new class, in the order first seen), then Absorb()s the rows.
+  // Returns the labels that became new classes, in that order. INVALID_ARGUMENT if the row count
+  // differs from labels.size() or the width from feature_size(); then nothing changes, no class
+  // included. Absorb()'s errors otherwise (the new classes then stay, as zero columns of Q: exactly
+  // the statistics of "no sample with that label yet").
+  absl::StatusOr<std::vector<std::string>> AbsorbLabeled(const MatrixF& features,
+                                                         std::span<const std::string> labels,
+                                                         fpga::OpCounts* counts = nullptr);
 
   // Per-feature int8 scales of the readout features (D values, each > 0, finite; empty: float
   // features, the default). Scales are rounded to 16 significant bits so that s_j * h_q is exact

@@ -105,9 +105,7 @@ void BuildFixture() {
   absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
   ASSERT_TRUE(lower.ok()) << lower.status();
   model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
-  std::vector<int> classes;
-  for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  ASSERT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
+  ASSERT_TRUE(upper.AbsorbLabeled(lower->Features(images), train->labels).ok());
   model::Bundle bundle{*std::move(lower), std::move(upper), 1};
   ASSERT_TRUE(model::WriteBundle(bundle, f->bundle_path).ok());
   absl::StatusOr<model::Bundle> read = model::ReadBundle(f->bundle_path);

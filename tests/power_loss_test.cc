@@ -192,11 +192,9 @@ class Model {
         model::LowerTier::Fit(model::SmallArchitecture(), images);
     EXPECT_TRUE(lower.ok()) << lower.status();
     model::UpperTier upper(lower->feature_size(), /*lambda=*/1.0);
-    std::vector<int> classes;
-    for (int i = 0; i < images.rows(); ++i) {
-      classes.push_back(upper.ClassIndexOrAdd(absl::StrCat("c", i % 3)));
-    }
-    EXPECT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
+    std::vector<std::string> labels;
+    for (int i = 0; i < images.rows(); ++i) labels.push_back(absl::StrCat("c", i % 3));
+    EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
     model::Bundle bundle{*std::move(lower), std::move(upper), 1};
     EXPECT_TRUE(model::WriteBundle(bundle, bundle_path_).ok());
   }

@@ -123,9 +123,7 @@ model::MatrixF ReferenceScores(const model::UpperTier& upper, const model::Matri
 // Absorbs labelled rows into the reference upper tier.
 void ReferenceAbsorb(model::UpperTier& upper, const model::MatrixF& images,
                      const std::vector<std::string>& labels) {
-  std::vector<int> classes;
-  for (const std::string& label : labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  ASSERT_TRUE(upper.Absorb(fixture->bundle->lower.Features(images), classes).ok());
+  ASSERT_TRUE(upper.AbsorbLabeled(fixture->bundle->lower.Features(images), labels).ok());
 }
 
 using Scores = std::vector<std::vector<float>>;

@@ -113,9 +113,9 @@ model::Bundle TinyBundle() {
   absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
   EXPECT_TRUE(lower.ok()) << lower.status();
   model::UpperTier upper(lower->feature_size(), 1.0);
-  std::vector<int> classes;
-  for (int i = 0; i < 20; ++i) classes.push_back(upper.ClassIndexOrAdd(i < 10 ? "a" : "b"));
-  EXPECT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
+  std::vector<std::string> labels;
+  for (int i = 0; i < 20; ++i) labels.push_back(i < 10 ? "a" : "b");
+  EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
   return model::Bundle{*std::move(lower), std::move(upper), 5};
 }
 

@@ -25,9 +25,7 @@ class SnapshotTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(dir_template), nullptr);
     dir_ = dir_template;
     model::LabelledFeatures data = model::MakeClusters(200, 16, 3);
-    std::vector<int> classes;
-    for (const std::string& label : data.labels) classes.push_back(upper_.ClassIndexOrAdd(label));
-    ASSERT_TRUE(upper_.Absorb(data.features, classes).ok());
+    ASSERT_TRUE(upper_.AbsorbLabeled(data.features, data.labels).ok());
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
