@@ -353,7 +353,8 @@ constexpr char kServiceName[] = "strata.v1.Strata";
 // features come from `int8_lower` if not null (the int8 device), else the float lower tier.
 absl::Status RecoverState(const Options& options, model::Bundle* bundle,
                           const model::QuantizedLowerTier* int8_lower,
-                          std::unique_ptr<update::FileUpdateLog>* update_log, StrataService* service) {
+                          std::unique_ptr<update::FileUpdateLog>* update_log,
+                          StrataService* service) {
   const absl::Time start = absl::Now();
   update::Env* env = update::Env::Default();
   absl::StatusOr<update::RecoveryReport> report =

@@ -408,15 +408,15 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
 
 // ---- Update ------------------------------------------------------------------------------------
 
-// One Update stream: a thin adapter between gRPC and an update::UpdateStream. Reads one message at a
-// time (as bytes) and parses it (sample by sample if it does not parse whole; a message over
-// max_message_bytes is rejected unread); on the update queue the pipeline validates, logs, predicts,
-// absorbs and offers it to the update policy, then the next read starts. When the reads end, the
-// reactor first tells a half-close from a broken call (OnReadDone(false) means either): it sends the
-// initial metadata, which fails on a call gRPC has cancelled (a message over the transport's limit,
-// a client cancel, a deadline). A half-closed stream ends in the pipeline (which publishes under
-// "stream-end" and waits for the log) and finishes with its summary; a broken one finishes CANCELLED
-// and publishes nothing. Exactly one read, metadata send or piece of queued work is outstanding at
+// One Update stream: a thin adapter between gRPC and an update::UpdateStream. Reads one message
+// at a time (as bytes) and parses it (sample by sample if it does not parse whole; a message over
+// max_message_bytes is rejected unread); on the update queue the pipeline validates, logs,
+// predicts, absorbs and offers it to the update policy, then the next read starts. When the reads
+// end, the reactor first tells a half-close from a broken call (OnReadDone(false) means either): it
+// sends the initial metadata, which fails on a call gRPC has cancelled (a message over the
+// transport's limit, a client cancel, a deadline). A half-closed stream ends in the pipeline (which
+// publishes under "stream-end" and waits for the log) and finishes with its summary; a broken one
+// finishes CANCELLED and publishes nothing. Exactly one read, metadata send or piece of queued work is outstanding at
 // any time, so the members need no lock; Finish() is called exactly once, by FinishWith().
 class StrataService::UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:

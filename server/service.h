@@ -31,10 +31,11 @@
 // prequential predictions of Update), absorbs and refreshes. Predict / ExtractFeatures replies and
 // UpdateSummary carry their own joules; GetStats the cumulative ones.
 //
-// Update: the reactor is a thin adapter over the update pipeline (update/pipeline.h), which does the
-// work of each message — validate, log, predict (prequential error), absorb, ask the UpdatePolicy
-// (update/update_policy.h) whether to refresh — and of the stream's end. The default policy,
-// "stream-end", refreshes once when a stream ends. docs/operations.md, "Energy and update policies".
+// Update: the reactor is a thin adapter over the update pipeline (update/pipeline.h), which does
+// the work of each message (validate, log, predict for the prequential error, absorb, ask the
+// UpdatePolicy of update/update_policy.h whether to refresh) and of the stream's end. The default
+// policy, "stream-end", refreshes once when a stream ends. docs/operations.md, "Energy and update
+// policies".
 #ifndef STRATA_SERVER_SERVICE_H_
 #define STRATA_SERVER_SERVICE_H_
 

@@ -28,7 +28,8 @@ using update::ValidateLabel;
 // `sample`'s input as a view into it (valid while `sample` is).
 update::InputView InputOf(const v1::Sample& sample);
 
-// Writes the `input_size` input values of `sample` to `out` (pixels b become model::PixelValue(b)). `field` is
+// Writes the `input_size` input values of `sample` to `out` (pixels b become model::PixelValue(b)).
+// `field` is
 // the sample's path in the request ("samples[3]" or "samples[3].sample") and prefixes any error.
 // INVALID_ARGUMENT if neither input is set, the length is not `input_size`, or a value is not
 // finite. `out` must have room for `input_size` floats; on error its contents are unspecified.

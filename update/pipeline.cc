@@ -15,11 +15,14 @@ double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
 }  // namespace
 
-// ---- UpdatePipeline ------------------------------------------------------------------------------
+// ---- UpdatePipeline -----------------------------------------------------------------------------
 
 UpdatePipeline::UpdatePipeline(ModelStore* store, EnergyMeter* meter,
                                std::unique_ptr<UpdatePolicy> policy, int max_batch)
-    : store_(store), meter_(meter), policy_(std::move(policy)), max_batch_(std::max(max_batch, 1)) {}
+    : store_(store),
+      meter_(meter),
+      policy_(std::move(policy)),
+      max_batch_(std::max(max_batch, 1)) {}
 
 void UpdatePipeline::EnableDurability(Durability durability) {
   durability_ = std::move(durability);
@@ -123,7 +126,7 @@ absl::StatusOr<model::RefreshPath> UpdatePipeline::Refresh(absl::string_view rea
   return done.report.path;
 }
 
-// ---- UpdateStream --------------------------------------------------------------------------------
+// ---- UpdateStream -------------------------------------------------------------------------------
 
 UpdateStream::UpdateStream(UpdatePipeline* pipeline, std::shared_ptr<const ModelVersion> model)
     : pipeline_(pipeline), model_(std::move(model)) {}

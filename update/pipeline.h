@@ -17,8 +17,8 @@
 // refreshes here), and the summary is handed over once every record of the stream is durable
 // (group commit: the wait runs on the log's sync thread, so other streams go on meanwhile).
 //
-// Threading: UpdatePipeline's counters and Stats() may be read from any thread. Everything that
-// absorbs or publishes — every UpdateStream method and UpdatePipeline::TakeSnapshot — must be called
+// Threading: UpdatePipeline::counters() and policy() may be read from any thread. Everything that
+// absorbs or publishes (every UpdateStream method and UpdatePipeline::TakeSnapshot) must be called
 // one at a time across all the pipeline's streams (the server runs them on its single update
 // thread); messages of concurrent streams may interleave.
 #ifndef STRATA_UPDATE_PIPELINE_H_
@@ -220,7 +220,8 @@ class UpdateStream {
   // Appends the valid samples (valid[i]) to the update log as one record.
   absl::Status LogMessage(std::span<const SampleInput> samples, const std::vector<bool>& valid);
   // Validates, logs, converts and absorbs the message's samples.
-  absl::Status AbsorbSamples(std::span<const SampleInput> samples, absl::string_view unreadable_rest);
+  absl::Status AbsorbSamples(std::span<const SampleInput> samples,
+                             absl::string_view unreadable_rest);
   // Features, prequential predictions, absorb and charges for a chunk of converted rows.
   absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels);
   // After a message (read or rejected whole): counts it, lets the policy decide (refreshing if the
