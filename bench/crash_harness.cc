@@ -24,8 +24,8 @@
 #include "absl/time/clock.h"
 #include "model/lower_tier.h"
 #include "model/tensor.h"
-#include "server/env.h"
-#include "server/snapshot.h"
+#include "update/env.h"
+#include "update/snapshot.h"
 #include "tests/server_process.h"
 
 namespace strata::crash {
@@ -360,8 +360,8 @@ absl::StatusOr<RunReport> RunCrashRounds(const Fixture& fixture, const RunOption
   // Have the recovered server write its statistics down.
   absl::StatusOr<v1::SnapshotInfo> info = (*server)->client().Snapshot();
   if (!info.ok()) return info.status();
-  absl::StatusOr<server::UpperTierSnapshot> snapshot =
-      server::ReadSnapshot(server::Env::Default(), info->path());
+  absl::StatusOr<update::UpperTierSnapshot> snapshot =
+      update::ReadSnapshot(update::Env::Default(), info->path());
   if (!snapshot.ok()) return snapshot.status();
   (*server)->Kill();
   const model::UpperTier& recovered = snapshot->upper;

@@ -39,8 +39,8 @@
 #include "absl/strings/str_split.h"
 #include "model/bundle.h"
 #include "model/upper_tier.h"
-#include "server/env.h"
-#include "server/snapshot.h"
+#include "update/env.h"
+#include "update/snapshot.h"
 
 ABSL_FLAG(std::string, bundle, "", "The model bundle the server was started with.");
 ABSL_FLAG(std::string, snapshot, "", "The snapshot the server wrote after the load.");
@@ -141,8 +141,8 @@ int Run() {
     std::cerr << "strata-soak-check: " << bundle.status() << "\n";
     return 2;
   }
-  absl::StatusOr<server::UpperTierSnapshot> snapshot =
-      server::ReadSnapshot(server::Env::Default(), absl::GetFlag(FLAGS_snapshot));
+  absl::StatusOr<update::UpperTierSnapshot> snapshot =
+      update::ReadSnapshot(update::Env::Default(), absl::GetFlag(FLAGS_snapshot));
   if (!snapshot.ok()) {
     std::cerr << "strata-soak-check: " << snapshot.status() << "\n";
     return 2;

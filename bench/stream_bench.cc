@@ -27,8 +27,8 @@
 #include "data/dataset.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
-#include "server/energy_meter.h"
-#include "server/update_policy.h"
+#include "update/energy_meter.h"
+#include "update/update_policy.h"
 
 ABSL_FLAG(std::string, data, "fashion-mnist:train", "Training images (data::Load source)");
 ABSL_FLAG(int, fit_images, 10000, "Images the lower tier is fit on (then frozen)");
@@ -67,7 +67,7 @@ struct PolicyRun {
   std::string name;
   double accuracy = 0;
   double absorb_joules = 0, refresh_joules = 0, inference_joules = 0;
-  server::UpdatePolicyStats stats;
+  update::UpdatePolicyStats stats;
   std::vector<double> window_accuracy;  // per message: accuracy over the last --window samples
   std::vector<double> cumulative_joules;
   double seconds = 0;
@@ -82,7 +82,7 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
   upper_options.forgetting = absl::GetFlag(FLAGS_forgetting);
   model::UpperTier upper(d, absl::GetFlag(FLAGS_lambda), upper_options);
 
-  server::UpdatePolicyOptions options;
+  update::UpdatePolicyOptions options;
   options.period_samples = absl::GetFlag(FLAGS_period_samples);
   options.period = absl::Seconds(absl::GetFlag(FLAGS_period_s));
   options.joules_per_error = absl::GetFlag(FLAGS_joules_per_error);
@@ -90,12 +90,12 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
   options.burst_joules = absl::GetFlag(FLAGS_burst_joules);
   options.drift_detector = absl::GetFlag(FLAGS_drift_detector);
   absl::Time now = absl::UnixEpoch();
-  auto policy = server::UpdatePolicy::Create(name, options, now);
+  auto policy = update::UpdatePolicy::Create(name, options, now);
   if (!policy.ok()) {
     std::fprintf(stderr, "strata-bench-stream: %s\n", policy.status().ToString().c_str());
     std::exit(2);
   }
-  server::EnergyMeter meter(*fpga::EnergyTableFor("cpu"));
+  update::EnergyMeter meter(*fpga::EnergyTableFor("cpu"));
 
   const int message_size = absl::GetFlag(FLAGS_message_size);
   const int window = absl::GetFlag(FLAGS_window);
@@ -113,8 +113,8 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
     MatrixF h(k, d);
     for (int i = 0; i < k; ++i) h.row(i) = features.row(stream.order[start + i]);
     // The features were computed once up front; charge what the lower tier would have spent.
-    meter.Charge(server::EnergyPhase::kLowerTierInference,
-                 server::LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), d, k));
+    meter.Charge(update::EnergyPhase::kLowerTierInference,
+                 update::LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), d, k));
 
     // Prequential: predict with the current readout before absorbing.
     std::vector<uint8_t> errors(k, 1);
@@ -134,14 +134,14 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
       std::fprintf(stderr, "absorb: %s\n", s.ToString().c_str());
       std::exit(1);
     }
-    meter.Charge(server::EnergyPhase::kAbsorb,
-                 server::AbsorbCounts(d, upper.num_classes(), k));
+    meter.Charge(update::EnergyPhase::kAbsorb,
+                 update::AbsorbCounts(d, upper.num_classes(), k));
 
     auto plan = upper.PlanRefresh(model::RefreshMode::kAuto);
     const double refresh_cost =
-        plan.ok() ? meter.Estimate(server::RefreshReportCounts(*plan, d, upper.num_classes()))
-                  : meter.Estimate(server::CholeskyRefreshCounts(d, upper.num_classes()));
-    const server::Decision decision =
+        plan.ok() ? meter.Estimate(update::RefreshReportCounts(*plan, d, upper.num_classes()))
+                  : meter.Estimate(update::CholeskyRefreshCounts(d, upper.num_classes()));
+    const update::Decision decision =
         (*policy)->OnMessage({errors, new_class, refresh_cost, now});
     if (decision.apply) {
       auto solved = upper.Refresh(model::RefreshMode::kAuto);
@@ -151,8 +151,8 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
       }
       readout = *std::move(solved);
       have_readout = true;
-      meter.Charge(server::EnergyPhase::kRefresh,
-                   server::RefreshReportCounts(upper.last_refresh(), d, upper.num_classes()));
+      meter.Charge(update::EnergyPhase::kRefresh,
+                   update::RefreshReportCounts(upper.last_refresh(), d, upper.num_classes()));
     }
     now += interval;
 
@@ -168,9 +168,9 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
   }
   run.seconds = absl::ToDoubleSeconds(absl::Now() - wall_start);
   run.accuracy = 1.0 - static_cast<double>(errors_total) / static_cast<double>(n);
-  run.absorb_joules = meter.Joules(server::EnergyPhase::kAbsorb);
-  run.refresh_joules = meter.Joules(server::EnergyPhase::kRefresh);
-  run.inference_joules = meter.Joules(server::EnergyPhase::kLowerTierInference);
+  run.absorb_joules = meter.Joules(update::EnergyPhase::kAbsorb);
+  run.refresh_joules = meter.Joules(update::EnergyPhase::kRefresh);
+  run.inference_joules = meter.Joules(update::EnergyPhase::kLowerTierInference);
   run.stats = (*policy)->Stats();
   return run;
 }
@@ -308,10 +308,10 @@ int Main() {
                 r.refresh_joules, static_cast<unsigned long long>(r.stats.refreshes),
                 static_cast<unsigned long long>(r.stats.drift_alarms), r.seconds);
     std::printf("              decisions:");
-    for (int i = 0; i < server::kNumDecisionReasons; ++i) {
+    for (int i = 0; i < update::kNumDecisionReasons; ++i) {
       if (r.stats.by_reason[i] == 0) continue;
       std::printf(" %s=%llu",
-                  std::string(server::DecisionReasonName(static_cast<server::DecisionReason>(i)))
+                  std::string(update::DecisionReasonName(static_cast<update::DecisionReason>(i)))
                       .c_str(),
                   static_cast<unsigned long long>(r.stats.by_reason[i]));
     }

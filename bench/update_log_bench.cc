@@ -18,9 +18,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "server/env.h"
-#include "server/update_log.h"
-#include "server/update_record.h"
+#include "update/env.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
 
 ABSL_FLAG(std::string, dir, "/tmp", "Directory (file system) to put the log in.");
 ABSL_FLAG(double, seconds, 3.0, "Measuring time per writer count.");
@@ -28,9 +28,9 @@ ABSL_FLAG(int32_t, samples_per_record, 64, "Samples per record (one Update messa
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  using strata::server::UpdateLog;
+  using strata::update::FileUpdateLog;
   const int samples = absl::GetFlag(FLAGS_samples_per_record);
-  strata::server::UpdateRecordBuilder builder(784);
+  strata::update::UpdateRecordBuilder builder(784);
   const std::string pixels(784, '\x7f');
   for (int i = 0; i < samples; ++i) builder.AddPixels("Ankle boot", pixels);
   const std::string payload = builder.Finish();
@@ -40,13 +40,13 @@ int main(int argc, char** argv) {
   for (int writers : {1, 2, 4, 8}) {
     std::string dir = absl::StrCat(absl::GetFlag(FLAGS_dir), "/strata-bench-update-log.XXXXXX");
     if (mkdtemp(dir.data()) == nullptr) return 1;
-    absl::StatusOr<std::unique_ptr<UpdateLog>> log =
-        UpdateLog::Open(strata::server::Env::Default(), dir, 1);
+    absl::StatusOr<std::unique_ptr<FileUpdateLog>> log =
+        FileUpdateLog::Open(strata::update::Env::Default(), dir, 1);
     if (!log.ok()) {
       std::fprintf(stderr, "%s\n", std::string(log.status().message()).c_str());
       return 1;
     }
-    const UpdateLog::Counters before = (*log)->counters();
+    const FileUpdateLog::Counters before = (*log)->counters();
     std::atomic<bool> stop{false};
     std::atomic<uint64_t> done{0};
     std::vector<std::thread> threads;
@@ -64,7 +64,7 @@ int main(int argc, char** argv) {
     stop = true;
     for (std::thread& t : threads) t.join();
     const double elapsed = absl::ToDoubleSeconds(absl::Now() - start);
-    const UpdateLog::Counters after = (*log)->counters();
+    const FileUpdateLog::Counters after = (*log)->counters();
     const double records = static_cast<double>(done.load());
     std::printf("%8d %12.0f %12.0f %14.3f\n", writers, records / elapsed,
                 records * samples / elapsed,

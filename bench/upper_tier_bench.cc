@@ -104,11 +104,8 @@ Readout Retrain(const Features& f, Eigen::Index n, double lambda, double* second
   UpperTier tier(static_cast<int>(f.train.cols()), lambda);
   for (Eigen::Index begin = 0; begin < n; begin += 5000) {
     const Eigen::Index rows = std::min<Eigen::Index>(5000, n - begin);
-    std::vector<int> classes(rows);
-    for (Eigen::Index i = 0; i < rows; ++i) {
-      classes[i] = tier.ClassIndexOrAdd(f.train_labels[begin + i]);
-    }
-    if (!tier.Absorb(f.train.middleRows(begin, rows), classes).ok()) std::abort();
+    const std::span<const std::string> labels(f.train_labels.data() + begin, rows);
+    if (!tier.AbsorbLabeled(f.train.middleRows(begin, rows), labels).ok()) std::abort();
   }
   absl::StatusOr<Readout> readout = tier.Solve();
   if (!readout.ok()) std::abort();
@@ -292,9 +289,8 @@ void StreamExactness(const Features& f, double lambda, bool compare_retraining) 
               stream.last_refresh().flops() / 1e9 / refactor_time);
   Eigen::Index row = 0;
   for (int k : {1, 10, 100, 500}) {
-    std::vector<int> classes;
-    for (int i = 0; i < k; ++i) classes.push_back(stream.ClassIndexOrAdd(f.test_labels[row + i]));
-    if (!stream.Absorb(f.test.middleRows(row, k), classes).ok()) std::abort();
+    const std::span<const std::string> labels(f.test_labels.data() + row, k);
+    if (!stream.AbsorbLabeled(f.test.middleRows(row, k), labels).ok()) std::abort();
     row += k;
     const double t = time_refresh(RefreshMode::kForceFactorUpdate);
     std::printf("  factor update, k = %-4d rows       %8.3f s  %7.1f GFLOP  %5.1f GFLOP/s\n", k, t,

@@ -24,9 +24,9 @@
 #include "base/file.h"
 #include "data/dataset.h"
 #include "model/bundle.h"
-#include "server/env.h"
-#include "server/update_log.h"
-#include "server/update_record.h"
+#include "update/env.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
 #include "strata/v1/strata.pb.h"
 
 namespace strata {
@@ -132,10 +132,11 @@ absl::StatusOr<std::string> LogSegment(const std::string& scratch,
                                        const std::vector<std::string>& payloads) {
   std::error_code error;
   std::filesystem::remove_all(scratch, error);
-  server::Env* env = server::Env::Default();
+  update::Env* env = update::Env::Default();
   if (absl::Status s = env->CreateDirectories(scratch); !s.ok()) return s;
   {
-    absl::StatusOr<std::unique_ptr<server::UpdateLog>> log = server::UpdateLog::Open(env, scratch, 1);
+    absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
+        update::FileUpdateLog::Open(env, scratch, 1);
     if (!log.ok()) return log.status();
     uint64_t last = 0;
     for (const std::string& payload : payloads) {
@@ -147,14 +148,14 @@ absl::StatusOr<std::string> LogSegment(const std::string& scratch,
       if (absl::Status s = (*log)->Sync(last); !s.ok()) return s;
     }
   }
-  return env->ReadFile(scratch + "/" + server::SegmentFileName(1));
+  return env->ReadFile(scratch + "/" + update::SegmentFileName(1));
 }
 
 absl::Status WriteLogSegments(const std::string& dir, const data::LabeledImages& images) {
   const int n = static_cast<int>(images.image_size());
   std::vector<std::string> payloads;
   for (int r = 0; r < 3; ++r) {  // three Update messages of 1, 2 and 3 samples
-    server::UpdateRecordBuilder builder(n);
+    update::UpdateRecordBuilder builder(n);
     for (int i = 0; i <= r; ++i) {
       const size_t image = static_cast<size_t>(r * 3 + i);
       if (i == 1) {
@@ -171,7 +172,7 @@ absl::Status WriteLogSegments(const std::string& dir, const data::LabeledImages&
   // Records of a 3-value model: small enough for the fuzzer to rewrite whole.
   std::vector<std::string> small;
   for (const char* label : {"x", "Bag"}) {
-    server::UpdateRecordBuilder builder(3);
+    update::UpdateRecordBuilder builder(3);
     builder.AddPixels(label, "\x01\x80\xff");
     small.push_back(builder.Finish());
   }

@@ -1,5 +1,5 @@
 // libFuzzer target: the service's request validation (server/validation.h) and the update-record
-// encoding the service writes for every accepted sample (server/update_record.h).
+// encoding the service writes for every accepted sample (update/update_record.h).
 //
 // Input: byte 0 picks the model's input size (small sizes let the fuzzer build valid samples), byte 1
 // the batch limit; the rest is parsed as a strata.v1.PredictRequest and as a strata.v1.UpdateRequest
@@ -28,7 +28,7 @@
 #include "fuzz/fuzz_util.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/request_parsing.h"
-#include "server/update_record.h"
+#include "update/update_record.h"
 #include "server/validation.h"
 #include "strata/v1/strata.pb.h"
 

@@ -1,5 +1,5 @@
-// libFuzzer target: the update-log reader used by recovery (server/update_log.h ReadUpdateLog and
-// CutTornTail) and the record payload decoder (server/update_record.h DecodeUpdateRecord).
+// libFuzzer target: the update-log reader used by recovery (update/update_log.h ReadUpdateLog and
+// CutTornTail) and the record payload decoder (update/update_record.h DecodeUpdateRecord).
 //
 // Input: byte 0 chooses `after` (0..3, the snapshot position recovery would pass); the rest is the
 // newest (only) segment, written as DIR/update-00000000000000000001.log on the real file system
@@ -26,9 +26,9 @@
 #include "absl/strings/str_cat.h"
 #include "base/crc32c.h"
 #include "fuzz/fuzz_util.h"
-#include "server/env.h"
-#include "server/update_log.h"
-#include "server/update_record.h"
+#include "update/env.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
 #include "server/validation.h"
 
 namespace strata::server {

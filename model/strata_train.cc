@@ -177,11 +177,8 @@ absl::Status EvaluateInt8(const model::LowerTier& lower, fpga::Backend& backend,
     absl::StatusOr<model::MatrixF> features =
         quantized->Features(train_images.middleRows(begin, rows));
     if (!features.ok()) return features.status();
-    std::vector<int> classes(rows);
-    for (Eigen::Index i = 0; i < rows; ++i) {
-      classes[i] = upper.ClassIndexOrAdd(train.labels[begin + i]);
-    }
-    if (absl::Status s = upper.Absorb(*features, classes); !s.ok()) return s;
+    const std::span<const std::string> labels(train.labels.data() + begin, rows);
+    if (absl::Status s = upper.AbsorbLabeled(*features, labels).status(); !s.ok()) return s;
   }
   absl::StatusOr<model::Readout> resolved = upper.Solve();
   if (!resolved.ok()) return resolved.status();
@@ -365,12 +362,9 @@ int Run() {
       }
     }
     feature_seconds += Seconds(features_start);
-    std::vector<int> classes(rows);
-    for (Eigen::Index i = 0; i < rows; ++i) {
-      classes[i] = upper.ClassIndexOrAdd(train->labels[begin + i]);
-    }
+    const std::span<const std::string> labels(train->labels.data() + begin, rows);
     fpga::OpCounts counts;
-    if (absl::Status s = upper.Absorb(*features, classes, &counts); !s.ok()) {
+    if (absl::Status s = upper.AbsorbLabeled(*features, labels, &counts).status(); !s.ok()) {
       std::fprintf(stderr, "strata-train: %s\n", s.ToString().c_str());
       return 1;
     }

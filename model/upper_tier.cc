@@ -703,4 +703,27 @@ absl::StatusOr<UpperTier> UpperTier::FromStatistics(double lambda, MatrixD gram,
   return tier;
 }
 
+absl::StatusOr<std::vector<std::string>> UpperTier::AbsorbLabeled(
+    const MatrixF& features, std::span<const std::string> labels, fpga::OpCounts* counts) {
+  if (features.rows() != static_cast<Eigen::Index>(labels.size())) {
+    return absl::InvalidArgumentError(absl::StrCat("absorb: ", features.rows(),
+                                                   " feature rows but ", labels.size(), " labels"));
+  }
+  if (features.cols() != feature_size()) {
+    return absl::InvalidArgumentError(absl::StrCat("absorb: feature rows of width ",
+                                                   features.cols(), ", expected ", feature_size()));
+  }
+  std::vector<std::string> new_labels;
+  std::vector<int> classes;
+  classes.reserve(labels.size());
+  for (const std::string& label : labels) {
+    const int before = num_classes();
+    const int index = ClassIndexOrAdd(label);
+    if (index >= before) new_labels.push_back(label);
+    classes.push_back(index);
+  }
+  if (absl::Status status = Absorb(features, classes, counts); !status.ok()) return status;
+  return new_labels;
+}
+
 }  // namespace strata::model

@@ -158,13 +158,24 @@ class UpperTier {
   // host D^2 work); with forgetting < 1 (not exact with integer sums) the accumulator is folded
   // in and the dequantised rows take the float64 path. If `counts` is not null it receives the
   // work: the backend's OpCounts for an accumulator absorb, else zero (the float64 path's work is
-  // priced from the shapes by the caller, server/energy_meter.h AbsorbCounts). A backend error
+  // priced from the shapes by the caller, update/energy_meter.h AbsorbCounts). A backend error
   // (xrt) is returned as is; the statistics are then unchanged.
   // With a Gram backend the rows are staged and accumulated by the block (gram_block_rows), so
   // `counts` receives the work of the blocks this call completed (often none): the work of rows
   // still staged is reported by the FoldGram that accumulates them.
   absl::Status Absorb(const MatrixF& features, std::span<const int> classes,
                       fpga::OpCounts* counts = nullptr);
+
+  // The absorb every caller with labels uses (the server's store, the update pipeline, recovery,
+  // strata-train, the benchmarks and tests): maps labels[i], the label of row i, to its class (a
+  // label not seen before becomes a new class, in the order first seen), then Absorb()s the rows.
+  // Returns the labels that became new classes, in that order. INVALID_ARGUMENT if the row count
+  // differs from labels.size() or the width from feature_size(); then nothing changes, no class
+  // included. Absorb()'s errors otherwise (the new classes then stay, as zero columns of Q: exactly
+  // the statistics of "no sample with that label yet").
+  absl::StatusOr<std::vector<std::string>> AbsorbLabeled(const MatrixF& features,
+                                                         std::span<const std::string> labels,
+                                                         fpga::OpCounts* counts = nullptr);
 
   // Per-feature int8 scales of the readout features (D values, each > 0, finite; empty: float
   // features, the default). Scales are rounded to 16 significant bits so that s_j * h_q is exact

@@ -35,14 +35,14 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "model/bundle.h"
 #include "server/device.h"
-#include "server/env.h"
+#include "update/env.h"
 #include "server/metrics.h"
-#include "server/model_store.h"
-#include "server/recovery.h"
+#include "update/model_store.h"
+#include "update/recovery.h"
 #include "server/request_parsing.h"
-#include "server/update_log.h"
-#include "server/update_policy.h"
-#include "server/version_reservation.h"
+#include "update/update_log.h"
+#include "update/update_policy.h"
+#include "update/version_reservation.h"
 #include "server/service.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
@@ -182,7 +182,7 @@ struct Options {
   // the last three (update_policy.h documents each; defaults: periodic every 1000 samples or 60 s;
   // energy-aware 1 mJ per avoided error, a 1 mW budget with a 0.1 J burst; ADWIN).
   std::string update_policy = "stream-end";
-  UpdatePolicyOptions policy;
+  update::UpdatePolicyOptions policy;
   // Where the lower tier computes (server/device.h): "float", "cpu", "emu", "xrt" or "auto", with
   // the xclbin and card index xrt uses. Default "auto": xrt with a card and an xclbin, else int8 on
   // the CPU backend (as accurate as float within 0.1 points and faster), or float for a bundle
@@ -303,10 +303,10 @@ absl::StatusOr<Options> ReadOptions() {
   options.policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
   options.policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
   options.policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
-  if (options.update_policy != "stream-end") {
+  {
     // Validates the name and the options (the policy used is created in Run()).
-    absl::StatusOr<std::unique_ptr<UpdatePolicy>> policy =
-        UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
+    absl::StatusOr<std::unique_ptr<update::UpdatePolicy>> policy =
+        update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
     if (!policy.ok()) {
       return absl::InvalidArgumentError(
           absl::StrCat("--update_policy=", options.update_policy, " / --policy_* flags: ",
@@ -355,15 +355,16 @@ constexpr char kServiceName[] = "strata.v1.Strata";
 // `versions` receives the state directory's version reservation, for the store to publish under.
 absl::Status RecoverState(const Options& options, model::Bundle* bundle,
                           const model::QuantizedLowerTier* int8_lower,
-                          std::unique_ptr<UpdateLog>* update_log,
-                          std::unique_ptr<VersionReservation>* versions, StrataService* service) {
+                          std::unique_ptr<update::FileUpdateLog>* update_log,
+                          std::unique_ptr<update::VersionReservation>* versions,
+                          StrataService* service) {
   const absl::Time start = absl::Now();
-  Env* env = Env::Default();
-  absl::StatusOr<RecoveryReport> report =
-      Recover(env, options.state_dir, options.max_batch, bundle, int8_lower);
+  update::Env* env = update::Env::Default();
+  absl::StatusOr<update::RecoveryReport> report =
+      update::Recover(env, options.state_dir, options.max_batch, bundle, int8_lower);
   if (!report.ok()) return report.status();
   if (report->torn_tail.has_value()) {
-    const TornTail& tail = *report->torn_tail;
+    const update::TornTail& tail = *report->torn_tail;
     STRATA_LOG(WARNING) << "recovery: cut the torn tail of the update log: " << tail.path
                         << " at offset " << tail.offset << ", " << tail.bytes_dropped
                         << " bytes dropped (" << tail.reason
@@ -379,10 +380,11 @@ absl::Status RecoverState(const Options& options, model::Bundle* bundle,
                    << report->model_version << " (versions reserved through "
                    << report->versions_reserved << ")";
   *versions = std::move(report->versions);
-  UpdateLogOptions log_options;
+  update::UpdateLogOptions log_options;
   log_options.segment_bytes = options.log_segment_bytes;
-  absl::StatusOr<std::unique_ptr<UpdateLog>> log =
-      UpdateLog::Open(env, options.state_dir, report->log_position + 1, log_options);
+  absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
+      update::FileUpdateLog::Open(env, options.state_dir, report->log_position + 1,
+                                  log_options);
   if (!log.ok()) return log.status();
   *update_log = *std::move(log);
   Durability durability;
@@ -422,10 +424,10 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   STRATA_LOG(INFO) << "device " << device->name << ": " << device->description;
   // With --state_dir: the durable high-water mark of model versions. Declared before the store,
   // which reserves through it on every publish.
-  std::unique_ptr<VersionReservation> versions;
-  ModelStore store;
+  std::unique_ptr<update::VersionReservation> versions;
+  update::ModelStore store;
   // Declared before the service so that it outlives the service's Drain().
-  std::unique_ptr<UpdateLog> update_log;
+  std::unique_ptr<update::FileUpdateLog> update_log;
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
   service_options.max_message_bytes = options.max_message_bytes;
@@ -439,11 +441,9 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
                                           " us max delay, ", options.batcher.workers, " workers")
                            : std::string("off"));
   service_options.device = device->name;
-  std::unique_ptr<UpdatePolicy> policy;  // null: stream-end
-  if (options.update_policy != "stream-end") {
-    // Cannot fail: ReadOptions() validated the same arguments.
-    policy = *UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
-  }
+  // Cannot fail: ReadOptions() validated the same arguments.
+  std::unique_ptr<update::UpdatePolicy> policy =
+      *update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
   STRATA_LOG(INFO) << "update policy " << options.update_policy << "; energy table "
                    << service_options.energy_table_name << ", lower tier "
                    << service_options.device;
@@ -523,7 +523,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   }
   if (int8_backend != nullptr) {
     // Refuse before recovery touches the state directory.
-    if (absl::Status scales = CheckInt8Scales(*bundle, device->name); !scales.ok()) {
+    if (absl::Status scales = update::CheckInt8Scales(*bundle, device->name); !scales.ok()) {
       STRATA_LOG(ERROR) << "cannot serve the model bundle " << options.bundle << ": "
                         << scales.message();
       server->Shutdown();
@@ -565,7 +565,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
     server->Shutdown();
     return 1;
   }
-  std::shared_ptr<const ModelVersion> model = store.Current();
+  std::shared_ptr<const update::ModelVersion> model = store.Current();
   STRATA_LOG(INFO) << "loaded " << options.bundle << " in "
                    << absl::ToDoubleSeconds(absl::Now() - load_start) << " s: model version "
                    << model->version << ", " << model->lower->feature_size() << " features, "

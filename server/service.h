@@ -27,14 +27,15 @@
 // auth_all every call; a refused call fails with UNAUTHENTICATED before any of its work is done.
 //
 // Energy: every request's model work is counted (fpga::OpCounts from the shapes) and priced by an
-// EnergyMeter (server/energy_meter.h): lower-tier inference, readout inference (Predict and the
+// EnergyMeter (update/energy_meter.h): lower-tier inference, readout inference (Predict and the
 // prequential predictions of Update), absorbs and refreshes. Predict / ExtractFeatures replies and
 // UpdateSummary carry their own joules; GetStats the cumulative ones.
 //
-// Update policy: after each Update message the service predicts its samples with the served readout
-// (prequential error), absorbs them, then asks the UpdatePolicy (server/update_policy.h) whether to
-// refresh now. Without a policy (the default, "stream-end") the readout is refreshed once when a
-// stream ends, as before policies existed. docs/operations.md, "Energy and update policies".
+// Update: the reactor is a thin adapter over the update pipeline (update/pipeline.h), which does
+// the work of each message (validate, log, predict for the prequential error, absorb, ask the
+// UpdatePolicy of update/update_policy.h whether to refresh) and of the stream's end. The default
+// policy, "stream-end", refreshes once when a stream ends. docs/operations.md, "Energy and update
+// policies".
 #ifndef STRATA_SERVER_SERVICE_H_
 #define STRATA_SERVER_SERVICE_H_
 
@@ -51,12 +52,11 @@
 #include "fpga/energy.h"
 #include "server/auth.h"
 #include "server/batcher.h"
-#include "server/energy_meter.h"
-#include "server/env.h"
+#include "update/energy_meter.h"
 #include "server/metrics.h"
-#include "server/model_store.h"
-#include "server/update_log.h"
-#include "server/update_policy.h"
+#include "update/model_store.h"
+#include "update/pipeline.h"
+#include "update/update_policy.h"
 #include "server/work_queue.h"
 #include "strata/v1/strata.grpc.pb.h"
 
@@ -101,25 +101,9 @@ struct ServiceOptions {
   static fpga::EnergyTable CpuEnergyTable();
 };
 
-// The work of the readout's scores for `rows` feature rows of width `d` over `classes` classes, in
-// fp32: rows * d * classes MACs, and the scores written (4 bytes each). The weights (d x classes) are
-// assumed cache-resident and the features were counted as the lower tier's output, so the count is
-// exactly proportional to `rows`.
-fpga::OpCounts ReadoutCounts(int d, int classes, int rows);
-
 // Where updates are made durable (see StrataService::EnableDurability and the Update and Snapshot
-// contracts in strata.proto).
-struct Durability {
-  // The update log every accepted Update message is appended to. Not owned; must outlive the
-  // service (its Drain()).
-  UpdateLog* log = nullptr;
-  // File system and directory snapshots are written to (the state directory). Not owned.
-  Env* env = nullptr;
-  std::string state_dir;
-  // A snapshot is taken automatically once this many samples were absorbed since the last one.
-  // 0 disables automatic snapshots. Default 100,000 (about 78 MB of log as pixels).
-  uint64_t snapshot_every_samples = 100000;
-};
+// contracts in strata.proto). The log must outlive the service (its Drain()).
+using update::Durability;
 
 // The message-size limit to give gRPC's transport (grpc::ServerBuilder::SetMaxReceiveMessageSize)
 // for a service limit of `max_message_bytes`: four times it, at most INT_MAX. Messages between the
@@ -141,9 +125,9 @@ class StrataService final : public RawStrataService {
   // `store` is not owned and must outlive the service. The service serves whatever the store holds:
   // UNAVAILABLE until store->Load() succeeds.
   // `policy` decides the refreshes after each Update message; null selects "stream-end" (refresh
-  // once when each stream ends, if it accepted anything).
-  StrataService(ModelStore* store, ServiceOptions options,
-                std::unique_ptr<UpdatePolicy> policy = nullptr);
+  // once when each stream ends, if it accepted anything), as UpdatePolicy::Create("stream-end").
+  StrataService(update::ModelStore* store, ServiceOptions options,
+                std::unique_ptr<update::UpdatePolicy> policy = nullptr);
   // Drains (see Drain()).
   ~StrataService() override;
 
@@ -183,7 +167,7 @@ class StrataService final : public RawStrataService {
 
   // The version a request runs on and its samples' lower-tier features.
   struct LowerTierResult {
-    std::shared_ptr<const ModelVersion> model;
+    std::shared_ptr<const update::ModelVersion> model;
     model::MatrixF features;
   };
   // Validates `samples` against the current version, runs them through its lower tier and charges
@@ -200,11 +184,6 @@ class StrataService final : public RawStrataService {
   void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
-
-  // Makes the log durable through its last record and writes a snapshot of the statistics at that
-  // position; then deletes the log segments both kept snapshots cover. Runs on the update queue
-  // only (so no absorb is in progress and the statistics match the log position exactly).
-  absl::Status TakeSnapshot(v1::SnapshotInfo* info);
 
   // Admits a unary call of a raw method (`Call` is a UnaryCall): its bearer token, the
   // message-size limit, then parsing `request` into call->request(). If the call may not proceed
@@ -232,44 +211,27 @@ class StrataService final : public RawStrataService {
   void CountCall(v1::RpcCount* count, const grpc::Status& status)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_);
 
-  // Names of the decisions of the built-in "stream-end" policy.
-  enum class StreamEndReason { kStreamEnd = 0, kUntilStreamEnd, kNoSamples };
-  static constexpr int kNumStreamEndReasons = 3;
-
   // Adds the service's decision and energy figures to a Stats reply.
   void FillPolicyAndEnergyStats(v1::Stats* stats) ABSL_LOCKS_EXCLUDED(stats_mu_);
 
-  ModelStore* const store_;
+  update::ModelStore* const store_;
   const ServiceOptions options_;
   // Checks the bearer token of each call (a no-op without one).
   const CallAuthenticator auth_;
   // Prices every request's work. Thread-safe.
-  EnergyMeter meter_;
-  // Null: "stream-end". Thread-safe; called on the update queue only.
-  const std::unique_ptr<UpdatePolicy> policy_;
-  // Absorb calls so far, and the value it had when the last Publish() ran: a stream whose last
-  // absorb has a number <= published_absorbs_ is reflected in the served readout. Used on the update
-  // queue only.
-  uint64_t absorbs_ = 0;
-  uint64_t published_absorbs_ = 0;
+  update::EnergyMeter meter_;
   const absl::Time start_time_ = absl::Now();
-  // Set once by EnableDurability() before the model is loaded; log == null means not durable.
-  Durability durability_;
-  // Samples absorbed since the last snapshot. Used on the update queue only.
-  uint64_t samples_since_snapshot_ = 0;
+  // The Update path: streams, policy, log, snapshots. Its streams and snapshots run on the update
+  // queue only (its threading contract).
+  update::UpdatePipeline pipeline_;
 
   absl::Mutex stats_mu_;
-  // The counters of GetStats; model_version, uptime_seconds and the energy and policy figures are
-  // filled in when asked (from the members below, meter_ and policy_).
+  // The RPC counters of GetStats; model_version, uptime_seconds and the update, energy and policy
+  // figures are filled in when asked (from pipeline_, meter_ and the members below).
   v1::Stats stats_ ABSL_GUARDED_BY(stats_mu_);
-  // Readout inference joules (the meter has no phase for them), cumulative.
+  // Readout inference joules of Predict (the meter has no phase for them; the Update pipeline
+  // counts its prequential predictions' own), cumulative.
   double readout_joules_ ABSL_GUARDED_BY(stats_mu_) = 0;
-  // Decisions of "stream-end" (policy_ == null), by StreamEndReason.
-  uint64_t stream_end_decisions_[kNumStreamEndReasons] ABSL_GUARDED_BY(stats_mu_) = {};
-  uint64_t prequential_samples_ ABSL_GUARDED_BY(stats_mu_) = 0;
-  uint64_t prequential_errors_ ABSL_GUARDED_BY(stats_mu_) = 0;
-  // Samples absorbed since the last Publish().
-  uint64_t pending_samples_ ABSL_GUARDED_BY(stats_mu_) = 0;
 
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};

@@ -1,59 +1,36 @@
 #include "server/validation.h"
 
-#include <cmath>
+#include <span>
 
 #include "absl/strings/str_cat.h"
 
 namespace strata::server {
 
-absl::Status ReadSample(const v1::Sample& sample, int input_size, absl::string_view field,
-                        float* out) {
+update::InputView InputOf(const v1::Sample& sample) {
+  update::InputView input;
   switch (sample.input_case()) {
-    case v1::Sample::kPixels: {
-      const std::string& pixels = sample.pixels();
-      if (pixels.size() != static_cast<size_t>(input_size)) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".pixels: expected ", input_size,
-                                                       " bytes, got ", pixels.size()));
-      }
-      for (int i = 0; i < input_size; ++i) {
-        out[i] = static_cast<float>(static_cast<unsigned char>(pixels[i])) / 255.0f;
-      }
-      return absl::OkStatus();
-    }
+    case v1::Sample::kPixels:
+      input.kind = update::InputView::Kind::kPixels;
+      input.pixels = sample.pixels();
+      break;
     case v1::Sample::kValues: {
       const auto& values = sample.values().values();
-      if (values.size() != input_size) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".values.values: expected ",
-                                                       input_size, " floats, got ", values.size()));
-      }
-      for (int i = 0; i < input_size; ++i) {
-        const float v = values[i];
-        if (!std::isfinite(v)) {
-          return absl::InvalidArgumentError(
-              absl::StrCat(field, ".values.values[", i, "]: expected a finite float, got ",
-                           std::isnan(v) ? "NaN" : (v > 0 ? "Inf" : "-Inf")));
-        }
-        out[i] = v;
-      }
-      return absl::OkStatus();
+      input.kind = update::InputView::Kind::kValues;
+      input.values = std::span<const float>(values.data(), static_cast<size_t>(values.size()));
+      break;
     }
     case v1::Sample::INPUT_NOT_SET:
       break;
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat(field, ": neither pixels nor values set, expected one of them"));
+  return input;
 }
 
-absl::Status ValidateLabel(absl::string_view label, absl::string_view field) {
-  if (label.empty()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, ": empty label, expected 1..", kMaxLabelBytes, " bytes"));
-  }
-  if (label.size() > kMaxLabelBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": label of ", label.size(),
-                                                   " bytes, expected 1..", kMaxLabelBytes));
-  }
-  return absl::OkStatus();
+absl::Status ReadSample(const v1::Sample& sample, int input_size, absl::string_view field,
+                        float* out) {
+  const update::InputView input = InputOf(sample);
+  absl::Status valid = update::ValidateInput(input, input_size, field);
+  if (valid.ok()) update::ConvertInput(input, out);
+  return valid;
 }
 
 absl::StatusOr<model::MatrixF> ReadBatch(

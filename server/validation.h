@@ -16,21 +16,25 @@
 #include "google/protobuf/repeated_ptr_field.h"
 #include "model/tensor.h"
 #include "strata/v1/strata.pb.h"
+#include "update/sample.h"
 
 namespace strata::server {
 
-// The longest label accepted, in bytes.
-inline constexpr size_t kMaxLabelBytes = 256;
+// The checks are the update pipeline's (update/sample.h), so Predict and Update accept exactly the
+// same samples and labels.
+using update::kMaxLabelBytes;
+using update::ValidateLabel;
 
-// Writes the `input_size` input values of `sample` to `out` (pixels b become b / 255). `field` is
+// `sample`'s input as a view into it (valid while `sample` is).
+update::InputView InputOf(const v1::Sample& sample);
+
+// Writes the `input_size` input values of `sample` to `out` (pixels b become model::PixelValue(b)).
+// `field` is
 // the sample's path in the request ("samples[3]" or "samples[3].sample") and prefixes any error.
 // INVALID_ARGUMENT if neither input is set, the length is not `input_size`, or a value is not
 // finite. `out` must have room for `input_size` floats; on error its contents are unspecified.
 absl::Status ReadSample(const v1::Sample& sample, int input_size, absl::string_view field,
                         float* out);
-
-// OK if `label` is non-empty and at most kMaxLabelBytes long; else INVALID_ARGUMENT naming `field`.
-absl::Status ValidateLabel(absl::string_view label, absl::string_view field);
 
 // Reads a whole Predict / ExtractFeatures batch into a matrix, one sample per row. The batch must
 // hold 1..max_batch samples: none is INVALID_ARGUMENT, more than `max_batch` is RESOURCE_EXHAUSTED;

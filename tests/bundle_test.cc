@@ -31,11 +31,9 @@ class BundleTest : public ::testing::Test {
     absl::StatusOr<LowerTier> lower = LowerTier::Fit(spec, images_);
     ASSERT_TRUE(lower.ok()) << lower.status();
     UpperTier upper(lower->feature_size(), 2.5);
-    std::vector<int> classes;
-    for (int i = 0; i < images_.rows(); ++i) {
-      classes.push_back(upper.ClassIndexOrAdd(i % 3 == 0 ? "shirt" : "trouser"));
-    }
-    ASSERT_TRUE(upper.Absorb(lower->Features(images_), classes).ok());
+    std::vector<std::string> labels;
+    for (int i = 0; i < images_.rows(); ++i) labels.push_back(i % 3 == 0 ? "shirt" : "trouser");
+    ASSERT_TRUE(upper.AbsorbLabeled(lower->Features(images_), labels).ok());
     bundle_.emplace(Bundle{*std::move(lower), std::move(upper), 42});
     path_ = dir_ + "/model.bundle";
     ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());

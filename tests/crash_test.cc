@@ -31,8 +31,8 @@
 #include "client/client.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/update_log.h"
-#include "server/version_reservation.h"
+#include "update/update_log.h"
+#include "update/version_reservation.h"
 
 namespace strata {
 namespace {
@@ -194,7 +194,7 @@ TEST_F(DurabilityTest, VersionsOnlyGrowAcrossSigkillAndCleanRestart) {
 
   // Publishes within the new block, then past it (several reservations), then a clean restart.
   for (int i = 0; i < 3; ++i) stream(40);
-  EXPECT_GT(seen, after_kill + server::kVersionBlock);
+  EXPECT_GT(seen, after_kill + update::kVersionBlock);
   EXPECT_EQ(server->Terminate(), 0);
   server = Start(args);
   ASSERT_NE(server, nullptr);
@@ -202,7 +202,7 @@ TEST_F(DurabilityTest, VersionsOnlyGrowAcrossSigkillAndCleanRestart) {
   EXPECT_GT(after_restart, seen) << "version " << seen << " before the restart, " << after_restart
                                  << " after it";
   // No more than one block skipped per restart.
-  EXPECT_LE(after_restart, seen + server::kVersionBlock);
+  EXPECT_LE(after_restart, seen + update::kVersionBlock);
   EXPECT_THAT(ReadText(log_path_), HasSubstr("versions reserved through"));
 }
 
@@ -212,7 +212,7 @@ TEST_F(DurabilityTest, VersionsOnlyGrowAcrossSigkillAndCleanRestart) {
 std::vector<std::string> Segments(const std::string& dir) {
   std::vector<std::string> names;
   for (const auto& entry : std::filesystem::directory_iterator(dir)) {
-    if (server::ParseSegmentFileName(entry.path().filename().string())) {
+    if (update::ParseSegmentFileName(entry.path().filename().string())) {
       names.push_back(entry.path().string());
     }
   }
@@ -260,8 +260,8 @@ TEST_F(DurabilityTest, FlippedByteInTheLogRefusesToStartNamingFileAndOffset) {
   absl::StatusOr<std::string> contents = base::ReadFile(segment);
   ASSERT_TRUE(contents.ok());
   uint32_t first_length = 0;
-  std::memcpy(&first_length, contents->data() + server::kSegmentHeaderBytes + 4, 4);
-  const size_t second = server::kSegmentHeaderBytes + server::kRecordHeaderBytes + first_length;
+  std::memcpy(&first_length, contents->data() + update::kSegmentHeaderBytes + 4, 4);
+  const size_t second = update::kSegmentHeaderBytes + update::kRecordHeaderBytes + first_length;
   FlipByte(segment, second + 100);
 
   server.reset();

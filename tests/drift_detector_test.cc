@@ -1,6 +1,6 @@
 // Drift detectors against planted change points and stationary streams of Bernoulli errors.
 // The delay and false-alarm figures printed here are the ones docs/update-policies.md quotes.
-#include "server/drift_detector.h"
+#include "update/drift_detector.h"
 
 #include <algorithm>
 #include <cstdio>
@@ -10,7 +10,7 @@
 
 #include "gtest/gtest.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 struct ChangeResult {
@@ -166,4 +166,4 @@ TEST(DriftDetectorTest, FactoryKnowsBothNames) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update

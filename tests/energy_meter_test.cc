@@ -1,13 +1,13 @@
 // EnergyMeter: work models of the CPU float paths, per-phase and per-request totals, and
 // concurrent charging.
-#include "server/energy_meter.h"
+#include "update/energy_meter.h"
 
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 fpga::EnergyTable CpuTable() { return *fpga::EnergyTableFor("cpu"); }
@@ -95,4 +95,4 @@ TEST(EnergyMeterTest, ConcurrentChargesAreAllCounted) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update

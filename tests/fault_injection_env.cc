@@ -11,7 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 // The key of a directory: the same for "DIR", "DIR/" and the parent of "DIR/NAME".
@@ -284,4 +284,4 @@ absl::Status FaultInjectionEnv::DropUnsyncedData() {
   return absl::OkStatus();
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -50,9 +50,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "server/env.h"
+#include "update/env.h"
 
-namespace strata::server {
+namespace strata::update {
 
 class FaultInjectionEnv final : public Env {
  public:
@@ -135,6 +135,6 @@ class FaultInjectionEnv final : public Env {
   std::map<std::string, std::vector<EntryChange>> unsynced_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
 #endif  // STRATA_TESTS_FAULT_INJECTION_ENV_H_

@@ -32,12 +32,12 @@
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
-#include "server/model_store.h"
-#include "server/recovery.h"
+#include "update/model_store.h"
+#include "update/recovery.h"
 #include "server/service.h"
-#include "server/snapshot.h"
-#include "server/update_log.h"
-#include "server/update_record.h"
+#include "update/snapshot.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
 #include "strata/v1/strata.grpc.pb.h"
 #include "tests/fault_injection_env.h"
 #include "tests/model_test_util.h"
@@ -46,6 +46,7 @@ namespace strata::server {
 namespace {
 
 using ::testing::HasSubstr;
+using update::FaultInjectionEnv;
 
 std::string MakeTempDir(const char* name) {
   std::string dir_template = absl::StrCat("/tmp/", name, ".XXXXXX");
@@ -65,8 +66,8 @@ class FaultInjectionEnvTest : public ::testing::Test {
   void SetUp() override { dir_ = MakeTempDir("strata_fault_env_test"); }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
-  std::unique_ptr<WritableFile> Open(const std::string& name) {
-    absl::StatusOr<std::unique_ptr<WritableFile>> file = env_.OpenAppendable(Path(name), false);
+  std::unique_ptr<update::WritableFile> Open(const std::string& name) {
+    absl::StatusOr<std::unique_ptr<update::WritableFile>> file = env_.OpenAppendable(Path(name), false);
     EXPECT_TRUE(file.ok()) << file.status();
     return file.ok() ? *std::move(file) : nullptr;
   }
@@ -78,7 +79,7 @@ class FaultInjectionEnvTest : public ::testing::Test {
 };
 
 TEST_F(FaultInjectionEnvTest, PowerLossDropsUnsyncedAppendsAndKeepsSyncedOnes) {
-  std::unique_ptr<WritableFile> file = Open("a");
+  std::unique_ptr<update::WritableFile> file = Open("a");
   ASSERT_TRUE(env_.SyncDirectory(dir_).ok());
   ASSERT_TRUE(file->Append("synced").ok());
   ASSERT_TRUE(file->Sync().ok());
@@ -90,7 +91,7 @@ TEST_F(FaultInjectionEnvTest, PowerLossDropsUnsyncedAppendsAndKeepsSyncedOnes) {
 
 TEST_F(FaultInjectionEnvTest, SkippedFsyncsMakeNothingDurable) {
   env_.skip_file_syncs = true;  // a writer that "forgot" its fsync
-  std::unique_ptr<WritableFile> file = Open("a");
+  std::unique_ptr<update::WritableFile> file = Open("a");
   ASSERT_TRUE(env_.SyncDirectory(dir_).ok());
   ASSERT_TRUE(file->Append("acknowledged?").ok());
   ASSERT_TRUE(file->Sync().ok());
@@ -99,7 +100,7 @@ TEST_F(FaultInjectionEnvTest, SkippedFsyncsMakeNothingDurable) {
 }
 
 TEST_F(FaultInjectionEnvTest, AnUnsyncedCreateVanishesEvenWithItsDataSynced) {
-  std::unique_ptr<WritableFile> file = Open("new");
+  std::unique_ptr<update::WritableFile> file = Open("new");
   ASSERT_TRUE(file->Append("data").ok());
   ASSERT_TRUE(file->Sync().ok());
   ASSERT_TRUE(env_.DropUnsyncedData().ok());
@@ -133,7 +134,7 @@ TEST_F(FaultInjectionEnvTest, UnsyncedDeletesAndRenamesAreUndone) {
 }
 
 TEST_F(FaultInjectionEnvTest, ACrashTearsThatWriteAndFreezesTheDisk) {
-  std::unique_ptr<WritableFile> file = Open("a");  // operation 1
+  std::unique_ptr<update::WritableFile> file = Open("a");  // operation 1
   env_.CrashAfter(1);
   ASSERT_TRUE(file->Append("0123").ok());
   absl::Status torn = file->Append("456789");
@@ -152,7 +153,7 @@ TEST_F(FaultInjectionEnvTest, ACrashTearsThatWriteAndFreezesTheDisk) {
 }
 
 TEST_F(FaultInjectionEnvTest, InjectedWriteAndSyncFailuresChangeNothing) {
-  std::unique_ptr<WritableFile> file = Open("a");
+  std::unique_ptr<update::WritableFile> file = Open("a");
   env_.fail_writes = true;
   EXPECT_THAT(file->Append("x").message(), HasSubstr("injected"));
   EXPECT_FALSE(env_.WriteFileAtomically(Path("b"), "x").ok());
@@ -191,11 +192,9 @@ class Model {
         model::LowerTier::Fit(model::SmallArchitecture(), images);
     EXPECT_TRUE(lower.ok()) << lower.status();
     model::UpperTier upper(lower->feature_size(), /*lambda=*/1.0);
-    std::vector<int> classes;
-    for (int i = 0; i < images.rows(); ++i) {
-      classes.push_back(upper.ClassIndexOrAdd(absl::StrCat("c", i % 3)));
-    }
-    EXPECT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
+    std::vector<std::string> labels;
+    for (int i = 0; i < images.rows(); ++i) labels.push_back(absl::StrCat("c", i % 3));
+    EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
     model::Bundle bundle{*std::move(lower), std::move(upper), 1};
     EXPECT_TRUE(model::WriteBundle(bundle, bundle_path_).ok());
   }
@@ -228,13 +227,13 @@ model::UpperTier Reference(const std::vector<int>& ids) {
   model::Bundle bundle = Model::Get().Read();
   for (int id : ids) {
     const Message message = MakeMessage(id);
-    UpdateRecordBuilder builder(kInput);
+    update::UpdateRecordBuilder builder(kInput);
     for (size_t i = 0; i < message.labels.size(); ++i) {
       builder.AddPixels(message.labels[i], message.pixels[i]);
     }
-    absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(builder.Finish(), kInput);
+    absl::StatusOr<update::UpdateRecord> record = update::DecodeUpdateRecord(builder.Finish(), kInput);
     EXPECT_TRUE(record.ok());
-    EXPECT_TRUE(AbsorbUpdateRecord(bundle.lower, *record, kMaxBatch, bundle.upper).ok());
+    EXPECT_TRUE(update::AbsorbUpdateRecord(bundle.lower, *record, kMaxBatch, bundle.upper).ok());
   }
   return std::move(bundle.upper);
 }
@@ -260,7 +259,7 @@ std::string CompareStatistics(const model::UpperTier& recovered, const std::vect
   return "";
 }
 
-// One life of the server on a state directory: Recover() + UpdateLog::Open() + StrataService with
+// One life of the server on a state directory: Recover() + FileUpdateLog::Open() + StrataService with
 // durability, behind an in-process gRPC server, as strata-server's main() wires them.
 class Life {
  public:
@@ -272,7 +271,7 @@ class Life {
   // Recovers `dir` with `env`. On failure status() says why and nothing else is started.
   Life(FaultInjectionEnv* env, const std::string& dir, Options options) {
     model::Bundle bundle = Model::Get().Read();
-    absl::StatusOr<RecoveryReport> report = Recover(env, dir, kMaxBatch, &bundle);
+    absl::StatusOr<update::RecoveryReport> report = update::Recover(env, dir, kMaxBatch, &bundle);
     if (!report.ok()) {
       status_ = report.status();
       return;
@@ -286,10 +285,10 @@ class Life {
     grpc::ServerBuilder builder;
     builder.RegisterService(service_.get());
     server_ = builder.BuildAndStart();
-    UpdateLogOptions log_options;
+    update::UpdateLogOptions log_options;
     log_options.segment_bytes = options.segment_bytes;
-    absl::StatusOr<std::unique_ptr<UpdateLog>> log =
-        UpdateLog::Open(env, dir, report_.log_position + 1, log_options);
+    absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
+        update::FileUpdateLog::Open(env, dir, report_.log_position + 1, log_options);
     if (log.ok()) {
       log_ = *std::move(log);
       Durability durability;
@@ -316,7 +315,7 @@ class Life {
 
   const absl::Status& status() const { return status_; }
   const absl::Status& open_status() const { return open_status_; }
-  const RecoveryReport& report() const { return report_; }
+  const update::RecoveryReport& report() const { return report_; }
   const model::UpperTier& recovered() const { return *recovered_; }
   bool serving() const { return status_.ok() && open_status_.ok(); }
 
@@ -350,12 +349,12 @@ class Life {
 
  private:
   absl::Status status_, open_status_;
-  RecoveryReport report_;
+  update::RecoveryReport report_;
   std::optional<model::UpperTier> recovered_;
-  ModelStore store_;
+  update::ModelStore store_;
   std::unique_ptr<StrataService> service_;
   std::unique_ptr<grpc::Server> server_;
-  std::unique_ptr<UpdateLog> log_;
+  std::unique_ptr<update::FileUpdateLog> log_;
   std::unique_ptr<v1::Strata::Stub> stub_;
 };
 
@@ -365,28 +364,28 @@ TEST(StaleTemporaryFileTest, AKillDuringASnapshotWriteLeavesATmpThatRecoveryRemo
   const std::string dir = MakeTempDir("strata_stale_tmp_test");
   FaultInjectionEnv env;
   model::Bundle bundle = Model::Get().Read();
-  ASSERT_TRUE(WriteSnapshot(&env, dir, 1, 0, bundle.upper).ok());
+  ASSERT_TRUE(update::WriteSnapshot(&env, dir, 1, 0, bundle.upper).ok());
   // The next snapshot's write is killed after its tmp file was written (before the fsync): no
   // power loss, so the kernel keeps the whole tmp file.
   env.CrashAfter(2);
-  ASSERT_FALSE(WriteSnapshot(&env, dir, 1, 5, bundle.upper).ok());
-  const std::string tmp = dir + "/" + SnapshotFileName(5) + ".tmp";
+  ASSERT_FALSE(update::WriteSnapshot(&env, dir, 1, 5, bundle.upper).ok());
+  const std::string tmp = dir + "/" + update::SnapshotFileName(5) + ".tmp";
   ASSERT_TRUE(std::filesystem::exists(tmp));
   EXPECT_EQ(std::filesystem::file_size(tmp),  // the whole snapshot
-            std::filesystem::file_size(dir + "/" + SnapshotFileName(0)));
+            std::filesystem::file_size(dir + "/" + update::SnapshotFileName(0)));
   // And one from moving a damaged snapshot aside; and a file that is not the server's.
-  const std::string damaged_tmp = dir + "/" + SnapshotFileName(3) + ".damaged.tmp";
+  const std::string damaged_tmp = dir + "/" + update::SnapshotFileName(3) + ".damaged.tmp";
   ASSERT_TRUE(base::WriteFileAtomically(damaged_tmp + ".x", "x").ok());
   std::filesystem::rename(damaged_tmp + ".x", damaged_tmp);
   ASSERT_TRUE(base::WriteFileAtomically(dir + "/notes.tmp", "mine").ok());
 
-  absl::StatusOr<RecoveryReport> report = Recover(Env::Default(), dir, kMaxBatch, &bundle);
+  absl::StatusOr<update::RecoveryReport> report = update::Recover(update::Env::Default(), dir, kMaxBatch, &bundle);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->temporary_files_removed, (std::vector<std::string>{damaged_tmp, tmp}));
   EXPECT_FALSE(std::filesystem::exists(tmp));
   EXPECT_FALSE(std::filesystem::exists(damaged_tmp));
   EXPECT_TRUE(std::filesystem::exists(dir + "/notes.tmp"));
-  EXPECT_EQ(report->snapshot_path, dir + "/" + SnapshotFileName(0));
+  EXPECT_EQ(report->snapshot_path, dir + "/" + update::SnapshotFileName(0));
   std::filesystem::remove_all(dir);
 }
 
@@ -439,7 +438,7 @@ std::string RecoverAndCheck(FaultInjectionEnv& env, const std::string& dir, cons
     return absl::StrCat("recovered statistics are not those of the ", landed.size(),
                         " messages in the log exactly once: ", diff);
   }
-  absl::StatusOr<std::vector<std::string>> names = Env::Default()->ListDirectory(dir);
+  absl::StatusOr<std::vector<std::string>> names = update::Env::Default()->ListDirectory(dir);
   if (!names.ok()) return names.status().ToString();
   for (const std::string& name : *names) {
     if (absl::EndsWith(name, ".tmp")) return absl::StrCat("a stale ", name, " survived recovery");
@@ -466,7 +465,7 @@ Round RunRound(int64_t crash_after, int64_t second_crash_after, bool skip_file_s
     Sent sent;
     std::unique_ptr<Life> life;
     {
-      // The crash may hit start-up too (the new segment of UpdateLog::Open).
+      // The crash may hit start-up too (the new segment of FileUpdateLog::Open).
       env.CrashAfter(crash);
       life = std::make_unique<Life>(&env, dir, Life::Options{});
       if (!life->serving() && !env.crashed()) {
@@ -530,7 +529,7 @@ TEST(PowerLossTest, EveryAcknowledgedSampleSurvivesExactlyOnceWhereverPowerIsLos
   ASSERT_GT(operations, 40);
   std::map<std::string, int> crashed_at;  // operation kind -> rounds
   int rounds = 0;
-  // Every crash point of the first life (counted from before its UpdateLog::Open, which adds a
+  // Every crash point of the first life (counted from before its FileUpdateLog::Open, which adds a
   // few), and a second crash spread over the second life's.
   for (int64_t crash = 0; crash <= operations + 8; ++crash) {
     const Round round = RunRound(crash, (crash * 37) % (operations + 8));

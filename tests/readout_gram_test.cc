@@ -44,9 +44,8 @@ void AbsorbInSplits(UpperTier& tier, const Rows& rows, const std::vector<int>& s
   int begin = 0;
   for (size_t s = 0; begin < rows.features.rows(); ++s) {
     const int n = std::min<int>(splits[s % splits.size()], rows.features.rows() - begin);
-    std::vector<int> classes;
-    for (int i = begin; i < begin + n; ++i) classes.push_back(tier.ClassIndexOrAdd(rows.labels[i]));
-    ASSERT_TRUE(tier.Absorb(rows.features.middleRows(begin, n), classes).ok());
+    const std::span<const std::string> labels(rows.labels.data() + begin, n);
+    ASSERT_TRUE(tier.AbsorbLabeled(rows.features.middleRows(begin, n), labels).ok());
     begin += n;
   }
 }

@@ -144,9 +144,7 @@ double Accuracy(client::Client& client) {
 absl::StatusOr<model::Readout> ReadoutAfterAbsorbing(model::UpperTier upper,
                                                     const model::MatrixF& features,
                                                     const std::vector<std::string>& labels) {
-  std::vector<int> classes;
-  for (const std::string& label : labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  if (absl::Status s = upper.Absorb(features, classes); !s.ok()) return s;
+  if (absl::Status s = upper.AbsorbLabeled(features, labels).status(); !s.ok()) return s;
   return upper.Solve();
 }
 

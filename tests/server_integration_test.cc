@@ -36,7 +36,7 @@
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
 #include "fpga/energy.h"
-#include "server/energy_meter.h"
+#include "update/energy_meter.h"
 #include "tests/server_process.h"
 
 namespace strata {
@@ -123,9 +123,7 @@ model::MatrixF ReferenceScores(const model::UpperTier& upper, const model::Matri
 // Absorbs labelled rows into the reference upper tier.
 void ReferenceAbsorb(model::UpperTier& upper, const model::MatrixF& images,
                      const std::vector<std::string>& labels) {
-  std::vector<int> classes;
-  for (const std::string& label : labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  ASSERT_TRUE(upper.Absorb(fixture->bundle->lower.Features(images), classes).ok());
+  ASSERT_TRUE(upper.AbsorbLabeled(fixture->bundle->lower.Features(images), labels).ok());
 }
 
 using Scores = std::vector<std::vector<float>>;
@@ -745,13 +743,13 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   // The float lower tier reads its weights once per call (per 64-image chunk), like the int8
   // backends' calls do: a fixed part per call plus a part per image.
   auto lower_joules = [&](int images) {
-    return fpga::Joules(server::FloatLowerTierCounts(bundle.lower, images), *table);
+    return fpga::Joules(update::FloatLowerTierCounts(bundle.lower, images), *table);
   };
   const double lower1 = lower_joules(1);
-  ASSERT_GT(server::LowerTierWeightBytes(bundle.lower), 0u);
-  EXPECT_EQ(server::FloatLowerTierCounts(bundle.lower, 1),
-            server::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1,
-                                             server::LowerTierWeightBytes(bundle.lower)));
+  ASSERT_GT(update::LowerTierWeightBytes(bundle.lower), 0u);
+  EXPECT_EQ(update::FloatLowerTierCounts(bundle.lower, 1),
+            update::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1,
+                                             update::LowerTierWeightBytes(bundle.lower)));
   const double readout1 =
       (static_cast<double>(d) * c * table->fp32_mac_pj + 4.0 * c * table->dram_pj_per_byte) * 1e-12;
   ASSERT_GT(lower1, 0);
@@ -785,8 +783,8 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
                  "Update, lower tier");
   ExpectJoulesEq(energy.readout_inference_joules(), 40 * readout1, "Update, prequential readout");
   ExpectJoulesEq(energy.absorb_joules(),
-                 fpga::Joules(server::AbsorbCounts(d, c, 10), *table) +
-                     fpga::Joules(server::AbsorbCounts(d, c, 30), *table),
+                 fpga::Joules(update::AbsorbCounts(d, c, 10), *table) +
+                     fpga::Joules(update::AbsorbCounts(d, c, 30), *table),
                  "Update, absorb");
   model::UpperTier reference = bundle.upper;
   ReferenceAbsorb(reference, ToMatrix(fixture->updates, 0, 40),
@@ -794,7 +792,7 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
                                            fixture->updates.labels.begin() + 40));
   ASSERT_TRUE(reference.Refresh().ok());
   ExpectJoulesEq(energy.refresh_joules(),
-                 fpga::Joules(server::RefreshReportCounts(reference.last_refresh(), d, c), *table),
+                 fpga::Joules(update::RefreshReportCounts(reference.last_refresh(), d, c), *table),
                  "Update, refresh");
   EXPECT_GT(energy.refresh_joules(), 0);
   ExpectJoulesEq(energy.total_joules(),

@@ -41,9 +41,7 @@ absl::Status WriteFashionBundle(const std::string& path, int train_images) {
   absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
   if (!lower.ok()) return lower.status();
   model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
-  std::vector<int> classes;
-  for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  absl::Status absorbed = upper.Absorb(lower->Features(images), classes);
+  absl::Status absorbed = upper.AbsorbLabeled(lower->Features(images), train->labels).status();
   if (!absorbed.ok()) return absorbed;
   model::Bundle bundle{*std::move(lower), std::move(upper), 1};
   return model::WriteBundle(bundle, path);

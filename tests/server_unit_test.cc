@@ -18,9 +18,9 @@
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
 #include "server/auth.h"
-#include "server/model_store.h"
+#include "update/model_store.h"
 #include "server/validation.h"
-#include "server/version_reservation.h"
+#include "update/version_reservation.h"
 #include "server/work_queue.h"
 #include "tests/fault_injection_env.h"
 
@@ -120,14 +120,14 @@ model::Bundle TinyBundle() {
   absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
   EXPECT_TRUE(lower.ok()) << lower.status();
   model::UpperTier upper(lower->feature_size(), 1.0);
-  std::vector<int> classes;
-  for (int i = 0; i < 20; ++i) classes.push_back(upper.ClassIndexOrAdd(i < 10 ? "a" : "b"));
-  EXPECT_TRUE(upper.Absorb(lower->Features(images), classes).ok());
+  std::vector<std::string> labels;
+  for (int i = 0; i < 20; ++i) labels.push_back(i < 10 ? "a" : "b");
+  EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
   return model::Bundle{*std::move(lower), std::move(upper), 5};
 }
 
 TEST(ModelStoreTest, EmptyUntilLoaded) {
-  ModelStore store;
+  update::ModelStore store;
   EXPECT_EQ(store.Current(), nullptr);
   EXPECT_EQ(store.Publish().status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store.Absorb(model::MatrixF(0, 1), {}).status().code(),
@@ -141,9 +141,9 @@ TEST(ModelStoreTest, EmptyUntilLoaded) {
 }
 
 TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
-  ModelStore store;
+  update::ModelStore store;
   ASSERT_TRUE(store.Load(TinyBundle()).ok());
-  std::shared_ptr<const ModelVersion> v5 = store.Current();
+  std::shared_ptr<const update::ModelVersion> v5 = store.Current();
   const model::LowerTier& lower = *v5->lower;
   model::MatrixF features = lower.Features(model::MatrixF::Constant(3, 64, 0.5f));
 
@@ -161,7 +161,7 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
   EXPECT_THAT(*new_labels, ElementsAre("c"));
   EXPECT_EQ(store.Current(), v5);  // not published yet
 
-  absl::StatusOr<std::shared_ptr<const ModelVersion>> v6 = store.Publish();
+  absl::StatusOr<std::shared_ptr<const update::ModelVersion>> v6 = store.Publish();
   ASSERT_TRUE(v6.ok()) << v6.status();
   EXPECT_EQ((*v6)->version, 6u);
   EXPECT_EQ((*v6)->samples_seen, 23u);
@@ -175,6 +175,16 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
 }
 
 // ---- version reservation (docs/model-versions-format.md) ---------------------------------------
+
+using update::DecodeVersionsFile;
+using update::EncodeVersionsFile;
+using update::FaultInjectionEnv;
+using update::kVersionBlock;
+using update::kVersionsFileName;
+using update::Env;
+using update::ModelStore;
+using update::ModelVersion;
+using update::VersionReservation;
 
 class VersionReservationTest : public ::testing::Test {
  protected:

@@ -1,5 +1,5 @@
 // Snapshots: round trip, retention, and every kind of damage detected with the file named.
-#include "server/snapshot.h"
+#include "update/snapshot.h"
 
 #include <stdlib.h>
 
@@ -13,7 +13,7 @@
 #include "model/upper_tier.h"
 #include "tests/model_test_util.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 using ::testing::HasSubstr;
@@ -25,9 +25,7 @@ class SnapshotTest : public ::testing::Test {
     ASSERT_NE(mkdtemp(dir_template), nullptr);
     dir_ = dir_template;
     model::LabelledFeatures data = model::MakeClusters(200, 16, 3);
-    std::vector<int> classes;
-    for (const std::string& label : data.labels) classes.push_back(upper_.ClassIndexOrAdd(label));
-    ASSERT_TRUE(upper_.Absorb(data.features, classes).ok());
+    ASSERT_TRUE(upper_.AbsorbLabeled(data.features, data.labels).ok());
   }
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
@@ -92,4 +90,4 @@ TEST_F(SnapshotTest, FlippedBytesAndTruncationAreDetected) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update

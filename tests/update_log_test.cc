@@ -1,5 +1,5 @@
 // The update log: round trip, torn tails, corruption, segments, group commit, failed fsync.
-#include "server/update_log.h"
+#include "update/update_log.h"
 
 #include <stdlib.h>
 
@@ -16,11 +16,11 @@
 #include "base/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/env.h"
-#include "server/update_record.h"
+#include "update/env.h"
+#include "update/update_record.h"
 #include "tests/fault_injection_env.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 using ::testing::HasSubstr;
@@ -41,7 +41,7 @@ class UpdateLogTest : public ::testing::Test {
 
   // Appends payloads 0..n-1 and syncs.
   void Write(int n, UpdateLogOptions options = {}) {
-    absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1, options);
+    absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 1, options);
     ASSERT_TRUE(log.ok()) << log.status();
     for (int i = 0; i < n; ++i) {
       absl::StatusOr<uint64_t> sequence = (*log)->Append(Payload(i));
@@ -274,7 +274,7 @@ TEST_F(UpdateLogTest, GarbageAtTheEndOfAnOlderSegmentIsCorruption) {
 TEST_F(UpdateLogTest, SegmentsRollAndAreDeletedThroughAPosition) {
   UpdateLogOptions options;
   options.segment_bytes = 200;
-  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1, options);
+  absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 1, options);
   ASSERT_TRUE(log.ok());
   for (int i = 0; i < 30; ++i) ASSERT_TRUE((*log)->Append(Payload(i)).ok());
   ASSERT_TRUE((*log)->Sync(30).ok());
@@ -306,15 +306,15 @@ TEST_F(UpdateLogTest, SegmentsRollAndAreDeletedThroughAPosition) {
 
 TEST_F(UpdateLogTest, ReopenAfterRecoveryContinuesInANewSegment) {
   Write(4);
-  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 5);
+  absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 5);
   ASSERT_TRUE(log.ok());
   ASSERT_TRUE((*log)->Append(Payload(4)).ok());
   ASSERT_TRUE((*log)->Sync(5).ok());
   log->reset();
   // A restart with nothing appended replaces the empty newest segment of the same name.
-  log = UpdateLog::Open(&env_, dir_, 6);
+  log = FileUpdateLog::Open(&env_, dir_, 6);
   ASSERT_TRUE(log.ok());
-  log = UpdateLog::Open(&env_, dir_, 6);
+  log = FileUpdateLog::Open(&env_, dir_, 6);
   ASSERT_TRUE(log.ok());
   EXPECT_EQ(Segments().size(), 3u);
   Read read = ReadAll();
@@ -323,7 +323,7 @@ TEST_F(UpdateLogTest, ReopenAfterRecoveryContinuesInANewSegment) {
 }
 
 TEST_F(UpdateLogTest, FailedFsyncFailsEveryLaterAppendAndSync) {
-  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1);
+  absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 1);
   ASSERT_TRUE(log.ok());
   ASSERT_TRUE((*log)->Append(Payload(0)).ok());
   ASSERT_TRUE((*log)->Sync(1).ok());
@@ -342,13 +342,13 @@ TEST_F(UpdateLogTest, FailedFsyncFailsEveryLaterAppendAndSync) {
 TEST_F(UpdateLogTest, OpenFailsCleanlyWhenTheNewSegmentCannotBeMadeDurable) {
   // Once destroyed a half-made log without a sync thread and died in std::thread::join().
   env_.fail_sync = true;
-  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1);
+  absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 1);
   EXPECT_FALSE(log.ok());
   EXPECT_THAT(log.status().message(), HasSubstr("injected"));
 }
 
 TEST_F(UpdateLogTest, ConcurrentWritersShareFsyncs) {
-  absl::StatusOr<std::unique_ptr<UpdateLog>> log = UpdateLog::Open(&env_, dir_, 1);
+  absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 1);
   ASSERT_TRUE(log.ok());
   constexpr int kThreads = 4, kPerThread = 50;
   std::vector<std::thread> threads;
@@ -362,7 +362,7 @@ TEST_F(UpdateLogTest, ConcurrentWritersShareFsyncs) {
     });
   }
   for (std::thread& thread : threads) thread.join();
-  const UpdateLog::Counters counters = (*log)->counters();
+  const FileUpdateLog::Counters counters = (*log)->counters();
   EXPECT_EQ(counters.records, static_cast<uint64_t>(kThreads * kPerThread));
   // Every Sync() returned only after an fsync covering its record; never more fsyncs than records.
   EXPECT_LE(counters.fsyncs, counters.records);
@@ -395,4 +395,4 @@ TEST(UpdateRecordTest, RoundTripAndMalformedPayloads) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update

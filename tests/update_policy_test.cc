@@ -1,11 +1,11 @@
 // Update policies on scripted streams with an injected clock: which messages refresh, and why.
-#include "server/update_policy.h"
+#include "update/update_policy.h"
 
 #include <vector>
 
 #include "gtest/gtest.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 const absl::Time kStart = absl::FromUnixSeconds(1000);
@@ -216,4 +216,4 @@ TEST(UpdatePolicyTest, EnergyAwareLearningCurveTermFollowsARefreshThatHelped) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update

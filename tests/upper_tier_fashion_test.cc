@@ -35,9 +35,7 @@ TEST(UpperTierFashionTest, ClassIncrementalPhasesEqualJointTraining) {
   const double lambda = 30.0;
 
   UpperTier joint(d, lambda);
-  std::vector<int> classes;
-  for (const std::string& label : train->labels) classes.push_back(joint.ClassIndexOrAdd(label));
-  ASSERT_TRUE(joint.Absorb(train_features, classes).ok());
+  ASSERT_TRUE(joint.AbsorbLabeled(train_features, train->labels).ok());
   absl::StatusOr<Readout> joint_readout = joint.Solve();
   ASSERT_TRUE(joint_readout.ok()) << joint_readout.status();
 
@@ -53,12 +51,12 @@ TEST(UpperTierFashionTest, ClassIncrementalPhasesEqualJointTraining) {
       if (train->labels[i] == first || train->labels[i] == second) rows.push_back(i);
     }
     MatrixF features(static_cast<Eigen::Index>(rows.size()), d);
-    std::vector<int> phase_classes;
+    std::vector<std::string> phase_labels;
     for (size_t r = 0; r < rows.size(); ++r) {
       features.row(static_cast<Eigen::Index>(r)) = train_features.row(rows[r]);
-      phase_classes.push_back(phased.ClassIndexOrAdd(train->labels[rows[r]]));
+      phase_labels.push_back(train->labels[rows[r]]);
     }
-    ASSERT_TRUE(phased.Absorb(features, phase_classes).ok());
+    ASSERT_TRUE(phased.AbsorbLabeled(features, phase_labels).ok());
     phased_readout = phased.Refresh();
     ASSERT_TRUE(phased_readout.ok()) << phased_readout.status();
     EXPECT_EQ(phased.num_classes(), 2 * (phase + 1));

@@ -503,12 +503,12 @@ TEST(UpperTierTest, ClassIncrementalPhasesEndAtTheJointReadout) {
       if (c / 2 == phase) rows.push_back(i);
     }
     MatrixF features(static_cast<Eigen::Index>(rows.size()), d);
-    std::vector<int> classes;
+    std::vector<std::string> labels;
     for (size_t r = 0; r < rows.size(); ++r) {
       features.row(static_cast<Eigen::Index>(r)) = data.features.row(rows[r]);
-      classes.push_back(phased.ClassIndexOrAdd(data.labels[rows[r]]));
+      labels.push_back(data.labels[rows[r]]);
     }
-    ASSERT_TRUE(phased.Absorb(features, classes).ok());
+    ASSERT_TRUE(phased.AbsorbLabeled(features, labels).ok());
     EXPECT_EQ(phased.num_classes(), 2 * (phase + 1));
     ASSERT_TRUE(phased.Refresh().ok());
   }

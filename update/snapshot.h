@@ -3,8 +3,8 @@
 // WriteSnapshot() writes one atomically (tmp, fsync, rename, directory fsync) and keeps the newest
 // two; ReadSnapshot() checks one completely before returning it; ListSnapshots() finds them. All
 // functions are thread-compatible: the server calls them from its update thread only.
-#ifndef STRATA_SERVER_SNAPSHOT_H_
-#define STRATA_SERVER_SNAPSHOT_H_
+#ifndef STRATA_UPDATE_SNAPSHOT_H_
+#define STRATA_UPDATE_SNAPSHOT_H_
 
 #include <cstdint>
 #include <optional>
@@ -14,9 +14,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "model/upper_tier.h"
-#include "server/env.h"
+#include "update/env.h"
 
-namespace strata::server {
+namespace strata::update {
 
 inline constexpr uint32_t kSnapshotFormatVersion = 1;
 // How many snapshots the server keeps (the newest and one to fall back to).
@@ -60,6 +60,6 @@ absl::StatusOr<UpperTierSnapshot> ReadSnapshot(Env* env, const std::string& path
 // The snapshot files in `dir`, highest log position first. A missing directory has none.
 absl::StatusOr<std::vector<SnapshotFile>> ListSnapshots(Env* env, const std::string& dir);
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_SNAPSHOT_H_
+#endif  // STRATA_UPDATE_SNAPSHOT_H_

@@ -1,4 +1,4 @@
-#include "server/update_log.h"
+#include "update/update_log.h"
 
 #include <algorithm>
 #include <cstring>
@@ -11,7 +11,7 @@
 #include "absl/synchronization/notification.h"
 #include "base/crc32c.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 constexpr char kSegmentPrefix[] = "update-";
@@ -265,16 +265,16 @@ absl::Status CutTornTail(Env* env, const std::string& dir, const TornTail& tail)
 
 // ---- Writing -------------------------------------------------------------------------------------
 
-UpdateLog::UpdateLog(Env* env, std::string dir, UpdateLogOptions options)
+FileUpdateLog::FileUpdateLog(Env* env, std::string dir, UpdateLogOptions options)
     : env_(env), dir_(std::move(dir)), options_(options) {}
 
-absl::StatusOr<std::unique_ptr<UpdateLog>> UpdateLog::Open(Env* env, std::string dir,
-                                                           uint64_t next_sequence,
-                                                           UpdateLogOptions options) {
+absl::StatusOr<std::unique_ptr<FileUpdateLog>> FileUpdateLog::Open(Env* env, std::string dir,
+                                                                   uint64_t next_sequence,
+                                                                   UpdateLogOptions options) {
   if (next_sequence == 0) return absl::InvalidArgumentError("next_sequence must be >= 1");
   absl::StatusOr<std::vector<Segment>> segments = ListSegments(env, dir);
   if (!segments.ok()) return segments.status();
-  std::unique_ptr<UpdateLog> log(new UpdateLog(env, std::move(dir), options));
+  std::unique_ptr<FileUpdateLog> log(new FileUpdateLog(env, std::move(dir), options));
   {
     absl::MutexLock lock(&log->mu_);
     for (const Segment& segment : *segments) log->segments_[segment.first] = segment.path;
@@ -286,7 +286,7 @@ absl::StatusOr<std::unique_ptr<UpdateLog>> UpdateLog::Open(Env* env, std::string
   return log;
 }
 
-UpdateLog::~UpdateLog() {
+FileUpdateLog::~FileUpdateLog() {
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -295,7 +295,7 @@ UpdateLog::~UpdateLog() {
   if (sync_thread_.joinable()) sync_thread_.join();
 }
 
-absl::Status UpdateLog::StartSegment(uint64_t first_sequence) {
+absl::Status FileUpdateLog::StartSegment(uint64_t first_sequence) {
   const std::string path = absl::StrCat(dir_, "/", SegmentFileName(first_sequence));
   absl::StatusOr<std::unique_ptr<WritableFile>> file = env_->OpenAppendable(path, true);
   if (!file.ok()) return file.status();
@@ -310,7 +310,7 @@ absl::Status UpdateLog::StartSegment(uint64_t first_sequence) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<uint64_t> UpdateLog::Append(absl::string_view payload) {
+absl::StatusOr<uint64_t> FileUpdateLog::Append(absl::string_view payload) {
   if (payload.size() > kMaxRecordPayloadBytes) {
     return absl::InvalidArgumentError(absl::StrCat("update log record of ", payload.size(),
                                                    " bytes, over the limit of ",
@@ -349,9 +349,9 @@ absl::StatusOr<uint64_t> UpdateLog::Append(absl::string_view payload) {
   return ++last_appended_;
 }
 
-bool UpdateLog::SyncWorkOrStopping() const { return stopping_ || !waiters_.empty(); }
+bool FileUpdateLog::SyncWorkOrStopping() const { return stopping_ || !waiters_.empty(); }
 
-void UpdateLog::SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done) {
+void FileUpdateLog::SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done) {
   absl::Status result;
   {
     absl::MutexLock lock(&mu_);
@@ -364,7 +364,7 @@ void UpdateLog::SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Statu
   std::move(done)(result);
 }
 
-absl::Status UpdateLog::Sync(uint64_t sequence) {
+absl::Status FileUpdateLog::Sync(uint64_t sequence) {
   absl::Notification synced;
   absl::Status result;
   SyncAsync(sequence, [&](absl::Status status) {
@@ -375,13 +375,13 @@ absl::Status UpdateLog::Sync(uint64_t sequence) {
   return result;
 }
 
-void UpdateLog::SyncLoop() {
+void FileUpdateLog::SyncLoop() {
   while (true) {
     std::shared_ptr<WritableFile> file;
     uint64_t target = 0;
     {
       absl::MutexLock lock(&mu_);
-      mu_.Await(absl::Condition(this, &UpdateLog::SyncWorkOrStopping));
+      mu_.Await(absl::Condition(this, &FileUpdateLog::SyncWorkOrStopping));
       if (waiters_.empty()) return;  // stopping, nothing pending
       file = file_;
       target = last_appended_;
@@ -415,7 +415,7 @@ void UpdateLog::SyncLoop() {
   }
 }
 
-absl::Status UpdateLog::DeleteSegmentsThrough(uint64_t position) {
+absl::Status FileUpdateLog::DeleteSegmentsThrough(uint64_t position) {
   absl::MutexLock lock(&mu_);
   bool deleted = false;
   for (auto it = segments_.begin(); it != segments_.end();) {
@@ -432,14 +432,16 @@ absl::Status UpdateLog::DeleteSegmentsThrough(uint64_t position) {
   return deleted ? env_->SyncDirectory(dir_) : absl::OkStatus();
 }
 
-uint64_t UpdateLog::last_sequence() const {
+absl::Status FileUpdateLog::Trim(uint64_t position) { return DeleteSegmentsThrough(position); }
+
+uint64_t FileUpdateLog::last_sequence() const {
   absl::MutexLock lock(&mu_);
   return last_appended_;
 }
 
-UpdateLog::Counters UpdateLog::counters() const {
+FileUpdateLog::Counters FileUpdateLog::counters() const {
   absl::MutexLock lock(&mu_);
   return counters_;
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -20,8 +20,8 @@
 //      model-versions file refuses recovery (DATA_LOSS naming it).
 //
 // Thread-compatible; called once, before serving.
-#ifndef STRATA_SERVER_RECOVERY_H_
-#define STRATA_SERVER_RECOVERY_H_
+#ifndef STRATA_UPDATE_RECOVERY_H_
+#define STRATA_UPDATE_RECOVERY_H_
 
 #include <cstdint>
 #include <memory>
@@ -34,12 +34,12 @@
 #include "model/lower_tier.h"
 #include "model/quantized_lower_tier.h"
 #include "model/upper_tier.h"
-#include "server/env.h"
-#include "server/update_log.h"
-#include "server/update_record.h"
-#include "server/version_reservation.h"
+#include "update/env.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
+#include "update/version_reservation.h"
 
-namespace strata::server {
+namespace strata::update {
 
 struct RecoveryReport {
   std::string snapshot_path;      // the snapshot used; empty if the bundle was the base
@@ -77,6 +77,6 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
     const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
     model::UpperTier& upper, const model::QuantizedLowerTier* int8_lower = nullptr);
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_RECOVERY_H_
+#endif  // STRATA_UPDATE_RECOVERY_H_

@@ -4,8 +4,8 @@
 // Env::Default() is the real POSIX file system. Every error names the path and the failing call.
 // Implementations must be thread-safe; a WritableFile is used by one thread at a time except that
 // Sync() may run concurrently with Append() (the update log's sync thread fsyncs while appends go on).
-#ifndef STRATA_SERVER_ENV_H_
-#define STRATA_SERVER_ENV_H_
+#ifndef STRATA_UPDATE_ENV_H_
+#define STRATA_UPDATE_ENV_H_
 
 #include <cstdint>
 #include <memory>
@@ -16,7 +16,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // A file open for appending.
 class WritableFile {
@@ -55,6 +55,6 @@ class Env {
   virtual absl::Status SyncDirectory(const std::string& dir) = 0;
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_ENV_H_
+#endif  // STRATA_UPDATE_ENV_H_

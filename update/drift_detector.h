@@ -15,8 +15,8 @@
 //
 // Measured delays and false-alarm rates: docs/update-policies.md (from tests/drift_detector_test).
 // Not thread-safe: one detector per stream, owned by its caller (UpdatePolicy locks around it).
-#ifndef STRATA_SERVER_DRIFT_DETECTOR_H_
-#define STRATA_SERVER_DRIFT_DETECTOR_H_
+#ifndef STRATA_UPDATE_DRIFT_DETECTOR_H_
+#define STRATA_UPDATE_DRIFT_DETECTOR_H_
 
 #include <cstdint>
 #include <deque>
@@ -26,7 +26,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 
-namespace strata::server {
+namespace strata::update {
 
 class DriftDetector {
  public:
@@ -136,6 +136,6 @@ class Adwin : public DriftDetector {
 // "page-hinkley" or "adwin" with default options; INVALID_ARGUMENT otherwise.
 absl::StatusOr<std::unique_ptr<DriftDetector>> MakeDriftDetector(absl::string_view name);
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_DRIFT_DETECTOR_H_
+#endif  // STRATA_UPDATE_DRIFT_DETECTOR_H_

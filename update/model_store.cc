@@ -1,11 +1,11 @@
-#include "server/model_store.h"
+#include "update/model_store.h"
 
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "server/energy_meter.h"
+#include "update/energy_meter.h"
 
-namespace strata::server {
+namespace strata::update {
 
 absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& images,
                                                       fpga::OpCounts* counts) const {
@@ -103,29 +103,10 @@ absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF
                                                             bool* on_gram_backend) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
-  if (features.rows() != static_cast<Eigen::Index>(labels.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("absorb: ", features.rows(), " feature rows but ",
-                                                   labels.size(), " labels"));
-  }
-  if (features.cols() != upper_->feature_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("absorb: feature rows of width ",
-                                                   features.cols(), ", expected ",
-                                                   upper_->feature_size()));
-  }
-  std::vector<std::string> new_labels;
-  std::vector<int> classes;
-  classes.reserve(labels.size());
-  for (const std::string& label : labels) {
-    const int before = upper_->num_classes();
-    const int index = upper_->ClassIndexOrAdd(label);
-    if (index >= before) new_labels.push_back(label);
-    classes.push_back(index);
-  }
-  // Cannot fail after the checks above; if it ever did, the new classes stay as zero columns of Q,
-  // which is exactly the statistics of "no sample with that label yet".
   fpga::OpCounts counts;
-  absl::Status status = upper_->Absorb(features, classes, &counts);
-  if (!status.ok()) return status;
+  absl::StatusOr<std::vector<std::string>> new_labels =
+      upper_->AbsorbLabeled(features, labels, &counts);
+  if (!new_labels.ok()) return new_labels.status();
   if (gram_counts != nullptr) *gram_counts = counts;
   if (on_gram_backend != nullptr) {
     // The same condition UpperTier::Absorb routes rows to the accumulator by (a staged absorb
@@ -191,4 +172,4 @@ absl::Status ModelStore::VisitStatistics(
   return absl::OkStatus();
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

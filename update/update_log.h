@@ -1,7 +1,15 @@
-// The update log: an append-only, checksummed, segmented log of Update messages, with group commit.
-// The format is specified in docs/update-log-format.md; the constants live here.
+// The update log: where every accepted Update message is recorded before it is absorbed, and what
+// recovery replays.
 //
-// Writing: UpdateLog::Open() starts a new segment; Append() writes one record (not yet durable) and
+// UpdateLog is the interface the update pipeline (update/pipeline.h) writes through: append records,
+// learn when they are durable, trim what a snapshot covers. FileUpdateLog is the embedded
+// implementation, an append-only, checksummed, segmented log of files with group commit; a
+// replicated log (NATS JetStream, acknowledged by a quorum) can implement the same interface beside
+// it without changing the pipeline.
+//
+// The file format is specified in docs/update-log-format.md; the constants live here.
+//
+// Writing: FileUpdateLog::Open() starts a new segment; Append() writes one record (not yet durable) and
 // returns its sequence number; Sync() / SyncAsync() wait until a sequence number is durable. One
 // background thread does every fsync: each fsync covers all records appended before it started, so
 // concurrent writers share fsyncs (group commit). After a failed write or fsync every later Append()
@@ -10,8 +18,8 @@
 // Reading (at start-up): ReadUpdateLog() walks the segments, hands each intact record after a given
 // position to a visitor, reports a torn tail (without changing anything), and fails with DATA_LOSS
 // naming the file and offset on corruption. CutTornTail() then removes the torn bytes.
-#ifndef STRATA_SERVER_UPDATE_LOG_H_
-#define STRATA_SERVER_UPDATE_LOG_H_
+#ifndef STRATA_UPDATE_UPDATE_LOG_H_
+#define STRATA_UPDATE_UPDATE_LOG_H_
 
 #include <cstdint>
 #include <deque>
@@ -28,9 +36,9 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "server/env.h"
+#include "update/env.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // ---- Format constants (docs/update-log-format.md) ----
 inline constexpr char kUpdateLogMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'U', 'L'};
@@ -83,39 +91,70 @@ struct UpdateLogOptions {
   uint64_t segment_bytes = uint64_t{64} << 20;
 };
 
+// An ordered log of update records. Sequence numbers start at 1 and increase by 1 per record.
+// Implementations must be thread-safe. After a failed write or sync, every later Append() and Sync()
+// fails with that error (the caller cannot know what became durable).
 class UpdateLog {
+ public:
+  virtual ~UpdateLog() = default;
+
+  // Appends one record (an update-record payload, update/update_record.h) and returns its sequence
+  // number. The record is not yet durable. INVALID_ARGUMENT if the payload is over
+  // kMaxRecordPayloadBytes; the log's failure if it has failed.
+  virtual absl::StatusOr<uint64_t> Append(absl::string_view payload) = 0;
+
+  // Calls `done` once every record with sequence <= `sequence` is durable (OK), or with the error
+  // that failed the log. `done` may run on another thread (or inline if already durable / failed);
+  // it must not block for long.
+  virtual void SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done) = 0;
+  // Blocking SyncAsync.
+  virtual absl::Status Sync(uint64_t sequence) = 0;
+
+  // Records with sequence <= `position` are no longer needed (the snapshots recovery falls back to
+  // cover them): the log may delete them. It may keep some.
+  virtual absl::Status Trim(uint64_t position) = 0;
+
+  // The last appended sequence number (0 if none).
+  virtual uint64_t last_sequence() const = 0;
+};
+
+// The update log in files: segments in a directory, fsync'd by one background thread (group
+// commit). The format is docs/update-log-format.md.
+class FileUpdateLog final : public UpdateLog {
  public:
   // Opens the log in `dir` for appending: creates a new segment whose first record will be
   // `next_sequence` (>= 1), replacing a segment file of that name (recovery guarantees it holds no
   // record), fsyncs it and the directory, and starts the sync thread. `env` is not owned and must
   // outlive the log. The log must have been recovered first (ReadUpdateLog + CutTornTail).
-  static absl::StatusOr<std::unique_ptr<UpdateLog>> Open(Env* env, std::string dir,
-                                                         uint64_t next_sequence,
-                                                         UpdateLogOptions options = {});
+  static absl::StatusOr<std::unique_ptr<FileUpdateLog>> Open(Env* env, std::string dir,
+                                                             uint64_t next_sequence,
+                                                             UpdateLogOptions options = {});
   // Completes pending waiters (after a last fsync), stops the sync thread.
-  ~UpdateLog();
-  UpdateLog(const UpdateLog&) = delete;
-  UpdateLog& operator=(const UpdateLog&) = delete;
+  ~FileUpdateLog() override;
+  FileUpdateLog(const FileUpdateLog&) = delete;
+  FileUpdateLog& operator=(const FileUpdateLog&) = delete;
 
   // Appends one record of type kRecordTypeUpdateMessage and returns its sequence number. The record
   // is written to the file but not yet durable. Rolls to a new segment first if the current one is
   // full. INVALID_ARGUMENT if the payload is over kMaxRecordPayloadBytes; the log's failure if it
   // has failed; a write error fails the log. Thread-safe.
-  absl::StatusOr<uint64_t> Append(absl::string_view payload);
+  absl::StatusOr<uint64_t> Append(absl::string_view payload) override;
 
   // Calls `done` once every record with sequence <= `sequence` is durable (OK), or with the error
   // that failed the log. `done` runs on the sync thread (or inline if already durable / failed); it
   // must not block for long. Thread-safe.
-  void SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done);
+  void SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done) override;
   // Blocking SyncAsync. Thread-safe.
-  absl::Status Sync(uint64_t sequence);
+  absl::Status Sync(uint64_t sequence) override;
 
   // Deletes every segment (except the current one) whose records all have sequence <= `position`,
   // then fsyncs the directory. Thread-safe.
   absl::Status DeleteSegmentsThrough(uint64_t position);
+  // DeleteSegmentsThrough.
+  absl::Status Trim(uint64_t position) override;
 
   // The last appended sequence number (next_sequence - 1 right after Open()).
-  uint64_t last_sequence() const;
+  uint64_t last_sequence() const override;
 
   struct Counters {
     uint64_t records = 0;  // appended by this process
@@ -132,7 +171,7 @@ class UpdateLog {
     absl::AnyInvocable<void(absl::Status) &&> done;
   };
 
-  UpdateLog(Env* env, std::string dir, UpdateLogOptions options);
+  FileUpdateLog(Env* env, std::string dir, UpdateLogOptions options);
   // Creates the segment file for `first_sequence` and makes it current.
   absl::Status StartSegment(uint64_t first_sequence) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void SyncLoop();
@@ -158,6 +197,6 @@ class UpdateLog {
   std::thread sync_thread_;
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_UPDATE_LOG_H_
+#endif  // STRATA_UPDATE_UPDATE_LOG_H_

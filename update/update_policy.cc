@@ -1,4 +1,4 @@
-#include "server/update_policy.h"
+#include "update/update_policy.h"
 
 #include <algorithm>
 #include <string>
@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // ---- JouleBucket ------------------------------------------------------------------------------
 
@@ -47,6 +47,10 @@ absl::string_view DecisionReasonName(DecisionReason reason) {
       return "drift";
     case DecisionReason::kGainPays:
       return "gain-pays";
+    case DecisionReason::kStreamEnd:
+      return "stream-end";
+    case DecisionReason::kUntilStreamEnd:
+      return "until-stream-end";
     case DecisionReason::kNoSamples:
       return "no-samples";
     case DecisionReason::kNotDue:
@@ -61,6 +65,8 @@ absl::string_view DecisionReasonName(DecisionReason reason) {
 
 absl::string_view UpdatePolicy::name() const {
   switch (kind_) {
+    case PolicyKind::kStreamEnd:
+      return "stream-end";
     case PolicyKind::kEager:
       return "eager";
     case PolicyKind::kPeriodic:
@@ -76,6 +82,11 @@ absl::string_view UpdatePolicy::name() const {
 absl::StatusOr<std::unique_ptr<UpdatePolicy>> UpdatePolicy::Create(
     absl::string_view name, const UpdatePolicyOptions& options, absl::Time start) {
   PolicyKind kind;
+  if (name == "stream-end") {
+    // Decides from the stream's end alone: no options, no drift detector.
+    return std::unique_ptr<UpdatePolicy>(
+        new UpdatePolicy(PolicyKind::kStreamEnd, options, nullptr, start));
+  }
   if (name == "eager") {
     kind = PolicyKind::kEager;
   } else if (name == "periodic") {
@@ -84,7 +95,8 @@ absl::StatusOr<std::unique_ptr<UpdatePolicy>> UpdatePolicy::Create(
     kind = PolicyKind::kEnergyAware;
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown update policy '", std::string(name), "' (expected eager, periodic or energy-aware)"));
+        "unknown update policy '", std::string(name),
+        "' (expected stream-end, eager, periodic or energy-aware)"));
   }
   if (options.period_samples < 0 || options.period < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("period_samples and period must be >= 0");
@@ -121,7 +133,7 @@ Decision UpdatePolicy::OnMessage(const UpdateMessage& message) {
     const int e = error != 0 ? 1 : 0;
     stats_.samples += 1;
     stats_.prequential_errors += e;
-    if (detector_->Add(e)) drift = true;
+    if (detector_ != nullptr && detector_->Add(e)) drift = true;
     ++samples_since_refresh_;
     if (reference_count_ < options_.reference_samples) {
       ++reference_count_;
@@ -161,6 +173,11 @@ Decision UpdatePolicy::OnMessage(const UpdateMessage& message) {
 
 Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
   Decision d;
+  if (kind_ == PolicyKind::kStreamEnd) {
+    d.reason = message.prequential_errors.empty() ? DecisionReason::kNoSamples
+                                                  : DecisionReason::kUntilStreamEnd;
+    return d;
+  }
   if (message.new_class) {
     if (kind_ == PolicyKind::kEnergyAware) bucket_.ForceTake(message.refresh_joules);
     d.apply = true;
@@ -193,6 +210,7 @@ Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
       }
       return d;
     case PolicyKind::kEnergyAware:
+    case PolicyKind::kStreamEnd:  // decided above
       break;
   }
   d.expected_gain_joules = ExpectedGainErrors() * options_.joules_per_error;
@@ -208,6 +226,18 @@ Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
   d.apply = true;
   d.reason = drift ? DecisionReason::kDrift : DecisionReason::kGainPays;
   return d;
+}
+
+std::optional<Decision> UpdatePolicy::OnStreamEnd(uint64_t accepted_samples, absl::Time now) {
+  if (kind_ != PolicyKind::kStreamEnd || accepted_samples == 0) return std::nullopt;
+  absl::MutexLock lock(&mutex_);
+  Decision decision;
+  decision.apply = true;
+  decision.reason = DecisionReason::kStreamEnd;
+  stats_.by_reason[static_cast<int>(decision.reason)] += 1;
+  stats_.refreshes += 1;
+  RecordRefresh(UpdateMessage{{}, false, 0, now});
+  return decision;
 }
 
 double UpdatePolicy::WindowError() const {
@@ -266,4 +296,4 @@ UpdatePolicyStats UpdatePolicy::Stats() const {
   return stats_;
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

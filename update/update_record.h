@@ -1,8 +1,8 @@
 // The payload of an update-log record: one Update message's accepted samples, as the lower tier's
 // input (docs/update-log-format.md, "Payload of type 1"). Pure functions and a value type; not
 // thread-safe to share a builder, safe to use separate ones.
-#ifndef STRATA_SERVER_UPDATE_RECORD_H_
-#define STRATA_SERVER_UPDATE_RECORD_H_
+#ifndef STRATA_UPDATE_UPDATE_RECORD_H_
+#define STRATA_UPDATE_UPDATE_RECORD_H_
 
 #include <cstdint>
 #include <string>
@@ -12,7 +12,7 @@
 #include "absl/strings/string_view.h"
 #include "model/tensor.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // Builds a record payload sample by sample. The caller validates samples first (labels 1..256
 // bytes, inputs of input_size values, finite floats); the builder only encodes.
@@ -37,8 +37,8 @@ class UpdateRecordBuilder {
   std::string samples_;
 };
 
-// A decoded record: one input row per sample (pixels b become b / 255.0f, exactly as the service's
-// validation reads them), and the labels in the same order.
+// A decoded record: one input row per sample (pixels b become model::PixelValue(b), exactly as the
+// live Update path converts them), and the labels in the same order.
 struct UpdateRecord {
   model::MatrixF inputs;
   std::vector<std::string> labels;
@@ -48,6 +48,6 @@ struct UpdateRecord {
 // encodings, lengths), or if its input_size differs from `input_size`.
 absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int input_size);
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_UPDATE_RECORD_H_
+#endif  // STRATA_UPDATE_UPDATE_RECORD_H_

@@ -1,4 +1,4 @@
-#include "server/drift_detector.h"
+#include "update/drift_detector.h"
 
 #include <algorithm>
 #include <cmath>
@@ -7,7 +7,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // ---- Page-Hinkley -----------------------------------------------------------------------------
 
@@ -140,4 +140,4 @@ absl::StatusOr<std::unique_ptr<DriftDetector>> MakeDriftDetector(absl::string_vi
                                                  "' (expected page-hinkley or adwin)"));
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -1,10 +1,10 @@
-#include "server/energy_meter.h"
+#include "update/energy_meter.h"
 
 #include <algorithm>
 
 #include "model/stages.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 uint64_t U(double x) { return x <= 0 ? 0 : static_cast<uint64_t>(x); }
@@ -155,4 +155,12 @@ double EnergyMeter::UpdateJoules() const {
          totals_[static_cast<int>(EnergyPhase::kRefresh)].joules;
 }
 
-}  // namespace strata::server
+fpga::OpCounts ReadoutCounts(int d, int classes, int rows) {
+  fpga::OpCounts counts;
+  counts.fp32_macs = static_cast<uint64_t>(std::max(rows, 0)) * static_cast<uint64_t>(d) *
+                     static_cast<uint64_t>(classes);
+  counts.dram_bytes = 4 * static_cast<uint64_t>(std::max(rows, 0)) * static_cast<uint64_t>(classes);
+  return counts;
+}
+
+}  // namespace strata::update

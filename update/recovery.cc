@@ -1,4 +1,4 @@
-#include "server/recovery.h"
+#include "update/recovery.h"
 
 #include <algorithm>
 #include <utility>
@@ -7,9 +7,9 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "base/log.h"
-#include "server/snapshot.h"
+#include "update/snapshot.h"
 
-namespace strata::server {
+namespace strata::update {
 
 absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
     const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
@@ -19,14 +19,6 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
   for (Eigen::Index begin = 0; begin < rows; begin += chunk_rows) {
     const Eigen::Index n = std::min<Eigen::Index>(chunk_rows, rows - begin);
     const model::MatrixF chunk = record.inputs.middleRows(begin, n);
-    std::vector<int> classes;
-    classes.reserve(n);
-    for (Eigen::Index i = begin; i < begin + n; ++i) {
-      const int before = upper.num_classes();
-      const int index = upper.ClassIndexOrAdd(record.labels[i]);
-      if (index >= before) new_labels.push_back(record.labels[i]);
-      classes.push_back(index);
-    }
     model::MatrixF features;
     if (int8_lower != nullptr) {
       absl::StatusOr<model::MatrixF> computed = int8_lower->Features(chunk);
@@ -35,8 +27,10 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
     } else {
       features = lower.Features(chunk);
     }
-    absl::Status absorbed = upper.Absorb(features, classes);
-    if (!absorbed.ok()) return absorbed;
+    absl::StatusOr<std::vector<std::string>> added = upper.AbsorbLabeled(
+        features, std::span<const std::string>(record.labels).subspan(begin, n));
+    if (!added.ok()) return added.status();
+    for (std::string& label : *added) new_labels.push_back(std::move(label));
   }
   return new_labels;
 }
@@ -178,4 +172,4 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   return report;
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

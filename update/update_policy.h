@@ -1,6 +1,8 @@
 // Update policies: after each Update message has been absorbed into the upper tier's statistics,
 // decide whether to refresh the readout (re-solve W = G^-1 Q) now or defer.
 //
+//   stream-end    (the server's default) refresh once when an Update stream ends, if it accepted
+//                 any sample; every message is deferred ("until-stream-end", or "no-samples").
 //   eager         refresh after every message that carried samples.
 //   periodic      refresh once `period_samples` samples or `period` time have passed since the
 //                 last refresh, whichever comes first.
@@ -17,24 +19,29 @@
 //                 (the learning-curve term: refreshing also folds in new data).
 //                 A drift alarm (ADWIN or Page-Hinkley on the error stream) refreshes if the
 //                 bucket allows.
-// Every policy refreshes when a message brings a class never seen before (the readout cannot
-// predict a class it has no column for); energy-aware lets that refresh overdraw the bucket.
+// Every policy but stream-end refreshes when a message brings a class never seen before (the readout
+// cannot predict a class it has no column for); energy-aware lets that refresh overdraw the bucket.
+// Stream-end waits for the stream's end for new classes too, and runs no drift detector.
 //
 // Usage from an Update pipeline, per message:
 //   errors[i] = (readout predicted sample i wrongly) ? 1 : 0;   // before absorbing it
 //   absorb the samples;
 //   Decision d = policy.OnMessage({errors, new_class, meter.Estimate(refresh counts), now});
 //   if (d.apply) { solve and publish; }        // the policy assumes it happened
+// and when a stream ends:
+//   if (auto d = policy.OnStreamEnd(accepted, now); d && d->apply) { solve and publish; }
+// (update/pipeline.h does exactly this.)
 //
 // Thread-safe: every method may be called concurrently (calls are serialised internally); the
 // decisions assume the messages are reported in the order they were absorbed.
-#ifndef STRATA_SERVER_UPDATE_POLICY_H_
-#define STRATA_SERVER_UPDATE_POLICY_H_
+#ifndef STRATA_UPDATE_UPDATE_POLICY_H_
+#define STRATA_UPDATE_UPDATE_POLICY_H_
 
 #include <array>
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -43,9 +50,9 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "server/drift_detector.h"
+#include "update/drift_detector.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // A token bucket of joules: fills at `watts` up to `capacity_joules`, starts full. Time is given
 // by the caller (an injected clock), never read here. Not thread-safe (UpdatePolicy locks).
@@ -72,9 +79,10 @@ class JouleBucket {
   absl::Time last_;
 };
 
-enum class PolicyKind { kEager, kPeriodic, kEnergyAware };
+enum class PolicyKind { kStreamEnd, kEager, kPeriodic, kEnergyAware };
 
-// Why a decision was taken. The first six apply a refresh, the rest defer it.
+// Why a decision was taken. The first seven apply a refresh, the rest defer it
+// (DecisionReasonApplies).
 enum class DecisionReason {
   kNewClass = 0,     // applied: a class never seen before arrived
   kEveryMessage,     // applied: eager
@@ -82,16 +90,22 @@ enum class DecisionReason {
   kTimeDue,          // applied: periodic, period elapsed
   kDrift,            // applied: energy-aware, drift alarm and the bucket pays
   kGainPays,         // applied: energy-aware, expected gain >= refresh joules and the bucket pays
+  kStreamEnd,        // applied: stream-end, the stream ended having accepted samples
+  kUntilStreamEnd,   // deferred: stream-end, a message with samples
   kNoSamples,        // deferred: the message carried no samples
   kNotDue,           // deferred: periodic, neither period reached
   kGainTooSmall,     // deferred: energy-aware, expected gain < refresh joules
   kBudgetExhausted,  // deferred: energy-aware, worth it (or drift) but the bucket cannot pay
 };
-inline constexpr int kNumDecisionReasons = 10;
+inline constexpr int kNumDecisionReasons = 12;
 
-// "new-class", "every-message", "samples-due", "time-due", "drift", "gain-pays", "no-samples",
-// "not-due", "gain-too-small", "budget-exhausted".
+// "new-class", "every-message", "samples-due", "time-due", "drift", "gain-pays", "stream-end",
+// "until-stream-end", "no-samples", "not-due", "gain-too-small", "budget-exhausted".
 absl::string_view DecisionReasonName(DecisionReason reason);
+// Whether decisions for `reason` apply a refresh.
+inline bool DecisionReasonApplies(DecisionReason reason) {
+  return static_cast<int>(reason) < static_cast<int>(DecisionReason::kUntilStreamEnd);
+}
 
 struct Decision {
   bool apply = false;
@@ -151,8 +165,9 @@ struct UpdatePolicyStats {
 class UpdatePolicy {
  public:
   // `start` is when the policy's clock starts (the bucket is full then; the period counts from it).
-  // INVALID_ARGUMENT for an unknown name ("eager", "periodic", "energy-aware"), an unknown
-  // drift detector, or out-of-range options.
+  // INVALID_ARGUMENT for an unknown name ("stream-end", "eager", "periodic", "energy-aware"), an
+  // unknown drift detector, or out-of-range options. "stream-end" uses none of `options`, so they
+  // are not checked for it.
   static absl::StatusOr<std::unique_ptr<UpdatePolicy>> Create(absl::string_view name,
                                                               const UpdatePolicyOptions& options,
                                                               absl::Time start);
@@ -164,6 +179,17 @@ class UpdatePolicy {
   // decision. If the decision applies, the caller must refresh before the next message's
   // predictions; the policy's state already assumes the refresh happened.
   Decision OnMessage(const UpdateMessage& message) ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // An Update stream ended, having absorbed `accepted_samples` samples. nullopt if the policy takes
+  // no decision at stream end (every policy but stream-end, and stream-end for a stream that
+  // accepted nothing); otherwise the decision, counted like OnMessage's, and if it applies the
+  // caller must refresh.
+  std::optional<Decision> OnStreamEnd(uint64_t accepted_samples, absl::Time now)
+      ABSL_LOCKS_EXCLUDED(mutex_);
+
+  // False if OnMessage never applies a refresh (stream-end): the caller need not price a refresh
+  // before each message's decision.
+  bool decides_per_message() const { return kind_ != PolicyKind::kStreamEnd; }
 
   UpdatePolicyStats Stats() const ABSL_LOCKS_EXCLUDED(mutex_);
   PolicyKind kind() const { return kind_; }
@@ -182,6 +208,7 @@ class UpdatePolicy {
   const UpdatePolicyOptions options_;
 
   mutable absl::Mutex mutex_;
+  // Null for stream-end.
   std::unique_ptr<DriftDetector> detector_ ABSL_GUARDED_BY(mutex_);
   JouleBucket bucket_ ABSL_GUARDED_BY(mutex_);
   UpdatePolicyStats stats_ ABSL_GUARDED_BY(mutex_);
@@ -203,6 +230,6 @@ class UpdatePolicy {
   int64_t samples_before_refresh_ ABSL_GUARDED_BY(mutex_) = 0;
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_UPDATE_POLICY_H_
+#endif  // STRATA_UPDATE_UPDATE_POLICY_H_

@@ -15,8 +15,8 @@
 // With a VersionReservation (a server with --state_dir), no version becomes visible before a
 // durable reservation covers it, which is what keeps versions growing across restarts
 // (docs/model-versions-format.md).
-#ifndef STRATA_SERVER_MODEL_STORE_H_
-#define STRATA_SERVER_MODEL_STORE_H_
+#ifndef STRATA_UPDATE_MODEL_STORE_H_
+#define STRATA_UPDATE_MODEL_STORE_H_
 
 #include <atomic>
 #include <cstdint>
@@ -38,9 +38,9 @@
 #include "model/quantized_lower_tier.h"
 #include "model/tensor.h"
 #include "model/upper_tier.h"
-#include "server/version_reservation.h"
+#include "update/version_reservation.h"
 
-namespace strata::server {
+namespace strata::update {
 
 // One published model: the frozen lower tier (shared by every version) and a solved readout.
 // Immutable once published, hence safe to read from any number of threads.
@@ -166,6 +166,6 @@ class ModelStore {
   std::atomic<std::shared_ptr<const ModelVersion>> current_;
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_MODEL_STORE_H_
+#endif  // STRATA_UPDATE_MODEL_STORE_H_

@@ -1,15 +1,15 @@
-#include "server/update_record.h"
+#include "update/update_record.h"
 
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "update/sample.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 constexpr uint8_t kPixels = 1;
 constexpr uint8_t kValues = 2;
-constexpr size_t kMaxLabelBytes = 256;
 
 template <typename T>
 void Put(std::string& out, T value) {
@@ -91,9 +91,8 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
       if (payload.size() - offset < static_cast<size_t>(input_size)) {
         return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
       }
-      for (int j = 0; j < input_size; ++j) {
-        row[j] = static_cast<float>(static_cast<unsigned char>(payload[offset + j])) / 255.0f;
-      }
+      model::PixelsToValues(reinterpret_cast<const uint8_t*>(payload.data() + offset), input_size,
+                            row);
       offset += input_size;
     } else if (encoding == kValues) {
       const size_t bytes = sizeof(float) * input_size;
@@ -114,4 +113,4 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
   return record;
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -1,11 +1,11 @@
-#include "server/version_reservation.h"
+#include "update/version_reservation.h"
 
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
 #include "base/record_file.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 constexpr base::RecordFileKind kVersionsKind = {{'S', 'T', 'R', 'A', 'T', 'A', 'V', 'N'},
@@ -72,4 +72,4 @@ absl::Status VersionReservation::Cover(uint64_t version) {
   return absl::OkStatus();
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -1,4 +1,4 @@
-#include "server/env.h"
+#include "update/env.h"
 
 #include <dirent.h>
 #include <fcntl.h>
@@ -11,7 +11,7 @@
 
 #include "base/file.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 class PosixWritableFile final : public WritableFile {
@@ -125,4 +125,4 @@ Env* Env::Default() {
   return env;
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

@@ -6,8 +6,8 @@
 // that a publish costs an atomic file write (two fsyncs) only once per block.
 //
 // Thread-safe: ModelStore calls Cover() with its writer lock held; reserved() may be read anywhere.
-#ifndef STRATA_SERVER_VERSION_RESERVATION_H_
-#define STRATA_SERVER_VERSION_RESERVATION_H_
+#ifndef STRATA_UPDATE_VERSION_RESERVATION_H_
+#define STRATA_UPDATE_VERSION_RESERVATION_H_
 
 #include <cstdint>
 #include <memory>
@@ -18,9 +18,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "server/env.h"
+#include "update/env.h"
 
-namespace strata::server {
+namespace strata::update {
 
 inline constexpr uint32_t kVersionsFormatVersion = 1;
 // Versions reserved per file write. A restart skips at most kVersionBlock - 1 unused numbers; a
@@ -76,6 +76,6 @@ class VersionReservation {
   uint64_t reserved_ ABSL_GUARDED_BY(mu_);
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_VERSION_RESERVATION_H_
+#endif  // STRATA_UPDATE_VERSION_RESERVATION_H_

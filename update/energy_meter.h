@@ -13,8 +13,8 @@
 // fpga::Joules(counts, table) with the documented per-operation constants of fpga/energy.h.
 //
 // No gRPC here: the server and the benchmarks call this directly.
-#ifndef STRATA_SERVER_ENERGY_METER_H_
-#define STRATA_SERVER_ENERGY_METER_H_
+#ifndef STRATA_UPDATE_ENERGY_METER_H_
+#define STRATA_UPDATE_ENERGY_METER_H_
 
 #include <array>
 #include <cstdint>
@@ -27,7 +27,7 @@
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
 
-namespace strata::server {
+namespace strata::update {
 
 enum class EnergyPhase { kLowerTierInference = 0, kAbsorb = 1, kRefresh = 2 };
 inline constexpr int kNumEnergyPhases = 3;
@@ -62,6 +62,12 @@ fpga::OpCounts FloatLowerTierCounts(const model::LowerTier& lower, int images);
 // (rows * d * classes MACs: a dense GEMM's bound; the one-hot targets make most of them zeros).
 // DRAM: H read once (4 B), G's lower triangle and Q read and written once (8 B each).
 fpga::OpCounts AbsorbCounts(int d, int classes, int rows);
+
+// The work of the readout's scores for `rows` feature rows of width `d` over `classes` classes, in
+// fp32: rows * d * classes MACs, and the scores written (4 bytes each). The weights (d x classes) are
+// assumed cache-resident and the features were counted as the lower tier's output, so the count is
+// exactly proportional to `rows`. (Predict, and the Update pipeline's prequential predictions.)
+fpga::OpCounts ReadoutCounts(int d, int classes, int rows);
 
 // A full refresh in fp64: Cholesky of G (d^3 / 6 MACs) and the forward and backward triangular
 // solves for Q's columns (2 * d^2 / 2 MACs per class). DRAM: G read, the factor written and read
@@ -140,6 +146,6 @@ class EnergyMeter {
   std::array<PhaseEnergy, kNumEnergyPhases> totals_ ABSL_GUARDED_BY(mutex_);
 };
 
-}  // namespace strata::server
+}  // namespace strata::update
 
-#endif  // STRATA_SERVER_ENERGY_METER_H_
+#endif  // STRATA_UPDATE_ENERGY_METER_H_

@@ -1,4 +1,4 @@
-#include "server/snapshot.h"
+#include "update/snapshot.h"
 
 #include <algorithm>
 #include <utility>
@@ -9,7 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "base/record_file.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 constexpr base::RecordFileKind kSnapshotKind = {{'S', 'T', 'R', 'A', 'T', 'A', 'S', 'N'},
@@ -139,4 +139,4 @@ absl::StatusOr<UpperTierSnapshot> ReadSnapshot(Env* env, const std::string& path
   return UpperTierSnapshot{*version, *position, *std::move(upper)};
 }
 
-}  // namespace strata::server
+}  // namespace strata::update

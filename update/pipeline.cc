@@ -1,0 +1,401 @@
+#include "update/pipeline.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "base/log.h"
+#include "update/snapshot.h"
+#include "update/update_record.h"
+
+namespace strata::update {
+namespace {
+
+double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
+
+}  // namespace
+
+// ---- UpdatePipeline -----------------------------------------------------------------------------
+
+UpdatePipeline::UpdatePipeline(ModelStore* store, EnergyMeter* meter,
+                               std::unique_ptr<UpdatePolicy> policy, int max_batch)
+    : store_(store),
+      meter_(meter),
+      policy_(std::move(policy)),
+      max_batch_(std::max(max_batch, 1)) {}
+
+void UpdatePipeline::EnableDurability(Durability durability) {
+  durability_ = std::move(durability);
+}
+
+absl::StatusOr<std::unique_ptr<UpdateStream>> UpdatePipeline::StartStream() {
+  std::shared_ptr<const ModelVersion> model = store_->Current();
+  if (model == nullptr) {
+    return absl::UnavailableError("the model is not loaded yet; retry later");
+  }
+  return std::unique_ptr<UpdateStream>(new UpdateStream(this, std::move(model)));
+}
+
+PipelineCounters UpdatePipeline::counters() const {
+  absl::MutexLock lock(&mu_);
+  return counters_;
+}
+
+absl::StatusOr<SnapshotResult> UpdatePipeline::TakeSnapshot() {
+  if (durability_.log == nullptr) {
+    return absl::FailedPreconditionError(
+        "the server has no state directory (--state_dir), so it takes no snapshots");
+  }
+  const absl::Time start = absl::Now();
+  const uint64_t position = durability_.log->last_sequence();
+  // Never snapshot a record the log could still lose: recovery relies on the log reaching at least
+  // every snapshot's position.
+  absl::Status status = durability_.log->Sync(position);
+  if (!status.ok()) return status;
+  absl::StatusOr<SnapshotFile> file = absl::InternalError("no statistics");
+  uint64_t samples_seen = 0, version = 0;
+  status = store_->VisitStatistics([&](const model::UpperTier& upper, uint64_t current) {
+    version = current;
+    samples_seen = upper.samples_seen();
+    file = WriteSnapshot(durability_.env, durability_.state_dir, current, position, upper);
+  });
+  if (!status.ok()) return status;
+  if (!file.ok()) return file.status();
+  samples_since_snapshot_ = 0;
+  // Keep the log from the older kept snapshot on, so start-up can fall back to it.
+  absl::StatusOr<std::vector<SnapshotFile>> kept =
+      ListSnapshots(durability_.env, durability_.state_dir);
+  if (!kept.ok()) return kept.status();
+  if (kept->size() >= static_cast<size_t>(kSnapshotsKept)) {
+    status = durability_.log->Trim(kept->back().log_position);
+    if (!status.ok()) return status;
+  }
+  SnapshotResult result;
+  result.model_version = version;
+  result.log_position = position;
+  result.path = file->path;
+  result.bytes = file->bytes;
+  result.samples_seen = samples_seen;
+  result.seconds = Seconds(absl::Now() - start);
+  STRATA_LOG(INFO) << "snapshot " << file->path << ": model version " << version
+                   << ", log position " << position << ", " << samples_seen << " samples seen, "
+                   << file->bytes << " bytes, " << result.seconds << " s";
+  return result;
+}
+
+absl::StatusOr<model::RefreshPath> UpdatePipeline::Refresh(absl::string_view reason,
+                                                           const ModelVersion& model,
+                                                           RequestEnergy* energy,
+                                                           absl::Duration* solve_time) {
+  const absl::Time start = absl::Now();
+  ModelStore::RefreshPlan done;
+  absl::StatusOr<std::shared_ptr<const ModelVersion>> published = store_->Publish(&done);
+  *solve_time += absl::Now() - start;
+  if (!published.ok()) {
+    STRATA_LOG(ERROR) << "Update: solving the readout failed: " << published.status();
+    return published.status();
+  }
+  published_absorbs_ = absorbs_;
+  meter_->Charge(EnergyPhase::kRefresh,
+                 RefreshReportCounts(done.report, done.feature_size, done.num_classes), energy);
+  if (done.absorb_counts.int8_macs > 0) {
+    // Rows absorbed earlier but staged for the Gram kernel's next block, accumulated just now.
+    meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, model.lower_tier_energy_table,
+                   energy);
+  }
+  if (done.fold_counts.fp64_macs > 0) {
+    // Folding the Gram accumulator's integer sums into G, Q (read-back from the device + D^2/2
+    // fp64 MACs on the host), priced with the device's table like the absorbs.
+    meter_->Charge(EnergyPhase::kRefresh, done.fold_counts, model.lower_tier_energy_table,
+                   energy);
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    counters_.updates_applied += 1;
+    counters_.pending_samples = 0;
+  }
+  // Eager publishes after every message: its versions are counted, not logged one by one.
+  if (reason != DecisionReasonName(DecisionReason::kEveryMessage)) {
+    STRATA_LOG(INFO) << "Update: published model version " << (*published)->version << " ("
+                     << reason << "; " << (*published)->readout.labels.size() << " classes, "
+                     << (*published)->samples_seen << " samples seen; "
+                     << (done.report.path == model::RefreshPath::kRefactor ? "re-factor"
+                                                                            : "factor update")
+                     << ", " << Seconds(absl::Now() - start) << " s)";
+  }
+  return done.report.path;
+}
+
+// ---- UpdateStream -------------------------------------------------------------------------------
+
+UpdateStream::UpdateStream(UpdatePipeline* pipeline, std::shared_ptr<const ModelVersion> model)
+    : pipeline_(pipeline), model_(std::move(model)) {}
+
+void UpdateStream::Reject(int sample_index, absl::string_view reason) {
+  if (summary_.rejections.size() < static_cast<size_t>(kMaxListedRejections)) {
+    summary_.rejections.push_back(Rejection{message_index_, sample_index, std::string(reason)});
+  }
+  summary_.rejected += 1;
+  absl::MutexLock lock(&pipeline_->mu_);
+  pipeline_->counters_.samples_rejected += 1;
+}
+
+MessageResult UpdateStream::RejectMessage(absl::string_view reason) {
+  const absl::Time start = absl::Now();
+  // Not read at all: its samples cannot be counted, so the message counts as one rejection.
+  ++samples_received_;
+  Reject(-1, reason);
+  MessageResult result;
+  result.rejected = 1;
+  absorb_time_ += absl::Now() - start;
+  FinishMessage(&result);
+  return result;
+}
+
+MessageResult UpdateStream::OnMessage(std::span<const SampleInput> samples,
+                                      absl::string_view unreadable_rest) {
+  const absl::Time start = absl::Now();
+  const uint64_t accepted_before = summary_.accepted;
+  const uint64_t rejected_before = summary_.rejected;
+  MessageResult result;
+  result.status = AbsorbSamples(samples, unreadable_rest);
+  result.accepted = static_cast<int>(summary_.accepted - accepted_before);
+  result.rejected = static_cast<int>(summary_.rejected - rejected_before);
+  absorb_time_ += absl::Now() - start;
+  FinishMessage(&result);
+  return result;
+}
+
+void UpdateStream::FinishMessage(MessageResult* result) {
+  ++message_index_;
+  if (result->status.ok()) result->status = Decide(result);
+  errors_.clear();
+  new_class_ = false;
+  if (!result->status.ok()) return;
+  const Durability& durability = pipeline_->durability_;
+  if (durability.log != nullptr && durability.snapshot_every_samples > 0 &&
+      pipeline_->samples_since_snapshot_ >= durability.snapshot_every_samples) {
+    absl::StatusOr<SnapshotResult> snapshot = pipeline_->TakeSnapshot();
+    if (!snapshot.ok()) STRATA_LOG(ERROR) << "automatic snapshot failed: " << snapshot.status();
+  }
+}
+
+absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
+                                         absl::string_view unreadable_rest) {
+  const int count = static_cast<int>(samples.size());
+  samples_received_ += count;
+  if (count == 0 && unreadable_rest.empty()) {
+    Reject(-1, "samples: empty message, expected at least 1 sample");
+    return absl::OkStatus();
+  }
+  if (!unreadable_rest.empty()) {
+    // The bytes after the last sample that could be delimited: one more rejected entry.
+    ++samples_received_;
+    Reject(count, unreadable_rest);
+  }
+  // Every sample is validated once, here, before anything is logged or absorbed.
+  const int input_size = model_->lower->input_size();
+  std::vector<bool> valid(count, false);
+  int valid_count = 0;
+  for (int i = 0; i < count; ++i) {
+    const SampleInput& sample = samples[i];
+    if (!sample.unreadable.empty()) {
+      Reject(i, sample.unreadable);
+      continue;
+    }
+    const std::string field = absl::StrCat("samples[", i, "]");
+    absl::Status status = ValidateLabel(sample.label, absl::StrCat(field, ".label"));
+    if (status.ok()) {
+      status = ValidateInput(sample.input, input_size, absl::StrCat(field, ".sample"));
+    }
+    if (!status.ok()) {
+      Reject(i, status.message());
+      continue;
+    }
+    valid[i] = true;
+    ++valid_count;
+  }
+  if (pipeline_->durability_.log != nullptr && valid_count > 0) {
+    // The whole message's accepted samples as one record, so that a crash leaves the message
+    // wholly in the log or wholly out of it.
+    absl::Status logged = LogMessage(samples, valid);
+    if (!logged.ok()) return logged;
+  }
+  // The readout every sample of this message is predicted with before it is absorbed.
+  served_ = pipeline_->store_->Current();
+  // Each valid sample is converted once, into the chunk it is absorbed with.
+  const int chunk = std::min(count, pipeline_->max_batch_);
+  model::MatrixF rows(chunk, input_size);
+  std::vector<std::string> labels;
+  labels.reserve(chunk);
+  for (int i = 0; i < count; ++i) {
+    if (!valid[i]) continue;
+    ConvertInput(samples[i].input, rows.row(static_cast<Eigen::Index>(labels.size())).data());
+    labels.emplace_back(samples[i].label);
+    if (static_cast<int>(labels.size()) == chunk) {
+      absl::Status status = Absorb(rows, labels);
+      if (!status.ok()) return status;
+      labels.clear();
+    }
+  }
+  if (!labels.empty()) {
+    rows.conservativeResize(static_cast<Eigen::Index>(labels.size()), input_size);
+    return Absorb(rows, labels);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
+                                      const std::vector<bool>& valid) {
+  UpdateRecordBuilder record(model_->lower->input_size());
+  for (size_t i = 0; i < samples.size(); ++i) {
+    if (!valid[i]) continue;
+    const SampleInput& sample = samples[i];
+    if (sample.input.kind == InputView::Kind::kPixels) {
+      record.AddPixels(sample.label, sample.input.pixels);
+    } else {
+      record.AddValues(sample.label, sample.input.values.data());
+    }
+  }
+  absl::StatusOr<uint64_t> sequence = pipeline_->durability_.log->Append(record.Finish());
+  if (!sequence.ok()) {
+    STRATA_LOG(ERROR) << "Update: the update log failed: " << sequence.status();
+    return absl::Status(sequence.status().code(),
+                        absl::StrCat("update log: ", sequence.status().message(),
+                                     " (updates are refused until the server restarts)"));
+  }
+  last_sequence_ = *sequence;
+  return absl::OkStatus();
+}
+
+absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
+                                  const std::vector<std::string>& labels) {
+  const model::LowerTier& lower = *model_->lower;
+  const int n = static_cast<int>(labels.size());
+  fpga::OpCounts lower_counts;
+  absl::StatusOr<model::MatrixF> computed = model_->Features(rows, &lower_counts);
+  if (!computed.ok()) return computed.status();
+  const model::MatrixF& features = *computed;
+  EnergyMeter& meter = *pipeline_->meter_;
+  meter.Charge(EnergyPhase::kLowerTierInference, lower_counts, model_->lower_tier_energy_table,
+               &energy_);
+
+  const model::Readout& readout = served_->readout;
+  const model::MatrixF scores = readout.Scores(features);
+  const double readout_joules = meter.Estimate(
+      ReadoutCounts(lower.feature_size(), static_cast<int>(readout.labels.size()), n));
+  summary_.energy.readout_inference += readout_joules;
+  uint64_t errors = 0;
+  for (int i = 0; i < n; ++i) {
+    Eigen::Index best = 0;
+    scores.row(i).maxCoeff(&best);
+    // A label the readout has no column for is never predicted: an error.
+    const bool error = readout.labels.empty() || readout.labels[best] != labels[i];
+    errors_.push_back(error ? 1 : 0);
+    errors += error ? 1 : 0;
+  }
+  summary_.prequential_errors += errors;
+
+  int classes = 0;
+  fpga::OpCounts gram_counts;
+  bool on_gram_backend = false;
+  absl::StatusOr<std::vector<std::string>> new_labels =
+      pipeline_->store_->Absorb(features, labels, &classes, &gram_counts, &on_gram_backend);
+  if (!new_labels.ok()) return new_labels.status();
+  if (on_gram_backend) {
+    // int8 readout: the backend's Gram kernel did the work (int8 MACs), priced by its table.
+    meter.Charge(EnergyPhase::kAbsorb, gram_counts, model_->lower_tier_energy_table, &energy_);
+  } else {
+    meter.Charge(EnergyPhase::kAbsorb, AbsorbCounts(lower.feature_size(), classes, n), &energy_);
+  }
+  last_absorb_ = ++pipeline_->absorbs_;
+  if (!new_labels->empty()) new_class_ = true;
+  for (std::string& label : *new_labels) summary_.new_labels.push_back(std::move(label));
+  summary_.accepted += labels.size();
+  pipeline_->samples_since_snapshot_ += labels.size();
+  absl::MutexLock lock(&pipeline_->mu_);
+  PipelineCounters& counters = pipeline_->counters_;
+  counters.samples_absorbed += labels.size();
+  counters.readout_joules += readout_joules;
+  counters.prequential_samples += n;
+  counters.prequential_errors += errors;
+  counters.pending_samples += n;
+  return absl::OkStatus();
+}
+
+absl::Status UpdateStream::Decide(MessageResult* result) {
+  UpdatePolicy& policy = *pipeline_->policy_;
+  double refresh_joules = 0;
+  // Priced only when the policy might take the refresh and there is something new to solve for.
+  if (policy.decides_per_message() && !errors_.empty()) {
+    absl::StatusOr<ModelStore::RefreshPlan> plan = pipeline_->store_->PlanRefresh();
+    if (!plan.ok()) return plan.status();
+    refresh_joules = pipeline_->meter_->Estimate(
+        RefreshReportCounts(plan->report, plan->feature_size, plan->num_classes));
+  }
+  const Decision decision = policy.OnMessage({errors_, new_class_, refresh_joules, absl::Now()});
+  if (!decision.apply) return absl::OkStatus();
+  absl::StatusOr<model::RefreshPath> refreshed = pipeline_->Refresh(
+      DecisionReasonName(decision.reason), *model_, &energy_, &solve_time_);
+  if (!refreshed.ok()) return refreshed.status();
+  result->refresh = *refreshed;
+  ++summary_.refreshes;
+  return absl::OkStatus();
+}
+
+void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSummary>) &&> done) {
+  if (samples_received_ == 0) {
+    std::move(done)(absl::InvalidArgumentError(
+        absl::StrCat("Update stream carried no samples (", message_index_,
+                     " messages), expected at least 1 labelled sample")));
+    return;
+  }
+  UpdatePolicy& policy = *pipeline_->policy_;
+  if (std::optional<Decision> decision = policy.OnStreamEnd(summary_.accepted, absl::Now());
+      decision.has_value() && decision->apply) {
+    absl::StatusOr<model::RefreshPath> refreshed = pipeline_->Refresh(
+        DecisionReasonName(decision->reason), *model_, &energy_, &solve_time_);
+    if (!refreshed.ok()) {
+      std::move(done)(refreshed.status());
+      return;
+    }
+    summary_.refresh = *refreshed;
+    ++summary_.refreshes;
+  }
+  summary_.model_version = pipeline_->store_->Current()->version;
+  summary_.absorb_seconds = Seconds(absorb_time_);
+  summary_.solve_seconds = Seconds(solve_time_);
+  summary_.readout_current = last_absorb_ <= pipeline_->published_absorbs_;
+  summary_.energy.lower_tier_inference = energy_.of(EnergyPhase::kLowerTierInference);
+  summary_.energy.absorb = energy_.of(EnergyPhase::kAbsorb);
+  summary_.energy.refresh = energy_.of(EnergyPhase::kRefresh);
+  if (policy.decides_per_message()) {
+    // Under stream-end the publish's own line already says what the stream did.
+    STRATA_LOG(INFO) << "Update: stream ended: " << summary_.accepted << " samples accepted, "
+                     << summary_.rejected << " rejected, " << summary_.refreshes
+                     << " refreshes, model version " << summary_.model_version
+                     << (summary_.readout_current ? "" : " (refresh deferred)");
+  }
+  UpdateLog* log = pipeline_->durability_.log;
+  if (log == nullptr || last_sequence_ == 0) {
+    std::move(done)(summary_);
+    return;
+  }
+  // Acknowledge only once every record of this stream is durable. The wait happens on the log's
+  // sync thread, so the update thread goes on absorbing other streams meanwhile and their records
+  // share the same fsync (group commit).
+  log->SyncAsync(last_sequence_, [summary = summary_, done = std::move(done)](
+                                     absl::Status synced) mutable {
+    if (!synced.ok()) {
+      STRATA_LOG(ERROR) << "Update: the update log could not be made durable: " << synced;
+      std::move(done)(absl::Status(
+          synced.code(), absl::StrCat("update log: ", synced.message(),
+                                      " (the update is not acknowledged; updates are refused "
+                                      "until the server restarts)")));
+      return;
+    }
+    std::move(done)(std::move(summary));
+  });
+}
+
+}  // namespace strata::update
