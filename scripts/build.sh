@@ -5,6 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir="${STRATA_BUILD_DIR:-build}"
 if [ ! -f "$build_dir/build.ninja" ]; then
-  cmake -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release ${STRATA_CMAKE_ARGS:-}
+  # The "release" preset of CMakePresets.json (Ninja, Release), in $build_dir.
+  cmake --preset release -B "$build_dir" ${STRATA_CMAKE_ARGS:-}
 fi
 cmake --build "$build_dir" -- "$@"

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Sanitizer and fuzzing runs (CI runs this after the main suite; docs/operations.md "Fuzzing and
-# sanitizers"). Three build directories beside build/:
+# Sanitizer, fuzzing and clang runs (CI runs this after the main suite; docs/operations.md "Fuzzing
+# and sanitizers"). Three build directories beside build/, one CMake preset each (CMakePresets.json):
 #
-#   build-asan  gcc, STRATA_SANITIZE=address,undefined: the WHOLE ctest suite (spawned
+#   build-asan  preset asan: gcc, STRATA_SANITIZE=address,undefined: the WHOLE ctest suite (spawned
 #               strata-server processes are ASan/UBSan builds too). Any report fails the test.
-#   build-tsan  gcc, STRATA_SANITIZE=thread: the concurrency tests (TSAN_TESTS below).
-#   build-fuzz  clang, STRATA_FUZZ=ON: the three libFuzzer targets, each run by ctest for
-#               STRATA_FUZZ_SECONDS (default 20) on a copy of its corpus in fuzz/corpus/.
+#   build-tsan  preset tsan: gcc, STRATA_SANITIZE=thread: the tests labelled "concurrency"
+#               (tests/CMakeLists.txt says which and why).
+#   build-fuzz  preset fuzz: clang, STRATA_FUZZ=ON: the three libFuzzer targets, each run by ctest
+#               for STRATA_FUZZ_SECONDS (default 20) on a copy of its corpus in fuzz/corpus/; and
+#               strata-server, strata-train and strata, so that clang's thread-safety analysis
+#               (-Werror=thread-safety) checks every library and binary: a violation fails the build.
 #
 # Usage: scripts/sanitize.sh [asan] [tsan] [fuzz]   (default: all three, in that order)
 # Prints the wall time of every build and run. Exits non-zero if any run fails (all still run).
@@ -40,58 +43,36 @@ export LSAN_OPTIONS=suppressions=$root/sanitizers/lsan.supp:print_suppressions=0
 export TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$root/sanitizers/tsan.supp"
 export OMP_WAIT_POLICY=PASSIVE
 
-build() {  # build DIR CMAKE_ARGS... -- NINJA_TARGETS...
-  local dir=$1
-  shift
-  local args=()
-  while [ "$1" != "--" ]; do args+=("$1"); shift; done
-  shift
-  # -O1 (ASan's and libFuzzer's usual level): Eigen-heavy files compile about twice as fast as at
-  # -O2/-O3 and the code is still fast enough for the Fashion-MNIST tests.
-  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_FLAGS_RELEASE="-O1 -DNDEBUG" \
-    "${args[@]}" >/dev/null &&
+build() {  # build PRESET: configure and build the CMake preset (its targets, CMakePresets.json)
+  cmake --preset "$1" >/dev/null &&
     # gtest_discover_tests runs each test binary at build time to list its tests; no leak check
     # there (a listing process is not a test run).
-    ASAN_OPTIONS=detect_leaks=0 nice ninja -C "$dir" -j "$jobs" "$@"
+    ASAN_OPTIONS=detect_leaks=0 nice cmake --build --preset "$1" -j "$jobs"
 }
 
 for step in "${steps[@]}"; do
   case $step in
     asan)
-      run "asan build" build build-asan -DSTRATA_SANITIZE=address,undefined --
-      # ASan makes the Fashion-MNIST fits several times slower than in build/; the per-test timeout
-      # is the main suite's 900 s doubled.
-      run "asan ctest (whole suite)" ctest --test-dir build-asan --output-on-failure \
-        --timeout 1800 -j "$jobs"
+      run "asan build" build asan
+      # ASan makes the Fashion-MNIST fits several times slower than in build/; the preset's per-test
+      # timeout is the main suite's 900 s doubled.
+      run "asan ctest (whole suite)" ctest --preset asan -j "$jobs"
       ;;
     tsan)
       # ThreadSanitizer sees only instrumented code: Debian's libgomp (OpenMP) is not, so its
-      # worker threads' hand-offs are invisible and would be reported as races. The tests run with
-      # OMP_NUM_THREADS=1 (OpenMP regions then run on the calling thread). absl::Mutex is annotated
-      # by sanitizers/absl_mutex_tsan.cc. The in-process concurrency tests:
-      #   update_log_test    group commit: concurrent Append/Sync against the sync thread
-      #   server_unit_test   ModelStore publish vs readers, WorkQueue
-      #   snapshot_test      snapshots beside the log
-      #   batcher_test       the Predict batcher's queue and workers (PredictBatcherTest, in-process)
-      #   energy_meter_test  concurrent charges from many threads
-      # Not yet: server_integration_test against a TSan strata-server (Predicts racing Updates).
-      # Debian's gRPC is uninstrumented, so its own threads' hand-offs (slices, TCP endpoints) are
-      # reported as races, and under TSan the test takes over 9 minutes on 2 cores. Needs targeted
-      # third-party suppressions in sanitizers/tsan.supp first.
-      run "tsan build" build build-tsan -DSTRATA_SANITIZE=thread -- \
-        update_log_test server_unit_test snapshot_test batcher_test energy_meter_test
-      run "tsan ctest (concurrency tests)" env OMP_NUM_THREADS=1 \
-        ctest --test-dir build-tsan --output-on-failure --timeout 1800 -j "$jobs" \
-        -R '^(UpdateLogTest|UpdateRecordTest|ModelStoreTest|WorkQueueTest|SnapshotTest|PredictBatcherTest|EnergyMeterTest)\.'
+      # worker threads' hand-offs are invisible and would be reported as races; the preset runs the
+      # tests with OMP_NUM_THREADS=1 (OpenMP regions then run on the calling thread). absl::Mutex is
+      # annotated by sanitizers/absl_mutex_tsan.cc. Debian's gRPC is uninstrumented too, so tests
+      # with a real server are not labelled "concurrency": its own threads' hand-offs (slices, TCP
+      # endpoints) would be reported as races, and under TSan they take over 9 minutes on 2 cores.
+      run "tsan build" build tsan
+      run "tsan ctest (label concurrency)" ctest --preset tsan -j "$jobs"
       ;;
     fuzz)
-      run "fuzz build" build build-fuzz -DCMAKE_CXX_COMPILER=clang++ -DSTRATA_FUZZ=ON \
-        -DSTRATA_BUILD_TESTS=OFF -- request_validation_fuzzer bundle_reader_fuzzer \
-        update_log_reader_fuzzer
+      run "clang build (fuzzers; thread-safety analysis of every binary)" build fuzz
       # The fuzzers run one after another: each is single-process, and running them side by side
       # on a loaded machine only lowers every one's exec/s.
-      run "fuzz runs (${STRATA_FUZZ_SECONDS:-20} s each)" ctest --test-dir build-fuzz \
-        --output-on-failure -V -R '_fuzzer$'
+      run "fuzz runs (${STRATA_FUZZ_SECONDS:-20} s each)" ctest --preset fuzz
       ;;
     *)
       echo "sanitize: unknown step $step (asan, tsan, fuzz)" >&2
