@@ -174,6 +174,8 @@ class XrtDenseInt8Layer final : public DenseInt8Layer {
     xrt::run runs[2];
     int started_row[2] = {0, 0}, started_rows[2] = {0, 0};
     auto collect = [&](int s) -> absl::Status {
+      // Called only below, under RunChunks' lock; the analysis does not follow into lambdas.
+      cu.mutex.AssertHeld();
       if (absl::Status st = CheckRun(runs[s], kDenseKernel); !st.ok()) return st;
       const size_t bytes = static_cast<size_t>(started_rows[s]) * out * y_size;
       cu.output[s].sync(XCL_BO_SYNC_BO_FROM_DEVICE, bytes, 0);
