@@ -35,6 +35,10 @@
 namespace strata::server {
 namespace {
 
+using update::DecodeUpdateRecord;
+using update::UpdateRecord;
+using update::UpdateRecordBuilder;
+
 constexpr int kInputSizes[4] = {1, 3, 16, 784};  // 784: Fashion-MNIST's 28x28
 
 void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int max_batch) {

@@ -31,7 +31,7 @@
 #include "update/update_record.h"
 #include "server/validation.h"
 
-namespace strata::server {
+namespace strata::update {
 namespace {
 
 template <typename T>
@@ -150,13 +150,13 @@ void CheckSegment(const std::string& segment, uint64_t after) {
 }
 
 }  // namespace
-}  // namespace strata::server
+}  // namespace strata::update
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size < 1) return 0;
   const uint64_t after = data[0] % 4;
   const std::string segment(reinterpret_cast<const char*>(data + 1), size - 1);
-  strata::server::CheckSegment(segment, after);
-  strata::server::CheckSegment(strata::server::FixChecksums(segment), after);
+  strata::update::CheckSegment(segment, after);
+  strata::update::CheckSegment(strata::update::FixChecksums(segment), after);
   return 0;
 }

@@ -1,5 +1,6 @@
 #include "server/request_parsing.h"
 
+#include <cstdint>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -40,6 +41,21 @@ int PackedWidth(FieldDescriptor::Type type) {
   }
 }
 
+// Reads the next field tag as protobuf's parser accepts it: a varint of at most 5 bytes whose value
+// fits in 32 bits and names a field number >= 1 (CodedInputStream::ReadTag() is laxer: it reads
+// longer varints and truncates them). Returns 0 at the end of the input, and for an invalid tag
+// (then in->CurrentPosition() < `size`).
+uint32_t ReadFieldTag(CodedInputStream* in, int size) {
+  const int start = in->CurrentPosition();
+  if (start >= size) return 0;
+  uint64_t tag = 0;
+  if (!in->ReadVarint64(&tag) || in->CurrentPosition() - start > 5 || tag > UINT32_MAX ||
+      WireFormatLite::GetTagFieldNumber(static_cast<uint32_t>(tag)) == 0) {
+    return 0;
+  }
+  return static_cast<uint32_t>(tag);
+}
+
 std::string Join(absl::string_view path, absl::string_view name) {
   return path.empty() ? std::string(name) : absl::StrCat(path, ".", name);
 }
@@ -61,7 +77,7 @@ std::string Describe(const Descriptor& descriptor, absl::string_view bytes, absl
   const std::string where = path.empty() ? std::string("message") : std::string(path);
   while (true) {
     const int offset = in.CurrentPosition();
-    const uint32_t tag = in.ReadTag();
+    const uint32_t tag = ReadFieldTag(&in, static_cast<int>(bytes.size()));
     if (tag == 0) {
       if (offset == static_cast<int>(bytes.size())) return "";
       return absl::StrCat(where, ": invalid field tag at byte ", offset);
@@ -220,7 +236,7 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
                       static_cast<int>(bytes.size()));
   while (true) {
     const int offset = in.CurrentPosition();
-    const uint32_t tag = in.ReadTag();
+    const uint32_t tag = ReadFieldTag(&in, static_cast<int>(bytes.size()));
     if (tag == 0) {
       if (offset != static_cast<int>(bytes.size())) {
         message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
