@@ -36,11 +36,6 @@ void FillPhaseEnergy(double lower, double readout, double absorb, double refresh
 
 }  // namespace
 
-fpga::EnergyTable ServiceOptions::CpuEnergyTable() {
-  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
-  return table.ok() ? *table : fpga::EnergyTable{};
-}
-
 int TransportMessageLimit(int max_message_bytes) {
   return static_cast<int>(std::min<int64_t>(int64_t{4} * std::max(max_message_bytes, 1), INT_MAX));
 }
