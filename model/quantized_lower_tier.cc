@@ -14,8 +14,8 @@ namespace strata::model {
 namespace {
 
 // Images per work item when a batch is split across threads (as LowerTier does): a conv layer
-// call then has 64 * H * W rows.
-constexpr Eigen::Index kImagesPerChunk = 64;
+// call then has kLowerTierRowsPerChunk * H * W rows.
+constexpr Eigen::Index kImagesPerChunk = kLowerTierRowsPerChunk;
 // Calibration images per chunk of the float pass.
 constexpr Eigen::Index kCalibrationChunk = 128;
 constexpr float kInt8Max = 127.0f;

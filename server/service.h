@@ -225,11 +225,8 @@ class StrataService final : public RawStrataService {
 
   absl::Mutex stats_mu_;
   // The RPC counters of GetStats; model_version, uptime_seconds and the update, energy and policy
-  // figures are filled in when asked (from pipeline_, meter_ and the members below).
+  // figures are filled in when asked (from pipeline_ and meter_).
   v1::Stats stats_ ABSL_GUARDED_BY(stats_mu_);
-  // Readout inference joules of Predict (the meter has no phase for them; the Update pipeline
-  // counts its prequential predictions' own), cumulative.
-  double readout_joules_ ABSL_GUARDED_BY(stats_mu_) = 0;
 
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};
