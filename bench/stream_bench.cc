@@ -114,7 +114,7 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
     for (int i = 0; i < k; ++i) h.row(i) = features.row(stream.order[start + i]);
     // The features were computed once up front; charge what the lower tier would have spent.
     meter.Charge(update::EnergyPhase::kLowerTierInference,
-                 update::LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), d, k));
+                 model::LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), d, k));
 
     // Prequential: predict with the current readout before absorbing.
     std::vector<uint8_t> errors(k, 1);
@@ -135,12 +135,12 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
       std::exit(1);
     }
     meter.Charge(update::EnergyPhase::kAbsorb,
-                 update::AbsorbCounts(d, upper.num_classes(), k));
+                 model::AbsorbCounts(d, upper.num_classes(), k));
 
     auto plan = upper.PlanRefresh(model::RefreshMode::kAuto);
     const double refresh_cost =
-        plan.ok() ? meter.Estimate(update::RefreshReportCounts(*plan, d, upper.num_classes()))
-                  : meter.Estimate(update::CholeskyRefreshCounts(d, upper.num_classes()));
+        plan.ok() ? meter.Estimate(model::RefreshReportCounts(*plan, d, upper.num_classes()))
+                  : meter.Estimate(model::CholeskyRefreshCounts(d, upper.num_classes()));
     const update::Decision decision =
         (*policy)->OnMessage({errors, new_class, refresh_cost, now});
     if (decision.apply) {
@@ -152,7 +152,7 @@ PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stre
       readout = *std::move(solved);
       have_readout = true;
       meter.Charge(update::EnergyPhase::kRefresh,
-                   update::RefreshReportCounts(upper.last_refresh(), d, upper.num_classes()));
+                   model::RefreshReportCounts(upper.last_refresh(), d, upper.num_classes()));
     }
     now += interval;
 

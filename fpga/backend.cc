@@ -1,17 +1,10 @@
 #include "fpga/backend.h"
 
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
-#include "base/log.h"
-#include "fpga/cpu/cpu_backend.h"
-#include "fpga/emu/emu_backend.h"
 #include "fpga/kernels/kernels.h"
-#include "fpga/xrt/xrt_backend.h"
 
 namespace strata::fpga {
 
@@ -74,33 +67,6 @@ absl::Status DenseInt8Spec::Validate() const {
     }
   }
   return absl::OkStatus();
-}
-
-std::vector<std::string> BackendNames() { return {"cpu", "emu", "xrt", "auto"}; }
-
-absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(absl::string_view name,
-                                                       const BackendOptions& options) {
-  if (name == "cpu") return CreateCpuBackend(options);
-  if (name == "emu") return CreateEmuBackend(options);
-  if (name == "xrt") return CreateXrtBackend(options);
-  if (name == "auto") {
-    absl::Status card = XrtCardAndXclbinPresent(options);
-    if (card.ok()) {
-      absl::StatusOr<std::unique_ptr<Backend>> xrt = CreateXrtBackend(options);
-      if (xrt.ok()) {
-        STRATA_LOG(INFO) << "backend auto: chose xrt (" << (*xrt)->info().description
-                         << ", xclbin " << options.xclbin_path << ")";
-        return xrt;
-      }
-      card = xrt.status();
-    }
-    STRATA_LOG(INFO) << "backend auto: chose emu (bit-exact C simulation of the FPGA kernels) "
-                        "because xrt is unavailable: "
-                     << card.message();
-    return CreateEmuBackend(options);
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown backend '", std::string(name),
-                                                 "'; known: ", absl::StrJoin(BackendNames(), ", ")));
 }
 
 }  // namespace strata::fpga

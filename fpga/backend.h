@@ -1,15 +1,17 @@
 // The accelerator interface the rest of Strata sees: the lower tier's int8 dense layers and the
 // upper tier's int8 Gram accumulation, on a "cpu", "emu" or "xrt" backend.
 //
-// Shaped after ggml's backend interface: a small set of required operations, a capability
-// description per backend, and a registry (CreateBackend) of the compiled-in backends.
+// Shaped after ggml's backend interface: a small set of required operations (every backend has
+// both), a description per backend (BackendInfo), and a registry of the compiled-in backends with
+// their factories, availability probes and energy tables (fpga/registry.h; CreateBackend below).
 //
 //   cpu  the reference: plain C++ (AVX-512 VNNI when the CPU has it). Integer arithmetic is exact,
 //        so it equals the others bit for bit.
 //   emu  the FPGA kernels' own source (fpga/kernels/) compiled for the CPU and called directly: a
 //        C simulation, bit-exact with the card, and slow.
 //   xrt  an AMD/Xilinx Alveo card through XRT running the kernels from an xclbin.
-//   auto xrt when a card and an xclbin are present, else emu; logs its choice and why.
+//   auto xrt when a card and an xclbin are present and the card accepts it, else cpu; logs its
+//        choice and why (the rule: fpga::ChooseAutoBackend, fpga/registry.h).
 //
 // Parameters are uploaded once (a DenseInt8Layer holds its weights, on the card for xrt; a
 // GramInt8Accumulator holds G and Q, on the card for xrt); each call then moves only activations.
@@ -131,15 +133,10 @@ class GramInt8Accumulator {
   virtual uint64_t rows() const = 0;  // rows accumulated so far
 };
 
-// What a backend is and can do.
+// What a backend is: its registered name and, for logs, what exactly runs.
 struct BackendInfo {
-  std::string name;         // "cpu", "emu", "xrt"
+  std::string name;         // "cpu", "emu", "xrt": its name in the registry (fpga/registry.h)
   std::string description;  // e.g. "AVX-512 VNNI int8 GEMM on 2 threads", the card's name
-  bool has_dense_int8 = true;
-  bool has_gram_int8 = true;
-  // True if results are the FPGA kernels' bits (all three are: integer arithmetic is exact).
-  bool bit_exact_with_kernels = true;
-  bool uses_card = false;  // runs on a physical FPGA
 };
 
 // The interface. Creating layers and accumulators is thread-safe; see each object for its own.
@@ -174,17 +171,17 @@ struct BackendOptions {
   int xrt_chunk_rows = 256;
 };
 
-// The names CreateBackend accepts: "cpu", "emu", "xrt", "auto".
+// The names CreateBackend accepts: the registered backends ("cpu", "emu", "xrt"), then "auto".
 std::vector<std::string> BackendNames();
 
-// Creates a backend by name (see the top of this file). Errors:
+// Creates a backend by name (see the top of this file; fpga/registry.h holds the table). Errors:
 //   INVALID_ARGUMENT: an unknown name (the message lists the known ones).
 //   xrt, no card: FAILED_PRECONDITION "xrt backend: no FPGA card found
 //     (xrt::system::enumerate_devices() == 0); pick another device with --device=emu or
 //     --device=cpu" (or "... (<XRT's error>); ..." when XRT cannot even enumerate).
 //   xrt, xclbin_path names a missing file: NOT_FOUND naming it; an invalid xclbin or one
 //     without both kernels: INVALID_ARGUMENT with XRT's reason.
-// "auto" never fails for lack of a card: it logs why it fell back to emu.
+// "auto" never fails for lack of a card: it logs why it fell back to cpu (ChooseAutoBackend).
 absl::StatusOr<std::unique_ptr<Backend>> CreateBackend(absl::string_view name,
                                                        const BackendOptions& options = {});
 

@@ -1,9 +1,5 @@
 #include "fpga/energy.h"
 
-#include <string>
-
-#include "absl/strings/str_cat.h"
-
 namespace strata::fpga {
 namespace {
 
@@ -17,24 +13,23 @@ constexpr double kPcieLinkPjPerByte = 6.0 * 8;
 
 }  // namespace
 
-absl::StatusOr<EnergyTable> EnergyTableFor(absl::string_view backend) {
+EnergyTable HostEnergyTable() {
   EnergyTable table;
+  table.int8_mac_pj = kHorowitzInt8MacPj;
   table.fp32_mac_pj = kHorowitzFp32MacPj;
   table.fp64_mac_pj = kFp64MacPj;
-  if (backend == "cpu") {
-    table.int8_mac_pj = kHorowitzInt8MacPj;
-    table.dram_pj_per_byte = kHostDramPjPerByte;
-    table.host_link_pj_per_byte = 0;  // no card
-    return table;
-  }
-  if (backend == "emu" || backend == "xrt") {
-    table.int8_mac_pj = kCardInt8MacPj;
-    table.dram_pj_per_byte = kCardHbmPjPerByte;
-    table.host_link_pj_per_byte = kPcieLinkPjPerByte + kHostDramPjPerByte;
-    return table;
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("no energy table for backend '", std::string(backend), "'"));
+  table.dram_pj_per_byte = kHostDramPjPerByte;
+  table.host_link_pj_per_byte = 0;  // no card
+  return table;
+}
+
+EnergyTable CardEnergyTable() {
+  // The host's fp32 and fp64 figures: the card has no float path.
+  EnergyTable table = HostEnergyTable();
+  table.int8_mac_pj = kCardInt8MacPj;
+  table.dram_pj_per_byte = kCardHbmPjPerByte;
+  table.host_link_pj_per_byte = kPcieLinkPjPerByte + kHostDramPjPerByte;
+  return table;
 }
 
 double Joules(const OpCounts& c, const EnergyTable& t) {

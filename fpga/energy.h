@@ -37,7 +37,13 @@ struct EnergyTable {
   double host_link_pj_per_byte = 0;  // per byte crossing PCIe, either direction
 };
 
-// The table for backend "cpu", "emu" or "xrt"; INVALID_ARGUMENT otherwise.
+// The host CPU's table (Horowitz arithmetic, host DRAM, no PCIe link).
+EnergyTable HostEnergyTable();
+// The FPGA card's table (the card's int8 MACs and HBM, PCIe plus host DRAM per byte moved).
+EnergyTable CardEnergyTable();
+
+// The table of a registered backend (fpga/registry.h: "cpu" the host's, "emu" and "xrt" the
+// card's); INVALID_ARGUMENT for any other name.
 absl::StatusOr<EnergyTable> EnergyTableFor(absl::string_view backend);
 
 // sum(count * energy) over the OpCounts fields, in joules.

@@ -8,9 +8,9 @@
 namespace strata::model {
 namespace {
 
-// Rows per work item when a batch is split across threads, and per chunk of a fit's pass over the
-// training set: bounds the memory of intermediate maps (a 28x28x48 map is 150 KB a row).
-constexpr Eigen::Index kRowsPerChunk = 64;
+// Rows per work item when a batch is split across threads (kLowerTierRowsPerChunk), and per chunk
+// of a fit's pass over the training set: bound the memory of intermediate maps.
+constexpr Eigen::Index kRowsPerChunk = kLowerTierRowsPerChunk;
 constexpr Eigen::Index kRowsPerFitChunk = 2048;
 
 }  // namespace
@@ -163,6 +163,29 @@ uint64_t LowerTier::MacsPerSample() const {
   uint64_t macs = 0;
   for (const auto& stage : stages_) macs += stage->MacsPerSample();
   return macs;
+}
+
+uint64_t LowerTier::ParameterBytes() const {
+  uint64_t bytes = 0;
+  for (const auto& stage : stages_) bytes += stage->ParameterBytes();
+  return bytes;
+}
+
+fpga::OpCounts LowerTier::Counts(int images) const {
+  const uint64_t chunks =
+      (static_cast<uint64_t>(std::max(images, 0)) + kLowerTierRowsPerChunk - 1) /
+      kLowerTierRowsPerChunk;
+  return LowerTierInferenceCounts(MacsPerSample(), input_size(), feature_size(), images,
+                                  chunks * ParameterBytes());
+}
+
+fpga::OpCounts LowerTierInferenceCounts(uint64_t macs_per_image, int input_size, int feature_size,
+                                        int images, uint64_t parameter_bytes) {
+  fpga::OpCounts counts;
+  counts.fp32_macs = macs_per_image * static_cast<uint64_t>(std::max(images, 0));
+  const double bytes = 4.0 * images * (static_cast<double>(input_size) + feature_size);
+  counts.dram_bytes = (bytes <= 0 ? 0 : static_cast<uint64_t>(bytes)) + parameter_bytes;
+  return counts;
 }
 
 std::vector<std::string> LowerTier::Describe() const {

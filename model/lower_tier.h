@@ -15,11 +15,25 @@
 
 #include "absl/status/statusor.h"
 #include "base/record_file.h"
+#include "fpga/backend.h"
 #include "model/architecture.h"
 #include "model/stages.h"
 #include "model/tensor.h"
 
 namespace strata::model {
+
+// Rows per chunk in which both lower tiers (LowerTier and QuantizedLowerTier) stream a batch
+// through their matrix products, one chunk per work item on the OpenMP threads. Each chunk reads
+// every weight once, which is what their work models count (LowerTier::Counts; the int8 tier's
+// backend calls, one per layer and chunk). It also bounds the intermediate maps' memory (a
+// 28x28x48 map is 150 KB a row).
+inline constexpr int kLowerTierRowsPerChunk = 64;
+
+// The work of an fp32 lower tier for `images` images: macs_per_image fp32 MACs each (the stages'
+// matrix products). DRAM: images in (4 B/value), features out (4 B/feature), plus
+// `parameter_bytes` of weights streamed. A pure function of the shapes.
+fpga::OpCounts LowerTierInferenceCounts(uint64_t macs_per_image, int input_size, int feature_size,
+                                        int images, uint64_t parameter_bytes = 0);
 
 // The parameters of the default, single-conv architecture, for code that builds one without a spec
 // file. Defaults give specs/default.spec.
@@ -60,6 +74,12 @@ class LowerTier {
   const std::vector<std::unique_ptr<Stage>>& stages() const { return stages_; }
   // Matrix-product multiply-accumulates per image (for energy accounting).
   uint64_t MacsPerSample() const;
+  // Bytes of the fp32 parameters the stages' matrix products stream (the stages' ParameterBytes).
+  uint64_t ParameterBytes() const;
+  // The work model of Features(images) for `images` images (the energy meter prices it):
+  // LowerTierInferenceCounts with the weights read once per chunk of kLowerTierRowsPerChunk
+  // images, the same dataflow the int8 tier's backend calls count (docs/fpga.md, "Energy").
+  fpga::OpCounts Counts(int images) const;
   // One line per stage, for ModelInfo and logs.
   std::vector<std::string> Describe() const;
 

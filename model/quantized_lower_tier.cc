@@ -14,8 +14,8 @@ namespace strata::model {
 namespace {
 
 // Images per work item when a batch is split across threads (as LowerTier does): a conv layer
-// call then has 64 * H * W rows.
-constexpr Eigen::Index kImagesPerChunk = 64;
+// call then has kLowerTierRowsPerChunk * H * W rows.
+constexpr Eigen::Index kImagesPerChunk = kLowerTierRowsPerChunk;
 // Calibration images per chunk of the float pass.
 constexpr Eigen::Index kCalibrationChunk = 128;
 constexpr float kInt8Max = 127.0f;
@@ -58,10 +58,6 @@ QuantizedLowerTier::~QuantizedLowerTier() = default;
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
     const LowerTier& tier, const MatrixF& calibration_images, fpga::Backend& backend,
     const ActivationCalibration& calibration) {
-  if (!backend.info().has_dense_int8) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
-  }
   absl::StatusOr<Int8Calibration> scales =
       CalibrateActivations(tier, calibration_images, calibration);
   if (!scales.ok()) return scales.status();
@@ -149,10 +145,6 @@ absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
 
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     const LowerTier& tier, const Int8Calibration& calibration, fpga::Backend& backend) {
-  if (!backend.info().has_dense_int8) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
-  }
   const auto& stages = tier.stages();
   const size_t num_stages = stages.size();
   const size_t quantized = static_cast<size_t>(QuantizedStageCount(tier));

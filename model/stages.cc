@@ -194,6 +194,8 @@ uint64_t ConvStage::MacsPerSample() const {
          filters_.cols();
 }
 
+uint64_t ConvStage::ParameterBytes() const { return 4 * static_cast<uint64_t>(filters_.size()); }
+
 void ConvStage::Save(base::RecordFileWriter& writer, const std::string& prefix) const {
   writer.Tensor(prefix + "filters", filters_.data(),
                 {static_cast<uint64_t>(filters_.rows()), static_cast<uint64_t>(filters_.cols())});
@@ -341,6 +343,10 @@ uint64_t ExpandStage::MacsPerSample() const {
   return static_cast<uint64_t>(input_shape().size()) * units_;
 }
 
+uint64_t ExpandStage::ParameterBytes() const {
+  return 4 * static_cast<uint64_t>(projection_.size() + bias_.size());
+}
+
 void ExpandStage::Save(base::RecordFileWriter& writer, const std::string& prefix) const {
   writer.Tensor(prefix + "projection", projection_.data(),
                 {static_cast<uint64_t>(projection_.rows()), static_cast<uint64_t>(units_)});
@@ -402,6 +408,10 @@ void ElmAutoencoderStage::Apply(const MatrixF& in, MatrixF& out) const {
 
 uint64_t ElmAutoencoderStage::MacsPerSample() const {
   return static_cast<uint64_t>(input_shape().size()) * units_;
+}
+
+uint64_t ElmAutoencoderStage::ParameterBytes() const {
+  return 4 * static_cast<uint64_t>(encoder_.size());
 }
 
 void ElmAutoencoderStage::Save(base::RecordFileWriter& writer, const std::string& prefix) const {

@@ -57,6 +57,9 @@ class Stage {
 
   // Multiply-accumulates per sample of Apply's matrix products (for the energy meter).
   virtual uint64_t MacsPerSample() const { return 0; }
+  // Bytes of the parameters Apply's matrix products stream, at 4 B per fp32 value (for the energy
+  // meter: each chunk of rows reads them once, LowerTier::Counts). 0 for stages without them.
+  virtual uint64_t ParameterBytes() const { return 0; }
 
   // Parameters, stored under `prefix` in a record file.
   virtual void Save(base::RecordFileWriter& writer, const std::string& prefix) const {}
@@ -89,6 +92,7 @@ class ConvStage final : public Stage {
   absl::Status Fit(const FitData& data, std::mt19937_64& rng) override;
   void Apply(const MatrixF& in, MatrixF& out) const override;
   uint64_t MacsPerSample() const override;
+  uint64_t ParameterBytes() const override;
   void Save(base::RecordFileWriter& writer, const std::string& prefix) const override;
   absl::Status Load(const base::RecordFileReader& reader, const std::string& prefix) override;
 
@@ -157,6 +161,7 @@ class ExpandStage final : public Stage {
   absl::Status Fit(const FitData& data, std::mt19937_64& rng) override;
   void Apply(const MatrixF& in, MatrixF& out) const override;
   uint64_t MacsPerSample() const override;
+  uint64_t ParameterBytes() const override;
   void Save(base::RecordFileWriter& writer, const std::string& prefix) const override;
   absl::Status Load(const base::RecordFileReader& reader, const std::string& prefix) override;
 
@@ -183,6 +188,7 @@ class ElmAutoencoderStage final : public Stage {
   absl::Status Fit(const FitData& data, std::mt19937_64& rng) override;
   void Apply(const MatrixF& in, MatrixF& out) const override;
   uint64_t MacsPerSample() const override;
+  uint64_t ParameterBytes() const override;
   void Save(base::RecordFileWriter& writer, const std::string& prefix) const override;
   absl::Status Load(const base::RecordFileReader& reader, const std::string& prefix) override;
 

@@ -33,6 +33,77 @@ size_t Readout::CountCorrect(const MatrixF& features, std::span<const std::strin
   }
   return correct;
 }
+
+fpga::OpCounts Readout::Counts(int rows) const {
+  const uint64_t n = static_cast<uint64_t>(std::max(rows, 0));
+  fpga::OpCounts counts;
+  const uint64_t d = static_cast<uint64_t>(weights.rows());
+  const uint64_t classes = static_cast<uint64_t>(weights.cols());
+  counts.fp32_macs = n * d * classes;
+  counts.dram_bytes = 4 * n * classes;
+  return counts;
+}
+
+namespace {
+
+uint64_t NonNegative(double x) { return x <= 0 ? 0 : static_cast<uint64_t>(x); }
+
+// Forward and backward substitution for every class column, and the traffic of G's factor.
+fpga::OpCounts TriangularSolveCounts(int d, int classes) {
+  const double dd = static_cast<double>(d), c = static_cast<double>(classes);
+  fpga::OpCounts counts;
+  counts.fp64_macs = NonNegative(dd * dd * c);  // 2 solves x d^2 / 2 MACs per column
+  // The factor's lower triangle read once per solve, Q read, W written (as fp32).
+  counts.dram_bytes = NonNegative(2 * 8 * dd * (dd + 1) / 2 + 8 * dd * c + 4 * dd * c);
+  return counts;
+}
+
+}  // namespace
+
+fpga::OpCounts AbsorbCounts(int d, int classes, int rows) {
+  const double dd = d, c = classes, k = rows;
+  fpga::OpCounts counts;
+  counts.fp64_macs = NonNegative(k * dd * (dd + 1) / 2 + k * dd * c);
+  counts.dram_bytes = NonNegative(4 * k * dd + 2 * 8 * dd * (dd + 1) / 2 + 2 * 8 * dd * c);
+  return counts;
+}
+
+fpga::OpCounts CholeskyRefreshCounts(int d, int classes) {
+  const double dd = d;
+  fpga::OpCounts counts = TriangularSolveCounts(d, classes);
+  counts.fp64_macs += NonNegative(dd * dd * dd / 6);
+  // G's lower triangle read, the factor written.
+  counts.dram_bytes += NonNegative(2 * 8 * dd * (dd + 1) / 2);
+  return counts;
+}
+
+fpga::OpCounts RankUpdateRefreshCounts(int d, int classes, int rows) {
+  const double dd = d, k = rows;
+  fpga::OpCounts counts = TriangularSolveCounts(d, classes);
+  counts.fp64_macs += NonNegative(k * dd * dd);
+  // The factor read and written once per block of updates; H read.
+  counts.dram_bytes += NonNegative(2 * 8 * dd * (dd + 1) / 2 + 4 * k * dd);
+  return counts;
+}
+
+fpga::OpCounts RefreshReportCounts(const RefreshReport& report, int d, int classes) {
+  const double dd = d;
+  fpga::OpCounts counts = TriangularSolveCounts(d, classes);
+  counts.fp64_macs = NonNegative(report.flops() / 2);
+  if (report.path == RefreshPath::kRefactor) {
+    counts.dram_bytes += NonNegative(2 * 8 * dd * (dd + 1) / 2);
+  } else {
+    counts.dram_bytes += NonNegative(2 * 8 * dd * (dd + 1) / 2 + 4.0 * report.rows_folded * dd);
+  }
+  return counts;
+}
+
+fpga::OpCounts CheapestRefreshCounts(int d, int classes, int rows) {
+  const fpga::OpCounts full = CholeskyRefreshCounts(d, classes);
+  if (rows < 0) return full;
+  const fpga::OpCounts rank = RankUpdateRefreshCounts(d, classes, rows);
+  return rank.fp64_macs < full.fp64_macs ? rank : full;
+}
 namespace {
 
 // Edge of the square blocks of the symmetric rank-k update and of the blocked Cholesky: large

@@ -65,6 +65,11 @@ struct Readout {
   std::vector<int> Classify(const MatrixF& features) const;
   // How many feature rows are classified as their label (labels[i] belongs to row i).
   size_t CountCorrect(const MatrixF& features, std::span<const std::string> labels) const;
+  // The work of Scores for `rows` feature rows, in fp32 (for the energy meter): rows * D * C
+  // MACs, and the scores written (4 B each). The weights are assumed cache-resident and the
+  // features were counted as the lower tier's output, so the count is exactly proportional to
+  // `rows`.
+  fpga::OpCounts Counts(int rows) const;
 };
 
 // How the upper tier's readout is recomputed.
@@ -95,6 +100,32 @@ struct RefreshReport {
   // Factor updates applied since the last re-factorisation, this one included (0 after kRefactor).
   int updates_since_refactor = 0;
 };
+
+// ---- Work models of the float64 host paths (pure functions of the shapes; the energy meter,
+// update/energy_meter.h, prices them) ----
+
+// Absorbing `rows` samples with `d` features and `classes` classes in fp64: the symmetric rank-k
+// update of G's lower triangle (rows * d * (d + 1) / 2 MACs) plus Q += H^T Y (rows * d * classes
+// MACs: a dense GEMM's bound; the one-hot targets make most of them zeros). DRAM: H read once
+// (4 B), G's lower triangle and Q read and written once (8 B each).
+fpga::OpCounts AbsorbCounts(int d, int classes, int rows);
+
+// A full refresh in fp64: Cholesky of G (d^3 / 6 MACs) and the forward and backward triangular
+// solves for Q's columns (2 * d^2 / 2 MACs per class). DRAM: G read, the factor written and read
+// twice, Q read, W written.
+fpga::OpCounts CholeskyRefreshCounts(int d, int classes);
+
+// A refresh by a rank-`rows` update of an existing Cholesky factor (rows * d^2 MACs) plus the same
+// two triangular solves. Cheaper than CholeskyRefreshCounts when rows < d / 6.
+fpga::OpCounts RankUpdateRefreshCounts(int d, int classes, int rows);
+
+// The work a refresh reported (UpperTier::last_refresh() or PlanRefresh()): its flops as fp64
+// MACs (2 flops per MAC) plus the DRAM traffic of the path it took.
+fpga::OpCounts RefreshReportCounts(const RefreshReport& report, int d, int classes);
+
+// The cheaper of the two refresh paths for `rows` samples absorbed since the last factorisation
+// (a full Cholesky when there is no factor yet, rows < 0).
+fpga::OpCounts CheapestRefreshCounts(int d, int classes, int rows);
 
 // Construction-time options of an UpperTier.
 struct UpperTierOptions {
@@ -158,7 +189,7 @@ class UpperTier {
   // host D^2 work); with forgetting < 1 (not exact with integer sums) the accumulator is folded
   // in and the dequantised rows take the float64 path. If `counts` is not null it receives the
   // work: the backend's OpCounts for an accumulator absorb, else zero (the float64 path's work is
-  // priced from the shapes by the caller, update/energy_meter.h AbsorbCounts). A backend error
+  // priced from the shapes by the caller, AbsorbCounts above). A backend error
   // (xrt) is returned as is; the statistics are then unchanged.
   // With a Gram backend the rows are staged and accumulated by the block (gram_block_rows), so
   // `counts` receives the work of the blocks this call completed (often none): the work of rows

@@ -7,8 +7,11 @@
 //          card would spend (fpga/energy.h).
 //   xrt    int8 on an Alveo card through XRT, running the kernels of --xclbin.
 //   auto   xrt when XRT sees a card and --xclbin names an existing file (and the card accepts it),
-//          else cpu (emu is a slow simulation, never a sensible automatic choice); the reason is
-//          recorded in Device::reason.
+//          else cpu (fpga::ChooseAutoBackend, the one rule, fpga/registry.h; emu is a slow
+//          simulation, never a sensible automatic choice), the reason recorded in
+//          Device::description; and float for a bundle without int8 scales
+//          (Device::ServedBackend, once the bundle is read).
+// The names other than float are the fpga registry's (fpga/registry.h).
 // docs/operations.md ("Device") explains the default and the trade-offs.
 #ifndef STRATA_SERVER_DEVICE_H_
 #define STRATA_SERVER_DEVICE_H_
@@ -19,7 +22,6 @@
 
 #include "absl/status/statusor.h"
 #include "fpga/backend.h"
-#include "fpga/energy.h"
 
 namespace strata::server {
 
@@ -38,12 +40,16 @@ struct Device {
   std::string description;  // for logs: the backend's description, and for auto why it chose
   // The backend the int8 lower tier runs on; null for "float".
   std::unique_ptr<fpga::Backend> backend;
-  // Prices the lower tier's work on this device (fpga::EnergyTableFor(name); "cpu" for float).
-  fpga::EnergyTable energy_table;
-  std::string energy_table_name;
+  // Opened as "auto": ServedBackend may still choose float.
+  bool automatic = false;
+
+  // The backend to serve a bundle's lower tier on, or null for the float lower tier: `backend`,
+  // except that an automatic device serves float when the bundle has no int8 activation scales
+  // (the last step of the auto rule above). Not owned: valid while this Device lives.
+  fpga::Backend* ServedBackend(bool bundle_has_int8_scales) const;
 };
 
-// "float", "cpu", "emu", "xrt", "auto".
+// "float", then fpga::BackendNames(): "cpu", "emu", "xrt", "auto".
 std::vector<std::string> DeviceNames();
 
 // Opens the device. INVALID_ARGUMENT for an unknown name (listing the known ones); for xrt, the

@@ -513,13 +513,12 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
     server->Shutdown();
     return 1;
   }
-  fpga::Backend* int8_backend = device->backend.get();
-  if (options.device.device == "auto" && bundle->int8.empty()) {
+  fpga::Backend* int8_backend = device->ServedBackend(!bundle->int8.empty());
+  if (int8_backend == nullptr && device->backend != nullptr) {
     // auto picks the best device this bundle can run on: without int8 scales, float.
     STRATA_LOG(INFO) << "device auto: the bundle has no int8 activation scales (written before "
                         "strata-train stored them); serving the float lower tier instead of "
                      << device->name;
-    int8_backend = nullptr;
   }
   if (int8_backend != nullptr) {
     // Refuse before recovery touches the state directory.

@@ -36,11 +36,6 @@ void FillPhaseEnergy(double lower, double readout, double absorb, double refresh
 
 }  // namespace
 
-fpga::EnergyTable ServiceOptions::CpuEnergyTable() {
-  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
-  return table.ok() ? *table : fpga::EnergyTable{};
-}
-
 int TransportMessageLimit(int max_message_bytes) {
   return static_cast<int>(std::min<int64_t>(int64_t{4} * std::max(max_message_bytes, 1), INT_MAX));
 }
@@ -187,9 +182,8 @@ ServedState StrataService::MetricsState() {
       totals[static_cast<int>(update::EnergyPhase::kLowerTierInference)].joules;
   state.absorb_joules = totals[static_cast<int>(update::EnergyPhase::kAbsorb)].joules;
   state.refresh_joules = totals[static_cast<int>(update::EnergyPhase::kRefresh)].joules;
-  state.readout_inference_joules = pipeline_.counters().readout_joules;
-  absl::MutexLock lock(&stats_mu_);
-  state.readout_inference_joules += readout_joules_;
+  state.readout_inference_joules =
+      totals[static_cast<int>(update::EnergyPhase::kReadoutInference)].joules;
   return state;
 }
 
@@ -243,13 +237,8 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
   const update::ModelVersion& model = *lower->model;
   const model::MatrixF scores = model.readout.Scores(lower->features);
   const int rows = static_cast<int>(scores.rows());
-  const double readout_joules = meter_.Estimate(update::ReadoutCounts(
-      model.lower->feature_size(), static_cast<int>(model.readout.labels.size()), rows));
-  response->mutable_energy()->set_upper_tier_joules(readout_joules);
-  {
-    absl::MutexLock lock(&stats_mu_);
-    readout_joules_ += readout_joules;
-  }
+  response->mutable_energy()->set_upper_tier_joules(
+      meter_.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
   for (Eigen::Index i = 0; i < scores.rows(); ++i) {
     Eigen::Index best = 0;
     scores.row(i).maxCoeff(&best);
@@ -374,11 +363,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
   scratch->scores.resize(rows, classes);
   scratch->scores.noalias() = *features * model->readout.weights;
   const double readout_joules =
-      meter_.Estimate(update::ReadoutCounts(model->lower->feature_size(), classes, rows));
-  {
-    absl::MutexLock lock(&stats_mu_);
-    readout_joules_ += readout_joules;
-  }
+      meter_.Charge(update::EnergyPhase::kReadoutInference, model->readout.Counts(rows));
   const model::MatrixF& scores = scratch->scores;
   for (size_t c = 0; c < calls.size(); ++c) {
     const int first = scratch->first_row[c];
@@ -681,12 +666,8 @@ void StrataService::FillPolicyAndEnergyStats(v1::Stats* stats) {
   const double lower = totals[static_cast<int>(update::EnergyPhase::kLowerTierInference)].joules;
   const double absorb = totals[static_cast<int>(update::EnergyPhase::kAbsorb)].joules;
   const double refresh = totals[static_cast<int>(update::EnergyPhase::kRefresh)].joules;
+  const double readout = totals[static_cast<int>(update::EnergyPhase::kReadoutInference)].joules;
   const update::PipelineCounters updates = pipeline_.counters();
-  double readout = updates.readout_joules;
-  {
-    absl::MutexLock lock(&stats_mu_);
-    readout += readout_joules_;
-  }
   stats->set_samples_absorbed(updates.samples_absorbed);
   stats->set_samples_rejected(updates.samples_rejected);
   stats->set_updates_applied(updates.updates_applied);

@@ -75,9 +75,9 @@ struct ServiceOptions {
   // once; each request's lower tier may itself use several threads.
   int inference_threads = 2;
   // The energy table work is priced with, and its name (reported by GetStats). Default: "cpu"
-  // (fpga::EnergyTableFor("cpu"): Horowitz's 45 nm figures), matching the float CPU lower tier.
+  // (fpga::HostEnergyTable(): Horowitz's 45 nm figures), matching the float CPU lower tier.
   std::string energy_table_name = "cpu";
-  fpga::EnergyTable energy_table = CpuEnergyTable();
+  fpga::EnergyTable energy_table = fpga::HostEnergyTable();
   // How the lower tier computes, for GetStats before a model is loaded ("float": the Eigen fp32
   // path). Once loaded, GetStats and GetModelInfo report the served version's ModelVersion::device,
   // and its lower-tier work is priced with ModelVersion::lower_tier_energy_table.
@@ -97,8 +97,6 @@ struct ServiceOptions {
   // version, device and joules are read from the service at scrape time. Not owned; must outlive
   // the service. Default null: no metrics.
   Metrics* metrics = nullptr;
-
-  static fpga::EnergyTable CpuEnergyTable();
 };
 
 // Where updates are made durable (see StrataService::EnableDurability and the Update and Snapshot
@@ -227,11 +225,8 @@ class StrataService final : public RawStrataService {
 
   absl::Mutex stats_mu_;
   // The RPC counters of GetStats; model_version, uptime_seconds and the update, energy and policy
-  // figures are filled in when asked (from pipeline_, meter_ and the members below).
+  // figures are filled in when asked (from pipeline_ and meter_).
   v1::Stats stats_ ABSL_GUARDED_BY(stats_mu_);
-  // Readout inference joules of Predict (the meter has no phase for them; the Update pipeline
-  // counts its prequential predictions' own), cumulative.
-  double readout_joules_ ABSL_GUARDED_BY(stats_mu_) = 0;
 
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};

@@ -1,16 +1,25 @@
-// EnergyMeter: work models of the CPU float paths, per-phase and per-request totals, and
-// concurrent charging.
+// EnergyMeter: the work models of the CPU float paths it prices (model/upper_tier.h,
+// model/lower_tier.h), per-phase and per-request totals, and concurrent charging.
 #include "update/energy_meter.h"
 
 #include <thread>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "model/lower_tier.h"
+#include "model/upper_tier.h"
 
 namespace strata::update {
 namespace {
 
 fpga::EnergyTable CpuTable() { return *fpga::EnergyTableFor("cpu"); }
+
+using model::AbsorbCounts;
+using model::CheapestRefreshCounts;
+using model::CholeskyRefreshCounts;
+using model::LowerTierInferenceCounts;
+using model::RankUpdateRefreshCounts;
+using model::RefreshReportCounts;
 
 TEST(EnergyModelTest, AbsorbIsTheSymmetricRankKUpdatePlusQ) {
   const fpga::OpCounts c = AbsorbCounts(/*d=*/1000, /*classes=*/10, /*rows=*/100);
@@ -76,6 +85,24 @@ TEST(EnergyMeterTest, ChargesPhasesAndRequestsSeparately) {
   EXPECT_EQ(totals[static_cast<int>(EnergyPhase::kRefresh)].counts.fp64_macs, 1000000u);
   EXPECT_EQ(meter.Estimate(fp64), fpga::Joules(fp64, CpuTable()));
   EXPECT_EQ(EnergyPhaseName(EnergyPhase::kLowerTierInference), "lower_tier_inference");
+  EXPECT_EQ(EnergyPhaseName(EnergyPhase::kReadoutInference), "readout_inference");
+}
+
+TEST(EnergyMeterTest, ReadoutInferenceIsItsOwnPhaseOutsideUpdateJoules) {
+  EnergyMeter meter(CpuTable());
+  model::Readout readout;
+  readout.weights = model::MatrixF::Zero(100, 10);
+  const fpga::OpCounts scores = readout.Counts(8);
+  EXPECT_EQ(scores.fp32_macs, 8u * 100 * 10);
+  EXPECT_EQ(scores.dram_bytes, 4u * 8 * 10);
+  EXPECT_EQ(readout.Counts(8), readout.Counts(1) + readout.Counts(7));  // proportional to rows
+  RequestEnergy request;
+  const double joules = meter.Charge(EnergyPhase::kReadoutInference, scores, &request);
+  EXPECT_EQ(joules, meter.Estimate(scores));
+  EXPECT_EQ(request.of(EnergyPhase::kReadoutInference), joules);
+  EXPECT_EQ(request.total(), joules);
+  EXPECT_EQ(meter.Joules(EnergyPhase::kReadoutInference), joules);
+  EXPECT_EQ(meter.UpdateJoules(), 0);
 }
 
 TEST(EnergyMeterTest, ConcurrentChargesAreAllCounted) {

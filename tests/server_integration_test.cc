@@ -738,18 +738,18 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   const int c = static_cast<int>(bundle.upper.labels().size());
   absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
   ASSERT_TRUE(table.ok()) << table.status();
-  // One image through the lower tier, and one feature row through the readout (service.h's
-  // ReadoutCounts: d * c fp32 MACs, c scores written).
+  // One image through the lower tier, and one feature row through the readout
+  // (model::Readout::Counts: d * c fp32 MACs, c scores written).
   // The float lower tier reads its weights once per call (per 64-image chunk), like the int8
   // backends' calls do: a fixed part per call plus a part per image.
   auto lower_joules = [&](int images) {
-    return fpga::Joules(update::FloatLowerTierCounts(bundle.lower, images), *table);
+    return fpga::Joules(bundle.lower.Counts(images), *table);
   };
   const double lower1 = lower_joules(1);
-  ASSERT_GT(update::LowerTierWeightBytes(bundle.lower), 0u);
-  EXPECT_EQ(update::FloatLowerTierCounts(bundle.lower, 1),
-            update::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1,
-                                             update::LowerTierWeightBytes(bundle.lower)));
+  ASSERT_GT(bundle.lower.ParameterBytes(), 0u);
+  EXPECT_EQ(bundle.lower.Counts(1),
+            model::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1,
+                                            bundle.lower.ParameterBytes()));
   const double readout1 =
       (static_cast<double>(d) * c * table->fp32_mac_pj + 4.0 * c * table->dram_pj_per_byte) * 1e-12;
   ASSERT_GT(lower1, 0);
@@ -783,8 +783,8 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
                  "Update, lower tier");
   ExpectJoulesEq(energy.readout_inference_joules(), 40 * readout1, "Update, prequential readout");
   ExpectJoulesEq(energy.absorb_joules(),
-                 fpga::Joules(update::AbsorbCounts(d, c, 10), *table) +
-                     fpga::Joules(update::AbsorbCounts(d, c, 30), *table),
+                 fpga::Joules(model::AbsorbCounts(d, c, 10), *table) +
+                     fpga::Joules(model::AbsorbCounts(d, c, 30), *table),
                  "Update, absorb");
   model::UpperTier reference = bundle.upper;
   ReferenceAbsorb(reference, ToMatrix(fixture->updates, 0, 40),
@@ -792,7 +792,7 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
                                            fixture->updates.labels.begin() + 40));
   ASSERT_TRUE(reference.Refresh().ok());
   ExpectJoulesEq(energy.refresh_joules(),
-                 fpga::Joules(update::RefreshReportCounts(reference.last_refresh(), d, c), *table),
+                 fpga::Joules(model::RefreshReportCounts(reference.last_refresh(), d, c), *table),
                  "Update, refresh");
   EXPECT_GT(energy.refresh_joules(), 0);
   ExpectJoulesEq(energy.total_joules(),

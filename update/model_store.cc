@@ -3,7 +3,6 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
-#include "update/energy_meter.h"
 
 namespace strata::update {
 
@@ -18,7 +17,7 @@ absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& imag
     *counts = fpga::OpCounts{};
     return int8_lower->Features(images, counts);
   }
-  *counts = FloatLowerTierCounts(*lower, static_cast<int>(images.rows()));
+  *counts = lower->Counts(static_cast<int>(images.rows()));
   return lower->Features(images);
 }
 

@@ -62,7 +62,7 @@ struct ModelVersion {
   // The features of `images` (rows of lower->input_size() values) through the served lower tier:
   // int8_lower if set, else lower. `counts` (not null) receives the work: the backend's reported
   // OpCounts for int8 (int8 MACs and its memory traffic; the host's float stages are not
-  // counted), or the float path's estimate (LowerTierInferenceCounts, fp32). INVALID_ARGUMENT if
+  // counted), or the float path's estimate (model::LowerTier::Counts, fp32). INVALID_ARGUMENT if
   // the width is wrong; the backend's errors (xrt). Thread-safe.
   absl::StatusOr<model::MatrixF> Features(const model::MatrixF& images,
                                           fpga::OpCounts* counts) const;

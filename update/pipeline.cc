@@ -97,7 +97,8 @@ absl::StatusOr<model::RefreshPath> UpdatePipeline::Refresh(absl::string_view rea
   }
   published_absorbs_ = absorbs_;
   meter_->Charge(EnergyPhase::kRefresh,
-                 RefreshReportCounts(done.report, done.feature_size, done.num_classes), energy);
+                 model::RefreshReportCounts(done.report, done.feature_size, done.num_classes),
+                 energy);
   if (done.absorb_counts.int8_macs > 0) {
     // Rows absorbed earlier but staged for the Gram kernel's next block, accumulated just now.
     meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, model.lower_tier_energy_table,
@@ -282,9 +283,7 @@ absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
 
   const model::Readout& readout = served_->readout;
   const model::MatrixF scores = readout.Scores(features);
-  const double readout_joules = meter.Estimate(
-      ReadoutCounts(lower.feature_size(), static_cast<int>(readout.labels.size()), n));
-  summary_.energy.readout_inference += readout_joules;
+  meter.Charge(EnergyPhase::kReadoutInference, readout.Counts(n), &energy_);
   uint64_t errors = 0;
   for (int i = 0; i < n; ++i) {
     Eigen::Index best = 0;
@@ -306,7 +305,8 @@ absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
     // int8 readout: the backend's Gram kernel did the work (int8 MACs), priced by its table.
     meter.Charge(EnergyPhase::kAbsorb, gram_counts, model_->lower_tier_energy_table, &energy_);
   } else {
-    meter.Charge(EnergyPhase::kAbsorb, AbsorbCounts(lower.feature_size(), classes, n), &energy_);
+    meter.Charge(EnergyPhase::kAbsorb, model::AbsorbCounts(lower.feature_size(), classes, n),
+                 &energy_);
   }
   last_absorb_ = ++pipeline_->absorbs_;
   if (!new_labels->empty()) new_class_ = true;
@@ -316,7 +316,6 @@ absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
   absl::MutexLock lock(&pipeline_->mu_);
   PipelineCounters& counters = pipeline_->counters_;
   counters.samples_absorbed += labels.size();
-  counters.readout_joules += readout_joules;
   counters.prequential_samples += n;
   counters.prequential_errors += errors;
   counters.pending_samples += n;
@@ -331,7 +330,7 @@ absl::Status UpdateStream::Decide(MessageResult* result) {
     absl::StatusOr<ModelStore::RefreshPlan> plan = pipeline_->store_->PlanRefresh();
     if (!plan.ok()) return plan.status();
     refresh_joules = pipeline_->meter_->Estimate(
-        RefreshReportCounts(plan->report, plan->feature_size, plan->num_classes));
+        model::RefreshReportCounts(plan->report, plan->feature_size, plan->num_classes));
   }
   const Decision decision = policy.OnMessage({errors_, new_class_, refresh_joules, absl::Now()});
   if (!decision.apply) return absl::OkStatus();
@@ -369,6 +368,7 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
   summary_.energy.lower_tier_inference = energy_.of(EnergyPhase::kLowerTierInference);
   summary_.energy.absorb = energy_.of(EnergyPhase::kAbsorb);
   summary_.energy.refresh = energy_.of(EnergyPhase::kRefresh);
+  summary_.energy.readout_inference = energy_.of(EnergyPhase::kReadoutInference);
   if (policy.decides_per_message()) {
     // Under stream-end the publish's own line already says what the stream did.
     STRATA_LOG(INFO) << "Update: stream ended: " << summary_.accepted << " samples accepted, "

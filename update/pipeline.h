@@ -116,7 +116,6 @@ struct PipelineCounters {
   uint64_t prequential_samples = 0;
   uint64_t prequential_errors = 0;
   uint64_t pending_samples = 0;  // absorbed since the last publish
-  double readout_joules = 0;     // the prequential predictions' readout inference
 };
 
 // A snapshot taken by TakeSnapshot.

@@ -121,7 +121,7 @@ struct UpdateMessage {
   std::span<const uint8_t> prequential_errors;
   // The message added at least one class.
   bool new_class = false;
-  // What a refresh would cost now (e.g. meter.Estimate(CheapestRefreshCounts(...))), >= 0.
+  // What a refresh would cost now (e.g. meter.Estimate(model::CheapestRefreshCounts(...))), >= 0.
   double refresh_joules = 0;
   absl::Time now;
 };

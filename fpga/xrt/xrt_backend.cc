@@ -356,7 +356,6 @@ class XrtBackend final : public Backend {
   explicit XrtBackend(std::shared_ptr<Card> card) : card_(std::move(card)) {
     info_.name = "xrt";
     info_.description = card_->name;
-    info_.uses_card = true;
   }
 
   const BackendInfo& info() const override { return info_; }

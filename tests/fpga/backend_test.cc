@@ -12,6 +12,7 @@
 
 #include "fpga/dataflow.h"
 #include "fpga/energy.h"
+#include "fpga/registry.h"
 #include "gtest/gtest.h"
 #include "reference.h"
 
@@ -346,19 +347,42 @@ TEST(RegistryTest, XrtWithAnXclbinButNoCardReportsTheCard) {
   EXPECT_EQ(xrt.status().message(), kNoCard);
 }
 
-TEST(RegistryTest, AutoFallsBackToEmuAndKnownNamesWork) {
+TEST(RegistryTest, AutoFallsBackToCpuAndKnownNamesWork) {
   BackendOptions options;
   options.xclbin_path = "/nonexistent/strata.xclbin";
   for (const BackendOptions& o : {BackendOptions{}, options}) {
     absl::StatusOr<std::unique_ptr<Backend>> chosen = CreateBackend("auto", o);
     ASSERT_TRUE(chosen.ok()) << chosen.status();
-    EXPECT_EQ((*chosen)->info().name, "emu");
-    EXPECT_FALSE((*chosen)->info().uses_card);
+    EXPECT_EQ((*chosen)->info().name, "cpu");
+    absl::StatusOr<AutoChoice> choice = ChooseAutoBackend(o);
+    ASSERT_TRUE(choice.ok()) << choice.status();
+    EXPECT_EQ(choice->backend->info().name, "cpu");
+    EXPECT_NE(choice->reason.find("xrt is unavailable"), std::string::npos) << choice->reason;
   }
   EXPECT_EQ((*CreateBackend("cpu"))->info().name, "cpu");
   absl::StatusOr<std::unique_ptr<Backend>> unknown = CreateBackend("gpu");
   EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_NE(unknown.status().message().find("cpu, emu, xrt, auto"), std::string::npos);
+}
+
+TEST(RegistryTest, EachBackendIsRegisteredOnceWithItsFactoryProbeAndTable) {
+  std::vector<std::string> names;
+  for (const BackendRegistration& backend : Backends()) {
+    SCOPED_TRACE(std::string(backend.name));
+    names.emplace_back(backend.name);
+    EXPECT_EQ(FindBackend(backend.name), &backend);
+    EXPECT_EQ(EnergyTableFor(backend.name)->int8_mac_pj, backend.energy.int8_mac_pj);
+    if (backend.available(BackendOptions{}).ok()) {
+      absl::StatusOr<std::unique_ptr<Backend>> created = backend.create(BackendOptions{});
+      ASSERT_TRUE(created.ok()) << created.status();
+      EXPECT_EQ((*created)->info().name, backend.name);
+    }
+  }
+  names.push_back("auto");
+  EXPECT_EQ(BackendNames(), names);
+  EXPECT_EQ(FindBackend("auto"), nullptr);
+  EXPECT_TRUE(FindBackend("cpu")->available(BackendOptions{}).ok());
+  EXPECT_TRUE(FindBackend("emu")->available(BackendOptions{}).ok());
 }
 
 }  // namespace
