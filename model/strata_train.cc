@@ -25,6 +25,7 @@
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/quantized_lower_tier.h"
+#include "model/tensor.h"
 #include "model/upper_tier.h"
 
 ABSL_FLAG(std::string, train, "fashion-mnist:train",
@@ -72,10 +73,7 @@ namespace {
 constexpr Eigen::Index kBlock = 5000;  // images per feature block: bounds peak memory
 
 model::MatrixF ToMatrix(const data::LabeledImages& images) {
-  model::MatrixF m(static_cast<Eigen::Index>(images.size()),
-                   static_cast<Eigen::Index>(images.image_size()));
-  for (Eigen::Index i = 0; i < m.size(); ++i) m.data()[i] = images.pixels[i] / 255.0f;
-  return m;
+  return model::PixelsToMatrix(images.pixels, static_cast<Eigen::Index>(images.image_size()));
 }
 
 // Correct predictions among feature rows whose labels start at labels[offset].

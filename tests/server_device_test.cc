@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "model/quantized_lower_tier.h"
+#include "model/tensor.h"
 #include "tests/server_process.h"
 
 namespace strata {
@@ -43,13 +44,7 @@ constexpr int kCalibrationImages = 1000;
 constexpr int kHeldoutImages = 512;
 
 model::MatrixF ToMatrix(const data::LabeledImages& images) {
-  model::MatrixF m(images.size(), images.image_size());
-  for (size_t i = 0; i < images.size(); ++i) {
-    for (size_t j = 0; j < images.image_size(); ++j) {
-      m(i, j) = static_cast<float>(images.image(i)[j]) / 255.0f;
-    }
-  }
-  return m;
+  return model::PixelsToMatrix(images.pixels, static_cast<Eigen::Index>(images.image_size()));
 }
 
 struct Fixture {

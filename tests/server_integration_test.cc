@@ -34,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
+#include "model/tensor.h"
 #include "model/upper_tier.h"
 #include "fpga/energy.h"
 #include "update/energy_meter.h"
@@ -55,13 +56,9 @@ constexpr int kInputSize = 28 * 28;
 // ---- data and the reference model ----------------------------------------------------------------
 
 model::MatrixF ToMatrix(const data::LabeledImages& images, size_t begin, size_t end) {
-  model::MatrixF m(end - begin, images.image_size());
-  for (size_t i = begin; i < end; ++i) {
-    for (size_t j = 0; j < images.image_size(); ++j) {
-      m(i - begin, j) = static_cast<float>(images.image(i)[j]) / 255.0f;
-    }
-  }
-  return m;
+  return model::PixelsToMatrix(
+      std::span<const uint8_t>(images.image(begin), (end - begin) * images.image_size()),
+      static_cast<Eigen::Index>(images.image_size()));
 }
 
 v1::Sample PixelSample(const data::LabeledImages& images, size_t i) {
