@@ -147,7 +147,7 @@ int Run() {
     std::cerr << "strata-soak-check: " << snapshot.status() << "\n";
     return 2;
   }
-  absl::StatusOr<Payload> payload = ReadPayload(absl::GetFlag(FLAGS_samples), bundle->lower);
+  absl::StatusOr<Payload> payload = ReadPayload(absl::GetFlag(FLAGS_samples), *bundle->lower);
   if (!payload.ok()) {
     std::cerr << "strata-soak-check: " << payload.status() << "\n";
     return 2;

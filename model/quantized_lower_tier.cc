@@ -56,16 +56,16 @@ struct QuantizedLowerTier::Workspace {
 QuantizedLowerTier::~QuantizedLowerTier() = default;
 
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
-    const LowerTier& tier, const MatrixF& calibration_images, fpga::Backend& backend,
+    std::shared_ptr<const LowerTier> tier, const MatrixF& calibration_images, fpga::Backend& backend,
     const ActivationCalibration& calibration) {
   if (!backend.info().has_dense_int8) {
     return absl::FailedPreconditionError(absl::StrCat(
         "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
   }
   absl::StatusOr<Int8Calibration> scales =
-      CalibrateActivations(tier, calibration_images, calibration);
+      CalibrateActivations(*tier, calibration_images, calibration);
   if (!scales.ok()) return scales.status();
-  return FromCalibration(tier, *scales, backend);
+  return FromCalibration(std::move(tier), *scales, backend);
 }
 
 absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
@@ -148,7 +148,9 @@ absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
 }
 
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
-    const LowerTier& tier, const Int8Calibration& calibration, fpga::Backend& backend) {
+    std::shared_ptr<const LowerTier> lower, const Int8Calibration& calibration,
+    fpga::Backend& backend) {
+  const LowerTier& tier = *lower;
   if (!backend.info().has_dense_int8) {
     return absl::FailedPreconditionError(absl::StrCat(
         "quantised lower tier: backend ", backend.info().name, " has no int8 dense layer"));
@@ -175,6 +177,9 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
   };
 
   QuantizedLowerTier q;
+  q.lower_ = std::move(lower);
+  q.backend_ = &backend;
+  q.device_ = backend.info().name;
   q.input_size_ = tier.input_size();
   q.feature_size_ = tier.feature_size();
   q.calibration_ = calibration;
@@ -378,7 +383,7 @@ uint64_t QuantizedLowerTier::Int8MacsPerSample() const {
   return macs;
 }
 
-std::vector<std::string> QuantizedLowerTier::Describe() const {
+std::vector<std::string> QuantizedLowerTier::DescribeQuantization() const {
   std::vector<std::string> lines;
   for (const QuantizedStageInfo& info : infos_) {
     lines.push_back(absl::StrFormat(

@@ -72,7 +72,7 @@ void BuildFixture() {
       data::Load("fashion-mnist:train", {0, kCalibrationImages});
   ASSERT_TRUE(calibration.ok()) << calibration.status();
   absl::StatusOr<model::Int8Calibration> int8 =
-      model::QuantizedLowerTier::CalibrateActivations(bundle->lower, ToMatrix(*calibration));
+      model::QuantizedLowerTier::CalibrateActivations(*bundle->lower, ToMatrix(*calibration));
   ASSERT_TRUE(int8.ok()) << int8.status();
   bundle->int8 = *std::move(int8);
   ASSERT_TRUE(model::WriteBundle(*bundle, f->int8_bundle).ok());
@@ -244,7 +244,7 @@ TEST_F(ServerDeviceTest, AutoWithoutCardFallsBackToCpuAndServes) {
 
 TEST_F(ServerDeviceTest, CpuAndEmuServeBitExactInt8FeaturesPricedByTheirTables) {
   const model::Bundle& bundle = *fixture->bundle;
-  const int width = bundle.lower.feature_size();
+  const int width = bundle.lower->feature_size();
   constexpr int kImages = 16;
   const v1::ExtractFeaturesRequest request = FeaturesRequest(0, kImages);
   const model::MatrixF images = ToMatrix(fixture->heldout).topRows(kImages);
@@ -289,7 +289,7 @@ TEST_F(ServerDeviceTest, CpuAndEmuServeBitExactInt8FeaturesPricedByTheirTables) 
   EXPECT_TRUE(served[0] == served[1]) << "cpu and emu features differ";
 
   // int8 features are close to, but not the same as, the float ones.
-  const model::MatrixF float_features = bundle.lower.Features(images);
+  const model::MatrixF float_features = bundle.lower->Features(images);
   EXPECT_FALSE(served[0] == float_features);
   const float scale = float_features.cwiseAbs().maxCoeff();
   EXPECT_LT((served[0] - float_features).cwiseAbs().maxCoeff(), 0.1f * scale);
@@ -390,7 +390,7 @@ TEST_F(ServerDeviceTest, Int8ReadoutUpdatesGoThroughTheGramKernel) {
   absl::StatusOr<v1::UpdateSummary> summary = server->client().Update(messages);
   ASSERT_TRUE(summary.ok()) << summary.status();
   ASSERT_EQ(summary->accepted(), 100u);
-  const int d = bundle.lower.feature_size();
+  const int d = bundle.lower->feature_size();
   const int c = static_cast<int>(bundle.upper.labels().size());
   absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
   ASSERT_TRUE(table.ok());

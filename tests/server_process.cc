@@ -40,7 +40,8 @@ absl::Status WriteFashionBundle(const std::string& path, int train_images) {
   model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
   absl::Status absorbed = upper.AbsorbLabeled(lower->Features(images), train->labels).status();
   if (!absorbed.ok()) return absorbed;
-  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+  model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                       std::move(upper), 1};
   return model::WriteBundle(bundle, path);
 }
 
