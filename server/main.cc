@@ -253,6 +253,67 @@ absl::Status ReadSecurityOptions(Options* options) {
   return absl::OkStatus();
 }
 
+// Reads the Predict batching flags into `options`.
+absl::Status ReadBatchingOptions(Options* options) {
+  const std::string batching = absl::GetFlag(FLAGS_batching);
+  if (batching != "on" && batching != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batching=", batching, ": expected on or off"));
+  }
+  options->batching = batching == "on";
+  options->batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
+  const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
+  options->batcher.max_delay = absl::Microseconds(max_delay_us);
+  options->batcher.workers = absl::GetFlag(FLAGS_batch_workers);
+  options->batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
+  if (options->batcher.threads_per_worker < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_threads_per_worker: expected >= 1, got ",
+                                                   options->batcher.threads_per_worker));
+  }
+  if (options->batcher.max_images < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_max_images: expected >= 1, got ",
+                                                   options->batcher.max_images));
+  }
+  if (max_delay_us < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_max_delay_us: expected >= 0, got ", max_delay_us));
+  }
+  if (options->batcher.workers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_workers: expected >= 1, got ", options->batcher.workers));
+  }
+  return absl::OkStatus();
+}
+
+// Reads the durability and update-policy flags into `options`.
+absl::Status ReadUpdateOptions(Options* options) {
+  options->state_dir = absl::GetFlag(FLAGS_state_dir);
+  options->snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
+  options->log_segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
+  options->update_policy = absl::GetFlag(FLAGS_update_policy);
+  options->policy.period_samples = absl::GetFlag(FLAGS_policy_period_samples);
+  options->policy.period = absl::GetFlag(FLAGS_policy_period);
+  options->policy.budget_watts = absl::GetFlag(FLAGS_policy_budget_watts);
+  options->policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
+  options->policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
+  options->policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
+  {
+    // Validates the name and the options (the policy used is created in Run()).
+    absl::StatusOr<std::unique_ptr<update::UpdatePolicy>> policy =
+        update::UpdatePolicy::Create(options->update_policy, options->policy, absl::Now());
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--update_policy=", options->update_policy, " / --policy_* flags: ",
+                       policy.status().message(), "; stream-end is the default policy"));
+    }
+  }
+  if (options->log_segment_bytes < 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options->log_segment_bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Options> ReadOptions() {
   Options options;
   if (absl::Status security = ReadSecurityOptions(&options); !security.ok()) return security;
@@ -267,58 +328,9 @@ absl::StatusOr<Options> ReadOptions() {
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
   const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
-  const std::string batching = absl::GetFlag(FLAGS_batching);
-  if (batching != "on" && batching != "off") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batching=", batching, ": expected on or off"));
-  }
-  options.batching = batching == "on";
-  options.batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
-  const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
-  options.batcher.max_delay = absl::Microseconds(max_delay_us);
-  options.batcher.workers = absl::GetFlag(FLAGS_batch_workers);
-  options.batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
-  if (options.batcher.threads_per_worker < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_threads_per_worker: expected >= 1, got ",
-                                                   options.batcher.threads_per_worker));
-  }
-  if (options.batcher.max_images < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_max_images: expected >= 1, got ",
-                                                   options.batcher.max_images));
-  }
-  if (max_delay_us < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batch_max_delay_us: expected >= 0, got ", max_delay_us));
-  }
-  if (options.batcher.workers < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batch_workers: expected >= 1, got ", options.batcher.workers));
-  }
+  if (absl::Status batching = ReadBatchingOptions(&options); !batching.ok()) return batching;
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
-  options.state_dir = absl::GetFlag(FLAGS_state_dir);
-  options.snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
-  options.log_segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
-  options.update_policy = absl::GetFlag(FLAGS_update_policy);
-  options.policy.period_samples = absl::GetFlag(FLAGS_policy_period_samples);
-  options.policy.period = absl::GetFlag(FLAGS_policy_period);
-  options.policy.budget_watts = absl::GetFlag(FLAGS_policy_budget_watts);
-  options.policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
-  options.policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
-  options.policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
-  {
-    // Validates the name and the options (the policy used is created in Run()).
-    absl::StatusOr<std::unique_ptr<update::UpdatePolicy>> policy =
-        update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
-    if (!policy.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--update_policy=", options.update_policy, " / --policy_* flags: ",
-                       policy.status().message(), "; stream-end is the default policy"));
-    }
-  }
-  if (options.log_segment_bytes < 4096) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options.log_segment_bytes));
-  }
+  if (absl::Status update = ReadUpdateOptions(&options); !update.ok()) return update;
   options.device.device = absl::GetFlag(FLAGS_device);
   options.device.xclbin_path = absl::GetFlag(FLAGS_xclbin);
   options.device.xrt_device_index = absl::GetFlag(FLAGS_xrt_device_index);
