@@ -53,7 +53,7 @@ Contribution ContributionOf(const Fixture& fixture, const Message& m,
                             const std::vector<std::string>& labels) {
   // One Features call per message, as the server does (messages are at most kMaxBatch samples).
   const model::MatrixD h =
-      fixture.bundle.lower.Features(ToMatrix(fixture.updates, m.begin, m.begin + m.count))
+      fixture.bundle.lower->Features(ToMatrix(fixture.updates, m.begin, m.begin + m.count))
           .cast<double>();
   Contribution c{h.transpose() * h, model::MatrixD::Zero(h.cols(), labels.size())};
   for (size_t i = 0; i < m.count; ++i) {
@@ -146,7 +146,8 @@ absl::StatusOr<std::unique_ptr<Fixture>> MakeFixture(size_t update_images) {
   std::vector<int> classes;
   for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
   if (absl::Status s = upper.Absorb(lower->Features(images), classes); !s.ok()) return s;
-  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+  model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                       std::move(upper), 1};
   if (absl::Status s = model::WriteBundle(bundle, bundle_path); !s.ok()) return s;
   absl::StatusOr<model::Bundle> read = model::ReadBundle(bundle_path);
   if (!read.ok()) return read.status();

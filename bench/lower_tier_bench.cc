@@ -83,11 +83,12 @@ int Run() {
   bench::PrintMachinePeak(peak);
 
   const auto fit_start = Clock::now();
-  absl::StatusOr<model::LowerTier> tier = model::LowerTier::Fit(architecture, images);
-  if (!tier.ok()) {
-    std::fprintf(stderr, "strata-bench-lower: %s\n", tier.status().ToString().c_str());
+  absl::StatusOr<model::LowerTier> fitted = model::LowerTier::Fit(architecture, images);
+  if (!fitted.ok()) {
+    std::fprintf(stderr, "strata-bench-lower: %s\n", fitted.status().ToString().c_str());
     return 1;
   }
+  const auto tier = std::make_shared<const model::LowerTier>(*std::move(fitted));
   std::printf("\nLower tier (fit on %td images in %.1f s):\n", images.rows(),
               Seconds(fit_start, Clock::now()));
   for (const std::string& line : tier->Describe()) std::printf("  %s\n", line.c_str());
@@ -109,14 +110,14 @@ int Run() {
       return 1;
     }
     absl::StatusOr<model::QuantizedLowerTier> quantized =
-        model::QuantizedLowerTier::Calibrate(*tier, calibration, **backend);
+        model::QuantizedLowerTier::Calibrate(tier, calibration, **backend);
     if (!quantized.ok()) {
       std::fprintf(stderr, "strata-bench-lower: %s\n", quantized.status().ToString().c_str());
       return 1;
     }
     std::printf("int8 on %s: %s\n", name, (*backend)->info().description.c_str());
     if (paths.size() == 1) {
-      for (const std::string& line : quantized->Describe()) std::printf("  %s\n", line.c_str());
+      for (const std::string& line : quantized->DescribeQuantization()) std::printf("  %s\n", line.c_str());
     }
     const bool emu = std::string(name) == "emu";
     paths.push_back({std::string("int8 ") + name, *std::move(backend),

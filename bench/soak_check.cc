@@ -38,6 +38,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_split.h"
 #include "model/bundle.h"
+#include "model/tensor.h"
 #include "model/upper_tier.h"
 #include "update/env.h"
 #include "update/snapshot.h"
@@ -113,9 +114,8 @@ absl::StatusOr<Payload> ReadPayload(const std::string& path, const model::LowerT
     }
     // The server's conversion (server/validation.cc) and its per-message batch of one row.
     MatrixF image(1, lower.input_size());
-    for (int i = 0; i < lower.input_size(); ++i) {
-      image(0, i) = static_cast<float>(static_cast<unsigned char>(pixels[i])) / 255.0f;
-    }
+    model::PixelsToValues(reinterpret_cast<const uint8_t*>(pixels.data()), image.size(),
+                          image.data());
     rows.push_back(lower.Features(image));
     payload.labels.push_back(fields[0]);
   }
@@ -147,7 +147,7 @@ int Run() {
     std::cerr << "strata-soak-check: " << snapshot.status() << "\n";
     return 2;
   }
-  absl::StatusOr<Payload> payload = ReadPayload(absl::GetFlag(FLAGS_samples), bundle->lower);
+  absl::StatusOr<Payload> payload = ReadPayload(absl::GetFlag(FLAGS_samples), *bundle->lower);
   if (!payload.ok()) {
     std::cerr << "strata-soak-check: " << payload.status() << "\n";
     return 2;

@@ -70,21 +70,21 @@ void CheckBundle(const std::string& contents) {
                       "the error must name the file: " + bundle.status().ToString());
     return;
   }
-  const int d = bundle->lower.feature_size();
+  const int d = bundle->lower->feature_size();
   STRATA_FUZZ_CHECK(d > 0 && bundle->upper.feature_size() == d, "tiers disagree on feature width");
   STRATA_FUZZ_CHECK(bundle->upper.gram().rows() == d && bundle->upper.cross().rows() == d &&
                         bundle->upper.cross().cols() ==
                             static_cast<long>(bundle->upper.labels().size()),
                     "upper tier statistics have the wrong shape");
   if (!bundle->int8.empty()) {
-    const size_t k = static_cast<size_t>(QuantizedLowerTier::QuantizedStageCount(bundle->lower));
+    const size_t k = static_cast<size_t>(QuantizedLowerTier::QuantizedStageCount(*bundle->lower));
     STRATA_FUZZ_CHECK(bundle->int8.activation_scales.size() == k &&
                           bundle->int8.max_abs_activations.size() == k &&
                           bundle->int8.clipped_fractions.size() == k,
                       "int8 calibration does not match the lower tier");
   }
-  const MatrixF image = MatrixF::Constant(1, bundle->lower.input_size(), 0.5f);
-  const MatrixF features = bundle->lower.Features(image);
+  const MatrixF image = MatrixF::Constant(1, bundle->lower->input_size(), 0.5f);
+  const MatrixF features = bundle->lower->Features(image);
   STRATA_FUZZ_CHECK(features.rows() == 1 && features.cols() == d, "feature width");
 
   // Round trip through the writer.
@@ -100,7 +100,7 @@ void CheckBundle(const std::string& contents) {
   STRATA_FUZZ_CHECK(SameMatrix(again->upper.gram(), bundle->upper.gram(), /*lower=*/true), "gram");
   STRATA_FUZZ_CHECK(SameMatrix(again->upper.cross(), bundle->upper.cross()), "cross");
   STRATA_FUZZ_CHECK(again->int8.activation_scales == bundle->int8.activation_scales, "int8 scales");
-  const MatrixF features_again = again->lower.Features(image);
+  const MatrixF features_again = again->lower->Features(image);
   STRATA_FUZZ_CHECK(features_again.size() == features.size() &&
                         std::memcmp(features_again.data(), features.data(),
                                     sizeof(float) * features.size()) == 0,

@@ -24,6 +24,7 @@
 #include "base/file.h"
 #include "data/dataset.h"
 #include "model/bundle.h"
+#include "model/tensor.h"
 #include "update/env.h"
 #include "update/update_log.h"
 #include "update/update_record.h"
@@ -56,7 +57,7 @@ absl::Status WriteRequests(const std::string& dir, const data::LabeledImages& im
   }
   v1::PredictRequest values;
   v1::FloatVector* floats = values.add_samples()->mutable_values();
-  for (int j = 0; j < n; ++j) floats->add_values(images.image(3)[j] / 255.0f);
+  for (int j = 0; j < n; ++j) floats->add_values(model::PixelValue(images.image(3)[j]));
   values.set_return_scores(true);
 
   v1::UpdateRequest update;
@@ -67,7 +68,7 @@ absl::Status WriteRequests(const std::string& dir, const data::LabeledImages& im
       sample->mutable_sample()->set_pixels(images.image(i), n);
     } else {
       for (int j = 0; j < n; ++j) {
-        sample->mutable_sample()->mutable_values()->add_values(images.image(i)[j] / 255.0f);
+        sample->mutable_sample()->mutable_values()->add_values(model::PixelValue(images.image(i)[j]));
       }
     }
   }
@@ -160,7 +161,7 @@ absl::Status WriteLogSegments(const std::string& dir, const data::LabeledImages&
       const size_t image = static_cast<size_t>(r * 3 + i);
       if (i == 1) {
         std::vector<float> values(n);
-        for (int j = 0; j < n; ++j) values[j] = images.image(image)[j] / 255.0f;
+        model::PixelsToValues(images.image(image), n, values.data());
         builder.AddValues(images.labels[image], values.data());
       } else {
         builder.AddPixels(images.labels[image],

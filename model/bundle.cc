@@ -18,14 +18,15 @@ constexpr base::RecordFileKind kBundleKind = {{'S', 'T', 'R', 'A', 'T', 'A', 'M'
 
 absl::Status WriteBundle(const Bundle& bundle, const std::string& path) {
   const UpperTier& upper = bundle.upper;
-  if (upper.feature_size() != bundle.lower.feature_size()) {
+  if (bundle.lower == nullptr) return absl::InvalidArgumentError("bundle: no lower tier");
+  if (upper.feature_size() != bundle.lower->feature_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
         "bundle: the upper tier reads ", upper.feature_size(), " features, the lower tier makes ",
-        bundle.lower.feature_size()));
+        bundle.lower->feature_size()));
   }
   base::RecordFileWriter w(kBundleKind);
   w.Scalar<uint64_t>("model.version", bundle.version);
-  bundle.lower.Save(w);
+  bundle.lower->Save(w);
   if (const Int8Calibration& int8 = bundle.int8; !int8.empty()) {
     const uint64_t k = int8.activation_scales.size();
     if (int8.max_abs_activations.size() != k || int8.clipped_fractions.size() != k) {
@@ -129,7 +130,8 @@ absl::StatusOr<Bundle> ReadBundle(const std::string& path) {
   absl::StatusOr<UpperTier> upper = UpperTier::FromStatistics(
       *lambda, std::move(gram), std::move(cross), *std::move(labels), *samples_seen);
   if (!upper.ok()) return r.Loss(upper.status().message());
-  Bundle bundle{*std::move(lower), *std::move(upper), *version, std::move(int8)};
+  Bundle bundle{std::make_shared<const LowerTier>(*std::move(lower)), *std::move(upper), *version,
+                std::move(int8)};
   // Optional int8 readout records: the scale and its percentile together, or neither.
   if (r.Has("upper.readout.features")) {
     absl::StatusOr<std::vector<std::string>> features = r.Strings("upper.readout.features");

@@ -4,6 +4,7 @@
 #define STRATA_MODEL_BUNDLE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -14,7 +15,8 @@
 namespace strata::model {
 
 struct Bundle {
-  LowerTier lower;
+  // Shared: the feature extractor built from it (model/lower_tier_extractor.h) keeps it alive.
+  std::shared_ptr<const LowerTier> lower;
   UpperTier upper;
   uint64_t version = 1;  // the model version the bundle holds
   // The int8 activation scales of `lower` (the optional "lower.int8.*" records); empty if the

@@ -45,6 +45,65 @@ float Percentile(std::vector<float>& values, double percentile) {
   return values[k];
 }
 
+// OK if `calibration` holds one positive, finite activation scale per quantised stage.
+absl::Status CheckActivationScales(const Int8Calibration& calibration, size_t quantized) {
+  const size_t k = calibration.activation_scales.size();
+  if (k != quantized) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "quantised lower tier: ", k, " activation scales for ", quantized,
+        " quantised stages (conv / expand / elm_ae)"));
+  }
+  for (size_t i = 0; i < k; ++i) {
+    const float scale = calibration.activation_scales[i];
+    if (!(scale > 0) || !std::isfinite(scale)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "quantised lower tier: activation scale ", i, " is ", scale,
+          ", expected a positive finite value"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// One layer's per-output-channel weight scales s_w[o] = max |w[:, o]| / 127, its int8 weights and
+// (if `bias` is not null) int32 bias into `spec` (whose in / out features are set), and the
+// dequantisation factors s_x s_w[o] into `dequantize`; the scales' range into `info`.
+// INVALID_ARGUMENT if a bias is beyond the kernel's range.
+absl::Status QuantizeWeights(const MatrixF& weights, const VectorF* bias, float activation_scale,
+                             QuantizedStageInfo& info, fpga::DenseInt8Spec& spec,
+                             std::vector<float>& dequantize) {
+  const int in_features = spec.in_features;
+  const int out_features = spec.out_features;
+  spec.weights.resize(static_cast<size_t>(in_features) * out_features);
+  dequantize.resize(out_features);
+  info.min_weight_scale = std::numeric_limits<float>::max();
+  info.max_weight_scale = 0;
+  if (bias != nullptr) spec.bias.resize(out_features);
+  for (int o = 0; o < out_features; ++o) {
+    const float max_abs = weights.col(o).cwiseAbs().maxCoeff();
+    const float weight_scale = max_abs > 0 ? max_abs / kInt8Max : 1.0f;
+    info.min_weight_scale = std::min(info.min_weight_scale, weight_scale);
+    info.max_weight_scale = std::max(info.max_weight_scale, weight_scale);
+    int8_t* row = spec.weights.data() + static_cast<size_t>(o) * in_features;
+    for (int i = 0; i < in_features; ++i) {
+      const float v = std::clamp(weights(i, o) / weight_scale, -kInt8Max, kInt8Max);
+      row[i] = static_cast<int8_t>(std::nearbyint(v));
+    }
+    const double accumulator_scale = static_cast<double>(activation_scale) * weight_scale;
+    dequantize[o] = static_cast<float>(accumulator_scale);
+    if (bias != nullptr) {
+      const double b = std::nearbyint((*bias)(o) / accumulator_scale);
+      if (std::abs(b) > fpga::kernels::kDenseMaxAbsBias) {
+        return absl::InvalidArgumentError(absl::StrFormat(
+            "quantised lower tier stage %d (%s): bias[%d] = %g is %g accumulator units, beyond "
+            "the kernel's 2^30",
+            info.stage + 1, info.kind, o, (*bias)(o), b));
+      }
+      spec.bias[o] = static_cast<int32_t>(b);
+    }
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 struct QuantizedLowerTier::Workspace {
@@ -56,12 +115,12 @@ struct QuantizedLowerTier::Workspace {
 QuantizedLowerTier::~QuantizedLowerTier() = default;
 
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
-    const LowerTier& tier, const MatrixF& calibration_images, fpga::Backend& backend,
+    std::shared_ptr<const LowerTier> tier, const MatrixF& calibration_images, fpga::Backend& backend,
     const ActivationCalibration& calibration) {
   absl::StatusOr<Int8Calibration> scales =
-      CalibrateActivations(tier, calibration_images, calibration);
+      CalibrateActivations(*tier, calibration_images, calibration);
   if (!scales.ok()) return scales.status();
-  return FromCalibration(tier, *scales, backend);
+  return FromCalibration(std::move(tier), *scales, backend);
 }
 
 absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
@@ -144,29 +203,25 @@ absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
 }
 
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
-    const LowerTier& tier, const Int8Calibration& calibration, fpga::Backend& backend) {
+    std::shared_ptr<const LowerTier> lower, const Int8Calibration& calibration,
+    fpga::Backend& backend) {
+  const LowerTier& tier = *lower;
   const auto& stages = tier.stages();
   const size_t num_stages = stages.size();
-  const size_t quantized = static_cast<size_t>(QuantizedStageCount(tier));
   const size_t k = calibration.activation_scales.size();
-  if (k != quantized) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantised lower tier: ", k, " activation scales for ", quantized,
-        " quantised stages (conv / expand / elm_ae)"));
-  }
-  for (size_t i = 0; i < k; ++i) {
-    const float scale = calibration.activation_scales[i];
-    if (!(scale > 0) || !std::isfinite(scale)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "quantised lower tier: activation scale ", i, " is ", scale,
-          ", expected a positive finite value"));
-    }
+  if (absl::Status scales =
+          CheckActivationScales(calibration, static_cast<size_t>(QuantizedStageCount(tier)));
+      !scales.ok()) {
+    return scales;
   }
   auto informational = [&](const auto& values, size_t i) {
     return values.size() == k ? values[i] : 0;
   };
 
   QuantizedLowerTier q;
+  q.lower_ = std::move(lower);
+  q.backend_ = &backend;
+  q.device_ = backend.info().name;
   q.input_size_ = tier.input_size();
   q.feature_size_ = tier.feature_size();
   q.calibration_ = calibration;
@@ -213,33 +268,10 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     plan.inverse_activation_scale = 1.0f / activation_scale;
 
     // Per-output-channel weight scales, int8 weights and the int32 bias.
-    spec.weights.resize(static_cast<size_t>(in_features) * out_features);
-    plan.dequantize.resize(out_features);
-    info.min_weight_scale = std::numeric_limits<float>::max();
-    info.max_weight_scale = 0;
-    if (bias != nullptr) spec.bias.resize(out_features);
-    for (int o = 0; o < out_features; ++o) {
-      const float max_abs = weights->col(o).cwiseAbs().maxCoeff();
-      const float weight_scale = max_abs > 0 ? max_abs / kInt8Max : 1.0f;
-      info.min_weight_scale = std::min(info.min_weight_scale, weight_scale);
-      info.max_weight_scale = std::max(info.max_weight_scale, weight_scale);
-      int8_t* row = spec.weights.data() + static_cast<size_t>(o) * in_features;
-      for (int i = 0; i < in_features; ++i) {
-        const float v = std::clamp((*weights)(i, o) / weight_scale, -kInt8Max, kInt8Max);
-        row[i] = static_cast<int8_t>(std::nearbyint(v));
-      }
-      const double accumulator_scale = static_cast<double>(activation_scale) * weight_scale;
-      plan.dequantize[o] = static_cast<float>(accumulator_scale);
-      if (bias != nullptr) {
-        const double b = std::nearbyint((*bias)(o) / accumulator_scale);
-        if (std::abs(b) > fpga::kernels::kDenseMaxAbsBias) {
-          return absl::InvalidArgumentError(absl::StrFormat(
-              "quantised lower tier stage %d (%s): bias[%d] = %g is %g accumulator units, beyond "
-              "the kernel's 2^30",
-              s + 1, info.kind, o, (*bias)(o), b));
-        }
-        spec.bias[o] = static_cast<int32_t>(b);
-      }
+    if (absl::Status q = QuantizeWeights(*weights, bias, activation_scale, info, spec,
+                                         plan.dequantize);
+        !q.ok()) {
+      return q;
     }
 
     absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> layer =
@@ -370,7 +402,7 @@ uint64_t QuantizedLowerTier::Int8MacsPerSample() const {
   return macs;
 }
 
-std::vector<std::string> QuantizedLowerTier::Describe() const {
+std::vector<std::string> QuantizedLowerTier::DescribeQuantization() const {
   std::vector<std::string> lines;
   for (const QuantizedStageInfo& info : infos_) {
     lines.push_back(absl::StrFormat(

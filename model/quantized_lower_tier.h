@@ -28,6 +28,7 @@
 
 #include "absl/status/statusor.h"
 #include "fpga/backend.h"
+#include "model/feature_extractor.h"
 #include "model/lower_tier.h"
 #include "model/stages.h"
 #include "model/tensor.h"
@@ -71,13 +72,14 @@ struct Int8Calibration {
   bool empty() const { return activation_scales.empty(); }
 };
 
+// The int8-on-a-backend FeatureExtractor of an image lower tier.
 // Immutable after Calibrate / FromCalibration. Thread-safe: Features is const and may be called
 // concurrently (the backend's DenseInt8Layer::Forward is thread-safe; xrt serialises calls on its
 // compute unit).
-// Ownership: owns its int8 layers (resident on the backend). It keeps pointers to the LowerTier's
-// stages (the float host stages) and to nothing else: those stages (owned by the LowerTier, or by
-// whatever LowerTier it was moved into) and the backend must outlive this object.
-class QuantizedLowerTier {
+// Ownership: owns its int8 layers (resident on the backend) and shares ownership of the float
+// LowerTier whose host stages it runs between them, so it may outlive every other holder of that
+// tier. The backend is not owned and must outlive this object.
+class QuantizedLowerTier final : public FeatureExtractor {
  public:
   // Quantises `tier` for `backend`: loads one int8 layer per conv / expand / elm_ae stage and
   // calibrates their activation scales on `calibration_images` (one image per row,
@@ -86,7 +88,7 @@ class QuantizedLowerTier {
   // Errors: INVALID_ARGUMENT if the images are empty, have the wrong width or hold NaN / Inf, or a
   // layer does not fit the kernel's limits (the message names the stage); FAILED_PRECONDITION if
   // the backend has no int8 dense layer; the backend's errors from loading a layer.
-  static absl::StatusOr<QuantizedLowerTier> Calibrate(const LowerTier& tier,
+  static absl::StatusOr<QuantizedLowerTier> Calibrate(std::shared_ptr<const LowerTier> tier,
                                                       const MatrixF& calibration_images,
                                                       fpga::Backend& backend,
                                                       const ActivationCalibration& calibration = {});
@@ -103,7 +105,7 @@ class QuantizedLowerTier {
   // with those of the calibrating object. INVALID_ARGUMENT if the number of scales differs from
   // the number of quantised stages of `tier` or a scale is not positive and finite; otherwise the
   // errors of Calibrate after its calibration pass.
-  static absl::StatusOr<QuantizedLowerTier> FromCalibration(const LowerTier& tier,
+  static absl::StatusOr<QuantizedLowerTier> FromCalibration(std::shared_ptr<const LowerTier> tier,
                                                             const Int8Calibration& calibration,
                                                             fpga::Backend& backend);
 
@@ -113,24 +115,31 @@ class QuantizedLowerTier {
 
   QuantizedLowerTier(QuantizedLowerTier&&) = default;
   QuantizedLowerTier& operator=(QuantizedLowerTier&&) = default;
-  ~QuantizedLowerTier();
+  ~QuantizedLowerTier() override;
 
   // Features for a batch of images: images.rows() x feature_size(), the same layout as
   // LowerTier::Features. If `counts` is not null it receives the sum of the OpCounts of every
   // backend call made (the int8 work; the host's float stages and (de)quantisation are not
   // counted). Large batches are split into chunks of images run on the OpenMP threads.
   // INVALID_ARGUMENT if images.cols() != input_size(); the backend's errors (xrt) otherwise.
-  absl::StatusOr<MatrixF> Features(const MatrixF& images, fpga::OpCounts* counts = nullptr) const;
+  absl::StatusOr<MatrixF> Features(const MatrixF& images,
+                                   fpga::OpCounts* counts = nullptr) const override;
 
-  int input_size() const { return input_size_; }
-  int feature_size() const { return feature_size_; }
+  InputKind input_kind() const override { return InputKind::Image(lower_->input_shape()); }
+  int input_size() const override { return input_size_; }
+  int feature_size() const override { return feature_size_; }
+  const std::string& device() const override { return device_; }
+  fpga::Backend* backend() const override { return backend_; }
+  // The float tier's stages (what ModelInfo lists); DescribeQuantization() says what int8 changed.
+  std::vector<std::string> Describe() const override { return lower_->Describe(); }
+  const LowerTier* lower_tier() const override { return lower_.get(); }
   // int8 multiply-accumulates per image: the sum of the quantised stages' MacsPerSample().
   uint64_t Int8MacsPerSample() const;
   const std::vector<QuantizedStageInfo>& quantized_stages() const { return infos_; }
   // The scales this object runs with (to store them in a bundle).
   const Int8Calibration& calibration() const { return calibration_; }
   // One line per quantised stage (scales, clipping), for logs.
-  std::vector<std::string> Describe() const;
+  std::vector<std::string> DescribeQuantization() const;
 
  private:
   enum class Kind { kHost, kConv, kExpand, kElm };
@@ -153,6 +162,9 @@ class QuantizedLowerTier {
   absl::Status RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
                         Workspace& workspace, fpga::OpCounts& counts) const;
 
+  std::shared_ptr<const LowerTier> lower_;
+  fpga::Backend* backend_ = nullptr;
+  std::string device_;
   std::vector<StagePlan> plans_;
   std::vector<QuantizedStageInfo> infos_;
   Int8Calibration calibration_;

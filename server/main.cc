@@ -34,6 +34,8 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "model/bundle.h"
+#include "model/feature_extractor.h"
+#include "model/lower_tier_extractor.h"
 #include "server/device.h"
 #include "update/env.h"
 #include "server/metrics.h"
@@ -251,6 +253,67 @@ absl::Status ReadSecurityOptions(Options* options) {
   return absl::OkStatus();
 }
 
+// Reads the Predict batching flags into `options`.
+absl::Status ReadBatchingOptions(Options* options) {
+  const std::string batching = absl::GetFlag(FLAGS_batching);
+  if (batching != "on" && batching != "off") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batching=", batching, ": expected on or off"));
+  }
+  options->batching = batching == "on";
+  options->batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
+  const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
+  options->batcher.max_delay = absl::Microseconds(max_delay_us);
+  options->batcher.workers = absl::GetFlag(FLAGS_batch_workers);
+  options->batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
+  if (options->batcher.threads_per_worker < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_threads_per_worker: expected >= 1, got ",
+                                                   options->batcher.threads_per_worker));
+  }
+  if (options->batcher.max_images < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("--batch_max_images: expected >= 1, got ",
+                                                   options->batcher.max_images));
+  }
+  if (max_delay_us < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_max_delay_us: expected >= 0, got ", max_delay_us));
+  }
+  if (options->batcher.workers < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_workers: expected >= 1, got ", options->batcher.workers));
+  }
+  return absl::OkStatus();
+}
+
+// Reads the durability and update-policy flags into `options`.
+absl::Status ReadUpdateOptions(Options* options) {
+  options->state_dir = absl::GetFlag(FLAGS_state_dir);
+  options->snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
+  options->log_segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
+  options->update_policy = absl::GetFlag(FLAGS_update_policy);
+  options->policy.period_samples = absl::GetFlag(FLAGS_policy_period_samples);
+  options->policy.period = absl::GetFlag(FLAGS_policy_period);
+  options->policy.budget_watts = absl::GetFlag(FLAGS_policy_budget_watts);
+  options->policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
+  options->policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
+  options->policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
+  {
+    // Validates the name and the options (the policy used is created in Run()).
+    absl::StatusOr<std::unique_ptr<update::UpdatePolicy>> policy =
+        update::UpdatePolicy::Create(options->update_policy, options->policy, absl::Now());
+    if (!policy.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--update_policy=", options->update_policy, " / --policy_* flags: ",
+                       policy.status().message(), "; stream-end is the default policy"));
+    }
+  }
+  if (options->log_segment_bytes < 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options->log_segment_bytes));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Options> ReadOptions() {
   Options options;
   if (absl::Status security = ReadSecurityOptions(&options); !security.ok()) return security;
@@ -265,58 +328,9 @@ absl::StatusOr<Options> ReadOptions() {
   options.max_batch = absl::GetFlag(FLAGS_max_batch);
   const int64_t max_message_bytes = absl::GetFlag(FLAGS_max_message_bytes);
   options.inference_threads = absl::GetFlag(FLAGS_inference_threads);
-  const std::string batching = absl::GetFlag(FLAGS_batching);
-  if (batching != "on" && batching != "off") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batching=", batching, ": expected on or off"));
-  }
-  options.batching = batching == "on";
-  options.batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
-  const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
-  options.batcher.max_delay = absl::Microseconds(max_delay_us);
-  options.batcher.workers = absl::GetFlag(FLAGS_batch_workers);
-  options.batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
-  if (options.batcher.threads_per_worker < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_threads_per_worker: expected >= 1, got ",
-                                                   options.batcher.threads_per_worker));
-  }
-  if (options.batcher.max_images < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_max_images: expected >= 1, got ",
-                                                   options.batcher.max_images));
-  }
-  if (max_delay_us < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batch_max_delay_us: expected >= 0, got ", max_delay_us));
-  }
-  if (options.batcher.workers < 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--batch_workers: expected >= 1, got ", options.batcher.workers));
-  }
+  if (absl::Status batching = ReadBatchingOptions(&options); !batching.ok()) return batching;
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
-  options.state_dir = absl::GetFlag(FLAGS_state_dir);
-  options.snapshot_every_samples = absl::GetFlag(FLAGS_snapshot_every_samples);
-  options.log_segment_bytes = absl::GetFlag(FLAGS_log_segment_bytes);
-  options.update_policy = absl::GetFlag(FLAGS_update_policy);
-  options.policy.period_samples = absl::GetFlag(FLAGS_policy_period_samples);
-  options.policy.period = absl::GetFlag(FLAGS_policy_period);
-  options.policy.budget_watts = absl::GetFlag(FLAGS_policy_budget_watts);
-  options.policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
-  options.policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
-  options.policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
-  {
-    // Validates the name and the options (the policy used is created in Run()).
-    absl::StatusOr<std::unique_ptr<update::UpdatePolicy>> policy =
-        update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
-    if (!policy.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("--update_policy=", options.update_policy, " / --policy_* flags: ",
-                       policy.status().message(), "; stream-end is the default policy"));
-    }
-  }
-  if (options.log_segment_bytes < 4096) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--log_segment_bytes: expected >= 4096, got ", options.log_segment_bytes));
-  }
+  if (absl::Status update = ReadUpdateOptions(&options); !update.ok()) return update;
   options.device.device = absl::GetFlag(FLAGS_device);
   options.device.xclbin_path = absl::GetFlag(FLAGS_xclbin);
   options.device.xrt_device_index = absl::GetFlag(FLAGS_xrt_device_index);
@@ -349,53 +363,6 @@ absl::StatusOr<Options> ReadOptions() {
 
 constexpr char kServiceName[] = "strata.v1.Strata";
 
-// Recovers --state_dir onto `bundle` (newest valid snapshot + log replay), opens the update log for
-// appending and makes `service` durable. Logs what it used, replayed and cut. Replayed samples'
-// features come from `int8_lower` if not null (the int8 device), else the float lower tier.
-// `versions` receives the state directory's version reservation, for the store to publish under.
-absl::Status RecoverState(const Options& options, model::Bundle* bundle,
-                          const model::QuantizedLowerTier* int8_lower,
-                          std::unique_ptr<update::FileUpdateLog>* update_log,
-                          std::unique_ptr<update::VersionReservation>* versions,
-                          StrataService* service) {
-  const absl::Time start = absl::Now();
-  update::Env* env = update::Env::Default();
-  absl::StatusOr<update::RecoveryReport> report =
-      update::Recover(env, options.state_dir, options.max_batch, bundle, int8_lower);
-  if (!report.ok()) return report.status();
-  if (report->torn_tail.has_value()) {
-    const update::TornTail& tail = *report->torn_tail;
-    STRATA_LOG(WARNING) << "recovery: cut the torn tail of the update log: " << tail.path
-                        << " at offset " << tail.offset << ", " << tail.bytes_dropped
-                        << " bytes dropped (" << tail.reason
-                        << (tail.delete_file ? "; segment deleted" : "") << ")";
-  }
-  STRATA_LOG(INFO) << "recovered " << options.state_dir << " in "
-                   << absl::ToDoubleSeconds(absl::Now() - start) << " s: base "
-                   << (report->snapshot_path.empty() ? std::string("the bundle")
-                                                     : report->snapshot_path)
-                   << " (log position " << report->base_position << "), replayed "
-                   << report->records_replayed << " records / " << report->samples_replayed
-                   << " samples, log position " << report->log_position << ", model version "
-                   << report->model_version << " (versions reserved through "
-                   << report->versions_reserved << ")";
-  *versions = std::move(report->versions);
-  update::UpdateLogOptions log_options;
-  log_options.segment_bytes = options.log_segment_bytes;
-  absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
-      update::FileUpdateLog::Open(env, options.state_dir, report->log_position + 1,
-                                  log_options);
-  if (!log.ok()) return log.status();
-  *update_log = *std::move(log);
-  Durability durability;
-  durability.log = update_log->get();
-  durability.env = env;
-  durability.state_dir = options.state_dir;
-  durability.snapshot_every_samples = options.snapshot_every_samples;
-  service->EnableDurability(std::move(durability));
-  return absl::OkStatus();
-}
-
 // The listening port's credentials: TLS (mutual with a client CA) or plaintext.
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& options) {
   if (options.tls_cert_pem.empty()) return grpc::InsecureServerCredentials();
@@ -413,21 +380,85 @@ void SetServing(grpc::Server& server, bool serving) {
   health->SetServingStatus("", serving);
 }
 
-int Run(const Options& options, const sigset_t& shutdown_signals) {
-  // The device first: a missing card fails before anything listens. Declared before the store,
-  // whose int8 lower tier runs on its backend.
-  absl::StatusOr<Device> device = OpenDevice(options.device);
-  if (!device.ok()) {
-    STRATA_LOG(ERROR) << "--device=" << options.device.device << ": " << device.status().message();
-    return 1;
-  }
-  STRATA_LOG(INFO) << "device " << device->name << ": " << device->description;
-  // With --state_dir: the durable high-water mark of model versions. Declared before the store,
-  // which reserves through it on every publish.
+// What a running server owns. Members are destroyed bottom-up: the gRPC server before the service
+// it calls, the service (and its Drain()) before the update log, metrics and store it reports into,
+// the store before the version reservation it publishes under, and the device's backend last.
+struct Server {
+  Device device;
+  // With --state_dir: the durable high-water mark of model versions (set by recovery).
   std::unique_ptr<update::VersionReservation> versions;
   update::ModelStore store;
-  // Declared before the service so that it outlives the service's Drain().
   std::unique_ptr<update::FileUpdateLog> update_log;
+  std::unique_ptr<Metrics> metrics;  // null without --metrics_address
+  std::unique_ptr<StrataService> service;
+  std::unique_ptr<grpc::Server> grpc_server;
+};
+
+// The model to serve: the bundle, and the lower tier it is served with, built once and shared by
+// recovery and the store.
+struct ServedModel {
+  model::Bundle bundle;
+  std::shared_ptr<const model::FeatureExtractor> extractor;
+};
+
+// Recovers --state_dir onto `bundle` (newest valid snapshot + log replay), opens the update log for
+// appending and makes the service durable. Logs what it used, replayed and cut. Replayed samples'
+// features come from `extractor`, the lower tier that will serve. server.versions receives the
+// state directory's version reservation, for the store to publish under.
+absl::Status RecoverState(const Options& options, const model::FeatureExtractor& extractor,
+                          model::Bundle* bundle, Server& server) {
+  const absl::Time start = absl::Now();
+  update::Env* env = update::Env::Default();
+  absl::StatusOr<update::RecoveryReport> report =
+      update::Recover(env, options.state_dir, options.max_batch, extractor, bundle);
+  if (!report.ok()) return report.status();
+  if (report->torn_tail.has_value()) {
+    const update::TornTail& tail = *report->torn_tail;
+    STRATA_LOG(WARNING) << "recovery: cut the torn tail of the update log: " << tail.path
+                        << " at offset " << tail.offset << ", " << tail.bytes_dropped
+                        << " bytes dropped (" << tail.reason
+                        << (tail.delete_file ? "; segment deleted" : "") << ")";
+  }
+  STRATA_LOG(INFO) << "recovered " << options.state_dir << " in "
+                   << absl::ToDoubleSeconds(absl::Now() - start) << " s: base "
+                   << (report->snapshot_path.empty() ? std::string("the bundle")
+                                                     : report->snapshot_path)
+                   << " (log position " << report->base_position << "), replayed "
+                   << report->records_replayed << " records / " << report->samples_replayed
+                   << " samples, log position " << report->log_position << ", model version "
+                   << report->model_version << " (versions reserved through "
+                   << report->versions_reserved << ")";
+  server.versions = std::move(report->versions);
+  update::UpdateLogOptions log_options;
+  log_options.segment_bytes = options.log_segment_bytes;
+  absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
+      update::FileUpdateLog::Open(env, options.state_dir, report->log_position + 1,
+                                  log_options);
+  if (!log.ok()) return log.status();
+  server.update_log = *std::move(log);
+  Durability durability;
+  durability.log = server.update_log.get();
+  durability.env = env;
+  durability.state_dir = options.state_dir;
+  durability.snapshot_every_samples = options.snapshot_every_samples;
+  server.service->EnableDurability(std::move(durability));
+  return absl::OkStatus();
+}
+
+// Step 1: the device. A missing card fails before anything listens.
+absl::Status OpenServerDevice(const Options& options, Server& server) {
+  absl::StatusOr<Device> device = OpenDevice(options.device);
+  if (!device.ok()) {
+    return absl::Status(device.status().code(), absl::StrCat("--device=", options.device.device,
+                                                             ": ", device.status().message()));
+  }
+  server.device = *std::move(device);
+  STRATA_LOG(INFO) << "device " << server.device.name << ": " << server.device.description;
+  return absl::OkStatus();
+}
+
+// Step 2: the service (not yet serving a model), its update policy and its metrics.
+void BuildService(const Options& options, Server& server) {
   ServiceOptions service_options;
   service_options.max_batch = options.max_batch;
   service_options.max_message_bytes = options.max_message_bytes;
@@ -440,7 +471,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
                                           absl::ToInt64Microseconds(options.batcher.max_delay),
                                           " us max delay, ", options.batcher.workers, " workers")
                            : std::string("off"));
-  service_options.device = device->name;
+  service_options.device = server.device.name;
   // Cannot fail: ReadOptions() validated the same arguments.
   std::unique_ptr<update::UpdatePolicy> policy =
       *update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
@@ -457,41 +488,42 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
                    << (options.auth_token.empty() ? "off"
                        : options.auth_all         ? "required on every call"
                                                   : "required on Update and Snapshot");
-  // Declared before the service, which reports into it until destroyed.
-  std::unique_ptr<Metrics> metrics;
   if (!options.metrics_address.empty()) {
-    metrics = std::make_unique<Metrics>(STRATA_VERSION);
-    service_options.metrics = metrics.get();
+    server.metrics = std::make_unique<Metrics>(STRATA_VERSION);
+    service_options.metrics = server.metrics.get();
   }
-  StrataService service(&store, service_options, std::move(policy));
+  server.service =
+      std::make_unique<StrataService>(&server.store, service_options, std::move(policy));
+}
 
+// Step 3: listen (health NOT_SERVING until the model is loaded), serve metrics, write the port.
+absl::Status Listen(const Options& options, Server& server) {
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.address, ServerCredentials(options), &port);
   builder.SetMaxReceiveMessageSize(TransportMessageLimit(options.max_message_bytes));
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    STRATA_LOG(ERROR) << "cannot listen on " << options.address;
-    return 1;
+  builder.RegisterService(server.service.get());
+  server.grpc_server = builder.BuildAndStart();
+  if (server.grpc_server == nullptr || port == 0) {
+    return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address));
   }
   // The health service starts out SERVING; say NOT_SERVING until the model is loaded.
-  SetServing(*server, false);
+  SetServing(*server.grpc_server, false);
   STRATA_LOG(INFO) << "listening on " << options.address << " (port " << port << ")";
-  if (metrics != nullptr) {
+  if (server.metrics != nullptr) {
     // Up before the model loads, so a scrape during a long load sees strata_up 0.
-    absl::StatusOr<int> metrics_port = metrics->Serve(options.metrics_address);
+    absl::StatusOr<int> metrics_port = server.metrics->Serve(options.metrics_address);
     absl::Status written = metrics_port.status();
     if (written.ok() && !options.metrics_port_file.empty()) {
       written = base::WriteFileAtomically(options.metrics_port_file,
                                           absl::StrCat(*metrics_port, "\n"));
     }
     if (!written.ok()) {
-      STRATA_LOG(ERROR) << "--metrics_address=" << options.metrics_address << ": " << written;
-      server->Shutdown();
-      return 1;
+      return absl::Status(written.code(), absl::StrCat("--metrics_address=",
+                                                       options.metrics_address, ": ",
+                                                       written.ToString()));
     }
     STRATA_LOG(INFO) << "metrics on http://" << options.metrics_address << "/metrics (port "
                      << *metrics_port << ")";
@@ -499,92 +531,109 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   if (!options.port_file.empty()) {
     absl::Status written = base::WriteFileAtomically(options.port_file, absl::StrCat(port, "\n"));
     if (!written.ok()) {
-      STRATA_LOG(ERROR) << "cannot write --port_file: " << written;
-      server->Shutdown();
-      return 1;
+      return absl::Status(written.code(),
+                          absl::StrCat("cannot write --port_file: ", written.ToString()));
     }
   }
+  return absl::OkStatus();
+}
 
-  const absl::Time load_start = absl::Now();
+// Step 4a: reads the bundle and builds the lower tier it is served with on the opened device:
+// int8 on its backend, or float for --device=float, or for auto with a bundle without int8
+// scales. Fails (before recovery touches the state directory) for an int8 device and a bundle
+// without scales.
+absl::StatusOr<ServedModel> ReadModel(const Options& options, const Device& device) {
   absl::StatusOr<model::Bundle> bundle = model::ReadBundle(options.bundle);
   if (!bundle.ok()) {
-    STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": "
-                      << bundle.status();
-    server->Shutdown();
-    return 1;
+    return absl::Status(bundle.status().code(),
+                        absl::StrCat("cannot load the model bundle ", options.bundle, ": ",
+                                     bundle.status().ToString()));
   }
-  fpga::Backend* int8_backend = device->ServedBackend(!bundle->int8.empty());
-  if (int8_backend == nullptr && device->backend != nullptr) {
-    // auto picks the best device this bundle can run on: without int8 scales, float.
+  // The auto rule's last step (Device::ServedBackend): an automatic device serves a bundle without
+  // int8 scales in float; an explicit int8 device refuses it.
+  fpga::Backend* backend = device.ServedBackend(!bundle->int8.empty());
+  absl::StatusOr<std::shared_ptr<const model::FeatureExtractor>> extractor =
+      model::MakeLowerTierExtractor(bundle->lower, bundle->int8, backend);
+  if (!extractor.ok()) {
+    return absl::Status(extractor.status().code(),
+                        absl::StrCat("cannot serve the model bundle ", options.bundle, ": ",
+                                     extractor.status().message()));
+  }
+  if (device.backend != nullptr && backend == nullptr) {
     STRATA_LOG(INFO) << "device auto: the bundle has no int8 activation scales (written before "
                         "strata-train stored them); serving the float lower tier instead of "
-                     << device->name;
+                     << device.name;
   }
-  if (int8_backend != nullptr) {
-    // Refuse before recovery touches the state directory.
-    if (absl::Status scales = update::CheckInt8Scales(*bundle, device->name); !scales.ok()) {
-      STRATA_LOG(ERROR) << "cannot serve the model bundle " << options.bundle << ": "
-                        << scales.message();
-      server->Shutdown();
-      return 1;
-    }
-  }
-  // Recovery replays logged samples through the serving device's lower tier, as Update did.
-  std::optional<model::QuantizedLowerTier> replay_lower;
-  if (int8_backend != nullptr && !options.state_dir.empty()) {
-    absl::StatusOr<model::QuantizedLowerTier> quantized =
-        model::QuantizedLowerTier::FromCalibration(bundle->lower, bundle->int8, *int8_backend);
-    if (!quantized.ok()) {
-      STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": "
-                        << quantized.status();
-      server->Shutdown();
-      return 1;
-    }
-    replay_lower = *std::move(quantized);
-  }
+  return ServedModel{*std::move(bundle), *std::move(extractor)};
+}
+
+// Step 4: the model: read, recovered from --state_dir (replayed through the extractor that will
+// serve), and loaded into the store.
+absl::Status LoadModel(const Options& options, Server& server) {
+  const absl::Time load_start = absl::Now();
+  absl::StatusOr<ServedModel> served = ReadModel(options, server.device);
+  if (!served.ok()) return served.status();
   if (options.state_dir.empty()) {
     STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
                            "every update absorbed since the bundle was written";
-  } else {
-    absl::Status recovered =
-        RecoverState(options, &*bundle, replay_lower ? &*replay_lower : nullptr, &update_log,
-                     &versions, &service);
-    if (!recovered.ok()) {
-      STRATA_LOG(ERROR) << "cannot recover the state directory " << options.state_dir << ": "
-                        << recovered << "; refusing to start (see docs/operations.md, "
-                        << "\"Durability\")";
-      server->Shutdown();
-      return 1;
-    }
+  } else if (absl::Status recovered = RecoverState(options, *served->extractor, &served->bundle,
+                                                   server);
+             !recovered.ok()) {
+    return absl::Status(recovered.code(),
+                        absl::StrCat("cannot recover the state directory ", options.state_dir,
+                                     ": ", recovered.ToString(),
+                                     "; refusing to start (see docs/operations.md, "
+                                     "\"Durability\")"));
   }
-  replay_lower.reset();
-  absl::Status loaded = store.Load(*std::move(bundle), int8_backend, versions.get());
+  absl::Status loaded = server.store.Load(std::move(served->bundle), served->extractor,
+                                          server.versions.get());
   if (!loaded.ok()) {
-    STRATA_LOG(ERROR) << "cannot load the model bundle " << options.bundle << ": " << loaded;
-    server->Shutdown();
-    return 1;
+    return absl::Status(loaded.code(), absl::StrCat("cannot load the model bundle ",
+                                                    options.bundle, ": ", loaded.ToString()));
   }
-  std::shared_ptr<const update::ModelVersion> model = store.Current();
+  std::shared_ptr<const update::ModelVersion> model = server.store.Current();
   STRATA_LOG(INFO) << "loaded " << options.bundle << " in "
                    << absl::ToDoubleSeconds(absl::Now() - load_start) << " s: model version "
-                   << model->version << ", " << model->lower->feature_size() << " features, "
+                   << model->version << ", " << model->extractor->feature_size() << " features, "
                    << model->readout.labels.size() << " classes, " << model->samples_seen
                    << " samples seen";
-  SetServing(*server, true);
-  if (metrics != nullptr) metrics->SetServing(true);
+  return absl::OkStatus();
+}
+
+// Step 5: serve until SIGTERM / SIGINT, then shut down gracefully.
+void Serve(const Options& options, const sigset_t& shutdown_signals, Server& server) {
+  SetServing(*server.grpc_server, true);
+  if (server.metrics != nullptr) server.metrics->SetServing(true);
   STRATA_LOG(INFO) << "serving " << kServiceName;
 
   int signal_number = 0;
   sigwait(&shutdown_signals, &signal_number);
   STRATA_LOG(INFO) << "received signal " << signal_number << " (" << strsignal(signal_number)
                    << "); shutting down";
-  SetServing(*server, false);
-  if (metrics != nullptr) metrics->SetServing(false);
-  server->Shutdown(std::chrono::system_clock::now() +
-                   absl::ToChronoMilliseconds(options.shutdown_grace));
-  service.Drain();
-  server->Wait();
+  SetServing(*server.grpc_server, false);
+  if (server.metrics != nullptr) server.metrics->SetServing(false);
+  server.grpc_server->Shutdown(std::chrono::system_clock::now() +
+                               absl::ToChronoMilliseconds(options.shutdown_grace));
+  server.service->Drain();
+  server.grpc_server->Wait();
   STRATA_LOG(INFO) << "shut down";
+}
+
+int Run(const Options& options, const sigset_t& shutdown_signals) {
+  Server server;
+  if (absl::Status opened = OpenServerDevice(options, server); !opened.ok()) {
+    STRATA_LOG(ERROR) << opened.message();
+    return 1;
+  }
+  BuildService(options, server);
+  absl::Status started = Listen(options, server);
+  if (started.ok()) started = LoadModel(options, server);
+  if (!started.ok()) {
+    STRATA_LOG(ERROR) << started.message();
+    if (server.grpc_server != nullptr) server.grpc_server->Shutdown();
+    return 1;
+  }
+  Serve(options, shutdown_signals, server);
   return 0;
 }
 

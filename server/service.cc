@@ -174,7 +174,7 @@ ServedState StrataService::MetricsState() {
   if (const std::shared_ptr<const update::ModelVersion> model = store_->Current(); model != nullptr) {
     state.loaded = true;
     state.model_version = model->version;
-    state.device = model->device;
+    state.device = model->device();
   }
   state.energy_table = options_.energy_table_name;
   const std::array<update::PhaseEnergy, update::kNumEnergyPhases> totals = meter_.Totals();
@@ -203,7 +203,7 @@ absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
   result.model = store_->Current();
   if (result.model == nullptr) return NotLoaded();
   absl::StatusOr<model::MatrixF> batch =
-      ReadBatch(samples, result.model->lower->input_size(), options_.max_batch);
+      ReadBatch(samples, result.model->extractor->input_size(), options_.max_batch);
   if (!batch.ok()) return batch.status();
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
@@ -307,7 +307,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
     for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
     return;
   }
-  const int input_size = model->lower->input_size();
+  const int input_size = model->extractor->input_size();
   int total = 0;
   for (const PredictCall& call : calls) total += call.request->samples_size();
   // Resized only when the batch's image count changes; row-major, so each image is one row.
@@ -607,26 +607,27 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
     return call;
   }
   v1::ModelInfo* response = &call->response();
-  const model::Shape& input = model->lower->input_shape();
+  // An image model (the only kind served so far): its shape.
+  const model::Shape input = model->extractor->input_kind().image;
   response->set_input_height(input.height);
   response->set_input_width(input.width);
   response->set_input_channels(input.channels);
-  response->set_input_size(model->lower->input_size());
-  response->set_feature_size(model->lower->feature_size());
+  response->set_input_size(model->extractor->input_size());
+  response->set_feature_size(model->extractor->feature_size());
   for (const std::string& label : model->readout.labels) response->add_labels(label);
   response->set_model_version(model->version);
-  for (std::string& stage : model->lower->Describe()) {
+  for (std::string& stage : model->extractor->Describe()) {
     response->add_lower_tier_stages(std::move(stage));
   }
   response->set_upper_tier(absl::StrCat(
-      "ridge readout: ", model->lower->feature_size(), " features -> ",
+      "ridge readout: ", model->extractor->feature_size(), " features -> ",
       model->readout.labels.size(),
       " classes, solved by Cholesky from exact sufficient statistics (lambda ",
       model->ridge_lambda, ")"));
   response->set_ridge_lambda(model->ridge_lambda);
   response->set_samples_seen(model->samples_seen);
   response->set_max_batch(options_.max_batch);
-  response->set_device(model->device);
+  response->set_device(model->device());
   FinishUnary(call, RpcMethod::kGetModelInfo, grpc::Status::OK, start);
   return call;
 }
@@ -685,7 +686,7 @@ void StrataService::FillPolicyAndEnergyStats(v1::Stats* stats) {
   table->set_dram_pj_per_byte(meter_.table().dram_pj_per_byte);
   table->set_host_link_pj_per_byte(meter_.table().host_link_pj_per_byte);
   const std::shared_ptr<const update::ModelVersion> served = store_->Current();
-  stats->set_device(served != nullptr ? served->device : options_.device);
+  stats->set_device(served != nullptr ? served->device() : options_.device);
 
   const update::UpdatePolicy& policy = pipeline_.policy();
   const update::UpdatePolicyStats decisions = policy.Stats();

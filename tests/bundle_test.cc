@@ -34,7 +34,7 @@ class BundleTest : public ::testing::Test {
     std::vector<std::string> labels;
     for (int i = 0; i < images_.rows(); ++i) labels.push_back(i % 3 == 0 ? "shirt" : "trouser");
     ASSERT_TRUE(upper.AbsorbLabeled(lower->Features(images_), labels).ok());
-    bundle_.emplace(Bundle{*std::move(lower), std::move(upper), 42});
+    bundle_.emplace(Bundle{std::make_shared<const LowerTier>(*std::move(lower)), std::move(upper), 42});
     path_ = dir_ + "/model.bundle";
     ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
   }
@@ -55,9 +55,9 @@ TEST_F(BundleTest, RoundTripKeepsEveryParameterExactly) {
   absl::StatusOr<Bundle> read = ReadBundle(path_);
   ASSERT_TRUE(read.ok()) << read.status();
   EXPECT_EQ(read->version, 42u);
-  EXPECT_EQ(read->lower.architecture().ToText(), bundle_->lower.architecture().ToText());
-  const auto& a = dynamic_cast<const ExpandStage&>(*bundle_->lower.stages().back());
-  const auto& b = dynamic_cast<const ExpandStage&>(*read->lower.stages().back());
+  EXPECT_EQ(read->lower->architecture().ToText(), bundle_->lower->architecture().ToText());
+  const auto& a = dynamic_cast<const ExpandStage&>(*bundle_->lower->stages().back());
+  const auto& b = dynamic_cast<const ExpandStage&>(*read->lower->stages().back());
   EXPECT_EQ(a.projection(), b.projection());
   EXPECT_EQ(a.bias(), b.bias());
   const MatrixD stored = read->upper.gram().triangularView<Eigen::Lower>();
@@ -67,7 +67,7 @@ TEST_F(BundleTest, RoundTripKeepsEveryParameterExactly) {
   EXPECT_EQ(read->upper.labels(), (std::vector<std::string>{"shirt", "trouser"}));
   EXPECT_EQ(read->upper.samples_seen(), 80u);
   EXPECT_EQ(read->upper.lambda(), 2.5);
-  EXPECT_EQ(read->lower.Features(images_), bundle_->lower.Features(images_));
+  EXPECT_EQ(read->lower->Features(images_), bundle_->lower->Features(images_));
 }
 
 TEST_F(BundleTest, Int8CalibrationIsOptionalAndRoundTrips) {
@@ -77,7 +77,7 @@ TEST_F(BundleTest, Int8CalibrationIsOptionalAndRoundTrips) {
   EXPECT_TRUE(read->int8.empty());
 
   absl::StatusOr<Int8Calibration> int8 =
-      QuantizedLowerTier::CalibrateActivations(bundle_->lower, images_, {.percentile = 99.9});
+      QuantizedLowerTier::CalibrateActivations(*bundle_->lower, images_, {.percentile = 99.9});
   ASSERT_TRUE(int8.ok()) << int8.status();
   ASSERT_EQ(int8->activation_scales.size(), 2u);  // conv and expand
   bundle_->int8 = *int8;
@@ -141,7 +141,7 @@ TEST_F(BundleTest, Int8ReadoutScalesRoundTrip) {
   EXPECT_EQ(old->readout_features, "float");
   EXPECT_EQ(old->readout_percentile, 0);
 
-  const MatrixF features = bundle_->lower.Features(images_);
+  const MatrixF features = bundle_->lower->Features(images_);
   absl::StatusOr<std::vector<float>> scales = CalibrateReadoutScales(features, 99);
   ASSERT_TRUE(scales.ok()) << scales.status();
   ASSERT_TRUE(bundle_->upper.set_readout_scales(*scales).ok());

@@ -31,6 +31,7 @@
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
+#include "model/lower_tier_extractor.h"
 #include "model/upper_tier.h"
 #include "update/model_store.h"
 #include "update/recovery.h"
@@ -195,7 +196,8 @@ class Model {
     std::vector<std::string> labels;
     for (int i = 0; i < images.rows(); ++i) labels.push_back(absl::StrCat("c", i % 3));
     EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
-    model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+    model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                       std::move(upper), 1};
     EXPECT_TRUE(model::WriteBundle(bundle, bundle_path_).ok());
   }
   std::string dir_, bundle_path_;
@@ -233,7 +235,8 @@ model::UpperTier Reference(const std::vector<int>& ids) {
     }
     absl::StatusOr<update::UpdateRecord> record = update::DecodeUpdateRecord(builder.Finish(), kInput);
     EXPECT_TRUE(record.ok());
-    EXPECT_TRUE(update::AbsorbUpdateRecord(bundle.lower, *record, kMaxBatch, bundle.upper).ok());
+    EXPECT_TRUE(update::AbsorbUpdateRecord(model::FloatLowerTierExtractor(bundle.lower), *record,
+                                           kMaxBatch, bundle.upper).ok());
   }
   return std::move(bundle.upper);
 }
@@ -271,7 +274,8 @@ class Life {
   // Recovers `dir` with `env`. On failure status() says why and nothing else is started.
   Life(FaultInjectionEnv* env, const std::string& dir, Options options) {
     model::Bundle bundle = Model::Get().Read();
-    absl::StatusOr<update::RecoveryReport> report = update::Recover(env, dir, kMaxBatch, &bundle);
+    absl::StatusOr<update::RecoveryReport> report = update::Recover(
+        env, dir, kMaxBatch, model::FloatLowerTierExtractor(bundle.lower), &bundle);
     if (!report.ok()) {
       status_ = report.status();
       return;
@@ -379,7 +383,8 @@ TEST(StaleTemporaryFileTest, AKillDuringASnapshotWriteLeavesATmpThatRecoveryRemo
   std::filesystem::rename(damaged_tmp + ".x", damaged_tmp);
   ASSERT_TRUE(base::WriteFileAtomically(dir + "/notes.tmp", "mine").ok());
 
-  absl::StatusOr<update::RecoveryReport> report = update::Recover(update::Env::Default(), dir, kMaxBatch, &bundle);
+  absl::StatusOr<update::RecoveryReport> report = update::Recover(
+      update::Env::Default(), dir, kMaxBatch, model::FloatLowerTierExtractor(bundle.lower), &bundle);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->temporary_files_removed, (std::vector<std::string>{damaged_tmp, tmp}));
   EXPECT_FALSE(std::filesystem::exists(tmp));

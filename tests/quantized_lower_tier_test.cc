@@ -37,20 +37,20 @@ class QuantizedLowerTierTest : public ::testing::Test {
     images_ = MakeImages(150, 10, 8);
     absl::StatusOr<LowerTier> tier = LowerTier::Fit(SmallArchitecture(), images_, 3);
     ASSERT_TRUE(tier.ok()) << tier.status();
-    tier_ = std::make_unique<LowerTier>(*std::move(tier));
+    tier_ = std::make_shared<const LowerTier>(*std::move(tier));
     cpu_ = MakeBackend("cpu");
     emu_ = MakeBackend("emu");
   }
 
   QuantizedLowerTier Quantize(fpga::Backend& backend, ActivationCalibration calibration = {}) {
     absl::StatusOr<QuantizedLowerTier> q =
-        QuantizedLowerTier::Calibrate(*tier_, images_.topRows(100), backend, calibration);
+        QuantizedLowerTier::Calibrate(tier_, images_.topRows(100), backend, calibration);
     EXPECT_TRUE(q.ok()) << q.status();
     return *std::move(q);
   }
 
   MatrixF images_;
-  std::unique_ptr<LowerTier> tier_;
+  std::shared_ptr<const LowerTier> tier_;
   std::unique_ptr<fpga::Backend> cpu_, emu_;
 };
 
@@ -63,7 +63,7 @@ TEST_F(QuantizedLowerTierTest, CpuAndEmuGiveBitIdenticalFeaturesCloseToTheFloatT
   EXPECT_EQ(on_cpu.quantized_stages()[1].kind, "conv");
   EXPECT_EQ(on_cpu.quantized_stages()[2].kind, "expand");
   EXPECT_EQ(on_cpu.quantized_stages()[3].kind, "elm_ae");
-  EXPECT_EQ(on_cpu.Describe().size(), 4u);
+  EXPECT_EQ(on_cpu.DescribeQuantization().size(), 4u);
 
   // 150 images: three chunks on the OpenMP threads, the last one partial.
   absl::StatusOr<MatrixF> cpu_features = on_cpu.Features(images_);
@@ -104,22 +104,22 @@ TEST_F(QuantizedLowerTierTest, CpuAndEmuGiveBitIdenticalFeaturesCloseToTheFloatT
 TEST_F(QuantizedLowerTierTest, CalibrationRefusesMismatchedImages) {
   MatrixF wrong_width = MatrixF::Constant(10, 81, 0.5f);
   absl::StatusOr<QuantizedLowerTier> q =
-      QuantizedLowerTier::Calibrate(*tier_, wrong_width, *cpu_);
+      QuantizedLowerTier::Calibrate(tier_, wrong_width, *cpu_);
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(q.status().message(),
               HasSubstr("calibration images have 81 values, the lower tier's input is 10x8x1 = 80"));
 
-  q = QuantizedLowerTier::Calibrate(*tier_, MatrixF(0, 80), *cpu_);
+  q = QuantizedLowerTier::Calibrate(tier_, MatrixF(0, 80), *cpu_);
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(q.status().message(), HasSubstr("no calibration images"));
 
   MatrixF with_nan = images_.topRows(5);
   with_nan(2, 3) = std::numeric_limits<float>::quiet_NaN();
-  q = QuantizedLowerTier::Calibrate(*tier_, with_nan, *cpu_);
+  q = QuantizedLowerTier::Calibrate(tier_, with_nan, *cpu_);
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(q.status().message(), HasSubstr("NaN or Inf"));
 
-  q = QuantizedLowerTier::Calibrate(*tier_, images_, *cpu_, {.percentile = 0});
+  q = QuantizedLowerTier::Calibrate(tier_, images_, *cpu_, {.percentile = 0});
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(q.status().message(), HasSubstr("percentile"));
 
@@ -174,11 +174,12 @@ TEST(QuantizedLowerTierRecipeTest, ExpandMatchesTheRecipeComputedByHand) {
   absl::StatusOr<Architecture> a = ParseArchitecture("input 6 5 1\nexpand units=9 bias_scale=0.5\n");
   ASSERT_TRUE(a.ok()) << a.status();
   const MatrixF images = MakeImages(40, 6, 5);
-  absl::StatusOr<LowerTier> tier = LowerTier::Fit(*a, images, 5);
-  ASSERT_TRUE(tier.ok()) << tier.status();
+  absl::StatusOr<LowerTier> fitted = LowerTier::Fit(*a, images, 5);
+  ASSERT_TRUE(fitted.ok()) << fitted.status();
+  const auto tier = std::make_shared<const LowerTier>(*std::move(fitted));
   std::unique_ptr<fpga::Backend> cpu = MakeBackend("cpu");
   absl::StatusOr<QuantizedLowerTier> q =
-      QuantizedLowerTier::Calibrate(*tier, images, *cpu, {.percentile = 100});
+      QuantizedLowerTier::Calibrate(tier, images, *cpu, {.percentile = 100});
   ASSERT_TRUE(q.ok()) << q.status();
   ASSERT_EQ(q->quantized_stages().size(), 1u);
   const QuantizedStageInfo& info = q->quantized_stages()[0];
@@ -212,7 +213,7 @@ TEST(QuantizedLowerTierRecipeTest, ExpandMatchesTheRecipeComputedByHand) {
   }
 
   // A low percentile clips: at the median about half the values saturate.
-  q = QuantizedLowerTier::Calibrate(*tier, images, *cpu, {.percentile = 50});
+  q = QuantizedLowerTier::Calibrate(tier, images, *cpu, {.percentile = 50});
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_GT(q->quantized_stages()[0].clipped_fraction, 0.3);
   EXPECT_LE(q->quantized_stages()[0].clipped_fraction, 0.5);

@@ -30,6 +30,7 @@
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "model/quantized_lower_tier.h"
+#include "model/tensor.h"
 #include "tests/server_process.h"
 
 namespace strata {
@@ -43,13 +44,7 @@ constexpr int kCalibrationImages = 1000;
 constexpr int kHeldoutImages = 512;
 
 model::MatrixF ToMatrix(const data::LabeledImages& images) {
-  model::MatrixF m(images.size(), images.image_size());
-  for (size_t i = 0; i < images.size(); ++i) {
-    for (size_t j = 0; j < images.image_size(); ++j) {
-      m(i, j) = static_cast<float>(images.image(i)[j]) / 255.0f;
-    }
-  }
-  return m;
+  return model::PixelsToMatrix(images.pixels, static_cast<Eigen::Index>(images.image_size()));
 }
 
 struct Fixture {
@@ -77,7 +72,7 @@ void BuildFixture() {
       data::Load("fashion-mnist:train", {0, kCalibrationImages});
   ASSERT_TRUE(calibration.ok()) << calibration.status();
   absl::StatusOr<model::Int8Calibration> int8 =
-      model::QuantizedLowerTier::CalibrateActivations(bundle->lower, ToMatrix(*calibration));
+      model::QuantizedLowerTier::CalibrateActivations(*bundle->lower, ToMatrix(*calibration));
   ASSERT_TRUE(int8.ok()) << int8.status();
   bundle->int8 = *std::move(int8);
   ASSERT_TRUE(model::WriteBundle(*bundle, f->int8_bundle).ok());
@@ -249,7 +244,7 @@ TEST_F(ServerDeviceTest, AutoWithoutCardFallsBackToCpuAndServes) {
 
 TEST_F(ServerDeviceTest, CpuAndEmuServeBitExactInt8FeaturesPricedByTheirTables) {
   const model::Bundle& bundle = *fixture->bundle;
-  const int width = bundle.lower.feature_size();
+  const int width = bundle.lower->feature_size();
   constexpr int kImages = 16;
   const v1::ExtractFeaturesRequest request = FeaturesRequest(0, kImages);
   const model::MatrixF images = ToMatrix(fixture->heldout).topRows(kImages);
@@ -294,7 +289,7 @@ TEST_F(ServerDeviceTest, CpuAndEmuServeBitExactInt8FeaturesPricedByTheirTables) 
   EXPECT_TRUE(served[0] == served[1]) << "cpu and emu features differ";
 
   // int8 features are close to, but not the same as, the float ones.
-  const model::MatrixF float_features = bundle.lower.Features(images);
+  const model::MatrixF float_features = bundle.lower->Features(images);
   EXPECT_FALSE(served[0] == float_features);
   const float scale = float_features.cwiseAbs().maxCoeff();
   EXPECT_LT((served[0] - float_features).cwiseAbs().maxCoeff(), 0.1f * scale);
@@ -395,7 +390,7 @@ TEST_F(ServerDeviceTest, Int8ReadoutUpdatesGoThroughTheGramKernel) {
   absl::StatusOr<v1::UpdateSummary> summary = server->client().Update(messages);
   ASSERT_TRUE(summary.ok()) << summary.status();
   ASSERT_EQ(summary->accepted(), 100u);
-  const int d = bundle.lower.feature_size();
+  const int d = bundle.lower->feature_size();
   const int c = static_cast<int>(bundle.upper.labels().size());
   absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
   ASSERT_TRUE(table.ok());

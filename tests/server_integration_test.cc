@@ -34,6 +34,7 @@
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
+#include "model/tensor.h"
 #include "model/upper_tier.h"
 #include "fpga/energy.h"
 #include "update/energy_meter.h"
@@ -55,13 +56,9 @@ constexpr int kInputSize = 28 * 28;
 // ---- data and the reference model ----------------------------------------------------------------
 
 model::MatrixF ToMatrix(const data::LabeledImages& images, size_t begin, size_t end) {
-  model::MatrixF m(end - begin, images.image_size());
-  for (size_t i = begin; i < end; ++i) {
-    for (size_t j = 0; j < images.image_size(); ++j) {
-      m(i - begin, j) = static_cast<float>(images.image(i)[j]) / 255.0f;
-    }
-  }
-  return m;
+  return model::PixelsToMatrix(
+      std::span<const uint8_t>(images.image(begin), (end - begin) * images.image_size()),
+      static_cast<Eigen::Index>(images.image_size()));
 }
 
 v1::Sample PixelSample(const data::LabeledImages& images, size_t i) {
@@ -117,13 +114,13 @@ model::MatrixF ReferenceScores(const model::UpperTier& upper, const model::Matri
   absl::StatusOr<model::Readout> readout = upper.Solve();
   EXPECT_TRUE(readout.ok()) << readout.status();
   if (!readout.ok()) return {};
-  return readout->Scores(fixture->bundle->lower.Features(images));
+  return readout->Scores(fixture->bundle->lower->Features(images));
 }
 
 // Absorbs labelled rows into the reference upper tier.
 void ReferenceAbsorb(model::UpperTier& upper, const model::MatrixF& images,
                      const std::vector<std::string>& labels) {
-  ASSERT_TRUE(upper.AbsorbLabeled(fixture->bundle->lower.Features(images), labels).ok());
+  ASSERT_TRUE(upper.AbsorbLabeled(fixture->bundle->lower->Features(images), labels).ok());
 }
 
 using Scores = std::vector<std::vector<float>>;
@@ -199,13 +196,13 @@ TEST_F(ServerTest, HealthReflectionAndModelInfo) {
   EXPECT_EQ(info->input_width(), 28u);
   EXPECT_EQ(info->input_channels(), 1u);
   EXPECT_EQ(info->input_size(), static_cast<uint32_t>(kInputSize));
-  EXPECT_EQ(info->feature_size(), static_cast<uint32_t>(bundle.lower.feature_size()));
+  EXPECT_EQ(info->feature_size(), static_cast<uint32_t>(bundle.lower->feature_size()));
   EXPECT_THAT(info->labels(), ::testing::ElementsAreArray(bundle.upper.labels()));
   EXPECT_EQ(info->model_version(), bundle.version);
   EXPECT_EQ(info->samples_seen(), static_cast<uint64_t>(kTrainImages));
   EXPECT_EQ(info->max_batch(), static_cast<uint32_t>(kMaxBatch));
   EXPECT_DOUBLE_EQ(info->ridge_lambda(), 10.0);
-  EXPECT_EQ(info->lower_tier_stages_size(), static_cast<int>(bundle.lower.Describe().size()));
+  EXPECT_EQ(info->lower_tier_stages_size(), static_cast<int>(bundle.lower->Describe().size()));
   EXPECT_FALSE(info->upper_tier().empty());
 
   // Server reflection, as grpcurl uses it: list the services, then fetch the file declaring ours.
@@ -277,7 +274,7 @@ TEST_F(ServerTest, PredictAndExtractFeaturesMatchTheModel) {
   absl::StatusOr<v1::ExtractFeaturesResponse> features = client().ExtractFeatures(extract);
   ASSERT_TRUE(features.ok()) << features.status();
   EXPECT_EQ(features->model_version(), 1u);
-  const model::MatrixF expected = fixture->bundle->lower.Features(images);
+  const model::MatrixF expected = fixture->bundle->lower->Features(images);
   ASSERT_EQ(features->features_size(), expected.rows());
   for (int i = 0; i < features->features_size(); ++i) {
     ASSERT_EQ(features->features(i).values_size(), expected.cols());
@@ -734,7 +731,7 @@ void ExpectJoulesEq(double actual, double expected, const std::string& what) {
 // to GetStats' cumulative figures.
 TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   const model::Bundle& bundle = *fixture->bundle;
-  const int d = bundle.lower.feature_size();
+  const int d = bundle.lower->feature_size();
   const int c = static_cast<int>(bundle.upper.labels().size());
   absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor("cpu");
   ASSERT_TRUE(table.ok()) << table.status();
@@ -743,13 +740,13 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
   // The float lower tier reads its weights once per call (per 64-image chunk), like the int8
   // backends' calls do: a fixed part per call plus a part per image.
   auto lower_joules = [&](int images) {
-    return fpga::Joules(bundle.lower.Counts(images), *table);
+    return fpga::Joules(bundle.lower->Counts(images), *table);
   };
   const double lower1 = lower_joules(1);
-  ASSERT_GT(bundle.lower.ParameterBytes(), 0u);
-  EXPECT_EQ(bundle.lower.Counts(1),
-            model::LowerTierInferenceCounts(bundle.lower.MacsPerSample(), kInputSize, d, 1,
-                                            bundle.lower.ParameterBytes()));
+  ASSERT_GT(bundle.lower->ParameterBytes(), 0u);
+  EXPECT_EQ(bundle.lower->Counts(1),
+            model::LowerTierInferenceCounts(bundle.lower->MacsPerSample(), kInputSize, d, 1,
+                                            bundle.lower->ParameterBytes()));
   const double readout1 =
       (static_cast<double>(d) * c * table->fp32_mac_pj + 4.0 * c * table->dram_pj_per_byte) * 1e-12;
   ASSERT_GT(lower1, 0);

@@ -19,6 +19,7 @@
 #include "gtest/gtest.h"
 #include "model/bundle.h"
 #include "model/lower_tier.h"
+#include "model/tensor.h"
 #include "model/upper_tier.h"
 
 namespace strata::test {
@@ -27,12 +28,8 @@ absl::Status WriteFashionBundle(const std::string& path, int train_images) {
   absl::StatusOr<data::LabeledImages> train =
       data::Load("fashion-mnist:train", {0, static_cast<size_t>(train_images)});
   if (!train.ok()) return train.status();
-  model::MatrixF images(train->size(), train->image_size());
-  for (size_t i = 0; i < train->size(); ++i) {
-    for (size_t j = 0; j < train->image_size(); ++j) {
-      images(i, j) = static_cast<float>(train->image(i)[j]) / 255.0f;
-    }
-  }
+  const model::MatrixF images =
+      model::PixelsToMatrix(train->pixels, static_cast<Eigen::Index>(train->image_size()));
   model::LowerTierSpec spec;
   spec.filters = 12;
   spec.expansion = 256;
@@ -43,7 +40,8 @@ absl::Status WriteFashionBundle(const std::string& path, int train_images) {
   model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
   absl::Status absorbed = upper.AbsorbLabeled(lower->Features(images), train->labels).status();
   if (!absorbed.ok()) return absorbed;
-  model::Bundle bundle{*std::move(lower), std::move(upper), 1};
+  model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                       std::move(upper), 1};
   return model::WriteBundle(bundle, path);
 }
 

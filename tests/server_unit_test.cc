@@ -123,7 +123,8 @@ model::Bundle TinyBundle() {
   std::vector<std::string> labels;
   for (int i = 0; i < 20; ++i) labels.push_back(i < 10 ? "a" : "b");
   EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
-  return model::Bundle{*std::move(lower), std::move(upper), 5};
+  return model::Bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                       std::move(upper), 5};
 }
 
 TEST(ModelStoreTest, EmptyUntilLoaded) {
@@ -144,7 +145,7 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
   update::ModelStore store;
   ASSERT_TRUE(store.Load(TinyBundle()).ok());
   std::shared_ptr<const update::ModelVersion> v5 = store.Current();
-  const model::LowerTier& lower = *v5->lower;
+  const model::LowerTier& lower = *v5->extractor->lower_tier();
   model::MatrixF features = lower.Features(model::MatrixF::Constant(3, 64, 0.5f));
 
   // A width mismatch absorbs nothing.
@@ -166,7 +167,7 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
   EXPECT_EQ((*v6)->version, 6u);
   EXPECT_EQ((*v6)->samples_seen, 23u);
   EXPECT_THAT((*v6)->readout.labels, ElementsAre("a", "b", "c"));
-  EXPECT_EQ((*v6)->lower, v5->lower);  // the frozen lower tier is shared
+  EXPECT_EQ((*v6)->extractor, v5->extractor);  // the frozen lower tier is shared
   EXPECT_EQ(store.Current(), *v6);
   // The old version is untouched and still usable by whoever holds it.
   EXPECT_EQ(v5->version, 5u);
@@ -206,7 +207,7 @@ class VersionReservationTest : public ::testing::Test {
   // A few labelled feature rows for `store`'s model, so that Publish() has something to solve.
   static void AbsorbSome(ModelStore& store) {
     const model::MatrixF features =
-        store.Current()->lower->Features(model::MatrixF::Constant(2, 64, 0.25f));
+        store.Current()->extractor->lower_tier()->Features(model::MatrixF::Constant(2, 64, 0.25f));
     ASSERT_TRUE(store.Absorb(features, std::vector<std::string>{"a", "b"}).ok());
   }
 

@@ -3,81 +3,46 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "model/lower_tier_extractor.h"
 
 namespace strata::update {
 
 absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& images,
                                                       fpga::OpCounts* counts) const {
-  if (images.cols() != lower->input_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("lower tier: images have ", images.cols(),
-                                                   " values, the input has ",
-                                                   lower->input_size()));
-  }
-  if (int8_lower != nullptr) {
-    *counts = fpga::OpCounts{};
-    return int8_lower->Features(images, counts);
-  }
-  *counts = lower->Counts(static_cast<int>(images.rows()));
-  return lower->Features(images);
+  return extractor->Features(images, counts);
 }
 
-absl::Status CheckInt8Scales(const model::Bundle& bundle, absl::string_view backend) {
-  if (!bundle.int8.empty()) return absl::OkStatus();
-  return absl::FailedPreconditionError(absl::StrCat(
-      "the bundle has no int8 activation scales (records lower.int8.*, which strata-train writes "
-      "since the int8 devices exist), so its lower tier cannot run on the ",
-      backend, " backend; serve it with --device=float (or auto), or re-train it with "
-      "strata-train"));
-}
-
-absl::Status ModelStore::Load(model::Bundle bundle, fpga::Backend* int8_backend,
+absl::Status ModelStore::Load(model::Bundle bundle,
+                              std::shared_ptr<const model::FeatureExtractor> extractor,
                               VersionReservation* versions) {
+  if (extractor == nullptr) {
+    extractor = std::make_shared<const model::FloatLowerTierExtractor>(bundle.lower);
+  }
   absl::MutexLock lock(&mu_);
   if (upper_ != nullptr) return absl::FailedPreconditionError("a model is already loaded");
-  if (bundle.lower.feature_size() != bundle.upper.feature_size()) {
+  if (extractor->feature_size() != bundle.upper.feature_size()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "bundle: the lower tier yields ", bundle.lower.feature_size(),
+        "bundle: the lower tier yields ", extractor->feature_size(),
         " features but the upper tier reads ", bundle.upper.feature_size()));
   }
   absl::StatusOr<model::Readout> readout = bundle.upper.Solve();
   if (!readout.ok()) return readout.status();
 
-  auto lower = std::make_shared<const model::LowerTier>(std::move(bundle.lower));
-  std::shared_ptr<const model::QuantizedLowerTier> int8_lower;
-  if (int8_backend != nullptr) {
-    if (absl::Status scales = CheckInt8Scales(bundle, int8_backend->info().name); !scales.ok()) {
-      return scales;
-    }
-    absl::StatusOr<model::QuantizedLowerTier> quantized =
-        model::QuantizedLowerTier::FromCalibration(*lower, bundle.int8, *int8_backend);
-    if (!quantized.ok()) return quantized.status();
-    // The quantised tier points into the float tier's stages: keep both alive together.
-    struct Int8Tier {
-      std::shared_ptr<const model::LowerTier> lower;
-      model::QuantizedLowerTier int8;
-    };
-    auto tier = std::make_shared<const Int8Tier>(Int8Tier{lower, *std::move(quantized)});
-    int8_lower = std::shared_ptr<const model::QuantizedLowerTier>(tier, &tier->int8);
-  }
   auto version = std::make_shared<ModelVersion>();
   version->version = bundle.version;
-  version->lower = lower;
-  version->int8_lower = int8_lower;
-  version->device = int8_backend != nullptr ? int8_backend->info().name : "float";
-  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor(version->device);
+  version->extractor = extractor;
+  absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor(extractor->device());
   version->lower_tier_energy_table = table.ok() ? *table : *fpga::EnergyTableFor("cpu");
   version->readout = *std::move(readout);
   version->ridge_lambda = bundle.upper.lambda();
   version->samples_seen = bundle.upper.samples_seen();
 
-  lower_ = std::move(lower);
-  int8_lower_ = std::move(int8_lower);
-  device_ = version->device;
+  extractor_ = std::move(extractor);
   lower_tier_energy_table_ = version->lower_tier_energy_table;
   upper_ = std::make_unique<model::UpperTier>(std::move(bundle.upper));
-  if (int8_backend != nullptr && upper_->int8_readout()) {
+  if (extractor_->backend() != nullptr && upper_->int8_readout()) {
     // Absorbs go through the backend's Gram kernel (docs/upper-tier.md).
-    if (absl::Status s = upper_->AttachGramBackend(int8_backend); !s.ok()) {
+    if (absl::Status s = upper_->AttachGramBackend(extractor_->backend()); !s.ok()) {
       upper_.reset();
       return s;
     }
@@ -151,9 +116,7 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshP
 
   auto version = std::make_shared<ModelVersion>();
   version->version = next;
-  version->lower = lower_;
-  version->int8_lower = int8_lower_;
-  version->device = device_;
+  version->extractor = extractor_;
   version->lower_tier_energy_table = lower_tier_energy_table_;
   version->readout = *std::move(readout);
   version->ridge_lambda = upper_->lambda();

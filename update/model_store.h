@@ -31,11 +31,10 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
-#include "model/bundle.h"
 #include "fpga/backend.h"
 #include "fpga/energy.h"
-#include "model/lower_tier.h"
-#include "model/quantized_lower_tier.h"
+#include "model/bundle.h"
+#include "model/feature_extractor.h"
 #include "model/tensor.h"
 #include "model/upper_tier.h"
 #include "update/version_reservation.h"
@@ -46,31 +45,27 @@ namespace strata::update {
 // Immutable once published, hence safe to read from any number of threads.
 struct ModelVersion {
   uint64_t version = 0;
-  std::shared_ptr<const model::LowerTier> lower;
-  // Set when the lower tier runs in int8 on a backend (strata-server --device other than float):
-  // it computes the features instead of `lower` (whose float stages it shares and keeps alive).
-  // Shared by every version, like `lower`.
-  std::shared_ptr<const model::QuantizedLowerTier> int8_lower;
-  // How the lower tier computes: "float", or the backend's name ("cpu", "emu", "xrt"), and the
-  // energy table its work is priced with (fpga::EnergyTableFor(name); "cpu" for float).
-  std::string device = "float";
+  // The served lower tier, built once (model::MakeLowerTierExtractor) and shared by every version
+  // and by recovery: float, or int8 on a backend (strata-server --device other than float).
+  std::shared_ptr<const model::FeatureExtractor> extractor;
+  // The energy table the lower tier's work is priced with (fpga::EnergyTableFor(device()); "cpu"
+  // for float).
   fpga::EnergyTable lower_tier_energy_table;
   model::Readout readout;  // readout.labels are the classes, in class-index order
   double ridge_lambda = 0;
   uint64_t samples_seen = 0;  // samples in the statistics this readout was solved from
 
-  // The features of `images` (rows of lower->input_size() values) through the served lower tier:
-  // int8_lower if set, else lower. `counts` (not null) receives the work: the backend's reported
-  // OpCounts for int8 (int8 MACs and its memory traffic; the host's float stages are not
-  // counted), or the float path's estimate (model::LowerTier::Counts, fp32). INVALID_ARGUMENT if
-  // the width is wrong; the backend's errors (xrt). Thread-safe.
+  // How the lower tier computes: "float", or the backend's name ("cpu", "emu", "xrt").
+  const std::string& device() const { return extractor->device(); }
+
+  // The features of `images` (rows of extractor->input_size() values) through the served lower
+  // tier (FeatureExtractor::Features). `counts` (not null) receives the work: the backend's
+  // reported OpCounts for int8 (int8 MACs and its memory traffic; the host's float stages are not
+  // counted), or for float the lower tier's estimate from the shapes (model::LowerTier::Counts,
+  // fp32). INVALID_ARGUMENT if the width is wrong; the backend's errors (xrt). Thread-safe.
   absl::StatusOr<model::MatrixF> Features(const model::MatrixF& images,
                                           fpga::OpCounts* counts) const;
 };
-
-// OK if `bundle` carries int8 activation scales; otherwise FAILED_PRECONDITION saying that its
-// lower tier cannot run on `backend` and how to serve it instead.
-absl::Status CheckInt8Scales(const model::Bundle& bundle, absl::string_view backend);
 
 class ModelStore {
  public:
@@ -79,21 +74,22 @@ class ModelStore {
   ModelStore(const ModelStore&) = delete;
   ModelStore& operator=(const ModelStore&) = delete;
 
-  // Takes over `bundle`, solves its readout and publishes it as version `bundle.version`.
-  // FAILED_PRECONDITION if a model is already loaded; INVALID_ARGUMENT if the lower tier's feature
-  // width differs from the upper tier's; the upper tier's Solve() errors otherwise. On error the
-  // store is unchanged. Thread-safe.
+  // Takes over `bundle`'s statistics, solves its readout and publishes it as version
+  // `bundle.version`, with `extractor` as every version's lower tier (null: the float lower tier of
+  // bundle.lower). FAILED_PRECONDITION if a model is already loaded; INVALID_ARGUMENT if the
+  // extractor's feature width differs from the upper tier's; the upper tier's Solve() errors
+  // otherwise. On error the store is unchanged. Thread-safe.
   //
-  // With `int8_backend` (not owned; must outlive the store and every version it published), the
-  // lower tier runs in int8 on it (ModelVersion::int8_lower), quantised with the bundle's stored
-  // activation scales (model::Bundle::int8). FAILED_PRECONDITION if the bundle has no scales (an
-  // older bundle: serve it with the float lower tier, or rewrite it with strata-train); the
-  // quantisation's and the backend's errors otherwise.
+  // An int8 extractor (model::MakeLowerTierExtractor with a backend; strata-server builds it once
+  // and recovery replays through the same one) runs on its backend, which must outlive the store
+  // and every version it published; with int8 readout scales the absorbs then run on that
+  // backend's Gram kernel too.
   //
   // With `versions` (not owned; must outlive the store), every version the store makes visible, this
   // one and every later Publish(), is first covered by versions->Cover(); if that fails, Load fails
   // with its error and the store is unchanged. Without it versions are not persisted anywhere.
-  absl::Status Load(model::Bundle bundle, fpga::Backend* int8_backend = nullptr,
+  absl::Status Load(model::Bundle bundle,
+                    std::shared_ptr<const model::FeatureExtractor> extractor = nullptr,
                     VersionReservation* versions = nullptr);
 
   // The version being served, or null before Load(). Lock-free with respect to writers.
@@ -155,9 +151,7 @@ class ModelStore {
  private:
   // Serialises writers. Readers never take it.
   absl::Mutex mu_;
-  std::shared_ptr<const model::LowerTier> lower_ ABSL_GUARDED_BY(mu_);
-  std::shared_ptr<const model::QuantizedLowerTier> int8_lower_ ABSL_GUARDED_BY(mu_);
-  std::string device_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const model::FeatureExtractor> extractor_ ABSL_GUARDED_BY(mu_);
   fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
   VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null

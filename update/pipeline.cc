@@ -195,7 +195,7 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
     Reject(count, unreadable_rest);
   }
   // Every sample is validated once, here, before anything is logged or absorbed.
-  const int input_size = model_->lower->input_size();
+  const int input_size = model_->extractor->input_size();
   std::vector<bool> valid(count, false);
   int valid_count = 0;
   for (int i = 0; i < count; ++i) {
@@ -248,7 +248,7 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
 
 absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
                                       const std::vector<bool>& valid) {
-  UpdateRecordBuilder record(model_->lower->input_size());
+  UpdateRecordBuilder record(model_->extractor->input_size());
   for (size_t i = 0; i < samples.size(); ++i) {
     if (!valid[i]) continue;
     const SampleInput& sample = samples[i];
@@ -271,7 +271,7 @@ absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
 
 absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
                                   const std::vector<std::string>& labels) {
-  const model::LowerTier& lower = *model_->lower;
+  const model::FeatureExtractor& lower = *model_->extractor;
   const int n = static_cast<int>(labels.size());
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> computed = model_->Features(rows, &lower_counts);

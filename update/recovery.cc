@@ -11,24 +11,19 @@
 
 namespace strata::update {
 
-absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
-    const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
-    model::UpperTier& upper, const model::QuantizedLowerTier* int8_lower) {
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::FeatureExtractor& extractor,
+                                                            const UpdateRecord& record,
+                                                            int chunk_rows,
+                                                            model::UpperTier& upper) {
   std::vector<std::string> new_labels;
   const Eigen::Index rows = record.inputs.rows();
   for (Eigen::Index begin = 0; begin < rows; begin += chunk_rows) {
     const Eigen::Index n = std::min<Eigen::Index>(chunk_rows, rows - begin);
     const model::MatrixF chunk = record.inputs.middleRows(begin, n);
-    model::MatrixF features;
-    if (int8_lower != nullptr) {
-      absl::StatusOr<model::MatrixF> computed = int8_lower->Features(chunk);
-      if (!computed.ok()) return computed.status();
-      features = *std::move(computed);
-    } else {
-      features = lower.Features(chunk);
-    }
+    absl::StatusOr<model::MatrixF> features = extractor.Features(chunk);
+    if (!features.ok()) return features.status();
     absl::StatusOr<std::vector<std::string>> added = upper.AbsorbLabeled(
-        features, std::span<const std::string>(record.labels).subspan(begin, n));
+        *features, std::span<const std::string>(record.labels).subspan(begin, n));
     if (!added.ok()) return added.status();
     for (std::string& label : *added) new_labels.push_back(std::move(label));
   }
@@ -83,8 +78,8 @@ absl::Status RemoveStaleTemporaryFiles(Env* env, const std::string& dir,
 }  // namespace
 
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
-                                       model::Bundle* bundle,
-                                       const model::QuantizedLowerTier* int8_lower) {
+                                       const model::FeatureExtractor& extractor,
+                                       model::Bundle* bundle) {
   absl::Status created = env->CreateDirectories(dir);
   if (!created.ok()) return created;
   RecoveryReport report;
@@ -114,10 +109,10 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
       continue;
     }
     if (!snapshot.ok()) return snapshot.status();
-    if (snapshot->upper.feature_size() != bundle->lower.feature_size()) {
+    if (snapshot->upper.feature_size() != extractor.feature_size()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "snapshot ", file.path, " holds statistics over ", snapshot->upper.feature_size(),
-          " features but the bundle's lower tier makes ", bundle->lower.feature_size(),
+          " features but the bundle's lower tier makes ", extractor.feature_size(),
           ": the state directory belongs to another model"));
     }
     report.snapshot_path = file.path;
@@ -135,13 +130,13 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   }
 
   // 2. Replay the log after the base.
-  const int input_size = bundle->lower.input_size();
+  const int input_size = extractor.input_size();
   absl::StatusOr<LogScan> scan = ReadUpdateLog(
       env, dir, report.base_position, [&](uint64_t, absl::string_view payload) -> absl::Status {
         absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
         if (!record.ok()) return record.status();
         absl::StatusOr<std::vector<std::string>> absorbed =
-            AbsorbUpdateRecord(bundle->lower, *record, chunk_rows, bundle->upper, int8_lower);
+            AbsorbUpdateRecord(extractor, *record, chunk_rows, bundle->upper);
         if (!absorbed.ok()) return absorbed.status();
         ++report.records_replayed;
         report.samples_replayed += record->labels.size();

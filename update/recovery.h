@@ -31,8 +31,7 @@
 
 #include "absl/status/statusor.h"
 #include "model/bundle.h"
-#include "model/lower_tier.h"
-#include "model/quantized_lower_tier.h"
+#include "model/feature_extractor.h"
 #include "model/upper_tier.h"
 #include "update/env.h"
 #include "update/update_log.h"
@@ -64,18 +63,19 @@ struct RecoveryReport {
 // in chunks of `chunk_rows` (the server's --max_batch, as the live path does). On error `bundle` may be partly changed and nothing on disk
 // was modified except the removal of stale temporary files (and damaged snapshots moved aside);
 // the message names the file and offset of the damage.
-// With `int8_lower` (quantised from bundle->lower; the server's int8 --device), replayed samples'
-// features come from it, as the live Update path computes them on that device.
+// Replayed samples' features come from `extractor`: the one built from bundle->lower that will
+// serve (model::MakeLowerTierExtractor), so replay computes what the live Update path computed.
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
-                                       model::Bundle* bundle,
-                                       const model::QuantizedLowerTier* int8_lower = nullptr);
+                                       const model::FeatureExtractor& extractor,
+                                       model::Bundle* bundle);
 
 // Absorbs one decoded update record into `upper`, in chunks of `chunk_rows` rows, computing features
-// with `int8_lower` if not null, else `lower`: exactly what the live Update path does with the
-// same samples on the same device. Returns the labels that became new classes.
-absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
-    const model::LowerTier& lower, const UpdateRecord& record, int chunk_rows,
-    model::UpperTier& upper, const model::QuantizedLowerTier* int8_lower = nullptr);
+// with `extractor`: exactly what the live Update path does with the same samples on the same
+// extractor. Returns the labels that became new classes.
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::FeatureExtractor& extractor,
+                                                            const UpdateRecord& record,
+                                                            int chunk_rows,
+                                                            model::UpperTier& upper);
 
 }  // namespace strata::update
 
