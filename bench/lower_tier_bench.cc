@@ -24,6 +24,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "bench/machine_peak.h"
 #include "data/dataset.h"
 #include "fpga/backend.h"
@@ -35,6 +36,10 @@ ABSL_FLAG(std::string, spec, "",
           "Lower-tier spec file (empty: the built-in default, the same as specs/default.spec)");
 ABSL_FLAG(size_t, train_limit, 5000, "Fashion-MNIST training images the lower tier is fit on");
 ABSL_FLAG(double, seconds, 1.0, "Minimum measuring time per row of the table (emu: a third)");
+ABSL_FLAG(std::vector<std::string>, batches, std::vector<std::string>({"1", "16", "64"}),
+          "Batch sizes (images per Features call)");
+ABSL_FLAG(std::vector<std::string>, paths, std::vector<std::string>({"float", "cpu", "emu"}),
+          "Paths to measure: float, cpu, emu (e.g. --paths=cpu to profile the cpu backend)");
 
 namespace strata {
 namespace {
@@ -102,8 +107,14 @@ int Run() {
   };
   std::vector<Path> paths;
   const double seconds = absl::GetFlag(FLAGS_seconds);
-  paths.push_back({"float", nullptr, nullptr, seconds});
-  for (const char* name : {"cpu", "emu"}) {
+  const std::vector<std::string> wanted = absl::GetFlag(FLAGS_paths);
+  auto is_wanted = [&](const std::string& name) {
+    return std::find(wanted.begin(), wanted.end(), name) != wanted.end();
+  };
+  if (is_wanted("float")) paths.push_back({"float", nullptr, nullptr, seconds});
+  bool described = false;  // the quantisation is the same on every backend: print it once
+  for (const std::string name : {"cpu", "emu"}) {
+    if (!is_wanted(name)) continue;
     absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);
     if (!backend.ok()) {
       std::fprintf(stderr, "strata-bench-lower: %s\n", backend.status().ToString().c_str());
@@ -115,21 +126,32 @@ int Run() {
       std::fprintf(stderr, "strata-bench-lower: %s\n", quantized.status().ToString().c_str());
       return 1;
     }
-    std::printf("int8 on %s: %s\n", name, (*backend)->info().description.c_str());
-    if (paths.size() == 1) {
+    std::printf("int8 on %s: %s\n", name.c_str(), (*backend)->info().description.c_str());
+    if (!described) {
+      described = true;
       for (const std::string& line : quantized->DescribeQuantization()) std::printf("  %s\n", line.c_str());
     }
-    const bool emu = std::string(name) == "emu";
+    const bool emu = name == "emu";
     paths.push_back({std::string("int8 ") + name, *std::move(backend),
                      std::make_unique<model::QuantizedLowerTier>(*std::move(quantized)),
                      emu ? seconds / 3 : seconds});
   }
 
+  std::vector<int> batches;
+  for (const std::string& text : absl::GetFlag(FLAGS_batches)) {
+    int batch = 0;
+    if (!absl::SimpleAtoi(text, &batch) || batch < 1 || batch > images.rows()) {
+      std::fprintf(stderr, "strata-bench-lower: --batches: %s is not in 1..%td\n", text.c_str(),
+                   images.rows());
+      return 1;
+    }
+    batches.push_back(batch);
+  }
   const double macs_per_image = static_cast<double>(tier->MacsPerSample());
   std::printf("\n%-10s %6s %12s %12s %14s %10s %8s\n", "path", "batch", "latency ms", "images/s",
               "MAC/image", "GMAC/s", "% peak");
   for (const Path& path : paths) {
-    for (int batch : {1, 16, 64}) {
+    for (int batch : batches) {
       const model::MatrixF x = images.topRows(batch);
       absl::StatusOr<double> latency = TimeCalls(
           [&]() -> absl::Status {

@@ -66,6 +66,10 @@ ABSL_FLAG(int32_t, batch_max_images, 64,
 ABSL_FLAG(int64_t, batch_max_delay_us, 500,
           "Batching: how long the oldest queued Predict may wait for others, in microseconds; 0 "
           "= no waiting (batch only what is already queued).");
+ABSL_FLAG(bool, batch_latency_aware, true,
+          "Batching: wait for company only when it is coming (another batch is running and "
+          "requests arrive faster than the delay); a request reaching an idle server runs at once. "
+          "false: every request may wait --batch_max_delay_us.");
 ABSL_FLAG(int32_t, batch_workers, 2, "Batching: threads forming and running batches.");
 ABSL_FLAG(int32_t, batch_threads_per_worker, 1,
           "Batching: OpenMP threads each batch worker's lower tier may use.");
@@ -152,9 +156,9 @@ struct Options {
   // batcher's workers instead.
   int inference_threads = 2;
   // Dynamic batching of Predict (server/batcher.h; docs/operations.md, "Dynamic batching"). Default
-  // on, 64 images, 500 us, 2 workers of 1 OpenMP thread each: at concurrency >= 8 single-image requests share lower-tier
-  // batches; at concurrency 1 a request waits up to max_delay for company that never comes, so a
-  // latency-bound single client is better served with --batch_max_delay_us=0 or --batching=off.
+  // on, 64 images, 500 us, latency-aware, 2 workers of 1 OpenMP thread each: at concurrency >= 8
+  // single-image requests share lower-tier batches, and a request reaching an idle server (as at
+  // concurrency 1) runs at once instead of waiting for company that never comes.
   bool batching = true;
   BatcherOptions batcher;
   // Grace period for in-flight calls at shutdown. Default 5 s.
@@ -264,6 +268,7 @@ absl::Status ReadBatchingOptions(Options* options) {
   options->batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
   const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
   options->batcher.max_delay = absl::Microseconds(max_delay_us);
+  options->batcher.latency_aware = absl::GetFlag(FLAGS_batch_latency_aware);
   options->batcher.workers = absl::GetFlag(FLAGS_batch_workers);
   options->batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
   if (options->batcher.threads_per_worker < 1) {
