@@ -65,6 +65,54 @@ absl::StatusOr<double> TimeCalls(const std::function<absl::Status()>& run, doubl
   return elapsed / calls;
 }
 
+// Where the int8 lower tier's time goes: each step's core-microseconds per image (summed over
+// the threads, so the column adds up to the cores' busy time) and its share, per batch size.
+absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model::MatrixF& images,
+                        const std::vector<int>& batches, double min_seconds) {
+  std::vector<model::QuantizedLowerTier::StepTimes> times(batches.size());
+  std::vector<double> wall(batches.size(), 0.0);
+  std::vector<int> calls(batches.size(), 0);
+  for (size_t b = 0; b < batches.size(); ++b) {
+    const model::MatrixF x = images.topRows(batches[b]);
+    const auto start = Clock::now();
+    do {
+      absl::StatusOr<model::MatrixF> features = quantized.ProfiledFeatures(x, nullptr, &times[b]);
+      if (!features.ok()) return features.status();
+      ++calls[b];
+      wall[b] = Seconds(start, Clock::now());
+    } while (wall[b] < min_seconds);
+  }
+  std::printf("\nWhere the int8 cpu time goes (core-us per image, summed over threads; %% of the "
+              "steps' total):\n%-58s", "step");
+  for (int batch : batches) std::printf(" %9s %5d", "batch", batch);
+  std::printf("\n");
+  const size_t steps = times[0].names.size();
+  std::vector<double> total(batches.size(), 0.0);
+  for (size_t b = 0; b < batches.size(); ++b) {
+    for (double seconds : times[b].seconds) total[b] += seconds;
+  }
+  auto per_image_us = [&](size_t b, double seconds) {
+    return seconds / (static_cast<double>(calls[b]) * batches[b]) * 1e6;
+  };
+  for (size_t i = 0; i < steps; ++i) {
+    std::printf("%-58s", times[0].names[i].substr(0, 58).c_str());
+    for (size_t b = 0; b < batches.size(); ++b) {
+      std::printf(" %9.1f %4.0f%%", per_image_us(b, times[b].seconds[i]),
+                  100 * times[b].seconds[i] / total[b]);
+    }
+    std::printf("\n");
+  }
+  std::printf("%-58s", "all steps (core-us per image)");
+  for (size_t b = 0; b < batches.size(); ++b) std::printf(" %9.1f %5s", per_image_us(b, total[b]), "");
+  std::printf("\n%-58s", "wall time x cores (core-us per image)");
+  const int cores = omp_get_max_threads();
+  for (size_t b = 0; b < batches.size(); ++b) {
+    std::printf(" %9.1f %5s", per_image_us(b, wall[b] * cores), "");
+  }
+  std::printf("\n");
+  return absl::OkStatus();
+}
+
 int Run() {
   model::Architecture architecture = model::LowerTierSpec{}.ToArchitecture();
   if (const std::string spec = absl::GetFlag(FLAGS_spec); !spec.empty()) {
@@ -173,6 +221,14 @@ int Run() {
       std::printf("%-10s %6d %12.3f %12.1f %14.0f %10.2f %7.1f%%\n", path.name.c_str(), batch,
                   *latency * 1e3, batch / *latency, macs_per_image, gmacs,
                   peak_rate > 0 ? 100 * gmacs / (peak_rate * 1e-9) : 0.0);
+    }
+  }
+  for (const Path& path : paths) {
+    if (path.quantized != nullptr && path.name == "int8 cpu") {
+      if (absl::Status s = PrintSteps(*path.quantized, images, batches, seconds); !s.ok()) {
+        std::fprintf(stderr, "strata-bench-lower: %s\n", s.ToString().c_str());
+        return 1;
+      }
     }
   }
   std::printf(

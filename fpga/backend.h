@@ -137,6 +137,11 @@ class GramInt8Accumulator {
 struct BackendInfo {
   std::string name;         // "cpu", "emu", "xrt": its name in the registry (fpga/registry.h)
   std::string description;  // e.g. "AVX-512 VNNI int8 GEMM on 2 threads", the card's name
+  // True if calls compute in host memory (cpu, emu), so many small calls cost no more than one
+  // large one; false for a card (xrt), where every call pays transfers and a kernel launch.
+  // Callers use it to size their calls (model::QuantizedLowerTier runs its convolutions image by
+  // image on the host, so each image's activations stay in cache).
+  bool computes_on_host = true;
 };
 
 // The interface. Creating layers and accumulators is thread-safe; see each object for its own.

@@ -125,6 +125,17 @@ class QuantizedLowerTier final : public FeatureExtractor {
   absl::StatusOr<MatrixF> Features(const MatrixF& images,
                                    fpga::OpCounts* counts = nullptr) const override;
 
+  // Where Features' time goes: one step per host stage and three per int8 layer (quantisation,
+  // with the conv's im2col; the backend call; dequantisation), in core-seconds summed over the
+  // threads. For benchmarks (strata-bench-lower): timing costs two clock reads per step and chunk.
+  struct StepTimes {
+    std::vector<std::string> names;
+    std::vector<double> seconds;
+  };
+  // Features(images, counts), also adding each step's time to `times` (sized on first use).
+  absl::StatusOr<MatrixF> ProfiledFeatures(const MatrixF& images, fpga::OpCounts* counts,
+                                           StepTimes* times) const;
+
   InputKind input_kind() const override { return InputKind::Image(lower_->input_shape()); }
   int input_size() const override { return input_size_; }
   int feature_size() const override { return feature_size_; }
@@ -150,13 +161,20 @@ class QuantizedLowerTier final : public FeatureExtractor {
     std::unique_ptr<fpga::DenseInt8Layer> layer;  // null for kHost
     float inverse_activation_scale = 0;           // 1 / s_x
     std::vector<float> dequantize;                // s_x * s_w[o], per output channel
+    int first_step = 0;                           // its first entry in StepTimes
   };
   // Scratch buffers of one thread.
   struct Workspace;
 
   QuantizedLowerTier() = default;
-  // Runs a chunk of images through every stage; adds the backend calls' counts to `counts`.
+  // Names the profiling steps and sets each plan's first_step.
+  void NameSteps();
+  // Runs a chunk of images through every stage into `out`; adds the backend calls' counts to
+  // `counts`. The first per_image_stages_ stages run image by image.
   absl::Status RunChunk(const MatrixF& images, MatrixF& out, Workspace& workspace,
+                        fpga::OpCounts& counts) const;
+  // Runs stage plans_[s] on `in` into the workspace's output of that stage.
+  absl::Status RunStage(size_t s, const MatrixF& in, Workspace& workspace,
                         fpga::OpCounts& counts) const;
   // Runs one quantised stage on `in` (rows of the stage's input) into `out`.
   absl::Status RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
@@ -166,6 +184,12 @@ class QuantizedLowerTier final : public FeatureExtractor {
   fpga::Backend* backend_ = nullptr;
   std::string device_;
   std::vector<StagePlan> plans_;
+  // Leading stages run image by image: on a host backend, every stage before the first dense
+  // (expand / elm_ae) layer, so that one image's feature maps (the conv's 784 x 24 int32 sums, the
+  // +/-ReLU's 784 x 48 floats) stay in cache between stages instead of a chunk's streaming
+  // through memory; 0 on a card, where each call crosses PCIe.
+  size_t per_image_stages_ = 0;
+  std::vector<std::string> step_names_;
   std::vector<QuantizedStageInfo> infos_;
   Int8Calibration calibration_;
   int input_size_ = 0;

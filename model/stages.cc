@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <numeric>
 #include <set>
 
@@ -129,6 +130,29 @@ void ConvStage::Patches(const float* sample, MatrixF& out) const {
             std::copy(src, src + channels, dst);
           }
         }
+      }
+    }
+  }
+}
+
+void ConvStage::PatchesInt8(const int8_t* sample, int8_t* out) const {
+  const int height = input_shape().height, width = input_shape().width;
+  const int channels = input_shape().channels, half = patch_ / 2;
+  const size_t row_bytes = static_cast<size_t>(patch_) * channels;
+  for (int y = 0; y < height; ++y) {
+    for (int x = 0; x < width; ++x) {
+      // Columns x - half + dx inside the image: dx in [first, last).
+      const int first = std::max(0, half - x), last = std::min(patch_, width + half - x);
+      for (int dy = 0; dy < patch_; ++dy, out += row_bytes) {
+        const int sy = y + dy - half;
+        if (sy < 0 || sy >= height || first >= last) {
+          std::memset(out, 0, row_bytes);
+          continue;
+        }
+        const int8_t* src = sample + (static_cast<size_t>(sy) * width + (x - half + first)) * channels;
+        std::memset(out, 0, static_cast<size_t>(first) * channels);
+        std::memcpy(out + first * channels, src, static_cast<size_t>(last - first) * channels);
+        std::memset(out + last * channels, 0, static_cast<size_t>(patch_ - last) * channels);
       }
     }
   }

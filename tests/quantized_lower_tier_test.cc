@@ -1,5 +1,7 @@
 #include "model/quantized_lower_tier.h"
 
+#include <omp.h>
+
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -144,18 +146,25 @@ TEST_F(QuantizedLowerTierTest, OpCountsAreWhatTheShapesImply) {
     const QuantizedLowerTier q = Quantize(*backend);
     EXPECT_EQ(q.Int8MacsPerSample(), macs_per_image);
 
-    // One chunk (<= 64 images): exactly one Forward per layer, so the counts are the sum of the
-    // backend's dataflow model over the four layer shapes.
+    // One chunk (one thread, <= 64 images): on these host backends the convolutions (every
+    // stage before the first dense layer) run image by image, one Forward per image, and the
+    // dense layers once for the chunk; the counts are the sum of the backend's dataflow model
+    // over those calls.
     constexpr int kBatch = 13;
     fpga::OpCounts counts;
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
     ASSERT_TRUE(q.Features(images_.topRows(kBatch), &counts).ok());
+    omp_set_num_threads(threads);
     fpga::OpCounts expected;
     for (const QuantizedStageInfo& info : q.quantized_stages()) {
-      const int rows = kBatch * info.rows_per_sample;
-      expected += backend->info().name == "cpu"
-                      ? fpga::DenseInt8CpuCounts(rows, info.in_features, info.out_features, true)
-                      : fpga::DenseInt8KernelCounts(rows, info.in_features, info.out_features,
-                                                    true);
+      const bool per_image = info.kind == "conv";
+      const int rows = per_image ? info.rows_per_sample : kBatch;
+      const fpga::OpCounts call =
+          backend->info().name == "cpu"
+              ? fpga::DenseInt8CpuCounts(rows, info.in_features, info.out_features, true)
+              : fpga::DenseInt8KernelCounts(rows, info.in_features, info.out_features, true);
+      for (int i = 0; i < (per_image ? kBatch : 1); ++i) expected += call;
     }
     EXPECT_EQ(counts, expected) << fpga::ToString(counts);
     EXPECT_EQ(counts.int8_macs, kBatch * macs_per_image);

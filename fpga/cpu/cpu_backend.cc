@@ -47,7 +47,7 @@ class CpuDenseInt8Layer final : public DenseInt8Layer {
       packed_ = cpu::PackedInt8Matrix(spec_.weights.data(), spec_.out_features,
                                       spec_.in_features, spec_.in_features);
       // bias - 128 * sum_i w[o][i] removes the +128 the VNNI path adds to every activation.
-      corrected_bias_.resize(spec_.out_features);
+      corrected_bias_.assign(packed_.padded_rows(), 0);  // padded for the 16-wide epilogue
       for (int o = 0; o < spec_.out_features; ++o) {
         corrected_bias_[o] = spec_.bias[o] - 128 * packed_.row_sums()[o];
       }
@@ -70,18 +70,7 @@ class CpuDenseInt8Layer final : public DenseInt8Layer {
         }
       }
     } else {
-      const std::vector<uint8_t> biased =
-          cpu::BiasedActivations(x.data(), batch, in, in, packed_.groups());
-      const int64_t ldc = packed_.padded_rows();
-      std::vector<int32_t> c(static_cast<size_t>(batch) * ldc);
-      cpu::MultiplyPacked(biased.data(), batch, packed_, c.data(), ldc, /*lower_only=*/false,
-                          threads_, /*row_offset=*/0);
-      for (int b = 0; b < batch; ++b) {
-        for (int o = 0; o < out; ++o) {
-          StoreOutput(spec_, static_cast<int64_t>(b) * out + o, o, c[b * ldc + o] + corrected_bias_[o],
-                      y_int8, y_int32);
-        }
-      }
+      ForwardVnni(x, batch, y_int8, y_int32);
     }
     return DenseInt8CpuCounts(batch, in, out, spec_.raw_output);
   }
@@ -89,6 +78,34 @@ class CpuDenseInt8Layer final : public DenseInt8Layer {
   const DenseInt8Spec& spec() const override { return spec_; }
 
  private:
+  // The VNNI GEMM. Raw output is written by the GEMM's epilogue (bias, ReLU, the valid columns)
+  // straight into y_int32; int8 output goes through an int32 scratch and the requantisation.
+  void ForwardVnni(std::span<const int8_t> x, int batch, std::span<int8_t> y_int8,
+                   std::span<int32_t> y_int32) const {
+    const int in = spec_.in_features, out = spec_.out_features;
+    // Scratch per thread, kept between calls: Forward runs concurrently on the batch workers,
+    // and allocating (and zeroing) it per call cost more than small layers' arithmetic.
+    thread_local std::vector<uint8_t> biased;
+    thread_local std::vector<int32_t> sums;
+    cpu::BiasedActivations(x.data(), batch, in, in, packed_.groups(), biased);
+    cpu::GemmEpilogue epilogue{.bias = corrected_bias_.data(), .relu = false, .columns = out};
+    if (spec_.raw_output) {
+      epilogue.relu = spec_.relu;
+      cpu::MultiplyPacked(biased.data(), batch, packed_, y_int32.data(), out, /*lower_only=*/false,
+                          threads_, /*row_offset=*/0, epilogue);
+      return;
+    }
+    sums.resize(static_cast<size_t>(batch) * out);
+    cpu::MultiplyPacked(biased.data(), batch, packed_, sums.data(), out, /*lower_only=*/false,
+                        threads_, /*row_offset=*/0, epilogue);
+    for (size_t i = 0; i < sums.size(); ++i) {
+      const int o = static_cast<int>(i % out);
+      int32_t value = RequantizeInt32(sums[i], spec_.scales[o].multiplier, spec_.scales[o].shift);
+      if (spec_.relu && value < 0) value = 0;
+      y_int8[i] = SaturateToInt8(value);
+    }
+  }
+
   DenseInt8Spec spec_;
   bool portable_;
   int threads_;
@@ -191,11 +208,11 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
     const std::vector<int32_t>& column_sums = packed.row_sums();
     const int64_t ldc = packed.padded_rows();
     std::vector<int32_t> panel(static_cast<size_t>(kGramPanel) * ldc);
+    std::vector<uint8_t> biased;
     for (int i0 = 0; i0 < d; i0 += kGramPanel) {
       const int panel_rows = std::min(kGramPanel, d - i0);
-      const std::vector<uint8_t> biased = cpu::BiasedActivations(
-          transposed.data() + static_cast<int64_t>(i0) * rows, panel_rows, rows, rows,
-          packed.groups());
+      cpu::BiasedActivations(transposed.data() + static_cast<int64_t>(i0) * rows, panel_rows,
+                             rows, rows, packed.groups(), biased);
       // Only the column blocks that reach the lower triangle (j <= i0 + a) are computed.
       cpu::MultiplyPacked(biased.data(), panel_rows, packed, panel.data(), ldc,
                           /*lower_only=*/true, threads_, /*row_offset=*/i0);

@@ -38,16 +38,16 @@ PackedInt8Matrix::PackedInt8Matrix(const int8_t* matrix, int rows, int cols, int
   }
 }
 
-std::vector<uint8_t> BiasedActivations(const int8_t* a, int rows, int cols, int64_t stride,
-                                       int groups) {
+void BiasedActivations(const int8_t* a, int rows, int cols, int64_t stride, int groups,
+                       std::vector<uint8_t>& biased) {
   const size_t width = static_cast<size_t>(groups) * 4;
-  std::vector<uint8_t> biased(static_cast<size_t>(rows) * width, 0x80);
+  biased.resize(static_cast<size_t>(rows) * width);
   for (int r = 0; r < rows; ++r) {
     const int8_t* src = a + r * stride;
     uint8_t* dst = biased.data() + r * width;
     for (int k = 0; k < cols; ++k) dst[k] = static_cast<uint8_t>(src[k]) ^ 0x80u;
+    for (size_t k = cols; k < width; ++k) dst[k] = 0x80u;
   }
-  return biased;
 }
 
 namespace {
@@ -56,10 +56,19 @@ constexpr int kRowBlock = 4;     // rows of A per micro-kernel
 constexpr int kVectorBlock = 4;  // 16-wide column blocks per micro-kernel
 
 #if STRATA_CPU_VNNI
+// Stores 16 sums of one row through the epilogue: + bias, ReLU, masked to the valid columns.
+inline void StoreSums(__m512i sums, int32_t* c, int column, const GemmEpilogue& epilogue) {
+  if (epilogue.bias != nullptr) sums = _mm512_add_epi32(sums, _mm512_loadu_si512(epilogue.bias + column));
+  if (epilogue.relu) sums = _mm512_max_epi32(sums, _mm512_setzero_si512());
+  const int valid = epilogue.columns < 0 ? 16 : std::clamp(epilogue.columns - column, 0, 16);
+  const __mmask16 mask = valid == 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << valid) - 1);
+  _mm512_mask_storeu_epi32(c + column, mask, sums);
+}
+
 // kRows x (16 * kVectors) block of C at (r0, block0 * 16), accumulators in registers.
 template <int kRows, int kVectors>
 void MicroKernel(const uint8_t* a, int64_t lda, const int8_t* b, int groups, int block0,
-                 int32_t* c, int64_t ldc) {
+                 int32_t* c, int64_t ldc, const GemmEpilogue& epilogue) {
   __m512i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r) {
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
@@ -78,45 +87,49 @@ void MicroKernel(const uint8_t* a, int64_t lda, const int8_t* b, int groups, int
   }
   for (int r = 0; r < kRows; ++r) {
     for (int v = 0; v < kVectors; ++v) {
-      _mm512_storeu_si512(c + r * ldc + (block0 + v) * 16, acc[r][v]);
+      StoreSums(acc[r][v], c + r * ldc, (block0 + v) * 16, epilogue);
     }
   }
 }
 
 template <int kRows>
 void MicroKernelRows(int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
-                     int block0, int32_t* c, int64_t ldc) {
+                     int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
   switch (vectors) {
-    case 1: return MicroKernel<kRows, 1>(a, lda, b, groups, block0, c, ldc);
-    case 2: return MicroKernel<kRows, 2>(a, lda, b, groups, block0, c, ldc);
-    case 3: return MicroKernel<kRows, 3>(a, lda, b, groups, block0, c, ldc);
-    default: return MicroKernel<kRows, 4>(a, lda, b, groups, block0, c, ldc);
+    case 1: return MicroKernel<kRows, 1>(a, lda, b, groups, block0, c, ldc, e);
+    case 2: return MicroKernel<kRows, 2>(a, lda, b, groups, block0, c, ldc, e);
+    case 3: return MicroKernel<kRows, 3>(a, lda, b, groups, block0, c, ldc, e);
+    default: return MicroKernel<kRows, 4>(a, lda, b, groups, block0, c, ldc, e);
   }
 }
 
 void Block(int rows, int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
-           int block0, int32_t* c, int64_t ldc) {
+           int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
   switch (rows) {
-    case 1: return MicroKernelRows<1>(vectors, a, lda, b, groups, block0, c, ldc);
-    case 2: return MicroKernelRows<2>(vectors, a, lda, b, groups, block0, c, ldc);
-    case 3: return MicroKernelRows<3>(vectors, a, lda, b, groups, block0, c, ldc);
-    default: return MicroKernelRows<4>(vectors, a, lda, b, groups, block0, c, ldc);
+    case 1: return MicroKernelRows<1>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 2: return MicroKernelRows<2>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 3: return MicroKernelRows<3>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    default: return MicroKernelRows<4>(vectors, a, lda, b, groups, block0, c, ldc, e);
   }
 }
 #else
 void Block(int rows, int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
-           int block0, int32_t* c, int64_t ldc) {
+           int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
   for (int r = 0; r < rows; ++r) {
     for (int v = 0; v < vectors; ++v) {
       const int8_t* block = b + static_cast<int64_t>(block0 + v) * groups * 64;
       for (int lane = 0; lane < 16; ++lane) {
+        const int column = (block0 + v) * 16 + lane;
+        if (e.columns >= 0 && column >= e.columns) continue;
         int32_t sum = 0;
         for (int g = 0; g < groups; ++g) {
           for (int t = 0; t < 4; ++t) {
             sum += static_cast<int32_t>(a[r * lda + g * 4 + t]) * block[(g * 16 + lane) * 4 + t];
           }
         }
-        c[r * ldc + (block0 + v) * 16 + lane] = sum;
+        if (e.bias != nullptr) sum += e.bias[column];
+        if (e.relu && sum < 0) sum = 0;
+        c[r * ldc + column] = sum;
       }
     }
   }
@@ -126,7 +139,8 @@ void Block(int rows, int vectors, const uint8_t* a, int64_t lda, const int8_t* b
 }  // namespace
 
 void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b, int32_t* c,
-                    int64_t ldc, bool lower_only, int threads, int row_offset) {
+                    int64_t ldc, bool lower_only, int threads, int row_offset,
+                    const GemmEpilogue& epilogue) {
   const int groups = b.groups();
   const int64_t lda = static_cast<int64_t>(groups) * 4;
   const int blocks = b.padded_rows() / 16;
@@ -151,7 +165,7 @@ void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b
         const int block_rows = std::min(kRowBlock, rows - r0);
         if (lower_only && block0 * 16 > row_offset + r0 + block_rows - 1) continue;
         Block(block_rows, vectors, a_biased + r0 * lda, lda, b.data(), groups, block0,
-              c + r0 * ldc, ldc);
+              c + r0 * ldc, ldc, epilogue);
       }
     }
   }
