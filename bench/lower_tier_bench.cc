@@ -12,6 +12,7 @@
 //
 // Usage: strata-bench-lower [--spec=specs/default.spec] [--train_limit=5000] [--seconds=1]
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
 #include <chrono>
@@ -50,19 +51,32 @@ double Seconds(Clock::time_point a, Clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
 }
 
-// Mean wall time of one call of `run`, repeated until `min_seconds` have passed (at least twice,
-// after one warm-up call).
-absl::StatusOr<double> TimeCalls(const std::function<absl::Status()>& run, double min_seconds) {
+// The process's CPU time (every thread), in seconds.
+double ProcessCpuSeconds() {
+  timespec now;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+}
+
+struct CallTime {
+  double wall = 0;  // seconds per call
+  double cpu = 0;   // CPU seconds per call, all threads
+};
+
+// Mean wall and CPU time of one call of `run`, repeated until `min_seconds` have passed (at least
+// twice, after one warm-up call).
+absl::StatusOr<CallTime> TimeCalls(const std::function<absl::Status()>& run, double min_seconds) {
   if (absl::Status s = run(); !s.ok()) return s;
   int calls = 0;
   const auto start = Clock::now();
+  const double cpu_start = ProcessCpuSeconds();
   double elapsed = 0;
   do {
     if (absl::Status s = run(); !s.ok()) return s;
     ++calls;
     elapsed = Seconds(start, Clock::now());
   } while (elapsed < min_seconds || calls < 2);
-  return elapsed / calls;
+  return CallTime{elapsed / calls, (ProcessCpuSeconds() - cpu_start) / calls};
 }
 
 // Where the int8 lower tier's time goes: each step's core-microseconds per image (summed over
@@ -196,12 +210,12 @@ int Run() {
     batches.push_back(batch);
   }
   const double macs_per_image = static_cast<double>(tier->MacsPerSample());
-  std::printf("\n%-10s %6s %12s %12s %14s %10s %8s\n", "path", "batch", "latency ms", "images/s",
-              "MAC/image", "GMAC/s", "% peak");
+  std::printf("\n%-10s %6s %12s %12s %14s %10s %8s %9s %10s\n", "path", "batch", "latency ms",
+              "images/s", "MAC/image", "GMAC/s", "% peak", "CPU ms", "% peak/CPU");
   for (const Path& path : paths) {
     for (int batch : batches) {
       const model::MatrixF x = images.topRows(batch);
-      absl::StatusOr<double> latency = TimeCalls(
+      absl::StatusOr<CallTime> latency = TimeCalls(
           [&]() -> absl::Status {
             if (path.quantized == nullptr) {
               const model::MatrixF features = tier->Features(x);
@@ -215,12 +229,17 @@ int Run() {
         std::fprintf(stderr, "strata-bench-lower: %s\n", latency.status().ToString().c_str());
         return 1;
       }
-      const double gmacs = macs_per_image * batch / *latency * 1e-9;
+      const double gmacs = macs_per_image * batch / latency->wall * 1e-9;
       const double peak_rate =
           path.quantized == nullptr ? peak.fp32_all_cores : peak.int8_all_cores;
-      std::printf("%-10s %6d %12.3f %12.1f %14.0f %10.2f %7.1f%%\n", path.name.c_str(), batch,
-                  *latency * 1e3, batch / *latency, macs_per_image, gmacs,
-                  peak_rate > 0 ? 100 * gmacs / (peak_rate * 1e-9) : 0.0);
+      // Per CPU-second against one core's peak: what the cores did while they ran this path, as
+      // if the machine were idle (other processes' time slices are not in it).
+      const double per_cpu_second = macs_per_image * batch / latency->cpu;
+      std::printf("%-10s %6d %12.3f %12.1f %14.0f %10.2f %7.1f%% %9.3f %9.1f%%\n",
+                  path.name.c_str(), batch, latency->wall * 1e3, batch / latency->wall,
+                  macs_per_image, gmacs, peak_rate > 0 ? 100 * gmacs / (peak_rate * 1e-9) : 0.0,
+                  latency->cpu * 1e3,
+                  peak_rate > 0 ? 100 * per_cpu_second / (peak_rate / peak.cores) : 0.0);
     }
   }
   for (const Path& path : paths) {
@@ -234,8 +253,11 @@ int Run() {
   std::printf(
       "\nlatency: wall time of one Features call for the whole batch, host stages and int8\n"
       "(de)quantisation included; images/s = batch / latency. GMAC/s counts the matrix products\n"
-      "only; %% peak is against the all-core peak (%d cores) of the path's precision. emu is a\n"
-      "scalar C simulation of the FPGA kernels: its speed says nothing about the card's.\n",
+      "only; %% peak is against the all-core peak (%d cores) of the path's precision. CPU ms: the\n"
+      "process's CPU time per call (all threads); %% peak/CPU: MACs per CPU-second against one\n"
+      "core's peak, i.e. %% peak as if the cores had not been shared (run with\n"
+      "OMP_WAIT_POLICY=PASSIVE, or OpenMP's spinning counts as work). emu is a scalar C\n"
+      "simulation of the FPGA kernels: its speed says nothing about the card's.\n",
       peak.cores);
   return 0;
 }

@@ -167,6 +167,10 @@ struct BackendOptions {
   // cpu: use the portable (auto-vectorised) loops even when AVX-512 VNNI is available. For tests
   // and comparisons; the results are identical.
   bool cpu_portable = false;
+  // cpu: dense layers on oneDNN's int8 kernels (fpga/cpu/onednn_matmul.h) where it has exact
+  // (VNNI) ones, else the hand-written VNNI kernel. false: always the hand-written one, for tests
+  // and comparisons; the results are identical.
+  bool cpu_onednn = true;
   // xrt: the card's index in XRT's enumeration.
   unsigned int xrt_device_index = 0;
   // xrt and auto: path of the xclbin holding strata_dense_int8 and strata_gram_int8. Empty: none.

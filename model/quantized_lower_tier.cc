@@ -22,6 +22,8 @@ constexpr Eigen::Index kImagesPerChunk = kLowerTierRowsPerChunk;
 // Calibration images per chunk of the float pass.
 constexpr Eigen::Index kCalibrationChunk = 128;
 constexpr float kInt8Max = 127.0f;
+// Rows from which a dense layer's (de)quantisation loops open a parallel region of their own.
+constexpr Eigen::Index kParallelRows = 8;
 
 // x_q = clamp(round(x / s_x), -127, 127), rounding half to even (the default FP environment).
 // std::rint rounds as nearbyint does (only the inexact flag differs) and, unlike it, vectorises.
@@ -132,6 +134,7 @@ absl::Status QuantizeWeights(const MatrixF& weights, const VectorF* bias, float 
 struct QuantizedLowerTier::Workspace {
   MatrixF image;                 // one image (the per-image stages' input)
   MatrixF per_image_out;         // the per-image stages' output, one row per image of the chunk
+  MatrixF image_out;             // the per-image stages' output for one image
   std::vector<MatrixF> outputs;  // each stage's output; kept, so their sizes rarely change
   std::vector<int8_t> image_q, x_q;
   std::vector<int32_t> acc;
@@ -360,7 +363,13 @@ absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& 
     }
   } else {
     ws.x_q.resize(static_cast<size_t>(in.size()));
-    QuantizeActivations(in.data(), ws.x_q.size(), plan.inverse_activation_scale, ws.x_q.data());
+    const size_t width = static_cast<size_t>(in.cols());
+    // Row by row on every thread when called outside a parallel region (a serving batch).
+#pragma omp parallel for schedule(static) if (images >= kParallelRows)
+    for (Eigen::Index i = 0; i < images; ++i) {
+      QuantizeActivations(in.row(i).data(), width, plan.inverse_activation_scale,
+                          ws.x_q.data() + i * width);
+    }
   }
   clock.Lap(plan.first_step);
   ws.acc.resize(static_cast<size_t>(layer_rows) * out_features);
@@ -374,12 +383,13 @@ absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& 
                       static_cast<const ExpandStage&>(*plan.stage).concat();
   out.resize(images, plan.stage->output_shape().size());
   const Eigen::Index offset = concat ? in.cols() : 0;
-  if (concat) out.leftCols(in.cols()) = in;
   // Per image: layer_rows / images rows of out_features accumulators, contiguous in `out`'s row
   // (conv: pixels x filters = HWC).
   const Eigen::Index rows_per_image = layer_rows / images;
   const float* dequantize = plan.dequantize.data();
+#pragma omp parallel for schedule(static) if (images >= kParallelRows)
   for (Eigen::Index i = 0; i < images; ++i) {
+    if (concat) out.row(i).head(in.cols()) = in.row(i);
     const int32_t* acc = ws.acc.data() + i * rows_per_image * out_features;
     float* dst = out.row(i).data() + offset;
     for (Eigen::Index r = 0; r < rows_per_image; ++r, acc += out_features, dst += out_features) {
@@ -401,24 +411,68 @@ absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, Workspace
   return absl::OkStatus();
 }
 
+absl::Status QuantizedLowerTier::RunPerImageStages(const MatrixF& images, MatrixF& out,
+                                                   Workspace& ws, fpga::OpCounts& counts) const {
+  const Eigen::Index width = plans_[per_image_stages_ - 1].stage->output_shape().size();
+  out.resize(images.rows(), width);
+  ws.outputs.resize(plans_.size());
+  for (Eigen::Index i = 0; i < images.rows(); ++i) {
+    ws.image = images.row(i);
+    const MatrixF* y = &ws.image;
+    for (size_t s = 0; s < per_image_stages_; ++s) {
+      if (absl::Status status = RunStage(s, *y, ws, counts); !status.ok()) return status;
+      y = &ws.outputs[s];
+    }
+    out.row(i) = y->row(0);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status QuantizedLowerTier::RunChunk(const MatrixF& images, MatrixF& out, Workspace& ws,
                                           fpga::OpCounts& counts) const {
   ws.outputs.resize(plans_.size());
   const MatrixF* x = &images;
   if (per_image_stages_ > 0) {
-    const Eigen::Index width = plans_[per_image_stages_ - 1].stage->output_shape().size();
-    ws.per_image_out.resize(images.rows(), width);
-    for (Eigen::Index i = 0; i < images.rows(); ++i) {
-      ws.image = images.row(i);
-      const MatrixF* y = &ws.image;
-      for (size_t s = 0; s < per_image_stages_; ++s) {
-        if (absl::Status status = RunStage(s, *y, ws, counts); !status.ok()) return status;
-        y = &ws.outputs[s];
-      }
-      ws.per_image_out.row(i) = y->row(0);
+    if (absl::Status s = RunPerImageStages(images, ws.per_image_out, ws, counts); !s.ok()) return s;
+    x = &ws.per_image_out;
+  }
+  for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
+    if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
+    x = &ws.outputs[s];
+  }
+  out = *x;
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLowerTier::RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
+                                                      std::vector<Workspace>& workspaces,
+                                                      fpga::OpCounts& counts) const {
+  Workspace& ws = workspaces[0];
+  ws.outputs.resize(plans_.size());
+  const MatrixF* x = &images;
+  if (per_image_stages_ > 0) {
+    // Images spread over the threads, a few at a time, dynamically: each image's stages are
+    // independent and cheap, and a thread slowed by other processes takes fewer.
+    const Eigen::Index n = images.rows();
+    const int threads = static_cast<int>(workspaces.size());
+    ws.per_image_out.resize(n, plans_[per_image_stages_ - 1].stage->output_shape().size());
+    std::vector<fpga::OpCounts> thread_counts(threads);
+    std::vector<absl::Status> statuses(threads);
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const int t = omp_get_thread_num();
+      if (!statuses[t].ok()) continue;
+      statuses[t] = RunPerImageStages(images.middleRows(i, 1), workspaces[t].image_out,
+                                      workspaces[t], thread_counts[t]);
+      if (statuses[t].ok()) ws.per_image_out.row(i) = workspaces[t].image_out.row(0);
+    }
+    for (int t = 0; t < threads; ++t) {
+      if (!statuses[t].ok()) return statuses[t];
+      counts += thread_counts[t];
     }
     x = &ws.per_image_out;
   }
+  // The dense layers: the backend parallelises its own call (fpga::BackendOptions::cpu_threads).
   for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
     if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
     x = &ws.outputs[s];
@@ -445,29 +499,55 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& imag
     times->seconds.assign(step_names_.size(), 0.0);
   }
   const Eigen::Index n = images.rows();
+  const int threads = omp_get_max_threads();
+  const Eigen::Index chunks = (n + kImagesPerChunk - 1) / kImagesPerChunk;
   MatrixF features(n, feature_size_);
   fpga::OpCounts total;
+  // Per thread: its step times, added to `times` at the end.
+  std::vector<std::vector<double>> seconds(threads, std::vector<double>(step_names_.size(), 0.0));
+  auto add_times = [&] {
+    if (times == nullptr) return;
+    for (const std::vector<double>& thread : seconds) {
+      for (size_t i = 0; i < thread.size(); ++i) times->seconds[i] += thread[i];
+    }
+  };
+  if (chunks < threads) {
+    // Fewer chunks than threads (a serving batch): each chunk on every thread, image by image
+    // through the convolutions, then the dense layers' backend calls on every core. (A chunk per
+    // thread would leave cores idle, and two half-batches each stream the whole dense weights.)
+    std::vector<Workspace> workspaces(threads);
+    for (int t = 0; t < threads; ++t) {
+      if (times != nullptr) workspaces[t].step_seconds = &seconds[t];
+    }
+    MatrixF chunk_out;
+    for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
+      const Eigen::Index start = chunk * kImagesPerChunk;
+      const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
+      if (absl::Status s = RunChunkOnAllThreads(images.middleRows(start, rows), chunk_out,
+                                                workspaces, total);
+          !s.ok()) {
+        return s;
+      }
+      features.middleRows(start, rows) = chunk_out;
+    }
+    add_times();
+    if (counts != nullptr) *counts = total;
+    return features;
+  }
+  // Many chunks (training, large requests): a chunk per thread at a time, each run serially.
   absl::Status status;
-  // At least one chunk per thread, so a batch of 64 keeps every core busy (the host stages run
-  // on the chunk's thread); at most kImagesPerChunk images per chunk. A single chunk runs the
-  // backend's calls on every core instead.
-  const Eigen::Index threads = omp_get_max_threads();
-  const Eigen::Index chunks = std::max((n + kImagesPerChunk - 1) / kImagesPerChunk, std::min(n, threads));
-  const Eigen::Index per_chunk = chunks > 0 ? (n + chunks - 1) / chunks : 0;
-#pragma omp parallel if (chunks > 1)
+#pragma omp parallel num_threads(threads)
   {
     Workspace ws;
-    std::vector<double> seconds(step_names_.size(), 0.0);
-    if (times != nullptr) ws.step_seconds = &seconds;
+    if (times != nullptr) ws.step_seconds = &seconds[omp_get_thread_num()];
     MatrixF chunk_out;
     fpga::OpCounts local;
     absl::Status local_status;
 #pragma omp for schedule(dynamic)
     for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
       if (!local_status.ok()) continue;
-      const Eigen::Index start = chunk * per_chunk;
-      const Eigen::Index rows = std::min(per_chunk, n - start);
-      if (rows <= 0) continue;
+      const Eigen::Index start = chunk * kImagesPerChunk;
+      const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
       local_status = RunChunk(images.middleRows(start, rows), chunk_out, ws, local);
       if (local_status.ok()) features.middleRows(start, rows) = chunk_out;
     }
@@ -475,12 +555,10 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& imag
     {
       total += local;
       if (status.ok()) status = local_status;
-      if (times != nullptr) {
-        for (size_t i = 0; i < seconds.size(); ++i) times->seconds[i] += seconds[i];
-      }
     }
   }
   if (!status.ok()) return status;
+  add_times();
   if (counts != nullptr) *counts = total;
   return features;
 }

@@ -173,6 +173,14 @@ class QuantizedLowerTier final : public FeatureExtractor {
   // `counts`. The first per_image_stages_ stages run image by image.
   absl::Status RunChunk(const MatrixF& images, MatrixF& out, Workspace& workspace,
                         fpga::OpCounts& counts) const;
+  // The same on every thread (one workspace each): the per-image stages spread over the threads,
+  // the later layers' backend calls parallel inside.
+  absl::Status RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
+                                    std::vector<Workspace>& workspaces,
+                                    fpga::OpCounts& counts) const;
+  // The first per_image_stages_ stages, image by image, into `out` (one row per image).
+  absl::Status RunPerImageStages(const MatrixF& images, MatrixF& out, Workspace& workspace,
+                                 fpga::OpCounts& counts) const;
   // Runs stage plans_[s] on `in` into the workspace's output of that stage.
   absl::Status RunStage(size_t s, const MatrixF& in, Workspace& workspace,
                         fpga::OpCounts& counts) const;

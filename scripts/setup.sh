@@ -12,7 +12,7 @@ PACKAGES=(
   libclang-rt-14-dev libomp-14-dev
   # the required libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev
+  libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev libdnnl-dev
   # headers that libxrt-dev's headers include (xrt/xclbin.h: <uuid/uuid.h>) but it does not depend on
   uuid-dev
   # Prometheus metrics over HTTP (server/metrics.h)

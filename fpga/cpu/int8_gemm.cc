@@ -40,13 +40,27 @@ PackedInt8Matrix::PackedInt8Matrix(const int8_t* matrix, int rows, int cols, int
 
 void BiasedActivations(const int8_t* a, int rows, int cols, int64_t stride, int groups,
                        std::vector<uint8_t>& biased) {
-  const size_t width = static_cast<size_t>(groups) * 4;
+  const int width = groups * 4;
   biased.resize(static_cast<size_t>(rows) * width);
   for (int r = 0; r < rows; ++r) {
     const int8_t* src = a + r * stride;
-    uint8_t* dst = biased.data() + r * width;
+    uint8_t* dst = biased.data() + static_cast<size_t>(r) * width;
+#if STRATA_CPU_VNNI
+    // 64 bytes at a time, masked at the end of the row: short rows (a conv's 25 taps) would
+    // otherwise run a scalar loop and a memset call per row. Bytes past `cols` load as 0 and
+    // leave as 0x80, the padding.
+    const __m512i flip = _mm512_set1_epi8(static_cast<char>(0x80));
+    for (int k = 0; k < width; k += 64) {
+      const int valid = std::clamp(cols - k, 0, 64), span = std::min(64, width - k);
+      const __mmask64 load = valid == 64 ? ~__mmask64{0} : (__mmask64{1} << valid) - 1;
+      const __mmask64 store = span == 64 ? ~__mmask64{0} : (__mmask64{1} << span) - 1;
+      const __m512i x = _mm512_maskz_loadu_epi8(load, src + k);
+      _mm512_mask_storeu_epi8(dst + k, store, _mm512_xor_si512(x, flip));
+    }
+#else
     for (int k = 0; k < cols; ++k) dst[k] = static_cast<uint8_t>(src[k]) ^ 0x80u;
-    for (size_t k = cols; k < width; ++k) dst[k] = 0x80u;
+    for (int k = cols; k < width; ++k) dst[k] = 0x80u;
+#endif
   }
 }
 
