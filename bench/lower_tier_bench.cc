@@ -79,8 +79,8 @@ absl::StatusOr<CallTime> TimeCalls(const std::function<absl::Status()>& run, dou
   return CallTime{elapsed / calls, (ProcessCpuSeconds() - cpu_start) / calls};
 }
 
-// Where the int8 lower tier's time goes: each step's core-microseconds per image (summed over
-// the threads, so the column adds up to the cores' busy time) and its share, per batch size.
+// Where the int8 lower tier's time goes: each step's CPU microseconds per image (summed over the
+// threads, so the column adds up to the cores' busy time) and its share, per batch size.
 absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model::MatrixF& images,
                         const std::vector<int>& batches, double min_seconds) {
   std::vector<model::QuantizedLowerTier::StepTimes> times(batches.size());
@@ -96,8 +96,8 @@ absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model:
       wall[b] = Seconds(start, Clock::now());
     } while (wall[b] < min_seconds);
   }
-  std::printf("\nWhere the int8 cpu time goes (core-us per image, summed over threads; %% of the "
-              "steps' total):\n%-58s", "step");
+  std::printf("\nWhere the int8 cpu time goes (CPU us per image, all threads; %% of the steps' "
+              "total):\n%-58s", "step");
   for (int batch : batches) std::printf(" %9s %5d", "batch", batch);
   std::printf("\n");
   const size_t steps = times[0].names.size();
@@ -116,9 +116,9 @@ absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model:
     }
     std::printf("\n");
   }
-  std::printf("%-58s", "all steps (core-us per image)");
+  std::printf("%-58s", "all steps (CPU us per image)");
   for (size_t b = 0; b < batches.size(); ++b) std::printf(" %9.1f %5s", per_image_us(b, total[b]), "");
-  std::printf("\n%-58s", "wall time x cores (core-us per image)");
+  std::printf("\n%-58s", "wall time x cores (us per image)");
   const int cores = omp_get_max_threads();
   for (size_t b = 0; b < batches.size(); ++b) {
     std::printf(" %9.1f %5s", per_image_us(b, wall[b] * cores), "");

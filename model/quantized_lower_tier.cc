@@ -1,9 +1,9 @@
 #include "model/quantized_lower_tier.h"
 
 #include <omp.h>
+#include <time.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <limits>
 #include <span>
@@ -34,23 +34,34 @@ void QuantizeActivations(const float* x, size_t n, float inverse_scale, int8_t* 
   }
 }
 
-// Reads a steady clock at each step boundary and adds the time since the last one to that step;
-// does nothing when `seconds` is null.
+// Reads a CPU-time clock at each step boundary and adds the time since the last one to that step
+// (CPU time, so that other processes sharing the cores do not inflate a step): this thread's
+// inside a parallel region, the whole process's outside one (where a step's backend call may run
+// on every core). Does nothing when `seconds` is null.
 class StepClock {
  public:
-  explicit StepClock(std::vector<double>* seconds) : seconds_(seconds) {
-    if (seconds_ != nullptr) last_ = std::chrono::steady_clock::now();
+  explicit StepClock(std::vector<double>* seconds)
+      : seconds_(seconds),
+        clock_(omp_in_parallel() ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID) {
+    if (seconds_ != nullptr) last_ = Now();
   }
   void Lap(int step) {
     if (seconds_ == nullptr) return;
-    const auto now = std::chrono::steady_clock::now();
-    (*seconds_)[step] += std::chrono::duration<double>(now - last_).count();
+    const double now = Now();
+    (*seconds_)[step] += now - last_;
     last_ = now;
   }
 
  private:
+  double Now() const {
+    timespec now;
+    clock_gettime(clock_, &now);
+    return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+  }
+
   std::vector<double>* seconds_;
-  std::chrono::steady_clock::time_point last_;
+  clockid_t clock_;
+  double last_ = 0;
 };
 
 // The float weights of a quantised stage as an n_in x n_out matrix (w[o][i] = matrix(i, o)).
@@ -313,6 +324,7 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     plan.layer = *std::move(layer);
     q.infos_.push_back(std::move(info));
   }
+  q.FuseSplitReluPool();
   if (backend.info().computes_on_host) {
     while (q.per_image_stages_ < num_stages && q.plans_[q.per_image_stages_].kind != Kind::kExpand &&
            q.plans_[q.per_image_stages_].kind != Kind::kElm) {
@@ -323,19 +335,35 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
   return q;
 }
 
+void QuantizedLowerTier::FuseSplitReluPool() {
+  for (size_t s = 0; s + 2 < plans_.size(); ++s) {
+    if (plans_[s].kind != Kind::kConv ||
+        dynamic_cast<const SplitReluStage*>(plans_[s + 1].stage) == nullptr) {
+      continue;
+    }
+    const auto* pool = dynamic_cast<const PoolStage*>(plans_[s + 2].stage);
+    if (pool == nullptr) continue;
+    plans_[s].fused_pool = pool->size();
+    plans_[s + 1].fused = plans_[s + 2].fused = true;
+  }
+}
+
 void QuantizedLowerTier::NameSteps() {
   step_names_.clear();
   for (StagePlan& plan : plans_) {
     plan.first_step = static_cast<int>(step_names_.size());
     const std::string name = plan.stage->Describe();
     if (plan.kind == Kind::kHost) {
-      step_names_.push_back(name);
+      step_names_.push_back(plan.fused ? absl::StrCat("(fused into the conv) ", name) : name);
       continue;
     }
     const std::string kind = plan.kind == Kind::kConv ? "conv" : plan.kind == Kind::kExpand ? "expand" : "elm_ae";
     step_names_.push_back(absl::StrCat(kind, ": quantise", plan.kind == Kind::kConv ? " + im2col" : ""));
     step_names_.push_back(absl::StrCat(kind, ": int8 GEMM (", device_, " backend)"));
-    step_names_.push_back(absl::StrCat(kind, ": dequantise", plan.kind == Kind::kExpand ? " + concat" : ""));
+    step_names_.push_back(absl::StrCat(kind, ": dequantise",
+                                       plan.kind == Kind::kExpand ? " + concat"
+                                       : plan.fused_pool > 0      ? " + +/-ReLU + pool"
+                                                                  : ""));
   }
 }
 
@@ -378,6 +406,16 @@ absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& 
   counts += *called;
   clock.Lap(plan.first_step + 1);
 
+  if (plan.fused_pool > 0) {
+    const Eigen::Index rows_per_image = layer_rows / images;
+    out.resize(images, plans_[&plan - plans_.data() + 2].stage->output_shape().size());
+    for (Eigen::Index i = 0; i < images; ++i) {
+      DequantizeSplitReluPool(plan, ws.acc.data() + i * rows_per_image * out_features,
+                              out.row(i).data());
+    }
+    clock.Lap(plan.first_step + 2);
+    return absl::OkStatus();
+  }
   // Dequantise into the stage's output layout.
   const bool concat = plan.kind == Kind::kExpand &&
                       static_cast<const ExpandStage&>(*plan.stage).concat();
@@ -400,6 +438,36 @@ absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& 
   return absl::OkStatus();
 }
 
+void QuantizedLowerTier::DequantizeSplitReluPool(const StagePlan& conv, const int32_t* sums,
+                                                 float* out) const {
+  // As the three stages compute it: v = acc * s_x s_w[f]; [max(v, 0), max(-v, 0)] per pixel;
+  // each pool cell the sum of its pixels in raster order, times 1 / size^2. Cell by cell, so the
+  // cell's 2F sums stay in registers / L1 instead of two 784 x F float maps going through memory.
+  const Shape& input = conv.stage->input_shape();
+  const int filters = conv.stage->output_shape().channels, size = conv.fused_pool;
+  const int grid_y = input.height / size, grid_x = input.width / size;
+  const float scale = 1.0f / static_cast<float>(size * size);
+  const float* dequantize = conv.dequantize.data();
+  for (int gy = 0; gy < grid_y; ++gy) {
+    for (int gx = 0; gx < grid_x; ++gx) {
+      float* positive = out + (static_cast<size_t>(gy) * grid_x + gx) * 2 * filters;
+      float* negative = positive + filters;
+      std::fill(positive, positive + 2 * filters, 0.0f);
+      for (int y = gy * size; y < (gy + 1) * size; ++y) {
+        for (int x = gx * size; x < (gx + 1) * size; ++x) {
+          const int32_t* pixel = sums + (static_cast<size_t>(y) * input.width + x) * filters;
+          for (int f = 0; f < filters; ++f) {
+            const float v = static_cast<float>(pixel[f]) * dequantize[f];
+            positive[f] += std::max(v, 0.0f);
+            negative[f] += std::max(-v, 0.0f);
+          }
+        }
+      }
+      for (int k = 0; k < 2 * filters; ++k) positive[k] *= scale;
+    }
+  }
+}
+
 absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, Workspace& ws,
                                           fpga::OpCounts& counts) const {
   const StagePlan& plan = plans_[s];
@@ -420,6 +488,7 @@ absl::Status QuantizedLowerTier::RunPerImageStages(const MatrixF& images, Matrix
     ws.image = images.row(i);
     const MatrixF* y = &ws.image;
     for (size_t s = 0; s < per_image_stages_; ++s) {
+      if (plans_[s].fused) continue;
       if (absl::Status status = RunStage(s, *y, ws, counts); !status.ok()) return status;
       y = &ws.outputs[s];
     }
@@ -437,6 +506,7 @@ absl::Status QuantizedLowerTier::RunChunk(const MatrixF& images, MatrixF& out, W
     x = &ws.per_image_out;
   }
   for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
+    if (plans_[s].fused) continue;
     if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
     x = &ws.outputs[s];
   }
@@ -474,6 +544,7 @@ absl::Status QuantizedLowerTier::RunChunkOnAllThreads(const MatrixF& images, Mat
   }
   // The dense layers: the backend parallelises its own call (fpga::BackendOptions::cpu_threads).
   for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
+    if (plans_[s].fused) continue;
     if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
     x = &ws.outputs[s];
   }

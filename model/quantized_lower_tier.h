@@ -126,8 +126,9 @@ class QuantizedLowerTier final : public FeatureExtractor {
                                    fpga::OpCounts* counts = nullptr) const override;
 
   // Where Features' time goes: one step per host stage and three per int8 layer (quantisation,
-  // with the conv's im2col; the backend call; dequantisation), in core-seconds summed over the
-  // threads. For benchmarks (strata-bench-lower): timing costs two clock reads per step and chunk.
+  // with the conv's im2col; the backend call; dequantisation), in CPU seconds summed over the
+  // threads (outside a parallel region, the process's: a backend call's workers too). For benchmarks
+  // (strata-bench-lower): timing costs a CPU-clock read (a system call) per step and image.
   struct StepTimes {
     std::vector<std::string> names;
     std::vector<double> seconds;
@@ -162,11 +163,18 @@ class QuantizedLowerTier final : public FeatureExtractor {
     float inverse_activation_scale = 0;           // 1 / s_x
     std::vector<float> dequantize;                // s_x * s_w[o], per output channel
     int first_step = 0;                           // its first entry in StepTimes
+    // A conv followed by split_relu and pool: its dequantisation computes the pool's output in
+    // one pass over the int32 sums (pool cell size here, 0 otherwise), and those two stages are
+    // `fused` (skipped). The same float operations in the same order, so the same bits.
+    int fused_pool = 0;
+    bool fused = false;
   };
   // Scratch buffers of one thread.
   struct Workspace;
 
   QuantizedLowerTier() = default;
+  // Marks every conv -> split_relu -> pool run of plans for the fused dequantisation.
+  void FuseSplitReluPool();
   // Names the profiling steps and sets each plan's first_step.
   void NameSteps();
   // Runs a chunk of images through every stage into `out`; adds the backend calls' counts to
@@ -184,6 +192,9 @@ class QuantizedLowerTier final : public FeatureExtractor {
   // Runs stage plans_[s] on `in` into the workspace's output of that stage.
   absl::Status RunStage(size_t s, const MatrixF& in, Workspace& workspace,
                         fpga::OpCounts& counts) const;
+  // A conv's int32 sums of one image (pixels x filters) dequantised, split into +/- ReLU and
+  // average-pooled into `out` (the pool stage's output for that image).
+  void DequantizeSplitReluPool(const StagePlan& conv, const int32_t* sums, float* out) const;
   // Runs one quantised stage on `in` (rows of the stage's input) into `out`.
   absl::Status RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
                         Workspace& workspace, fpga::OpCounts& counts) const;

@@ -309,7 +309,14 @@ SqrtStage::SqrtStage(Shape input) : Stage(input, input) {}
 std::string SqrtStage::Describe() const { return "signed square root (power normalisation)"; }
 
 void SqrtStage::Apply(const MatrixF& in, MatrixF& out) const {
-  out = in.array().sign() * in.array().abs().sqrt();
+  // sign(x) sqrt(|x|), written out so that it vectorises (Eigen's sign() * sqrt() did not).
+  out.resize(in.rows(), in.cols());
+  const float* src = in.data();
+  float* dst = out.data();
+  for (Eigen::Index i = 0; i < in.size(); ++i) {
+    const float x = src[i];
+    dst[i] = x > 0 ? std::sqrt(x) : (x < 0 ? -std::sqrt(-x) : 0.0f);
+  }
 }
 
 // ---- standardise ---------------------------------------------------------------------------------

@@ -126,6 +126,7 @@ class PoolStage final : public Stage {
   PoolStage(Shape input, int size);
   std::string Describe() const override;
   void Apply(const MatrixF& in, MatrixF& out) const override;
+  int size() const { return size_; }
 
  private:
   int size_;

@@ -68,15 +68,23 @@ namespace {
 
 constexpr int kRowBlock = 4;     // rows of A per micro-kernel
 constexpr int kVectorBlock = 4;  // 16-wide column blocks per micro-kernel
+// Rows per micro-kernel when B has at most 2 column blocks (a conv's 24 filters): 8 rows x 2
+// vectors keep as many accumulators busy as 4 x 4, with fewer loads per vpdpbusd.
+constexpr int kWideRowBlock = 8;
 
 #if STRATA_CPU_VNNI
-// Stores 16 sums of one row through the epilogue: + bias, ReLU, masked to the valid columns.
-inline void StoreSums(__m512i sums, int32_t* c, int column, const GemmEpilogue& epilogue) {
-  if (epilogue.bias != nullptr) sums = _mm512_add_epi32(sums, _mm512_loadu_si512(epilogue.bias + column));
-  if (epilogue.relu) sums = _mm512_max_epi32(sums, _mm512_setzero_si512());
+// The epilogue of one 16-wide column block, decided once per micro-kernel call: the bias to add
+// and the mask of the valid columns.
+struct BlockEpilogue {
+  __m512i bias;
+  __mmask16 mask;
+};
+
+inline BlockEpilogue ForBlock(const GemmEpilogue& epilogue, int column) {
   const int valid = epilogue.columns < 0 ? 16 : std::clamp(epilogue.columns - column, 0, 16);
-  const __mmask16 mask = valid == 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << valid) - 1);
-  _mm512_mask_storeu_epi32(c + column, mask, sums);
+  return {epilogue.bias != nullptr ? _mm512_loadu_si512(epilogue.bias + column)
+                                   : _mm512_setzero_si512(),
+          valid == 16 ? __mmask16{0xFFFF} : static_cast<__mmask16>((1u << valid) - 1)};
 }
 
 // kRows x (16 * kVectors) block of C at (r0, block0 * 16), accumulators in registers.
@@ -99,9 +107,16 @@ void MicroKernel(const uint8_t* a, int64_t lda, const int8_t* b, int groups, int
       for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_dpbusd_epi32(acc[r][v], x, w[v]);
     }
   }
+  // Everything the stores need in registers first: stores to c could alias `epilogue`'s fields,
+  // which the compiler would otherwise reload after every store.
+  BlockEpilogue blocks[kVectors];
+  for (int v = 0; v < kVectors; ++v) blocks[v] = ForBlock(epilogue, (block0 + v) * 16);
+  const bool relu = epilogue.relu;
   for (int r = 0; r < kRows; ++r) {
     for (int v = 0; v < kVectors; ++v) {
-      StoreSums(acc[r][v], c + r * ldc, (block0 + v) * 16, epilogue);
+      __m512i sums = _mm512_add_epi32(acc[r][v], blocks[v].bias);
+      if (relu) sums = _mm512_max_epi32(sums, _mm512_setzero_si512());
+      _mm512_mask_storeu_epi32(c + r * ldc + (block0 + v) * 16, blocks[v].mask, sums);
     }
   }
 }
@@ -117,13 +132,26 @@ void MicroKernelRows(int vectors, const uint8_t* a, int64_t lda, const int8_t* b
   }
 }
 
+// 1 or 2 vectors (B with at most 32 columns).
+template <int kRows>
+void MicroKernelNarrow(int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
+                       int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
+  if (vectors == 1) return MicroKernel<kRows, 1>(a, lda, b, groups, block0, c, ldc, e);
+  return MicroKernel<kRows, 2>(a, lda, b, groups, block0, c, ldc, e);
+}
+
 void Block(int rows, int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
            int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
   switch (rows) {
     case 1: return MicroKernelRows<1>(vectors, a, lda, b, groups, block0, c, ldc, e);
     case 2: return MicroKernelRows<2>(vectors, a, lda, b, groups, block0, c, ldc, e);
     case 3: return MicroKernelRows<3>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    default: return MicroKernelRows<4>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 4: return MicroKernelRows<4>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    // More than 4 rows only with at most 2 vectors (kWideRowBlock).
+    case 5: return MicroKernelNarrow<5>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 6: return MicroKernelNarrow<6>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 7: return MicroKernelNarrow<7>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    default: return MicroKernelNarrow<8>(vectors, a, lda, b, groups, block0, c, ldc, e);
   }
 }
 #else
@@ -159,7 +187,12 @@ void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b
   const int64_t lda = static_cast<int64_t>(groups) * 4;
   const int blocks = b.padded_rows() / 16;
   const int column_groups = (blocks + kVectorBlock - 1) / kVectorBlock;
-  const int row_blocks = (rows + kRowBlock - 1) / kRowBlock;
+#if STRATA_CPU_VNNI
+  const int row_block = blocks <= 2 ? kWideRowBlock : kRowBlock;
+#else
+  const int row_block = kRowBlock;
+#endif
+  const int row_blocks = (rows + row_block - 1) / row_block;
   const double work = static_cast<double>(rows) * b.padded_rows() * groups * 4;
   const bool parallel = work > 4e6;
   const int num_threads = threads > 0 ? threads : 0;
@@ -175,8 +208,8 @@ void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b
       const int vectors = std::min(kVectorBlock, blocks - block0);
       const int rb_end = std::min(row_blocks, (rt + 1) * kRowBlocksPerTask);
       for (int rb = rt * kRowBlocksPerTask; rb < rb_end; ++rb) {
-        const int r0 = rb * kRowBlock;
-        const int block_rows = std::min(kRowBlock, rows - r0);
+        const int r0 = rb * row_block;
+        const int block_rows = std::min(row_block, rows - r0);
         if (lower_only && block0 * 16 > row_offset + r0 + block_rows - 1) continue;
         Block(block_rows, vectors, a_biased + r0 * lda, lda, b.data(), groups, block0,
               c + r0 * ldc, ldc, epilogue);
