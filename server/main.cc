@@ -474,7 +474,9 @@ void BuildService(const Options& options, Server& server) {
                    << (options.batching
                            ? absl::StrCat("on: up to ", options.batcher.max_images, " images, ",
                                           absl::ToInt64Microseconds(options.batcher.max_delay),
-                                          " us max delay, ", options.batcher.workers, " workers")
+                                          " us max delay",
+                                          options.batcher.latency_aware ? " (latency-aware)" : "",
+                                          ", ", options.batcher.workers, " workers")
                            : std::string("off"));
   service_options.device = server.device.name;
   // Cannot fail: ReadOptions() validated the same arguments.
