@@ -133,7 +133,7 @@ Metrics::Metrics(const std::string& version)
   }
   predict_batch_ = &prometheus::BuildHistogram()
                         .Name("strata_predict_batch_images")
-                        .Help("Images per Predict request.")
+                        .Help("Images per Predict or KServe ModelInfer request.")
                         .Register(registry)
                         .Add({}, BatchBuckets());
   lower_tier_batch_ = &prometheus::BuildHistogram()
