@@ -52,7 +52,9 @@ TEST(PredictBatcherTest, FormsBatchesOfWholeRequestsInArrivalOrderUpToMaxImages)
     batches.emplace_back();
     for (const PredictCall& call : calls) batches.back().push_back(call.request);
   });
-  auto enqueue = [&](int i) { batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, nullptr, {}}); };
+  auto enqueue = [&](int i) {
+    batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, nullptr, {}});
+  };
   auto batch_count = [&] {
     absl::MutexLock lock(&mu);
     return batches.size();
