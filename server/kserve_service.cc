@@ -1,6 +1,9 @@
 #include "server/kserve_service.h"
 
 #include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
 #include <utility>
 
 #include "absl/strings/numbers.h"
