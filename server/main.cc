@@ -43,6 +43,7 @@
 #include "server/metrics.h"
 #include "update/model_store.h"
 #include "update/recovery.h"
+#include "update/state_lock.h"
 #include "server/request_parsing.h"
 #include "update/update_log.h"
 #include "update/update_policy.h"
@@ -388,6 +389,8 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& option
 // the store before the version reservation it publishes under, and the device's backend last.
 struct Server {
   Device device;
+  // With --state_dir: held from before recovery until every writer of the directory is gone.
+  std::unique_ptr<update::StateDirLock> state_lock;
   // With --state_dir: the durable high-water mark of model versions (set by recovery).
   std::unique_ptr<update::VersionReservation> versions;
   update::ModelStore store;
@@ -423,6 +426,10 @@ struct ServedModel {
 absl::Status RecoverState(const Options& options, const model::FeatureExtractor& extractor,
                           model::Bundle* bundle, Server& server) {
   const absl::Time start = absl::Now();
+  absl::StatusOr<std::unique_ptr<update::StateDirLock>> lock =
+      update::StateDirLock::Acquire(options.state_dir);
+  if (!lock.ok()) return lock.status();
+  server.state_lock = *std::move(lock);
   update::Env* env = update::Env::Default();
   absl::StatusOr<update::RecoveryReport> report =
       update::Recover(env, options.state_dir, options.max_batch, extractor, bundle);
