@@ -12,22 +12,15 @@ src="$(cd "$(dirname "$0")/.." && pwd)"
 build="$(cd "${1:-$src/build}" && pwd)"
 seconds="${2:-5}"
 rounds="${3:-3}"
+source "$src/scripts/lib/serve.sh"
 ghz="$("$src/scripts/install-ghz.sh" | tail -n 1)"
 work="$(mktemp -d /tmp/strata_kserve_bench.XXXXXX)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'serve_stop_all; rm -rf "$work"' EXIT
 
-"$build/bin/strata-train" --train=fashion-mnist:train --train_limit=10000 --test= \
-  --out="$work/model.bundle" > "$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
-"$build/bin/strata-server" --bundle="$work/model.bundle" --address=127.0.0.1:0 \
-  --port_file="$work/port" 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 600); do [ -s "$work/port" ] && break; sleep 0.1; done
-address="127.0.0.1:$(cat "$work/port")"
+serve_train_bundle "$build/bin" "$work/model.bundle" "$src/specs/default.spec" 10000
+serve_start server "$work" "$build/bin/strata-server" --bundle="$work/model.bundle" \
+  --address=127.0.0.1:0
+address="127.0.0.1:$server_port"
 "$build/bin/strata" health --server="$address" --wait=120s > /dev/null
 
 for concurrency in 1 32; do
