@@ -96,8 +96,10 @@ absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model:
       wall[b] = Seconds(start, Clock::now());
     } while (wall[b] < min_seconds);
   }
-  std::printf("\nWhere the int8 cpu time goes (CPU us per image, all threads; %% of the steps' "
-              "total):\n%-58s", "step");
+  std::printf(
+      "\nWhere the int8 cpu time goes (CPU us per image, all threads; %% of the steps' "
+      "total):\n%-58s",
+      "step");
   for (int batch : batches) std::printf(" %9s %5d", "batch", batch);
   std::printf("\n");
   const size_t steps = times[0].names.size();
@@ -117,7 +119,8 @@ absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model:
     std::printf("\n");
   }
   std::printf("%-58s", "all steps (CPU us per image)");
-  for (size_t b = 0; b < batches.size(); ++b) std::printf(" %9.1f %5s", per_image_us(b, total[b]), "");
+  for (size_t b = 0; b < batches.size(); ++b)
+    std::printf(" %9.1f %5s", per_image_us(b, total[b]), "");
   std::printf("\n%-58s", "wall time x cores (us per image)");
   const int cores = omp_get_max_threads();
   for (size_t b = 0; b < batches.size(); ++b) {

@@ -2,7 +2,6 @@
 
 #include <immintrin.h>
 #include <omp.h>
-
 #include <time.h>
 
 #include <algorithm>
@@ -93,8 +92,10 @@ MachinePeak MeasureMachinePeak() {
   for (int run = 0; run < kPeakRuns; ++run) {
     peak.int8_one_core = std::max(peak.int8_one_core, Int8PeakOneThread());
     peak.fp32_one_core = std::max(peak.fp32_one_core, Fp32PeakOneThread());
-    peak.int8_all_cores = std::max(peak.int8_all_cores, PeakOnThreads(Int8PeakOneThread, peak.cores));
-    peak.fp32_all_cores = std::max(peak.fp32_all_cores, PeakOnThreads(Fp32PeakOneThread, peak.cores));
+    peak.int8_all_cores =
+        std::max(peak.int8_all_cores, PeakOnThreads(Int8PeakOneThread, peak.cores));
+    peak.fp32_all_cores =
+        std::max(peak.fp32_all_cores, PeakOnThreads(Fp32PeakOneThread, peak.cores));
   }
   return peak;
 }

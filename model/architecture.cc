@@ -44,8 +44,8 @@ absl::Status ParseAugmentation(const std::vector<absl::string_view>& words, Augm
     } else if (kv.first == "shift" && number && value >= 0 && value <= 2) {
       out.shift = value;
     } else {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "augment: expected hflip=0|1 and shift=0..2, got \"", words[i], "\""));
+      return absl::InvalidArgumentError(
+          absl::StrCat("augment: expected hflip=0|1 and shift=0..2, got \"", words[i], "\""));
     }
   }
   return absl::OkStatus();

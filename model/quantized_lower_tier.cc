@@ -326,7 +326,8 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
   }
   q.FuseSplitReluPool();
   if (backend.info().computes_on_host) {
-    while (q.per_image_stages_ < num_stages && q.plans_[q.per_image_stages_].kind != Kind::kExpand &&
+    while (q.per_image_stages_ < num_stages &&
+           q.plans_[q.per_image_stages_].kind != Kind::kExpand &&
            q.plans_[q.per_image_stages_].kind != Kind::kElm) {
       ++q.per_image_stages_;
     }
@@ -357,8 +358,11 @@ void QuantizedLowerTier::NameSteps() {
       step_names_.push_back(plan.fused ? absl::StrCat("(fused into the conv) ", name) : name);
       continue;
     }
-    const std::string kind = plan.kind == Kind::kConv ? "conv" : plan.kind == Kind::kExpand ? "expand" : "elm_ae";
-    step_names_.push_back(absl::StrCat(kind, ": quantise", plan.kind == Kind::kConv ? " + im2col" : ""));
+    const std::string kind = plan.kind == Kind::kConv     ? "conv"
+                             : plan.kind == Kind::kExpand ? "expand"
+                                                          : "elm_ae";
+    step_names_.push_back(
+        absl::StrCat(kind, ": quantise", plan.kind == Kind::kConv ? " + im2col" : ""));
     step_names_.push_back(absl::StrCat(kind, ": int8 GEMM (", device_, " backend)"));
     step_names_.push_back(absl::StrCat(kind, ": dequantise",
                                        plan.kind == Kind::kExpand ? " + concat"
@@ -594,8 +598,8 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& imag
     for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
       const Eigen::Index start = chunk * kImagesPerChunk;
       const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
-      if (absl::Status s = RunChunkOnAllThreads(images.middleRows(start, rows), chunk_out,
-                                                workspaces, total);
+      if (absl::Status s =
+              RunChunkOnAllThreads(images.middleRows(start, rows), chunk_out, workspaces, total);
           !s.ok()) {
         return s;
       }

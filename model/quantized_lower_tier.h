@@ -127,8 +127,9 @@ class QuantizedLowerTier final : public FeatureExtractor {
 
   // Where Features' time goes: one step per host stage and three per int8 layer (quantisation,
   // with the conv's im2col; the backend call; dequantisation), in CPU seconds summed over the
-  // threads (outside a parallel region, the process's: a backend call's workers too). For benchmarks
-  // (strata-bench-lower): timing costs a CPU-clock read (a system call) per step and image.
+  // threads (outside a parallel region, the process's: a backend call's workers too). For
+  // benchmarks (strata-bench-lower): timing costs a CPU-clock read (a system call) per step and
+  // image.
   struct StepTimes {
     std::vector<std::string> names;
     std::vector<double> seconds;

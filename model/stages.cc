@@ -1,14 +1,13 @@
 #include "model/stages.h"
 
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <numeric>
 #include <set>
 #include <vector>
-
-#include <Eigen/Cholesky>
-#include <Eigen/Eigenvalues>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -170,9 +169,12 @@ void ConvStage::PatchesInt8(const int8_t* sample, int8_t* out) const {
   }
   const size_t padded_row = static_cast<size_t>(padded_width) * channels;
   switch (row_bytes) {  // the common single-channel sizes, as inlined fixed-size moves
-    case 3: return CopyPatchRows<3>(padded.data(), height, width, channels, patch_, padded_row, 3, out);
-    case 5: return CopyPatchRows<5>(padded.data(), height, width, channels, patch_, padded_row, 5, out);
-    case 7: return CopyPatchRows<7>(padded.data(), height, width, channels, patch_, padded_row, 7, out);
+    case 3:
+      return CopyPatchRows<3>(padded.data(), height, width, channels, patch_, padded_row, 3, out);
+    case 5:
+      return CopyPatchRows<5>(padded.data(), height, width, channels, patch_, padded_row, 5, out);
+    case 7:
+      return CopyPatchRows<7>(padded.data(), height, width, channels, patch_, padded_row, 7, out);
     default:
       return CopyPatchRows<0>(padded.data(), height, width, channels, patch_, padded_row, row_bytes,
                               out);

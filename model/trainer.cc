@@ -132,7 +132,8 @@ std::vector<MatrixF> AugmentedCopies(const MatrixF& images, const Architecture& 
   std::vector<MatrixF> copies;
   if (a.augment.hflip) copies.push_back(Mirrored(images, a));
   if (const int s = a.augment.shift; s > 0) {
-    for (const auto& [dx, dy] : {std::pair{-s, 0}, std::pair{s, 0}, std::pair{0, -s}, std::pair{0, s}}) {
+    for (const auto& [dx, dy] :
+         {std::pair{-s, 0}, std::pair{s, 0}, std::pair{0, -s}, std::pair{0, s}}) {
       copies.push_back(Shifted(images, a, dx, dy));
     }
   }
@@ -191,8 +192,8 @@ absl::Status AbsorbTraining(const TrainOptions& options, const LabelledImages& t
     }
     report.gram_counts += counts;
     kept.push_back(*std::move(features));
-    if (absl::Status s = AbsorbAugmented(options, train.images.middleRows(begin, rows), labels,
-                                         model);
+    if (absl::Status s =
+            AbsorbAugmented(options, train.images.middleRows(begin, rows), labels, model);
         !s.ok()) {
       return s;
     }

@@ -1,11 +1,11 @@
 // Dynamic batching of concurrent Predict calls.
 //
 // Concurrent Predict requests (each of 1..max_batch images) are queued; a batch is formed when
-// `max_images` images are waiting or the oldest queued request has waited `max_delay`, and is handed
-// to a RunBatch function on one of the batcher's worker threads, which runs the whole batch through
-// the lower tier and the readout once and finishes every call in it. Batching amortises what a
-// single image pays per lower-tier call (backend dispatch, weight reads, the readout's GEMM), so
-// many small concurrent requests cost close to one large one.
+// `max_images` images are waiting or the oldest queued request has waited `max_delay`, and is
+// handed to a RunBatch function on one of the batcher's worker threads, which runs the whole batch
+// through the lower tier and the readout once and finishes every call in it. Batching amortises
+// what a single image pays per lower-tier call (backend dispatch, weight reads, the readout's
+// GEMM), so many small concurrent requests cost close to one large one.
 //
 // Batch formation, exactly:
 //   - Requests are taken in arrival order (FIFO); a batch is a prefix of the queue.

@@ -181,8 +181,7 @@ TEST(ArchitectureTest, ParsesAndPrintsCanonically) {
 }
 
 TEST(ArchitectureTest, AugmentLineParsesAndPrintsAndIsNotAStage) {
-  absl::StatusOr<Architecture> a =
-      ParseArchitecture("input 8 8\nsqrt\naugment shift=1 hflip=1\n");
+  absl::StatusOr<Architecture> a = ParseArchitecture("input 8 8\nsqrt\naugment shift=1 hflip=1\n");
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ(a->stages.size(), 1u);
   EXPECT_TRUE(a->augment.hflip);

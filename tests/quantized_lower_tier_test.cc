@@ -262,7 +262,8 @@ TEST(QuantizedLowerTierRecipeTest, FusedConvSplitReluPoolEqualsTheStagesBitForBi
           for (int i = 0; i < 9; ++i) {
             const float x = std::clamp(patches(p, i) * inverse_s_x, -127.0f, 127.0f);
             const float wq = std::clamp(w(i, o) / s_w, -127.0f, 127.0f);
-            acc += static_cast<int32_t>(std::nearbyint(x)) * static_cast<int32_t>(std::nearbyint(wq));
+            acc +=
+                static_cast<int32_t>(std::nearbyint(x)) * static_cast<int32_t>(std::nearbyint(wq));
           }
           dequantised(n, p * 4 + o) =
               static_cast<float>(acc) * static_cast<float>(static_cast<double>(s_x) * s_w);

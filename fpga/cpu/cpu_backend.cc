@@ -257,8 +257,8 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
     std::vector<uint8_t> biased;
     for (int i0 = 0; i0 < d; i0 += kGramPanel) {
       const int panel_rows = std::min(kGramPanel, d - i0);
-      cpu::BiasedActivations(transposed.data() + static_cast<int64_t>(i0) * rows, panel_rows,
-                             rows, rows, packed.groups(), biased);
+      cpu::BiasedActivations(transposed.data() + static_cast<int64_t>(i0) * rows, panel_rows, rows,
+                             rows, packed.groups(), biased);
       // Only the column blocks that reach the lower triangle (j <= i0 + a) are computed.
       cpu::MultiplyPacked(biased.data(), panel_rows, packed, panel.data(), ldc,
                           /*lower_only=*/true, threads_, /*row_offset=*/i0);

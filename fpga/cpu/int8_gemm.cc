@@ -89,8 +89,8 @@ inline BlockEpilogue ForBlock(const GemmEpilogue& epilogue, int column) {
 
 // kRows x (16 * kVectors) block of C at (r0, block0 * 16), accumulators in registers.
 template <int kRows, int kVectors>
-void MicroKernel(const uint8_t* a, int64_t lda, const int8_t* b, int groups, int block0,
-                 int32_t* c, int64_t ldc, const GemmEpilogue& epilogue) {
+void MicroKernel(const uint8_t* a, int64_t lda, const int8_t* b, int groups, int block0, int32_t* c,
+                 int64_t ldc, const GemmEpilogue& epilogue) {
   __m512i acc[kRows][kVectors];
   for (int r = 0; r < kRows; ++r) {
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
@@ -125,10 +125,14 @@ template <int kRows>
 void MicroKernelRows(int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
                      int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
   switch (vectors) {
-    case 1: return MicroKernel<kRows, 1>(a, lda, b, groups, block0, c, ldc, e);
-    case 2: return MicroKernel<kRows, 2>(a, lda, b, groups, block0, c, ldc, e);
-    case 3: return MicroKernel<kRows, 3>(a, lda, b, groups, block0, c, ldc, e);
-    default: return MicroKernel<kRows, 4>(a, lda, b, groups, block0, c, ldc, e);
+    case 1:
+      return MicroKernel<kRows, 1>(a, lda, b, groups, block0, c, ldc, e);
+    case 2:
+      return MicroKernel<kRows, 2>(a, lda, b, groups, block0, c, ldc, e);
+    case 3:
+      return MicroKernel<kRows, 3>(a, lda, b, groups, block0, c, ldc, e);
+    default:
+      return MicroKernel<kRows, 4>(a, lda, b, groups, block0, c, ldc, e);
   }
 }
 
@@ -143,15 +147,23 @@ void MicroKernelNarrow(int vectors, const uint8_t* a, int64_t lda, const int8_t*
 void Block(int rows, int vectors, const uint8_t* a, int64_t lda, const int8_t* b, int groups,
            int block0, int32_t* c, int64_t ldc, const GemmEpilogue& e) {
   switch (rows) {
-    case 1: return MicroKernelRows<1>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    case 2: return MicroKernelRows<2>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    case 3: return MicroKernelRows<3>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    case 4: return MicroKernelRows<4>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 1:
+      return MicroKernelRows<1>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 2:
+      return MicroKernelRows<2>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 3:
+      return MicroKernelRows<3>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 4:
+      return MicroKernelRows<4>(vectors, a, lda, b, groups, block0, c, ldc, e);
     // More than 4 rows only with at most 2 vectors (kWideRowBlock).
-    case 5: return MicroKernelNarrow<5>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    case 6: return MicroKernelNarrow<6>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    case 7: return MicroKernelNarrow<7>(vectors, a, lda, b, groups, block0, c, ldc, e);
-    default: return MicroKernelNarrow<8>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 5:
+      return MicroKernelNarrow<5>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 6:
+      return MicroKernelNarrow<6>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    case 7:
+      return MicroKernelNarrow<7>(vectors, a, lda, b, groups, block0, c, ldc, e);
+    default:
+      return MicroKernelNarrow<8>(vectors, a, lda, b, groups, block0, c, ldc, e);
   }
 }
 #else
@@ -211,8 +223,8 @@ void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b
         const int r0 = rb * row_block;
         const int block_rows = std::min(row_block, rows - r0);
         if (lower_only && block0 * 16 > row_offset + r0 + block_rows - 1) continue;
-        Block(block_rows, vectors, a_biased + r0 * lda, lda, b.data(), groups, block0,
-              c + r0 * ldc, ldc, epilogue);
+        Block(block_rows, vectors, a_biased + r0 * lda, lda, b.data(), groups, block0, c + r0 * ldc,
+              ldc, epilogue);
       }
     }
   }

@@ -3,10 +3,9 @@
 #include <omp.h>
 
 #include <cstring>
+#include <dnnl.hpp>
 #include <string>
 #include <vector>
-
-#include <dnnl.hpp>
 
 namespace strata::fpga::cpu {
 namespace {
@@ -64,8 +63,8 @@ struct OnednnInt8Matmul::Primitive {
 OnednnInt8Matmul::OnednnInt8Matmul(int out, int in, int64_t lda) : out_(out), in_(in), lda_(lda) {}
 OnednnInt8Matmul::~OnednnInt8Matmul() = default;
 
-std::unique_ptr<OnednnInt8Matmul> OnednnInt8Matmul::Create(const int8_t* weights, int out,
-                                                           int in, int64_t lda) {
+std::unique_ptr<OnednnInt8Matmul> OnednnInt8Matmul::Create(const int8_t* weights, int out, int in,
+                                                           int64_t lda) {
   dnnl::matmul::primitive_desc pd;
   if (!Describe(kLayoutRows, in, lda, out, &pd)) return nullptr;
   std::unique_ptr<OnednnInt8Matmul> matmul(new OnednnInt8Matmul(out, in, lda));
@@ -74,7 +73,8 @@ std::unique_ptr<OnednnInt8Matmul> OnednnInt8Matmul::Create(const int8_t* weights
     dnnl::stream stream(Engine());
     const memory::desc user_desc({in, out}, Type::s8, Tag::ba);
     memory user(user_desc, Engine(), const_cast<int8_t*>(weights));
-    auto packed = std::make_unique<Weights>(Weights{pd.weights_desc(), memory(pd.weights_desc(), Engine())});
+    auto packed =
+        std::make_unique<Weights>(Weights{pd.weights_desc(), memory(pd.weights_desc(), Engine())});
     dnnl::reorder(user, packed->data).execute(stream, user, packed->data);
     stream.wait();
     matmul->weights_ = std::move(packed);

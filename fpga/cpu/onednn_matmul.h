@@ -34,9 +34,9 @@ class OnednnInt8Matmul {
   ~OnednnInt8Matmul();
 
   // c (rows x out, leading dimension out) = A' B^T for `rows` rows of A' (in bytes each, lda
-  // apart, as given to Create). On `threads` OpenMP threads (0: OpenMP's default; inside a parallel region oneDNN runs
-  // on the calling thread). False (nothing written) if oneDNN offers no exact kernel for this
-  // number of rows: the caller computes it another way.
+  // apart, as given to Create). On `threads` OpenMP threads (0: OpenMP's default; inside a parallel
+  // region oneDNN runs on the calling thread). False (nothing written) if oneDNN offers no exact
+  // kernel for this number of rows: the caller computes it another way.
   bool Multiply(const uint8_t* a, int rows, int32_t* c, int threads) const;
 
  private:

@@ -1,6 +1,6 @@
 // Every backend against the references and against each other (ggml's test-backend-ops idea):
-// cpu (oneDNN, the hand-written VNNI kernel, portable) and emu must agree bit for bit; OpCounts follow the shapes; the xrt
-// backend fails cleanly without a card and "auto" falls back to emu.
+// cpu (oneDNN, the hand-written VNNI kernel, portable) and emu must agree bit for bit; OpCounts
+// follow the shapes; the xrt backend fails cleanly without a card and "auto" falls back to emu.
 #include "fpga/backend.h"
 
 #include <cstdio>
