@@ -119,9 +119,9 @@ def random_text(rng):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
-    parser.add_argument("--short", type=int, default=1200, help="about this many short descriptions")
-    parser.add_argument("--long", type=int, default=300, help="at most this many long ones")
-    parser.add_argument("--random", type=int, default=600)
+    parser.add_argument("--short", type=int, default=1400, help="about this many short descriptions")
+    parser.add_argument("--long", type=int, default=150, help="at most this many long ones")
+    parser.add_argument("--random", type=int, default=500)
     args = parser.parse_args()
     available = debian_descriptions(apt_packages())
     installed = debian_descriptions(dpkg_status())
