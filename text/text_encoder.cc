@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <utility>
 
+#include <omp.h>
+
 #include <unsupported/Eigen/SpecialFunctions>
 
 #include "absl/strings/str_cat.h"
@@ -94,6 +96,8 @@ struct TextEncoder::Dense {
   VectorF bias;
   std::unique_ptr<fpga::DenseInt8Layer> int8;
   std::vector<float> weight_scale;  // s_w[o]
+  // sum_i s_w[o] w_q[o][i]: the quantised weights' row sums, for the per-row centre (RunDense).
+  Eigen::VectorXf weight_sum;
 };
 
 struct TextEncoder::Layer {
@@ -105,7 +109,8 @@ struct TextEncoder::Layer {
 struct TextEncoder::Workspace {
   MatrixF x, qkv, context, projected, inner;
   std::vector<int8_t> x_q;
-  std::vector<float> row_scale;
+  std::vector<float> row_scale, row_centre;
+  std::vector<float> centred;  // one row per OpenMP thread
   std::vector<int32_t> acc;
 };
 
@@ -238,7 +243,7 @@ absl::Status ReadDense(const WeightReader& reader, const std::vector<std::string
 // int8 layer (no bias on the card: with per-row activation scales the host adds it in float).
 absl::Status LoadInt8(fpga::Backend& backend, MatrixF& weight, std::string name, int in, int out,
                       std::unique_ptr<fpga::DenseInt8Layer>& layer,
-                      std::vector<float>& weight_scale) {
+                      std::vector<float>& weight_scale, Eigen::VectorXf& weight_sum) {
   fpga::DenseInt8Spec spec;
   spec.in_features = in;
   spec.out_features = out;
@@ -249,6 +254,12 @@ absl::Status LoadInt8(fpga::Backend& backend, MatrixF& weight, std::string name,
   if (absl::Status s = model::QuantizeDenseWeights(transposed, nullptr, 1.0f, name, spec, quantized);
       !s.ok()) {
     return s;
+  }
+  weight_sum.resize(out);
+  for (int o = 0; o < out; ++o) {
+    int32_t sum = 0;
+    for (int i = 0; i < in; ++i) sum += spec.weights[static_cast<size_t>(o) * in + i];
+    weight_sum[o] = static_cast<float>(sum) * quantized.dequantize[o];
   }
   absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> loaded =
       backend.LoadDenseInt8(std::move(spec));
@@ -312,7 +323,7 @@ absl::Status TextEncoder::LoadWeights(const std::string& path, const TextEncoder
       }
       if (backend_ != nullptr) {
         if (absl::Status s = LoadInt8(*backend_, d.weight, d.name, d.in, d.out, d.int8,
-                                      d.weight_scale);
+                                      d.weight_scale, d.weight_sum);
             !s.ok()) {
           return s;
         }
@@ -344,17 +355,27 @@ absl::Status TextEncoder::RunDense(const Dense& dense, const MatrixF& in, Matrix
     return absl::OkStatus();
   }
   {
-    // Per-row (per-token) symmetric scales: s_x[r] = max |x[r]| / 127.
+    // Per row (token): the kernel's quantisation is symmetric, so each row is centred first,
+    // x = c[r] + d, c[r] = (max + min) / 2, and d quantised with s_x[r] = (max - min) / 254: the
+    // full int8 range covers the row's own range (GELU's outputs, >= -0.17, would otherwise use
+    // half of it). x W^T = d W^T + c[r] * rowsum(W), the second term added on the host.
     ScopedTimer timer(times.quantize_s);
     ws.x_q.resize(static_cast<size_t>(rows) * dense.in);
     ws.row_scale.resize(rows);
+    ws.row_centre.resize(rows);
+    ws.centred.resize(omp_get_max_threads() * static_cast<size_t>(dense.in));
 #pragma omp parallel for if (rows > kParallelRows)
     for (Eigen::Index r = 0; r < rows; ++r) {
-      const float max_abs = in.row(r).cwiseAbs().maxCoeff();
-      const float scale = max_abs > 0 ? max_abs / model::kInt8Max : 1.0f;
+      const auto row = in.row(r);
+      const float high = row.maxCoeff(), low = row.minCoeff();
+      const float centre = 0.5f * (high + low);
+      const float half_range = 0.5f * (high - low);
+      const float scale = half_range > 0 ? half_range / model::kInt8Max : 1.0f;
       ws.row_scale[r] = scale;
-      model::QuantizeActivations(in.row(r).data(), dense.in, 1.0f / scale,
-                                 ws.x_q.data() + r * dense.in);
+      ws.row_centre[r] = centre;
+      float* centred = ws.centred.data() + omp_get_thread_num() * static_cast<size_t>(dense.in);
+      Eigen::Map<Eigen::RowVectorXf>(centred, dense.in) = row.array() - centre;
+      model::QuantizeActivations(centred, dense.in, 1.0f / scale, ws.x_q.data() + r * dense.in);
     }
   }
   ws.acc.resize(static_cast<size_t>(rows) * dense.out);
@@ -371,7 +392,7 @@ absl::Status TextEncoder::RunDense(const Dense& dense, const MatrixF& in, Matrix
   for (Eigen::Index r = 0; r < rows; ++r) {
     const Eigen::Map<const Eigen::VectorXi> acc(ws.acc.data() + r * dense.out, dense.out);
     out.row(r) = (acc.cast<float>().array() * (weight_scale.array() * ws.row_scale[r]) +
-                  dense.bias.array())
+                  dense.weight_sum.array() * ws.row_centre[r] + dense.bias.array())
                      .transpose();
   }
   return absl::OkStatus();

@@ -7,7 +7,7 @@ descriptions), long ones (paragraphs, lists, URLs) from dpkg's status file (the 
 CJK, emoji, control characters, words over the 100-character limit, inputs over the 256-token limit,
 empty) and random strings drawn with a fixed seed from many Unicode blocks.
 
-  make_corpus.py OUT.jsonl [--real N] [--random N]
+  make_corpus.py OUT.jsonl [--short N] [--long N] [--random N] [--minimum N]
 """
 import argparse
 import hashlib
@@ -120,8 +120,9 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("out")
     parser.add_argument("--short", type=int, default=1400, help="about this many short descriptions")
-    parser.add_argument("--long", type=int, default=150, help="at most this many long ones")
+    parser.add_argument("--long", type=int, default=60, help="at most this many long ones")
     parser.add_argument("--random", type=int, default=500)
+    parser.add_argument("--minimum", type=int, default=2000)
     args = parser.parse_args()
     available = debian_descriptions(apt_packages())
     installed = debian_descriptions(dpkg_status())
@@ -133,7 +134,10 @@ def main():
     packages = available
     texts.extend(CRAFTED)
     rng = random.Random(14)
-    texts.extend(random_text(rng) for _ in range(args.random))
+    # Without apt lists (dpkg's status has only the installed packages) random texts make up the
+    # difference, so the corpus always has at least --minimum texts.
+    count = max(args.random, args.minimum - len(texts))
+    texts.extend(random_text(rng) for _ in range(count))
     with open(args.out, "w", encoding="utf-8") as f:
         for text in texts:
             f.write(json.dumps(text, ensure_ascii=True) + "\n")

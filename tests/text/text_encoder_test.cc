@@ -131,6 +131,13 @@ TEST(TextEncoderTest, Int8OnCpuIsCloseToFloatAndCounted) {
   }
   EXPECT_EQ(counts.int8_macs, dense);
   EXPECT_GT(counts.fp32_macs, 0u);  // attention stays float
+  // Every int8-path operation is per row or per sequence (integer sums exact), so a text's
+  // embedding does not depend on its batch, bit for bit: what replaying an update log needs.
+  for (size_t i = 0; i < Texts().size(); ++i) {
+    auto single = (*int8_encoder)->Embed(std::span(Texts()).subspan(i, 1));
+    ASSERT_TRUE(single.ok());
+    EXPECT_EQ(b->row(i), single->row(0)) << i;
+  }
 }
 
 TEST(TextEncoderTest, BadModelFolders) {
