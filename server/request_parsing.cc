@@ -207,6 +207,11 @@ absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Mess
                                                  buffer.Length(), " bytes): ", reason));
 }
 
+grpc::Status ToGrpcStatus(const absl::Status& status) {
+  if (status.ok()) return grpc::Status::OK;
+  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+}
+
 absl::Status SerializeReply(const google::protobuf::Message& message, grpc::ByteBuffer* buffer) {
   bool own_buffer = false;
   grpc::Status status =

@@ -26,6 +26,7 @@
 #include "google/protobuf/descriptor.h"
 #include "google/protobuf/message.h"
 #include "grpcpp/support/byte_buffer.h"
+#include "grpcpp/support/status.h"
 #include "strata/v1/strata.pb.h"
 
 namespace strata::server {
@@ -44,6 +45,9 @@ std::string FlattenBuffer(const grpc::ByteBuffer& buffer);
 // Parses `buffer` into `message` (cleared first). On failure INVALID_ARGUMENT: "cannot parse the
 // <type name>: <DescribeParseFailure>"; `message` is then unspecified.
 absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Message* message);
+
+// Maps an absl::Status to the grpc::Status with the same code and message.
+grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // Serialises `message` into `buffer` (replacing its contents). INTERNAL if protobuf refuses (a
 // message over 2 GiB).

@@ -2,8 +2,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <array>
-#include <iterator>
 #include <memory>
 #include <string>
 #include <utility>
@@ -13,6 +11,7 @@
 #include "base/log.h"
 #include "server/request_parsing.h"
 #include "server/unary_call.h"
+#include "server/update_reactor.h"
 #include "server/validation.h"
 
 namespace strata::server {
@@ -24,15 +23,27 @@ absl::Status NotLoaded() {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
-
-void FillPhaseEnergy(double lower, double readout, double absorb, double refresh,
-                     v1::PhaseEnergy* energy) {
-  energy->set_lower_tier_inference_joules(lower);
-  energy->set_readout_inference_joules(readout);
-  energy->set_absorb_joules(absorb);
-  energy->set_refresh_joules(refresh);
-  energy->set_total_joules(lower + readout + absorb + refresh);
+// Appends one Prediction per row of `scores` (samples x classes): the best class and its label,
+// and the scores if asked.
+template <typename Scores>
+void AddPredictions(const Scores& scores, const std::vector<std::string>& labels,
+                    bool return_scores, v1::PredictResponse* response) {
+  response->mutable_predictions()->Reserve(response->predictions_size() +
+                                           static_cast<int>(scores.rows()));
+  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
+    Eigen::Index best = 0;
+    scores.row(i).maxCoeff(&best);
+    v1::Prediction* prediction = response->add_predictions();
+    prediction->set_label(labels[best]);
+    prediction->set_class_index(static_cast<uint32_t>(best));
+    if (return_scores) {
+      // Row-major: a row's scores are contiguous.
+      prediction->mutable_scores()->Add(scores.row(i).data(),
+                                        scores.row(i).data() + scores.cols());
+    }
+  }
 }
+
 
 }  // namespace
 
@@ -40,9 +51,21 @@ int TransportMessageLimit(int max_message_bytes) {
   return static_cast<int>(std::min<int64_t>(int64_t{4} * std::max(max_message_bytes, 1), INT_MAX));
 }
 
-grpc::Status ToGrpcStatus(const absl::Status& status) {
-  if (status.ok()) return grpc::Status::OK;
-  return grpc::Status(static_cast<grpc::StatusCode>(status.code()), std::string(status.message()));
+absl::Status CheckRequestSize(const grpc::ByteBuffer& request, int max_message_bytes) {
+  if (!request.Valid()) {
+    // No payload reached the service: gRPC's transport refused the message (over
+    // TransportMessageLimit) or the call was cancelled; the client has gRPC's own status.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the request message did not arrive (over the transport's limit of ",
+        TransportMessageLimit(max_message_bytes), " bytes, or cancelled)"));
+  }
+  if (request.Length() > static_cast<size_t>(max_message_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request message of ", request.Length(),
+                     " bytes is over the server's message-size limit of ", max_message_bytes,
+                     " bytes (--max_message_bytes)"));
+  }
+  return absl::OkStatus();
 }
 
 namespace {
@@ -70,6 +93,7 @@ StrataService::StrataService(update::ModelStore* store, ServiceOptions options,
                     ? std::move(policy)
                     : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
                 options_.max_batch),
+      stats_(options_.metrics),
       inference_queue_("inference", std::max(1, options_.inference_threads)) {
   if (options_.metrics != nullptr) {
     options_.metrics->SetStateSource([this] { return MetricsState(); });
@@ -102,22 +126,8 @@ template <typename Call>
 bool StrataService::Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind,
                           RpcMethod method, absl::Time start) {
   grpc::Status refused = auth_.Check(*call->context(), kind);
-  if (refused.ok() && !request.Valid()) {
-    // No payload reached the service: gRPC's transport refused the message (over
-    // TransportMessageLimit) or the call was cancelled; the client has gRPC's own status.
-    refused = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                           "the request message did not arrive (over the transport's limit of " +
-                               std::to_string(TransportMessageLimit(options_.max_message_bytes)) +
-                               " bytes, or cancelled)");
-  } else if (refused.ok() && request.Length() > static_cast<size_t>(options_.max_message_bytes)) {
-    refused = grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("request message of ", request.Length(),
-                     " bytes is over the server's message-size limit of ",
-                     options_.max_message_bytes, " bytes (--max_message_bytes)"));
-  } else if (refused.ok()) {
-    refused = ToGrpcStatus(call->Parse(request));
-  }
+  if (refused.ok()) refused = ToGrpcStatus(CheckRequestSize(request, options_.max_message_bytes));
+  if (refused.ok()) refused = ToGrpcStatus(call->Parse(request));
   if (refused.ok()) return true;
   FinishUnary(call, method, refused, start);
   return false;
@@ -131,42 +141,8 @@ void StrataService::FinishUnary(Call* call, RpcMethod method, grpc::Status statu
     samples = call->request().samples_size();
   }
   status = call->Seal(status);
-  CountRpc(method, status, samples);
-  if (options_.metrics != nullptr && method == RpcMethod::kPredict) {
-    options_.metrics->ObservePredictBatch(samples);
-  }
-  RecordRpc(method, status, start);
+  stats_.Finished(method, status, samples, start);
   call->Finish(status);
-}
-
-void StrataService::CountRpc(RpcMethod method, const grpc::Status& status, int samples) {
-  absl::MutexLock lock(&stats_mu_);
-  switch (method) {
-    case RpcMethod::kPredict:
-      CountCall(stats_.mutable_predict(), status);
-      if (status.ok()) stats_.set_samples_predicted(stats_.samples_predicted() + samples);
-      break;
-    case RpcMethod::kExtractFeatures:
-      CountCall(stats_.mutable_extract_features(), status);
-      if (status.ok()) stats_.set_samples_extracted(stats_.samples_extracted() + samples);
-      break;
-    case RpcMethod::kUpdate:
-      CountCall(stats_.mutable_update(), status);
-      break;
-    case RpcMethod::kGetModelInfo:
-      CountCall(stats_.mutable_get_model_info(), status);
-      break;
-    case RpcMethod::kGetStats:
-    case RpcMethod::kSnapshot:
-      break;  // Stats has no counters for them
-  }
-}
-
-void StrataService::RecordRpc(RpcMethod method, const grpc::Status& status,
-                              absl::Time start) const {
-  if (options_.metrics == nullptr) return;
-  options_.metrics->ObserveRpc(method, static_cast<absl::StatusCode>(status.error_code()),
-                               absl::Now() - start);
 }
 
 ServedState StrataService::MetricsState() {
@@ -177,22 +153,12 @@ ServedState StrataService::MetricsState() {
     state.device = model->device();
   }
   state.energy_table = options_.energy_table_name;
-  const std::array<update::PhaseEnergy, update::kNumEnergyPhases> totals = meter_.Totals();
-  state.lower_tier_inference_joules =
-      totals[static_cast<int>(update::EnergyPhase::kLowerTierInference)].joules;
-  state.absorb_joules = totals[static_cast<int>(update::EnergyPhase::kAbsorb)].joules;
-  state.refresh_joules = totals[static_cast<int>(update::EnergyPhase::kRefresh)].joules;
-  state.readout_inference_joules =
-      totals[static_cast<int>(update::EnergyPhase::kReadoutInference)].joules;
+  const update::StreamEnergy joules = MeterTotals(meter_);
+  state.lower_tier_inference_joules = joules.lower_tier_inference;
+  state.readout_inference_joules = joules.readout_inference;
+  state.absorb_joules = joules.absorb;
+  state.refresh_joules = joules.refresh;
   return state;
-}
-
-void StrataService::CountCall(v1::RpcCount* count, const grpc::Status& status) {
-  if (status.ok()) {
-    count->set_ok(count->ok() + 1);
-  } else {
-    count->set_failed(count->failed() + 1);
-  }
 }
 
 // ---- ExtractFeatures and Predict -----------------------------------------------------------------
@@ -239,17 +205,7 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
   const int rows = static_cast<int>(scores.rows());
   response->mutable_energy()->set_upper_tier_joules(
       meter_.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best = 0;
-    scores.row(i).maxCoeff(&best);
-    v1::Prediction* prediction = response->add_predictions();
-    prediction->set_label(model.readout.labels[best]);
-    prediction->set_class_index(static_cast<uint32_t>(best));
-    if (request.return_scores()) {
-      prediction->mutable_scores()->Add(scores.row(i).data(),
-                                        scores.row(i).data() + scores.cols());
-    }
-  }
+  AddPredictions(scores, model.readout.labels, request.return_scores(), response);
   response->set_model_version(model.version);
   return absl::OkStatus();
 }
@@ -278,7 +234,7 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
   auto* call = new PredictUnaryCall(context, reply);
   if (!Admit(call, *request, CallKind::kRead, RpcMethod::kPredict, start)) return call;
   if (batcher_ != nullptr) {
-    batcher_->Enqueue({context, &call->request(), &call->response(), call, {}});
+    batcher_->Enqueue({context, &call->request(), &call->response(), call, nullptr, {}});
     return call;
   }
   inference_queue_.Schedule([this, call, start] {
@@ -295,26 +251,34 @@ BatcherCounters StrataService::batcher_counters() const {
   return batcher_ != nullptr ? batcher_->Counters() : BatcherCounters{};
 }
 
+void StrataService::SubmitPredict(PredictCall call) {
+  if (batcher_ != nullptr) {
+    batcher_->Enqueue(call);
+    return;
+  }
+  inference_queue_.Schedule([this, call] {
+    call.done->OnPredictDone(call.context->IsCancelled()
+                                 ? grpc::Status::CANCELLED
+                                 : ToGrpcStatus(DoPredict(*call.request, call.response)));
+  });
+}
+
 void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& status) {
+  if (call.done != nullptr) {
+    call.done->OnPredictDone(status);
+    return;
+  }
   // Enqueue() stamps `enqueued` as the handler hands the call over: the call's start.
   FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
 }
 
-void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch) {
-  // One version for the whole batch, so every request in it is answered by exactly one version.
-  const std::shared_ptr<const update::ModelVersion> model = store_->Current();
-  if (model == nullptr) {
-    for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
-    return;
-  }
-  const int input_size = model->extractor->input_size();
+int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int input_size,
+                                      BatchScratch* scratch) {
   int total = 0;
   for (const PredictCall& call : calls) total += call.request->samples_size();
   // Resized only when the batch's image count changes; row-major, so each image is one row.
   scratch->images.resize(std::max(total, 1), input_size);
   scratch->first_row.assign(calls.size(), -1);
-  // Validation and gathering: a request that is cancelled, empty, too large or has a bad sample is
-  // finished here, alone, and its rows are reused by the next request.
   int rows = 0;
   for (size_t c = 0; c < calls.size(); ++c) {
     const PredictCall& call = calls[c];
@@ -323,15 +287,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
       continue;
     }
     const auto& samples = call.request->samples();
-    absl::Status valid;
-    if (samples.empty()) {
-      valid = absl::InvalidArgumentError(
-          absl::StrCat("samples: empty batch, expected 1..", options_.max_batch, " samples"));
-    } else if (samples.size() > options_.max_batch) {
-      valid = absl::ResourceExhaustedError(
-          absl::StrCat("samples: batch of ", samples.size(), " samples, expected at most ",
-                       options_.max_batch, " (the server's max_batch)"));
-    }
+    absl::Status valid = CheckBatchSize(samples.size(), options_.max_batch);
     for (int i = 0; valid.ok() && i < samples.size(); ++i) {
       valid = ReadSample(samples[i], input_size, absl::StrCat("samples[", i, "]"),
                          scratch->images.row(rows + i).data());
@@ -343,10 +299,22 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
     scratch->first_row[c] = rows;
     rows += samples.size();
   }
-  if (rows == 0) return;
   // Keeps the first `rows` rows (row-major: the valid requests' images, in order).
-  if (rows < scratch->images.rows()) scratch->images.conservativeResize(rows, Eigen::NoChange);
+  if (rows > 0 && rows < scratch->images.rows()) {
+    scratch->images.conservativeResize(rows, Eigen::NoChange);
+  }
+  return rows;
+}
 
+void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch) {
+  // One version for the whole batch, so every request in it is answered by exactly one version.
+  const std::shared_ptr<const update::ModelVersion> model = store_->Current();
+  if (model == nullptr) {
+    for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
+    return;
+  }
+  const int rows = GatherPredictBatch(calls, model->extractor->input_size(), scratch);
+  if (rows == 0) return;
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> features = model->Features(scratch->images, &lower_counts);
   if (!features.ok()) {
@@ -359,33 +327,20 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
   // each request is charged its share of the batch: the same joules it would cost alone.
   const double lower_joules = meter_.Charge(update::EnergyPhase::kLowerTierInference, lower_counts,
                                             model->lower_tier_energy_table);
-  const int classes = static_cast<int>(model->readout.labels.size());
-  scratch->scores.resize(rows, classes);
+  scratch->scores.resize(rows, static_cast<Eigen::Index>(model->readout.labels.size()));
   scratch->scores.noalias() = *features * model->readout.weights;
   const double readout_joules =
       meter_.Charge(update::EnergyPhase::kReadoutInference, model->readout.Counts(rows));
-  const model::MatrixF& scores = scratch->scores;
   for (size_t c = 0; c < calls.size(); ++c) {
-    const int first = scratch->first_row[c];
-    if (first < 0) continue;
+    if (scratch->first_row[c] < 0) continue;
     const PredictCall& call = calls[c];
     const int n = call.request->samples_size();
     const double share = static_cast<double>(n) / rows;
     v1::PredictResponse* response = call.response;
     response->mutable_energy()->set_lower_tier_joules(lower_joules * share);
     response->mutable_energy()->set_upper_tier_joules(readout_joules * share);
-    response->mutable_predictions()->Reserve(n);
-    for (int i = first; i < first + n; ++i) {
-      Eigen::Index best = 0;
-      scores.row(i).maxCoeff(&best);
-      v1::Prediction* prediction = response->add_predictions();
-      prediction->set_label(model->readout.labels[best]);
-      prediction->set_class_index(static_cast<uint32_t>(best));
-      if (call.request->return_scores()) {
-        prediction->mutable_scores()->Add(scores.row(i).data(),
-                                          scores.row(i).data() + scores.cols());
-      }
-    }
+    AddPredictions(scratch->scores.middleRows(scratch->first_row[c], n), model->readout.labels,
+                   call.request->return_scores(), response);
     response->set_model_version(model->version);
     FinishPredict(call, grpc::Status::OK);
   }
@@ -393,163 +348,11 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
 
 // ---- Update ------------------------------------------------------------------------------------
 
-// One Update stream: a thin adapter between gRPC and an update::UpdateStream. Reads one message
-// at a time (as bytes) and parses it (sample by sample if it does not parse whole; a message over
-// max_message_bytes is rejected unread); on the update queue the pipeline validates, logs,
-// predicts, absorbs and offers it to the update policy, then the next read starts. When the reads
-// end, the reactor first tells a half-close from a broken call (OnReadDone(false) means either): it
-// sends the initial metadata, which fails on a call gRPC has cancelled (a message over the
-// transport's limit, a client cancel, a deadline). A half-closed stream ends in the pipeline (which
-// publishes under "stream-end" and waits for the log) and finishes with its summary; a broken one
-// finishes CANCELLED and publishes nothing. Exactly one read, metadata send or piece of queued work is outstanding at
-// any time, so the members need no lock; Finish() is called exactly once, by FinishWith().
-class StrataService::UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
- public:
-  UpdateReactor(StrataService* service, grpc::CallbackServerContext* context,
-                grpc::ByteBuffer* reply)
-      : service_(service), context_(context), reply_(reply) {
-    // Checked before anything is read, so an unauthenticated stream absorbs nothing.
-    grpc::Status allowed = service_->auth_.Check(*context_, CallKind::kWrite);
-    if (!allowed.ok()) {
-      FinishWith(allowed);
-      return;
-    }
-    absl::StatusOr<std::unique_ptr<update::UpdateStream>> stream =
-        service_->pipeline_.StartStream();
-    if (!stream.ok()) {
-      FinishWith(ToGrpcStatus(stream.status()));
-      return;
-    }
-    stream_ = *std::move(stream);
-    StartRead(&buffer_);
-  }
-
-  void OnReadDone(bool ok) override {
-    if (ok) {
-      service_->update_queue_.Schedule([this] { AbsorbMessage(); });
-    } else {
-      // The client half-closed, or the call is broken: the metadata send tells which.
-      StartSendInitialMetadata();
-    }
-  }
-
-  void OnSendInitialMetadataDone(bool ok) override {
-    service_->update_queue_.Schedule([this, ok] {
-      if (!ok || context_->IsCancelled()) {
-        // Samples already absorbed stay in the statistics; the next publish includes them.
-        FinishWith(grpc::Status::CANCELLED);
-        return;
-      }
-      stream_->OnStreamEnd([this](absl::StatusOr<update::StreamSummary> summary) {
-        if (!summary.ok()) {
-          FinishWith(ToGrpcStatus(summary.status()));
-          return;
-        }
-        if (summary->refresh.has_value()) RecordRefresh(*summary->refresh);
-        FillSummary(*summary);
-        FinishWith(grpc::Status::OK);
-      });
-    });
-  }
-
-  void OnDone() override { delete this; }
-
- private:
-  // Parses buffer_ and hands the message to the pipeline, then reads the next one.
-  void AbsorbMessage() {
-    if (context_->IsCancelled()) {
-      FinishWith(grpc::Status::CANCELLED);
-      return;
-    }
-    const update::MessageResult result = HandMessageOver();
-    if (service_->options_.metrics != nullptr) {
-      service_->options_.metrics->AddUpdateMessage(result.accepted, result.rejected);
-    }
-    if (result.refresh.has_value()) RecordRefresh(*result.refresh);
-    if (!result.status.ok()) {
-      STRATA_LOG(ERROR) << "Update: absorbing failed: " << result.status;
-      FinishWith(ToGrpcStatus(result.status));
-      return;
-    }
-    StartRead(&buffer_);
-  }
-
-  update::MessageResult HandMessageOver() {
-    const int max_bytes = service_->options_.max_message_bytes;
-    if (buffer_.Length() > static_cast<size_t>(max_bytes)) {
-      const size_t length = buffer_.Length();
-      buffer_.Clear();
-      return stream_->RejectMessage(
-          absl::StrCat("message of ", length, " bytes is over the server's message-size limit of ",
-                       max_bytes, " bytes (--max_message_bytes); send fewer samples per message"));
-    }
-    ParsedUpdateMessage message = ReadUpdateMessage(buffer_);
-    buffer_.Clear();
-    const v1::UpdateRequest& request = message.request;
-    std::vector<update::SampleInput> samples(request.samples_size());
-    for (int i = 0; i < request.samples_size(); ++i) {
-      if (!message.unreadable.empty() && !message.unreadable[i].empty()) {
-        samples[i].unreadable = message.unreadable[i];
-        continue;
-      }
-      const v1::LabeledSample& sample = request.samples(i);
-      samples[i].label = sample.label();
-      samples[i].input = InputOf(sample.sample());
-    }
-    return stream_->OnMessage(samples, message.unreadable_rest);
-  }
-
-  void RecordRefresh(model::RefreshPath path) {
-    if (service_->options_.metrics != nullptr) service_->options_.metrics->AddRefresh(path);
-  }
-
-  void FillSummary(const update::StreamSummary& summary) {
-    summary_.set_accepted(summary.accepted);
-    summary_.set_rejected(summary.rejected);
-    for (const update::Rejection& rejected : summary.rejections) {
-      v1::Rejection* rejection = summary_.add_rejections();
-      rejection->set_message_index(rejected.message_index);
-      rejection->set_sample_index(rejected.sample_index);
-      rejection->set_reason(rejected.reason);
-    }
-    for (const std::string& label : summary.new_labels) summary_.add_new_labels(label);
-    summary_.set_model_version(summary.model_version);
-    summary_.set_absorb_seconds(summary.absorb_seconds);
-    summary_.set_solve_seconds(summary.solve_seconds);
-    summary_.set_refreshes(summary.refreshes);
-    summary_.set_readout_current(summary.readout_current);
-    summary_.set_prequential_errors(summary.prequential_errors);
-    const update::StreamEnergy& energy = summary.energy;
-    FillPhaseEnergy(energy.lower_tier_inference, energy.readout_inference, energy.absorb,
-                    energy.refresh, summary_.mutable_energy());
-  }
-
-  // Finishes the call: with `status`, or for OK with the summary. Counts it first.
-  void FinishWith(grpc::Status status) {
-    if (status.ok()) {
-      absl::Status serialized = SerializeReply(summary_, reply_);
-      if (!serialized.ok()) status = ToGrpcStatus(serialized);
-    }
-    service_->CountRpc(RpcMethod::kUpdate, status, 0);
-    service_->RecordRpc(RpcMethod::kUpdate, status, start_);
-    Finish(status);
-  }
-
-  StrataService* const service_;
-  grpc::CallbackServerContext* const context_;
-  grpc::ByteBuffer* const reply_;
-  v1::UpdateSummary summary_;
-  // When the stream started: its latency runs from here to Finish().
-  const absl::Time start_ = absl::Now();
-  // The stream's work; null if the call was refused before it started.
-  std::unique_ptr<update::UpdateStream> stream_;
-  // The message being read.
-  grpc::ByteBuffer buffer_;
-};
-
 grpc::ServerReadReactor<grpc::ByteBuffer>* StrataService::Update(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* reply) {
-  return new UpdateReactor(this, context, reply);
+  const UpdateCallContext env{&auth_, &pipeline_, &update_queue_, &stats_,
+                              options_.max_message_bytes};
+  return StartUpdateCall(env, context, reply);
 }
 
 // ---- Snapshot ----------------------------------------------------------------------------------
@@ -606,28 +409,7 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
     FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoaded()), start);
     return call;
   }
-  v1::ModelInfo* response = &call->response();
-  // An image model (the only kind served so far): its shape.
-  const model::Shape input = model->extractor->input_kind().image;
-  response->set_input_height(input.height);
-  response->set_input_width(input.width);
-  response->set_input_channels(input.channels);
-  response->set_input_size(model->extractor->input_size());
-  response->set_feature_size(model->extractor->feature_size());
-  for (const std::string& label : model->readout.labels) response->add_labels(label);
-  response->set_model_version(model->version);
-  for (std::string& stage : model->extractor->Describe()) {
-    response->add_lower_tier_stages(std::move(stage));
-  }
-  response->set_upper_tier(absl::StrCat(
-      "ridge readout: ", model->extractor->feature_size(), " features -> ",
-      model->readout.labels.size(),
-      " classes, solved by Cholesky from exact sufficient statistics (lambda ",
-      model->ridge_lambda, ")"));
-  response->set_ridge_lambda(model->ridge_lambda);
-  response->set_samples_seen(model->samples_seen);
-  response->set_max_batch(options_.max_batch);
-  response->set_device(model->device());
+  FillModelInfo(*model, options_.max_batch, &call->response());
   FinishUnary(call, RpcMethod::kGetModelInfo, grpc::Status::OK, start);
   return call;
 }
@@ -645,13 +427,12 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
     return call;
   }
   v1::Stats* response = &call->response();
-  {
-    absl::MutexLock lock(&stats_mu_);
-    *response = stats_;
-  }
+  *response = stats_.Counters();
   response->set_model_version(model->version);
   response->set_uptime_seconds(Seconds(absl::Now() - start_time_));
-  FillPolicyAndEnergyStats(response);
+  response->set_device(model->device());
+  FillUpdateStats(pipeline_, response);
+  FillEnergyStats(meter_, options_.energy_table_name, response);
   const BatcherCounters batches = batcher_counters();
   response->set_predict_batches(batches.batches);
   response->set_predict_batch_requests(batches.requests);
@@ -660,50 +441,6 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   response->set_predict_largest_batch(batches.largest_batch_images);
   FinishUnary(call, RpcMethod::kGetStats, grpc::Status::OK, start);
   return call;
-}
-
-void StrataService::FillPolicyAndEnergyStats(v1::Stats* stats) {
-  const std::array<update::PhaseEnergy, update::kNumEnergyPhases> totals = meter_.Totals();
-  const double lower = totals[static_cast<int>(update::EnergyPhase::kLowerTierInference)].joules;
-  const double absorb = totals[static_cast<int>(update::EnergyPhase::kAbsorb)].joules;
-  const double refresh = totals[static_cast<int>(update::EnergyPhase::kRefresh)].joules;
-  const double readout = totals[static_cast<int>(update::EnergyPhase::kReadoutInference)].joules;
-  const update::PipelineCounters updates = pipeline_.counters();
-  stats->set_samples_absorbed(updates.samples_absorbed);
-  stats->set_samples_rejected(updates.samples_rejected);
-  stats->set_updates_applied(updates.updates_applied);
-  stats->set_prequential_samples(updates.prequential_samples);
-  stats->set_prequential_errors(updates.prequential_errors);
-  stats->set_pending_samples(updates.pending_samples);
-  FillPhaseEnergy(lower, readout, absorb, refresh, stats->mutable_energy());
-  stats->mutable_energy_by_tier()->set_lower_tier_joules(lower);
-  stats->mutable_energy_by_tier()->set_upper_tier_joules(readout + absorb + refresh);
-  v1::EnergyTable* table = stats->mutable_energy_table();
-  table->set_name(options_.energy_table_name);
-  table->set_int8_mac_pj(meter_.table().int8_mac_pj);
-  table->set_fp32_mac_pj(meter_.table().fp32_mac_pj);
-  table->set_fp64_mac_pj(meter_.table().fp64_mac_pj);
-  table->set_dram_pj_per_byte(meter_.table().dram_pj_per_byte);
-  table->set_host_link_pj_per_byte(meter_.table().host_link_pj_per_byte);
-  const std::shared_ptr<const update::ModelVersion> served = store_->Current();
-  stats->set_device(served != nullptr ? served->device() : options_.device);
-
-  const update::UpdatePolicy& policy = pipeline_.policy();
-  const update::UpdatePolicyStats decisions = policy.Stats();
-  stats->set_update_policy(std::string(policy.name()));
-  for (int i = 0; i < update::kNumDecisionReasons; ++i) {
-    const auto reason = static_cast<update::DecisionReason>(i);
-    const uint64_t count = decisions.count(reason);
-    if (count == 0) continue;
-    v1::DecisionCount* decision = stats->add_decisions();
-    decision->set_reason(std::string(update::DecisionReasonName(reason)));
-    decision->set_applied(update::DecisionReasonApplies(reason));
-    decision->set_count(count);
-  }
-  stats->set_drift_alarms(decisions.drift_alarms);
-  if (policy.kind() == update::PolicyKind::kEnergyAware) {
-    stats->set_budget_balance_joules(decisions.budget_balance_joules);
-  }
 }
 
 }  // namespace strata::server

@@ -52,6 +52,7 @@
 #include "fpga/energy.h"
 #include "server/auth.h"
 #include "server/batcher.h"
+#include "server/reports.h"
 #include "update/energy_meter.h"
 #include "server/metrics.h"
 #include "update/model_store.h"
@@ -109,8 +110,11 @@ using update::Durability;
 // ones itself (RESOURCE_EXHAUSTED), which bounds the memory one message can take.
 int TransportMessageLimit(int max_message_bytes);
 
-// Maps an absl::Status to the grpc::Status with the same code and message.
-grpc::Status ToGrpcStatus(const absl::Status& status);
+// OK if a unary request of `request`'s bytes may be parsed under a service limit of
+// `max_message_bytes`; RESOURCE_EXHAUSTED naming the limit if it is over it, or if no payload
+// arrived (gRPC's transport refused it, over TransportMessageLimit(), or the call was cancelled).
+// Every front-end (strata.v1, KServe v2) admits its unary requests with it.
+absl::Status CheckRequestSize(const grpc::ByteBuffer& request, int max_message_bytes);
 
 // The strata.v1.Strata service with every method raw (see the top of this file).
 using RawStrataService = v1::Strata::WithRawCallbackMethod_ExtractFeatures<
@@ -142,6 +146,14 @@ class StrataService final : public RawStrataService {
   // The batcher's cumulative figures (all 0 with batching off), for metrics. Thread-safe.
   BatcherCounters batcher_counters() const;
 
+  // Runs a Predict for another protocol front-end (KServe's ModelInfer) exactly as Predict runs
+  // its own: through the batcher (or, with batching off, the inference queue), the served version
+  // and the energy meter, validating each sample as Predict does. `call.done` must be set and
+  // `call.call` null; call.done->OnPredictDone() is called exactly once, and the context, request
+  // and response must stay alive until then. Not counted in GetStats' RPC counters nor as a
+  // strata.v1 Predict in the metrics: the front-end counts its own calls. Thread-safe.
+  void SubmitPredict(PredictCall call);
+
   grpc::ServerUnaryReactor* ExtractFeatures(grpc::CallbackServerContext* context,
                                             const grpc::ByteBuffer* request,
                                             grpc::ByteBuffer* reply) override;
@@ -161,8 +173,6 @@ class StrataService final : public RawStrataService {
                                      grpc::ByteBuffer* reply) override;
 
  private:
-  class UpdateReactor;
-
   // The version a request runs on and its samples' lower-tier features.
   struct LowerTierResult {
     std::shared_ptr<const update::ModelVersion> model;
@@ -180,6 +190,10 @@ class StrataService final : public RawStrataService {
   // compute), runs the others' images through one version's lower tier and readout at once,
   // splits the batch's joules by image count, and finishes every call.
   void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
+  // Validates each call of the batch and copies the valid ones' images into scratch->images, one
+  // row per image, recording each call's first row in scratch->first_row (-1: finished here, alone,
+  // cancelled or invalid). Returns the rows gathered.
+  int GatherPredictBatch(std::span<const PredictCall> calls, int input_size, BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
 
@@ -191,26 +205,12 @@ class StrataService final : public RawStrataService {
   bool Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind, RpcMethod method,
              absl::Time start);
   // Finishes a unary call that started at `start` with `status` (OK: with its response), after
-  // counting it in GetStats (CountRpc) and reporting it to the metrics. Runs at most once per call;
+  // counting it in GetStats and the metrics (stats_). Runs at most once per call;
   // `call` is gone afterwards.
   template <typename Call>
   void FinishUnary(Call* call, RpcMethod method, grpc::Status status, absl::Time start);
-  // Counts one finished `method` call in GetStats: ok or failed by `status`, and on success its
-  // `samples` in the method's sample counter (Predict, ExtractFeatures).
-  void CountRpc(RpcMethod method, const grpc::Status& status, int samples)
-      ABSL_LOCKS_EXCLUDED(stats_mu_);
-
-  // Reports one finished RPC, which started at `start`, to options_.metrics (if any).
-  void RecordRpc(RpcMethod method, const grpc::Status& status, absl::Time start) const;
   // What Metrics reads at scrape time: served version, device and cumulative joules.
-  ServedState MetricsState() ABSL_LOCKS_EXCLUDED(stats_mu_);
-
-  // Adds one finished call to `count` (ok or failed by `status`).
-  void CountCall(v1::RpcCount* count, const grpc::Status& status)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(stats_mu_);
-
-  // Adds the service's decision and energy figures to a Stats reply.
-  void FillPolicyAndEnergyStats(v1::Stats* stats) ABSL_LOCKS_EXCLUDED(stats_mu_);
+  ServedState MetricsState();
 
   update::ModelStore* const store_;
   const ServiceOptions options_;
@@ -223,10 +223,9 @@ class StrataService final : public RawStrataService {
   // queue only (its threading contract).
   update::UpdatePipeline pipeline_;
 
-  absl::Mutex stats_mu_;
   // The RPC counters of GetStats; model_version, uptime_seconds and the update, energy and policy
   // figures are filled in when asked (from pipeline_ and meter_).
-  v1::Stats stats_ ABSL_GUARDED_BY(stats_mu_);
+  CallStats stats_;
 
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};

@@ -33,17 +33,22 @@ absl::Status ReadSample(const v1::Sample& sample, int input_size, absl::string_v
   return valid;
 }
 
-absl::StatusOr<model::MatrixF> ReadBatch(
-    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, int input_size, int max_batch) {
-  if (samples.empty()) {
+absl::Status CheckBatchSize(int samples, int max_batch) {
+  if (samples == 0) {
     return absl::InvalidArgumentError(
         absl::StrCat("samples: empty batch, expected 1..", max_batch, " samples"));
   }
-  if (samples.size() > max_batch) {
-    return absl::ResourceExhaustedError(absl::StrCat("samples: batch of ", samples.size(),
+  if (samples > max_batch) {
+    return absl::ResourceExhaustedError(absl::StrCat("samples: batch of ", samples,
                                                      " samples, expected at most ", max_batch,
                                                      " (the server's max_batch)"));
   }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<model::MatrixF> ReadBatch(
+    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, int input_size, int max_batch) {
+  if (absl::Status size = CheckBatchSize(samples.size(), max_batch); !size.ok()) return size;
   model::MatrixF batch(samples.size(), input_size);
   for (int i = 0; i < samples.size(); ++i) {
     absl::Status status =

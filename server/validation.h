@@ -36,6 +36,10 @@ update::InputView InputOf(const v1::Sample& sample);
 absl::Status ReadSample(const v1::Sample& sample, int input_size, absl::string_view field,
                         float* out);
 
+// A Predict / ExtractFeatures batch must hold 1..max_batch samples: none is INVALID_ARGUMENT, more
+// than `max_batch` is RESOURCE_EXHAUSTED.
+absl::Status CheckBatchSize(int samples, int max_batch);
+
 // Reads a whole Predict / ExtractFeatures batch into a matrix, one sample per row. The batch must
 // hold 1..max_batch samples: none is INVALID_ARGUMENT, more than `max_batch` is RESOURCE_EXHAUSTED;
 // the first bad sample fails the whole batch (INVALID_ARGUMENT, as ReadSample).
