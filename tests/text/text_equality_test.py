@@ -130,7 +130,7 @@ def main():
         cos = cosines(read_embeddings(path), reference)
         worst = int(np.argmin(cos))
         print(f"embeddings {device}: {len(cos)} texts in {time.time() - start:.1f} s, cosine to "
-              f"the reference min {cos.min():.6f} mean {cos.mean():.6f} "
+              f"the reference min {cos.min():.8f} mean {cos.mean():.8f} "
               f"(worst: #{worst}, {len(reference_ids[worst])} tokens); bound {bound}")
         ok &= bool(cos.min() >= bound)
         if device == "float":
