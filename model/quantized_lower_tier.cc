@@ -5,13 +5,12 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "fpga/kernels/kernels.h"
+#include "model/int8_quantization.h"
 
 namespace strata::model {
 namespace {
@@ -21,18 +20,8 @@ namespace {
 constexpr Eigen::Index kImagesPerChunk = kLowerTierRowsPerChunk;
 // Calibration images per chunk of the float pass.
 constexpr Eigen::Index kCalibrationChunk = 128;
-constexpr float kInt8Max = 127.0f;
 // Rows from which a dense layer's (de)quantisation loops open a parallel region of their own.
 constexpr Eigen::Index kParallelRows = 8;
-
-// x_q = clamp(round(x / s_x), -127, 127), rounding half to even (the default FP environment).
-// std::rint rounds as nearbyint does (only the inexact flag differs) and, unlike it, vectorises.
-void QuantizeActivations(const float* x, size_t n, float inverse_scale, int8_t* out) {
-  for (size_t i = 0; i < n; ++i) {
-    const float v = std::clamp(x[i] * inverse_scale, -kInt8Max, kInt8Max);
-    out[i] = static_cast<int8_t>(std::rint(v));
-  }
-}
 
 // Reads a CPU-time clock at each step boundary and adds the time since the last one to that step
 // (CPU time, so that other processes sharing the cores do not inflate a step): this thread's
@@ -72,15 +61,6 @@ const MatrixF* StageWeights(const Stage& stage) {
   return nullptr;
 }
 
-// The |x| value at `percentile` (in (0, 100]) of `values`; reorders them.
-float Percentile(std::vector<float>& values, double percentile) {
-  if (values.empty()) return 0;
-  const double rank = std::ceil(percentile / 100.0 * static_cast<double>(values.size()));
-  const size_t k = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
-  return values[k];
-}
-
 // OK if `calibration` holds one positive, finite activation scale per quantised stage.
 absl::Status CheckActivationScales(const Int8Calibration& calibration, size_t quantized) {
   const size_t k = calibration.activation_scales.size();
@@ -95,46 +75,6 @@ absl::Status CheckActivationScales(const Int8Calibration& calibration, size_t qu
       return absl::InvalidArgumentError(absl::StrCat(
           "quantised lower tier: activation scale ", i, " is ", scale,
           ", expected a positive finite value"));
-    }
-  }
-  return absl::OkStatus();
-}
-
-// One layer's per-output-channel weight scales s_w[o] = max |w[:, o]| / 127, its int8 weights and
-// (if `bias` is not null) int32 bias into `spec` (whose in / out features are set), and the
-// dequantisation factors s_x s_w[o] into `dequantize`; the scales' range into `info`.
-// INVALID_ARGUMENT if a bias is beyond the kernel's range.
-absl::Status QuantizeWeights(const MatrixF& weights, const VectorF* bias, float activation_scale,
-                             QuantizedStageInfo& info, fpga::DenseInt8Spec& spec,
-                             std::vector<float>& dequantize) {
-  const int in_features = spec.in_features;
-  const int out_features = spec.out_features;
-  spec.weights.resize(static_cast<size_t>(in_features) * out_features);
-  dequantize.resize(out_features);
-  info.min_weight_scale = std::numeric_limits<float>::max();
-  info.max_weight_scale = 0;
-  if (bias != nullptr) spec.bias.resize(out_features);
-  for (int o = 0; o < out_features; ++o) {
-    const float max_abs = weights.col(o).cwiseAbs().maxCoeff();
-    const float weight_scale = max_abs > 0 ? max_abs / kInt8Max : 1.0f;
-    info.min_weight_scale = std::min(info.min_weight_scale, weight_scale);
-    info.max_weight_scale = std::max(info.max_weight_scale, weight_scale);
-    int8_t* row = spec.weights.data() + static_cast<size_t>(o) * in_features;
-    for (int i = 0; i < in_features; ++i) {
-      const float v = std::clamp(weights(i, o) / weight_scale, -kInt8Max, kInt8Max);
-      row[i] = static_cast<int8_t>(std::nearbyint(v));
-    }
-    const double accumulator_scale = static_cast<double>(activation_scale) * weight_scale;
-    dequantize[o] = static_cast<float>(accumulator_scale);
-    if (bias != nullptr) {
-      const double b = std::nearbyint((*bias)(o) / accumulator_scale);
-      if (std::abs(b) > fpga::kernels::kDenseMaxAbsBias) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "quantised lower tier stage %d (%s): bias[%d] = %g is %g accumulator units, beyond "
-            "the kernel's 2^30",
-            info.stage + 1, info.kind, o, (*bias)(o), b));
-      }
-      spec.bias[o] = static_cast<int32_t>(b);
     }
   }
   return absl::OkStatus();
@@ -308,11 +248,17 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     plan.inverse_activation_scale = 1.0f / activation_scale;
 
     // Per-output-channel weight scales, int8 weights and the int32 bias.
-    if (absl::Status q = QuantizeWeights(*weights, bias, activation_scale, info, spec,
-                                         plan.dequantize);
+    WeightQuantization quantized;
+    if (absl::Status q = QuantizeDenseWeights(
+            *weights, bias, activation_scale,
+            absl::StrFormat("quantised lower tier stage %d (%s)", s + 1, info.kind), spec,
+            quantized);
         !q.ok()) {
       return q;
     }
+    plan.dequantize = std::move(quantized.dequantize);
+    info.min_weight_scale = quantized.min_weight_scale;
+    info.max_weight_scale = quantized.max_weight_scale;
 
     absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> layer =
         backend.LoadDenseInt8(std::move(spec));

@@ -7,7 +7,7 @@
 // The other stages (split_relu, pool, sqrt, standardise) run in float on the host, exactly as in
 // LowerTier, between the layers.
 //
-// Quantisation is symmetric (zero points 0), as the kernels require:
+// Quantisation is symmetric (zero points 0), as the kernels require (model/int8_quantization.h):
 //   weights      per output channel o: s_w[o] = max_i |w[o][i]| / 127, w_q = round(w / s_w[o]);
 //   activations  per tensor (the stage's input): s_x = percentile(|x|) / 127 over the values the
 //                calibration images produce there in the float lower tier (ActivationCalibration);

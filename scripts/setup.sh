@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every system package Strata needs to build, test and run its demo, from Debian 12's
 # archive. Idempotent: when everything is present it only checks, in well under a second.
+# (Files from PyPI are fetched by the scripts that need them, e.g. scripts/fetch-minilm.sh for the
+# text encoder's model, so that this script stays the Dockerfile's apt layer on its own.)
 set -euo pipefail
 
 PACKAGES=(
@@ -33,6 +35,9 @@ PACKAGES=(
   python3-venv
   # bench/serving_bench.sh: h2load, a light HTTP/2 load generator, beside ghz
   nghttp2-client
+  # the text encoder (text/): JSON (tokenizer.json, config.json, safetensors headers) and Unicode
+  # data (categories, NFD, case mappings)
+  nlohmann-json3-dev libicu-dev
 )
 
 missing=()
