@@ -102,7 +102,8 @@ absl::StatusOr<std::vector<std::string>> ReadTexts(const std::string& path) {
   std::string line;
   while (std::getline(in, line)) {
     const auto value = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!value.is_string()) return absl::InvalidArgumentError(absl::StrCat(path, ": not JSON strings"));
+    if (!value.is_string())
+      return absl::InvalidArgumentError(absl::StrCat(path, ": not JSON strings"));
     texts.push_back(value.get<std::string>());
   }
   if (texts.empty()) return absl::InvalidArgumentError(absl::StrCat(path, ": no texts"));
@@ -111,13 +112,13 @@ absl::StatusOr<std::vector<std::string>> ReadTexts(const std::string& path) {
 
 void PrintRow(const Row& r) {
   const double total = std::max(r.times.total(), 1e-12);
-  std::printf("%-9s %5d %9zu %12.1f %9.2f %9.2f %12.3g   dense %4.1f%% quant %4.1f%% attn %4.1f%% "
-              "norm/gelu %4.1f%% tok %4.1f%% other %4.1f%%\n",
-              r.path.c_str(), r.batch, r.sentences, r.sentences / r.seconds, r.p50_ms, r.p99_ms,
-              r.joules_per_sentence, 100 * r.times.dense_s / total,
-              100 * r.times.quantize_s / total, 100 * r.times.attention_s / total,
-              100 * r.times.norm_s / total, 100 * r.times.tokenize_s / total,
-              100 * (r.times.embed_s + r.times.pool_s) / total);
+  std::printf(
+      "%-9s %5d %9zu %12.1f %9.2f %9.2f %12.3g   dense %4.1f%% quant %4.1f%% attn %4.1f%% "
+      "norm/gelu %4.1f%% tok %4.1f%% other %4.1f%%\n",
+      r.path.c_str(), r.batch, r.sentences, r.sentences / r.seconds, r.p50_ms, r.p99_ms,
+      r.joules_per_sentence, 100 * r.times.dense_s / total, 100 * r.times.quantize_s / total,
+      100 * r.times.attention_s / total, 100 * r.times.norm_s / total,
+      100 * r.times.tokenize_s / total, 100 * (r.times.embed_s + r.times.pool_s) / total);
 }
 
 nlohmann::json RowJson(const Row& r) {
@@ -134,7 +135,8 @@ nlohmann::json RowJson(const Row& r) {
 // Token length distribution of the sample (with [CLS] and [SEP]).
 void PrintLengths(const text::TextEncoder& encoder, const std::vector<std::string>& texts) {
   std::vector<double> lengths;
-  for (const auto& t : texts) lengths.push_back(static_cast<double>(encoder.tokenizer().Encode(t)->size()));
+  for (const auto& t : texts)
+    lengths.push_back(static_cast<double>(encoder.tokenizer().Encode(t)->size()));
   double sum = 0;
   for (double l : lengths) sum += l;
   std::printf("sentences: %zu, tokens per sentence mean %.1f, p50 %.0f, p90 %.0f, max %.0f\n",
@@ -173,8 +175,8 @@ absl::Status Run() {
     }
     const bool emu = path == "emu";
     for (int batch : {1, 32}) {
-      const size_t min_sentences =
-          emu ? static_cast<size_t>(absl::GetFlag(FLAGS_emu_sentences)) : static_cast<size_t>(batch);
+      const size_t min_sentences = emu ? static_cast<size_t>(absl::GetFlag(FLAGS_emu_sentences))
+                                       : static_cast<size_t>(batch);
       auto row = Measure(**encoder, *texts, batch, emu ? 0.0 : seconds, min_sentences, energy);
       if (!row.ok()) return row.status();
       row->path = path == "float" ? "float" : absl::StrCat("int8 ", path);

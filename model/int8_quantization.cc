@@ -20,7 +20,8 @@ void QuantizeActivations(const float* x, size_t n, float inverse_scale, int8_t* 
 float Percentile(std::vector<float>& values, double percentile) {
   if (values.empty()) return 0;
   const double rank = std::ceil(percentile / 100.0 * static_cast<double>(values.size()));
-  const size_t k = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
+  const size_t k =
+      static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
   std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
   return values[k];
 }
@@ -50,9 +51,9 @@ absl::Status QuantizeDenseWeights(const MatrixF& weights, const VectorF* bias,
     if (bias != nullptr) {
       const double b = std::nearbyint((*bias)(o) / accumulator_scale);
       if (std::abs(b) > fpga::kernels::kDenseMaxAbsBias) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "%s: bias[%d] = %g is %g accumulator units, beyond the kernel's 2^30", layer_name, o,
-            (*bias)(o), b));
+        return absl::InvalidArgumentError(
+            absl::StrFormat("%s: bias[%d] = %g is %g accumulator units, beyond the kernel's 2^30",
+                            layer_name, o, (*bias)(o), b));
       }
       spec.bias[o] = static_cast<int32_t>(b);
     }

@@ -62,15 +62,15 @@ absl::StatusOr<TensorInfo> ParseEntry(const json& entry, uint64_t data_size,
   info.begin = (*offsets)[0].get<uint64_t>();
   info.end = (*offsets)[1].get<uint64_t>();
   if (info.begin > info.end || info.end > data_size) {
-    return absl::InvalidArgumentError(absl::StrCat(error, "data_offsets [", info.begin, ", ",
-                                                   info.end, "] out of range: the data section has ",
-                                                   data_size, " bytes"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(error, "data_offsets [", info.begin, ", ", info.end,
+                     "] out of range: the data section has ", data_size, " bytes"));
   }
   const uint64_t expected = elements * static_cast<uint64_t>(DtypeSize(info.dtype));
   if (info.end - info.begin != expected) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        error, info.end - info.begin, " bytes of data for ", info.dtype, " ",
-        ShapeString(info.shape), ", which needs ", expected));
+    return absl::InvalidArgumentError(
+        absl::StrCat(error, info.end - info.begin, " bytes of data for ", info.dtype, " ",
+                     ShapeString(info.shape), ", which needs ", expected));
   }
   return info;
 }
@@ -102,9 +102,9 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::FromBytes(std::string bytes,
   uint64_t header_length = 0;
   std::memcpy(&header_length, bytes.data(), 8);
   if (header_length > kMaxHeaderBytes || header_length > bytes.size() - 8) {
-    return absl::InvalidArgumentError(absl::StrCat(name, ": header length ", header_length,
-                                                   " exceeds the file's ", bytes.size() - 8,
-                                                   " bytes after it (truncated or not safetensors)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(name, ": header length ", header_length, " exceeds the file's ",
+                     bytes.size() - 8, " bytes after it (truncated or not safetensors)"));
   }
   file.data_start_ = 8 + header_length;
   file.bytes_ = std::move(bytes);
@@ -119,8 +119,7 @@ absl::StatusOr<SafetensorsFile> SafetensorsFile::FromBytes(std::string bytes,
 absl::Status SafetensorsFile::ParseHeader(absl::string_view header) {
   const json root = json::parse(header.begin(), header.end(), nullptr, /*allow_exceptions=*/false);
   if (root.is_discarded() || !root.is_object()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(name_, ": the header is not a JSON object"));
+    return absl::InvalidArgumentError(absl::StrCat(name_, ": the header is not a JSON object"));
   }
   const uint64_t data_size = bytes_.size() - data_start_;
   std::vector<std::pair<uint64_t, std::string>> by_offset;

@@ -6,7 +6,8 @@
 // Open checks everything before any tensor is read: the header length against the file, the JSON,
 // every tensor's dtype (a known one), shape (non-negative integers), offsets (begin <= end <= the
 // data's size) and size (end - begin = product(shape) x the dtype's size), and that no two tensors
-// overlap. A bad file is one INVALID_ARGUMENT naming the file and, where one is at fault, the tensor.
+// overlap. A bad file is one INVALID_ARGUMENT naming the file and, where one is at fault, the
+// tensor.
 #ifndef STRATA_TEXT_SAFETENSORS_H_
 #define STRATA_TEXT_SAFETENSORS_H_
 
@@ -21,7 +22,7 @@
 namespace strata::text {
 
 struct TensorInfo {
-  std::string dtype;           // "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
+  std::string dtype;  // "F32", "F16", "BF16", "F64", "I64", "I32", "I16", "I8", "U8", "BOOL"
   std::vector<int64_t> shape;  // [] for a scalar
   uint64_t begin = 0;          // byte offsets in the data section
   uint64_t end = 0;

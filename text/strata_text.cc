@@ -63,7 +63,8 @@ absl::Status WriteIds(const TextEncoder& encoder, const std::vector<std::string>
   std::ofstream out(path);
   for (size_t i = 0; i < texts.size(); ++i) {
     absl::StatusOr<std::vector<int32_t>> ids = encoder.tokenizer().Encode(texts[i]);
-    if (!ids.ok()) return absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", ids.status().message()));
+    if (!ids.ok())
+      return absl::InvalidArgumentError(absl::StrCat("text ", i, ": ", ids.status().message()));
     out << "[" << absl::StrJoin(*ids, ",") << "]\n";
   }
   return out ? absl::OkStatus() : absl::InternalError(absl::StrCat("writing ", path));
@@ -85,7 +86,8 @@ absl::Status WriteEmbeddings(const TextEncoder& encoder, const std::vector<std::
   }
   std::cerr << "strata-text: " << texts.size() << " embeddings on " << encoder.device() << ", "
             << fpga::ToString(total) << "\n";
-  return out ? absl::OkStatus() : absl::InternalError(absl::StrCat("writing ", options.embeddings_out));
+  return out ? absl::OkStatus()
+             : absl::InternalError(absl::StrCat("writing ", options.embeddings_out));
 }
 
 absl::Status Run(const Options& options) {

@@ -1,14 +1,13 @@
 #include "text/text_encoder.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
-#include <utility>
-
-#include <omp.h>
-
 #include <unsupported/Eigen/SpecialFunctions>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -162,9 +161,9 @@ absl::StatusOr<std::unique_ptr<TextEncoder>> TextEncoder::Load(const std::string
   if (!config.ok()) return config.status();
   TokenizerOptions tokenizer_options = options.tokenizer;
   if (tokenizer_options.max_length > config->max_position_embeddings) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "text encoder: max_length ", tokenizer_options.max_length, " exceeds the model's ",
-        config->max_position_embeddings, " positions"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("text encoder: max_length ", tokenizer_options.max_length,
+                     " exceeds the model's ", config->max_position_embeddings, " positions"));
   }
   absl::StatusOr<WordPieceTokenizer> tokenizer =
       WordPieceTokenizer::FromTokenizerJson(dir / "tokenizer.json", tokenizer_options);
@@ -251,7 +250,8 @@ absl::Status LoadInt8(fpga::Backend& backend, MatrixF& weight, std::string name,
   model::WeightQuantization quantized;
   // QuantizeDenseWeights takes in x out; with s_x = 1 its dequantisation factors are s_w.
   const MatrixF transposed = weight.transpose();
-  if (absl::Status s = model::QuantizeDenseWeights(transposed, nullptr, 1.0f, name, spec, quantized);
+  if (absl::Status s =
+          model::QuantizeDenseWeights(transposed, nullptr, 1.0f, name, spec, quantized);
       !s.ok()) {
     return s;
   }
@@ -290,9 +290,9 @@ absl::Status TextEncoder::LoadWeights(const std::string& path, const TextEncoder
     if (!m.ok()) return m.status();
     *target = *std::move(m);
   }
-  if (absl::Status s = ReadAll(reader, "embeddings.LayerNorm.",
-                               {{"weight", &embedding_norm_gamma_, h},
-                                {"bias", &embedding_norm_beta_, h}});
+  if (absl::Status s =
+          ReadAll(reader, "embeddings.LayerNorm.",
+                  {{"weight", &embedding_norm_gamma_, h}, {"bias", &embedding_norm_beta_, h}});
       !s.ok()) {
     return s;
   }
@@ -308,7 +308,9 @@ absl::Status TextEncoder::LoadWeights(const std::string& path, const TextEncoder
     };
     const std::vector<Part> parts = {
         {&layer->qkv,
-         {p + "attention.self.query", p + "attention.self.key", p + "attention.self.value"}, h, h},
+         {p + "attention.self.query", p + "attention.self.key", p + "attention.self.value"},
+         h,
+         h},
         {&layer->attention_output, {p + "attention.output.dense"}, h, h},
         {&layer->intermediate, {p + "intermediate.dense"}, h, f},
         {&layer->output, {p + "output.dense"}, f, h}};
@@ -329,12 +331,12 @@ absl::Status TextEncoder::LoadWeights(const std::string& path, const TextEncoder
         }
       }
     }
-    if (absl::Status s = ReadAll(reader, p,
-                                 {{"attention.output.LayerNorm.weight",
-                                   &layer->attention_norm_gamma, h},
-                                  {"attention.output.LayerNorm.bias", &layer->attention_norm_beta, h},
-                                  {"output.LayerNorm.weight", &layer->output_norm_gamma, h},
-                                  {"output.LayerNorm.bias", &layer->output_norm_beta, h}});
+    if (absl::Status s =
+            ReadAll(reader, p,
+                    {{"attention.output.LayerNorm.weight", &layer->attention_norm_gamma, h},
+                     {"attention.output.LayerNorm.bias", &layer->attention_norm_beta, h},
+                     {"output.LayerNorm.weight", &layer->output_norm_gamma, h},
+                     {"output.LayerNorm.bias", &layer->output_norm_beta, h}});
         !s.ok()) {
       return s;
     }
@@ -429,8 +431,8 @@ void TextEncoder::EmbedTokensOfChunk(std::span<const std::vector<int32_t>> ids, 
   for (const std::vector<int32_t>& sequence : ids) {
     for (size_t p = 0; p < sequence.size(); ++p, ++t) {
       // Token type 0: single sentences.
-      x.row(t) = word_embeddings_.row(sequence[p]) + position_embeddings_.row(p) +
-                 type_embeddings_.row(0);
+      x.row(t) =
+          word_embeddings_.row(sequence[p]) + position_embeddings_.row(p) + type_embeddings_.row(0);
     }
   }
   LayerNormRows(x, embedding_norm_gamma_, embedding_norm_beta_,
@@ -441,7 +443,8 @@ absl::Status TextEncoder::ForwardChunk(std::span<const std::vector<int32_t>> ids
                                        Eigen::Index first, Workspace& ws, fpga::OpCounts& counts,
                                        EncoderTimes& times) const {
   std::vector<int> offsets = {0};
-  for (const auto& sequence : ids) offsets.push_back(offsets.back() + static_cast<int>(sequence.size()));
+  for (const auto& sequence : ids)
+    offsets.push_back(offsets.back() + static_cast<int>(sequence.size()));
   const float eps = static_cast<float>(config_.layer_norm_eps);
   {
     ScopedTimer timer(times.embed_s);
@@ -454,8 +457,8 @@ absl::Status TextEncoder::ForwardChunk(std::span<const std::vector<int32_t>> ids
       ScopedTimer timer(times.attention_s);
       Attention(ws.qkv, offsets, ws.context);
     }
-    if (absl::Status s = RunDense(layer->attention_output, ws.context, ws.projected, ws, counts,
-                                  times);
+    if (absl::Status s =
+            RunDense(layer->attention_output, ws.context, ws.projected, ws, counts, times);
         !s.ok()) {
       return s;
     }
@@ -542,8 +545,8 @@ absl::StatusOr<MatrixF> TextEncoder::EmbedTokens(std::span<const std::vector<int
     }
     for (int32_t id : sequence) {
       if (id < 0 || id >= config_.vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("text ", i, ": token id ", id,
-                                                       " outside the vocabulary"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("text ", i, ": token id ", id, " outside the vocabulary"));
       }
     }
   }
@@ -556,8 +559,7 @@ absl::StatusOr<MatrixF> TextEncoder::EmbedTokens(std::span<const std::vector<int
     // Whole sequences up to max_chunk_tokens_ (one sequence is at most max_length tokens).
     size_t end = begin;
     int tokens = 0;
-    while (end < ids.size() &&
-           tokens + static_cast<int>(ids[end].size()) <= max_chunk_tokens_) {
+    while (end < ids.size() && tokens + static_cast<int>(ids[end].size()) <= max_chunk_tokens_) {
       tokens += static_cast<int>(ids[end++].size());
     }
     if (end == begin) tokens += static_cast<int>(ids[end++].size());

@@ -4,13 +4,14 @@
 //
 //   float  every product in fp32 on the host (Eigen).
 //   int8   the encoder's dense layers (Q/K/V fused, attention output, FFN in and out: 4 per
-//          layer: 99.5 % of the multiply-accumulates at 12 tokens, 90 % at 256) as fpga::DenseInt8Layer on
-//          a backend (cpu, emu or xrt), so a card runs the same kernels. Weights are quantised per
-//          output channel; activations per row (token), dynamically, so no calibration set is
-//          needed and an outlier token does not coarsen its neighbours: the row is centred on the
-//          middle of its range, c = (max + min) / 2, and x - c quantised with s_x = (max - min) / 254
-//          (the kernel is symmetric; centring gives it the precision of an asymmetric scheme). The
-//          layers run in raw-output mode and the host computes acc * s_x[row] * s_w[o]
+//          layer: 99.5 % of the multiply-accumulates at 12 tokens, 90 % at 256) as
+//          fpga::DenseInt8Layer on a backend (cpu, emu or xrt), so a card runs the same kernels.
+//          Weights are quantised per output channel; activations per row (token), dynamically, so
+//          no calibration set is needed and an outlier token does not coarsen its neighbours: the
+//          row is centred on the middle of its range, c = (max + min) / 2, and x - c quantised with
+//          s_x = (max - min) / 254 (the kernel is symmetric; centring gives it the precision of an
+//          asymmetric scheme). The layers run in raw-output mode and the host computes acc *
+//          s_x[row] * s_w[o]
 //          + c[row] * rowsum(W_q)[o] + bias[o] in float. What stays float, and why:
 //            embeddings, LayerNorm, GELU, softmax, pooling: elementwise or per-row reductions,
 //              little arithmetic, and the places where int8 rounding costs the most accuracy;

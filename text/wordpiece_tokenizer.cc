@@ -50,13 +50,19 @@ bool InUnicode8(UChar32 c) {
 int8_t Unicode8Category(UChar32 c) {
   if (!InUnicode8(c)) return U_UNASSIGNED;
   switch (c) {
-    case 0x166D: return U_OTHER_PUNCTUATION;        // CANADIAN SYLLABICS CHI SIGN: So since 12.0
-    case 0x1734: return U_NON_SPACING_MARK;         // HANUNOO SIGN PAMUDPOD: Mc since 14.0
-    case 0x1885:                                    // MONGOLIAN LETTER ALI GALI (THREE) BALUDA:
-    case 0x1886: return U_OTHER_LETTER;             //   Mn since 9.0
-    case 0xA9BD: return U_COMBINING_SPACING_MARK;   // JAVANESE CONSONANT SIGN KERET: Mn since 12.0
-    case 0x111C9: return U_OTHER_PUNCTUATION;       // SHARADA SANDHI MARK: Mn since 9.0
-    default: return u_charType(c);
+    case 0x166D:
+      return U_OTHER_PUNCTUATION;  // CANADIAN SYLLABICS CHI SIGN: So since 12.0
+    case 0x1734:
+      return U_NON_SPACING_MARK;  // HANUNOO SIGN PAMUDPOD: Mc since 14.0
+    case 0x1885:                  // MONGOLIAN LETTER ALI GALI (THREE) BALUDA:
+    case 0x1886:
+      return U_OTHER_LETTER;  //   Mn since 9.0
+    case 0xA9BD:
+      return U_COMBINING_SPACING_MARK;  // JAVANESE CONSONANT SIGN KERET: Mn since 12.0
+    case 0x111C9:
+      return U_OTHER_PUNCTUATION;  // SHARADA SANDHI MARK: Mn since 9.0
+    default:
+      return u_charType(c);
   }
 }
 
@@ -216,8 +222,8 @@ absl::StatusOr<bool> NormalizerFlag(const json& normalizer, const char* name, bo
   const auto it = normalizer.find(name);
   if (it == normalizer.end() || it->is_null()) return if_null;
   if (!it->is_boolean()) {
-    return absl::InvalidArgumentError(absl::StrCat("tokenizer.json: normalizer.", name,
-                                                   " is not a boolean"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("tokenizer.json: normalizer.", name, " is not a boolean"));
   }
   return it->get<bool>();
 }
@@ -245,8 +251,8 @@ std::string SectionType(const json& root, const char* section) {
 absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::FromTokenizerJson(
     const std::string& path, const TokenizerOptions& options) {
   if (options.max_length < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "tokenizer: max_length ", options.max_length, " leaves no room for [CLS] and [SEP]"));
+    return absl::InvalidArgumentError(absl::StrCat("tokenizer: max_length ", options.max_length,
+                                                   " leaves no room for [CLS] and [SEP]"));
   }
   absl::StatusOr<std::string> contents = base::ReadFile(path);
   if (!contents.ok()) return contents.status();
@@ -254,13 +260,13 @@ absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::FromTokenizerJson(
   if (root.is_discarded() || !root.is_object()) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
   }
-  for (auto [section, expected] : {std::pair{"normalizer", "BertNormalizer"},
-                                   std::pair{"pre_tokenizer", "BertPreTokenizer"},
-                                   std::pair{"model", "WordPiece"}}) {
+  for (auto [section, expected] :
+       {std::pair{"normalizer", "BertNormalizer"}, std::pair{"pre_tokenizer", "BertPreTokenizer"},
+        std::pair{"model", "WordPiece"}}) {
     if (SectionType(root, section) != expected) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "%s: %s.type is \"%s\", this tokenizer implements %s", path, section,
-          SectionType(root, section), expected));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("%s: %s.type is \"%s\", this tokenizer implements %s", path, section,
+                          SectionType(root, section), expected));
     }
   }
   WordPieceTokenizer t;
@@ -324,8 +330,7 @@ absl::StatusOr<std::vector<std::string>> WordPieceTokenizer::Words(absl::string_
   return SplitWords(normal);
 }
 
-void WordPieceTokenizer::AppendWordPieces(absl::string_view word,
-                                          std::vector<int32_t>& ids) const {
+void WordPieceTokenizer::AppendWordPieces(absl::string_view word, std::vector<int32_t>& ids) const {
   // Byte offsets of the code point boundaries (the word is valid UTF-8: we encoded it).
   std::vector<int32_t> bounds;
   const auto* s = reinterpret_cast<const uint8_t*>(word.data());

@@ -1,18 +1,20 @@
-// The BERT-uncased WordPiece tokenizer of all-MiniLM-L6-v2: UTF-8 text to token ids, equal to Hugging
-// Face `tokenizers` (BertNormalizer, BertPreTokenizer, WordPiece, the [CLS] A [SEP] template) with the
-// model's tokenizer.json. The rules, in order (docs/text-encoder.md has the details and the proof):
+// The BERT-uncased WordPiece tokenizer of all-MiniLM-L6-v2: UTF-8 text to token ids, equal to
+// Hugging Face `tokenizers` (BertNormalizer, BertPreTokenizer, WordPiece, the [CLS] A [SEP]
+// template) with the model's tokenizer.json. The rules, in order (docs/text-encoder.md has the
+// details and the proof):
 //
 //   clean        drop U+0000, U+FFFD and "other" characters (categories Cc, Cf, Co, Cs) except
 //                \t \n \r; every White_Space character becomes ' '.
 //   CJK          put spaces around each CJK ideograph (the blocks BERT's is_chinese_char lists).
-//   accents      NFD, then drop nonspacing marks (Mn) (done when lowercasing, as BERT uncased does).
-//   lowercase    each code point's full lowercase mapping, without context (so no final sigma:
+//   accents      NFD, then drop nonspacing marks (Mn) (done when lowercasing, as BERT uncased
+//   does). lowercase    each code point's full lowercase mapping, without context (so no final
+//   sigma:
 //                'Σ' is always 'σ', as Rust's char::to_lowercase does).
 //   split        on White_Space (dropped) and around punctuation (ASCII punctuation, or any Unicode
 //                P* category), each punctuation character a word of its own.
 //   word pieces  per word, greedy longest match from the left against the vocabulary, pieces after
-//                the first looked up with the "##" prefix; a word with no full cover, or longer than
-//                max_input_chars_per_word code points, is the single token [UNK].
+//                the first looked up with the "##" prefix; a word with no full cover, or longer
+//                than max_input_chars_per_word code points, is the single token [UNK].
 //   template     [CLS] pieces [SEP], the pieces truncated to max_length - 2.
 //
 // Unicode data (categories, White_Space, NFD, case mappings) comes from ICU (Debian's libicu-dev),

@@ -52,11 +52,10 @@ class SafetensorsTest : public ::testing::Test {
   std::vector<std::string> paths_;
 };
 
-const char kValidHeader[] =
-    R"({"__metadata__":{"format":"pt"},)"
-    R"("a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
-    R"("a.bias":{"dtype":"F32","shape":[3],"data_offsets":[24,36]},)"
-    R"("ids":{"dtype":"I64","shape":[2],"data_offsets":[36,52]}})";
+const char kValidHeader[] = R"({"__metadata__":{"format":"pt"},)"
+                            R"("a.weight":{"dtype":"F32","shape":[2,3],"data_offsets":[0,24]},)"
+                            R"("a.bias":{"dtype":"F32","shape":[3],"data_offsets":[24,36]},)"
+                            R"("ids":{"dtype":"I64","shape":[2],"data_offsets":[36,52]}})";
 
 std::string ValidData() {
   std::string data = Floats({1, 2, 3, 4, 5, 6}) + Floats({-1, 0.5f, 7});
@@ -102,7 +101,7 @@ TEST_F(SafetensorsTest, TruncatedFiles) {
 
 TEST_F(SafetensorsTest, BadHeaderJson) {
   for (const std::string& header : {std::string("{not json"), std::string("[1, 2]"),
-                                   std::string("\"a string\""), std::string("")}) {
+                                    std::string("\"a string\""), std::string("")}) {
     const absl::Status s = OpenStatus(Safetensors(header, ValidData()));
     EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << header;
     EXPECT_THAT(s.message(), HasSubstr("not a JSON object")) << header;
@@ -117,8 +116,8 @@ TEST_F(SafetensorsTest, OffsetsOutOfRange) {
   const absl::Status reversed = OpenStatus(Safetensors(
       R"({"w":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}})", Floats({1, 2, 3, 4})));
   EXPECT_THAT(reversed.message(), HasSubstr("tensor w: data_offsets [8, 4] out of range"));
-  const absl::Status negative = OpenStatus(Safetensors(
-      R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}})", Floats({1})));
+  const absl::Status negative = OpenStatus(
+      Safetensors(R"({"w":{"dtype":"F32","shape":[1],"data_offsets":[-4,0]}})", Floats({1})));
   EXPECT_THAT(negative.message(), HasSubstr("tensor w: data_offsets is not [begin, end]"));
 }
 
@@ -152,10 +151,10 @@ TEST_F(SafetensorsTest, WrongDtypeOrShapeWhenRead) {
 }
 
 TEST_F(SafetensorsTest, OverlappingTensors) {
-  const absl::Status s = OpenStatus(Safetensors(
-      R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},)"
-      R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
-      Floats({1, 2, 3, 4})));
+  const absl::Status s =
+      OpenStatus(Safetensors(R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,12]},)"
+                             R"("b":{"dtype":"F32","shape":[2],"data_offsets":[8,16]}})",
+                             Floats({1, 2, 3, 4})));
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(s.message(), HasSubstr("tensor b overlaps tensor a"));
 }

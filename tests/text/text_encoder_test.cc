@@ -46,7 +46,9 @@ TEST(WordPieceTokenizerTest, KnownIds) {
 }
 
 TEST(WordPieceTokenizerTest, NormalisesAccentsCaseCjkAndControls) {
-  auto words = Tokenizer().Words("Crème\tBRÛLÉE\x01 你好 a\xE2\x80\x8B" "b it's");
+  auto words = Tokenizer().Words(
+      "Crème\tBRÛLÉE\x01 你好 a\xE2\x80\x8B"
+      "b it's");
   ASSERT_TRUE(words.ok());
   EXPECT_THAT(*words, ElementsAre("creme", "brulee", "你", "好", "ab", "it", "'", "s"));
 }
@@ -55,7 +57,8 @@ TEST(WordPieceTokenizerTest, LongWordIsUnknownAndTruncationKeepsSep) {
   auto long_word = Tokenizer().Encode(std::string(101, 'a'));
   ASSERT_TRUE(long_word.ok());
   EXPECT_THAT(*long_word, ElementsAre(101, Tokenizer().unk_id(), 102));
-  auto tokenizer = WordPieceTokenizer::FromTokenizerJson(ModelDir() + "/tokenizer.json", {.max_length = 5});
+  auto tokenizer =
+      WordPieceTokenizer::FromTokenizerJson(ModelDir() + "/tokenizer.json", {.max_length = 5});
   ASSERT_TRUE(tokenizer.ok());
   auto ids = tokenizer->Encode("one two three four five six");
   ASSERT_TRUE(ids.ok());
@@ -66,7 +69,7 @@ TEST(WordPieceTokenizerTest, LongWordIsUnknownAndTruncationKeepsSep) {
 
 TEST(WordPieceTokenizerTest, InvalidUtf8IsInvalidArgument) {
   for (const std::string& bad : {std::string("ab\xFF"), std::string("\xC3"),
-                                std::string("\xED\xA0\x80"), std::string("\xC0\xAF")}) {
+                                 std::string("\xED\xA0\x80"), std::string("\xC0\xAF")}) {
     auto ids = Tokenizer().Encode(bad);
     EXPECT_EQ(ids.status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_THAT(ids.status().message(), HasSubstr("not valid UTF-8 (byte offset"));
@@ -75,7 +78,8 @@ TEST(WordPieceTokenizerTest, InvalidUtf8IsInvalidArgument) {
 
 TEST(WordPieceTokenizerTest, RejectsOtherTokenizers) {
   const std::string path = ::testing::TempDir() + "/tokenizer.json";
-  std::ofstream(path) << R"({"normalizer":{"type":"NFKC"},"pre_tokenizer":{"type":"BertPreTokenizer"},
+  std::ofstream(path)
+      << R"({"normalizer":{"type":"NFKC"},"pre_tokenizer":{"type":"BertPreTokenizer"},
                             "model":{"type":"WordPiece","vocab":{"[UNK]":0}}})";
   auto t = WordPieceTokenizer::FromTokenizerJson(path);
   EXPECT_EQ(t.status().code(), absl::StatusCode::kInvalidArgument);
@@ -88,7 +92,8 @@ TEST(WordPieceTokenizerTest, RejectsOtherTokenizers) {
 const std::vector<std::string>& Texts() {
   static const auto* texts = new std::vector<std::string>{
       "GNU Bourne Again SHell", "a", "",
-      "Crème brûlée — naïve café; 你好 🙂 and a rather longer sentence that pads the others "
+      "Crème brûlée — naïve café; 你好 🙂 and a rather longer sentence that pads the "
+      "others "
       "in a batch to its own length, which is much longer than theirs.",
       "command-line JSON processor"};
   return *texts;
