@@ -111,7 +111,7 @@ ABSL_FLAG(std::string, policy_drift_detector, "adwin",
 ABSL_FLAG(double, policy_growth_factor, 4,
           "energy-aware: also refresh once a class has this many times the samples it had when "
           "the readout was solved (0: off; else > 1).");
-ABSL_FLAG(int64_t, policy_growth_min_samples, 50,
+ABSL_FLAG(int64_t, policy_growth_min_samples, 20,
           "energy-aware: the fewest samples of a class that trigger --policy_growth_factor (>= 1).");
 ABSL_FLAG(bool, policy_forget_on_drift, false,
           "Forgetting on drift (every policy but stream-end): after a drift alarm, a class whose "

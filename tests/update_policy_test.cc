@@ -303,7 +303,7 @@ TEST(UpdatePolicyGrowthTest, EnergyAwareRefreshesAsAClassGrowsGeometrically) {
   UpdatePolicyOptions options;
   options.joules_per_error = 0;  // the gain never pays: only growth refreshes
   options.growth_factor = 4;
-  options.growth_min_samples = 50;
+  options.growth_min_samples = 50;  // the first message brings 50
   auto policy = Make("energy-aware", options);
   const std::vector<uint8_t> errors(50, 1);
   const std::vector<std::string> labels(50, "x");

@@ -173,7 +173,7 @@ struct UpdatePolicyOptions {
   // when the readout was solved (at least growth_min_samples; a class forgotten on drift counts
   // from 0). Needs the messages' labels. 0: off.
   double growth_factor = 4;
-  int64_t growth_min_samples = 50;
+  int64_t growth_min_samples = 20;
   // The drift detector on the error stream: "adwin" or "page-hinkley" (every policy runs it, so
   // the stats show alarms; only energy-aware acts on them).
   std::string drift_detector = "adwin";
