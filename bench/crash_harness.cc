@@ -261,167 +261,221 @@ absl::Duration RunReport::RecoveryQuantile(double q) const {
   return times[std::clamp<size_t>(rank, 1, times.size()) - 1];
 }
 
-absl::StatusOr<RunReport> RunCrashRounds(const Fixture& fixture, const RunOptions& options) {
-  RunReport report;
-  std::mt19937_64 rng(options.seed);
-  std::vector<Message> acked, unacked;
-  size_t next_image = 0;
-  absl::Mutex mu;  // guards next_image, acked, unacked and report's counters across client threads
-  // The highest version any client has seen so far, over all rounds.
-  std::atomic<uint64_t> version_seen{0};
-  auto saw = [&](uint64_t version) {
-    uint64_t seen = version_seen.load();
-    while (version > seen && !version_seen.compare_exchange_weak(seen, version)) {
-    }
-  };
+namespace {
 
-  absl::StatusOr<std::unique_ptr<Server>> server =
-      Server::Start(fixture, options.state_dir, options.log_path, options.server_args);
-  if (!server.ok()) {
-    return absl::Status(server.status().code(),
-                        absl::StrCat("first start: ", server.status().message(), "; log:\n",
-                                     ReadText(options.log_path)));
+// One run of RunCrashRounds: the clients' shared bookkeeping and the steps of a run.
+class CrashRun {
+ public:
+  CrashRun(const Fixture& fixture, const RunOptions& options)
+      : fixture_(fixture), options_(options), rng_(options.seed) {}
+
+  absl::StatusOr<RunReport> Run() {
+    absl::StatusOr<std::unique_ptr<Server>> server = StartServer("first start");
+    if (!server.ok()) return server.status();
+    for (int round = 0; round < options_.rounds; ++round) {
+      const RoundReport round_report = KillDuringUpdates(round, **server);
+      server = StartServer(absl::StrCat("round ", round, ": restart"));
+      if (!server.ok()) return server.status();
+      absl::Status checked = CheckRecovery(round_report, **server);
+      if (!checked.ok()) return checked;
+    }
+    report_.images_streamed = next_image_;
+    // Have the recovered server write its statistics down.
+    absl::StatusOr<v1::SnapshotInfo> info = (*server)->client().Snapshot();
+    if (!info.ok()) return info.status();
+    absl::StatusOr<update::UpperTierSnapshot> snapshot =
+        update::ReadSnapshot(update::Env::Default(), info->path());
+    if (!snapshot.ok()) return snapshot.status();
+    (*server)->Kill();
+    if (absl::Status compared = CompareStatistics(snapshot->upper); !compared.ok()) return compared;
+    report_.torn_tails_cut = CountOccurrences(ReadText(options_.log_path), "cut the torn tail");
+    return report_;
   }
-  for (int round = 0; round < options.rounds; ++round) {
-    const std::string address = (*server)->address();
+
+ private:
+  absl::StatusOr<std::unique_ptr<Server>> StartServer(absl::string_view what) {
+    absl::StatusOr<std::unique_ptr<Server>> server =
+        Server::Start(fixture_, options_.state_dir, options_.log_path, options_.server_args);
+    if (!server.ok()) {
+      return absl::Status(server.status().code(),
+                          absl::StrCat(what, ": ", server.status().message(), "; log:\n",
+                                       ReadText(options_.log_path)));
+    }
+    return server;
+  }
+
+  // Records that a client has seen `version` published.
+  void Saw(uint64_t version) {
+    uint64_t seen = version_seen_.load();
+    while (version > seen && !version_seen_.compare_exchange_weak(seen, version)) {
+    }
+  }
+
+  // Streams updates from options_.clients threads, kills the server at a random moment, and
+  // waits for the clients to notice.
+  RoundReport KillDuringUpdates(int round, Server& server) {
     std::atomic<bool> stop{false};
     std::atomic<int> in_flight{0};
     std::vector<std::thread> clients;
-    for (int c = 0; c < options.clients; ++c) {
-      clients.emplace_back([&, c, seed = rng()] {
-        std::mt19937_64 local(seed);
-        client::ClientOptions client_options;
-        client_options.timeout = absl::Seconds(30);
-        client::Client client(address, client_options);
-        while (!stop) {
-          std::vector<Message> stream;
-          {
-            absl::MutexLock lock(&mu);
-            const int messages = 1 + static_cast<int>(local() % 4);
-            for (int i = 0; i < messages; ++i) {
-              const size_t count = 1 + local() % 24;
-              if (next_image + count > fixture.updates.size()) break;
-              stream.push_back({next_image, count});
-              next_image += count;
-            }
-          }
-          if (stream.empty()) break;  // the update pool is used up
-          std::vector<v1::UpdateRequest> requests;
-          size_t samples = 0;
-          for (const Message& m : stream) {
-            requests.push_back(ToRequest(fixture, m));
-            samples += m.count;
-          }
-          ++in_flight;
-          absl::StatusOr<v1::UpdateSummary> summary = client.Update(requests);
-          --in_flight;
-          if (summary.ok()) saw(summary->model_version());
-          absl::MutexLock lock(&mu);
-          if (summary.ok() && summary->accepted() != samples) ++report.summary_mismatches;
-          std::vector<Message>& into = summary.ok() ? acked : unacked;
-          into.insert(into.end(), stream.begin(), stream.end());
-          if (!summary.ok()) break;  // the server is gone
-          if (c == 0 && local() % 8 == 0) {
-            (void)client.Snapshot();  // may fail if the kill lands meanwhile
-          }
-        }
-      });
+    for (int c = 0; c < options_.clients; ++c) {
+      clients.emplace_back([this, c, seed = rng_(), address = server.address(), &stop,
+                            &in_flight] { StreamUpdates(c, seed, address, stop, in_flight); });
     }
-    absl::SleepFor(options.slowdown * absl::Milliseconds(50 + static_cast<int>(rng() % 600)));
+    absl::SleepFor(options_.slowdown * absl::Milliseconds(50 + static_cast<int>(rng_() % 600)));
     // What a reader sees just before the kill: published, if not necessarily durable yet.
-    if (absl::StatusOr<v1::ModelInfo> info = (*server)->client().GetModelInfo(); info.ok()) {
-      saw(info->model_version());
+    if (absl::StatusOr<v1::ModelInfo> info = server.client().GetModelInfo(); info.ok()) {
+      Saw(info->model_version());
     }
     RoundReport round_report;
     round_report.round = round;
     round_report.kill_during_stream = in_flight > 0;
-    (*server)->Kill();
+    server.Kill();
     stop = true;
     for (std::thread& t : clients) t.join();
-    round_report.version_seen = version_seen.load();
+    round_report.version_seen = version_seen_.load();
+    return round_report;
+  }
 
-    server = Server::Start(fixture, options.state_dir, options.log_path, options.server_args);
-    if (!server.ok()) {
-      return absl::Status(server.status().code(),
-                          absl::StrCat("round ", round, ": restart: ", server.status().message(),
-                                       "; log:\n", ReadText(options.log_path)));
+  // One client: Update streams of 1-4 messages of 1-24 images each, until `stop`, the pool is
+  // used up or the server is gone; client 0 also asks for snapshots now and then.
+  void StreamUpdates(int c, uint64_t seed, const std::string& address,
+                     const std::atomic<bool>& stop, std::atomic<int>& in_flight) {
+    std::mt19937_64 local(seed);
+    client::ClientOptions client_options;
+    client_options.timeout = absl::Seconds(30);
+    client::Client client(address, client_options);
+    while (!stop) {
+      const std::vector<Message> stream = TakeMessages(local);
+      if (stream.empty()) break;  // the update pool is used up
+      std::vector<v1::UpdateRequest> requests;
+      size_t samples = 0;
+      for (const Message& m : stream) {
+        requests.push_back(ToRequest(fixture_, m));
+        samples += m.count;
+      }
+      ++in_flight;
+      absl::StatusOr<v1::UpdateSummary> summary = client.Update(requests);
+      --in_flight;
+      if (summary.ok()) Saw(summary->model_version());
+      absl::MutexLock lock(&mu_);
+      if (summary.ok() && summary->accepted() != samples) ++report_.summary_mismatches;
+      std::vector<Message>& into = summary.ok() ? acked_ : unacked_;
+      into.insert(into.end(), stream.begin(), stream.end());
+      if (!summary.ok()) break;  // the server is gone
+      if (c == 0 && local() % 8 == 0) {
+        (void)client.Snapshot();  // may fail if the kill lands meanwhile
+      }
     }
-    round_report.recovery_time = (*server)->startup_time();
-    absl::StatusOr<v1::ModelInfo> info = (*server)->client().GetModelInfo();
+  }
+
+  // The next 1-4 messages of the update pool (fewer at its end).
+  std::vector<Message> TakeMessages(std::mt19937_64& local) ABSL_LOCKS_EXCLUDED(mu_) {
+    absl::MutexLock lock(&mu_);
+    std::vector<Message> stream;
+    const int messages = 1 + static_cast<int>(local() % 4);
+    for (int i = 0; i < messages; ++i) {
+      const size_t count = 1 + local() % 24;
+      if (next_image_ + count > fixture_.updates.size()) break;
+      stream.push_back({next_image_, count});
+      next_image_ += count;
+    }
+    return stream;
+  }
+
+  // After a restart: the version served must be above every version seen before the kill.
+  absl::Status CheckRecovery(RoundReport round_report, Server& server) {
+    round_report.recovery_time = server.startup_time();
+    absl::StatusOr<v1::ModelInfo> info = server.client().GetModelInfo();
     if (!info.ok()) return info.status();
     round_report.version_after = info->model_version();
-    saw(round_report.version_after);
-    if (round_report.version_after <= round_report.version_seen) ++report.version_violations;
-    if (round_report.kill_during_stream) ++report.kills_during_streams;
-    report.rounds.push_back(round_report);
-    if (options.on_round) options.on_round(round_report);
-  }
-  report.images_streamed = next_image;
-
-  // Have the recovered server write its statistics down.
-  absl::StatusOr<v1::SnapshotInfo> info = (*server)->client().Snapshot();
-  if (!info.ok()) return info.status();
-  absl::StatusOr<update::UpperTierSnapshot> snapshot =
-      update::ReadSnapshot(update::Env::Default(), info->path());
-  if (!snapshot.ok()) return snapshot.status();
-  (*server)->Kill();
-  const model::UpperTier& recovered = snapshot->upper;
-  const std::vector<std::string>& labels = recovered.labels();
-  if (labels != fixture.bundle.upper.labels()) {
-    return absl::InternalError("the recovered labels are not the bundle's (Fashion-MNIST's 10)");
+    Saw(round_report.version_after);
+    if (round_report.version_after <= round_report.version_seen) ++report_.version_violations;
+    if (round_report.kill_during_stream) ++report_.kills_during_streams;
+    report_.rounds.push_back(round_report);
+    if (options_.on_round) options_.on_round(round_report);
+    return absl::OkStatus();
   }
 
-  // Expected: bundle + acknowledged messages.
-  const model::UpperTier& base = fixture.bundle.upper;
-  model::MatrixD gram = base.gram().selfadjointView<Eigen::Lower>();
-  model::MatrixD cross = base.cross();
-  uint64_t samples = base.samples_seen();
-  for (const Message& m : acked) {
-    Contribution c = ContributionOf(fixture, m, labels);
-    gram += c.gram;
-    cross += c.cross;
-    samples += m.count;
-    report.acked_samples += m.count;
+  // Compares the recovered statistics with the bundle's plus every acknowledged message plus the
+  // unacknowledged messages that landed whole (found by least squares of the Q residual).
+  absl::Status CompareStatistics(const model::UpperTier& recovered) {
+    const std::vector<std::string>& labels = recovered.labels();
+    if (labels != fixture_.bundle.upper.labels()) {
+      return absl::InternalError("the recovered labels are not the bundle's (Fashion-MNIST's 10)");
+    }
+    const model::UpperTier& base = fixture_.bundle.upper;
+    model::MatrixD gram = base.gram().selfadjointView<Eigen::Lower>();
+    model::MatrixD cross = base.cross();
+    uint64_t samples = base.samples_seen();
+    for (const Message& m : acked_) {
+      Contribution c = ContributionOf(fixture_, m, labels);
+      gram += c.gram;
+      cross += c.cross;
+      samples += m.count;
+      report_.acked_samples += m.count;
+    }
+    size_t half_applied = 0;
+    AddLandedMessages(recovered, &gram, &cross, &samples, &half_applied);
+    const model::MatrixD recovered_gram = recovered.gram().selfadjointView<Eigen::Lower>();
+    report_.gram_error = MaxAbs(recovered_gram - gram) / MaxAbs(gram);
+    report_.cross_error = MaxAbs(recovered.cross() - cross) / MaxAbs(cross);
+    report_.samples_seen = recovered.samples_seen();
+    report_.expected_samples_seen = samples;
+    report_.statistics_match = half_applied == 0 && report_.gram_error <= 1e-9 &&
+                               report_.cross_error <= 1e-9 && report_.samples_seen == samples;
+    if (!report_.statistics_match) {
+      // Say what went wrong: every message's weight, acknowledged ones included.
+      AttributeDifference(fixture_, recovered, acked_, unacked_, report_);
+    }
+    report_.acked_messages = acked_.size();
+    report_.unacked_messages = unacked_.size();
+    return absl::OkStatus();
   }
+
   // Which unacknowledged messages landed: least squares of the Q residual on their contributions.
-  const model::MatrixD residual = recovered.cross() - cross;
-  std::vector<Contribution> maybe;
-  model::MatrixD basis(residual.size(), unacked.size());
-  for (size_t u = 0; u < unacked.size(); ++u) {
-    maybe.push_back(ContributionOf(fixture, unacked[u], labels));
-    basis.col(u) = Eigen::Map<const Eigen::VectorXd>(maybe.back().cross.data(), residual.size());
-  }
-  Eigen::VectorXd weights = Eigen::VectorXd::Zero(unacked.size());
-  if (!unacked.empty()) {
-    weights = basis.colPivHouseholderQr().solve(
-        Eigen::Map<const Eigen::VectorXd>(residual.data(), residual.size()));
-  }
-  size_t half_applied = 0;
-  for (size_t u = 0; u < unacked.size(); ++u) {
-    if (Near(weights[u], 1)) {
-      gram += maybe[u].gram;
-      cross += maybe[u].cross;
-      samples += unacked[u].count;
-      ++report.landed_messages;
-    } else if (!Near(weights[u], 0)) {
-      ++half_applied;
+  // Adds those that landed whole (weight 1) to the expected sums; counts those that landed in part.
+  void AddLandedMessages(const model::UpperTier& recovered, model::MatrixD* gram,
+                         model::MatrixD* cross, uint64_t* samples, size_t* half_applied) {
+    const model::MatrixD residual = recovered.cross() - *cross;
+    std::vector<Contribution> maybe;
+    model::MatrixD basis(residual.size(), unacked_.size());
+    for (size_t u = 0; u < unacked_.size(); ++u) {
+      maybe.push_back(ContributionOf(fixture_, unacked_[u], recovered.labels()));
+      basis.col(u) = Eigen::Map<const Eigen::VectorXd>(maybe.back().cross.data(), residual.size());
+    }
+    Eigen::VectorXd weights = Eigen::VectorXd::Zero(unacked_.size());
+    if (!unacked_.empty()) {
+      weights = basis.colPivHouseholderQr().solve(
+          Eigen::Map<const Eigen::VectorXd>(residual.data(), residual.size()));
+    }
+    for (size_t u = 0; u < unacked_.size(); ++u) {
+      if (Near(weights[u], 1)) {
+        *gram += maybe[u].gram;
+        *cross += maybe[u].cross;
+        *samples += unacked_[u].count;
+        ++report_.landed_messages;
+      } else if (!Near(weights[u], 0)) {
+        ++*half_applied;
+      }
     }
   }
-  const model::MatrixD recovered_gram = recovered.gram().selfadjointView<Eigen::Lower>();
-  report.gram_error = MaxAbs(recovered_gram - gram) / MaxAbs(gram);
-  report.cross_error = MaxAbs(recovered.cross() - cross) / MaxAbs(cross);
-  report.samples_seen = recovered.samples_seen();
-  report.expected_samples_seen = samples;
-  report.statistics_match = half_applied == 0 && report.gram_error <= 1e-9 &&
-                            report.cross_error <= 1e-9 && report.samples_seen == samples;
-  if (!report.statistics_match) {
-    // Say what went wrong: every message's weight, acknowledged ones included.
-    AttributeDifference(fixture, recovered, acked, unacked, report);
-  }
-  report.acked_messages = acked.size();
-  report.unacked_messages = unacked.size();
-  report.torn_tails_cut = CountOccurrences(ReadText(options.log_path), "cut the torn tail");
-  return report;
+
+  const Fixture& fixture_;
+  const RunOptions& options_;
+  RunReport report_;
+  std::mt19937_64 rng_;
+  // Guards the pool position, the message lists and report_'s counters across client threads.
+  absl::Mutex mu_;
+  size_t next_image_ = 0;
+  std::vector<Message> acked_, unacked_;
+  // The highest version any client has seen so far, over all rounds.
+  std::atomic<uint64_t> version_seen_{0};
+};
+
+}  // namespace
+
+absl::StatusOr<RunReport> RunCrashRounds(const Fixture& fixture, const RunOptions& options) {
+  return CrashRun(fixture, options).Run();
 }
 
 }  // namespace strata::crash

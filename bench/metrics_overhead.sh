@@ -26,48 +26,28 @@ rounds="${STRATA_BENCH_ROUNDS:-3}"
 ghz="${GHZ:-$src/.tools/bin/ghz}"
 read -r -a server_args <<< "${STRATA_SERVER_ARGS:-}"
 
+source "$src/scripts/lib/serve.sh"
 work="$(mktemp -d /tmp/strata_metrics_bench.XXXXXX)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'serve_stop_all; rm -rf "$work"' EXIT
 
 if [ -z "$bundle" ]; then
   bundle="$work/model.bundle"
-  "$bin/strata-train" --train=fashion-mnist:train --train_limit=3000 --test= \
-    --spec="$src/specs/fast.spec" --out="$bundle" > "$work/train.log" 2>&1 \
-    || { cat "$work/train.log"; exit 1; }
+  serve_train_bundle "$bin" "$bundle" "$src/specs/fast.spec" 3000
 fi
 
 # start_server off|on: starts strata-server, sets $address (and $metrics_port for "on").
 start_server() {
-  rm -f "$work/port" "$work/metrics_port"
+  rm -f "$work/metrics_port"
   local extra=()
   [ "$1" = on ] && extra=(--metrics_address=127.0.0.1:0 --metrics_port_file="$work/metrics_port")
-  OMP_WAIT_POLICY=PASSIVE "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 \
-    --port_file="$work/port" "${extra[@]}" "${server_args[@]}" 2> "$work/server.log" &
-  server_pid=$!
-  for _ in $(seq 1 1200); do
-    [ -s "$work/port" ] && break
-    kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; exit 1; }
-    sleep 0.1
-  done
-  address="127.0.0.1:$(cat "$work/port")"
+  serve_start server "$work" "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 \
+    "${extra[@]}" "${server_args[@]}"
+  address="127.0.0.1:$server_port"
+  "$bin/strata" health --server="$address" --wait=120s > /dev/null
   metrics_port="$(cat "$work/metrics_port" 2>/dev/null || true)"
-  # Wait until serving: Predict answers.
-  for _ in $(seq 1 1200); do
-    "$ghz" --config="$src/deploy/ghz/predict.json" -n 1 -c 1 --format=json "$address" 2>/dev/null \
-      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("statusCodeDistribution",{}).get("OK") else 1)' \
-      && break
-    sleep 0.1
-  done
 }
 
-stop_server() {
-  kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=""
-}
+stop_server() { serve_stop server || true; }
 
 # scrape PORT: the body of GET /metrics (python3: no curl needed).
 scrape() {

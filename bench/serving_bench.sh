@@ -44,14 +44,9 @@ done
 [ -x "$ghz" ] || { echo "serving_bench: no ghz at $ghz (scripts/install-ghz.sh)" >&2; exit 1; }
 command -v h2load >/dev/null || { echo "serving_bench: no h2load (apt-get install nghttp2-client)" >&2; exit 1; }
 
+source "$src/scripts/lib/serve.sh"
 work="$(mktemp -d /tmp/strata_serving_bench.XXXXXX)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'serve_stop_all; rm -rf "$work"' EXIT
 
 echo "== machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "== generators: $("$ghz" --version 2>&1 | head -1 | sed 's/^/ghz /'), $(h2load --version 2>&1 | head -1); $connections connection(s) each; $seconds s per point"
@@ -59,28 +54,12 @@ echo "== generators: $("$ghz" --version 2>&1 | head -1 | sed 's/^/ghz /'), $(h2l
 if [ -z "$bundle" ]; then
   bundle="$work/model.bundle"
   echo "== training a bundle: $(basename "$spec"), 3000 images"
-  "$bin/strata-train" --train=fashion-mnist:train --train_limit=3000 --test= --spec="$spec" \
-    --out="$bundle" > "$work/train.log" 2>&1 || { cat "$work/train.log"; exit 1; }
+  serve_train_bundle "$bin" "$bundle" "$spec" 3000
 fi
 
-# Starts a server binary with "$@"; sets $port to its port (it writes --port_file).
-start() {
-  local name="$1"; shift
-  OMP_WAIT_POLICY=PASSIVE "$@" --port_file="$work/$name.port" > "$work/$name.out" 2> "$work/$name.log" &
-  local pid=$!
-  pids+=("$pid")
-  for _ in $(seq 1 1200); do
-    [ -s "$work/$name.port" ] && break
-    kill -0 "$pid" 2>/dev/null || { cat "$work/$name.log"; echo "serving_bench: $name exited" >&2; exit 1; }
-    sleep 0.1
-  done
-  port="$(cat "$work/$name.port")"
-  eval "${name}_pid=$pid ${name}_port=$port"
-}
-
-start strata "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 "${server_args[@]}"
+serve_start strata "$work" "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 "${server_args[@]}"
 "$bin/strata" health --server="127.0.0.1:$strata_port" --wait=300s > /dev/null
-start strata_off "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 --batching=off \
+serve_start strata_off "$work" "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 --batching=off \
   "${server_args[@]}"
 "$bin/strata" health --server="127.0.0.1:$strata_off_port" --wait=300s > /dev/null
 device="$("$bin/strata" stats --server="127.0.0.1:$strata_port" | awk '$1 == "device" {gsub(",", "", $2); print $2; exit}')"
@@ -88,7 +67,7 @@ grep -m1 "batching" "$work/strata.log" | sed 's/^.*Predict/== strata-server: Pre
 
 "$bin/strata-bench-echo" --write_request="$work/request.bin" --write_frame="$work/request.frame" \
   --data=fashion-mnist:test --image_index=0 --images=1 | sed 's/^/== /'
-start echo "$bin/strata-bench-echo" --request="$work/request.bin" \
+serve_start echo "$work" "$bin/strata-bench-echo" --request="$work/request.bin" \
   --reply_like="127.0.0.1:$strata_port" --address=127.0.0.1:0
 sed 's/^/== /' "$work/echo.out"
 

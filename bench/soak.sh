@@ -46,33 +46,26 @@ for tool in strata-server strata strata-train strata-soak-check; do
 done
 ghz="$("$src/scripts/install-ghz.sh" | tail -n 1)"
 
+source "$src/scripts/lib/serve.sh"
+SERVE_FAIL_STATUS=2  # a server that does not start is a setup error
 work="$(mktemp -d /tmp/strata_soak.XXXXXX)"
-server_pid=""
 sampler_pid=""
 cleanup() {
   if [ -n "$sampler_pid" ]; then kill "$sampler_pid" 2>/dev/null || true; fi
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
+  serve_stop_all
   if [ "$keep" = 1 ]; then echo "soak: work directory kept: $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
 
 if [ -z "$bundle" ]; then
-  "$bin/strata-train" --train=fashion-mnist:train --train_limit=1000 --test= \
-    --spec="$src/specs/small.spec" --out="$work/model.bundle" > "$work/train.log" 2>&1 \
-    || { cat "$work/train.log"; exit 2; }
   bundle="$work/model.bundle"
+  serve_train_bundle "$bin" "$bundle" "$src/specs/small.spec" 1000
 fi
 
 # --device=float: strata-soak-check recomputes the features with the bundle's float lower tier.
-OMP_WAIT_POLICY=PASSIVE "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 \
-  --port_file="$work/port" --state_dir="$work/state" --device=float 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 600); do
-  [ -s "$work/port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; echo "soak: server exited" >&2; exit 2; }
-  sleep 0.1
-done
-address="127.0.0.1:$(cat "$work/port")"
+serve_start server "$work" "$bin/strata-server" --bundle="$bundle" --address=127.0.0.1:0 \
+  --state_dir="$work/state" --device=float
+address="127.0.0.1:$server_port"
 "$bin/strata" health --server="$address" --wait=120s > /dev/null
 
 rss_kb() { awk '/^VmRSS:/ {print $2}' "/proc/$server_pid/status"; }
@@ -121,10 +114,8 @@ snapshot="$(echo "$snapshot_line" | sed -n 's/^snapshot \(.*\): model version.*/
 [ -f "$snapshot" ] || { echo "soak: no snapshot file in: $snapshot_line" >&2; exit 2; }
 
 # Stop the server (SIGTERM: drain and exit 0) so its final RSS samples are complete.
-kill -TERM "$server_pid"
 server_status=0
-wait "$server_pid" || server_status=$?
-server_pid=""
+serve_stop server || server_status=$?
 wait "$sampler_pid" 2>/dev/null || true
 sampler_pid=""
 

@@ -127,6 +127,69 @@ absl::StatusOr<Payload> ReadPayload(const std::string& path, const model::LowerT
   return payload;
 }
 
+// The batch fit: `base` (the bundle's statistics) plus `copies` x the payload, absorbed in blocks
+// of about `chunk_rows` rows (whole payloads), with no refresh in between.
+absl::StatusOr<model::UpperTier> BatchFit(model::UpperTier base, const Payload& payload,
+                                          int64_t copies, int64_t chunk_rows) {
+  const int64_t n = payload.features.rows();
+  const int64_t total_rows = copies * n;
+  const int64_t per_chunk = std::max<int64_t>(1, chunk_rows / n) * n;
+  for (int64_t done = 0; done < total_rows;) {
+    const int64_t rows = std::min(per_chunk, total_rows - done);
+    MatrixF block(rows, payload.features.cols());
+    std::vector<std::string> labels(static_cast<size_t>(rows));
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t s = (done + r) % n;
+      block.row(r) = payload.features.row(s);
+      labels[static_cast<size_t>(r)] = payload.labels[static_cast<size_t>(s)];
+    }
+    absl::StatusOr<std::vector<std::string>> added = base.AbsorbLabeled(block, labels);
+    if (!added.ok()) return added.status();
+    done += rows;
+  }
+  return base;
+}
+
+// Compares the server's statistics with the batch fit's and prints the differences; true if they
+// agree (see the top of this file).
+bool SameModel(const model::UpperTier& server, const model::UpperTier& batch, double tolerance) {
+  if (server.feature_size() != batch.feature_size() ||
+      server.num_classes() != batch.num_classes()) {
+    std::printf("shape differs: server D=%d C=%d, batch fit D=%d C=%d\n", server.feature_size(),
+                server.num_classes(), batch.feature_size(), batch.num_classes());
+    return false;
+  }
+  const MatrixD server_cross = CrossInOrder(server, batch.labels());
+  if (server_cross.size() == 0) {
+    std::printf("labels differ: the server lacks one of the batch fit's labels\n");
+    return false;
+  }
+  const double g = RelativeDifference(Symmetric(server.gram()), Symmetric(batch.gram()));
+  const double q = RelativeDifference(server_cross, batch.cross());
+  absl::StatusOr<MatrixD> server_w = SolveWeights(server.gram(), server_cross);
+  absl::StatusOr<MatrixD> batch_w = SolveWeights(batch.gram(), batch.cross());
+  if (!server_w.ok() || !batch_w.ok()) {
+    std::printf("solve failed: server %s, batch fit %s\n", server_w.status().ToString().c_str(),
+                batch_w.status().ToString().c_str());
+    return false;
+  }
+  const double w = RelativeDifference(*server_w, *batch_w);
+  // W = G^-1 Q amplifies the summation-order differences of G and Q by up to G's condition number
+  // kappa (first-order perturbation bound: |dW|/|W| <= kappa (|dG|/|G| + |dQ|/|Q|) / (1 - kappa
+  // |dG|/|G|)); the ghz payload repeats 4 images, which makes G ill-conditioned. So W must agree
+  // to the tolerance or to that bound computed from the measured G and Q differences, whichever
+  // is larger: a W that differs more was not solved from these statistics.
+  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(Symmetric(batch.gram()),
+                                                       Eigen::EigenvaluesOnly);
+  const double kappa = eigen.eigenvalues().maxCoeff() / eigen.eigenvalues().minCoeff();
+  const double bound = kappa * g < 1 ? kappa * (g + q) / (1 - kappa * g) : HUGE_VAL;
+  const double w_limit = std::max(tolerance, bound);
+  std::printf("relative difference (Frobenius), server vs batch fit: G %.3g, Q %.3g (tolerance "
+              "%.1g), W %.3g (limit %.3g: cond(G) %.3g x the G and Q differences); D=%d, C=%d\n",
+              g, q, tolerance, w, w_limit, kappa, batch.feature_size(), batch.num_classes());
+  return g <= tolerance && q <= tolerance && w <= w_limit;
+}
+
 int Run() {
   const int64_t copies = absl::GetFlag(FLAGS_copies);
   const int64_t chunk_rows = absl::GetFlag(FLAGS_chunk_rows);
@@ -152,80 +215,22 @@ int Run() {
     std::cerr << "strata-soak-check: " << payload.status() << "\n";
     return 2;
   }
-
-  // The batch fit: the bundle's statistics plus copies x payload, absorbed block by block.
-  model::UpperTier batch = std::move(bundle->upper);
-  const uint64_t bundle_samples = batch.samples_seen();
-  std::vector<int> payload_classes;
-  for (const std::string& label : payload->labels) {
-    payload_classes.push_back(batch.ClassIndexOrAdd(label));
+  const uint64_t bundle_samples = bundle->upper.samples_seen();
+  absl::StatusOr<model::UpperTier> batch =
+      BatchFit(std::move(bundle->upper), *payload, copies, chunk_rows);
+  if (!batch.ok()) {
+    std::cerr << "strata-soak-check: batch absorb: " << batch.status() << "\n";
+    return 2;
   }
-  const int64_t total_rows = copies * payload->features.rows();
-  const int64_t per_chunk =
-      std::max<int64_t>(1, chunk_rows / payload->features.rows()) * payload->features.rows();
-  for (int64_t done = 0; done < total_rows;) {
-    const int64_t rows = std::min(per_chunk, total_rows - done);
-    MatrixF block(rows, payload->features.cols());
-    std::vector<int> classes(static_cast<size_t>(rows));
-    for (int64_t r = 0; r < rows; ++r) {
-      const int64_t s = (done + r) % payload->features.rows();
-      block.row(r) = payload->features.row(s);
-      classes[static_cast<size_t>(r)] = payload_classes[static_cast<size_t>(s)];
-    }
-    absl::Status status = batch.Absorb(block, classes);
-    if (!status.ok()) {
-      std::cerr << "strata-soak-check: batch absorb: " << status << "\n";
-      return 2;
-    }
-    done += rows;
-  }
-
   const model::UpperTier& server = snapshot->upper;
-  bool ok = true;
   std::printf("samples seen: server %llu, batch fit %llu (bundle %llu + %lld x %lld "
               "acknowledged)\n",
               static_cast<unsigned long long>(server.samples_seen()),
-              static_cast<unsigned long long>(batch.samples_seen()),
+              static_cast<unsigned long long>(batch->samples_seen()),
               static_cast<unsigned long long>(bundle_samples), static_cast<long long>(copies),
               static_cast<long long>(payload->features.rows()));
-  if (server.samples_seen() != batch.samples_seen()) ok = false;
-  if (server.feature_size() != batch.feature_size() ||
-      server.num_classes() != batch.num_classes()) {
-    std::printf("shape differs: server D=%d C=%d, batch fit D=%d C=%d\n", server.feature_size(),
-                server.num_classes(), batch.feature_size(), batch.num_classes());
-    return 1;
-  }
-  const std::vector<std::string>& labels = batch.labels();
-  const MatrixD server_cross = CrossInOrder(server, labels);
-  if (server_cross.size() == 0) {
-    std::printf("labels differ: the server lacks one of the batch fit's labels\n");
-    return 1;
-  }
-  const double tolerance = absl::GetFlag(FLAGS_tolerance);
-  const double g = RelativeDifference(Symmetric(server.gram()), Symmetric(batch.gram()));
-  const double q = RelativeDifference(server_cross, batch.cross());
-  absl::StatusOr<MatrixD> server_w = SolveWeights(server.gram(), server_cross);
-  absl::StatusOr<MatrixD> batch_w = SolveWeights(batch.gram(), batch.cross());
-  if (!server_w.ok() || !batch_w.ok()) {
-    std::printf("solve failed: server %s, batch fit %s\n", server_w.status().ToString().c_str(),
-                batch_w.status().ToString().c_str());
-    return 1;
-  }
-  const double w = RelativeDifference(*server_w, *batch_w);
-  // W = G^-1 Q amplifies the summation-order differences of G and Q by up to G's condition number
-  // kappa (first-order perturbation bound: |dW|/|W| <= kappa (|dG|/|G| + |dQ|/|Q|) / (1 - kappa
-  // |dG|/|G|)); the ghz payload repeats 4 images, which makes G ill-conditioned. So W must agree
-  // to the tolerance or to that bound computed from the measured G and Q differences, whichever
-  // is larger: a W that differs more was not solved from these statistics.
-  Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eigen(Symmetric(batch.gram()),
-                                                       Eigen::EigenvaluesOnly);
-  const double kappa = eigen.eigenvalues().maxCoeff() / eigen.eigenvalues().minCoeff();
-  const double bound = kappa * g < 1 ? kappa * (g + q) / (1 - kappa * g) : HUGE_VAL;
-  const double w_limit = std::max(tolerance, bound);
-  std::printf("relative difference (Frobenius), server vs batch fit: G %.3g, Q %.3g (tolerance "
-              "%.1g), W %.3g (limit %.3g: cond(G) %.3g x the G and Q differences); D=%d, C=%d\n",
-              g, q, tolerance, w, w_limit, kappa, batch.feature_size(), batch.num_classes());
-  if (!(g <= tolerance && q <= tolerance && w <= w_limit)) ok = false;
+  const bool ok = SameModel(server, *batch, absl::GetFlag(FLAGS_tolerance)) &&
+                  server.samples_seen() == batch->samples_seen();
   std::printf("model equality: %s\n", ok ? "PASS" : "FAIL");
   return ok ? 0 : 1;
 }

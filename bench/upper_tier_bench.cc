@@ -114,73 +114,69 @@ Readout Retrain(const Features& f, Eigen::Index n, double lambda, double* second
 }
 
 // ---- (b) absorb kernels ---------------------------------------------------------------------
-void AbsorbThroughput(const Features& f, double lambda) {
-  const int d = static_cast<int>(f.train.cols());
-  std::printf("\n(b) absorb throughput at D = %d (float64 G, lower triangle; %d threads)\n", d,
-              omp_get_max_threads());
-  std::printf("  %-6s %16s %16s %16s %16s   %s\n", "batch", "blocked (ours)", "Eigen rankUpdate",
-              "full GEMM", "int8 Gram (cpu)", "samples/s");
-  // The int8 readout (docs/upper-tier.md): features quantised per feature, absorbed by the cpu
-  // backend's Gram accumulator; the fold into float64 is timed separately (once per refresh).
-  std::unique_ptr<fpga::Backend> cpu = *fpga::CreateBackend("cpu");
-  const std::vector<float> scales =
-      *model::CalibrateReadoutScales(f.train.topRows(std::min<Eigen::Index>(5000, f.train.rows())), 100);
-  double fold_seconds = 0;
-  for (int k : {1, 100, 500, 5000}) {
-    if (k > f.train.rows()) continue;
-    const int reps = k == 1 ? 20 : k == 100 ? 4 : 1;
-    const MatrixF rows = f.train.topRows(k);
-    std::vector<int> classes(k, 0);
-    // Ours: UpperTier::Absorb (the conversion to double and the Q update included).
-    UpperTier tier(d, lambda);
-    tier.ClassIndexOrAdd("x");
-    if (!tier.Absorb(rows, classes).ok()) std::abort();  // warm-up: page in G
-    auto start = Clock::now();
-    for (int r = 0; r < reps; ++r) {
-      if (!tier.Absorb(rows, classes).ok()) std::abort();
-    }
-    const double ours = k * reps / Since(start);
-    // Eigen's single-threaded symmetric rank-k update of a column-major G.
-    Eigen::MatrixXd g = lambda * Eigen::MatrixXd::Identity(d, d);
-    const Eigen::MatrixXd h = rows.cast<double>();
-    g.selfadjointView<Eigen::Lower>().rankUpdate(h.transpose());
-    start = Clock::now();
-    for (int r = 0; r < reps; ++r) {
-      const Eigen::MatrixXd hd = rows.cast<double>();
-      g.selfadjointView<Eigen::Lower>().rankUpdate(hd.transpose());
-    }
-    const double rank_update = k * reps / Since(start);
-    // A full (both triangles) GEMM, which Eigen runs on every thread.
-    g.noalias() += h.transpose() * h;
-    start = Clock::now();
-    for (int r = 0; r < reps; ++r) {
-      const Eigen::MatrixXd hd = rows.cast<double>();
-      g.noalias() += hd.transpose() * hd;
-    }
-    const double gemm = k * reps / Since(start);
-    UpperTier int8_tier(d, lambda);
-    int8_tier.ClassIndexOrAdd("x");
-    if (!int8_tier.set_readout_scales(scales).ok() || !int8_tier.AttachGramBackend(cpu.get()).ok() ||
-        !int8_tier.Absorb(rows, classes).ok()) {
-      std::abort();
-    }
-    start = Clock::now();
-    for (int r = 0; r < reps; ++r) {
-      if (!int8_tier.Absorb(rows, classes).ok()) std::abort();
-    }
-    // Rows are staged and accumulated in blocks (UpperTierOptions::gram_block_rows): count the
-    // last, partial block's accumulation too.
-    fpga::OpCounts staged_counts;
-    if (!int8_tier.AccumulateStaged(staged_counts).ok()) std::abort();
-    const double int8_gram = k * reps / Since(start);
-    start = Clock::now();
-    if (!int8_tier.FoldGram().ok()) std::abort();
-    fold_seconds = Since(start);
-    std::printf("  %-6d %16.0f %16.0f %16.0f %16.0f   (GFLOP/s ours %.1f: k D^2 flops per batch)\n",
-                k, ours, rank_update, gemm, int8_gram, ours * d * static_cast<double>(d) / 1e9);
+// One row of the absorb table: samples/s of each kernel on the first k rows, `reps` times.
+struct AbsorbRates {
+  double ours = 0, rank_update = 0, gemm = 0, int8_gram = 0;
+  double fold_seconds = 0;  // the int8 Gram's fold into float64 after the reps
+};
+
+AbsorbRates MeasureAbsorbRates(const MatrixF& rows, int reps, double lambda,
+                               const std::vector<float>& scales, fpga::Backend* cpu) {
+  const int d = static_cast<int>(rows.cols());
+  const int k = static_cast<int>(rows.rows());
+  AbsorbRates rates;
+  std::vector<int> classes(k, 0);
+  // Ours: UpperTier::Absorb (the conversion to double and the Q update included).
+  UpperTier tier(d, lambda);
+  tier.ClassIndexOrAdd("x");
+  if (!tier.Absorb(rows, classes).ok()) std::abort();  // warm-up: page in G
+  auto start = Clock::now();
+  for (int r = 0; r < reps; ++r) {
+    if (!tier.Absorb(rows, classes).ok()) std::abort();
   }
-  std::printf("  int8 Gram fold into float64 G, Q (once per refresh): %.3f s\n", fold_seconds);
-  // Compensated float32: float block products (500 rows) accumulated into float64, vs float64.
+  rates.ours = k * reps / Since(start);
+  // Eigen's single-threaded symmetric rank-k update of a column-major G.
+  Eigen::MatrixXd g = lambda * Eigen::MatrixXd::Identity(d, d);
+  const Eigen::MatrixXd h = rows.cast<double>();
+  g.selfadjointView<Eigen::Lower>().rankUpdate(h.transpose());
+  start = Clock::now();
+  for (int r = 0; r < reps; ++r) {
+    const Eigen::MatrixXd hd = rows.cast<double>();
+    g.selfadjointView<Eigen::Lower>().rankUpdate(hd.transpose());
+  }
+  rates.rank_update = k * reps / Since(start);
+  // A full (both triangles) GEMM, which Eigen runs on every thread.
+  g.noalias() += h.transpose() * h;
+  start = Clock::now();
+  for (int r = 0; r < reps; ++r) {
+    const Eigen::MatrixXd hd = rows.cast<double>();
+    g.noalias() += hd.transpose() * hd;
+  }
+  rates.gemm = k * reps / Since(start);
+  UpperTier int8_tier(d, lambda);
+  int8_tier.ClassIndexOrAdd("x");
+  if (!int8_tier.set_readout_scales(scales).ok() || !int8_tier.AttachGramBackend(cpu).ok() ||
+      !int8_tier.Absorb(rows, classes).ok()) {
+    std::abort();
+  }
+  start = Clock::now();
+  for (int r = 0; r < reps; ++r) {
+    if (!int8_tier.Absorb(rows, classes).ok()) std::abort();
+  }
+  // Rows are staged and accumulated in blocks (UpperTierOptions::gram_block_rows): count the
+  // last, partial block's accumulation too.
+  fpga::OpCounts staged_counts;
+  if (!int8_tier.AccumulateStaged(staged_counts).ok()) std::abort();
+  rates.int8_gram = k * reps / Since(start);
+  start = Clock::now();
+  if (!int8_tier.FoldGram().ok()) std::abort();
+  rates.fold_seconds = Since(start);
+  return rates;
+}
+
+// Compensated float32: float block products (500 rows) accumulated into float64, vs float64.
+void CompensatedFloat32(const Features& f, double lambda) {
+  const int d = static_cast<int>(f.train.cols());
   const Eigen::Index n = std::min<Eigen::Index>(5000, f.train.rows());
   const Eigen::MatrixXf hf = f.train.topRows(n);
   Eigen::MatrixXd exact = Eigen::MatrixXd::Zero(d, d), compensated = Eigen::MatrixXd::Zero(d, d);
@@ -213,71 +209,78 @@ void AbsorbThroughput(const Features& f, double lambda) {
       float_seconds, exact_seconds);
 }
 
-// ---- (a) + (c) stream vs batch, incremental vs retraining --------------------------------------
-void StreamExactness(const Features& f, double lambda, bool compare_retraining) {
-  const int d = static_cast<int>(f.train.cols());
-  const Eigen::Index n = f.train.rows();
-  const int batches = absl::GetFlag(FLAGS_batches);
-  const int refresh_batches = std::min(batches, absl::GetFlag(FLAGS_stream_refresh_batches));
-  std::printf("\n(a) exactness: %lld training samples streamed in %d batches vs the batch fit\n",
-              static_cast<long long>(n), batches);
-  double batch_seconds = 0;
-  const Readout batch = Retrain(f, n, lambda, &batch_seconds);
 
-  UpperTier stream(d, lambda);
+void AbsorbThroughput(const Features& f, double lambda) {
+  const int d = static_cast<int>(f.train.cols());
+  std::printf("\n(b) absorb throughput at D = %d (float64 G, lower triangle; %d threads)\n", d,
+              omp_get_max_threads());
+  std::printf("  %-6s %16s %16s %16s %16s   %s\n", "batch", "blocked (ours)", "Eigen rankUpdate",
+              "full GEMM", "int8 Gram (cpu)", "samples/s");
+  // The int8 readout (docs/upper-tier.md): features quantised per feature, absorbed by the cpu
+  // backend's Gram accumulator; the fold into float64 is timed separately (once per refresh).
+  std::unique_ptr<fpga::Backend> cpu = *fpga::CreateBackend("cpu");
+  const std::vector<float> scales = *model::CalibrateReadoutScales(
+      f.train.topRows(std::min<Eigen::Index>(5000, f.train.rows())), 100);
+  double fold_seconds = 0;
+  for (int k : {1, 100, 500, 5000}) {
+    if (k > f.train.rows()) continue;
+    const int reps = k == 1 ? 20 : k == 100 ? 4 : 1;
+    const AbsorbRates rates = MeasureAbsorbRates(f.train.topRows(k), reps, lambda, scales, cpu.get());
+    fold_seconds = rates.fold_seconds;
+    std::printf("  %-6d %16.0f %16.0f %16.0f %16.0f   (GFLOP/s ours %.1f: k D^2 flops per batch)\n",
+                k, rates.ours, rates.rank_update, rates.gemm, rates.int8_gram,
+                rates.ours * d * static_cast<double>(d) / 1e9);
+  }
+  std::printf("  int8 Gram fold into float64 G, Q (once per refresh): %.3f s\n", fold_seconds);
+  CompensatedFloat32(f, lambda);
+}
+
+// ---- (a) + (c) stream vs batch, incremental vs retraining --------------------------------------
+// What streaming the training set in batches cost (the refreshes of the timed prefix only).
+struct StreamCost {
   double absorb_seconds = 0, update_seconds = 0, refactor_seconds = 0;
   int updates = 0, refactors = 0;
   double update_flops = 0, refactor_flops = 0;
+  int batches = 0, refresh_batches = 0;
+};
+
+// Streams f.train into `stream` in `cost->batches` batches, refreshing after each of the first
+// `cost->refresh_batches` and the last; returns the final readout.
+Readout StreamInBatches(const Features& f, UpperTier& stream, StreamCost* cost) {
+  const Eigen::Index n = f.train.rows();
   absl::StatusOr<Readout> streamed;
-  for (int b = 0; b < batches; ++b) {
-    const Eigen::Index begin = n * b / batches, end = n * (b + 1) / batches;
-    std::vector<int> classes;
-    for (Eigen::Index i = begin; i < end; ++i) {
-      classes.push_back(stream.ClassIndexOrAdd(f.train_labels[i]));
-    }
+  for (int b = 0; b < cost->batches; ++b) {
+    const Eigen::Index begin = n * b / cost->batches, end = n * (b + 1) / cost->batches;
     auto start = Clock::now();
-    if (!stream.Absorb(f.train.middleRows(begin, end - begin), classes).ok()) std::abort();
-    absorb_seconds += Since(start);
-    if (b < refresh_batches || b == batches - 1) {
-      start = Clock::now();
-      streamed = stream.Refresh();
-      const double seconds = Since(start);
-      if (!streamed.ok()) {
-        std::printf("  refresh failed: %s\n", streamed.status().ToString().c_str());
-        std::abort();
-      }
-      if (b >= refresh_batches) continue;  // the final readout, outside the timed prefix
-      if (stream.last_refresh().path == RefreshPath::kFactorUpdate) {
-        ++updates;
-        update_seconds += seconds;
-        update_flops += stream.last_refresh().flops();
-      } else {
-        ++refactors;
-        refactor_seconds += seconds;
-        refactor_flops += stream.last_refresh().flops();
-      }
+    const std::span<const std::string> labels(f.train_labels.data() + begin, end - begin);
+    if (!stream.AbsorbLabeled(f.train.middleRows(begin, end - begin), labels).ok()) std::abort();
+    cost->absorb_seconds += Since(start);
+    if (b >= cost->refresh_batches && b != cost->batches - 1) continue;
+    start = Clock::now();
+    streamed = stream.Refresh();
+    const double seconds = Since(start);
+    if (!streamed.ok()) {
+      std::printf("  refresh failed: %s\n", streamed.status().ToString().c_str());
+      std::abort();
+    }
+    if (b >= cost->refresh_batches) continue;  // the final readout, outside the timed prefix
+    if (stream.last_refresh().path == RefreshPath::kFactorUpdate) {
+      ++cost->updates;
+      cost->update_seconds += seconds;
+      cost->update_flops += stream.last_refresh().flops();
+    } else {
+      ++cost->refactors;
+      cost->refactor_seconds += seconds;
+      cost->refactor_flops += stream.last_refresh().flops();
     }
   }
-  const double stream_relative = RelativeDifference(batch, *streamed);
-  absl::StatusOr<Readout> fresh = stream.Solve();
-  if (!fresh.ok()) std::abort();
-  const double batch_accuracy = Accuracy(batch, f.test, f.test_labels);
-  const double stream_accuracy = Accuracy(*streamed, f.test, f.test_labels);
-  std::printf("  %-44s %.2e   (target <= 1e-6)\n",
-              "readout rel. Frobenius diff, stream vs batch", stream_relative);
-  std::printf("  %-44s %.2e\n", "  same, stream's G re-solved from scratch",
-              RelativeDifference(batch, *fresh));
-  std::printf("  %-44s batch %.2f%%  stream %.2f%%  (diff %.3f points, target +-0.05)\n",
-              "test accuracy", batch_accuracy, stream_accuracy, stream_accuracy - batch_accuracy);
-  std::printf("  %-44s %d factor updates (mean %.3f s, %.1f GFLOP), %d re-factorisations "
-              "(mean %.3f s, %.1f GFLOP)\n",
-              "refreshes in the stream (kAuto)", updates, updates ? update_seconds / updates : 0,
-              updates ? update_flops / updates / 1e9 : 0, refactors,
-              refactors ? refactor_seconds / refactors : 0,
-              refactors ? refactor_flops / refactors / 1e9 : 0);
+  return *std::move(streamed);
+}
 
-  // Refresh time of each path, forced, on the streamed tier (more rows absorbed for the updates).
-  std::printf("\n(b) refresh time at D = %d, C = %d\n", d, stream.num_classes());
+// Refresh time of each path, forced, on the streamed tier (test rows absorbed for the updates).
+void RefreshTimes(const Features& f, UpperTier& stream) {
+  std::printf("\n(b) refresh time at D = %d, C = %d\n", stream.feature_size(),
+              stream.num_classes());
   auto time_refresh = [&](RefreshMode mode) {
     const auto start = Clock::now();
     if (!stream.Refresh(mode).ok()) std::abort();
@@ -296,16 +299,18 @@ void StreamExactness(const Features& f, double lambda, bool compare_retraining) 
     std::printf("  factor update, k = %-4d rows       %8.3f s  %7.1f GFLOP  %5.1f GFLOP/s\n", k, t,
                 stream.last_refresh().flops() / 1e9, stream.last_refresh().flops() / 1e9 / t);
   }
-  {
-    const auto start = Clock::now();
-    if (!stream.Solve().ok()) std::abort();
-    std::printf("  %-34s %8.3f s\n", "Solve() (stateless re-factorisation)", Since(start));
-  }
+  const auto start = Clock::now();
+  if (!stream.Solve().ok()) std::abort();
+  std::printf("  %-34s %8.3f s\n", "Solve() (stateless re-factorisation)", Since(start));
+}
 
-  if (!compare_retraining) return;
-  // ---- (c) ----
+// (c): incremental absorb + refresh after every batch vs retraining from stored features after
+// every batch (measured at --retrain_points and the full set, extrapolated linearly between).
+void CompareRetraining(const Features& f, double lambda, double batch_seconds,
+                       const StreamCost& cost) {
+  const Eigen::Index n = f.train.rows();
   std::printf("\n(c) the %d-batch stream: incremental absorb + refresh vs retraining after every "
-              "batch\n", batches);
+              "batch\n", cost.batches);
   std::vector<std::pair<double, double>> points;  // (samples, seconds)
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_retrain_points), ',')) {
     int64_t m = 0;
@@ -328,23 +333,55 @@ void StreamExactness(const Features& f, double lambda, bool compare_retraining) 
     intercept = (st - slope * sm) / k;
   }
   double retrain_total = 0;
-  for (int b = 0; b < batches; ++b) {
-    retrain_total += intercept + slope * static_cast<double>(n * (b + 1) / batches);
+  for (int b = 0; b < cost.batches; ++b) {
+    retrain_total += intercept + slope * static_cast<double>(n * (b + 1) / cost.batches);
   }
-  const double refresh_mean =
-      (update_seconds + refactor_seconds) / std::max(1, updates + refactors);
-  const double incremental_total = absorb_seconds + update_seconds + refactor_seconds +
-                                   refresh_mean * (batches - refresh_batches);
+  const double refresh_seconds = cost.update_seconds + cost.refactor_seconds;
+  const double refresh_mean = refresh_seconds / std::max(1, cost.updates + cost.refactors);
+  const double incremental_total = cost.absorb_seconds + refresh_seconds +
+                                   refresh_mean * (cost.batches - cost.refresh_batches);
   std::printf("  retraining after every batch: %.0f s  (EXTRAPOLATED: t(m) = %.2f s + %.3g s x m "
               "fitted to the %zu measured points, summed over m = %lld..%lld)\n",
               retrain_total, intercept, slope, points.size(),
-              static_cast<long long>(n / batches), static_cast<long long>(n));
+              static_cast<long long>(n / cost.batches), static_cast<long long>(n));
   std::printf("  incremental (absorb + refresh after every batch): %.1f s  (measured: absorb %.1f "
               "s, refresh %.1f s over %d batches%s)\n",
-              incremental_total, absorb_seconds, update_seconds + refactor_seconds,
-              refresh_batches,
-              refresh_batches < batches ? "; the other batches' refreshes extrapolated" : "");
+              incremental_total, cost.absorb_seconds, refresh_seconds, cost.refresh_batches,
+              cost.refresh_batches < cost.batches ? "; the other batches' refreshes extrapolated"
+                                                  : "");
   std::printf("  ratio retrain / incremental: %.1fx\n", retrain_total / incremental_total);
+}
+
+void StreamExactness(const Features& f, double lambda, bool compare_retraining) {
+  const int d = static_cast<int>(f.train.cols());
+  StreamCost cost;
+  cost.batches = absl::GetFlag(FLAGS_batches);
+  cost.refresh_batches = std::min(cost.batches, absl::GetFlag(FLAGS_stream_refresh_batches));
+  std::printf("\n(a) exactness: %lld training samples streamed in %d batches vs the batch fit\n",
+              static_cast<long long>(f.train.rows()), cost.batches);
+  double batch_seconds = 0;
+  const Readout batch = Retrain(f, f.train.rows(), lambda, &batch_seconds);
+  UpperTier stream(d, lambda);
+  const Readout streamed = StreamInBatches(f, stream, &cost);
+  absl::StatusOr<Readout> fresh = stream.Solve();
+  if (!fresh.ok()) std::abort();
+  const double batch_accuracy = Accuracy(batch, f.test, f.test_labels);
+  const double stream_accuracy = Accuracy(streamed, f.test, f.test_labels);
+  std::printf("  %-44s %.2e   (target <= 1e-6)\n",
+              "readout rel. Frobenius diff, stream vs batch", RelativeDifference(batch, streamed));
+  std::printf("  %-44s %.2e\n", "  same, stream's G re-solved from scratch",
+              RelativeDifference(batch, *fresh));
+  std::printf("  %-44s batch %.2f%%  stream %.2f%%  (diff %.3f points, target +-0.05)\n",
+              "test accuracy", batch_accuracy, stream_accuracy, stream_accuracy - batch_accuracy);
+  std::printf("  %-44s %d factor updates (mean %.3f s, %.1f GFLOP), %d re-factorisations "
+              "(mean %.3f s, %.1f GFLOP)\n",
+              "refreshes in the stream (kAuto)", cost.updates,
+              cost.updates ? cost.update_seconds / cost.updates : 0,
+              cost.updates ? cost.update_flops / cost.updates / 1e9 : 0, cost.refactors,
+              cost.refactors ? cost.refactor_seconds / cost.refactors : 0,
+              cost.refactors ? cost.refactor_flops / cost.refactors / 1e9 : 0);
+  RefreshTimes(f, stream);
+  if (compare_retraining) CompareRetraining(f, lambda, batch_seconds, cost);
 }
 
 // ---- (d) stability ---------------------------------------------------------------------------

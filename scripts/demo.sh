@@ -14,7 +14,7 @@ scripts/build.sh strata-train strata-server strata
 bin="${STRATA_BUILD_DIR:-build}/bin"
 dir="${STRATA_DEMO_DIR:-build/demo}"
 mkdir -p "$dir"
-rm -f "$dir/port"
+source scripts/lib/serve.sh
 
 echo
 echo "== 1. one-step fit on the first 30,000 training images"
@@ -23,16 +23,9 @@ echo "== 1. one-step fit on the first 30,000 training images"
 
 echo
 echo "== 2. strata-server"
-"$bin/strata-server" --bundle="$dir/model.bundle" --address=127.0.0.1:0 \
-  --port_file="$dir/port" 2> "$dir/server.log" &
-server_pid=$!
-trap 'kill -TERM $server_pid 2>/dev/null || true; wait $server_pid 2>/dev/null || true' EXIT
-for _ in $(seq 1 300); do
-  [ -s "$dir/port" ] && break
-  kill -0 $server_pid 2>/dev/null || { cat "$dir/server.log"; exit 1; }
-  sleep 0.1
-done
-address="127.0.0.1:$(cat "$dir/port")"
+trap serve_stop_all EXIT
+serve_start server "$dir" "$bin/strata-server" --bundle="$dir/model.bundle" --address=127.0.0.1:0
+address="127.0.0.1:$server_port"
 client=("$bin/strata" --server="$address")
 "${client[@]}" health --wait=60s
 "${client[@]}" info
@@ -51,8 +44,7 @@ echo "== 5. test accuracy after the update"
 "${client[@]}" predict --data=fashion-mnist:test | tee "$dir/after.log"
 "${client[@]}" stats
 
-kill -TERM $server_pid
-wait $server_pid
+serve_stop server
 trap - EXIT
 
 echo

@@ -24,6 +24,7 @@
 #include "grpcpp/grpcpp.h"
 #include "strata/v1/strata.grpc.pb.h"
 #include "tests/server_process.h"
+#include "tests/suite_fixture.h"
 
 namespace strata {
 namespace {
@@ -33,12 +34,19 @@ using test::ServerProcess;
 constexpr int kTrainImages = 1000;
 constexpr int kBatchImages = 8;
 
-struct Fixture {
-  std::string dir;
+struct Fixture : test::FixtureDir {
   std::string bundle_path;
   data::LabeledImages test_images;
+
+  static void Build(Fixture& f) {
+    f.bundle_path = f.Path("model.bundle");
+    ASSERT_TRUE(test::WriteFashionBundle(f.bundle_path, kTrainImages).ok());
+    absl::StatusOr<data::LabeledImages> images = data::Load("fashion-mnist:test", {0, 64});
+    ASSERT_TRUE(images.ok()) << images.status();
+    f.test_images = *std::move(images);
+  }
 };
-Fixture* fixture = nullptr;
+Fixture*& fixture = test::SuiteFixture<Fixture>::instance;
 
 v1::PredictRequest SingleImage(int i) {
   v1::PredictRequest request;
@@ -48,28 +56,11 @@ v1::PredictRequest SingleImage(int i) {
   return request;
 }
 
-class BatchingServerTest : public ::testing::Test {
+class BatchingServerTest : public test::SuiteFixtureTest<Fixture> {
  protected:
-  static void SetUpTestSuite() {
-    auto* f = new Fixture;
-    char dir_template[] = "/tmp/strata_batcher_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir_template), nullptr);
-    f->dir = dir_template;
-    f->bundle_path = f->dir + "/model.bundle";
-    ASSERT_TRUE(test::WriteFashionBundle(f->bundle_path, kTrainImages).ok());
-    absl::StatusOr<data::LabeledImages> images = data::Load("fashion-mnist:test", {0, 64});
-    ASSERT_TRUE(images.ok()) << images.status();
-    f->test_images = *std::move(images);
-    fixture = f;
-  }
-  static void TearDownTestSuite() {
-    if (fixture != nullptr) std::filesystem::remove_all(fixture->dir);
-    delete fixture;
-    fixture = nullptr;
-  }
-
   void SetUp() override {
-    ASSERT_NE(fixture, nullptr) << "building the test model failed";
+    SuiteFixtureTest::SetUp();
+    if (HasFatalFailure()) return;
     unbatched_ = ServerProcess::Start(fixture->bundle_path, {"--batching=off"});
     ASSERT_NE(unbatched_, nullptr);
     // A batch forms only when kBatchImages images are queued (the delay outlasts any test; the

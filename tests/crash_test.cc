@@ -249,6 +249,30 @@ TEST_F(DurabilityTest, TornTailIsCutAndLoggedAndTheServerStarts) {
   EXPECT_EQ(info->samples_seen(), fixture->bundle.upper.samples_seen() + 20);
 }
 
+TEST_F(DurabilityTest, ASecondServerOnTheSameStateDirectoryIsRefusedUntilTheFirstIsGone) {
+  std::unique_ptr<crash::Server> server = Start({});
+  ASSERT_NE(server, nullptr);
+  ASSERT_TRUE(Stream(server->client(), {{0, 10}}).ok());
+
+  const std::string first_log = log_path_;
+  log_path_ = first_log + ".second";
+  const int status = StartRefused({});
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_NE(WEXITSTATUS(status), 0);
+  EXPECT_THAT(ReadText(log_path_), HasSubstr("is in use by another strata-server (pid "));
+  // The first server is unharmed: it still absorbs, durably.
+  ASSERT_TRUE(Stream(server->client(), {{10, 10}}).ok());
+
+  // The lock dies with its process, kill -9 included: a new server starts and recovers both.
+  server->Kill();
+  log_path_ = first_log + ".third";
+  server = Start({});
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<v1::ModelInfo> info = server->client().GetModelInfo();
+  ASSERT_TRUE(info.ok()) << info.status();
+  EXPECT_EQ(info->samples_seen(), fixture->bundle.upper.samples_seen() + 20);
+}
+
 TEST_F(DurabilityTest, FlippedByteInTheLogRefusesToStartNamingFileAndOffset) {
   const std::vector<std::string> args = {"--snapshot_every_samples=0"};
   std::unique_ptr<crash::Server> server = Start(args);

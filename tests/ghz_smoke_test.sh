@@ -9,28 +9,15 @@ set -euo pipefail
 bin="$1/bin"
 src="$2"
 
+source "$src/scripts/lib/serve.sh"
+
 ghz="$("$src/scripts/install-ghz.sh" | tail -n 1)"
 work="$(mktemp -d /tmp/strata_ghz_smoke.XXXXXX)"
-server_pid=""
-cleanup() {
-  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; fi
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'serve_stop_all; rm -rf "$work"' EXIT
 
-"$bin/strata-train" --train=fashion-mnist:train --train_limit=1000 --test= \
-  --spec="$src/specs/small.spec" --out="$work/model.bundle" > "$work/train.log" 2>&1 \
-  || { cat "$work/train.log"; exit 1; }
-
-"$bin/strata-server" --bundle="$work/model.bundle" --address=127.0.0.1:0 \
-  --port_file="$work/port" 2> "$work/server.log" &
-server_pid=$!
-for _ in $(seq 1 600); do
-  [ -s "$work/port" ] && break
-  kill -0 "$server_pid" 2>/dev/null || { cat "$work/server.log"; echo "server exited" >&2; exit 1; }
-  sleep 0.1
-done
-address="127.0.0.1:$(cat "$work/port")"
+serve_train_bundle "$bin" "$work/model.bundle" "$src/specs/small.spec" 1000
+serve_start server "$work" "$bin/strata-server" --bundle="$work/model.bundle" --address=127.0.0.1:0
+address="127.0.0.1:$server_port"
 "$bin/strata" health --server="$address" --wait=120s
 
 samples_seen() { "$bin/strata" info --server="$address" | awk '/^samples seen/ {print $3}'; }

@@ -16,6 +16,7 @@
 #include "data/dataset.h"
 #include "gtest/gtest.h"
 #include "tests/server_process.h"
+#include "tests/suite_fixture.h"
 
 namespace strata {
 namespace {
@@ -26,14 +27,15 @@ constexpr int kTrainImages = 1000;
 constexpr char kToken[] = "s3cret-token-0123456789";
 
 // What the tests share: a directory with the bundle, the certificates and the token file.
-struct Fixture {
-  std::string dir;
+struct Fixture : test::FixtureDir {
   std::string bundle_path;
   data::LabeledImages updates;  // labelled images for Update streams
-};
-Fixture* fixture = nullptr;
 
-std::string Path(const std::string& name) { return fixture->dir + "/" + name; }
+  static void Build(Fixture& f);
+};
+Fixture*& fixture = test::SuiteFixture<Fixture>::instance;
+
+std::string Path(const std::string& name) { return fixture->Path(name); }
 
 // Runs `command` with /bin/sh; true if it exited 0.
 bool Run(const std::string& command) {
@@ -73,21 +75,16 @@ void MakeCertificates() {
   ASSERT_TRUE(leaf("other-client", "other-ca", "client"));
 }
 
-void BuildFixture() {
-  auto* f = new Fixture;
-  char dir_template[] = "/tmp/strata_security_test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr);
-  f->dir = dir_template;
-  f->bundle_path = f->dir + "/model.bundle";
-  fixture = f;
-  absl::Status written = test::WriteFashionBundle(f->bundle_path, kTrainImages);
+void Fixture::Build(Fixture& f) {
+  f.bundle_path = f.Path("model.bundle");
+  absl::Status written = test::WriteFashionBundle(f.bundle_path, kTrainImages);
   ASSERT_TRUE(written.ok()) << written;
   absl::StatusOr<data::LabeledImages> updates =
       data::Load("fashion-mnist:train", {kTrainImages, 100});
   ASSERT_TRUE(updates.ok()) << updates.status();
-  f->updates = *std::move(updates);
+  f.updates = *std::move(updates);
   MakeCertificates();
-  ASSERT_TRUE(base::WriteFileAtomically(Path("token"), absl::StrCat(kToken, "\n")).ok());
+  ASSERT_TRUE(base::WriteFileAtomically(f.Path("token"), absl::StrCat(kToken, "\n")).ok());
 }
 
 // Client options trusting `ca` ("ca" or "other-ca"), presenting `cert` ("" for none).
@@ -128,18 +125,7 @@ std::vector<v1::UpdateRequest> UpdateMessages(int n) {
   return messages;
 }
 
-class SecurityTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (fixture == nullptr) BuildFixture();
-  }
-  static void TearDownTestSuite() {
-    if (fixture != nullptr) std::filesystem::remove_all(fixture->dir);
-    delete fixture;
-    fixture = nullptr;
-  }
-  void SetUp() override { ASSERT_TRUE(fixture != nullptr && !fixture->updates.labels.empty()); }
-};
+class SecurityTest : public test::SuiteFixtureTest<Fixture> {};
 
 // The reason a call failed, for messages.
 std::string Describe(const absl::Status& status) { return status.ToString(); }

@@ -32,6 +32,7 @@
 #include "model/quantized_lower_tier.h"
 #include "model/tensor.h"
 #include "tests/server_process.h"
+#include "tests/suite_fixture.h"
 
 namespace strata {
 namespace {
@@ -47,25 +48,22 @@ model::MatrixF ToMatrix(const data::LabeledImages& images) {
   return model::PixelsToMatrix(images.pixels, static_cast<Eigen::Index>(images.image_size()));
 }
 
-struct Fixture {
-  std::string dir;
+struct Fixture : test::FixtureDir {
   std::string float_only_bundle;  // no lower.int8.* records (as written before int8 devices)
   std::string int8_bundle;        // the same model plus its int8 activation scales
   std::optional<model::Bundle> bundle;  // int8_bundle, read back: the reference
   data::LabeledImages heldout;
+
+  static void Build(Fixture& f);
 };
-Fixture* fixture = nullptr;
+Fixture*& fixture = test::SuiteFixture<Fixture>::instance;
 
-void BuildFixture() {
-  auto* f = new Fixture;
-  char dir_template[] = "/tmp/strata_device_test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr);
-  f->dir = dir_template;
-  f->float_only_bundle = f->dir + "/float_only.bundle";
-  f->int8_bundle = f->dir + "/int8.bundle";
-  ASSERT_TRUE(test::WriteFashionBundle(f->float_only_bundle, kTrainImages).ok());
+void Fixture::Build(Fixture& f) {
+  f.float_only_bundle = f.Path("float_only.bundle");
+  f.int8_bundle = f.Path("int8.bundle");
+  ASSERT_TRUE(test::WriteFashionBundle(f.float_only_bundle, kTrainImages).ok());
 
-  absl::StatusOr<model::Bundle> bundle = model::ReadBundle(f->float_only_bundle);
+  absl::StatusOr<model::Bundle> bundle = model::ReadBundle(f.float_only_bundle);
   ASSERT_TRUE(bundle.ok()) << bundle.status();
   ASSERT_TRUE(bundle->int8.empty());
   absl::StatusOr<data::LabeledImages> calibration =
@@ -75,18 +73,17 @@ void BuildFixture() {
       model::QuantizedLowerTier::CalibrateActivations(*bundle->lower, ToMatrix(*calibration));
   ASSERT_TRUE(int8.ok()) << int8.status();
   bundle->int8 = *std::move(int8);
-  ASSERT_TRUE(model::WriteBundle(*bundle, f->int8_bundle).ok());
+  ASSERT_TRUE(model::WriteBundle(*bundle, f.int8_bundle).ok());
 
-  absl::StatusOr<model::Bundle> read = model::ReadBundle(f->int8_bundle);
+  absl::StatusOr<model::Bundle> read = model::ReadBundle(f.int8_bundle);
   ASSERT_TRUE(read.ok()) << read.status();
   ASSERT_EQ(read->int8.activation_scales, bundle->int8.activation_scales);
-  f->bundle.emplace(*std::move(read));
+  f.bundle.emplace(*std::move(read));
 
   absl::StatusOr<data::LabeledImages> heldout =
       data::Load("fashion-mnist:test", {0, kHeldoutImages});
   ASSERT_TRUE(heldout.ok()) << heldout.status();
-  f->heldout = *std::move(heldout);
-  fixture = f;
+  f.heldout = *std::move(heldout);
 }
 
 // Runs strata-server with `args` to completion (it must exit by itself, e.g. failing at start).
@@ -175,18 +172,7 @@ void ExpectScoresLiveAndAfterRecovery(std::unique_ptr<ServerProcess>& server,
   }
 }
 
-class ServerDeviceTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (fixture == nullptr) BuildFixture();
-  }
-  static void TearDownTestSuite() {
-    if (fixture != nullptr) std::filesystem::remove_all(fixture->dir);
-    delete fixture;
-    fixture = nullptr;
-  }
-  void SetUp() override { ASSERT_NE(fixture, nullptr) << "building the test bundles failed"; }
-};
+class ServerDeviceTest : public test::SuiteFixtureTest<Fixture> {};
 
 TEST_F(ServerDeviceTest, XrtWithoutCardExitsOneWithTheBackendsMessage) {
   // What the backend says here; the server must say exactly that.

@@ -39,6 +39,7 @@
 #include "fpga/energy.h"
 #include "update/energy_meter.h"
 #include "tests/server_process.h"
+#include "tests/suite_fixture.h"
 
 namespace strata {
 namespace {
@@ -75,38 +76,34 @@ v1::LabeledSample Labeled(const data::LabeledImages& images, size_t i) {
 }
 
 // What the test shares across its tests (built once per test process).
-struct Fixture {
-  std::string dir;          // temporary directory, removed at the end
+struct Fixture : test::FixtureDir {
   std::string bundle_path;  // the bundle the servers serve
   // The same bundle, read back: the reference model (optional only because a Bundle has no
   // default constructor).
   std::optional<model::Bundle> bundle;
   data::LabeledImages updates;  // training images the bundle has not seen, for Update streams
   data::LabeledImages heldout;  // test images
-};
-Fixture* fixture = nullptr;
 
-void BuildFixture() {
-  auto* f = new Fixture;
-  char dir_template[] = "/tmp/strata_server_test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr);
-  f->dir = dir_template;
-  f->bundle_path = f->dir + "/model.bundle";
+  static void Build(Fixture& f);
+};
+Fixture*& fixture = test::SuiteFixture<Fixture>::instance;
+
+void Fixture::Build(Fixture& f) {
+  f.bundle_path = f.Path("model.bundle");
 
   absl::StatusOr<data::LabeledImages> updates =
       data::Load("fashion-mnist:train", {kTrainImages, 1000});
   ASSERT_TRUE(updates.ok()) << updates.status();
   absl::StatusOr<data::LabeledImages> heldout = data::Load("fashion-mnist:test", {0, 1000});
   ASSERT_TRUE(heldout.ok()) << heldout.status();
-  f->updates = *std::move(updates);
-  f->heldout = *std::move(heldout);
-  absl::Status written = test::WriteFashionBundle(f->bundle_path, kTrainImages);
+  f.updates = *std::move(updates);
+  f.heldout = *std::move(heldout);
+  absl::Status written = test::WriteFashionBundle(f.bundle_path, kTrainImages);
   ASSERT_TRUE(written.ok()) << written;
 
-  absl::StatusOr<model::Bundle> read = model::ReadBundle(f->bundle_path);
+  absl::StatusOr<model::Bundle> read = model::ReadBundle(f.bundle_path);
   ASSERT_TRUE(read.ok()) << read.status();
-  f->bundle.emplace(*std::move(read));
-  fixture = f;
+  f.bundle.emplace(*std::move(read));
 }
 
 // Scores of `images` under the reference upper tier `upper`.
@@ -147,19 +144,11 @@ void ExpectScoresNear(const Scores& actual, const model::MatrixF& expected) {
 
 // ---- the server process --------------------------------------------------------------------------
 
-class ServerTest : public ::testing::Test {
+class ServerTest : public test::SuiteFixtureTest<Fixture> {
  protected:
-  static void SetUpTestSuite() {
-    if (fixture == nullptr) BuildFixture();
-  }
-  static void TearDownTestSuite() {
-    if (fixture != nullptr) std::filesystem::remove_all(fixture->dir);
-    delete fixture;
-    fixture = nullptr;
-  }
-
   void SetUp() override {
-    ASSERT_NE(fixture, nullptr) << "building the test model failed";
+    SuiteFixtureTest::SetUp();
+    if (HasFatalFailure()) return;
     server_ = ServerProcess::Start(fixture->bundle_path);
     ASSERT_NE(server_, nullptr);
   }

@@ -75,6 +75,72 @@ absl::Status RemoveStaleTemporaryFiles(Env* env, const std::string& dir,
   return removed->empty() ? absl::OkStatus() : env->SyncDirectory(dir);
 }
 
+// The newest snapshot in `dir` that reads back intact, if any; damaged ones are moved aside and
+// listed in report->snapshots_skipped. FAILED_PRECONDITION if it was written for another model.
+absl::StatusOr<std::optional<UpperTierSnapshot>> NewestIntactSnapshot(
+    Env* env, const std::string& dir, const model::FeatureExtractor& extractor,
+    RecoveryReport* report) {
+  absl::StatusOr<std::vector<SnapshotFile>> snapshots = ListSnapshots(env, dir);
+  if (!snapshots.ok()) return snapshots.status();
+  for (const SnapshotFile& file : *snapshots) {
+    absl::StatusOr<UpperTierSnapshot> snapshot = ReadSnapshot(env, file.path);
+    if (absl::IsDataLoss(snapshot.status())) {
+      STRATA_LOG(WARNING) << "recovery: skipping damaged snapshot: " << snapshot.status().message();
+      report->snapshots_skipped.push_back(std::string(snapshot.status().message()));
+      // Move it out of the way (kept for inspection as <name>.damaged): left under its own name it
+      // would still count among the kSnapshotsKept newest, and the next WriteSnapshot would prune
+      // the intact older snapshot this recovery falls back to instead of it.
+      absl::Status quarantined = QuarantineFile(env, file.path);
+      if (!quarantined.ok()) return quarantined;
+      continue;
+    }
+    if (!snapshot.ok()) return snapshot.status();
+    if (snapshot->upper.feature_size() != extractor.feature_size()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot ", file.path, " holds statistics over ", snapshot->upper.feature_size(),
+          " features but the bundle's lower tier makes ", extractor.feature_size(),
+          ": the state directory belongs to another model"));
+    }
+    report->snapshot_path = file.path;
+    return std::optional<UpperTierSnapshot>(*std::move(snapshot));
+  }
+  return std::optional<UpperTierSnapshot>();
+}
+
+// Replays the log records after report->base_position into bundle->upper, cuts a torn tail and
+// sets the report's log figures.
+absl::Status ReplayLog(Env* env, const std::string& dir, int chunk_rows,
+                       const model::FeatureExtractor& extractor, model::Bundle* bundle,
+                       RecoveryReport* report) {
+  const int input_size = extractor.input_size();
+  absl::StatusOr<LogScan> scan = ReadUpdateLog(
+      env, dir, report->base_position, [&](uint64_t, absl::string_view payload) -> absl::Status {
+        absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
+        if (!record.ok()) return record.status();
+        absl::StatusOr<std::vector<std::string>> absorbed =
+            AbsorbUpdateRecord(extractor, *record, chunk_rows, bundle->upper);
+        if (!absorbed.ok()) return absorbed.status();
+        ++report->records_replayed;
+        report->samples_replayed += record->labels.size();
+        return absl::OkStatus();
+      });
+  if (!scan.ok()) {
+    std::string context;
+    if (!report->snapshots_skipped.empty()) {
+      context = absl::StrCat(" (after skipping ", report->snapshots_skipped.size(),
+                             " damaged snapshot(s): ", report->snapshots_skipped.front(), ")");
+    }
+    return absl::Status(scan.status().code(), absl::StrCat(scan.status().message(), context));
+  }
+  report->log_position = scan->last_sequence;
+  if (scan->torn_tail.has_value()) {
+    absl::Status cut = CutTornTail(env, dir, *scan->torn_tail);
+    if (!cut.ok()) return cut;
+    report->torn_tail = scan->torn_tail;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chunk_rows,
@@ -93,69 +159,24 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
   if (!cleaned.ok()) return cleaned;
 
   // 1. The base: the newest snapshot that reads back intact, else the bundle.
-  absl::StatusOr<std::vector<SnapshotFile>> snapshots = ListSnapshots(env, dir);
-  if (!snapshots.ok()) return snapshots.status();
-  std::optional<UpperTierSnapshot> base;
-  for (const SnapshotFile& file : *snapshots) {
-    absl::StatusOr<UpperTierSnapshot> snapshot = ReadSnapshot(env, file.path);
-    if (absl::IsDataLoss(snapshot.status())) {
-      STRATA_LOG(WARNING) << "recovery: skipping damaged snapshot: " << snapshot.status().message();
-      report.snapshots_skipped.push_back(std::string(snapshot.status().message()));
-      // Move it out of the way (kept for inspection as <name>.damaged): left under its own name it
-      // would still count among the kSnapshotsKept newest, and the next WriteSnapshot would prune
-      // the intact older snapshot this recovery falls back to instead of it.
-      absl::Status quarantined = QuarantineFile(env, file.path);
-      if (!quarantined.ok()) return quarantined;
-      continue;
-    }
-    if (!snapshot.ok()) return snapshot.status();
-    if (snapshot->upper.feature_size() != extractor.feature_size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "snapshot ", file.path, " holds statistics over ", snapshot->upper.feature_size(),
-          " features but the bundle's lower tier makes ", extractor.feature_size(),
-          ": the state directory belongs to another model"));
-    }
-    report.snapshot_path = file.path;
-    base.emplace(*std::move(snapshot));
-    break;
-  }
+  absl::StatusOr<std::optional<UpperTierSnapshot>> base =
+      NewestIntactSnapshot(env, dir, extractor, &report);
+  if (!base.ok()) return base.status();
   uint64_t version = bundle->version;
-  if (base.has_value()) {
-    report.base_position = base->log_position;
-    version = std::max(version, base->model_version);
+  if (base->has_value()) {
+    UpperTierSnapshot& snapshot = **base;
+    report.base_position = snapshot.log_position;
+    version = std::max(version, snapshot.model_version);
     // A snapshot holds G and Q only; the int8 readout scales come with the bundle.
     std::vector<float> scales = bundle->upper.readout_scales();
-    bundle->upper = std::move(base->upper);
+    bundle->upper = std::move(snapshot.upper);
     if (absl::Status s = bundle->upper.set_readout_scales(std::move(scales)); !s.ok()) return s;
   }
 
   // 2. Replay the log after the base.
-  const int input_size = extractor.input_size();
-  absl::StatusOr<LogScan> scan = ReadUpdateLog(
-      env, dir, report.base_position, [&](uint64_t, absl::string_view payload) -> absl::Status {
-        absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
-        if (!record.ok()) return record.status();
-        absl::StatusOr<std::vector<std::string>> absorbed =
-            AbsorbUpdateRecord(extractor, *record, chunk_rows, bundle->upper);
-        if (!absorbed.ok()) return absorbed.status();
-        ++report.records_replayed;
-        report.samples_replayed += record->labels.size();
-        return absl::OkStatus();
-      });
-  if (!scan.ok()) {
-    std::string context;
-    if (!report.snapshots_skipped.empty()) {
-      context = absl::StrCat(" (after skipping ", report.snapshots_skipped.size(),
-                             " damaged snapshot(s): ", report.snapshots_skipped.front(), ")");
-    }
-    return absl::Status(scan.status().code(),
-                        absl::StrCat(scan.status().message(), context));
-  }
-  report.log_position = scan->last_sequence;
-  if (scan->torn_tail.has_value()) {
-    absl::Status cut = CutTornTail(env, dir, *scan->torn_tail);
-    if (!cut.ok()) return cut;
-    report.torn_tail = scan->torn_tail;
+  if (absl::Status replayed = ReplayLog(env, dir, chunk_rows, extractor, bundle, &report);
+      !replayed.ok()) {
+    return replayed;
   }
   // Anything absorbed since the bundle gets a version of its own, above the base's. That alone is
   // not above every version served before the crash (those published after the base are recorded

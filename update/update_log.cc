@@ -125,9 +125,131 @@ std::optional<uint64_t> ParseSegmentFileName(absl::string_view name) {
 
 // ---- Reading -------------------------------------------------------------------------------------
 
-absl::StatusOr<LogScan> ReadUpdateLog(
-    Env* env, const std::string& dir, uint64_t after,
-    absl::FunctionRef<absl::Status(uint64_t sequence, absl::string_view payload)> visit) {
+namespace {
+
+using Visitor = absl::FunctionRef<absl::Status(uint64_t sequence, absl::string_view payload)>;
+
+// Why the record at the start of `rest` (sequence `sequence`) cannot be read, or "" if it is
+// intact; then *length is its payload's length.
+std::string RecordProblem(absl::string_view rest, uint64_t sequence, uint32_t* length) {
+  if (rest.size() < kRecordHeaderBytes) return "record header cut short";
+  *length = Load<uint32_t>(rest.data() + 4);
+  if (*length > kMaxRecordPayloadBytes) return absl::StrCat("record length ", *length, " over limit");
+  if (rest.size() - kRecordHeaderBytes < *length) return "record runs past the end of the file";
+  const uint8_t type = static_cast<uint8_t>(rest[8]);
+  if (RecordCrc(type, rest.substr(kRecordHeaderBytes, *length)) != Load<uint32_t>(rest.data())) {
+    return absl::StrCat("record ", sequence, ": checksum mismatch");
+  }
+  if (type != kRecordTypeUpdateMessage) {
+    return absl::StrCat("record ", sequence, ": unknown type ", type);
+  }
+  return "";
+}
+
+// Reads one segment of the log (its whole contents in `data`) into a LogScan.
+class SegmentReader {
+ public:
+  SegmentReader(const Segment& segment, bool newest, absl::string_view data, LogScan* scan)
+      : segment_(segment), newest_(newest), data_(data), scan_(scan) {}
+
+  // Checks the header, then visits every intact record with sequence > `after`. Returns the
+  // sequence the next segment must start with; a torn tail is recorded in the scan (and the
+  // segments after it must not exist: the caller stops).
+  absl::StatusOr<uint64_t> Read(uint64_t after, Visitor visit) {
+    if (data_.size() < kSegmentHeaderBytes || AllZero(data_)) {
+      if (!newest_) return Corrupt(segment_.path, 0, "segment header cut short or zeroed");
+      Torn(0, "segment header cut short");
+      return segment_.first;
+    }
+    if (absl::Status header = CheckHeader(); !header.ok()) return header;
+    uint64_t sequence = segment_.first;
+    size_t offset = kSegmentHeaderBytes;
+    while (offset < data_.size()) {
+      const absl::string_view rest = data_.substr(offset);
+      uint32_t length = 0;
+      if (std::string bad = RecordProblem(rest, sequence, &length); !bad.empty()) {
+        absl::Status status = BadRecord(offset, std::move(bad));
+        if (!status.ok()) return status;
+        break;
+      }
+      if (sequence > after) {
+        absl::Status visited = visit(sequence, rest.substr(kRecordHeaderBytes, length));
+        if (!visited.ok()) {
+          return absl::Status(visited.code(),
+                              absl::StrCat("update log ", segment_.path, ": offset ", offset,
+                                           ": record ", sequence, ": ", visited.message()));
+        }
+        ++scan_->records_visited;
+      }
+      scan_->last_sequence = std::max(scan_->last_sequence, sequence);
+      ++sequence;
+      offset += kRecordHeaderBytes + length;
+    }
+    return sequence;
+  }
+
+ private:
+  absl::Status CheckHeader() const {
+    const char* header = data_.data();
+    if (std::memcmp(header, kUpdateLogMagic, sizeof(kUpdateLogMagic)) != 0 ||
+        Load<uint32_t>(header + 20) != base::Crc32c(header, 20)) {
+      return Corrupt(segment_.path, 0, "bad segment header (magic or checksum)");
+    }
+    if (Load<uint32_t>(header + 8) != kUpdateLogFormatVersion) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("update log ", segment_.path, ": format version ",
+                       Load<uint32_t>(header + 8), ", this build reads ", kUpdateLogFormatVersion));
+    }
+    if (Load<uint64_t>(header + 12) != segment_.first) {
+      return Corrupt(segment_.path, 12, "the header's first sequence differs from the file name");
+    }
+    return absl::OkStatus();
+  }
+
+  // The record at `offset` failed a check (`what`). In the newest segment with no valid record
+  // after it, that is a torn tail whatever the bad bytes read as; otherwise corruption. Returns
+  // the error, or OK with the tail recorded.
+  absl::Status BadRecord(size_t offset, std::string what) {
+    if (!newest_) return Corrupt(segment_.path, offset, what);
+    if (AllZero(data_.substr(offset))) {
+      Torn(offset, "zero-filled tail");
+      return absl::OkStatus();
+    }
+    const TailScan after_bad = FindValidRecordAfter(data_, offset);
+    if (after_bad.valid_record.has_value()) {
+      return Corrupt(segment_.path, offset,
+                     absl::StrCat(what, " (not a torn tail: a valid record follows at offset ",
+                                  *after_bad.valid_record, ")"));
+    }
+    if (after_bad.over_budget) {
+      return Corrupt(segment_.path, offset,
+                     absl::StrCat(what, " (could not rule out a valid record after it in the ",
+                                  data_.size() - offset, " bytes to the end of the file)"));
+    }
+    Torn(offset, what);
+    return absl::OkStatus();
+  }
+
+  void Torn(uint64_t offset, absl::string_view reason) {
+    TornTail tail;
+    tail.path = segment_.path;
+    tail.offset = offset;
+    tail.bytes_dropped = data_.size() - offset;
+    tail.delete_file = offset == 0;
+    tail.reason = std::string(reason);
+    scan_->torn_tail = std::move(tail);
+  }
+
+  const Segment& segment_;
+  const bool newest_;
+  const absl::string_view data_;
+  LogScan* const scan_;
+};
+
+}  // namespace
+
+absl::StatusOr<LogScan> ReadUpdateLog(Env* env, const std::string& dir, uint64_t after,
+                                      Visitor visit) {
   absl::StatusOr<std::vector<Segment>> segments = ListSegments(env, dir);
   if (!segments.ok()) return segments.status();
   LogScan scan;
@@ -135,121 +257,27 @@ absl::StatusOr<LogScan> ReadUpdateLog(
   scan.last_sequence = after;  // if every segment is skipped or there are none
   bool reading = false;        // has a segment been read yet
   uint64_t expected = 0;       // the first sequence the next read segment must have
-  for (size_t s = 0; s < segments->size(); ++s) {
+  for (size_t s = 0; s < segments->size() && !scan.torn_tail.has_value(); ++s) {
     const Segment& segment = (*segments)[s];
     const bool newest = s + 1 == segments->size();
     // A segment whose successor starts at or before after + 1 holds only records <= after.
     if (!newest && (*segments)[s + 1].first <= after + 1) continue;
-    if (!reading) {
-      if (segment.first > after + 1) {
-        return Corrupt(segment.path, 0,
-                       absl::StrCat("the log starts at record ", segment.first,
-                                    " but records from ", after + 1, " are needed"));
-      }
-    } else if (segment.first != expected) {
+    if (!reading && segment.first > after + 1) {
+      return Corrupt(segment.path, 0,
+                     absl::StrCat("the log starts at record ", segment.first, " but records from ",
+                                  after + 1, " are needed"));
+    }
+    if (reading && segment.first != expected) {
       return Corrupt(segment.path, 0,
                      absl::StrCat("segment starts at record ", segment.first, ", expected ",
                                   expected, " (a segment is missing or extra)"));
     }
     reading = true;
-
     absl::StatusOr<std::string> contents = env->ReadFile(segment.path);
     if (!contents.ok()) return contents.status();
-    const absl::string_view data = *contents;
-    auto torn = [&](uint64_t offset, absl::string_view reason) {
-      TornTail tail;
-      tail.path = segment.path;
-      tail.offset = offset;
-      tail.bytes_dropped = data.size() - offset;
-      tail.delete_file = offset == 0;
-      tail.reason = std::string(reason);
-      scan.torn_tail = std::move(tail);
-    };
-
-    if (data.size() < kSegmentHeaderBytes || AllZero(data)) {
-      if (!newest) return Corrupt(segment.path, 0, "segment header cut short or zeroed");
-      torn(0, "segment header cut short");
-      expected = segment.first;
-      break;
-    }
-    if (std::memcmp(data.data(), kUpdateLogMagic, sizeof(kUpdateLogMagic)) != 0 ||
-        Load<uint32_t>(data.data() + 20) != base::Crc32c(data.data(), 20)) {
-      return Corrupt(segment.path, 0, "bad segment header (magic or checksum)");
-    }
-    if (Load<uint32_t>(data.data() + 8) != kUpdateLogFormatVersion) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("update log ", segment.path, ": format version ",
-                       Load<uint32_t>(data.data() + 8), ", this build reads ",
-                       kUpdateLogFormatVersion));
-    }
-    if (Load<uint64_t>(data.data() + 12) != segment.first) {
-      return Corrupt(segment.path, 12, "the header's first sequence differs from the file name");
-    }
-
-    uint64_t sequence = segment.first;
-    size_t offset = kSegmentHeaderBytes;
-    // The record at `offset` failed a check (`what`). In the newest segment with no valid record
-    // after it, that is a torn tail whatever the bad bytes read as; otherwise corruption. Returns
-    // the error, or OK with the tail recorded.
-    auto bad_record = [&](std::string what) -> absl::Status {
-      if (!newest) return Corrupt(segment.path, offset, what);
-      if (AllZero(data.substr(offset))) {
-        torn(offset, "zero-filled tail");
-        return absl::OkStatus();
-      }
-      const TailScan after_bad = FindValidRecordAfter(data, offset);
-      if (after_bad.valid_record.has_value()) {
-        return Corrupt(segment.path, offset,
-                       absl::StrCat(what, " (not a torn tail: a valid record follows at offset ",
-                                    *after_bad.valid_record, ")"));
-      }
-      if (after_bad.over_budget) {
-        return Corrupt(segment.path, offset,
-                       absl::StrCat(what, " (could not rule out a valid record after it in the ",
-                                    data.size() - offset, " bytes to the end of the file)"));
-      }
-      torn(offset, what);
-      return absl::OkStatus();
-    };
-    while (offset < data.size()) {
-      const absl::string_view rest = data.substr(offset);
-      std::string bad;  // the first check the record at `offset` fails
-      uint32_t length = 0;
-      if (rest.size() < kRecordHeaderBytes) {
-        bad = "record header cut short";
-      } else if (length = Load<uint32_t>(rest.data() + 4); length > kMaxRecordPayloadBytes) {
-        bad = absl::StrCat("record length ", length, " over limit");
-      } else if (rest.size() - kRecordHeaderBytes < length) {
-        bad = "record runs past the end of the file";
-      } else {
-        const uint8_t type = static_cast<uint8_t>(rest[8]);
-        if (RecordCrc(type, rest.substr(kRecordHeaderBytes, length)) !=
-            Load<uint32_t>(rest.data())) {
-          bad = absl::StrCat("record ", sequence, ": checksum mismatch");
-        } else if (type != kRecordTypeUpdateMessage) {
-          bad = absl::StrCat("record ", sequence, ": unknown type ", type);
-        }
-      }
-      if (!bad.empty()) {
-        absl::Status status = bad_record(std::move(bad));
-        if (!status.ok()) return status;
-        break;
-      }
-      const absl::string_view payload = rest.substr(kRecordHeaderBytes, length);
-      if (sequence > after) {
-        absl::Status visited = visit(sequence, payload);
-        if (!visited.ok()) {
-          return absl::Status(visited.code(),
-                              absl::StrCat("update log ", segment.path, ": offset ", offset,
-                                           ": record ", sequence, ": ", visited.message()));
-        }
-        ++scan.records_visited;
-      }
-      scan.last_sequence = std::max(scan.last_sequence, sequence);
-      ++sequence;
-      offset += kRecordHeaderBytes + length;
-    }
-    expected = sequence;
+    absl::StatusOr<uint64_t> next = SegmentReader(segment, newest, *contents, &scan).Read(after, visit);
+    if (!next.ok()) return next.status();
+    expected = *next;
   }
   return scan;
 }
