@@ -1,8 +1,6 @@
 // A real strata-server started on a bundle whose upper tier is empty (strata-train --empty_upper):
 // Predict before any class, classes brought by Update streams, selective absorption counted in
 // GetStats, forgetting on drift after a label swap, and policy flags out of range at start-up.
-#include <sys/stat.h>
-
 #include <memory>
 #include <string>
 #include <vector>
@@ -14,6 +12,7 @@
 #include "model/bundle.h"
 #include "model/trainer.h"
 #include "tests/server_process.h"
+#include "tests/suite_fixture.h"
 
 namespace strata {
 namespace {
@@ -22,19 +21,16 @@ using test::ServerProcess;
 
 constexpr int kFitImages = 1000;
 
-struct Fixture {
-  std::string dir;
+struct Fixture : test::FixtureDir {
   std::string bundle;
   data::LabeledImages stream;  // images after the fit ones
-};
-Fixture* fixture = nullptr;
 
-void BuildFixture() {
-  auto* f = new Fixture;
-  char dir_template[] = "/tmp/strata_update_stream_test.XXXXXX";
-  ASSERT_NE(mkdtemp(dir_template), nullptr);
-  f->dir = dir_template;
-  f->bundle = f->dir + "/empty.bundle";
+  static void Build(Fixture& f);
+};
+Fixture*& fixture = test::SuiteFixture<Fixture>::instance;
+
+void Fixture::Build(Fixture& f) {
+  f.bundle = f.Path("empty.bundle");
   absl::StatusOr<data::LabeledImages> fit = data::Load("fashion-mnist:train", {0, kFitImages});
   ASSERT_TRUE(fit.ok()) << fit.status();
   model::TrainOptions options;
@@ -54,21 +50,14 @@ void BuildFixture() {
   ASSERT_TRUE(trained.ok()) << trained.status();
   ASSERT_EQ(trained->bundle.upper.num_classes(), 0);
   ASSERT_EQ(trained->bundle.upper.samples_seen(), 0u);
-  ASSERT_TRUE(model::WriteBundle(trained->bundle, f->bundle).ok());
+  ASSERT_TRUE(model::WriteBundle(trained->bundle, f.bundle).ok());
   absl::StatusOr<data::LabeledImages> stream =
       data::Load("fashion-mnist:train", {kFitImages, 12000});
   ASSERT_TRUE(stream.ok()) << stream.status();
-  f->stream = *std::move(stream);
-  fixture = f;
+  f.stream = *std::move(stream);
 }
 
-class UpdateStreamServerTest : public ::testing::Test {
- protected:
-  static void SetUpTestSuite() {
-    if (fixture == nullptr) BuildFixture();
-  }
-  void SetUp() override { ASSERT_NE(fixture, nullptr); }
-};
+class UpdateStreamServerTest : public test::SuiteFixtureTest<Fixture> {};
 
 // One message of up to `count` stream images whose label is one of `classes`, from stream index
 // `*next` on (advanced past the images used); labels in `swap` are exchanged pairwise.

@@ -71,7 +71,7 @@ struct MessageResult {
   // Not OK: the stream cannot go on (see UpdateStream::OnMessage); the counts say what happened
   // before the error.
   absl::Status status;
-  int accepted = 0;  // samples absorbed
+  int accepted = 0;  // samples accepted: absorbed, or skipped by selective absorption
   int rejected = 0;  // samples (or unreadable parts) rejected
   // How the readout was refreshed after the message, if the policy refreshed.
   std::optional<model::RefreshPath> refresh;
@@ -95,7 +95,7 @@ struct StreamEnergy {
 
 // What a stream did, handed over at its end.
 struct StreamSummary {
-  uint64_t accepted = 0;
+  uint64_t accepted = 0;  // absorbed, or skipped by selective absorption (see skipped)
   uint64_t rejected = 0;
   std::vector<Rejection> rejections;  // the first kMaxListedRejections, in stream order
   std::vector<std::string> new_labels;  // labels that became classes, in the order first seen
