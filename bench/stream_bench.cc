@@ -539,8 +539,12 @@ int Main() {
         return 1;
       }
     }
+    std::error_code error;  // a missing PNG (no gnuplot) leaves the doc's old plot
+    std::filesystem::copy_file(absl::StrCat(dir, "/", name, ".png"),
+                               absl::StrCat(source, "/docs/update-policies-", name, ".png"),
+                               std::filesystem::copy_options::overwrite_existing, error);
   }
-  std::printf("updated docs/update-policies.md and README.md\n");
+  std::printf("updated docs/update-policies.md, its plots and README.md\n");
   return 0;
 }
 

@@ -67,6 +67,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
   const std::string port_file =
       (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++))
           .string();
+  // A port file left by an earlier run in the same directory would name a dead port.
+  std::filesystem::remove(port_file);
   std::unique_ptr<ServerProcess> server(new ServerProcess);
   std::vector<std::string> all_args = {absl::StrCat("--bundle=", bundle_path),
                                        "--address=127.0.0.1:0",
