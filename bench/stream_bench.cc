@@ -1,237 +1,401 @@
-// strata-bench-stream: the update policies on a drifting Fashion-MNIST stream, in process (no
-// gRPC), with the same calls the server's Update pipeline makes.
+// strata-bench-stream: the update policies on two drifting Fashion-MNIST streams, measured on real
+// strata-server processes over gRPC (docs/update-policies.md).
 //
-// 1. Fit a small lower tier once on the first --fit_images training images; it stays frozen.
-// 2. Stream the remaining training images in messages of --message_size samples:
-//    phases 1..5 bring two new classes each (classes 2p-2 and 2p-1, --phase_samples per class),
-//    then a final phase of every class (the remaining images) in which --swap_a and --swap_b
-//    exchange labels.
-// 3. For each policy: predict every sample with the current readout before absorbing it
-//    (prequential error), absorb, ask the policy, refresh if it says so; charge the EnergyMeter.
-// Prints mean prequential accuracy and update energy (absorb + refresh joules) per policy and the
-// ratios against eager; writes --csv and, with gnuplot on PATH, --png.
+// 1. Fit a lower tier once on the first --fit_images training images (--spec) and write a bundle
+//    whose upper tier is empty (model::TrainOptions::empty_upper, as strata-train --empty_upper):
+//    every class comes from the stream.
+// 2. Build the streams from the remaining training images (messages of --message_size samples):
+//      drift      five phases of two new classes each, then every class with two labels swapped;
+//      recurring  five classes, then the other five while the first vanish, then all ten recur,
+//                 then two labels drift apart gradually (the swap's probability rises linearly
+//                 over half the phase) and stay swapped.
+// 3. For each stream and each policy configuration (--configs), start one strata-server on the
+//    bundle with that configuration's flags and send each message as its own Update stream, so
+//    that each UpdateSummary is one message's result: its prequential errors, skipped samples,
+//    refreshes and joules by phase (the server's own meter). GetStats at the end gives the
+//    decisions, drift alarms, forgotten classes and totals (checked against the summaries' sums).
+// Prints per stream the policies' table (accuracy, update and total joules, refreshes, samples
+// absorbed vs seen, recovery after the swap) and per phase joules and accuracy; writes a CSV and
+// (gnuplot) a PNG per stream; with --update_docs rewrites the marked tables of
+// docs/update-policies.md and README.md from this run.
 #include <algorithm>
 #include <cstdio>
-#include <numeric>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "data/dataset.h"
-#include "model/lower_tier.h"
-#include "model/upper_tier.h"
-#include "update/energy_meter.h"
-#include "update/update_policy.h"
+#include "model/architecture.h"
+#include "model/bundle.h"
+#include "model/tensor.h"
+#include "model/trainer.h"
+#include "tests/server_process.h"
 
 ABSL_FLAG(std::string, data, "fashion-mnist:train", "Training images (data::Load source)");
 ABSL_FLAG(int, fit_images, 10000, "Images the lower tier is fit on (then frozen)");
-ABSL_FLAG(int, filters, 8, "PCA conv filters of the lower tier");
-ABSL_FLAG(int, expansion, 1024, "Random ReLU units of the lower tier");
+ABSL_FLAG(std::string, spec, STRATA_SOURCE_DIR "/specs/stream.spec", "Lower-tier spec file");
 ABSL_FLAG(double, lambda, 30.0, "Ridge regularisation of the upper tier");
-ABSL_FLAG(double, forgetting, 1.0, "Upper-tier forgetting factor alpha per absorbed message");
 ABSL_FLAG(int, message_size, 100, "Samples per Update message");
-ABSL_FLAG(int, phase_samples, 4000, "Samples per class in each new-class phase");
-ABSL_FLAG(int, swap_a, 1, "Class (number) whose label swaps with --swap_b in the last phase");
-ABSL_FLAG(int, swap_b, 8, "See --swap_a");
-ABSL_FLAG(double, message_interval_s, 1.0, "Simulated seconds between messages");
-ABSL_FLAG(std::string, policies, "eager,periodic,energy-aware", "Policies to run");
-ABSL_FLAG(int64_t, period_samples, 2000, "periodic: samples between refreshes");
-ABSL_FLAG(double, period_s, 0, "periodic: seconds between refreshes (0: off)");
-ABSL_FLAG(double, joules_per_error, 1e-3, "energy-aware: joules one avoided error is worth");
-ABSL_FLAG(double, budget_watts, 5e-3, "energy-aware: refresh budget fill rate (J/s)");
-ABSL_FLAG(double, burst_joules, 0.1, "energy-aware: refresh budget capacity (J)");
-ABSL_FLAG(std::string, drift_detector, "adwin", "adwin or page-hinkley");
+ABSL_FLAG(std::string, streams, "drift,recurring", "Streams to run: drift, recurring");
+ABSL_FLAG(std::vector<std::string>, configs,
+          std::vector<std::string>({
+              "eager=--update_policy=eager",
+              "eager+forget=--update_policy=eager --policy_forget_on_drift",
+              "periodic=--update_policy=periodic --policy_period_samples=2000 --policy_period=0",
+              "energy-aware=--update_policy=energy-aware",
+              "energy-aware+forget+selective=--update_policy=energy-aware "
+              "--policy_forget_on_drift --policy_absorb_margin=0.5 "
+              "--policy_joules_per_error=2.5e-4",
+          }),
+          "Policy configurations, NAME=strata-server flags (space-separated), comma-separated; the "
+          "one named eager is the reference of the ratios");
+ABSL_FLAG(std::vector<std::string>, server_args,
+          std::vector<std::string>({"--policy_budget_watts=1e6", "--policy_burst_joules=1e6"}),
+          "Flags every server gets (default: a joule budget that never binds, so energy-aware "
+          "decides by its gain estimate alone and the run does not depend on the machine's speed)");
 ABSL_FLAG(int, window, 1000, "Sliding window (samples) of the CSV's prequential accuracy");
-ABSL_FLAG(std::string, csv, "stream.csv", "Output CSV (empty: none)");
-ABSL_FLAG(std::string, png, "stream.png", "Output PNG via gnuplot (empty: none)");
+ABSL_FLAG(std::string, out_dir, "stream-bench", "Where the bundle, CSVs, PNGs and logs go");
+ABSL_FLAG(bool, update_docs, false,
+          "Rewrite the marked tables of docs/update-policies.md and README.md from this run");
 
 namespace strata {
 namespace {
 
-using model::MatrixF;
-
 struct Stream {
-  std::vector<int> order;            // indices into the feature rows
-  std::vector<std::string> labels;   // the label each streamed sample carries
-  std::vector<int> phase_starts;     // stream positions where phases begin
+  std::string name;
+  std::string title;
+  std::vector<int> rows;              // image indices
+  std::vector<std::string> labels;    // the label each streamed sample carries
+  std::vector<std::pair<int, std::string>> phases;  // start position, description
+  int drift_at = -1;  // where the label swap is complete (recovery is measured from here)
+  int stable_until = -1;  // the accuracy over the 2,000 samples before this is the reference
+};
+
+struct PolicyConfig {
+  std::string name;
+  std::vector<std::string> flags;
+};
+
+// One message's result (its UpdateSummary).
+struct MessageResult {
+  int samples = 0;
+  uint64_t errors = 0;
+  uint64_t skipped = 0;
+  double refreshes = 0;  // a count, as double so that PolicyRun::Sum adds it
+  double lower = 0, readout = 0, absorb = 0, refresh = 0;  // joules by phase
 };
 
 struct PolicyRun {
   std::string name;
-  double accuracy = 0;
-  double absorb_joules = 0, refresh_joules = 0, inference_joules = 0;
-  update::UpdatePolicyStats stats;
-  std::vector<double> window_accuracy;  // per message: accuracy over the last --window samples
-  std::vector<double> cumulative_joules;
+  std::vector<MessageResult> messages;
+  v1::Stats stats;
   double seconds = 0;
+
+  double Accuracy(size_t from, size_t to, int message_size) const;
+  double update_joules() const { return Sum(&MessageResult::absorb) + Sum(&MessageResult::refresh); }
+  double total_joules() const {
+    return update_joules() + Sum(&MessageResult::lower) + Sum(&MessageResult::readout);
+  }
+  double Sum(double MessageResult::*field) const {
+    double total = 0;
+    for (const MessageResult& m : messages) total += m.*field;
+    return total;
+  }
 };
 
-PolicyRun RunPolicy(const std::string& name, const MatrixF& features, const Stream& stream,
-                    const model::LowerTier& lower) {
-  PolicyRun run;
-  run.name = name;
-  const int d = static_cast<int>(features.cols());
-  model::UpperTierOptions upper_options;
-  upper_options.forgetting = absl::GetFlag(FLAGS_forgetting);
-  model::UpperTier upper(d, absl::GetFlag(FLAGS_lambda), upper_options);
-
-  update::UpdatePolicyOptions options;
-  options.period_samples = absl::GetFlag(FLAGS_period_samples);
-  options.period = absl::Seconds(absl::GetFlag(FLAGS_period_s));
-  options.joules_per_error = absl::GetFlag(FLAGS_joules_per_error);
-  options.budget_watts = absl::GetFlag(FLAGS_budget_watts);
-  options.burst_joules = absl::GetFlag(FLAGS_burst_joules);
-  options.drift_detector = absl::GetFlag(FLAGS_drift_detector);
-  absl::Time now = absl::UnixEpoch();
-  auto policy = update::UpdatePolicy::Create(name, options, now);
-  if (!policy.ok()) {
-    std::fprintf(stderr, "strata-bench-stream: %s\n", policy.status().ToString().c_str());
-    std::exit(2);
+// Accuracy over the messages covering stream positions [from, to).
+double PolicyRun::Accuracy(size_t from, size_t to, int message_size) const {
+  uint64_t samples = 0, errors = 0;
+  for (size_t m = from / message_size; m < messages.size() && m * message_size < to; ++m) {
+    samples += messages[m].samples;
+    errors += messages[m].errors;
   }
-  update::EnergyMeter meter(*fpga::EnergyTableFor("cpu"));
-
-  const int message_size = absl::GetFlag(FLAGS_message_size);
-  const int window = absl::GetFlag(FLAGS_window);
-  const absl::Duration interval = absl::Seconds(absl::GetFlag(FLAGS_message_interval_s));
-  model::Readout readout;
-  bool have_readout = false;
-  std::vector<uint8_t> history;  // per-sample prequential errors, for the sliding window
-  int64_t window_errors = 0;
-  int64_t errors_total = 0;
-  const absl::Time wall_start = absl::Now();
-
-  const size_t n = stream.order.size();
-  for (size_t start = 0; start < n; start += message_size) {
-    const int k = static_cast<int>(std::min<size_t>(message_size, n - start));
-    MatrixF h(k, d);
-    for (int i = 0; i < k; ++i) h.row(i) = features.row(stream.order[start + i]);
-    // The features were computed once up front; charge what the lower tier would have spent.
-    meter.Charge(update::EnergyPhase::kLowerTierInference,
-                 model::LowerTierInferenceCounts(lower.MacsPerSample(), lower.input_size(), d, k));
-
-    // Prequential: predict with the current readout before absorbing.
-    std::vector<uint8_t> errors(k, 1);
-    if (have_readout) {
-      const std::vector<int> predicted = readout.Classify(h);
-      for (int i = 0; i < k; ++i) {
-        errors[i] = readout.labels[predicted[i]] == stream.labels[start + i] ? 0 : 1;
-      }
-    }
-    bool new_class = false;
-    std::vector<int> classes(k);
-    for (int i = 0; i < k; ++i) {
-      if (upper.ClassIndex(stream.labels[start + i]) < 0) new_class = true;
-      classes[i] = upper.ClassIndexOrAdd(stream.labels[start + i]);
-    }
-    if (absl::Status s = upper.Absorb(h, classes); !s.ok()) {
-      std::fprintf(stderr, "absorb: %s\n", s.ToString().c_str());
-      std::exit(1);
-    }
-    meter.Charge(update::EnergyPhase::kAbsorb,
-                 model::AbsorbCounts(d, upper.num_classes(), k));
-
-    auto plan = upper.PlanRefresh(model::RefreshMode::kAuto);
-    const double refresh_cost =
-        plan.ok() ? meter.Estimate(model::RefreshReportCounts(*plan, d, upper.num_classes()))
-                  : meter.Estimate(model::CholeskyRefreshCounts(d, upper.num_classes()));
-    const update::Decision decision =
-        (*policy)->OnMessage({errors, new_class, refresh_cost, now});
-    if (decision.apply) {
-      auto solved = upper.Refresh(model::RefreshMode::kAuto);
-      if (!solved.ok()) {
-        std::fprintf(stderr, "refresh: %s\n", solved.status().ToString().c_str());
-        std::exit(1);
-      }
-      readout = *std::move(solved);
-      have_readout = true;
-      meter.Charge(update::EnergyPhase::kRefresh,
-                   model::RefreshReportCounts(upper.last_refresh(), d, upper.num_classes()));
-    }
-    now += interval;
-
-    for (uint8_t e : errors) {
-      history.push_back(e);
-      window_errors += e;
-      errors_total += e;
-      if (static_cast<int>(history.size()) > window) window_errors -= history[history.size() - 1 - window];
-    }
-    const double width = std::min<double>(window, static_cast<double>(history.size()));
-    run.window_accuracy.push_back(1.0 - static_cast<double>(window_errors) / width);
-    run.cumulative_joules.push_back(meter.UpdateJoules());
-  }
-  run.seconds = absl::ToDoubleSeconds(absl::Now() - wall_start);
-  run.accuracy = 1.0 - static_cast<double>(errors_total) / static_cast<double>(n);
-  run.absorb_joules = meter.Joules(update::EnergyPhase::kAbsorb);
-  run.refresh_joules = meter.Joules(update::EnergyPhase::kRefresh);
-  run.inference_joules = meter.Joules(update::EnergyPhase::kLowerTierInference);
-  run.stats = (*policy)->Stats();
-  return run;
+  return samples == 0 ? 0 : 1.0 - static_cast<double>(errors) / static_cast<double>(samples);
 }
 
-Stream BuildStream(const data::LabeledImages& images, size_t first) {
-  const int phase_samples = absl::GetFlag(FLAGS_phase_samples);
-  const int swap_a = absl::GetFlag(FLAGS_swap_a), swap_b = absl::GetFlag(FLAGS_swap_b);
+int ClassOf(const data::LabeledImages& images, size_t i) {
+  for (int c = 0; c < 10; ++c) {
+    if (images.labels[i] == data::kFashionMnistClasses[c]) return c;
+  }
+  return -1;
+}
+
+// The images from `first` on, by class, each pool shuffled.
+std::vector<std::vector<int>> ClassPools(const data::LabeledImages& images, size_t first,
+                                         std::mt19937_64& rng) {
   std::vector<std::vector<int>> pools(10);
   for (size_t i = first; i < images.size(); ++i) {
-    for (int c = 0; c < 10; ++c) {
-      if (images.labels[i] == data::kFashionMnistClasses[c]) {
-        pools[c].push_back(static_cast<int>(i - first));
-        break;
-      }
-    }
+    if (const int c = ClassOf(images, i); c >= 0) pools[c].push_back(static_cast<int>(i));
   }
+  for (auto& pool : pools) std::shuffle(pool.begin(), pool.end(), rng);
+  return pools;
+}
+
+// Takes up to `count` images of each class in `classes` off the pools, shuffled together.
+std::vector<int> Take(std::vector<std::vector<int>>& pools, const std::vector<int>& classes,
+                      size_t count, std::mt19937_64& rng) {
+  std::vector<int> part;
+  for (const int c : classes) {
+    const size_t take = std::min(count, pools[c].size());
+    part.insert(part.end(), pools[c].end() - take, pools[c].end());
+    pools[c].resize(pools[c].size() - take);
+  }
+  std::shuffle(part.begin(), part.end(), rng);
+  return part;
+}
+
+// Appends a phase: each image with its class's label, or with `a` and `b` exchanged with a
+// probability that rises linearly from swap_from to swap_to over the phase.
+void Append(Stream& stream, const data::LabeledImages& images, const std::vector<int>& part,
+            std::string description, int a, int b, double swap_from, double swap_to,
+            std::mt19937_64& rng) {
+  stream.phases.emplace_back(static_cast<int>(stream.rows.size()), std::move(description));
+  std::uniform_real_distribution<double> uniform(0, 1);
+  for (size_t j = 0; j < part.size(); ++j) {
+    int c = ClassOf(images, part[j]);
+    const double p = swap_from + (swap_to - swap_from) * static_cast<double>(j) /
+                                     static_cast<double>(std::max<size_t>(1, part.size()));
+    if ((c == a || c == b) && p > 0 && uniform(rng) < p) c = c == a ? b : a;
+    stream.rows.push_back(part[j]);
+    stream.labels.push_back(data::kFashionMnistClasses[c]);
+  }
+}
+
+std::string ClassName(int c) { return data::kFashionMnistClasses[c]; }
+
+// The stream: five phases of two new classes (4,000 images each), then the rest of every
+// class with Trouser and Bag swapped.
+Stream DriftStream(const data::LabeledImages& images, size_t first) {
   std::mt19937_64 rng(42);
+  std::vector<std::vector<int>> pools = ClassPools(images, first, rng);
   Stream stream;
-  auto append = [&](std::vector<int> part, bool swap) {
-    std::shuffle(part.begin(), part.end(), rng);
-    stream.phase_starts.push_back(static_cast<int>(stream.order.size()));
-    for (int row : part) {
-      int c = 0;
-      while (images.labels[first + row] != data::kFashionMnistClasses[c]) ++c;
-      if (swap && c == swap_a) c = swap_b;
-      else if (swap && c == swap_b) c = swap_a;
-      stream.order.push_back(row);
-      stream.labels.push_back(data::kFashionMnistClasses[c]);
-    }
-  };
+  stream.name = "drift";
+  stream.title = "classes arrive two at a time, then Trouser and Bag swap labels";
   for (int phase = 0; phase < 5; ++phase) {
-    std::vector<int> part;
-    for (int c = 2 * phase; c < 2 * phase + 2; ++c) {
-      const size_t take = std::min<size_t>(phase_samples, pools[c].size());
-      part.insert(part.end(), pools[c].begin(), pools[c].begin() + take);
-      pools[c].erase(pools[c].begin(), pools[c].begin() + take);
-    }
-    append(std::move(part), false);
+    Append(stream, images, Take(pools, {2 * phase, 2 * phase + 1}, 4000, rng),
+           absl::StrCat("new: ", ClassName(2 * phase), ", ", ClassName(2 * phase + 1)), -1, -1,
+           0, 0, rng);
   }
-  std::vector<int> rest;
-  for (auto& pool : pools) rest.insert(rest.end(), pool.begin(), pool.end());
-  append(std::move(rest), true);
+  stream.drift_at = static_cast<int>(stream.rows.size());
+  stream.stable_until = stream.drift_at;
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 100000, rng),
+         "all ten, Trouser <-> Bag", 1, 8, 1, 1, rng);
   return stream;
 }
 
-void WriteCsv(const std::string& path, const std::vector<PolicyRun>& runs, int message_size,
-              size_t n) {
-  FILE* f = std::fopen(path.c_str(), "w");
-  if (f == nullptr) {
-    std::fprintf(stderr, "cannot write %s\n", path.c_str());
-    return;
+// The second stream: a class set that vanishes and recurs, then a gradual swap.
+Stream RecurringStream(const data::LabeledImages& images, size_t first) {
+  std::mt19937_64 rng(7);
+  std::vector<std::vector<int>> pools = ClassPools(images, first, rng);
+  Stream stream;
+  stream.name = "recurring";
+  stream.title = "five classes, the other five (the first vanish), all ten recur, then Sandal "
+                 "and Sneaker swap gradually";
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4}, 1000, rng), "classes 0-4", -1, -1, 0, 0,
+         rng);
+  Append(stream, images, Take(pools, {5, 6, 7, 8, 9}, 1000, rng), "classes 5-9 (0-4 vanish)", -1,
+         -1, 0, 0, rng);
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 1000, rng),
+         "all ten recur", -1, -1, 0, 0, rng);
+  stream.stable_until = static_cast<int>(stream.rows.size());
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 1000, rng),
+         "Sandal <-> Sneaker, gradually", 5, 7, 0, 1, rng);
+  stream.drift_at = static_cast<int>(stream.rows.size());
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 100000, rng),
+         "all ten, Sandal <-> Sneaker", 5, 7, 1, 1, rng);
+  return stream;
+}
+
+// Fits the lower tier on the first --fit_images images and writes a bundle with an empty upper tier.
+absl::Status WriteEmptyBundle(const data::LabeledImages& images, const std::string& path) {
+  absl::StatusOr<model::Architecture> architecture =
+      model::ReadArchitecture(absl::GetFlag(FLAGS_spec));
+  if (!architecture.ok()) return architecture.status();
+  model::TrainOptions options;
+  options.architecture = *std::move(architecture);
+  options.lambda = absl::GetFlag(FLAGS_lambda);
+  options.empty_upper = true;
+  const int fit = absl::GetFlag(FLAGS_fit_images);
+  model::TrainingData data;
+  data.train.images =
+      model::PixelsToMatrix(images.pixels, static_cast<Eigen::Index>(images.image_size()))
+          .topRows(fit);
+  data.train.labels.assign(images.labels.begin(), images.labels.begin() + fit);
+  absl::StatusOr<model::TrainedModel> trained = model::Train(options, data);
+  if (!trained.ok()) return trained.status();
+  std::printf("bundle: lower tier fit on %d images (%s, %d features), empty upper tier, %s\n", fit,
+              absl::GetFlag(FLAGS_spec).c_str(), trained->bundle.upper.feature_size(),
+              path.c_str());
+  return model::WriteBundle(trained->bundle, path);
+}
+
+MessageResult ToResult(const v1::UpdateSummary& summary, int samples) {
+  MessageResult m;
+  m.samples = samples;
+  m.errors = summary.prequential_errors();
+  m.skipped = summary.skipped();
+  m.refreshes = static_cast<double>(summary.refreshes());
+  m.lower = summary.energy().lower_tier_inference_joules();
+  m.readout = summary.energy().readout_inference_joules();
+  m.absorb = summary.energy().absorb_joules();
+  m.refresh = summary.energy().refresh_joules();
+  return m;
+}
+
+// Streams `stream` into a fresh server with `config`'s flags, one Update call per message.
+absl::StatusOr<PolicyRun> RunPolicy(const Stream& stream, const data::LabeledImages& images,
+                                    const std::string& bundle, const PolicyConfig& config) {
+  std::vector<std::string> args = absl::GetFlag(FLAGS_server_args);
+  args.insert(args.end(), config.flags.begin(), config.flags.end());
+  const std::string log = absl::StrCat(absl::GetFlag(FLAGS_out_dir), "/", stream.name, ".",
+                                       config.name, ".log");
+  std::remove(log.c_str());
+  absl::StatusOr<std::unique_ptr<test::ServerProcess>> server =
+      test::ServerProcess::Launch(bundle, args, log);
+  if (!server.ok()) return server.status();
+  PolicyRun run;
+  run.name = config.name;
+  const absl::Time start = absl::Now();
+  const size_t image_size = images.image_size();
+  const int message_size = absl::GetFlag(FLAGS_message_size);
+  for (size_t first = 0; first < stream.rows.size(); first += message_size) {
+    const size_t end = std::min(stream.rows.size(), first + message_size);
+    v1::UpdateRequest request;
+    for (size_t i = first; i < end; ++i) {
+      v1::LabeledSample* sample = request.add_samples();
+      sample->set_label(stream.labels[i]);
+      sample->mutable_sample()->set_pixels(
+          images.pixels.data() + static_cast<size_t>(stream.rows[i]) * image_size, image_size);
+    }
+    absl::StatusOr<v1::UpdateSummary> summary =
+        (*server)->client().Update(std::span<const v1::UpdateRequest>(&request, 1));
+    if (!summary.ok()) return summary.status();
+    if (summary->accepted() != end - first) {
+      return absl::InternalError(absl::StrCat("message at ", first, ": ", summary->accepted(),
+                                              " of ", end - first, " samples accepted"));
+    }
+    run.messages.push_back(ToResult(*summary, static_cast<int>(end - first)));
   }
-  std::fprintf(f, "position");
-  for (const auto& r : runs) std::fprintf(f, ",%s_accuracy,%s_update_joules", r.name.c_str(), r.name.c_str());
-  std::fprintf(f, "\n");
-  for (size_t m = 0; m < runs[0].window_accuracy.size(); ++m) {
-    std::fprintf(f, "%zu", std::min(n, (m + 1) * static_cast<size_t>(message_size)));
-    for (const auto& r : runs) std::fprintf(f, ",%.4f,%.6f", r.window_accuracy[m], r.cumulative_joules[m]);
-    std::fprintf(f, "\n");
+  run.seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  absl::StatusOr<v1::Stats> stats = (*server)->client().GetStats();
+  if (!stats.ok()) return stats.status();
+  run.stats = *std::move(stats);
+  (*server)->Terminate();
+  return run;
+}
+
+// The smallest k (in samples, a multiple of the message size, >= 500) after the stream's drift_at
+// at which the accuracy over the 500 samples before drift_at + k is >= 90% of the accuracy over
+// the 2,000 samples before stable_until; -1 if never.
+int RecoverySamples(const PolicyRun& run, const Stream& stream, int message_size, size_t n) {
+  const int at = stream.drift_at;
+  if (stream.stable_until < 2000) return -1;
+  const double before =
+      run.Accuracy(stream.stable_until - 2000, stream.stable_until, message_size);
+  for (size_t k = 500; at + k <= n; k += message_size) {
+    if (run.Accuracy(at + k - 500, at + k, message_size) >= 0.9 * before) return static_cast<int>(k);
   }
-  std::fclose(f);
+  return -1;
+}
+
+std::string Decisions(const v1::Stats& stats) {
+  std::string text;
+  for (const v1::DecisionCount& d : stats.decisions()) {
+    absl::StrAppend(&text, text.empty() ? "" : ", ", d.reason(), " ", d.count());
+  }
+  return text;
+}
+
+// The policies' table of one stream, as markdown.
+std::string PolicyTable(const Stream& stream, const std::vector<PolicyRun>& runs) {
+  const int message_size = absl::GetFlag(FLAGS_message_size);
+  const size_t n = stream.rows.size();
+  const PolicyRun* eager = nullptr;
+  for (const PolicyRun& r : runs) {
+    if (r.name == "eager") eager = &r;
+  }
+  std::string table =
+      "| policy | mean prequential accuracy | vs eager | update J (absorb + refresh) | vs eager | "
+      "total J | refreshes | absorbed / seen | samples to recover after the swap |\n"
+      "|---|---|---|---|---|---|---|---|---|\n";
+  for (const PolicyRun& r : runs) {
+    const double accuracy = r.Accuracy(0, n, message_size);
+    const int recovery = RecoverySamples(r, stream, message_size, n);
+    absl::StrAppendFormat(
+        &table, "| %s | %.4f | %s | %.3f (%.3f + %.3f) | %s | %.3f | %d | %d / %d | %s |\n",
+        r.name, accuracy,
+        eager ? absl::StrFormat("%.2f%%", 100 * accuracy / eager->Accuracy(0, n, message_size))
+              : "",
+        r.update_joules(), r.Sum(&MessageResult::absorb), r.Sum(&MessageResult::refresh),
+        eager ? absl::StrFormat("%.2f%%", 100 * r.update_joules() / eager->update_joules()) : "",
+        r.total_joules(), static_cast<int>(r.Sum(&MessageResult::refreshes) + 0.5),
+        static_cast<int>(r.stats.samples_absorbed()),
+        static_cast<int>(r.stats.samples_absorbed() + r.stats.samples_skipped()),
+        recovery < 0 ? "not within the stream" : absl::StrCat(recovery));
+  }
+  return table;
+}
+
+// Accuracy and update joules per phase, as markdown.
+std::string PhaseTable(const Stream& stream, const std::vector<PolicyRun>& runs) {
+  const int message_size = absl::GetFlag(FLAGS_message_size);
+  std::string table = "| phase | samples |";
+  for (const PolicyRun& r : runs) absl::StrAppend(&table, " ", r.name, " |");
+  absl::StrAppend(&table, "\n|---|---|");
+  for (size_t i = 0; i < runs.size(); ++i) absl::StrAppend(&table, "---|");
+  absl::StrAppend(&table, "\n");
+  for (size_t p = 0; p < stream.phases.size(); ++p) {
+    const size_t from = stream.phases[p].first;
+    const size_t to = p + 1 < stream.phases.size() ? stream.phases[p + 1].first : stream.rows.size();
+    absl::StrAppendFormat(&table, "| %s | %d |", stream.phases[p].second, to - from);
+    for (const PolicyRun& r : runs) {
+      double update = 0, total = 0;
+      for (size_t m = from / message_size; m < r.messages.size() && m * message_size < to; ++m) {
+        const MessageResult& x = r.messages[m];
+        update += x.absorb + x.refresh;
+        total += x.absorb + x.refresh + x.lower + x.readout;
+      }
+      absl::StrAppendFormat(&table, " %.4f, %.3f J (%.3f J) |",
+                            r.Accuracy(from, to, message_size), update, total);
+    }
+    absl::StrAppend(&table, "\n");
+  }
+  return table;
+}
+
+void WriteCsv(const std::string& path, const std::vector<PolicyRun>& runs, size_t n) {
+  std::ofstream out(path);
+  const int message_size = absl::GetFlag(FLAGS_message_size);
+  const int window = absl::GetFlag(FLAGS_window);
+  out << "position";
+  for (const PolicyRun& r : runs) out << "," << r.name << "_accuracy," << r.name << "_update_joules";
+  out << "\n";
+  std::vector<double> cumulative(runs.size(), 0);
+  for (size_t m = 0; m < runs[0].messages.size(); ++m) {
+    const size_t position = std::min(n, (m + 1) * message_size);
+    out << position;
+    for (size_t i = 0; i < runs.size(); ++i) {
+      cumulative[i] += runs[i].messages[m].absorb + runs[i].messages[m].refresh;
+      const size_t from = position > static_cast<size_t>(window) ? position - window : 0;
+      out << absl::StrFormat(",%.4f,%.6f", runs[i].Accuracy(from, position, message_size),
+                             cumulative[i]);
+    }
+    out << "\n";
+  }
 }
 
 void PlotPng(const std::string& csv, const std::string& png, const std::vector<PolicyRun>& runs,
@@ -244,15 +408,14 @@ void PlotPng(const std::string& csv, const std::string& png, const std::vector<P
   std::fprintf(gp, "set terminal pngcairo size 1200,900 font 'sans,11'\nset output '%s'\n",
                png.c_str());
   std::fprintf(gp, "set datafile separator ','\nset key autotitle columnhead\n");
-  std::fprintf(gp, "set multiplot layout 2,1 title 'Drifting Fashion-MNIST stream: classes arrive "
-                   "2 at a time, then two labels swap'\n");
-  for (size_t p = 1; p < stream.phase_starts.size(); ++p) {
+  std::fprintf(gp, "set multiplot layout 2,1 title 'Stream \"%s\" on strata-server: %s'\n",
+               stream.name.c_str(), stream.title.c_str());
+  for (size_t p = 1; p < stream.phases.size(); ++p) {
     std::fprintf(gp, "set arrow from %d, graph 0 to %d, graph 1 nohead dt 2 lc 'grey'\n",
-                 stream.phase_starts[p], stream.phase_starts[p]);
+                 stream.phases[p].first, stream.phases[p].first);
   }
   std::fprintf(gp, "set grid\nset ylabel 'prequential accuracy (last %d samples)'\n"
-                   "set yrange [0:1]\nset key bottom left\n", absl::GetFlag(FLAGS_window));
-  std::fprintf(gp, "plot ");
+                   "set yrange [0:1]\nset key bottom left\nplot ", absl::GetFlag(FLAGS_window));
   for (size_t i = 0; i < runs.size(); ++i) {
     std::fprintf(gp, "%s'%s' using 1:%zu with lines lw 2 title '%s'", i ? ", " : "", csv.c_str(),
                  2 + 2 * i, runs[i].name.c_str());
@@ -268,83 +431,120 @@ void PlotPng(const std::string& csv, const std::string& png, const std::vector<P
   if (pclose(gp) != 0) std::fprintf(stderr, "gnuplot failed: no PNG\n");
 }
 
+// Replaces what lies between "<!-- BEGIN strata-bench-stream TAG -->" and the matching END line
+// of `path` with `text`. Fails if the markers are missing.
+absl::Status ReplaceMarked(const std::string& path, const std::string& tag,
+                           const std::string& text) {
+  std::ifstream in(path);
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  std::string content = buffer.str();
+  const std::string begin = absl::StrCat("<!-- BEGIN strata-bench-stream ", tag, " -->\n");
+  const std::string end = absl::StrCat("<!-- END strata-bench-stream ", tag, " -->");
+  const size_t b = content.find(begin);
+  const size_t e = content.find(end);
+  if (b == std::string::npos || e == std::string::npos || e < b) {
+    return absl::NotFoundError(absl::StrCat(path, ": no markers for '", tag, "'"));
+  }
+  content.replace(b + begin.size(), e - b - begin.size(), text);
+  std::ofstream(path) << content;
+  return absl::OkStatus();
+}
+
+std::vector<PolicyConfig> ReadConfigs() {
+  std::vector<PolicyConfig> configs;
+  for (const std::string& entry : absl::GetFlag(FLAGS_configs)) {
+    std::vector<std::string> parts = absl::StrSplit(entry, absl::MaxSplits('=', 1));
+    PolicyConfig config;
+    config.name = parts[0];
+    if (parts.size() > 1) config.flags = absl::StrSplit(parts[1], ' ', absl::SkipEmpty());
+    configs.push_back(std::move(config));
+  }
+  return configs;
+}
+
+// What RunStream printed, as markdown: the policies' table and the per-phase table.
+struct StreamReport {
+  std::string policies;
+  std::string phases;
+};
+
+// Runs every configuration on `stream`; prints and returns the run's markdown tables.
+absl::StatusOr<StreamReport> RunStream(const Stream& stream, const data::LabeledImages& images,
+                                      const std::string& bundle) {
+  std::printf("\n== stream %s: %s; %zu samples; phases at", stream.name.c_str(),
+              stream.title.c_str(), stream.rows.size());
+  for (const auto& [start, description] : stream.phases) std::printf(" %d", start);
+  std::printf("; swap complete at %d\n", stream.drift_at);
+  std::vector<PolicyRun> runs;
+  for (const PolicyConfig& config : ReadConfigs()) {
+    absl::StatusOr<PolicyRun> run = RunPolicy(stream, images, bundle, config);
+    if (!run.ok()) return run.status();
+    const v1::Stats& s = run->stats;
+    std::printf("%-30s %.1f s; decisions: %s; drift alarms %llu, classes forgotten %llu; "
+                "server totals: update %.4f J, total %.4f J\n",
+                run->name.c_str(), run->seconds, Decisions(s).c_str(),
+                static_cast<unsigned long long>(s.drift_alarms()),
+                static_cast<unsigned long long>(s.classes_forgotten()),
+                s.energy().absorb_joules() + s.energy().refresh_joules(),
+                s.energy().total_joules());
+    std::fflush(stdout);
+    runs.push_back(*std::move(run));
+  }
+  const StreamReport report{PolicyTable(stream, runs), PhaseTable(stream, runs)};
+  std::printf("\n%s\nPer phase: prequential accuracy, update joules (total joules):\n\n%s",
+              report.policies.c_str(), report.phases.c_str());
+  const std::string base = absl::StrCat(absl::GetFlag(FLAGS_out_dir), "/", stream.name);
+  WriteCsv(base + ".csv", runs, stream.rows.size());
+  PlotPng(base + ".csv", base + ".png", runs, stream);
+  std::printf("wrote %s.csv, %s.png\n", base.c_str(), base.c_str());
+  return report;
+}
+
 int Main() {
-  auto images = data::Load(absl::GetFlag(FLAGS_data));
+  absl::StatusOr<data::LabeledImages> images = data::Load(absl::GetFlag(FLAGS_data));
   if (!images.ok()) {
     std::fprintf(stderr, "strata-bench-stream: %s\n", images.status().ToString().c_str());
     return 1;
   }
-  const size_t fit = absl::GetFlag(FLAGS_fit_images);
-  const MatrixF all = model::PixelsToMatrix(images->pixels, images->image_size());
-
-  model::LowerTierSpec spec;
-  spec.filters = absl::GetFlag(FLAGS_filters);
-  spec.expansion = absl::GetFlag(FLAGS_expansion);
-  absl::Time t0 = absl::Now();
-  auto lower = model::LowerTier::Fit(spec, all.topRows(fit));
-  if (!lower.ok()) {
-    std::fprintf(stderr, "strata-bench-stream: %s\n", lower.status().ToString().c_str());
+  const std::string dir = absl::GetFlag(FLAGS_out_dir);
+  std::filesystem::create_directories(dir);
+  const std::string bundle = dir + "/stream.bundle";
+  if (absl::Status s = WriteEmptyBundle(*images, bundle); !s.ok()) {
+    std::fprintf(stderr, "strata-bench-stream: %s\n", s.ToString().c_str());
     return 1;
   }
-  const MatrixF features = lower->Features(all.bottomRows(all.rows() - fit));
-  std::printf("lower tier: fit on %zu images, %d features, %.1f s (fit + stream features)\n", fit,
-              lower->feature_size(), absl::ToDoubleSeconds(absl::Now() - t0));
-
-  const Stream stream = BuildStream(*images, fit);
-  std::printf("stream: %zu samples in messages of %d; phases start at", stream.order.size(),
-              absl::GetFlag(FLAGS_message_size));
-  for (int s : stream.phase_starts) std::printf(" %d", s);
-  std::printf(" (last phase: '%s' <-> '%s' swapped)\n",
-              data::kFashionMnistClasses[absl::GetFlag(FLAGS_swap_a)],
-              data::kFashionMnistClasses[absl::GetFlag(FLAGS_swap_b)]);
-
-  std::vector<PolicyRun> runs;
-  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_policies), ',')) {
-    runs.push_back(RunPolicy(std::string(name), features, stream, *lower));
-    const PolicyRun& r = runs.back();
-    std::printf("%-13s accuracy %.4f  update %.4f J (absorb %.4f + refresh %.4f)  refreshes %llu"
-                "  drift alarms %llu  [%.1f s]\n",
-                r.name.c_str(), r.accuracy, r.absorb_joules + r.refresh_joules, r.absorb_joules,
-                r.refresh_joules, static_cast<unsigned long long>(r.stats.refreshes),
-                static_cast<unsigned long long>(r.stats.drift_alarms), r.seconds);
-    std::printf("              decisions:");
-    for (int i = 0; i < update::kNumDecisionReasons; ++i) {
-      if (r.stats.by_reason[i] == 0) continue;
-      std::printf(" %s=%llu",
-                  std::string(update::DecisionReasonName(static_cast<update::DecisionReason>(i)))
-                      .c_str(),
-                  static_cast<unsigned long long>(r.stats.by_reason[i]));
+  const size_t first = absl::GetFlag(FLAGS_fit_images);
+  std::map<std::string, StreamReport> reports;
+  for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_streams), ',')) {
+    const Stream stream = name == "recurring" ? RecurringStream(*images, first)
+                                              : DriftStream(*images, first);
+    absl::StatusOr<StreamReport> report = RunStream(stream, *images, bundle);
+    if (!report.ok()) {
+      std::fprintf(stderr, "strata-bench-stream: %s\n", report.status().ToString().c_str());
+      return 1;
     }
-    std::printf("\n");
-    std::fflush(stdout);
+    reports[stream.name] = *report;
   }
-
-  const PolicyRun* eager = nullptr;
-  for (const auto& r : runs) if (r.name == "eager") eager = &r;
-  std::printf("\n| policy | mean prequential accuracy | update energy (J) | refreshes |%s\n",
-              eager ? " accuracy vs eager | update energy vs eager | refresh energy vs eager |" : "");
-  std::printf("|---|---|---|---|%s\n", eager ? "---|---|---|" : "");
-  for (const auto& r : runs) {
-    const double joules = r.absorb_joules + r.refresh_joules;
-    std::printf("| %s | %.4f | %.4f | %llu |", r.name.c_str(), r.accuracy, joules,
-                static_cast<unsigned long long>(r.stats.refreshes));
-    if (eager) {
-      std::printf(" %.2f%% | %.2f%% | %.2f%% |", 100 * r.accuracy / eager->accuracy,
-                  100 * joules / (eager->absorb_joules + eager->refresh_joules),
-                  100 * r.refresh_joules / eager->refresh_joules);
+  if (!absl::GetFlag(FLAGS_update_docs)) return 0;
+  const std::string source = STRATA_SOURCE_DIR;
+  for (const auto& [name, report] : reports) {
+    // The doc gets both tables, the README the policies' table.
+    for (const absl::Status& s :
+         {ReplaceMarked(source + "/docs/update-policies.md", name, report.policies),
+          ReplaceMarked(source + "/docs/update-policies.md", name + "-phases", report.phases),
+          ReplaceMarked(source + "/README.md", name, report.policies)}) {
+      if (!s.ok()) {
+        std::fprintf(stderr, "strata-bench-stream: %s\n", s.ToString().c_str());
+        return 1;
+      }
     }
-    std::printf("\n");
+    std::error_code error;  // a missing PNG (no gnuplot) leaves the doc's old plot
+    std::filesystem::copy_file(absl::StrCat(dir, "/", name, ".png"),
+                               absl::StrCat(source, "/docs/update-policies-", name, ".png"),
+                               std::filesystem::copy_options::overwrite_existing, error);
   }
-
-  const std::string csv = absl::GetFlag(FLAGS_csv), png = absl::GetFlag(FLAGS_png);
-  if (!csv.empty()) {
-    WriteCsv(csv, runs, absl::GetFlag(FLAGS_message_size), stream.order.size());
-    std::printf("wrote %s\n", csv.c_str());
-    if (!png.empty()) {
-      PlotPng(csv, png, runs, stream);
-      std::printf("wrote %s\n", png.c_str());
-    }
-  }
+  std::printf("updated docs/update-policies.md, its plots and README.md\n");
   return 0;
 }
 
@@ -352,7 +552,8 @@ int Main() {
 }  // namespace strata
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("Update policies on a drifting Fashion-MNIST stream");
+  absl::SetProgramUsageMessage(
+      "Update policies on drifting Fashion-MNIST streams, on real strata-server processes");
   absl::ParseCommandLine(argc, argv);
   return strata::Main();
 }

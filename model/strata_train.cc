@@ -64,6 +64,10 @@ ABSL_FLAG(bool, readout_int8, true,
 ABSL_FLAG(double, readout_percentile, 100,
           "Percentile of |h_j| over the first feature block (5,000 training images) that sets "
           "each readout feature's int8 scale (100: the maximum)");
+ABSL_FLAG(bool, empty_upper, false,
+          "Fit the lower tier (and its int8 and readout scales) only and write a bundle whose upper "
+          "tier has no sample and no class: the server learns every class from Update streams "
+          "(Predict fails with FAILED_PRECONDITION until one arrives). No accuracy is measured");
 ABSL_FLAG(bool, int8_resolve, true,
           "With --int8_backend: also re-solve the readout on int8 training features and report "
           "its test accuracy (costs another pass over the training set and a solve)");
@@ -134,6 +138,10 @@ absl::StatusOr<Options> ReadOptions(bool have_test) {
   train.readout_device = absl::GetFlag(FLAGS_readout_device);
   train.readout_int8 = absl::GetFlag(FLAGS_readout_int8);
   train.readout_percentile = absl::GetFlag(FLAGS_readout_percentile);
+  train.empty_upper = absl::GetFlag(FLAGS_empty_upper);
+  if (train.empty_upper && absl::GetFlag(FLAGS_int8_backend) != "none") {
+    return absl::InvalidArgumentError("--int8_backend evaluates a readout: not with --empty_upper");
+  }
   options.int8_resolve = absl::GetFlag(FLAGS_int8_resolve);
   options.out = absl::GetFlag(FLAGS_out);
   return options;
@@ -285,13 +293,17 @@ int Run() {
     std::printf("augment  %td copies absorbed besides the training images (hflip=%d shift=%d)\n",
                 report.augmented_rows, augment.hflip ? 1 : 0, augment.shift);
   }
-  std::printf("accuracy train %.2f%%", 100 * report.train_accuracy);
-  if (report.test_accuracy) {
-    std::printf("  test %.2f%% (%s features)", 100 * *report.test_accuracy,
-                trained->readout_extractor->backend() != nullptr ? "int8 lower-tier"
-                                                                 : "float lower-tier");
+  if (options->train.empty_upper) {
+    std::printf("upper    empty (--empty_upper): no sample, no class; accuracy not measured\n");
+  } else {
+    std::printf("accuracy train %.2f%%", 100 * report.train_accuracy);
+    if (report.test_accuracy) {
+      std::printf("  test %.2f%% (%s features)", 100 * *report.test_accuracy,
+                  trained->readout_extractor->backend() != nullptr ? "int8 lower-tier"
+                                                                   : "float lower-tier");
+    }
+    std::printf("  (evaluated in %.2f s)\n", report.evaluate_seconds);
   }
-  std::printf("  (evaluated in %.2f s)\n", report.evaluate_seconds);
   for (size_t i = 0; options->int8_backend != nullptr && i < options->int8_percentiles.size(); ++i) {
     if (absl::Status s = EvaluateInt8(*trained, *options->int8_backend, data, options->train.lambda,
                                       options->int8_percentiles[i], i == 0 && options->int8_resolve);

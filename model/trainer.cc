@@ -185,6 +185,7 @@ absl::Status AbsorbTraining(const TrainOptions& options, const LabelledImages& t
       }
     }
     report.feature_seconds += Seconds(features_start);
+    if (options.empty_upper) break;  // the first block set the scales; nothing is absorbed
     const std::span<const std::string> labels(train.labels.data() + begin, rows);
     fpga::OpCounts counts;
     if (absl::Status s = upper.AbsorbLabeled(*features, labels, &counts).status(); !s.ok()) {
@@ -289,7 +290,9 @@ absl::StatusOr<TrainedModel> Train(const TrainOptions& options, const TrainingDa
   if (absl::Status s = BuildReadoutExtractor(options, model); !s.ok()) return s;
   std::vector<MatrixF> kept;  // the training features, for the train accuracy
   if (absl::Status s = AbsorbTraining(options, data.train, model, kept); !s.ok()) return s;
-  if (absl::Status s = SolveAndEvaluate(data, kept, model); !s.ok()) return s;
+  if (!options.empty_upper) {
+    if (absl::Status s = SolveAndEvaluate(data, kept, model); !s.ok()) return s;
+  }
   model.bundle.readout_features = model.readout_extractor->backend() != nullptr ? "int8" : "float";
   model.bundle.readout_percentile = options.readout_int8 ? options.readout_percentile : 0;
   return model;

@@ -49,6 +49,11 @@ struct TrainOptions {
   // readout device's backend; the cpu backend for float). false: the float64 host Gram.
   bool readout_int8 = true;
   double readout_percentile = 100;
+  // Fit the lower tier (and the int8 and readout scales) only: the upper tier stays empty, with no
+  // sample and no class, so a server started from the bundle learns every class from its Update
+  // streams (its Predict fails until the first class arrives). The train and test accuracy are
+  // then not measured.
+  bool empty_upper = false;
 };
 
 // Images (one per row, PixelValue() scale) and their labels.

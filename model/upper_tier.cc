@@ -526,6 +526,36 @@ absl::Status UpperTier::set_forgetting(double alpha) {
   return absl::OkStatus();
 }
 
+absl::Status UpperTier::Forget(std::span<const int> reset_classes, double decay,
+                              fpga::OpCounts* counts) {
+  if (counts != nullptr) *counts = fpga::OpCounts{};
+  if (!(decay > 0 && decay <= 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("upper tier forget: decay ", decay, ", expected 0 < decay <= 1"));
+  }
+  for (const int c : reset_classes) {
+    if (c < 0 || c >= num_classes()) {
+      return absl::InvalidArgumentError(absl::StrCat("upper tier forget: class index ", c,
+                                                     " is not in 0..", num_classes() - 1));
+    }
+  }
+  fpga::OpCounts work;
+  if (absl::Status s = FoldGram(&work); !s.ok()) return s;
+  for (const int c : reset_classes) cross_.col(c).setZero();
+  if (decay != 1.0) {
+    gram_.triangularView<Eigen::Lower>() *= decay;
+    gram_.diagonal().array() += (1.0 - decay) * lambda_;
+    cross_.leftCols(num_classes()) *= decay;
+    DropFactor("forgetting on drift decayed G since the last refresh");
+    const uint64_t d = static_cast<uint64_t>(feature_size());
+    const uint64_t c = static_cast<uint64_t>(num_classes());
+    work.fp64_macs += d * (d + 1) / 2 + d * c;
+    work.dram_bytes += 16 * (d * (d + 1) / 2 + d * c);
+  }
+  if (counts != nullptr) *counts = work;
+  return absl::OkStatus();
+}
+
 absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> classes,
                               fpga::OpCounts* counts) {
   if (counts != nullptr) *counts = fpga::OpCounts{};

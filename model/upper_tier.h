@@ -278,6 +278,21 @@ class UpperTier {
   double forgetting() const { return options_.forgetting; }
   absl::Status set_forgetting(double alpha);
 
+  // Lets go of the past once, when the stream drifted (update/update_policy.h, forgetting on
+  // drift): folds any Gram rows in, zeroes Q's columns of `reset_classes` (every sample absorbed
+  // so far then counts as "not this class": the classes stay, their past samples stop voting for
+  // them), then decays the data part of the statistics by `decay`,
+  //   G <- decay (G - lambda I) + lambda I,   Q <- decay Q,
+  // so that each earlier sample weighs `decay` against 1 for a sample absorbed later. Unlike
+  // set_forgetting (a decay at every absorb, which keeps absorbs off the Gram kernel) this is one
+  // pass over G, once per drift. A decay < 1 drops the kept factor (the next refresh re-factors);
+  // zeroed columns alone keep it (G is unchanged). `counts` (if not null) receives the work: the
+  // fold's, plus for a decay d(d+1)/2 + d C fp64 MACs and G's triangle and Q read and written.
+  // INVALID_ARGUMENT for a class index out of range or a decay outside (0, 1] (then nothing
+  // changes); a Gram backend's error (then nothing changes either).
+  absl::Status Forget(std::span<const int> reset_classes, double decay,
+                      fpga::OpCounts* counts = nullptr);
+
   // The statistics, for the bundle and snapshots. G is symmetric and only its lower triangle is
   // kept up to date: read gram() through gram().triangularView<Eigen::Lower>() or
   // selfadjointView<Eigen::Lower>(); its strict upper triangle is unspecified. cross() is a copy

@@ -115,6 +115,33 @@ ABSL_FLAG(double, policy_joules_per_error, 1e-3,
 ABSL_FLAG(std::string, policy_drift_detector, "adwin",
           "Drift detector on the prequential error stream: adwin or page-hinkley (energy-aware "
           "refreshes on its alarms; every policy but stream-end counts them).");
+ABSL_FLAG(double, policy_growth_factor, 4,
+          "energy-aware: also refresh once a class has this many times the samples it had when "
+          "the readout was solved (0: off; else > 1).");
+ABSL_FLAG(int64_t, policy_growth_min_samples, 20,
+          "energy-aware: the fewest samples of a class that trigger --policy_growth_factor (>= 1).");
+ABSL_FLAG(bool, policy_forget_on_drift, false,
+          "Forgetting on drift (every policy but stream-end): after a drift alarm, a class whose "
+          "recent error jumped by --policy_forget_error_jump is forgotten (its Q column zeroed, "
+          "the statistics decayed by --policy_forget_decay) and the readout refreshed.");
+ABSL_FLAG(double, policy_forget_decay, 0.1,
+          "Forgetting on drift: the weight every earlier sample keeps, in (0, 1] (1: only the "
+          "drifted classes' columns are reset).");
+ABSL_FLAG(double, policy_forget_error_jump, 0.5,
+          "Forgetting on drift: how much a class's error over its last "
+          "--policy_forget_class_window samples must exceed its earlier error, in (0, 1].");
+ABSL_FLAG(int64_t, policy_forget_class_window, 20,
+          "Forgetting on drift: a class's recent samples its error jump is measured over (>= 1).");
+ABSL_FLAG(int64_t, policy_forget_watch_samples, 2000,
+          "Forgetting on drift: samples after an alarm during which classes are checked (>= 1).");
+ABSL_FLAG(double, policy_absorb_margin, 0,
+          "Selective absorption (every policy but stream-end): skip a sample the served readout "
+          "predicts correctly with at least this score margin over the runner-up, once its class "
+          "has --policy_absorb_min_class_samples absorbed samples; in [0, 2], 0: absorb all. Not "
+          "with --state_dir (the update log records every accepted sample).");
+ABSL_FLAG(int64_t, policy_absorb_min_class_samples, 1000,
+          "Selective absorption: samples of a class absorbed before any of its samples is skipped "
+          "(>= 1).");
 ABSL_FLAG(std::string, device, "auto",
           "Where the lower tier computes: float (Eigen fp32), cpu (int8 on the CPU backend), emu "
           "(int8 on the FPGA kernels' C simulation: bit-exact with the card, slow), xrt (int8 on "
@@ -309,15 +336,36 @@ absl::Status ReadUpdateOptions(Options* options) {
   options->policy.burst_joules = absl::GetFlag(FLAGS_policy_burst_joules);
   options->policy.joules_per_error = absl::GetFlag(FLAGS_policy_joules_per_error);
   options->policy.drift_detector = absl::GetFlag(FLAGS_policy_drift_detector);
+  options->policy.growth_factor = absl::GetFlag(FLAGS_policy_growth_factor);
+  options->policy.growth_min_samples = absl::GetFlag(FLAGS_policy_growth_min_samples);
+  options->policy.forget_on_drift = absl::GetFlag(FLAGS_policy_forget_on_drift);
+  options->policy.forget_decay = absl::GetFlag(FLAGS_policy_forget_decay);
+  options->policy.forget_error_jump = absl::GetFlag(FLAGS_policy_forget_error_jump);
+  options->policy.forget_class_window = absl::GetFlag(FLAGS_policy_forget_class_window);
+  options->policy.forget_watch_samples = absl::GetFlag(FLAGS_policy_forget_watch_samples);
+  options->policy.absorb_margin = absl::GetFlag(FLAGS_policy_absorb_margin);
+  options->policy.absorb_min_class_samples = absl::GetFlag(FLAGS_policy_absorb_min_class_samples);
+  // Every --policy_* flag is named after its option, so the first bad one is named as a flag
+  // (checked for every policy, so a typo fails even where the option would be unused).
+  if (absl::Status valid = update::ValidatePolicyOptions(options->policy); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("--policy_", valid.message()));
+  }
   {
-    // Validates the name and the options (the policy used is created in Run()).
+    // Validates the name and the detector (the policy used is created in Run()).
     absl::StatusOr<std::unique_ptr<update::UpdatePolicy>> policy =
         update::UpdatePolicy::Create(options->update_policy, options->policy, absl::Now());
     if (!policy.ok()) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--update_policy=", options->update_policy, " / --policy_* flags: ",
+          absl::StrCat("--update_policy=", options->update_policy, " / --policy_drift_detector: ",
                        policy.status().message(), "; stream-end is the default policy"));
     }
+  }
+  if (options->policy.absorb_margin > 0 && !options->state_dir.empty()) {
+    // The log records every accepted sample before it is predicted, so recovery would absorb the
+    // skipped ones too and rebuild other statistics than the server had.
+    return absl::InvalidArgumentError(
+        "--policy_absorb_margin > 0 (selective absorption) cannot be combined with --state_dir: "
+        "the update log records every accepted sample, so recovery would absorb skipped ones");
   }
   if (options->log_segment_bytes < 4096) {
     return absl::InvalidArgumentError(

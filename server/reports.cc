@@ -107,6 +107,13 @@ void FillUpdateStats(const update::UpdatePipeline& pipeline, v1::Stats* stats) {
   stats->set_prequential_samples(updates.prequential_samples);
   stats->set_prequential_errors(updates.prequential_errors);
   stats->set_pending_samples(updates.pending_samples);
+  stats->set_samples_skipped(updates.samples_skipped_confident);
+  if (updates.samples_skipped_confident > 0) {
+    v1::SampleCount* skipped = stats->add_skipped_by_reason();
+    skipped->set_reason("confident-correct");
+    skipped->set_count(updates.samples_skipped_confident);
+  }
+  stats->set_gram_staged_samples(updates.gram_staged_samples);
 
   const update::UpdatePolicy& policy = pipeline.policy();
   const update::UpdatePolicyStats decisions = policy.Stats();
@@ -121,6 +128,7 @@ void FillUpdateStats(const update::UpdatePipeline& pipeline, v1::Stats* stats) {
     decision->set_count(count);
   }
   stats->set_drift_alarms(decisions.drift_alarms);
+  stats->set_classes_forgotten(decisions.classes_forgotten);
   if (policy.kind() == update::PolicyKind::kEnergyAware) {
     stats->set_budget_balance_joules(decisions.budget_balance_joules);
   }

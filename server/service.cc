@@ -21,6 +21,13 @@ absl::Status NotLoaded() {
   return absl::UnavailableError("the model is not loaded yet; retry later");
 }
 
+// Predict on a model whose upper tier has no class yet (a bundle written with
+// strata-train --empty_upper, before any Update brought a label).
+absl::Status NoClasses() {
+  return absl::FailedPreconditionError(
+      "the model has no classes yet: stream labelled samples with Update first");
+}
+
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
 // Appends one Prediction per row of `scores` (samples x classes): the best class and its label,
@@ -201,6 +208,7 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
   absl::StatusOr<LowerTierResult> lower = RunLowerTier(request.samples(), response->mutable_energy());
   if (!lower.ok()) return lower.status();
   const update::ModelVersion& model = *lower->model;
+  if (model.readout.labels.empty()) return NoClasses();
   const model::MatrixF scores = model.readout.Scores(lower->features);
   const int rows = static_cast<int>(scores.rows());
   response->mutable_energy()->set_upper_tier_joules(
@@ -315,6 +323,12 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
   }
   const int rows = GatherPredictBatch(calls, model->extractor->input_size(), scratch);
   if (rows == 0) return;
+  if (model->readout.labels.empty()) {
+    for (size_t c = 0; c < calls.size(); ++c) {
+      if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(NoClasses()));
+    }
+    return;
+  }
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> features = model->Features(scratch->images, &lower_counts);
   if (!features.ok()) {

@@ -48,18 +48,35 @@ absl::Status WriteFashionBundle(const std::string& path, int train_images) {
 std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& bundle_path,
                                                     const std::vector<std::string>& extra_args,
                                                     const client::ClientOptions& client_options) {
+  std::vector<std::string> args = {absl::StrCat("--max_batch=", kMaxBatch),
+                                   absl::StrCat("--max_message_bytes=", kMaxMessageBytes)};
+  args.insert(args.end(), extra_args.begin(), extra_args.end());
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      Launch(bundle_path, args, "", client_options);
+  if (!server.ok()) {
+    ADD_FAILURE() << server.status();
+    return nullptr;
+  }
+  return *std::move(server);
+}
+
+absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
+    const std::string& bundle_path, const std::vector<std::string>& args,
+    const std::string& stderr_path, const client::ClientOptions& client_options) {
   static std::atomic<int> count{0};
   const std::string port_file =
       (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++))
           .string();
+  // A port file left by an earlier run in the same directory would name a dead port.
+  std::filesystem::remove(port_file);
   std::unique_ptr<ServerProcess> server(new ServerProcess);
-  std::vector<std::string> args = {absl::StrCat("--bundle=", bundle_path),
-                                   "--address=127.0.0.1:0",
-                                   absl::StrCat("--port_file=", port_file),
-                                   absl::StrCat("--max_batch=", kMaxBatch),
-                                   absl::StrCat("--max_message_bytes=", kMaxMessageBytes)};
-  args.insert(args.end(), extra_args.begin(), extra_args.end());
-  server->pid_ = Spawn(args);
+  std::vector<std::string> all_args = {absl::StrCat("--bundle=", bundle_path),
+                                       "--address=127.0.0.1:0",
+                                       absl::StrCat("--port_file=", port_file)};
+  all_args.insert(all_args.end(), args.begin(), args.end());
+  SpawnOptions spawn;
+  spawn.stderr_path = stderr_path;
+  server->pid_ = Spawn(all_args, spawn);
   const absl::Time limit = absl::Now() + kStartupLimit;
   while (server->port_ == 0) {
     std::ifstream in(port_file);
@@ -68,20 +85,17 @@ std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& bundle_pa
     int status = 0;
     if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
       server->pid_ = -1;
-      ADD_FAILURE() << "strata-server exited during start-up, status " << status;
-      return nullptr;
+      return absl::InternalError(
+          absl::StrCat("strata-server exited during start-up, status ", status));
     }
-    if (absl::Now() > limit) {
-      ADD_FAILURE() << "strata-server wrote no port file";
-      return nullptr;
-    }
+    if (absl::Now() > limit) return absl::InternalError("strata-server wrote no port file");
     absl::SleepFor(absl::Milliseconds(20));
   }
   server->client_ = std::make_unique<client::Client>(server->address(), client_options);
   absl::Status serving = server->client_->WaitUntilServing(kStartupLimit);
   if (!serving.ok()) {
-    ADD_FAILURE() << "strata-server did not become SERVING: " << serving;
-    return nullptr;
+    return absl::InternalError(
+        absl::StrCat("strata-server did not become SERVING: ", serving.ToString()));
   }
   return server;
 }

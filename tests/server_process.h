@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/client.h"
 
@@ -35,6 +36,14 @@ class ServerProcess {
   static std::unique_ptr<ServerProcess> Start(const std::string& bundle_path,
                                               const std::vector<std::string>& extra_args = {},
                                               const client::ClientOptions& client_options = {});
+
+  // Start() without the test limits and without GoogleTest (for bench/ commands): starts
+  // strata-server on `bundle_path` with `args` appended (its own defaults otherwise) and its
+  // stderr appended to `stderr_path` if set, and waits until it is SERVING. INTERNAL (with the
+  // reason) if the server exits or does not serve within kStartupLimit.
+  static absl::StatusOr<std::unique_ptr<ServerProcess>> Launch(
+      const std::string& bundle_path, const std::vector<std::string>& args,
+      const std::string& stderr_path = "", const client::ClientOptions& client_options = {});
 
   // How Spawn starts the child.
   struct SpawnOptions {

@@ -217,3 +217,147 @@ TEST(UpdatePolicyTest, EnergyAwareLearningCurveTermFollowsARefreshThatHelped) {
 
 }  // namespace
 }  // namespace strata::update
+
+namespace strata::update {
+namespace {
+
+// Messages of 100 samples over classes "a".."e" (20 each, interleaved): class "b" is wrong on
+// `b_error_one_in`-th of its samples (0: never), every other class on none except a tenth of "a".
+struct LabelledMessage {
+  std::vector<uint8_t> errors;
+  std::vector<std::string> labels;
+};
+LabelledMessage ClassMessage(bool b_always_wrong) {
+  LabelledMessage m;
+  const std::vector<std::string> classes = {"a", "b", "c", "d", "e"};
+  for (int i = 0; i < 100; ++i) {
+    const std::string& label = classes[i % 5];
+    m.labels.push_back(label);
+    m.errors.push_back(label == "b" ? (b_always_wrong ? 1 : 0) : (label == "a" && i % 10 == 0));
+  }
+  return m;
+}
+
+UpdatePolicyOptions ForgetOptions() {
+  UpdatePolicyOptions options;
+  options.forget_on_drift = true;
+  options.forget_decay = 0.25;
+  return options;
+}
+
+TEST(UpdatePolicyForgetTest, ForgetsOnlyTheClassWhoseErrorJumpedAfterAnAlarm) {
+  auto policy = Make("eager", ForgetOptions());
+  const LabelledMessage calm = ClassMessage(false), swapped = ClassMessage(true);
+  absl::Time now = kStart;
+  for (int m = 0; m < 40; ++m) {  // 800 samples of "b" before the change, all right
+    const Decision d = policy->OnMessage({calm.errors, false, 0.01, now, calm.labels});
+    EXPECT_TRUE(d.forget_labels.empty());
+    now += absl::Seconds(1);
+  }
+  std::vector<std::string> forgotten;
+  double decay = 0;
+  for (int m = 0; m < 30 && forgotten.empty(); ++m) {
+    const Decision d = policy->OnMessage({swapped.errors, false, 0.01, now, swapped.labels});
+    if (!d.forget_labels.empty()) {
+      EXPECT_TRUE(d.apply);
+      EXPECT_EQ(d.reason, DecisionReason::kForgetClasses);
+      forgotten = d.forget_labels;
+      decay = d.forget_decay;
+    }
+    now += absl::Seconds(1);
+  }
+  EXPECT_EQ(forgotten, std::vector<std::string>{"b"});
+  EXPECT_EQ(decay, 0.25);
+  const UpdatePolicyStats stats = policy->Stats();
+  EXPECT_GE(stats.drift_alarms, 1u);
+  EXPECT_EQ(stats.classes_forgotten, 1u);
+  EXPECT_EQ(stats.count(DecisionReason::kForgetClasses), 1u);
+  // "b" starts over: its new (wrong) errors are its baseline, so it is not forgotten again.
+  for (int m = 0; m < 30; ++m) {
+    EXPECT_TRUE(policy->OnMessage({swapped.errors, false, 0.01, now, swapped.labels})
+                    .forget_labels.empty());
+    now += absl::Seconds(1);
+  }
+}
+
+TEST(UpdatePolicyForgetTest, NoAlarmOrNoLabelsOrOptionOffForgetsNothing) {
+  const LabelledMessage calm = ClassMessage(false), swapped = ClassMessage(true);
+  UpdatePolicyOptions off = ForgetOptions();
+  off.forget_on_drift = false;
+  for (const UpdatePolicyOptions& options : {off, ForgetOptions()}) {
+    auto policy = Make("eager", options);
+    absl::Time now = kStart;
+    for (int m = 0; m < 40; ++m) policy->OnMessage({calm.errors, false, 0.01, now, calm.labels});
+    for (int m = 0; m < 30; ++m) {
+      // Without labels (the second policy) the jump cannot be attributed to a class.
+      const Decision d = options.forget_on_drift
+                             ? policy->OnMessage({swapped.errors, false, 0.01, now})
+                             : policy->OnMessage({swapped.errors, false, 0.01, now, swapped.labels});
+      EXPECT_TRUE(d.forget_labels.empty());
+    }
+    EXPECT_EQ(policy->Stats().classes_forgotten, 0u);
+  }
+}
+
+TEST(UpdatePolicyGrowthTest, EnergyAwareRefreshesAsAClassGrowsGeometrically) {
+  UpdatePolicyOptions options;
+  options.joules_per_error = 0;  // the gain never pays: only growth refreshes
+  options.growth_factor = 4;
+  options.growth_min_samples = 50;  // the first message brings 50
+  auto policy = Make("energy-aware", options);
+  const std::vector<uint8_t> errors(50, 1);
+  const std::vector<std::string> labels(50, "x");
+  absl::Time now = kStart;
+  std::vector<int> refreshed_at;  // samples of "x" when a refresh was decided
+  for (int m = 1; m <= 80; ++m) {
+    const Decision d = policy->OnMessage({errors, m == 1, 0.001, now, labels});
+    if (d.apply) {
+      EXPECT_EQ(d.reason, m == 1 ? DecisionReason::kNewClass : DecisionReason::kClassGrown);
+      refreshed_at.push_back(50 * m);
+    }
+    now += absl::Seconds(1);
+  }
+  EXPECT_EQ(refreshed_at, (std::vector<int>{50, 200, 800, 3200}));
+  // Off: only the new class refreshes.
+  options.growth_factor = 0;
+  auto off = Make("energy-aware", options);
+  int refreshes = 0;
+  for (int m = 1; m <= 80; ++m) refreshes += off->OnMessage({errors, m == 1, 0.001, now, labels}).apply;
+  EXPECT_EQ(refreshes, 1);
+}
+
+TEST(UpdatePolicyForgetTest, OptionsOutOfRangeAreNamed) {
+  const auto message = [](UpdatePolicyOptions o) {
+    return std::string(ValidatePolicyOptions(o).message());
+  };
+  UpdatePolicyOptions o;
+  EXPECT_TRUE(ValidatePolicyOptions(o).ok());
+  o.forget_decay = 0;
+  EXPECT_EQ(message(o), "forget_decay = 0, expected a value in (0, 1]");
+  o = {};
+  o.absorb_margin = -0.5;
+  EXPECT_EQ(message(o), "absorb_margin = -0.5, expected a value in [0, 2] (0: absorb all)");
+  o = {};
+  o.absorb_min_class_samples = 0;
+  EXPECT_EQ(message(o), "absorb_min_class_samples = 0, expected >= 1");
+  o = {};
+  o.forget_error_jump = 1.5;
+  EXPECT_EQ(message(o), "forget_error_jump = 1.5, expected a value in (0, 1]");
+  o = {};
+  o.growth_factor = 0.5;
+  EXPECT_EQ(message(o), "growth_factor = 0.5, expected 0 (off) or a value > 1");
+  o = {};
+  o.period_samples = -1;
+  EXPECT_EQ(message(o), "period_samples = -1, expected >= 0");
+  EXPECT_FALSE(UpdatePolicy::Create("periodic", o, kStart).ok());
+  // stream-end uses no option: neither forgetting nor selective absorption applies to it.
+  UpdatePolicyOptions both = ForgetOptions();
+  both.absorb_margin = 0.5;
+  auto stream_end = Make("stream-end", both);
+  EXPECT_FALSE(stream_end->options().forget_on_drift);
+  EXPECT_EQ(stream_end->options().absorb_margin, 0);
+  EXPECT_EQ(Make("energy-aware", both)->options().absorb_margin, 0.5);
+}
+
+}  // namespace
+}  // namespace strata::update

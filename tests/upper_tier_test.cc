@@ -423,6 +423,49 @@ TEST(UpperTierTest, ForgettingDecaysOnlyTheDataPart) {
   EXPECT_EQ(tier.last_refresh().path, RefreshPath::kRefactor);
 }
 
+TEST(UpperTierTest, ForgetZeroesTheClassColumnsThenDecaysTheDataPart) {
+  const int d = 6;
+  const double lambda = 2.0, decay = 0.25;
+  LabelledFeatures data = MakeClusters(30, d, 3, 5);
+  UpperTier tier(d, lambda);
+  ASSERT_TRUE(tier.Absorb(data.features.topRows(20), Classes(tier, data.labels, 0, 20)).ok());
+  ASSERT_TRUE(tier.Refresh().ok());
+  const Eigen::MatrixXd g0 = tier.gram().selfadjointView<Eigen::Lower>();
+  const Eigen::MatrixXd q0 = tier.cross();
+  // Bad input changes nothing.
+  EXPECT_EQ(tier.Forget(std::vector<int>{0}, 0.0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(tier.Forget(std::vector<int>{7}, 0.5).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Eigen::MatrixXd(tier.cross()), q0);
+
+  // Columns only: G (and so the kept factor) stays; the factor can still be updated.
+  ASSERT_TRUE(tier.Forget(std::vector<int>{1}, 1.0).ok());
+  Eigen::MatrixXd q = q0;
+  q.col(1).setZero();
+  EXPECT_EQ(Eigen::MatrixXd(tier.cross()), q);
+  EXPECT_EQ(Eigen::MatrixXd(tier.gram().selfadjointView<Eigen::Lower>()), g0);
+  EXPECT_TRUE(tier.PlanRefresh(RefreshMode::kForceFactorUpdate).ok());
+
+  fpga::OpCounts counts;
+  ASSERT_TRUE(tier.Forget(std::vector<int>{2}, decay, &counts).ok());
+  EXPECT_EQ(counts.fp64_macs, static_cast<uint64_t>(d * (d + 1) / 2 + d * 3));
+  ASSERT_TRUE(tier.Absorb(data.features.bottomRows(10), Classes(tier, data.labels, 20, 30)).ok());
+  // G = decay (G0 - lambda I) + lambda I + H^T H;  Q = decay Q0 (columns 1, 2 zeroed) + H^T Y.
+  const Eigen::MatrixXd h = data.features.bottomRows(10).cast<double>();
+  Eigen::MatrixXd y = Eigen::MatrixXd::Zero(10, tier.num_classes());
+  for (int i = 0; i < 10; ++i) y(i, tier.ClassIndex(data.labels[20 + i])) = 1;
+  const Eigen::MatrixXd id = Eigen::MatrixXd::Identity(d, d);
+  const Eigen::MatrixXd g = decay * (g0 - lambda * id) + lambda * id + h.transpose() * h;
+  q.col(2).setZero();
+  q = decay * q + h.transpose() * y;
+  EXPECT_LT((Eigen::MatrixXd(tier.gram().selfadjointView<Eigen::Lower>()) - g).norm() / g.norm(),
+            1e-14);
+  EXPECT_LT((Eigen::MatrixXd(tier.cross()) - q).norm() / q.norm(), 1e-14);
+  EXPECT_EQ(tier.Refresh(RefreshMode::kForceFactorUpdate).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(tier.Refresh().ok());
+  EXPECT_EQ(tier.last_refresh().path, RefreshPath::kRefactor);
+}
+
 TEST(UpperTierTest, ForgettingOfOneIsExactlyTheDefault) {
   LabelledFeatures data = MakeClusters(500, 20, 3, 8);
   UpperTier plain(20, 3.0);

@@ -25,7 +25,12 @@ absl::Status ModelStore::Load(model::Bundle bundle,
         "bundle: the lower tier yields ", extractor->feature_size(),
         " features but the upper tier reads ", bundle.upper.feature_size()));
   }
-  absl::StatusOr<model::Readout> readout = bundle.upper.Solve();
+  // An upper tier without classes (strata-train --empty_upper: the stream brings every class)
+  // serves an empty readout until the first refresh; Predict refuses it (FAILED_PRECONDITION).
+  absl::StatusOr<model::Readout> readout =
+      bundle.upper.num_classes() == 0
+          ? model::Readout{model::MatrixF(bundle.upper.feature_size(), 0), {}}
+          : bundle.upper.Solve();
   if (!readout.ok()) return readout.status();
 
   auto version = std::make_shared<ModelVersion>();
@@ -79,7 +84,24 @@ absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF
                        upper_->forgetting() == 1.0;
   }
   if (num_classes != nullptr) *num_classes = upper_->num_classes();
+  staged_rows_.store(upper_->staged_gram_rows(), std::memory_order_relaxed);
   return new_labels;
+}
+
+absl::StatusOr<fpga::OpCounts> ModelStore::Forget(std::span<const std::string> labels,
+                                                   double decay) {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  std::vector<int> classes;
+  for (const std::string& label : labels) {
+    const int index = upper_->ClassIndex(label);
+    if (index < 0) return absl::InvalidArgumentError(absl::StrCat("forget: no class '", label, "'"));
+    classes.push_back(index);
+  }
+  fpga::OpCounts counts;
+  if (absl::Status s = upper_->Forget(classes, decay, &counts); !s.ok()) return s;
+  staged_rows_.store(upper_->staged_gram_rows(), std::memory_order_relaxed);
+  return counts;
 }
 
 absl::StatusOr<ModelStore::RefreshPlan> ModelStore::PlanRefresh() {
@@ -107,6 +129,7 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshP
   if (absl::Status folded = upper_->FoldGram(&fold_counts, &absorb_counts); !folded.ok()) {
     return folded;
   }
+  staged_rows_.store(upper_->staged_gram_rows(), std::memory_order_relaxed);
   absl::StatusOr<model::Readout> readout = upper_->Refresh(model::RefreshMode::kAuto);
   if (!readout.ok()) return readout.status();
   if (done != nullptr) {

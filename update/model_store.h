@@ -75,7 +75,8 @@ class ModelStore {
   ModelStore& operator=(const ModelStore&) = delete;
 
   // Takes over `bundle`'s statistics, solves its readout and publishes it as version
-  // `bundle.version`, with `extractor` as every version's lower tier (null: the float lower tier of
+  // `bundle.version` (an upper tier with no class yet publishes an empty readout: no labels, D x 0
+  // weights; the first refresh after an Update brought classes solves a real one), with `extractor` as every version's lower tier (null: the float lower tier of
   // bundle.lower). FAILED_PRECONDITION if a model is already loaded; INVALID_ARGUMENT if the
   // extractor's feature width differs from the upper tier's; the upper tier's Solve() errors
   // otherwise. On error the store is unchanged. Thread-safe.
@@ -114,6 +115,17 @@ class ModelStore {
                                                   int* num_classes = nullptr,
                                                   fpga::OpCounts* gram_counts = nullptr,
                                                   bool* on_gram_backend = nullptr);
+
+  // Forgetting on drift (model::UpperTier::Forget): zeroes the Q columns of `labels` and decays
+  // the statistics by `decay`. Returns the work, for the energy meter (priced with the host
+  // table). FAILED_PRECONDITION before Load(); INVALID_ARGUMENT for a label that is no class or a
+  // decay outside (0, 1]; then nothing changes. The current version is unchanged until Publish().
+  // Thread-safe; serialised with Absorb / Publish.
+  absl::StatusOr<fpga::OpCounts> Forget(std::span<const std::string> labels, double decay);
+
+  // Rows absorbed but staged for the Gram kernel's next block (UpperTier::staged_gram_rows()) as of
+  // the last Absorb / Forget / Publish; 0 on the float64 host path. Lock-free.
+  uint64_t staged_gram_rows() const { return staged_rows_.load(std::memory_order_relaxed); }
 
   // What a refresh would do now (UpperTier::PlanRefresh(kAuto)) and the shapes it would run on,
   // for pricing it before deciding. FAILED_PRECONDITION before Load(). Thread-safe; waits for a
@@ -156,6 +168,7 @@ class ModelStore {
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
   VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null
 
+  std::atomic<uint64_t> staged_rows_{0};  // see staged_gram_rows()
   // Written only with mu_ held (so versions increase), read without it.
   std::atomic<std::shared_ptr<const ModelVersion>> current_;
 };

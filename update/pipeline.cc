@@ -1,9 +1,11 @@
 #include "update/pipeline.h"
 
 #include <algorithm>
+#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "base/log.h"
 #include "update/snapshot.h"
 #include "update/update_record.h"
@@ -114,6 +116,7 @@ absl::StatusOr<model::RefreshPath> UpdatePipeline::Refresh(absl::string_view rea
     absl::MutexLock lock(&mu_);
     counters_.updates_applied += 1;
     counters_.pending_samples = 0;
+    counters_.gram_staged_samples = store_->staged_gram_rows();
   }
   // Eager publishes after every message: its versions are counted, not logged one by one.
   if (reason != DecisionReasonName(DecisionReason::kEveryMessage)) {
@@ -171,6 +174,7 @@ void UpdateStream::FinishMessage(MessageResult* result) {
   ++message_index_;
   if (result->status.ok()) result->status = Decide(result);
   errors_.clear();
+  labels_.clear();
   new_class_ = false;
   if (!result->status.ok()) return;
   const Durability& durability = pipeline_->durability_;
@@ -271,7 +275,6 @@ absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
 
 absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
                                   const std::vector<std::string>& labels) {
-  const model::FeatureExtractor& lower = *model_->extractor;
   const int n = static_cast<int>(labels.size());
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> computed = model_->Features(rows, &lower_counts);
@@ -287,38 +290,108 @@ absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
   uint64_t errors = 0;
   for (int i = 0; i < n; ++i) {
     Eigen::Index best = 0;
-    scores.row(i).maxCoeff(&best);
+    if (!readout.labels.empty()) scores.row(i).maxCoeff(&best);
     // A label the readout has no column for is never predicted: an error.
     const bool error = readout.labels.empty() || readout.labels[best] != labels[i];
     errors_.push_back(error ? 1 : 0);
+    labels_.push_back(labels[i]);
     errors += error ? 1 : 0;
   }
   summary_.prequential_errors += errors;
 
+  const std::vector<int> keep = RowsToAbsorb(scores, readout, labels);
+  absl::Status absorbed = absl::OkStatus();
+  if (static_cast<int>(keep.size()) == n) {
+    absorbed = AbsorbRows(features, labels);
+  } else if (!keep.empty()) {
+    model::MatrixF kept(static_cast<Eigen::Index>(keep.size()), features.cols());
+    std::vector<std::string> kept_labels;
+    kept_labels.reserve(keep.size());
+    for (size_t k = 0; k < keep.size(); ++k) {
+      kept.row(static_cast<Eigen::Index>(k)) = features.row(keep[k]);
+      kept_labels.push_back(labels[keep[k]]);
+    }
+    absorbed = AbsorbRows(kept, kept_labels);
+  }
+  if (!absorbed.ok()) return absorbed;
+  const uint64_t skipped = static_cast<uint64_t>(n) - keep.size();
+  summary_.accepted += n;
+  summary_.skipped += skipped;
+  pipeline_->samples_since_snapshot_ += keep.size();
+  absl::MutexLock lock(&pipeline_->mu_);
+  PipelineCounters& counters = pipeline_->counters_;
+  counters.samples_absorbed += keep.size();
+  counters.samples_skipped_confident += skipped;
+  counters.prequential_samples += n;
+  counters.prequential_errors += errors;
+  counters.pending_samples += keep.size();
+  counters.gram_staged_samples = pipeline_->store_->staged_gram_rows();
+  return absl::OkStatus();
+}
+
+std::vector<int> UpdateStream::RowsToAbsorb(const model::MatrixF& scores,
+                                            const model::Readout& readout,
+                                            const std::vector<std::string>& labels) const {
+  const UpdatePolicyOptions& options = pipeline_->policy_->options();
+  const int n = static_cast<int>(labels.size());
+  std::vector<int> keep;
+  keep.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    bool skip = false;
+    // A margin needs a runner-up; a class still being learnt is always absorbed.
+    if (options.absorb_margin > 0 && readout.labels.size() >= 2) {
+      auto absorbed = pipeline_->absorbed_by_label_.find(labels[i]);
+      if (absorbed != pipeline_->absorbed_by_label_.end() &&
+          absorbed->second >= options.absorb_min_class_samples) {
+        Eigen::Index best = 0;
+        const float top = scores.row(i).maxCoeff(&best);
+        float second = -std::numeric_limits<float>::infinity();
+        for (Eigen::Index c = 0; c < scores.cols(); ++c) {
+          if (c != best) second = std::max(second, scores(i, c));
+        }
+        skip = readout.labels[best] == labels[i] && top - second >= options.absorb_margin;
+      }
+    }
+    if (!skip) keep.push_back(i);
+  }
+  return keep;
+}
+
+absl::Status UpdateStream::AbsorbRows(const model::MatrixF& features,
+                                      const std::vector<std::string>& labels) {
   int classes = 0;
   fpga::OpCounts gram_counts;
   bool on_gram_backend = false;
   absl::StatusOr<std::vector<std::string>> new_labels =
       pipeline_->store_->Absorb(features, labels, &classes, &gram_counts, &on_gram_backend);
   if (!new_labels.ok()) return new_labels.status();
+  EnergyMeter& meter = *pipeline_->meter_;
   if (on_gram_backend) {
     // int8 readout: the backend's Gram kernel did the work (int8 MACs), priced by its table.
     meter.Charge(EnergyPhase::kAbsorb, gram_counts, model_->lower_tier_energy_table, &energy_);
   } else {
-    meter.Charge(EnergyPhase::kAbsorb, model::AbsorbCounts(lower.feature_size(), classes, n),
+    meter.Charge(EnergyPhase::kAbsorb,
+                 model::AbsorbCounts(model_->extractor->feature_size(), classes,
+                                     static_cast<int>(labels.size())),
                  &energy_);
   }
   last_absorb_ = ++pipeline_->absorbs_;
   if (!new_labels->empty()) new_class_ = true;
   for (std::string& label : *new_labels) summary_.new_labels.push_back(std::move(label));
-  summary_.accepted += labels.size();
-  pipeline_->samples_since_snapshot_ += labels.size();
-  absl::MutexLock lock(&pipeline_->mu_);
-  PipelineCounters& counters = pipeline_->counters_;
-  counters.samples_absorbed += labels.size();
-  counters.prequential_samples += n;
-  counters.prequential_errors += errors;
-  counters.pending_samples += n;
+  for (const std::string& label : labels) ++pipeline_->absorbed_by_label_[label];
+  return absl::OkStatus();
+}
+
+absl::Status UpdateStream::Forget(const Decision& decision) {
+  absl::StatusOr<fpga::OpCounts> work =
+      pipeline_->store_->Forget(decision.forget_labels, decision.forget_decay);
+  if (!work.ok()) return work.status();
+  // Charged as refresh work: it is part of re-solving the readout after the drift.
+  pipeline_->meter_->Charge(EnergyPhase::kRefresh, *work, &energy_);
+  STRATA_LOG(INFO) << "Update: drift: forgot the classes "
+                   << absl::StrJoin(decision.forget_labels, ", ")
+                   << " (their Q columns zeroed; statistics decayed by " << decision.forget_decay
+                   << ")";
   return absl::OkStatus();
 }
 
@@ -332,8 +405,12 @@ absl::Status UpdateStream::Decide(MessageResult* result) {
     refresh_joules = pipeline_->meter_->Estimate(
         model::RefreshReportCounts(plan->report, plan->feature_size, plan->num_classes));
   }
-  const Decision decision = policy.OnMessage({errors_, new_class_, refresh_joules, absl::Now()});
+  const Decision decision =
+      policy.OnMessage({errors_, new_class_, refresh_joules, absl::Now(), labels_});
   if (!decision.apply) return absl::OkStatus();
+  if (!decision.forget_labels.empty()) {
+    if (absl::Status forgot = Forget(decision); !forgot.ok()) return forgot;
+  }
   absl::StatusOr<model::RefreshPath> refreshed = pipeline_->Refresh(
       DecisionReasonName(decision.reason), *model_, &energy_, &solve_time_);
   if (!refreshed.ok()) return refreshed.status();

@@ -9,9 +9,11 @@
 //      message wholly in the log or wholly out of it), before anything is absorbed;
 //   3. convert each valid sample once, in chunks of `max_batch` rows: lower-tier features, the
 //      prequential check (predict with the readout served when the message arrived), absorb into
-//      the statistics (ModelStore::Absorb), charge the work to the EnergyMeter;
-//   4. ask the UpdatePolicy (update/update_policy.h) whether to refresh; if so solve and publish a
-//      new version;
+//      the statistics (ModelStore::Absorb), charge the work to the EnergyMeter. With selective
+//      absorption (UpdatePolicyOptions::absorb_margin > 0) a sample predicted correctly with a wide
+//      margin, of a class with enough absorbed samples, is skipped instead of absorbed (counted);
+//   4. ask the UpdatePolicy (update/update_policy.h) whether to refresh; if so (after forgetting
+//      the classes the decision names, ModelStore::Forget) solve and publish a new version;
 //   5. take a snapshot if enough samples were absorbed since the last one.
 // When the stream ends (UpdateStream::OnStreamEnd) the policy decides once more (stream-end
 // refreshes here), and the summary is handed over once every record of the stream is durable
@@ -32,6 +34,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -68,7 +71,7 @@ struct MessageResult {
   // Not OK: the stream cannot go on (see UpdateStream::OnMessage); the counts say what happened
   // before the error.
   absl::Status status;
-  int accepted = 0;  // samples absorbed
+  int accepted = 0;  // samples accepted: absorbed, or skipped by selective absorption
   int rejected = 0;  // samples (or unreadable parts) rejected
   // How the readout was refreshed after the message, if the policy refreshed.
   std::optional<model::RefreshPath> refresh;
@@ -92,7 +95,7 @@ struct StreamEnergy {
 
 // What a stream did, handed over at its end.
 struct StreamSummary {
-  uint64_t accepted = 0;
+  uint64_t accepted = 0;  // absorbed, or skipped by selective absorption (see skipped)
   uint64_t rejected = 0;
   std::vector<Rejection> rejections;  // the first kMaxListedRejections, in stream order
   std::vector<std::string> new_labels;  // labels that became classes, in the order first seen
@@ -103,6 +106,8 @@ struct StreamSummary {
   // Whether the served readout includes every sample of this stream.
   bool readout_current = false;
   uint64_t prequential_errors = 0;
+  // Of the accepted samples, how many selective absorption skipped (not in the statistics).
+  uint64_t skipped = 0;
   StreamEnergy energy;
   // How the readout was refreshed at the stream's end, if it was.
   std::optional<model::RefreshPath> refresh;
@@ -116,6 +121,12 @@ struct PipelineCounters {
   uint64_t prequential_samples = 0;
   uint64_t prequential_errors = 0;
   uint64_t pending_samples = 0;  // absorbed since the last publish
+  // Accepted but skipped by selective absorption: predicted correctly with a wide margin
+  // ("confident-correct", the only reason so far).
+  uint64_t samples_skipped_confident = 0;
+  // Absorbed, but staged for the Gram kernel's next block (a deferred absorb; folded in before
+  // any refresh). 0 on the float64 host path.
+  uint64_t gram_staged_samples = 0;
 };
 
 // A snapshot taken by TakeSnapshot.
@@ -179,6 +190,9 @@ class UpdatePipeline {
   uint64_t absorbs_ = 0;
   uint64_t published_absorbs_ = 0;
   uint64_t samples_since_snapshot_ = 0;
+  // Selective absorption's guard: samples absorbed per label since start-up (recovery and the
+  // bundle's samples are not counted, which only makes the guard stricter).
+  absl::flat_hash_map<std::string, int64_t> absorbed_by_label_;
 
   mutable absl::Mutex mu_;
   PipelineCounters counters_ ABSL_GUARDED_BY(mu_);
@@ -223,6 +237,13 @@ class UpdateStream {
                              absl::string_view unreadable_rest);
   // Features, prequential predictions, absorb and charges for a chunk of converted rows.
   absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels);
+  // Selective absorption: the indices of the rows to absorb (all of them when it is off).
+  std::vector<int> RowsToAbsorb(const model::MatrixF& scores, const model::Readout& readout,
+                                const std::vector<std::string>& labels) const;
+  // Absorbs the chosen rows into the statistics and charges the work.
+  absl::Status AbsorbRows(const model::MatrixF& features, const std::vector<std::string>& labels);
+  // Forgets the classes a decision names (ModelStore::Forget) and charges the work.
+  absl::Status Forget(const Decision& decision);
   // After a message (read or rejected whole): counts it, lets the policy decide (refreshing if the
   // decision applies), then takes an automatic snapshot if one is due.
   void FinishMessage(MessageResult* result);
@@ -245,6 +266,7 @@ class UpdateStream {
   // The current message's prequential errors (one per absorbed sample) and whether it brought a
   // new class.
   std::vector<uint8_t> errors_;
+  std::vector<std::string> labels_;  // the label of each entry of errors_
   bool new_class_ = false;
   // Joules by meter phase and the number (UpdatePipeline::absorbs_) of the last absorb (0: none).
   RequestEnergy energy_;

@@ -47,8 +47,12 @@ absl::string_view DecisionReasonName(DecisionReason reason) {
       return "drift";
     case DecisionReason::kGainPays:
       return "gain-pays";
+    case DecisionReason::kClassGrown:
+      return "class-grown";
     case DecisionReason::kStreamEnd:
       return "stream-end";
+    case DecisionReason::kForgetClasses:
+      return "forget-classes";
     case DecisionReason::kUntilStreamEnd:
       return "until-stream-end";
     case DecisionReason::kNoSamples:
@@ -79,13 +83,70 @@ absl::string_view UpdatePolicy::name() const {
 
 // ---- UpdatePolicy -----------------------------------------------------------------------------
 
+namespace {
+
+absl::Status OutOfRange(absl::string_view option, double value, absl::string_view expected) {
+  return absl::InvalidArgumentError(
+      absl::StrCat(option, " = ", value, ", expected ", expected));
+}
+
+}  // namespace
+
+absl::Status ValidatePolicyOptions(const UpdatePolicyOptions& o) {
+  if (o.period_samples < 0) return OutOfRange("period_samples", o.period_samples, ">= 0");
+  if (o.period < absl::ZeroDuration()) {
+    return OutOfRange("period", absl::ToDoubleSeconds(o.period), ">= 0 s");
+  }
+  if (!(o.joules_per_error >= 0)) return OutOfRange("joules_per_error", o.joules_per_error, ">= 0");
+  if (!(o.budget_watts >= 0)) return OutOfRange("budget_watts", o.budget_watts, ">= 0");
+  if (!(o.burst_joules >= 0)) return OutOfRange("burst_joules", o.burst_joules, ">= 0");
+  if (o.window_samples < 1) return OutOfRange("window_samples", o.window_samples, ">= 1");
+  if (o.reference_samples < 1) return OutOfRange("reference_samples", o.reference_samples, ">= 1");
+  if (o.min_horizon_samples < 0) {
+    return OutOfRange("min_horizon_samples", o.min_horizon_samples, ">= 0");
+  }
+  if (!(o.growth_factor == 0 || o.growth_factor > 1)) {
+    return OutOfRange("growth_factor", o.growth_factor, "0 (off) or a value > 1");
+  }
+  if (o.growth_min_samples < 1) {
+    return OutOfRange("growth_min_samples", o.growth_min_samples, ">= 1");
+  }
+  if (!(o.forget_decay > 0 && o.forget_decay <= 1)) {
+    return OutOfRange("forget_decay", o.forget_decay, "a value in (0, 1]");
+  }
+  if (!(o.forget_error_jump > 0 && o.forget_error_jump <= 1)) {
+    return OutOfRange("forget_error_jump", o.forget_error_jump, "a value in (0, 1]");
+  }
+  if (o.forget_class_window < 1) {
+    return OutOfRange("forget_class_window", o.forget_class_window, ">= 1");
+  }
+  if (o.forget_watch_samples < 1) {
+    return OutOfRange("forget_watch_samples", o.forget_watch_samples, ">= 1");
+  }
+  if (o.forget_min_class_samples < 0) {
+    return OutOfRange("forget_min_class_samples", o.forget_min_class_samples, ">= 0");
+  }
+  // Scores are one-hot regression outputs (about 0..1), so a margin above 2 would skip nothing.
+  if (!(o.absorb_margin >= 0 && o.absorb_margin <= 2)) {
+    return OutOfRange("absorb_margin", o.absorb_margin, "a value in [0, 2] (0: absorb all)");
+  }
+  if (o.absorb_min_class_samples < 1) {
+    return OutOfRange("absorb_min_class_samples", o.absorb_min_class_samples, ">= 1");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<UpdatePolicy>> UpdatePolicy::Create(
     absl::string_view name, const UpdatePolicyOptions& options, absl::Time start) {
   PolicyKind kind;
   if (name == "stream-end") {
-    // Decides from the stream's end alone: no options, no drift detector.
+    // Decides from the stream's end alone: no options, no drift detector, so neither forgetting
+    // (it needs alarms) nor selective absorption.
+    UpdatePolicyOptions plain = options;
+    plain.forget_on_drift = false;
+    plain.absorb_margin = 0;
     return std::unique_ptr<UpdatePolicy>(
-        new UpdatePolicy(PolicyKind::kStreamEnd, options, nullptr, start));
+        new UpdatePolicy(PolicyKind::kStreamEnd, plain, nullptr, start));
   }
   if (name == "eager") {
     kind = PolicyKind::kEager;
@@ -98,18 +159,7 @@ absl::StatusOr<std::unique_ptr<UpdatePolicy>> UpdatePolicy::Create(
         "unknown update policy '", std::string(name),
         "' (expected stream-end, eager, periodic or energy-aware)"));
   }
-  if (options.period_samples < 0 || options.period < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("period_samples and period must be >= 0");
-  }
-  if (!(options.joules_per_error >= 0) || !(options.budget_watts >= 0) ||
-      !(options.burst_joules >= 0)) {
-    return absl::InvalidArgumentError("joules_per_error, budget_watts, burst_joules must be >= 0");
-  }
-  if (options.window_samples < 1 || options.reference_samples < 1 ||
-      options.min_horizon_samples < 0) {
-    return absl::InvalidArgumentError(
-        "window_samples and reference_samples must be >= 1, min_horizon_samples >= 0");
-  }
+  if (absl::Status valid = ValidatePolicyOptions(options); !valid.ok()) return valid;
   absl::StatusOr<std::unique_ptr<DriftDetector>> detector =
       MakeDriftDetector(options.drift_detector);
   if (!detector.ok()) return detector.status();
@@ -157,7 +207,20 @@ Decision UpdatePolicy::OnMessage(const UpdateMessage& message) {
   if (drift) stats_.drift_alarms += 1;
   bucket_.Refill(message.now);
 
-  Decision decision = Decide(message, drift);
+  std::vector<std::string> forget = TrackClasses(message, drift);
+  Decision decision;
+  if (!forget.empty()) {
+    // Like a new class, a forgotten one must be refreshed at once: the readout still holds it.
+    if (kind_ == PolicyKind::kEnergyAware) bucket_.ForceTake(message.refresh_joules);
+    decision.apply = true;
+    decision.reason = DecisionReason::kForgetClasses;
+    stats_.classes_forgotten += forget.size();
+    decision.forget_labels = std::move(forget);
+    decision.forget_decay = decayed_this_watch_ ? 1.0 : options_.forget_decay;
+    decayed_this_watch_ = true;
+  } else {
+    decision = Decide(message, drift);
+  }
   decision.refresh_joules = message.refresh_joules;
   stats_.by_reason[static_cast<int>(decision.reason)] += 1;
   if (decision.apply) {
@@ -214,7 +277,8 @@ Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
       break;
   }
   d.expected_gain_joules = ExpectedGainErrors() * options_.joules_per_error;
-  const bool pays = d.expected_gain_joules >= message.refresh_joules;
+  const bool gain_pays = d.expected_gain_joules >= message.refresh_joules;
+  const bool pays = gain_pays || SomeClassGrew();
   if (!drift && !pays) {
     d.reason = DecisionReason::kGainTooSmall;
     return d;
@@ -225,6 +289,7 @@ Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
   }
   d.apply = true;
   d.reason = drift ? DecisionReason::kDrift : DecisionReason::kGainPays;
+  if (!drift && !gain_pays) d.reason = DecisionReason::kClassGrown;
   return d;
 }
 
@@ -236,8 +301,60 @@ std::optional<Decision> UpdatePolicy::OnStreamEnd(uint64_t accepted_samples, abs
   decision.reason = DecisionReason::kStreamEnd;
   stats_.by_reason[static_cast<int>(decision.reason)] += 1;
   stats_.refreshes += 1;
-  RecordRefresh(UpdateMessage{{}, false, 0, now});
+  UpdateMessage end;
+  end.now = now;
+  RecordRefresh(end);
   return decision;
+}
+
+bool UpdatePolicy::SomeClassGrew() const {
+  if (!(options_.growth_factor > 0)) return false;
+  for (const auto& [label, c] : class_errors_) {
+    const double due = std::max(options_.growth_factor * static_cast<double>(c.samples_at_refresh),
+                                static_cast<double>(options_.growth_min_samples));
+    if (static_cast<double>(c.samples) >= due) return true;
+  }
+  return false;
+}
+
+std::vector<std::string> UpdatePolicy::TrackClasses(const UpdateMessage& message, bool drift) {
+  std::vector<std::string> forget;
+  if (message.labels.size() != message.prequential_errors.size()) return forget;
+  const size_t window = static_cast<size_t>(options_.forget_class_window);
+  for (size_t i = 0; i < message.labels.size(); ++i) {
+    ClassErrors& c = class_errors_[message.labels[i]];
+    const int e = message.prequential_errors[i] != 0 ? 1 : 0;
+    c.samples += 1;
+    c.errors += e;
+    c.recent.push_back(static_cast<uint8_t>(e));
+    c.recent_errors += e;
+    if (c.recent.size() > window) {
+      c.recent_errors -= c.recent.front();
+      c.recent.pop_front();
+    }
+  }
+  if (!options_.forget_on_drift) return forget;
+  if (drift && watch_remaining_ <= 0) {
+    watch_remaining_ = options_.forget_watch_samples;
+    decayed_this_watch_ = false;
+  }
+  if (watch_remaining_ <= 0) return forget;
+  watch_remaining_ -= static_cast<int64_t>(message.prequential_errors.size());
+  for (auto& [label, c] : class_errors_) {
+    const int64_t before = c.samples - static_cast<int64_t>(c.recent.size());
+    if (c.recent.size() < window || before < std::max<int64_t>(1, options_.forget_min_class_samples)) {
+      continue;
+    }
+    const double recent = static_cast<double>(c.recent_errors) / static_cast<double>(window);
+    const double earlier =
+        static_cast<double>(c.errors - c.recent_errors) / static_cast<double>(before);
+    if (recent - earlier >= options_.forget_error_jump) {
+      forget.push_back(label);
+      c = ClassErrors{};  // the class starts over: its new meaning is measured from now
+    }
+  }
+  std::sort(forget.begin(), forget.end());
+  return forget;
 }
 
 double UpdatePolicy::WindowError() const {
@@ -278,6 +395,7 @@ void UpdatePolicy::RecordRefresh(const UpdateMessage& message) {
         static_cast<int64_t>(window_.size()) >= options_.window_samples ? WindowError() : -1;
   }
   samples_before_refresh_ = samples_since_refresh_;
+  for (auto& [label, c] : class_errors_) c.samples_at_refresh = c.samples;
   if (error_before_refresh_ < 0) {
     last_gain_rate_ = 0;
     last_gain_samples_ = 0;

@@ -18,10 +18,23 @@
 //                 "before" is that message's own error), which it took s_last samples to earn
 //                 (the learning-curve term: refreshing also folds in new data).
 //                 A drift alarm (ADWIN or Page-Hinkley on the error stream) refreshes if the
-//                 bucket allows.
+//                 bucket allows. So does a class whose samples grew growth_factor-fold since the
+//                 readout was solved (a geometric schedule per class: a class that arrived with
+//                 50 samples is re-solved at 200, 800, 3200 with the default 4; the learning
+//                 term alone stops once one early refresh gained little).
 // Every policy but stream-end refreshes when a message brings a class never seen before (the readout
 // cannot predict a class it has no column for); energy-aware lets that refresh overdraw the bucket.
 // Stream-end waits for the stream's end for new classes too, and runs no drift detector.
+//
+// Two options apply to every policy but stream-end (both off by default; docs/update-policies.md):
+//   forgetting on drift   after a drift alarm, a class whose recent error jumped (the stream changed
+//                         what that class means, e.g. two labels swapped) is forgotten: the
+//                         decision carries its label, the caller zeroes its Q column and decays the
+//                         statistics (model::UpperTier::Forget), then refreshes ("forget-classes");
+//   selective absorption  the caller skips samples the served readout already predicts correctly
+//                         with a wide margin (absorb_margin; never a class with fewer than
+//                         absorb_min_class_samples absorbed samples). The policy only holds the
+//                         options; update/pipeline.h applies them and counts the skips.
 //
 // Usage from an Update pipeline, per message:
 //   errors[i] = (readout predicted sample i wrongly) ? 1 : 0;   // before absorbing it
@@ -44,8 +57,10 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -81,7 +96,7 @@ class JouleBucket {
 
 enum class PolicyKind { kStreamEnd, kEager, kPeriodic, kEnergyAware };
 
-// Why a decision was taken. The first seven apply a refresh, the rest defer it
+// Why a decision was taken. The first nine apply a refresh, the rest defer it
 // (DecisionReasonApplies).
 enum class DecisionReason {
   kNewClass = 0,     // applied: a class never seen before arrived
@@ -90,17 +105,21 @@ enum class DecisionReason {
   kTimeDue,          // applied: periodic, period elapsed
   kDrift,            // applied: energy-aware, drift alarm and the bucket pays
   kGainPays,         // applied: energy-aware, expected gain >= refresh joules and the bucket pays
+  kClassGrown,       // applied: energy-aware, a class's samples grew growth_factor-fold since the
+                     // readout was solved, and the bucket pays
   kStreamEnd,        // applied: stream-end, the stream ended having accepted samples
+  kForgetClasses,    // applied: forgetting on drift, a class's error jumped after a drift alarm
   kUntilStreamEnd,   // deferred: stream-end, a message with samples
   kNoSamples,        // deferred: the message carried no samples
   kNotDue,           // deferred: periodic, neither period reached
   kGainTooSmall,     // deferred: energy-aware, expected gain < refresh joules
   kBudgetExhausted,  // deferred: energy-aware, worth it (or drift) but the bucket cannot pay
 };
-inline constexpr int kNumDecisionReasons = 12;
+inline constexpr int kNumDecisionReasons = 14;
 
-// "new-class", "every-message", "samples-due", "time-due", "drift", "gain-pays", "stream-end",
-// "until-stream-end", "no-samples", "not-due", "gain-too-small", "budget-exhausted".
+// "new-class", "every-message", "samples-due", "time-due", "drift", "gain-pays", "class-grown",
+// "stream-end", "forget-classes", "until-stream-end", "no-samples", "not-due", "gain-too-small",
+// "budget-exhausted".
 absl::string_view DecisionReasonName(DecisionReason reason);
 // Whether decisions for `reason` apply a refresh.
 inline bool DecisionReasonApplies(DecisionReason reason) {
@@ -112,6 +131,10 @@ struct Decision {
   DecisionReason reason = DecisionReason::kNoSamples;
   double expected_gain_joules = 0;  // energy-aware: the valued gain estimate; else 0
   double refresh_joules = 0;        // the cost the caller reported
+  // kForgetClasses: the labels whose Q columns the caller zeroes, and the decay of the statistics
+  // (model::UpperTier::Forget), before it refreshes. Empty otherwise.
+  std::vector<std::string> forget_labels;
+  double forget_decay = 1;
 };
 
 // One absorbed Update message, as the policy sees it.
@@ -124,6 +147,9 @@ struct UpdateMessage {
   // What a refresh would cost now (e.g. meter.Estimate(model::CheapestRefreshCounts(...))), >= 0.
   double refresh_joules = 0;
   absl::Time now;
+  // The label of each of those samples (same order and length), for forgetting on drift; may be
+  // empty (then no class can be forgotten).
+  std::span<const std::string> labels = {};
 };
 
 struct UpdatePolicyOptions {
@@ -143,9 +169,32 @@ struct UpdatePolicyOptions {
   int64_t reference_samples = 300;
   // energy-aware: the gain of a refresh is assumed to last at least this many samples.
   int64_t min_horizon_samples = 2000;
+  // energy-aware: refresh ("class-grown") once a class has growth_factor times the samples it had
+  // when the readout was solved (at least growth_min_samples; a class forgotten on drift counts
+  // from 0). Needs the messages' labels. 0: off.
+  double growth_factor = 4;
+  int64_t growth_min_samples = 20;
   // The drift detector on the error stream: "adwin" or "page-hinkley" (every policy runs it, so
   // the stats show alarms; only energy-aware acts on them).
   std::string drift_detector = "adwin";
+
+  // Forgetting on drift: after a drift alarm, for the next forget_watch_samples samples, a class
+  // whose error over its last forget_class_window samples exceeds its error before them by at
+  // least forget_error_jump (in (0, 1]) is forgotten, if it had at least forget_min_class_samples
+  // samples before them: its Q column is zeroed and every statistic decays by forget_decay (in
+  // (0, 1]; 1: only the column), then the readout is refreshed. Off by default.
+  bool forget_on_drift = false;
+  double forget_decay = 0.1;
+  double forget_error_jump = 0.5;
+  int64_t forget_class_window = 20;
+  int64_t forget_watch_samples = 2000;
+  int64_t forget_min_class_samples = 200;
+
+  // Selective absorption (applied by update/pipeline.h): skip a sample the served readout predicted
+  // correctly with a margin (best score minus the second best) >= absorb_margin, once its class
+  // has absorb_min_class_samples absorbed samples. 0 (the default): absorb every sample.
+  double absorb_margin = 0;
+  int64_t absorb_min_class_samples = 1000;
 };
 
 struct UpdatePolicyStats {
@@ -155,12 +204,17 @@ struct UpdatePolicyStats {
   uint64_t refreshes = 0;   // decisions with apply
   uint64_t deferrals = 0;   // decisions without
   uint64_t drift_alarms = 0;
+  uint64_t classes_forgotten = 0;  // labels forgotten on drift (a label may be counted twice)
   std::array<uint64_t, kNumDecisionReasons> by_reason{};
   double approved_refresh_joules = 0;  // sum of refresh_joules over applied decisions
   double budget_balance_joules = 0;    // energy-aware: the bucket after the last decision
 
   uint64_t count(DecisionReason reason) const { return by_reason[static_cast<int>(reason)]; }
 };
+
+// OK, or INVALID_ARGUMENT naming the first option out of range ("forget_decay = 2, expected a value
+// in (0, 1]"). UpdatePolicy::Create checks the same.
+absl::Status ValidatePolicyOptions(const UpdatePolicyOptions& options);
 
 class UpdatePolicy {
  public:
@@ -193,6 +247,8 @@ class UpdatePolicy {
 
   UpdatePolicyStats Stats() const ABSL_LOCKS_EXCLUDED(mutex_);
   PolicyKind kind() const { return kind_; }
+  // The options (stream-end: forget_on_drift false and absorb_margin 0, whatever was given).
+  const UpdatePolicyOptions& options() const { return options_; }
   absl::string_view name() const;
 
  private:
@@ -203,6 +259,21 @@ class UpdatePolicy {
   double ExpectedGainErrors() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   void RecordRefresh(const UpdateMessage& message) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
   double WindowError() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // Forgetting on drift: feeds the per-class error windows; returns the labels to forget now.
+  std::vector<std::string> TrackClasses(const UpdateMessage& message, bool drift)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+  // energy-aware: whether some class grew growth_factor-fold since the last refresh.
+  bool SomeClassGrew() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mutex_);
+
+  // A class's prequential errors since it was created or last forgotten: all of them, and the last
+  // forget_class_window ones; and its samples when the readout was last solved.
+  struct ClassErrors {
+    int64_t samples_at_refresh = 0;
+    int64_t samples = 0;
+    int64_t errors = 0;
+    std::deque<uint8_t> recent;
+    int64_t recent_errors = 0;
+  };
 
   const PolicyKind kind_;
   const UpdatePolicyOptions options_;
@@ -228,6 +299,12 @@ class UpdatePolicy {
   double last_gain_rate_ ABSL_GUARDED_BY(mutex_) = 0;
   int64_t last_gain_samples_ ABSL_GUARDED_BY(mutex_) = 0;
   int64_t samples_before_refresh_ ABSL_GUARDED_BY(mutex_) = 0;
+  // Forgetting on drift: errors by label, and the samples left to watch since the last alarm.
+  absl::flat_hash_map<std::string, ClassErrors> class_errors_ ABSL_GUARDED_BY(mutex_);
+  int64_t watch_remaining_ ABSL_GUARDED_BY(mutex_) = 0;
+  // Whether this watch has decayed the statistics already (one decay per drift, however many
+  // classes it forgets one after another).
+  bool decayed_this_watch_ ABSL_GUARDED_BY(mutex_) = false;
 };
 
 }  // namespace strata::update
