@@ -6,6 +6,7 @@
 // down gracefully: new calls are refused, in-flight calls get --shutdown_grace to finish (then they
 // are cancelled), and the process exits 0.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -25,6 +26,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -37,6 +39,7 @@
 #include "model/feature_extractor.h"
 #include "model/lower_tier_extractor.h"
 #include "server/device.h"
+#include "server/replication.h"
 #include "update/env.h"
 #include "server/metrics.h"
 #include "update/model_store.h"
@@ -124,6 +127,23 @@ ABSL_FLAG(std::string, metrics_address, "",
 ABSL_FLAG(std::string, metrics_port_file, "",
           "If set (with --metrics_address), the metrics endpoint's bound port is written to this "
           "file (atomically) once it listens.");
+ABSL_FLAG(std::string, nats_servers, "",
+          "Replicated mode (docs/replication.md): comma-separated NATS server URLs "
+          "(nats://host:4222,...) of the JetStream cluster holding the update log. Empty "
+          "(default): single-process mode with the file log (--state_dir).");
+ABSL_FLAG(std::string, nats_stream, "STRATA",
+          "Replicated mode: the JetStream stream (and <name>_snapshots bucket) every replica of "
+          "the service shares; created if missing.");
+ABSL_FLAG(int32_t, nats_replicas, 3,
+          "Replicated mode: replicas of the stream and the bucket when this server creates them.");
+ABSL_FLAG(std::string, replica_id, "",
+          "Replicated mode: this replica's name, unique in the service (default: the host name).");
+ABSL_FLAG(absl::Duration, nats_publish_timeout, absl::Seconds(5),
+          "Replicated mode: how long an Update waits for JetStream's quorum acknowledgement "
+          "before it fails with UNAVAILABLE.");
+ABSL_FLAG(absl::Duration, replica_ack_wait, absl::Seconds(10),
+          "Replicated mode: how long an UpdateSummary waits for this replica to serve the "
+          "stream's records (then it is sent with readout_current false).");
 ABSL_FLAG(std::string, log_format, "text",
           "Log lines on stderr: text (default) or json (one JSON object per line: ts, level, "
           "program, file, msg).");
@@ -196,6 +216,11 @@ struct Options {
   // metrics_port_file (if set) like port_file.
   std::string metrics_address;
   std::string metrics_port_file;
+  // Replicated mode (docs/replication.md; server/replication.h): the JetStream update log and
+  // the replica's options, from --nats_*, --replica_*, --max_batch and --snapshot_every_samples.
+  // Off (default) when jetstream.servers is empty.
+  bool replicated = false;
+  ReplicationOptions replication;
 };
 
 // The contents of the file named by flag --`flag` (empty if `path` is empty).
@@ -315,6 +340,41 @@ absl::Status ReadUpdateOptions(Options* options) {
   return absl::OkStatus();
 }
 
+// Reads the replicated-mode flags into `options` (after ReadUpdateOptions).
+absl::Status ReadReplicationOptions(Options* options) {
+  const std::string servers = absl::GetFlag(FLAGS_nats_servers);
+  if (servers.empty()) return absl::OkStatus();
+  options->replicated = true;
+  update::JetStreamOptions& jetstream = options->replication.jetstream;
+  jetstream.servers = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+  jetstream.stream = absl::GetFlag(FLAGS_nats_stream);
+  jetstream.replicas = absl::GetFlag(FLAGS_nats_replicas);
+  jetstream.replica_id = absl::GetFlag(FLAGS_replica_id);
+  if (jetstream.replica_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    jetstream.replica_id = host;
+  }
+  jetstream.publish_timeout = absl::GetFlag(FLAGS_nats_publish_timeout);
+  options->replication.replica.ack_wait = absl::GetFlag(FLAGS_replica_ack_wait);
+  options->replication.replica.snapshot_every_samples = options->snapshot_every_samples;
+  if (!options->state_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--nats_servers and --state_dir exclude each other: a replica keeps its state in the "
+        "JetStream stream and its snapshot bucket");
+  }
+  if (options->update_policy != "stream-end") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--update_policy=", options->update_policy,
+        ": replicated mode supports stream-end only (refreshes are markers in the log)"));
+  }
+  if (jetstream.replicas < 1 || jetstream.publish_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--nats_replicas must be >= 1 and --nats_publish_timeout > 0");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Options> ReadOptions() {
   Options options;
   if (absl::Status security = ReadSecurityOptions(&options); !security.ok()) return security;
@@ -332,6 +392,9 @@ absl::StatusOr<Options> ReadOptions() {
   if (absl::Status batching = ReadBatchingOptions(&options); !batching.ok()) return batching;
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (absl::Status update = ReadUpdateOptions(&options); !update.ok()) return update;
+  if (absl::Status replication = ReadReplicationOptions(&options); !replication.ok()) {
+    return replication;
+  }
   options.device.device = absl::GetFlag(FLAGS_device);
   options.device.xclbin_path = absl::GetFlag(FLAGS_xclbin);
   options.device.xrt_device_index = absl::GetFlag(FLAGS_xrt_device_index);
@@ -352,6 +415,7 @@ absl::StatusOr<Options> ReadOptions() {
                                                    ", got ", max_message_bytes));
   }
   options.max_message_bytes = static_cast<int>(max_message_bytes);
+  options.replication.replica.chunk_rows = options.max_batch;
   if (options.inference_threads < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--inference_threads: expected >= 1, got ", options.inference_threads));
@@ -392,6 +456,9 @@ struct Server {
   std::unique_ptr<update::VersionReservation> versions;
   update::ModelStore store;
   std::unique_ptr<update::FileUpdateLog> update_log;
+  // Replicated mode: the JetStream log and the replica following it (stopped in Serve() before
+  // the service goes).
+  ReplicatedServing replicated;
   std::unique_ptr<Metrics> metrics;  // null without --metrics_address
   std::unique_ptr<StrataService> service;
   std::unique_ptr<grpc::Server> grpc_server;
@@ -574,12 +641,29 @@ absl::StatusOr<ServedModel> ReadModel(const Options& options, const Device& devi
   return ServedModel{*std::move(bundle), *std::move(extractor)};
 }
 
+// Step 4, replicated mode: the store loaded from the stream's newest snapshot and caught up with
+// the stream's tail (server/replication.h).
+absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Server& server) {
+  absl::StatusOr<ReplicatedServing> replicated = StartReplicatedServing(
+      options.replication, options.max_message_bytes, std::move(served.bundle),
+      std::move(served.extractor), &server.store, server.service.get(),
+      [&server](const absl::Status&) { SetServing(*server.grpc_server, false); });
+  if (!replicated.ok()) {
+    return absl::Status(replicated.status().code(),
+                        absl::StrCat("replicated mode (--nats_servers): ",
+                                     replicated.status().ToString()));
+  }
+  server.replicated = *std::move(replicated);
+  return absl::OkStatus();
+}
+
 // Step 4: the model: read, recovered from --state_dir (replayed through the extractor that will
 // serve), and loaded into the store.
 absl::Status LoadModel(const Options& options, Server& server) {
   const absl::Time load_start = absl::Now();
   absl::StatusOr<ServedModel> served = ReadModel(options, server.device);
   if (!served.ok()) return served.status();
+  if (options.replicated) return LoadReplicatedModel(options, *std::move(served), server);
   if (options.state_dir.empty()) {
     STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
                            "every update absorbed since the bundle was written";
@@ -619,6 +703,8 @@ void Serve(const Options& options, const sigset_t& shutdown_signals, Server& ser
                    << "); shutting down";
   SetServing(*server.grpc_server, false);
   if (server.metrics != nullptr) server.metrics->SetServing(false);
+  // Predicts waiting for a log position are answered (UNAVAILABLE) before the calls are drained.
+  if (server.replicated.replica != nullptr) server.replicated.replica->Stop();
   server.grpc_server->Shutdown(std::chrono::system_clock::now() +
                                absl::ToChronoMilliseconds(options.shutdown_grace));
   server.service->Drain();
@@ -661,6 +747,7 @@ int main(int argc, char** argv) {
       "Serves a Strata model bundle over gRPC.\n"
       "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]\n"
       "                [--state_dir=DIR] [--snapshot_every_samples=100000]\n"
+      "                [--nats_servers=URL,... [--nats_stream=STRATA] [--replica_id=NAME]]\n"
       "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]\n"
       "                [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
       "                [--auth_token_file=PATH] [--auth_all]\n"
