@@ -144,6 +144,9 @@ ABSL_FLAG(absl::Duration, nats_publish_timeout, absl::Seconds(5),
 ABSL_FLAG(absl::Duration, replica_ack_wait, absl::Seconds(10),
           "Replicated mode: how long an UpdateSummary waits for this replica to serve the "
           "stream's records (then it is sent with readout_current false).");
+ABSL_FLAG(absl::Duration, snapshot_trim_delay, absl::Minutes(10),
+          "Replicated mode: the stream is purged up to the older of the two kept snapshots once "
+          "that snapshot is this old (longer than any replica's catch-up).");
 ABSL_FLAG(std::string, log_format, "text",
           "Log lines on stderr: text (default) or json (one JSON object per line: ts, level, "
           "program, file, msg).");
@@ -358,6 +361,7 @@ absl::Status ReadReplicationOptions(Options* options) {
   jetstream.publish_timeout = absl::GetFlag(FLAGS_nats_publish_timeout);
   options->replication.replica.ack_wait = absl::GetFlag(FLAGS_replica_ack_wait);
   options->replication.replica.snapshot_every_samples = options->snapshot_every_samples;
+  options->replication.replica.trim_delay = absl::GetFlag(FLAGS_snapshot_trim_delay);
   if (!options->state_dir.empty()) {
     return absl::InvalidArgumentError(
         "--nats_servers and --state_dir exclude each other: a replica keeps its state in the "
@@ -647,7 +651,12 @@ absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Ser
   absl::StatusOr<ReplicatedServing> replicated = StartReplicatedServing(
       options.replication, options.max_message_bytes, std::move(served.bundle),
       std::move(served.extractor), &server.store, server.service.get(),
-      [&server](const absl::Status&) { SetServing(*server.grpc_server, false); });
+      [&server](const absl::Status&) {
+        // A replica that cannot follow the log only grows stale: report NOT_SERVING and shut
+        // down (the SIGTERM path), so that its restart catches up from the newest snapshot.
+        SetServing(*server.grpc_server, false);
+        kill(getpid(), SIGTERM);
+      });
   if (!replicated.ok()) {
     return absl::Status(replicated.status().code(),
                         absl::StrCat("replicated mode (--nats_servers): ",
@@ -767,6 +776,11 @@ int main(int argc, char** argv) {
   if (!options.ok()) {
     STRATA_LOG(ERROR) << options.status().message() << " (see --help)";
     return 2;
+  }
+  if (options->replicated) {
+    // Replicas of one service usually log to one place: every line names its replica.
+    strata::base::SetLogProgramName(
+        absl::StrCat("strata-server ", options->replication.jetstream.replica_id));
   }
   return strata::server::Run(*options, shutdown_signals);
 }

@@ -66,8 +66,15 @@ absl::StatusOr<ReplicatedServing> StartReplicatedServing(
         "configuration"));
   }
   const absl::Time start = absl::Now();
-  absl::StatusOr<update::ReplicaBase> base =
-      update::LoadReplicaBase(*serving.log, *extractor, &bundle);
+  // The bucket may be leaderless for a few seconds after a NATS node restarts: retry that.
+  absl::StatusOr<update::ReplicaBase> base = absl::UnavailableError("not read");
+  for (const absl::Time limit = start + options.jetstream.connect_timeout;;) {
+    base = update::LoadReplicaBase(*serving.log, *extractor, &bundle);
+    if (!absl::IsUnavailable(base.status()) || absl::Now() > limit) break;
+    STRATA_LOG(WARNING) << "replica: reading the snapshot bucket: " << base.status()
+                        << "; retrying";
+    absl::SleepFor(absl::Milliseconds(500));
+  }
   if (!base.ok()) return base.status();
   serving.replica = std::make_unique<update::Replica>(serving.log.get(), store, service->meter(),
                                                       options.replica, base->position);

@@ -9,6 +9,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "base/crc32c.h"
@@ -40,11 +41,10 @@ namespace {
 constexpr char kEntryHeader[] = "Strata-Entry";
 constexpr char kSamplesEntry[] = "samples";
 constexpr char kRefreshEntry[] = "refresh";
+// The snapshot bucket's index key: "<newest position> <older position>" (docs/replication.md).
+constexpr char kIndexKey[] = "snap.index";
 // Room left in a message for its headers (the entry kind and the message id).
 constexpr int64_t kHeaderSlack = 4096;
-// A stalled reader (no entry for this long while the stream's tail is ahead of it) re-creates its
-// consumer.
-constexpr absl::Duration kReaderStallCheck = absl::Seconds(2);
 
 int64_t Millis(absl::Duration d) { return std::max<int64_t>(1, absl::ToInt64Milliseconds(d)); }
 
@@ -76,16 +76,6 @@ absl::Status NatsError(absl::string_view what, natsStatus status, jsErrCode code
 
 std::string SnapshotKey(uint64_t position, absl::string_view part) {
   return absl::StrFormat("snap.%020u.%s", position, part);
-}
-
-// "snap.<position>.manifest" -> position.
-std::optional<uint64_t> ParseManifestKey(absl::string_view key) {
-  if (!absl::ConsumePrefix(&key, "snap.") || !absl::ConsumeSuffix(&key, ".manifest")) {
-    return std::nullopt;
-  }
-  uint64_t position = 0;
-  if (key.size() != 20 || !absl::SimpleAtoi(key, &position)) return std::nullopt;
-  return position;
 }
 
 struct Manifest {
@@ -192,88 +182,98 @@ absl::Status EnsureBucket(const JetStreamOptions& options, JetStreamUpdateLog::N
   return s == NATS_OK ? absl::OkStatus() : NatsError("creating the snapshot bucket", s);
 }
 
-// Follows the stream on an ordered consumer (see the header).
-class OrderedReader final : public JetStreamUpdateLog::Reader {
+// Reads the stream entry by entry from its leader (see the header). A core-NATS subscription on
+// the stream's subject rings a doorbell whenever someone publishes, so a caught-up reader asks for
+// the next entry at once instead of polling.
+class SequentialReader final : public JetStreamUpdateLog::Reader {
  public:
-  OrderedReader(JetStreamUpdateLog* log, jsCtx* js, std::string subject, uint64_t after)
-      : log_(log), js_(js), subject_(std::move(subject)), last_(after) {}
-  ~OrderedReader() override { Drop(); }
+  SequentialReader(JetStreamUpdateLog* log, natsConnection* connection, jsCtx* js,
+                   std::string stream, std::string subject, uint64_t after)
+      : log_(log), js_(js), stream_(std::move(stream)), last_(after) {
+    if (natsConnection_Subscribe(&doorbell_, connection, subject.c_str(), &Ring, this) !=
+        NATS_OK) {
+      doorbell_ = nullptr;  // polling still works, with up to kDoorbellWait of extra lag
+    }
+  }
+  ~SequentialReader() override {
+    if (doorbell_ != nullptr) {
+      natsSubscription_Unsubscribe(doorbell_);
+      natsSubscription_Destroy(doorbell_);
+    }
+  }
 
   absl::StatusOr<std::optional<LogEntry>> Next(absl::Duration timeout) override {
-    if (subscription_ == nullptr && !Subscribe()) {
-      absl::SleepFor(std::min(timeout, absl::Milliseconds(250)));
-      return std::optional<LogEntry>();
+    const absl::Time deadline = absl::Now() + timeout;
+    if (tail_ <= last_ + 1 && absl::Now() - tail_checked_ > kTailRecheck) {
+      // Knowing the tail tells the caller how far behind it is (LogEntry::pending).
+      tail_checked_ = absl::Now();
+      if (absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log_->SequenceRange(); range.ok()) {
+        tail_ = std::max(tail_, range->second);
+      }
     }
-    natsMsg* msg = nullptr;
-    natsStatus s = natsSubscription_NextMsg(&msg, subscription_, Millis(timeout));
-    if (s == NATS_TIMEOUT) {
-      if (absl::Now() - last_activity_ > kReaderStallCheck) CheckStalled();
-      return std::optional<LogEntry>();
+    for (;;) {
+      natsMsg* msg = nullptr;
+      jsOptions options;
+      jsOptions_Init(&options);
+      options.Wait = 2000;
+      jsErrCode code = jsErrCode(0);
+      natsStatus s = js_GetMsg(&msg, js_, stream_.c_str(), last_ + 1, &options, &code);
+      if (s == NATS_OK) {
+        absl::StatusOr<std::optional<LogEntry>> entry = Decode(msg);
+        natsMsg_Destroy(msg);
+        return entry;
+      }
+      if (s == NATS_NOT_FOUND) {
+        absl::Status missing = CheckNotPurged();
+        if (!missing.ok()) return missing;
+      }
+      // Not there yet (or no leader for a moment): wait for the doorbell, then ask again.
+      if (absl::Now() >= deadline) return std::optional<LogEntry>();
+      WaitForDoorbell(std::min(deadline, absl::Now() + kDoorbellWait));
     }
-    if (s != NATS_OK) {
-      STRATA_LOG(WARNING) << NatsError("reading the update log", s) << "; re-subscribing";
-      Drop();
-      return std::optional<LogEntry>();
-    }
-    last_activity_ = absl::Now();
-    absl::StatusOr<std::optional<LogEntry>> entry = Decode(msg);
-    natsMsg_Destroy(msg);
-    return entry;
   }
 
  private:
-  bool Subscribe() {
-    jsSubOptions options;
-    jsSubOptions_Init(&options);
-    options.Ordered = true;
-    options.Config.DeliverPolicy = js_DeliverByStartSequence;
-    options.Config.OptStartSeq = last_ + 1;
-    jsErrCode code = jsErrCode(0);
-    natsStatus s =
-        js_SubscribeSync(&subscription_, js_, subject_.c_str(), nullptr, &options, &code);
-    if (s != NATS_OK) {
-      STRATA_LOG(WARNING) << NatsError("subscribing to the update log", s, code);
-      subscription_ = nullptr;
-      return false;
-    }
-    last_activity_ = absl::Now();
-    return true;
+  // Without a doorbell (or after a missed one), a caught-up reader asks again this often.
+  static constexpr absl::Duration kDoorbellWait = absl::Milliseconds(50);
+  // How often a reader at the tail it knows asks where the tail is now.
+  static constexpr absl::Duration kTailRecheck = absl::Milliseconds(500);
+
+  static void Ring(natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
+    natsMsg_Destroy(msg);
+    auto* reader = static_cast<SequentialReader*>(closure);
+    absl::MutexLock lock(&reader->mu_);
+    reader->rung_ = true;
   }
 
-  void Drop() {
-    if (subscription_ == nullptr) return;
-    natsSubscription_Unsubscribe(subscription_);
-    natsSubscription_Destroy(subscription_);
-    subscription_ = nullptr;
+  void WaitForDoorbell(absl::Time until) {
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithDeadline(absl::Condition(&rung_), until);
+    rung_ = false;
   }
 
-  // An ordered consumer lost with its NATS node is re-created by the library, but not always
-  // promptly: if the stream holds entries this reader has not seen, start over after the last one.
-  void CheckStalled() {
-    last_activity_ = absl::Now();
-    absl::StatusOr<uint64_t> tail = log_->TailSequence();
-    if (tail.ok() && *tail > last_) {
-      STRATA_LOG(WARNING) << "update log reader: no entry after " << last_ << " while the stream "
-                          << "reaches " << *tail << "; re-subscribing";
-      Drop();
+  // The next entry is not in the stream: fine if it is not written yet; DATA_LOSS if the stream
+  // was purged past it.
+  absl::Status CheckNotPurged() {
+    absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log_->SequenceRange();
+    if (!range.ok()) return absl::OkStatus();  // asked again at the next try
+    tail_ = std::max(tail_, range->second);
+    if (last_ + 1 < range->first) {
+      return absl::DataLossError(absl::StrCat(
+          "update log: entries ", last_ + 1, "..", range->first - 1,
+          " are gone from the stream (purged after a snapshot this replica did not start from); "
+          "restart the replica to catch up from the newest snapshot"));
     }
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::optional<LogEntry>> Decode(natsMsg* msg) {
-    jsMsgMetaData* meta = nullptr;
-    natsStatus s = natsMsg_GetMetaData(&meta, msg);
-    if (s != NATS_OK) return NatsError("update log entry metadata", s);
     LogEntry entry;
-    entry.sequence = meta->Sequence.Stream;
-    entry.time = absl::FromUnixNanos(meta->Timestamp);
-    entry.pending = meta->NumPending;
-    jsMsgMetaData_Destroy(meta);
-    if (entry.sequence <= last_) return std::optional<LogEntry>();  // seen before a re-subscribe
+    entry.sequence = natsMsg_GetSequence(msg);
+    entry.time = absl::FromUnixNanos(natsMsg_GetTime(msg));
     if (entry.sequence != last_ + 1) {
-      return absl::DataLossError(absl::StrCat(
-          "update log: entries ", last_ + 1, "..", entry.sequence - 1,
-          " are gone from the stream (purged after a snapshot this replica did not start from); "
-          "restart the replica to catch up from the newest snapshot"));
+      return absl::DataLossError(absl::StrCat("update log: asked for entry ", last_ + 1,
+                                              ", got ", entry.sequence));
     }
     const char* kind = nullptr;
     if (natsMsgHeader_Get(msg, kEntryHeader, &kind) != NATS_OK || kind == nullptr) {
@@ -289,16 +289,21 @@ class OrderedReader final : public JetStreamUpdateLog::Reader {
                                               ": unknown kind \"", kind, "\""));
     }
     entry.payload.assign(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
+    tail_ = std::max(tail_, entry.sequence);
+    entry.pending = tail_ - entry.sequence;
     last_ = entry.sequence;
     return std::optional<LogEntry>(std::move(entry));
   }
 
   JetStreamUpdateLog* const log_;
   jsCtx* const js_;
-  const std::string subject_;
+  const std::string stream_;
   uint64_t last_;
-  natsSubscription* subscription_ = nullptr;
-  absl::Time last_activity_;
+  uint64_t tail_ = 0;  // the highest sequence known to exist
+  absl::Time tail_checked_ = absl::InfinitePast();
+  natsSubscription* doorbell_ = nullptr;
+  absl::Mutex mu_;
+  bool rung_ ABSL_GUARDED_BY(mu_) = false;
 };
 
 }  // namespace
@@ -408,30 +413,73 @@ absl::Status JetStreamUpdateLog::Trim(uint64_t position) {
 
 uint64_t JetStreamUpdateLog::last_sequence() const { return last_sequence_.load(); }
 
-absl::StatusOr<uint64_t> JetStreamUpdateLog::TailSequence() {
+absl::StatusOr<std::pair<uint64_t, uint64_t>> JetStreamUpdateLog::SequenceRange() {
   jsStreamInfo* info = nullptr;
   jsErrCode code = jsErrCode(0);
   natsStatus s = js_GetStreamInfo(&info, nats_->js, options_.stream.c_str(), nullptr, &code);
   if (s != NATS_OK) return NatsError("JetStream stream info", s, code);
-  const uint64_t tail = info->State.LastSeq;
+  const std::pair<uint64_t, uint64_t> range = {info->State.FirstSeq, info->State.LastSeq};
   jsStreamInfo_Destroy(info);
-  return tail;
+  return range;
+}
+
+absl::StatusOr<uint64_t> JetStreamUpdateLog::TailSequence() {
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> range = SequenceRange();
+  if (!range.ok()) return range.status();
+  return range->second;
 }
 
 absl::StatusOr<std::unique_ptr<JetStreamUpdateLog::Reader>> JetStreamUpdateLog::OpenReader(
     uint64_t after) {
-  return std::unique_ptr<Reader>(new OrderedReader(this, nats_->js, subject_, after));
+  return std::unique_ptr<Reader>(new SequentialReader(this, nats_->connection, nats_->js,
+                                                      options_.stream, subject_, after));
 }
 
 // ---- Snapshots ----------------------------------------------------------------------------------
 
+namespace {
+
+// The bucket's index: the kept snapshots' positions, newest first, and the key's revision (0: no
+// index yet).
+struct SnapshotIndex {
+  std::vector<uint64_t> positions;
+  uint64_t revision = 0;
+};
+
+absl::StatusOr<SnapshotIndex> ReadIndex(kvStore* bucket) {
+  kvEntry* entry = nullptr;
+  natsStatus s = kvStore_Get(&entry, bucket, kIndexKey);
+  if (s == NATS_NOT_FOUND) return SnapshotIndex{};
+  if (s != NATS_OK) return NatsError("reading the snapshot index", s);
+  SnapshotIndex index;
+  index.revision = kvEntry_Revision(entry);
+  for (absl::string_view field : absl::StrSplit(kvEntry_ValueString(entry), ' ', absl::SkipEmpty())) {
+    uint64_t position = 0;
+    if (absl::SimpleAtoi(field, &position)) index.positions.push_back(position);
+  }
+  kvEntry_Destroy(entry);
+  return index;
+}
+
+// Replaces the index at `index.revision` (compare-and-set: UNKNOWN "wrong last sequence" style
+// errors mean someone else changed it first).
+natsStatus WriteIndex(kvStore* bucket, const SnapshotIndex& index) {
+  const std::string text = absl::StrJoin(index.positions, " ");
+  if (index.revision == 0) return kvStore_CreateString(nullptr, bucket, kIndexKey, text.c_str());
+  return kvStore_UpdateString(nullptr, bucket, kIndexKey, text.c_str(), index.revision);
+}
+
+}  // namespace
+
 absl::Status JetStreamUpdateLog::PutSnapshot(uint64_t position, absl::string_view contents) {
   absl::MutexLock lock(&snapshot_mu_);
+  absl::StatusOr<SnapshotIndex> index = ReadIndex(nats_->bucket);
+  if (!index.ok()) return index.status();
+  if (!index->positions.empty() && index->positions.front() >= position) return absl::OkStatus();
   const size_t chunk = static_cast<size_t>(std::max<int64_t>(max_payload_ - kHeaderSlack, 4096));
   Manifest manifest;
   manifest.bytes = contents.size();
   manifest.crc32c = base::Crc32c(contents.data(), contents.size());
-  // Chunks first, the manifest last: a snapshot is visible only once it is whole.
   for (size_t offset = 0; offset < contents.size(); offset += chunk, ++manifest.chunks) {
     const absl::string_view part = contents.substr(offset, chunk);
     const std::string key = SnapshotKey(position, absl::StrCat(manifest.chunks));
@@ -443,28 +491,32 @@ absl::Status JetStreamUpdateLog::PutSnapshot(uint64_t position, absl::string_vie
   natsStatus s = kvStore_PutString(nullptr, nats_->bucket,
                                    SnapshotKey(position, "manifest").c_str(), text.c_str());
   if (s != NATS_OK) return NatsError("storing a snapshot manifest", s);
-  absl::StatusOr<std::vector<uint64_t>> positions = SnapshotPositions();
-  if (!positions.ok()) return positions.status();
-  for (size_t i = 2; i < positions->size(); ++i) {
-    if (absl::Status deleted = DeleteSnapshot((*positions)[i]); !deleted.ok()) return deleted;
+  // Last, the index: a snapshot is listed only once it is whole. Another replica may have listed a
+  // newer one meanwhile (the compare-and-set fails): then this one is not needed.
+  for (;;) {
+    SnapshotIndex next;
+    next.revision = index->revision;
+    next.positions.push_back(position);
+    if (!index->positions.empty()) next.positions.push_back(index->positions.front());
+    s = WriteIndex(nats_->bucket, next);
+    if (s == NATS_OK) {
+      for (size_t i = 1; i < index->positions.size(); ++i) DeleteSnapshot(index->positions[i]);
+      return absl::OkStatus();
+    }
+    index = ReadIndex(nats_->bucket);
+    if (!index.ok()) return index.status();
+    const std::vector<uint64_t>& listed = index->positions;
+    if (std::find(listed.begin(), listed.end(), position) != listed.end()) {
+      return absl::OkStatus();  // another replica listed the same position (the same bytes)
+    }
+    if (!listed.empty() && listed.front() > position) return DeleteSnapshot(position);
   }
-  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint64_t>> JetStreamUpdateLog::SnapshotPositions() {
-  kvKeysList keys{};
-  natsStatus s = kvStore_Keys(&keys, nats_->bucket, nullptr);
-  if (s == NATS_NOT_FOUND) return std::vector<uint64_t>{};
-  if (s != NATS_OK) return NatsError("listing the snapshot bucket", s);
-  std::vector<uint64_t> positions;
-  for (int i = 0; i < keys.Count; ++i) {
-    if (std::optional<uint64_t> position = ParseManifestKey(keys.Keys[i])) {
-      positions.push_back(*position);
-    }
-  }
-  kvKeysList_Destroy(&keys);
-  std::sort(positions.rbegin(), positions.rend());
-  return positions;
+  absl::StatusOr<SnapshotIndex> index = ReadIndex(nats_->bucket);
+  if (!index.ok()) return index.status();
+  return index->positions;
 }
 
 absl::StatusOr<std::string> JetStreamUpdateLog::GetSnapshot(uint64_t position) {
@@ -494,6 +546,15 @@ absl::StatusOr<std::string> JetStreamUpdateLog::GetSnapshot(uint64_t position) {
                                             ": its chunks do not match its manifest"));
   }
   return contents;
+}
+
+absl::StatusOr<absl::Time> JetStreamUpdateLog::SnapshotTime(uint64_t position) {
+  kvEntry* entry = nullptr;
+  natsStatus s = kvStore_Get(&entry, nats_->bucket, SnapshotKey(position, "manifest").c_str());
+  if (s != NATS_OK) return NatsError("snapshot manifest", s);
+  const absl::Time created = absl::FromUnixNanos(kvEntry_Created(entry));
+  kvEntry_Destroy(entry);
+  return created;
 }
 
 absl::Status JetStreamUpdateLog::DeleteSnapshot(uint64_t position) {

@@ -13,9 +13,12 @@
 // not acknowledged), later appends are independent of it, so the next Append() simply tries again.
 // While the stream has no quorum, Append() fails with UNAVAILABLE after `publish_timeout`.
 //
-// Reading: OpenReader() follows the stream in sequence order from a position, on an ordered
-// consumer (ephemeral, flow-controlled, no acks); it re-creates the consumer after a NATS node
-// failure, continuing after the last entry it returned.
+// Reading: OpenReader() follows the stream in sequence order from a position, asking the stream's
+// leader for each entry by its sequence (a direct message get: only committed entries, the same on
+// every replica), woken by a core-NATS subscription on the stream's subject when something is
+// published. (Ordered push consumers were tried first: under SIGKILLs of NATS nodes, nats.c 3.4 /
+// nats-server 2.9 delivered sequences with gaps, which a log that must be read exactly cannot
+// have.)
 //
 // Snapshots: PutSnapshot() / GetSnapshot() keep snapshot files (update/snapshot.h's format) in a
 // JetStream key-value bucket replicated like the stream, in chunks under the NATS payload limit.
@@ -30,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/any_invocable.h"
@@ -107,6 +111,8 @@ class JetStreamUpdateLog final : public UpdateLog {
 
   // The stream's last sequence now (its tail), asked of JetStream. UNAVAILABLE without quorum.
   absl::StatusOr<uint64_t> TailSequence();
+  // The stream's first and last sequence now (first > last when empty).
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> SequenceRange();
   // The largest message the NATS servers accept, in bytes (their max_payload).
   int64_t max_payload() const { return max_payload_; }
   const JetStreamOptions& options() const { return options_; }
@@ -122,11 +128,14 @@ class JetStreamUpdateLog final : public UpdateLog {
   // A reader of the entries with sequence > `after`.
   absl::StatusOr<std::unique_ptr<Reader>> OpenReader(uint64_t after);
 
-  // Stores a snapshot covering the log through `position` (its file contents), then deletes every
-  // stored snapshot but the newest two. Idempotent: storing an existing position again is fine.
+  // Stores a snapshot covering the log through `position` (its file contents) unless the bucket
+  // lists one at that position or newer, lists it in the bucket's index (compare-and-set, so
+  // replicas storing at once agree), and deletes every snapshot but the newest two.
   absl::Status PutSnapshot(uint64_t position, absl::string_view contents);
-  // The positions of the stored snapshots, newest first.
+  // The positions of the stored snapshots (the index), newest first.
   absl::StatusOr<std::vector<uint64_t>> SnapshotPositions();
+  // When the snapshot at `position` was stored (its manifest's time); NOT_FOUND if there is none.
+  absl::StatusOr<absl::Time> SnapshotTime(uint64_t position);
   // The contents stored for `position`; NOT_FOUND if there is none; DATA_LOSS if a chunk is
   // missing or its checksum does not match.
   absl::StatusOr<std::string> GetSnapshot(uint64_t position);

@@ -101,7 +101,7 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(
     RefreshPlan* done, const PublishOptions& publish) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
-  const uint64_t next = current_.load()->version + 1;
+  const uint64_t next = current_.load()->version + 1 + skipped_versions_;
   // Reserve before any work: a version must never be visible before a durable reservation covers
   // it, and a failed reservation should leave the store exactly as it was.
   if (versions_ != nullptr) {
@@ -125,12 +125,21 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(
   version->readout = *std::move(readout);
   version->ridge_lambda = upper_->lambda();
   version->samples_seen = upper_->samples_seen();
+  skipped_versions_ = 0;
   version->log_position = publish.log_position;
   // After the refresh, which folded every absorbed row in: reading G changes nothing.
   if (publish.digest) version->statistics_digest = StatisticsDigest(*upper_);
   std::shared_ptr<const ModelVersion> published = version;
   current_.store(published);
   return published;
+}
+
+absl::Status ModelStore::SkipPublish() {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  if (absl::Status folded = upper_->FoldGram(); !folded.ok()) return folded;
+  ++skipped_versions_;
+  return absl::OkStatus();
 }
 
 absl::Status ModelStore::VisitStatistics(

@@ -160,6 +160,12 @@ class ModelStore {
   absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish(RefreshPlan* done = nullptr,
                                                               const PublishOptions& publish = {});
 
+  // For a replica catching up (update/replica.h): does to the statistics exactly what Publish would
+  // (folds a Gram accumulator's integer sums in, so the float64 sums stay bit-identical with a
+  // replica that published here) and makes the next Publish number its version one higher, but
+  // solves and publishes nothing now. FAILED_PRECONDITION before Load(). Thread-safe.
+  absl::Status SkipPublish();
+
   // Calls `visit(upper, version)` with the statistics and the current version, with writers
   // excluded for the duration (so the statistics include exactly the Absorb() calls that returned
   // before). For snapshots. FAILED_PRECONDITION before Load(); otherwise OK. Thread-safe; `visit`
@@ -174,6 +180,8 @@ class ModelStore {
   fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
   VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null
+  // SkipPublish calls since the last Publish: that many version numbers are skipped.
+  uint64_t skipped_versions_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Written only with mu_ held (so versions increase), read without it.
   std::atomic<std::shared_ptr<const ModelVersion>> current_;

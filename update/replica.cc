@@ -13,6 +13,12 @@ namespace {
 
 // How long the following thread waits for an entry before it looks at deadlines again.
 constexpr absl::Duration kPollInterval = absl::Milliseconds(100);
+// A replica behind the stream skips the solves of refresh markers with a later marker read
+// already, but publishes at least this often.
+constexpr absl::Duration kMaxPublishGap = absl::Seconds(1);
+// How far the following thread reads ahead of what it applies.
+constexpr size_t kReadAheadEntries = 256;
+constexpr size_t kReadAheadBytes = size_t{32} << 20;
 
 }  // namespace
 
@@ -91,6 +97,23 @@ absl::Status Replica::Start(std::function<void(const absl::Status&)> on_failure)
   return absl::OkStatus();
 }
 
+absl::Status Replica::ReadAhead() {
+  size_t bytes = 0;
+  for (const LogEntry& entry : ahead_) bytes += entry.payload.size();
+  // Waits for the next entry only when there is nothing to apply.
+  absl::Duration wait = ahead_.empty() ? kPollInterval : absl::ZeroDuration();
+  while (ahead_.size() < kReadAheadEntries && bytes < kReadAheadBytes) {
+    absl::StatusOr<std::optional<LogEntry>> entry = reader_->Next(wait);
+    if (!entry.ok()) return entry.status();
+    if (!entry->has_value()) break;
+    bytes += (*entry)->payload.size();
+    if ((*entry)->kind == LogEntryKind::kRefresh) ++markers_ahead_;
+    ahead_.push_back(**std::move(entry));
+    wait = absl::ZeroDuration();
+  }
+  return absl::OkStatus();
+}
+
 void Replica::Run() {
   for (;;) {
     {
@@ -98,14 +121,15 @@ void Replica::Run() {
       if (stopping_) return;
     }
     CompleteWaiters();
-    absl::StatusOr<std::optional<LogEntry>> entry = reader_->Next(kPollInterval);
-    if (!entry.ok()) {
-      Fail(entry.status());
-      return;
+    absl::Status status = ReadAhead();
+    if (status.ok() && !ahead_.empty()) {
+      const LogEntry entry = std::move(ahead_.front());
+      ahead_.pop_front();
+      if (entry.kind == LogEntryKind::kRefresh) --markers_ahead_;
+      status = Apply(entry);
     }
-    if (!entry->has_value()) continue;
-    if (absl::Status applied = Apply(**entry); !applied.ok()) {
-      Fail(applied);
+    if (!status.ok()) {
+      Fail(status);
       return;
     }
   }
@@ -118,6 +142,10 @@ absl::Status Replica::Apply(const LogEntry& entry) {
       return absl::Status(absorbed.code(), absl::StrCat("update log entry ", entry.sequence,
                                                         ": ", absorbed.message()));
     }
+  } else if (markers_ahead_ > 0 && absl::Now() - last_publish_ < kMaxPublishGap) {
+    // Catching up: a later marker is already read. Counted and folded, not solved: the last
+    // marker of the backlog publishes (with the version number the skipped ones advanced).
+    if (absl::Status skipped = store_->SkipPublish(); !skipped.ok()) return skipped;
   } else {
     RefreshAt(entry.sequence);
   }
@@ -127,7 +155,6 @@ absl::Status Replica::Apply(const LogEntry& entry) {
     counters_.pending_entries = entry.pending;
     counters_.entries_applied += 1;
   }
-  if (entry.kind == LogEntryKind::kRefresh) MaybeSnapshot(entry.sequence);
   return absl::OkStatus();
 }
 
@@ -185,6 +212,7 @@ void Replica::RefreshAt(uint64_t position) {
   const fpga::EnergyTable& table = (*published)->lower_tier_energy_table;
   if (done.absorb_counts.int8_macs > 0) meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, table);
   if (done.fold_counts.fp64_macs > 0) meter_->Charge(EnergyPhase::kRefresh, done.fold_counts, table);
+  last_publish_ = absl::Now();
   {
     absl::MutexLock lock(&mu_);
     counters_.refreshes += 1;
@@ -194,6 +222,8 @@ void Replica::RefreshAt(uint64_t position) {
                    << " samples, statistics " << (*published)->statistics_digest << ", "
                    << absl::ToDoubleSeconds(absl::Now() - start) << " s)";
   CompleteWaiters();
+  // Only where a version was published: the snapshot records that version's number.
+  MaybeSnapshot(position);
 }
 
 void Replica::MaybeSnapshot(uint64_t position) {
@@ -239,10 +269,8 @@ void Replica::UploadLoop() {
 absl::Status Replica::Upload(uint64_t position, const std::string& contents) {
   absl::StatusOr<std::vector<uint64_t>> positions = log_->SnapshotPositions();
   if (!positions.ok()) return positions.status();
-  // Another replica at the same position stored the same bytes already.
-  if (std::find(positions->begin(), positions->end(), position) != positions->end()) {
-    return absl::OkStatus();
-  }
+  // Another replica at this position stored the same bytes already, or a newer one exists.
+  if (!positions->empty() && (*positions)[0] >= position) return absl::OkStatus();
   const absl::Time start = absl::Now();
   if (absl::Status s = log_->PutSnapshot(position, contents); !s.ok()) return s;
   positions = log_->SnapshotPositions();
@@ -254,9 +282,13 @@ absl::Status Replica::Upload(uint64_t position, const std::string& contents) {
   STRATA_LOG(INFO) << "replica: stored the snapshot at log position " << position << " ("
                    << contents.size() << " bytes, "
                    << absl::ToDoubleSeconds(absl::Now() - start) << " s)";
-  // The log from the older kept snapshot on stays, so a replica can fall back to it.
-  if (positions->size() >= 2) return log_->Trim((*positions)[1]);
-  return absl::OkStatus();
+  // The log from the older kept snapshot on stays, so a replica can fall back to it; and that
+  // snapshot must be old enough that no replica still catches up from before it.
+  if (positions->size() < 2) return absl::OkStatus();
+  absl::StatusOr<absl::Time> stored = log_->SnapshotTime((*positions)[1]);
+  if (absl::IsNotFound(stored.status())) return absl::OkStatus();  // replaced meanwhile
+  if (!stored.ok() || absl::Now() - *stored < options_.trim_delay) return stored.status();
+  return log_->Trim((*positions)[1]);
 }
 
 void Replica::WhenServed(uint64_t position, absl::Time deadline,

@@ -9,13 +9,18 @@
 //   * a refresh re-factors G from scratch (PublishOptions::mode kForceRefactor), so the readout is
 //     a function of the statistics alone, also on a replica restored from a snapshot;
 //   * versions number the refresh markers: the bundle's version (or the snapshot's) + 1 per marker;
-//   * snapshots are taken only right after a refresh marker, where nothing is left to fold.
+//   * snapshots are taken only right after a refresh marker, where nothing is left to fold;
+//   * a replica behind the stream (catching up) skips the solve of a marker when it has already
+//     read a later marker (ModelStore::SkipPublish: the statistics fold there all the same, and
+//     the version number advances), publishing at least once a second and at the last marker.
 //
 // A new or restarted replica first loads the newest intact snapshot from the stream's bucket
 // (LoadReplicaBase), then follows the stream from the position after it. After publishing at a
 // marker, a replica stores a snapshot if at least `snapshot_every_samples` samples were absorbed
-// since its last one and the bucket holds none at that position yet; it then purges the stream up
-// to the older of the two snapshots kept.
+// since its last one and the bucket holds none at that position or newer; it then purges the
+// stream up to the older of the two snapshots kept, once that one is `trim_delay` old. A replica
+// that finds entries it needs purged all the same stops following (DATA_LOSS; strata-server then
+// exits, and its restart catches up from the newest snapshot).
 //
 // Threading: one thread follows the log and is the only writer of the store; another uploads
 // snapshots. Every public method is thread-safe.
@@ -23,6 +28,7 @@
 #define STRATA_UPDATE_REPLICA_H_
 
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -54,6 +60,10 @@ struct ReplicaOptions {
   uint64_t snapshot_every_samples = 100000;
   // LogReplication::ack_wait. Default 10 s.
   absl::Duration ack_wait = absl::Seconds(10);
+  // The stream is purged up to the older of the two kept snapshots only once that snapshot is
+  // this old: a replica that started from an older base (it listed the bucket just before newer
+  // snapshots appeared) has this long to catch up past it. Default 10 min.
+  absl::Duration trim_delay = absl::Minutes(10);
 };
 
 // Where a replica starts from.
@@ -121,6 +131,8 @@ class Replica final : public LogReplication {
   };
 
   void Run();
+  // Reads entries that are in the stream already into ahead_ (waiting for one if it is empty).
+  absl::Status ReadAhead();
   absl::Status Apply(const LogEntry& entry);
   absl::Status AbsorbEntry(const LogEntry& entry);
   void RefreshAt(uint64_t position);
@@ -140,6 +152,9 @@ class Replica final : public LogReplication {
   std::unique_ptr<JetStreamUpdateLog::Reader> reader_;
   // Used by the following thread only.
   uint64_t samples_since_snapshot_ = 0;
+  absl::Time last_publish_ = absl::Now();
+  std::deque<LogEntry> ahead_;  // read, not yet applied
+  int markers_ahead_ = 0;       // refresh markers in ahead_
 
   mutable absl::Mutex mu_;
   ReplicaCounters counters_ ABSL_GUARDED_BY(mu_);
