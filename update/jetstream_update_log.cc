@@ -219,23 +219,31 @@ class SequentialReader final : public JetStreamUpdateLog::Reader {
       jsErrCode code = jsErrCode(0);
       natsStatus s = js_GetMsg(&msg, js_, stream_.c_str(), last_ + 1, &options, &code);
       if (s == NATS_OK) {
+        backoff_ = kMinBackoff;
         absl::StatusOr<std::optional<LogEntry>> entry = Decode(msg);
         natsMsg_Destroy(msg);
         return entry;
       }
-      if (s == NATS_NOT_FOUND) {
+      if (s == NATS_NOT_FOUND && absl::Now() - purge_checked_ > kPurgeRecheck) {
+        purge_checked_ = absl::Now();
         absl::Status missing = CheckNotPurged();
         if (!missing.ok()) return missing;
       }
-      // Not there yet (or no leader for a moment): wait for the doorbell, then ask again.
+      // Not there yet (or no leader for a moment). The doorbell rings when a message is published,
+      // a little before the stream commits it: after a ring ask again at once, then back off.
       if (absl::Now() >= deadline) return std::optional<LogEntry>();
-      WaitForDoorbell(std::min(deadline, absl::Now() + kDoorbellWait));
+      const bool rang = WaitForDoorbell(std::min(deadline, absl::Now() + backoff_));
+      backoff_ = rang ? kMinBackoff : std::min(backoff_ * 2, kDoorbellWait);
     }
   }
 
  private:
-  // Without a doorbell (or after a missed one), a caught-up reader asks again this often.
+  // Without a doorbell (or after a missed one), a caught-up reader asks again at least this often;
+  // after a ring it asks again after kMinBackoff, doubling.
   static constexpr absl::Duration kDoorbellWait = absl::Milliseconds(50);
+  static constexpr absl::Duration kMinBackoff = absl::Milliseconds(1);
+  // How often a missing entry makes the reader check that it was not purged.
+  static constexpr absl::Duration kPurgeRecheck = absl::Seconds(1);
   // How often a reader at the tail it knows asks where the tail is now.
   static constexpr absl::Duration kTailRecheck = absl::Milliseconds(500);
 
@@ -246,10 +254,12 @@ class SequentialReader final : public JetStreamUpdateLog::Reader {
     reader->rung_ = true;
   }
 
-  void WaitForDoorbell(absl::Time until) {
+  // Whether it rang (since the last call) before `until`.
+  bool WaitForDoorbell(absl::Time until) {
     absl::MutexLock lock(&mu_);
-    mu_.AwaitWithDeadline(absl::Condition(&rung_), until);
+    const bool rang = mu_.AwaitWithDeadline(absl::Condition(&rung_), until);
     rung_ = false;
+    return rang;
   }
 
   // The next entry is not in the stream: fine if it is not written yet; DATA_LOSS if the stream
@@ -301,6 +311,8 @@ class SequentialReader final : public JetStreamUpdateLog::Reader {
   uint64_t last_;
   uint64_t tail_ = 0;  // the highest sequence known to exist
   absl::Time tail_checked_ = absl::InfinitePast();
+  absl::Time purge_checked_ = absl::InfinitePast();
+  absl::Duration backoff_ = kMinBackoff;
   natsSubscription* doorbell_ = nullptr;
   absl::Mutex mu_;
   bool rung_ ABSL_GUARDED_BY(mu_) = false;
