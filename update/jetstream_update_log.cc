@@ -122,7 +122,8 @@ absl::Status ConnectClient(const JetStreamOptions& options, JetStreamUpdateLog::
   // Reconnect forever, quickly: a replica outlives any one NATS node.
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(nats.options, -1);
   if (s == NATS_OK) s = natsOptions_SetReconnectWait(nats.options, 200);
-  if (s == NATS_OK) s = natsOptions_SetTimeout(nats.options, 2000);
+  // Per server: a dead node's URL costs this much before the next is tried.
+  if (s == NATS_OK) s = natsOptions_SetTimeout(nats.options, 500);
   if (s == NATS_OK) s = natsOptions_SetPingInterval(nats.options, 2000);
   if (s == NATS_OK) s = natsOptions_SetMaxPingsOut(nats.options, 2);
   if (s != NATS_OK) return NatsError("NATS options", s);

@@ -29,6 +29,16 @@ absl::StatusOr<ReplicaBase> LoadReplicaBase(JetStreamUpdateLog& log,
   base.model_version = bundle->version;
   absl::StatusOr<std::vector<uint64_t>> positions = log.SnapshotPositions();
   if (!positions.ok()) return positions.status();
+  if (positions->empty()) {
+    // A purged stream means snapshots exist: an empty index is then the bucket answering
+    // before its leader is back, not the truth (the caller retries UNAVAILABLE).
+    absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log.SequenceRange();
+    if (!range.ok()) return range.status();
+    if (range->first > 1) {
+      return absl::UnavailableError(
+          "the stream was purged after a snapshot, but the snapshot bucket lists none yet");
+    }
+  }
   for (uint64_t position : *positions) {
     const std::string name = absl::StrCat("snapshot at log position ", position);
     absl::StatusOr<std::string> contents = log.GetSnapshot(position);
