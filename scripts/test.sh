@@ -6,6 +6,11 @@ scripts/setup.sh
 scripts/build.sh
 # ghz for the load smoke test (tests/ghz_smoke_test.sh); fast when .tools/bin/ghz is present.
 scripts/install-ghz.sh >/dev/null
+# grpcurl for tests/grpcurl_test.sh, the same way.
+scripts/install-grpcurl.sh >/dev/null
+# The Python venv (.tools/venv: tritonclient, grpcio-tools, pytest, the Python client) for
+# tests/python's pytest suites; fast when it is up to date.
+scripts/python-env.sh >/dev/null
 ctest --test-dir "${STRATA_BUILD_DIR:-build}" --output-on-failure --timeout 900 -j "$(nproc)"
 # Then the whole suite under ASan+UBSan, the concurrency tests under TSan and each fuzzer for a
 # bounded time (scripts/sanitize.sh; its own build directories). STRATA_SKIP_SANITIZERS=1 skips

@@ -80,12 +80,27 @@ struct BatcherOptions {
 // queueing one copies a few words and allocates nothing.
 using PredictUnaryCall = UnaryCall<v1::PredictRequest, v1::PredictResponse>;
 
+// Told the outcome of a Predict that another protocol front-end submitted
+// (StrataService::SubmitPredict; KServe's ModelInfer, server/kserve_service.h).
+class PredictDone {
+ public:
+  // Called exactly once, on the thread that ran the Predict, when the response is filled (OK) or
+  // the Predict failed. The call's request and response may be released from here on.
+  virtual void OnPredictDone(const grpc::Status& status) = 0;
+
+ protected:
+  ~PredictDone() = default;
+};
+
 struct PredictCall {
   grpc::CallbackServerContext* context = nullptr;
   const v1::PredictRequest* request = nullptr;
   v1::PredictResponse* response = nullptr;
-  // The call that owns the three above and finishes the RPC (server/unary_call.h).
+  // Who finishes the call: a strata.v1 Predict's own call, which owns the three above and
+  // finishes the RPC (server/unary_call.h), or, for another front-end's Predict, `done` (then
+  // `call` is null).
   PredictUnaryCall* call = nullptr;
+  PredictDone* done = nullptr;
   absl::Time enqueued;  // set by PredictBatcher::Enqueue
 };
 

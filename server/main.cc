@@ -1,5 +1,6 @@
-// strata-server: serves one model bundle over gRPC (service strata.v1.Strata, plus the standard
-// health service and server reflection).
+// strata-server: serves one model bundle over gRPC: service strata.v1.Strata and, on the same
+// port, the KServe v2 inference protocol (inference.GRPCInferenceService, server/kserve_service.h),
+// plus the standard health service and server reflection.
 //
 // Start-up order: listen first, with health NOT_SERVING, so that clients and orchestrators can
 // connect and see "not ready"; then load the bundle; then report SERVING. SIGTERM or SIGINT shuts
@@ -39,6 +40,7 @@
 #include "model/feature_extractor.h"
 #include "model/lower_tier_extractor.h"
 #include "server/device.h"
+#include "server/kserve_service.h"
 #include "server/replication.h"
 #include "update/env.h"
 #include "server/metrics.h"
@@ -127,6 +129,8 @@ ABSL_FLAG(std::string, metrics_address, "",
 ABSL_FLAG(std::string, metrics_port_file, "",
           "If set (with --metrics_address), the metrics endpoint's bound port is written to this "
           "file (atomically) once it listens.");
+ABSL_FLAG(std::string, model_name, "strata",
+          "The model's name in the KServe v2 protocol (ModelInfer, ModelMetadata, ...).");
 ABSL_FLAG(std::string, nats_servers, "",
           "Replicated mode (docs/replication.md): comma-separated NATS server URLs "
           "(nats://host:4222,...) of the JetStream cluster holding the update log. Empty "
@@ -219,6 +223,8 @@ struct Options {
   // metrics_port_file (if set) like port_file.
   std::string metrics_address;
   std::string metrics_port_file;
+  // The served model's name in the KServe v2 protocol (docs/kserve.md). Default "strata".
+  std::string model_name = "strata";
   // Replicated mode (docs/replication.md; server/replication.h): the JetStream update log and
   // the replica's options, from --nats_*, --replica_*, --max_batch and --snapshot_every_samples.
   // Off (default) when jetstream.servers is empty.
@@ -387,6 +393,8 @@ absl::StatusOr<Options> ReadOptions() {
   options.port_file = absl::GetFlag(FLAGS_port_file);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
+  options.model_name = absl::GetFlag(FLAGS_model_name);
+  if (options.model_name.empty()) return absl::InvalidArgumentError("--model_name must not be empty");
   if (options.metrics_address.empty() && !options.metrics_port_file.empty()) {
     return absl::InvalidArgumentError("--metrics_port_file needs --metrics_address");
   }
@@ -443,11 +451,6 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& option
   return grpc::SslServerCredentials(ssl);
 }
 
-void SetServing(grpc::Server& server, bool serving) {
-  grpc::HealthCheckServiceInterface* health = server.GetHealthCheckService();
-  health->SetServingStatus(kServiceName, serving);
-  health->SetServingStatus("", serving);
-}
 
 // What a running server owns. Members are destroyed bottom-up: the gRPC server before the service
 // it calls, the service (and its Drain()) before the update log, metrics and store it reports into,
@@ -465,8 +468,20 @@ struct Server {
   ReplicatedServing replicated;
   std::unique_ptr<Metrics> metrics;  // null without --metrics_address
   std::unique_ptr<StrataService> service;
+  // The KServe v2 front-end; its ModelInfer runs through `service`'s Predict path.
+  std::unique_ptr<KServeService> kserve;
   std::unique_ptr<grpc::Server> grpc_server;
 };
+
+// Says `serving` on the health service (the whole server and strata.v1.Strata), on KServe's
+// ServerReady / ModelReady and in the metrics (strata_up).
+void SetServing(Server& server, bool serving) {
+  grpc::HealthCheckServiceInterface* health = server.grpc_server->GetHealthCheckService();
+  health->SetServingStatus(kServiceName, serving);
+  health->SetServingStatus("", serving);
+  server.kserve->SetServing(serving);
+  if (server.metrics != nullptr) server.metrics->SetServing(serving);
+}
 
 // The model to serve: the bundle, and the lower tier it is served with, built once and shared by
 // recovery and the store.
@@ -572,6 +587,16 @@ void BuildService(const Options& options, Server& server) {
   }
   server.service =
       std::make_unique<StrataService>(&server.store, service_options, std::move(policy));
+  KServeOptions kserve_options;
+  kserve_options.model_name = options.model_name;
+  kserve_options.server_version = STRATA_VERSION;
+  kserve_options.max_message_bytes = options.max_message_bytes;
+  kserve_options.max_batch = options.max_batch;
+  kserve_options.auth_token = options.auth_token;
+  kserve_options.auth_all = options.auth_all;
+  kserve_options.metrics = service_options.metrics;
+  server.kserve =
+      std::make_unique<KServeService>(&server.store, server.service.get(), kserve_options);
 }
 
 // Step 3: listen (health NOT_SERVING until the model is loaded), serve metrics, write the port.
@@ -583,12 +608,13 @@ absl::Status Listen(const Options& options, Server& server) {
   builder.AddListeningPort(options.address, ServerCredentials(options), &port);
   builder.SetMaxReceiveMessageSize(TransportMessageLimit(options.max_message_bytes));
   builder.RegisterService(server.service.get());
+  builder.RegisterService(server.kserve.get());
   server.grpc_server = builder.BuildAndStart();
   if (server.grpc_server == nullptr || port == 0) {
     return absl::UnavailableError(absl::StrCat("cannot listen on ", options.address));
   }
   // The health service starts out SERVING; say NOT_SERVING until the model is loaded.
-  SetServing(*server.grpc_server, false);
+  SetServing(server, false);
   STRATA_LOG(INFO) << "listening on " << options.address << " (port " << port << ")";
   if (server.metrics != nullptr) {
     // Up before the model loads, so a scrape during a long load sees strata_up 0.
@@ -654,7 +680,7 @@ absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Ser
       [&server](const absl::Status&) {
         // A replica that cannot follow the log only grows stale: report NOT_SERVING and shut
         // down (the SIGTERM path), so that its restart catches up from the newest snapshot.
-        SetServing(*server.grpc_server, false);
+        SetServing(server, false);
         kill(getpid(), SIGTERM);
       });
   if (!replicated.ok()) {
@@ -702,16 +728,14 @@ absl::Status LoadModel(const Options& options, Server& server) {
 
 // Step 5: serve until SIGTERM / SIGINT, then shut down gracefully.
 void Serve(const Options& options, const sigset_t& shutdown_signals, Server& server) {
-  SetServing(*server.grpc_server, true);
-  if (server.metrics != nullptr) server.metrics->SetServing(true);
+  SetServing(server, true);
   STRATA_LOG(INFO) << "serving " << kServiceName;
 
   int signal_number = 0;
   sigwait(&shutdown_signals, &signal_number);
   STRATA_LOG(INFO) << "received signal " << signal_number << " (" << strsignal(signal_number)
                    << "); shutting down";
-  SetServing(*server.grpc_server, false);
-  if (server.metrics != nullptr) server.metrics->SetServing(false);
+  SetServing(server, false);
   // Predicts waiting for a log position are answered (UNAVAILABLE) before the calls are drained.
   if (server.replicated.replica != nullptr) server.replicated.replica->Stop();
   server.grpc_server->Shutdown(std::chrono::system_clock::now() +
@@ -761,7 +785,7 @@ int main(int argc, char** argv) {
       "                [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
       "                [--auth_token_file=PATH] [--auth_all]\n"
       "                [--metrics_address=HOST:PORT [--metrics_port_file=PATH]]\n"
-      "                [--log_format=text|json]");
+      "                [--model_name=strata] [--log_format=text|json]");
   absl::ParseCommandLine(argc, argv);
   // First, so that every later line, errors included, has the chosen format.
   absl::StatusOr<strata::base::LogFormat> log_format =

@@ -31,6 +31,20 @@ const char* RpcMethodName(RpcMethod method) {
       return "GetStats";
     case RpcMethod::kSnapshot:
       return "Snapshot";
+    case RpcMethod::kServerLive:
+      return "ServerLive";
+    case RpcMethod::kServerReady:
+      return "ServerReady";
+    case RpcMethod::kModelReady:
+      return "ModelReady";
+    case RpcMethod::kServerMetadata:
+      return "ServerMetadata";
+    case RpcMethod::kModelMetadata:
+      return "ModelMetadata";
+    case RpcMethod::kModelInfer:
+      return "ModelInfer";
+    case RpcMethod::kRepositoryIndex:
+      return "RepositoryIndex";
   }
   return "?";
 }
@@ -107,7 +121,7 @@ Metrics::Metrics(const std::string& version)
   prometheus::Registry& registry = *registry_;
   requests_ = &prometheus::BuildCounter()
                    .Name("strata_rpc_requests_total")
-                   .Help("Finished strata.v1.Strata calls, by method and gRPC status code.")
+                   .Help("Finished strata.v1.Strata and KServe v2 calls, by method and gRPC status code.")
                    .Register(registry);
   auto& latency = prometheus::BuildHistogram()
                       .Name("strata_rpc_latency_seconds")
@@ -119,7 +133,7 @@ Metrics::Metrics(const std::string& version)
   }
   predict_batch_ = &prometheus::BuildHistogram()
                         .Name("strata_predict_batch_images")
-                        .Help("Images per Predict request.")
+                        .Help("Images per Predict or KServe ModelInfer request.")
                         .Register(registry)
                         .Add({}, BatchBuckets());
   lower_tier_batch_ = &prometheus::BuildHistogram()

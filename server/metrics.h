@@ -45,9 +45,24 @@ class Family;
 
 namespace strata::server {
 
-// The strata.v1.Strata methods, as the "method" label spells them.
-enum class RpcMethod { kPredict, kExtractFeatures, kUpdate, kGetModelInfo, kGetStats, kSnapshot };
-inline constexpr int kNumRpcMethods = 6;
+// The strata.v1.Strata methods, then the KServe v2 inference.GRPCInferenceService methods
+// (server/kserve_service.h), as the "method" label spells them (their names do not overlap).
+enum class RpcMethod {
+  kPredict,
+  kExtractFeatures,
+  kUpdate,
+  kGetModelInfo,
+  kGetStats,
+  kSnapshot,
+  kServerLive,
+  kServerReady,
+  kModelReady,
+  kServerMetadata,
+  kModelMetadata,
+  kModelInfer,
+  kRepositoryIndex,
+};
+inline constexpr int kNumRpcMethods = 13;
 const char* RpcMethodName(RpcMethod method);
 
 // What the service reports at scrape time.

@@ -40,6 +40,14 @@ void CallStats::Finished(RpcMethod method, const grpc::Status& status, int sampl
       case RpcMethod::kGetStats:
       case RpcMethod::kSnapshot:
         break;  // Stats has no counters for them
+      case RpcMethod::kServerLive:
+      case RpcMethod::kServerReady:
+      case RpcMethod::kModelReady:
+      case RpcMethod::kServerMetadata:
+      case RpcMethod::kModelMetadata:
+      case RpcMethod::kModelInfer:
+      case RpcMethod::kRepositoryIndex:
+        break;  // KServe v2's (server/kserve_service.h): counted in the metrics only
     }
   }
   if (metrics_ == nullptr) return;

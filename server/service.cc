@@ -51,6 +51,23 @@ int TransportMessageLimit(int max_message_bytes) {
   return static_cast<int>(std::min<int64_t>(int64_t{4} * std::max(max_message_bytes, 1), INT_MAX));
 }
 
+absl::Status CheckRequestSize(const grpc::ByteBuffer& request, int max_message_bytes) {
+  if (!request.Valid()) {
+    // No payload reached the service: gRPC's transport refused the message (over
+    // TransportMessageLimit) or the call was cancelled; the client has gRPC's own status.
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the request message did not arrive (over the transport's limit of ",
+        TransportMessageLimit(max_message_bytes), " bytes, or cancelled)"));
+  }
+  if (request.Length() > static_cast<size_t>(max_message_bytes)) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("request message of ", request.Length(),
+                     " bytes is over the server's message-size limit of ", max_message_bytes,
+                     " bytes (--max_message_bytes)"));
+  }
+  return absl::OkStatus();
+}
+
 namespace {
 
 // `options` with the batcher reporting each batch it runs to the metrics, if both are on.
@@ -114,22 +131,8 @@ template <typename Call>
 bool StrataService::Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind,
                           RpcMethod method, absl::Time start) {
   grpc::Status refused = auth_.Check(*call->context(), kind);
-  if (refused.ok() && !request.Valid()) {
-    // No payload reached the service: gRPC's transport refused the message (over
-    // TransportMessageLimit) or the call was cancelled; the client has gRPC's own status.
-    refused = grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
-                           "the request message did not arrive (over the transport's limit of " +
-                               std::to_string(TransportMessageLimit(options_.max_message_bytes)) +
-                               " bytes, or cancelled)");
-  } else if (refused.ok() && request.Length() > static_cast<size_t>(options_.max_message_bytes)) {
-    refused = grpc::Status(
-        grpc::StatusCode::RESOURCE_EXHAUSTED,
-        absl::StrCat("request message of ", request.Length(),
-                     " bytes is over the server's message-size limit of ",
-                     options_.max_message_bytes, " bytes (--max_message_bytes)"));
-  } else if (refused.ok()) {
-    refused = ToGrpcStatus(call->Parse(request));
-  }
+  if (refused.ok()) refused = ToGrpcStatus(CheckRequestSize(request, options_.max_message_bytes));
+  if (refused.ok()) refused = ToGrpcStatus(call->Parse(request));
   if (refused.ok()) return true;
   FinishUnary(call, method, refused, start);
   return false;
@@ -267,7 +270,7 @@ void StrataService::DispatchPredictAtPosition(PredictUnaryCall* call, absl::Time
 
 void StrataService::DispatchPredict(PredictUnaryCall* call, absl::Time start) {
   if (batcher_ != nullptr) {
-    batcher_->Enqueue({call->context(), &call->request(), &call->response(), call, {}});
+    batcher_->Enqueue({call->context(), &call->request(), &call->response(), call, nullptr, {}});
     return;
   }
   inference_queue_.Schedule([this, call, start] {
@@ -283,7 +286,23 @@ BatcherCounters StrataService::batcher_counters() const {
   return batcher_ != nullptr ? batcher_->Counters() : BatcherCounters{};
 }
 
+void StrataService::SubmitPredict(PredictCall call) {
+  if (batcher_ != nullptr) {
+    batcher_->Enqueue(call);
+    return;
+  }
+  inference_queue_.Schedule([this, call] {
+    call.done->OnPredictDone(call.context->IsCancelled()
+                                 ? grpc::Status::CANCELLED
+                                 : ToGrpcStatus(DoPredict(*call.request, call.response)));
+  });
+}
+
 void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& status) {
+  if (call.done != nullptr) {
+    call.done->OnPredictDone(status);
+    return;
+  }
   // Enqueue() stamps `enqueued` as the handler hands the call over: the call's start.
   FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
 }

@@ -111,6 +111,12 @@ using update::Durability;
 // ones itself (RESOURCE_EXHAUSTED), which bounds the memory one message can take.
 int TransportMessageLimit(int max_message_bytes);
 
+// OK if a unary request of `request`'s bytes may be parsed under a service limit of
+// `max_message_bytes`; RESOURCE_EXHAUSTED naming the limit if it is over it, or if no payload
+// arrived (gRPC's transport refused it, over TransportMessageLimit(), or the call was cancelled).
+// Every front-end (strata.v1, KServe v2) admits its unary requests with it.
+absl::Status CheckRequestSize(const grpc::ByteBuffer& request, int max_message_bytes);
+
 // The strata.v1.Strata service with every method raw (see the top of this file).
 using RawStrataService = v1::Strata::WithRawCallbackMethod_ExtractFeatures<
     v1::Strata::WithRawCallbackMethod_Predict<v1::Strata::WithRawCallbackMethod_Update<
@@ -149,6 +155,14 @@ class StrataService final : public RawStrataService {
 
   // The batcher's cumulative figures (all 0 with batching off), for metrics. Thread-safe.
   BatcherCounters batcher_counters() const;
+
+  // Runs a Predict for another protocol front-end (KServe's ModelInfer) exactly as Predict runs
+  // its own: through the batcher (or, with batching off, the inference queue), the served version
+  // and the energy meter, validating each sample as Predict does. `call.done` must be set and
+  // `call.call` null; call.done->OnPredictDone() is called exactly once, and the context, request
+  // and response must stay alive until then. Not counted in GetStats' RPC counters nor as a
+  // strata.v1 Predict in the metrics: the front-end counts its own calls. Thread-safe.
+  void SubmitPredict(PredictCall call);
 
   grpc::ServerUnaryReactor* ExtractFeatures(grpc::CallbackServerContext* context,
                                             const grpc::ByteBuffer* request,

@@ -52,7 +52,9 @@ TEST(PredictBatcherTest, FormsBatchesOfWholeRequestsInArrivalOrderUpToMaxImages)
     batches.emplace_back();
     for (const PredictCall& call : calls) batches.back().push_back(call.request);
   });
-  auto enqueue = [&](int i) { batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, {}}); };
+  auto enqueue = [&](int i) {
+    batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, nullptr, {}});
+  };
   auto batch_count = [&] {
     absl::MutexLock lock(&mu);
     return batches.size();
@@ -100,7 +102,7 @@ TEST(PredictBatcherTest, ZeroDelayRunsWhatIsQueuedWithoutWaiting) {
     runs += static_cast<int>(calls.size());
   });
   // Far from max_images, and nothing else arrives: the request must still run, now.
-  batcher.Enqueue({nullptr, &request, nullptr, nullptr, {}});
+  batcher.Enqueue({nullptr, &request, nullptr, nullptr, nullptr, {}});
   absl::MutexLock lock(&mu);
   EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(+[](int* r) { return *r == 1; }, &runs),
                                   absl::Seconds(60)));
