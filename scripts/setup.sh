@@ -19,6 +19,9 @@ PACKAGES=(
   uuid-dev
   # Prometheus metrics over HTTP (server/metrics.h)
   prometheus-cpp-dev
+  # replicated mode (docs/replication.md): the NATS C client for the JetStream update log, and the
+  # NATS server the replication test and benchmark cluster on loopback (and scripts/cluster.sh)
+  libnats-dev nats-server
   # the data set of the demo and of the accuracy tests
   dataset-fashion-mnist
   # the PNG plot of strata-bench-stream
