@@ -318,8 +318,9 @@ class CrashRun {
     std::atomic<int> in_flight{0};
     std::vector<std::thread> clients;
     for (int c = 0; c < options_.clients; ++c) {
-      clients.emplace_back([this, c, seed = rng_(), address = server.address(), &stop,
-                            &in_flight] { StreamUpdates(c, seed, address, stop, in_flight); });
+      clients.emplace_back([this, c, seed = rng_(), address = server.address(), &stop, &in_flight] {
+        StreamUpdates(c, seed, address, stop, in_flight);
+      });
     }
     absl::SleepFor(options_.slowdown * absl::Milliseconds(50 + static_cast<int>(rng_() % 600)));
     // What a reader sees just before the kill: published, if not necessarily durable yet.

@@ -4,8 +4,9 @@
 // How: 12 independent accumulator registers (enough to cover the instruction latency on every
 // AVX-512 core we know), each updated 20,000,000 times, no memory traffic; int8 uses AVX-512 VNNI
 // vpdpbusd (64 int8 MACs per instruction), fp32 uses vfmadd231ps on zmm (16 MACs). The all-core
-// figure runs one loop per core concurrently (OpenMP) and sums the per-thread rates. On a shared
-// machine the numbers are whatever the other processes leave us. Thread-compatible (call from one
+// figure runs one loop per core concurrently (OpenMP) and sums the per-thread rates. Rates are per
+// second of the thread's own CPU time, so on a shared machine they are still the cores' peak
+// (other processes take time slices, not the rate within one). Thread-compatible (call from one
 // thread; the all-core measurement starts its own threads).
 #ifndef STRATA_BENCH_MACHINE_PEAK_H_
 #define STRATA_BENCH_MACHINE_PEAK_H_
@@ -13,6 +14,7 @@
 namespace strata::bench {
 
 inline constexpr int kPeakIterations = 20'000'000;
+inline constexpr int kPeakRuns = 3;  // MeasureMachinePeak keeps the best
 
 // MAC/s of one thread; 0 if the build lacks the instruction set (AVX-512 VNNI, AVX-512F).
 double Int8PeakOneThread();

@@ -212,6 +212,11 @@ int Info(Client& client) {
   std::printf("ridge lambda    %g\n", info->ridge_lambda());
   std::printf("samples seen    %llu\n", static_cast<unsigned long long>(info->samples_seen()));
   std::printf("max batch       %u\n", info->max_batch());
+  if (!info->statistics_digest().empty()) {
+    // Replicated mode: replicas at the same log position print the same digest.
+    std::printf("log position    %llu\n", static_cast<unsigned long long>(info->log_position()));
+    std::printf("statistics      %s\n", info->statistics_digest().c_str());
+  }
   return kExitOk;
 }
 
@@ -244,6 +249,13 @@ int Stats(Client& client) {
   line("samples rejected", stats->samples_rejected());
   line("updates applied", stats->updates_applied());
   line("model version", stats->model_version());
+  if (!stats->replica_id().empty()) {
+    std::printf("%-18s %s\n", "replica", stats->replica_id().c_str());
+    line("log position", stats->log_position());
+    line("log applied", stats->log_applied_position());
+    line("log pending", stats->log_pending_entries());
+    line("replica absorbed", stats->replica_samples_absorbed());
+  }
   std::printf("%-18s %.1f s\n", "uptime", stats->uptime_seconds());
   line("pending samples", stats->pending_samples());
   line("prequential", stats->prequential_samples());

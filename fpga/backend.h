@@ -137,6 +137,11 @@ class GramInt8Accumulator {
 struct BackendInfo {
   std::string name;         // "cpu", "emu", "xrt": its name in the registry (fpga/registry.h)
   std::string description;  // e.g. "AVX-512 VNNI int8 GEMM on 2 threads", the card's name
+  // True if calls compute in host memory (cpu, emu), so many small calls cost no more than one
+  // large one; false for a card (xrt), where every call pays transfers and a kernel launch.
+  // Callers use it to size their calls (model::QuantizedLowerTier runs its convolutions image by
+  // image on the host, so each image's activations stay in cache).
+  bool computes_on_host = true;
 };
 
 // The interface. Creating layers and accumulators is thread-safe; see each object for its own.
@@ -162,6 +167,10 @@ struct BackendOptions {
   // cpu: use the portable (auto-vectorised) loops even when AVX-512 VNNI is available. For tests
   // and comparisons; the results are identical.
   bool cpu_portable = false;
+  // cpu: dense layers on oneDNN's int8 kernels (fpga/cpu/onednn_matmul.h) where it has exact
+  // (VNNI) ones, else the hand-written VNNI kernel. false: always the hand-written one, for tests
+  // and comparisons; the results are identical.
+  bool cpu_onednn = true;
   // xrt: the card's index in XRT's enumeration.
   unsigned int xrt_device_index = 0;
   // xrt and auto: path of the xclbin holding strata_dense_int8 and strata_gram_int8. Empty: none.

@@ -24,8 +24,34 @@ std::string Architecture::ToText() const {
     for (const auto& [key, value] : stage.params) absl::StrAppend(&text, " ", key, "=", value);
     text += "\n";
   }
+  if (augment.copies() > 0) {
+    absl::StrAppend(&text, "augment hflip=", augment.hflip ? 1 : 0, " shift=", augment.shift, "\n");
+  }
   return text;
 }
+
+namespace {
+
+// The parameters of an `augment` line (hflip=0|1, shift=0..2); INVALID_ARGUMENT saying what is
+// wrong (the caller adds the line).
+absl::Status ParseAugmentation(const std::vector<absl::string_view>& words, Augmentation& out) {
+  for (size_t i = 1; i < words.size(); ++i) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(words[i], absl::MaxSplits('=', 1));
+    int value = 0;
+    const bool number = absl::SimpleAtoi(kv.second, &value);
+    if (kv.first == "hflip" && number && (value == 0 || value == 1)) {
+      out.hflip = value == 1;
+    } else if (kv.first == "shift" && number && value >= 0 && value <= 2) {
+      out.shift = value;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("augment: expected hflip=0|1 and shift=0..2, got \"", words[i], "\""));
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
   Architecture architecture;
@@ -56,6 +82,12 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
       architecture.width = dims[1];
       architecture.channels = dims[2];
       have_input = true;
+      continue;
+    }
+    if (words[0] == "augment") {
+      if (absl::Status s = ParseAugmentation(words, architecture.augment); !s.ok()) {
+        return error(s.message());
+      }
       continue;
     }
     const std::vector<std::string>& kinds = StageKinds();

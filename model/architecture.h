@@ -10,6 +10,7 @@
 //   sqrt
 //   standardise
 //   expand units=4096
+//   augment hflip=1          # not a stage: training copies for the readout (Augmentation)
 #ifndef STRATA_MODEL_ARCHITECTURE_H_
 #define STRATA_MODEL_ARCHITECTURE_H_
 
@@ -29,11 +30,22 @@ struct StageSpec {
   int line = 0;  // 1-based line in the spec text, for error messages; 0 if built in code
 };
 
+// Label-preserving copies of every training image that the readout also absorbs (spec line
+// `augment hflip=1 shift=1`): each copy adds its rows to G = sum h h^T and Q = sum h y^T, nothing
+// else. The lower tier's own fits (PCA, moments) see only the original images.
+struct Augmentation {
+  bool hflip = false;  // the image mirrored left to right
+  int shift = 0;       // 0, or s: the image moved s pixels left, right, up and down (4 copies)
+  // Copies per original image.
+  int copies() const { return (hflip ? 1 : 0) + (shift > 0 ? 4 : 0); }
+};
+
 struct Architecture {
   int height = 28;
   int width = 28;
   int channels = 1;
   std::vector<StageSpec> stages;
+  Augmentation augment;
 
   // The spec text that parses back to this architecture (canonical: one stage a line, keys sorted).
   std::string ToText() const;

@@ -44,7 +44,7 @@ struct LowerTierSpec {
   int filters = 24;       // PCA filters kept; the conv stage has 2 * filters channels after +/-ReLU
   int pool = 4;           // average-pooling window and stride
   bool sqrt = true;       // signed square root of the pooled activations
-  int expansion = 4096;   // random ReLU units (0: none)
+  int expansion = 6144;   // random ReLU units (0: none)
   int pca_images = 5000;  // training images sampled for the patch covariance
   float expansion_bias_scale = 0.3f;
   uint64_t seed = 0;      // drives the PCA sample and the random stages

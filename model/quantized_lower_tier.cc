@@ -1,14 +1,16 @@
 #include "model/quantized_lower_tier.h"
 
+#include <omp.h>
+#include <time.h>
+
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <span>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "fpga/kernels/kernels.h"
+#include "model/int8_quantization.h"
 
 namespace strata::model {
 namespace {
@@ -18,15 +20,38 @@ namespace {
 constexpr Eigen::Index kImagesPerChunk = kLowerTierRowsPerChunk;
 // Calibration images per chunk of the float pass.
 constexpr Eigen::Index kCalibrationChunk = 128;
-constexpr float kInt8Max = 127.0f;
+// Rows from which a dense layer's (de)quantisation loops open a parallel region of their own.
+constexpr Eigen::Index kParallelRows = 8;
 
-// x_q = clamp(round(x / s_x), -127, 127), rounding half to even (the default FP environment).
-void QuantizeActivations(const float* x, size_t n, float inverse_scale, int8_t* out) {
-  for (size_t i = 0; i < n; ++i) {
-    const float v = std::clamp(x[i] * inverse_scale, -kInt8Max, kInt8Max);
-    out[i] = static_cast<int8_t>(std::nearbyint(v));
+// Reads a CPU-time clock at each step boundary and adds the time since the last one to that step
+// (CPU time, so that other processes sharing the cores do not inflate a step): this thread's
+// inside a parallel region, the whole process's outside one (where a step's backend call may run
+// on every core). Does nothing when `seconds` is null.
+class StepClock {
+ public:
+  explicit StepClock(std::vector<double>* seconds)
+      : seconds_(seconds),
+        clock_(omp_in_parallel() ? CLOCK_THREAD_CPUTIME_ID : CLOCK_PROCESS_CPUTIME_ID) {
+    if (seconds_ != nullptr) last_ = Now();
   }
-}
+  void Lap(int step) {
+    if (seconds_ == nullptr) return;
+    const double now = Now();
+    (*seconds_)[step] += now - last_;
+    last_ = now;
+  }
+
+ private:
+  double Now() const {
+    timespec now;
+    clock_gettime(clock_, &now);
+    return static_cast<double>(now.tv_sec) + 1e-9 * static_cast<double>(now.tv_nsec);
+  }
+
+  std::vector<double>* seconds_;
+  clockid_t clock_;
+  double last_ = 0;
+};
 
 // The float weights of a quantised stage as an n_in x n_out matrix (w[o][i] = matrix(i, o)).
 const MatrixF* StageWeights(const Stage& stage) {
@@ -34,15 +59,6 @@ const MatrixF* StageWeights(const Stage& stage) {
   if (auto* expand = dynamic_cast<const ExpandStage*>(&stage)) return &expand->projection();
   if (auto* elm = dynamic_cast<const ElmAutoencoderStage*>(&stage)) return &elm->encoder();
   return nullptr;
-}
-
-// The |x| value at `percentile` (in (0, 100]) of `values`; reorders them.
-float Percentile(std::vector<float>& values, double percentile) {
-  if (values.empty()) return 0;
-  const double rank = std::ceil(percentile / 100.0 * static_cast<double>(values.size()));
-  const size_t k = static_cast<size_t>(std::clamp(rank, 1.0, static_cast<double>(values.size()))) - 1;
-  std::nth_element(values.begin(), values.begin() + static_cast<std::ptrdiff_t>(k), values.end());
-  return values[k];
 }
 
 // OK if `calibration` holds one positive, finite activation scale per quantised stage.
@@ -64,52 +80,16 @@ absl::Status CheckActivationScales(const Int8Calibration& calibration, size_t qu
   return absl::OkStatus();
 }
 
-// One layer's per-output-channel weight scales s_w[o] = max |w[:, o]| / 127, its int8 weights and
-// (if `bias` is not null) int32 bias into `spec` (whose in / out features are set), and the
-// dequantisation factors s_x s_w[o] into `dequantize`; the scales' range into `info`.
-// INVALID_ARGUMENT if a bias is beyond the kernel's range.
-absl::Status QuantizeWeights(const MatrixF& weights, const VectorF* bias, float activation_scale,
-                             QuantizedStageInfo& info, fpga::DenseInt8Spec& spec,
-                             std::vector<float>& dequantize) {
-  const int in_features = spec.in_features;
-  const int out_features = spec.out_features;
-  spec.weights.resize(static_cast<size_t>(in_features) * out_features);
-  dequantize.resize(out_features);
-  info.min_weight_scale = std::numeric_limits<float>::max();
-  info.max_weight_scale = 0;
-  if (bias != nullptr) spec.bias.resize(out_features);
-  for (int o = 0; o < out_features; ++o) {
-    const float max_abs = weights.col(o).cwiseAbs().maxCoeff();
-    const float weight_scale = max_abs > 0 ? max_abs / kInt8Max : 1.0f;
-    info.min_weight_scale = std::min(info.min_weight_scale, weight_scale);
-    info.max_weight_scale = std::max(info.max_weight_scale, weight_scale);
-    int8_t* row = spec.weights.data() + static_cast<size_t>(o) * in_features;
-    for (int i = 0; i < in_features; ++i) {
-      const float v = std::clamp(weights(i, o) / weight_scale, -kInt8Max, kInt8Max);
-      row[i] = static_cast<int8_t>(std::nearbyint(v));
-    }
-    const double accumulator_scale = static_cast<double>(activation_scale) * weight_scale;
-    dequantize[o] = static_cast<float>(accumulator_scale);
-    if (bias != nullptr) {
-      const double b = std::nearbyint((*bias)(o) / accumulator_scale);
-      if (std::abs(b) > fpga::kernels::kDenseMaxAbsBias) {
-        return absl::InvalidArgumentError(absl::StrFormat(
-            "quantised lower tier stage %d (%s): bias[%d] = %g is %g accumulator units, beyond "
-            "the kernel's 2^30",
-            info.stage + 1, info.kind, o, (*bias)(o), b));
-      }
-      spec.bias[o] = static_cast<int32_t>(b);
-    }
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 struct QuantizedLowerTier::Workspace {
-  MatrixF a, b, patches;
-  std::vector<int8_t> x_q;
+  MatrixF image;                 // one image (the per-image stages' input)
+  MatrixF per_image_out;         // the per-image stages' output, one row per image of the chunk
+  MatrixF image_out;             // the per-image stages' output for one image
+  std::vector<MatrixF> outputs;  // each stage's output; kept, so their sizes rarely change
+  std::vector<int8_t> image_q, x_q;
   std::vector<int32_t> acc;
+  std::vector<double>* step_seconds = nullptr;  // profiling, or null
 };
 
 QuantizedLowerTier::~QuantizedLowerTier() = default;
@@ -268,11 +248,17 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     plan.inverse_activation_scale = 1.0f / activation_scale;
 
     // Per-output-channel weight scales, int8 weights and the int32 bias.
-    if (absl::Status q = QuantizeWeights(*weights, bias, activation_scale, info, spec,
-                                         plan.dequantize);
+    WeightQuantization quantized;
+    if (absl::Status q = QuantizeDenseWeights(
+            *weights, bias, activation_scale,
+            absl::StrFormat("quantised lower tier stage %d (%s)", s + 1, info.kind), spec,
+            quantized);
         !q.ok()) {
       return q;
     }
+    plan.dequantize = std::move(quantized.dequantize);
+    info.min_weight_scale = quantized.min_weight_scale;
+    info.max_weight_scale = quantized.max_weight_scale;
 
     absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> layer =
         backend.LoadDenseInt8(std::move(spec));
@@ -284,88 +270,297 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     plan.layer = *std::move(layer);
     q.infos_.push_back(std::move(info));
   }
+  q.FuseSplitReluPool();
+  if (backend.info().computes_on_host) {
+    while (q.per_image_stages_ < num_stages &&
+           q.plans_[q.per_image_stages_].kind != Kind::kExpand &&
+           q.plans_[q.per_image_stages_].kind != Kind::kElm) {
+      ++q.per_image_stages_;
+    }
+  }
+  q.NameSteps();
   return q;
+}
+
+void QuantizedLowerTier::FuseSplitReluPool() {
+  for (size_t s = 0; s + 2 < plans_.size(); ++s) {
+    if (plans_[s].kind != Kind::kConv ||
+        dynamic_cast<const SplitReluStage*>(plans_[s + 1].stage) == nullptr) {
+      continue;
+    }
+    const auto* pool = dynamic_cast<const PoolStage*>(plans_[s + 2].stage);
+    if (pool == nullptr) continue;
+    plans_[s].fused_pool = pool->size();
+    plans_[s + 1].fused = plans_[s + 2].fused = true;
+  }
+}
+
+void QuantizedLowerTier::NameSteps() {
+  step_names_.clear();
+  for (StagePlan& plan : plans_) {
+    plan.first_step = static_cast<int>(step_names_.size());
+    const std::string name = plan.stage->Describe();
+    if (plan.kind == Kind::kHost) {
+      step_names_.push_back(plan.fused ? absl::StrCat("(fused into the conv) ", name) : name);
+      continue;
+    }
+    const std::string kind = plan.kind == Kind::kConv     ? "conv"
+                             : plan.kind == Kind::kExpand ? "expand"
+                                                          : "elm_ae";
+    step_names_.push_back(
+        absl::StrCat(kind, ": quantise", plan.kind == Kind::kConv ? " + im2col" : ""));
+    step_names_.push_back(absl::StrCat(kind, ": int8 GEMM (", device_, " backend)"));
+    step_names_.push_back(absl::StrCat(kind, ": dequantise",
+                                       plan.kind == Kind::kExpand ? " + concat"
+                                       : plan.fused_pool > 0      ? " + +/-ReLU + pool"
+                                                                  : ""));
+  }
 }
 
 absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
                                           Workspace& ws, fpga::OpCounts& counts) const {
+  StepClock clock(ws.step_seconds);
   const fpga::DenseInt8Spec& spec = plan.layer->spec();
   const int out_features = spec.out_features;
   const Eigen::Index images = in.rows();
   int layer_rows = static_cast<int>(images);
   if (plan.kind == Kind::kConv) {
+    // Quantise the image, then take int8 patches: rounding is elementwise and the zero padding
+    // stays 0, so this equals quantising the float patches, at 1/25 of the rounding work.
     const auto& conv = static_cast<const ConvStage&>(*plan.stage);
     const Eigen::Index pixels =
         static_cast<Eigen::Index>(conv.input_shape().height) * conv.input_shape().width;
     layer_rows = static_cast<int>(images * pixels);
     ws.x_q.resize(static_cast<size_t>(layer_rows) * spec.in_features);
+    ws.image_q.resize(static_cast<size_t>(in.cols()));
     const size_t per_image = static_cast<size_t>(pixels) * spec.in_features;
     for (Eigen::Index i = 0; i < images; ++i) {
-      // Patches then quantise: rounding is elementwise and the zero padding stays 0, so this
-      // equals patches of the quantised image.
-      conv.Patches(in.row(i).data(), ws.patches);
-      QuantizeActivations(ws.patches.data(), per_image, plan.inverse_activation_scale,
-                          ws.x_q.data() + i * per_image);
+      QuantizeActivations(in.row(i).data(), ws.image_q.size(), plan.inverse_activation_scale,
+                          ws.image_q.data());
+      conv.PatchesInt8(ws.image_q.data(), ws.x_q.data() + i * per_image);
     }
   } else {
     ws.x_q.resize(static_cast<size_t>(in.size()));
-    QuantizeActivations(in.data(), ws.x_q.size(), plan.inverse_activation_scale, ws.x_q.data());
+    const size_t width = static_cast<size_t>(in.cols());
+    // Row by row on every thread when called outside a parallel region (a serving batch).
+#pragma omp parallel for schedule(static) if (images >= kParallelRows)
+    for (Eigen::Index i = 0; i < images; ++i) {
+      QuantizeActivations(in.row(i).data(), width, plan.inverse_activation_scale,
+                          ws.x_q.data() + i * width);
+    }
   }
+  clock.Lap(plan.first_step);
   ws.acc.resize(static_cast<size_t>(layer_rows) * out_features);
   absl::StatusOr<fpga::OpCounts> called = plan.layer->Forward(ws.x_q, layer_rows, {}, ws.acc);
   if (!called.ok()) return called.status();
   counts += *called;
+  clock.Lap(plan.first_step + 1);
 
+  if (plan.fused_pool > 0) {
+    const Eigen::Index rows_per_image = layer_rows / images;
+    out.resize(images, plans_[&plan - plans_.data() + 2].stage->output_shape().size());
+    for (Eigen::Index i = 0; i < images; ++i) {
+      DequantizeSplitReluPool(plan, ws.acc.data() + i * rows_per_image * out_features,
+                              out.row(i).data());
+    }
+    clock.Lap(plan.first_step + 2);
+    return absl::OkStatus();
+  }
   // Dequantise into the stage's output layout.
   const bool concat = plan.kind == Kind::kExpand &&
                       static_cast<const ExpandStage&>(*plan.stage).concat();
   out.resize(images, plan.stage->output_shape().size());
   const Eigen::Index offset = concat ? in.cols() : 0;
-  if (concat) out.leftCols(in.cols()) = in;
   // Per image: layer_rows / images rows of out_features accumulators, contiguous in `out`'s row
   // (conv: pixels x filters = HWC).
   const Eigen::Index rows_per_image = layer_rows / images;
   const float* dequantize = plan.dequantize.data();
+#pragma omp parallel for schedule(static) if (images >= kParallelRows)
   for (Eigen::Index i = 0; i < images; ++i) {
+    if (concat) out.row(i).head(in.cols()) = in.row(i);
     const int32_t* acc = ws.acc.data() + i * rows_per_image * out_features;
     float* dst = out.row(i).data() + offset;
     for (Eigen::Index r = 0; r < rows_per_image; ++r, acc += out_features, dst += out_features) {
       for (int o = 0; o < out_features; ++o) dst[o] = static_cast<float>(acc[o]) * dequantize[o];
     }
   }
+  clock.Lap(plan.first_step + 2);
+  return absl::OkStatus();
+}
+
+void QuantizedLowerTier::DequantizeSplitReluPool(const StagePlan& conv, const int32_t* sums,
+                                                 float* out) const {
+  // As the three stages compute it: v = acc * s_x s_w[f]; [max(v, 0), max(-v, 0)] per pixel;
+  // each pool cell the sum of its pixels in raster order, times 1 / size^2. Cell by cell, so the
+  // cell's 2F sums stay in registers / L1 instead of two 784 x F float maps going through memory.
+  const Shape& input = conv.stage->input_shape();
+  const int filters = conv.stage->output_shape().channels, size = conv.fused_pool;
+  const int grid_y = input.height / size, grid_x = input.width / size;
+  const float scale = 1.0f / static_cast<float>(size * size);
+  const float* dequantize = conv.dequantize.data();
+  for (int gy = 0; gy < grid_y; ++gy) {
+    for (int gx = 0; gx < grid_x; ++gx) {
+      float* positive = out + (static_cast<size_t>(gy) * grid_x + gx) * 2 * filters;
+      float* negative = positive + filters;
+      std::fill(positive, positive + 2 * filters, 0.0f);
+      for (int y = gy * size; y < (gy + 1) * size; ++y) {
+        for (int x = gx * size; x < (gx + 1) * size; ++x) {
+          const int32_t* pixel = sums + (static_cast<size_t>(y) * input.width + x) * filters;
+          for (int f = 0; f < filters; ++f) {
+            const float v = static_cast<float>(pixel[f]) * dequantize[f];
+            positive[f] += std::max(v, 0.0f);
+            negative[f] += std::max(-v, 0.0f);
+          }
+        }
+      }
+      for (int k = 0; k < 2 * filters; ++k) positive[k] *= scale;
+    }
+  }
+}
+
+absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, Workspace& ws,
+                                          fpga::OpCounts& counts) const {
+  const StagePlan& plan = plans_[s];
+  MatrixF& out = ws.outputs[s];
+  if (plan.kind != Kind::kHost) return RunLayer(plan, in, out, ws, counts);
+  StepClock clock(ws.step_seconds);
+  plan.stage->Apply(in, out);
+  clock.Lap(plan.first_step);
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLowerTier::RunPerImageStages(const MatrixF& images, MatrixF& out,
+                                                   Workspace& ws, fpga::OpCounts& counts) const {
+  const Eigen::Index width = plans_[per_image_stages_ - 1].stage->output_shape().size();
+  out.resize(images.rows(), width);
+  ws.outputs.resize(plans_.size());
+  for (Eigen::Index i = 0; i < images.rows(); ++i) {
+    ws.image = images.row(i);
+    const MatrixF* y = &ws.image;
+    for (size_t s = 0; s < per_image_stages_; ++s) {
+      if (plans_[s].fused) continue;
+      if (absl::Status status = RunStage(s, *y, ws, counts); !status.ok()) return status;
+      y = &ws.outputs[s];
+    }
+    out.row(i) = y->row(0);
+  }
   return absl::OkStatus();
 }
 
 absl::Status QuantizedLowerTier::RunChunk(const MatrixF& images, MatrixF& out, Workspace& ws,
                                           fpga::OpCounts& counts) const {
-  ws.a = images;
-  for (const StagePlan& plan : plans_) {
-    if (plan.kind == Kind::kHost) {
-      plan.stage->Apply(ws.a, ws.b);
-    } else if (absl::Status s = RunLayer(plan, ws.a, ws.b, ws, counts); !s.ok()) {
-      return s;
-    }
-    std::swap(ws.a, ws.b);
+  ws.outputs.resize(plans_.size());
+  const MatrixF* x = &images;
+  if (per_image_stages_ > 0) {
+    if (absl::Status s = RunPerImageStages(images, ws.per_image_out, ws, counts); !s.ok()) return s;
+    x = &ws.per_image_out;
   }
-  out = std::move(ws.a);
+  for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
+    if (plans_[s].fused) continue;
+    if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
+    x = &ws.outputs[s];
+  }
+  out = *x;
+  return absl::OkStatus();
+}
+
+absl::Status QuantizedLowerTier::RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
+                                                      std::vector<Workspace>& workspaces,
+                                                      fpga::OpCounts& counts) const {
+  Workspace& ws = workspaces[0];
+  ws.outputs.resize(plans_.size());
+  const MatrixF* x = &images;
+  if (per_image_stages_ > 0) {
+    // Images spread over the threads, a few at a time, dynamically: each image's stages are
+    // independent and cheap, and a thread slowed by other processes takes fewer.
+    const Eigen::Index n = images.rows();
+    const int threads = static_cast<int>(workspaces.size());
+    ws.per_image_out.resize(n, plans_[per_image_stages_ - 1].stage->output_shape().size());
+    std::vector<fpga::OpCounts> thread_counts(threads);
+    std::vector<absl::Status> statuses(threads);
+#pragma omp parallel for schedule(dynamic) num_threads(threads) if (n > 1)
+    for (Eigen::Index i = 0; i < n; ++i) {
+      const int t = omp_get_thread_num();
+      if (!statuses[t].ok()) continue;
+      statuses[t] = RunPerImageStages(images.middleRows(i, 1), workspaces[t].image_out,
+                                      workspaces[t], thread_counts[t]);
+      if (statuses[t].ok()) ws.per_image_out.row(i) = workspaces[t].image_out.row(0);
+    }
+    for (int t = 0; t < threads; ++t) {
+      if (!statuses[t].ok()) return statuses[t];
+      counts += thread_counts[t];
+    }
+    x = &ws.per_image_out;
+  }
+  // The dense layers: the backend parallelises its own call (fpga::BackendOptions::cpu_threads).
+  for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
+    if (plans_[s].fused) continue;
+    if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
+    x = &ws.outputs[s];
+  }
+  out = *x;
   return absl::OkStatus();
 }
 
 absl::StatusOr<MatrixF> QuantizedLowerTier::Features(const MatrixF& images,
                                                      fpga::OpCounts* counts) const {
+  return ProfiledFeatures(images, counts, nullptr);
+}
+
+absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& images,
+                                                             fpga::OpCounts* counts,
+                                                             StepTimes* times) const {
   if (images.cols() != input_size_) {
     return absl::InvalidArgumentError(absl::StrCat("quantised lower tier: images have ",
                                                    images.cols(), " values, the input has ",
                                                    input_size_));
   }
+  if (times != nullptr && times->names.empty()) {
+    times->names = step_names_;
+    times->seconds.assign(step_names_.size(), 0.0);
+  }
   const Eigen::Index n = images.rows();
+  const int threads = omp_get_max_threads();
+  const Eigen::Index chunks = (n + kImagesPerChunk - 1) / kImagesPerChunk;
   MatrixF features(n, feature_size_);
   fpga::OpCounts total;
+  // Per thread: its step times, added to `times` at the end.
+  std::vector<std::vector<double>> seconds(threads, std::vector<double>(step_names_.size(), 0.0));
+  auto add_times = [&] {
+    if (times == nullptr) return;
+    for (const std::vector<double>& thread : seconds) {
+      for (size_t i = 0; i < thread.size(); ++i) times->seconds[i] += thread[i];
+    }
+  };
+  if (chunks < threads) {
+    // Fewer chunks than threads (a serving batch): each chunk on every thread, image by image
+    // through the convolutions, then the dense layers' backend calls on every core. (A chunk per
+    // thread would leave cores idle, and two half-batches each stream the whole dense weights.)
+    std::vector<Workspace> workspaces(threads);
+    for (int t = 0; t < threads; ++t) {
+      if (times != nullptr) workspaces[t].step_seconds = &seconds[t];
+    }
+    MatrixF chunk_out;
+    for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
+      const Eigen::Index start = chunk * kImagesPerChunk;
+      const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
+      if (absl::Status s =
+              RunChunkOnAllThreads(images.middleRows(start, rows), chunk_out, workspaces, total);
+          !s.ok()) {
+        return s;
+      }
+      features.middleRows(start, rows) = chunk_out;
+    }
+    add_times();
+    if (counts != nullptr) *counts = total;
+    return features;
+  }
+  // Many chunks (training, large requests): a chunk per thread at a time, each run serially.
   absl::Status status;
-  const Eigen::Index chunks = (n + kImagesPerChunk - 1) / kImagesPerChunk;
-#pragma omp parallel if (chunks > 1)
+#pragma omp parallel num_threads(threads)
   {
     Workspace ws;
+    if (times != nullptr) ws.step_seconds = &seconds[omp_get_thread_num()];
     MatrixF chunk_out;
     fpga::OpCounts local;
     absl::Status local_status;
@@ -384,6 +579,7 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::Features(const MatrixF& images,
     }
   }
   if (!status.ok()) return status;
+  add_times();
   if (counts != nullptr) *counts = total;
   return features;
 }

@@ -7,7 +7,7 @@
 // The other stages (split_relu, pool, sqrt, standardise) run in float on the host, exactly as in
 // LowerTier, between the layers.
 //
-// Quantisation is symmetric (zero points 0), as the kernels require:
+// Quantisation is symmetric (zero points 0), as the kernels require (model/int8_quantization.h):
 //   weights      per output channel o: s_w[o] = max_i |w[o][i]| / 127, w_q = round(w / s_w[o]);
 //   activations  per tensor (the stage's input): s_x = percentile(|x|) / 127 over the values the
 //                calibration images produce there in the float lower tier (ActivationCalibration);
@@ -125,6 +125,19 @@ class QuantizedLowerTier final : public FeatureExtractor {
   absl::StatusOr<MatrixF> Features(const MatrixF& images,
                                    fpga::OpCounts* counts = nullptr) const override;
 
+  // Where Features' time goes: one step per host stage and three per int8 layer (quantisation,
+  // with the conv's im2col; the backend call; dequantisation), in CPU seconds summed over the
+  // threads (outside a parallel region, the process's: a backend call's workers too). For
+  // benchmarks (strata-bench-lower): timing costs a CPU-clock read (a system call) per step and
+  // image.
+  struct StepTimes {
+    std::vector<std::string> names;
+    std::vector<double> seconds;
+  };
+  // Features(images, counts), also adding each step's time to `times` (sized on first use).
+  absl::StatusOr<MatrixF> ProfiledFeatures(const MatrixF& images, fpga::OpCounts* counts,
+                                           StepTimes* times) const;
+
   InputKind input_kind() const override { return InputKind::Image(lower_->input_shape()); }
   int input_size() const override { return input_size_; }
   int feature_size() const override { return feature_size_; }
@@ -150,14 +163,39 @@ class QuantizedLowerTier final : public FeatureExtractor {
     std::unique_ptr<fpga::DenseInt8Layer> layer;  // null for kHost
     float inverse_activation_scale = 0;           // 1 / s_x
     std::vector<float> dequantize;                // s_x * s_w[o], per output channel
+    int first_step = 0;                           // its first entry in StepTimes
+    // A conv followed by split_relu and pool: its dequantisation computes the pool's output in
+    // one pass over the int32 sums (pool cell size here, 0 otherwise), and those two stages are
+    // `fused` (skipped). The same float operations in the same order, so the same bits.
+    int fused_pool = 0;
+    bool fused = false;
   };
   // Scratch buffers of one thread.
   struct Workspace;
 
   QuantizedLowerTier() = default;
-  // Runs a chunk of images through every stage; adds the backend calls' counts to `counts`.
+  // Marks every conv -> split_relu -> pool run of plans for the fused dequantisation.
+  void FuseSplitReluPool();
+  // Names the profiling steps and sets each plan's first_step.
+  void NameSteps();
+  // Runs a chunk of images through every stage into `out`; adds the backend calls' counts to
+  // `counts`. The first per_image_stages_ stages run image by image.
   absl::Status RunChunk(const MatrixF& images, MatrixF& out, Workspace& workspace,
                         fpga::OpCounts& counts) const;
+  // The same on every thread (one workspace each): the per-image stages spread over the threads,
+  // the later layers' backend calls parallel inside.
+  absl::Status RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
+                                    std::vector<Workspace>& workspaces,
+                                    fpga::OpCounts& counts) const;
+  // The first per_image_stages_ stages, image by image, into `out` (one row per image).
+  absl::Status RunPerImageStages(const MatrixF& images, MatrixF& out, Workspace& workspace,
+                                 fpga::OpCounts& counts) const;
+  // Runs stage plans_[s] on `in` into the workspace's output of that stage.
+  absl::Status RunStage(size_t s, const MatrixF& in, Workspace& workspace,
+                        fpga::OpCounts& counts) const;
+  // A conv's int32 sums of one image (pixels x filters) dequantised, split into +/- ReLU and
+  // average-pooled into `out` (the pool stage's output for that image).
+  void DequantizeSplitReluPool(const StagePlan& conv, const int32_t* sums, float* out) const;
   // Runs one quantised stage on `in` (rows of the stage's input) into `out`.
   absl::Status RunLayer(const StagePlan& plan, const MatrixF& in, MatrixF& out,
                         Workspace& workspace, fpga::OpCounts& counts) const;
@@ -166,6 +204,12 @@ class QuantizedLowerTier final : public FeatureExtractor {
   fpga::Backend* backend_ = nullptr;
   std::string device_;
   std::vector<StagePlan> plans_;
+  // Leading stages run image by image: on a host backend, every stage before the first dense
+  // (expand / elm_ae) layer, so that one image's feature maps (the conv's 784 x 24 int32 sums, the
+  // +/-ReLU's 784 x 48 floats) stay in cache between stages instead of a chunk's streaming
+  // through memory; 0 on a card, where each call crosses PCIe.
+  size_t per_image_stages_ = 0;
+  std::vector<std::string> step_names_;
   std::vector<QuantizedStageInfo> infos_;
   Int8Calibration calibration_;
   int input_size_ = 0;

@@ -101,6 +101,10 @@ class ConvStage final : public Stage {
   const MatrixF& filters() const { return filters_; }
   // The patches of one sample, one row per pixel: (H*W) x (patch*patch*C).
   void Patches(const float* sample, MatrixF& out) const;
+  // The same patches of a sample already quantised to int8 (symmetric quantisation maps the zero
+  // padding to 0, so these equal the quantised float patches): (H*W) rows of patch*patch*C bytes,
+  // contiguous at `out`.
+  void PatchesInt8(const int8_t* sample, int8_t* out) const;
 
  private:
   int patch_, pca_images_;
@@ -122,6 +126,7 @@ class PoolStage final : public Stage {
   PoolStage(Shape input, int size);
   std::string Describe() const override;
   void Apply(const MatrixF& in, MatrixF& out) const override;
+  int size() const { return size_; }
 
  private:
   int size_;

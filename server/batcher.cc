@@ -8,6 +8,12 @@
 namespace strata::server {
 namespace {
 
+// The moving average of arrival gaps gives each new gap this weight.
+constexpr double kGapWeight = 0.125;
+// Gaps longer than this many max_delays count as this many: long enough to say "no company",
+// short enough that the average follows a burst after a quiet spell within a few arrivals.
+constexpr int64_t kGapCapDelays = 4;
+
 BatcherOptions Clamped(BatcherOptions options) {
   options.max_images = std::max(options.max_images, 1);
   options.max_delay = std::max(options.max_delay, absl::ZeroDuration());
@@ -39,6 +45,14 @@ void PredictBatcher::Enqueue(PredictCall call) {
   {
     absl::MutexLock lock(&mu_);
     if (!stopping_) {
+      if (last_arrival_ != absl::InfinitePast()) {
+        const absl::Duration gap =
+            std::min(call.enqueued - last_arrival_, kGapCapDelays * options_.max_delay);
+        mean_arrival_gap_ = mean_arrival_gap_ == absl::InfiniteDuration()
+                                ? gap
+                                : (1 - kGapWeight) * mean_arrival_gap_ + kGapWeight * gap;
+      }
+      last_arrival_ = call.enqueued;
       queue_.push_back(call);
       queued_images_ += call.request->samples_size();
       return;
@@ -70,6 +84,18 @@ bool PredictBatcher::FullOrStopping() const {
 
 bool PredictBatcher::NotEmptyOrStopping() const { return stopping_ || !queue_.empty(); }
 
+bool PredictBatcher::CompanyComing() const {
+  // Another worker busy means requests are in flight (their clients send more when answered); a
+  // short mean gap means they keep arriving. Either alone is no reason to wait: an idle server
+  // runs a lone request at once, and sparse traffic would wait for nothing.
+  const bool other_worker_busy = idle_workers_ < options_.workers;
+  return other_worker_busy && mean_arrival_gap_ < options_.max_delay;
+}
+
+bool PredictBatcher::ReadyToTake() const {
+  return FullOrStopping() || (options_.latency_aware && !CompanyComing());
+}
+
 void PredictBatcher::Record(int images, int requests) {
   {
     absl::MutexLock lock(&counters_mu_);
@@ -98,12 +124,13 @@ void PredictBatcher::Work() {
       for (;;) {
         mu_.Await(absl::Condition(this, &PredictBatcher::NotEmptyOrStopping));
         if (queue_.empty()) return;  // stopping, and nothing left to run
-        if (FullOrStopping()) break;
-        // Wait for the batch to fill, at most until the oldest request's delay is up. Another
-        // worker may take the queue meanwhile: then start over with the new oldest request.
+        if (ReadyToTake()) break;
+        // Wait for the batch to fill, at most until the oldest request's delay is up (or, latency
+        // aware, until no more company is coming). Another worker may take the queue meanwhile:
+        // then start over with the new oldest request.
         const absl::Time deadline = queue_.front().enqueued + options_.max_delay;
         if (absl::Now() >= deadline) break;
-        mu_.AwaitWithDeadline(absl::Condition(this, &PredictBatcher::FullOrStopping), deadline);
+        mu_.AwaitWithDeadline(absl::Condition(this, &PredictBatcher::ReadyToTake), deadline);
       }
       // Share the queue with the other idle workers instead of taking it all: with a bounded
       // number of requests in flight, one worker taking everything leaves the other core idle

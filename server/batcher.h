@@ -1,17 +1,21 @@
 // Dynamic batching of concurrent Predict calls.
 //
 // Concurrent Predict requests (each of 1..max_batch images) are queued; a batch is formed when
-// `max_images` images are waiting or the oldest queued request has waited `max_delay`, and is handed
-// to a RunBatch function on one of the batcher's worker threads, which runs the whole batch through
-// the lower tier and the readout once and finishes every call in it. Batching amortises what a
-// single image pays per lower-tier call (backend dispatch, weight reads, the readout's GEMM), so
-// many small concurrent requests cost close to one large one.
+// `max_images` images are waiting or the oldest queued request has waited `max_delay`, and is
+// handed to a RunBatch function on one of the batcher's worker threads, which runs the whole batch
+// through the lower tier and the readout once and finishes every call in it. Batching amortises
+// what a single image pays per lower-tier call (backend dispatch, weight reads, the readout's
+// GEMM), so many small concurrent requests cost close to one large one.
 //
 // Batch formation, exactly:
 //   - Requests are taken in arrival order (FIFO); a batch is a prefix of the queue.
 //   - A worker takes a batch once the queued images reach max_images, or the oldest queued request
 //     has waited max_delay (max_delay 0: immediately, taking only what is already queued), or the
-//     batcher is draining.
+//     batcher is draining, or (latency_aware, the default) no company is coming: no other worker
+//     is running a batch, or requests arrive less often than once per max_delay (the mean gap
+//     between arrivals, an exponential moving average, is longer than max_delay). So a request
+//     that reaches an idle server runs at once, and only requests that arrive while the server is
+//     busy with a steady stream wait to be batched.
 //   - A batch holds whole requests: requests are added while the total stays <= max_images, and a
 //     batch always holds at least one request (so a request larger than max_images is a batch of
 //     its own; the service bounds requests by its max_batch).
@@ -57,6 +61,12 @@ struct BatcherOptions {
   // (a batch is whatever is queued when a worker is free). Default 500 us: below the latency of one
   // gRPC round trip on loopback, long enough at concurrency >= 8 to gather several requests.
   absl::Duration max_delay = absl::Microseconds(500);
+  // Wait for max_delay only while company is coming (see the rules above): another worker is
+  // running a batch and the mean gap between arrivals is shorter than max_delay. Default true:
+  // measured with bench/serving_bench.sh, concurrency 1 then pays no batching delay while
+  // concurrency 32 keeps its batches (docs/operations.md, "Dynamic batching"). false: every
+  // request may wait max_delay, even at an idle server.
+  bool latency_aware = true;
   // Worker threads forming and running batches, >= 1. Default 2 (one per core here).
   int workers = 2;
   // OpenMP threads each worker's batch may use (omp_set_num_threads on the worker), >= 1. Default
@@ -153,6 +163,10 @@ class PredictBatcher {
   void Work();
   bool FullOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool NotEmptyOrStopping() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // True if a batch may be taken now without waiting for max_delay: full, draining, or (with
+  // latency_aware) no company coming.
+  bool ReadyToTake() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool CompanyComing() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Record(int images, int requests);
 
   const BatcherOptions options_;
@@ -164,6 +178,11 @@ class PredictBatcher {
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   // Workers waiting for a batch (not running one).
   int64_t idle_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  // When the last request arrived, and the moving average of the gaps between arrivals (each gap
+  // capped at kGapCapDelays x max_delay, so a long quiet spell is forgotten within a few
+  // arrivals); infinite until two requests have arrived.
+  absl::Time last_arrival_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  absl::Duration mean_arrival_gap_ ABSL_GUARDED_BY(mu_) = absl::InfiniteDuration();
 
   mutable absl::Mutex counters_mu_;
   BatcherCounters counters_ ABSL_GUARDED_BY(counters_mu_);

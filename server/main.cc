@@ -7,6 +7,7 @@
 // down gracefully: new calls are refused, in-flight calls get --shutdown_grace to finish (then they
 // are cancelled), and the process exits 0.
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <climits>
@@ -26,6 +27,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -39,6 +41,7 @@
 #include "model/lower_tier_extractor.h"
 #include "server/device.h"
 #include "server/kserve_service.h"
+#include "server/replication.h"
 #include "update/env.h"
 #include "server/metrics.h"
 #include "update/model_store.h"
@@ -69,6 +72,10 @@ ABSL_FLAG(int32_t, batch_max_images, 64,
 ABSL_FLAG(int64_t, batch_max_delay_us, 500,
           "Batching: how long the oldest queued Predict may wait for others, in microseconds; 0 "
           "= no waiting (batch only what is already queued).");
+ABSL_FLAG(bool, batch_latency_aware, true,
+          "Batching: wait for company only when it is coming (another batch is running and "
+          "requests arrive faster than the delay); a request reaching an idle server runs at once. "
+          "false: every request may wait --batch_max_delay_us.");
 ABSL_FLAG(int32_t, batch_workers, 2, "Batching: threads forming and running batches.");
 ABSL_FLAG(int32_t, batch_threads_per_worker, 1,
           "Batching: OpenMP threads each batch worker's lower tier may use.");
@@ -155,6 +162,26 @@ ABSL_FLAG(std::string, metrics_port_file, "",
           "file (atomically) once it listens.");
 ABSL_FLAG(std::string, model_name, "strata",
           "The model's name in the KServe v2 protocol (ModelInfer, ModelMetadata, ...).");
+ABSL_FLAG(std::string, nats_servers, "",
+          "Replicated mode (docs/replication.md): comma-separated NATS server URLs "
+          "(nats://host:4222,...) of the JetStream cluster holding the update log. Empty "
+          "(default): single-process mode with the file log (--state_dir).");
+ABSL_FLAG(std::string, nats_stream, "STRATA",
+          "Replicated mode: the JetStream stream (and <name>_snapshots bucket) every replica of "
+          "the service shares; created if missing.");
+ABSL_FLAG(int32_t, nats_replicas, 3,
+          "Replicated mode: replicas of the stream and the bucket when this server creates them.");
+ABSL_FLAG(std::string, replica_id, "",
+          "Replicated mode: this replica's name, unique in the service (default: the host name).");
+ABSL_FLAG(absl::Duration, nats_publish_timeout, absl::Seconds(5),
+          "Replicated mode: how long an Update waits for JetStream's quorum acknowledgement "
+          "before it fails with UNAVAILABLE.");
+ABSL_FLAG(absl::Duration, replica_ack_wait, absl::Seconds(10),
+          "Replicated mode: how long an UpdateSummary waits for this replica to serve the "
+          "stream's records (then it is sent with readout_current false).");
+ABSL_FLAG(absl::Duration, snapshot_trim_delay, absl::Minutes(10),
+          "Replicated mode: the stream is purged up to the older of the two kept snapshots once "
+          "that snapshot is this old (longer than any replica's catch-up).");
 ABSL_FLAG(std::string, log_format, "text",
           "Log lines on stderr: text (default) or json (one JSON object per line: ts, level, "
           "program, file, msg).");
@@ -184,9 +211,9 @@ struct Options {
   // batcher's workers instead.
   int inference_threads = 2;
   // Dynamic batching of Predict (server/batcher.h; docs/operations.md, "Dynamic batching"). Default
-  // on, 64 images, 500 us, 2 workers of 1 OpenMP thread each: at concurrency >= 8 single-image requests share lower-tier
-  // batches; at concurrency 1 a request waits up to max_delay for company that never comes, so a
-  // latency-bound single client is better served with --batch_max_delay_us=0 or --batching=off.
+  // on, 64 images, 500 us, latency-aware, 2 workers of 1 OpenMP thread each: at concurrency >= 8
+  // single-image requests share lower-tier batches, and a request reaching an idle server (as at
+  // concurrency 1) runs at once instead of waiting for company that never comes.
   bool batching = true;
   BatcherOptions batcher;
   // Grace period for in-flight calls at shutdown. Default 5 s.
@@ -229,6 +256,11 @@ struct Options {
   std::string metrics_port_file;
   // The served model's name in the KServe v2 protocol (docs/kserve.md). Default "strata".
   std::string model_name = "strata";
+  // Replicated mode (docs/replication.md; server/replication.h): the JetStream update log and
+  // the replica's options, from --nats_*, --replica_*, --max_batch and --snapshot_every_samples.
+  // Off (default) when jetstream.servers is empty.
+  bool replicated = false;
+  ReplicationOptions replication;
 };
 
 // The contents of the file named by flag --`flag` (empty if `path` is empty).
@@ -298,6 +330,7 @@ absl::Status ReadBatchingOptions(Options* options) {
   options->batcher.max_images = absl::GetFlag(FLAGS_batch_max_images);
   const int64_t max_delay_us = absl::GetFlag(FLAGS_batch_max_delay_us);
   options->batcher.max_delay = absl::Microseconds(max_delay_us);
+  options->batcher.latency_aware = absl::GetFlag(FLAGS_batch_latency_aware);
   options->batcher.workers = absl::GetFlag(FLAGS_batch_workers);
   options->batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
   if (options->batcher.threads_per_worker < 1) {
@@ -369,6 +402,42 @@ absl::Status ReadUpdateOptions(Options* options) {
   return absl::OkStatus();
 }
 
+// Reads the replicated-mode flags into `options` (after ReadUpdateOptions).
+absl::Status ReadReplicationOptions(Options* options) {
+  const std::string servers = absl::GetFlag(FLAGS_nats_servers);
+  if (servers.empty()) return absl::OkStatus();
+  options->replicated = true;
+  update::JetStreamOptions& jetstream = options->replication.jetstream;
+  jetstream.servers = absl::StrSplit(servers, ',', absl::SkipWhitespace());
+  jetstream.stream = absl::GetFlag(FLAGS_nats_stream);
+  jetstream.replicas = absl::GetFlag(FLAGS_nats_replicas);
+  jetstream.replica_id = absl::GetFlag(FLAGS_replica_id);
+  if (jetstream.replica_id.empty()) {
+    char host[256] = {};
+    gethostname(host, sizeof(host) - 1);
+    jetstream.replica_id = host;
+  }
+  jetstream.publish_timeout = absl::GetFlag(FLAGS_nats_publish_timeout);
+  options->replication.replica.ack_wait = absl::GetFlag(FLAGS_replica_ack_wait);
+  options->replication.replica.snapshot_every_samples = options->snapshot_every_samples;
+  options->replication.replica.trim_delay = absl::GetFlag(FLAGS_snapshot_trim_delay);
+  if (!options->state_dir.empty()) {
+    return absl::InvalidArgumentError(
+        "--nats_servers and --state_dir exclude each other: a replica keeps its state in the "
+        "JetStream stream and its snapshot bucket");
+  }
+  if (options->update_policy != "stream-end") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--update_policy=", options->update_policy,
+        ": replicated mode supports stream-end only (refreshes are markers in the log)"));
+  }
+  if (jetstream.replicas < 1 || jetstream.publish_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "--nats_replicas must be >= 1 and --nats_publish_timeout > 0");
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Options> ReadOptions() {
   Options options;
   if (absl::Status security = ReadSecurityOptions(&options); !security.ok()) return security;
@@ -388,6 +457,9 @@ absl::StatusOr<Options> ReadOptions() {
   if (absl::Status batching = ReadBatchingOptions(&options); !batching.ok()) return batching;
   options.shutdown_grace = absl::GetFlag(FLAGS_shutdown_grace);
   if (absl::Status update = ReadUpdateOptions(&options); !update.ok()) return update;
+  if (absl::Status replication = ReadReplicationOptions(&options); !replication.ok()) {
+    return replication;
+  }
   options.device.device = absl::GetFlag(FLAGS_device);
   options.device.xclbin_path = absl::GetFlag(FLAGS_xclbin);
   options.device.xrt_device_index = absl::GetFlag(FLAGS_xrt_device_index);
@@ -408,6 +480,7 @@ absl::StatusOr<Options> ReadOptions() {
                                                    ", got ", max_message_bytes));
   }
   options.max_message_bytes = static_cast<int>(max_message_bytes);
+  options.replication.replica.chunk_rows = options.max_batch;
   if (options.inference_threads < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("--inference_threads: expected >= 1, got ", options.inference_threads));
@@ -443,6 +516,9 @@ struct Server {
   std::unique_ptr<update::VersionReservation> versions;
   update::ModelStore store;
   std::unique_ptr<update::FileUpdateLog> update_log;
+  // Replicated mode: the JetStream log and the replica following it (stopped in Serve() before
+  // the service goes).
+  ReplicatedServing replicated;
   std::unique_ptr<Metrics> metrics;  // null without --metrics_address
   std::unique_ptr<StrataService> service;
   // The KServe v2 front-end; its ModelInfer runs through `service`'s Predict path.
@@ -539,7 +615,9 @@ void BuildService(const Options& options, Server& server) {
                    << (options.batching
                            ? absl::StrCat("on: up to ", options.batcher.max_images, " images, ",
                                           absl::ToInt64Microseconds(options.batcher.max_delay),
-                                          " us max delay, ", options.batcher.workers, " workers")
+                                          " us max delay",
+                                          options.batcher.latency_aware ? " (latency-aware)" : "",
+                                          ", ", options.batcher.workers, " workers")
                            : std::string("off"));
   service_options.device = server.device.name;
   // Cannot fail: ReadOptions() validated the same arguments.
@@ -648,12 +726,34 @@ absl::StatusOr<ServedModel> ReadModel(const Options& options, const Device& devi
   return ServedModel{*std::move(bundle), *std::move(extractor)};
 }
 
+// Step 4, replicated mode: the store loaded from the stream's newest snapshot and caught up with
+// the stream's tail (server/replication.h).
+absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Server& server) {
+  absl::StatusOr<ReplicatedServing> replicated = StartReplicatedServing(
+      options.replication, options.max_message_bytes, std::move(served.bundle),
+      std::move(served.extractor), &server.store, server.service.get(),
+      [&server](const absl::Status&) {
+        // A replica that cannot follow the log only grows stale: report NOT_SERVING and shut
+        // down (the SIGTERM path), so that its restart catches up from the newest snapshot.
+        SetServing(server, false);
+        kill(getpid(), SIGTERM);
+      });
+  if (!replicated.ok()) {
+    return absl::Status(replicated.status().code(),
+                        absl::StrCat("replicated mode (--nats_servers): ",
+                                     replicated.status().ToString()));
+  }
+  server.replicated = *std::move(replicated);
+  return absl::OkStatus();
+}
+
 // Step 4: the model: read, recovered from --state_dir (replayed through the extractor that will
 // serve), and loaded into the store.
 absl::Status LoadModel(const Options& options, Server& server) {
   const absl::Time load_start = absl::Now();
   absl::StatusOr<ServedModel> served = ReadModel(options, server.device);
   if (!served.ok()) return served.status();
+  if (options.replicated) return LoadReplicatedModel(options, *std::move(served), server);
   if (options.state_dir.empty()) {
     STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
                            "every update absorbed since the bundle was written";
@@ -691,6 +791,8 @@ void Serve(const Options& options, const sigset_t& shutdown_signals, Server& ser
   STRATA_LOG(INFO) << "received signal " << signal_number << " (" << strsignal(signal_number)
                    << "); shutting down";
   SetServing(server, false);
+  // Predicts waiting for a log position are answered (UNAVAILABLE) before the calls are drained.
+  if (server.replicated.replica != nullptr) server.replicated.replica->Stop();
   server.grpc_server->Shutdown(std::chrono::system_clock::now() +
                                absl::ToChronoMilliseconds(options.shutdown_grace));
   server.service->Drain();
@@ -733,6 +835,7 @@ int main(int argc, char** argv) {
       "Serves a Strata model bundle over gRPC.\n"
       "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]\n"
       "                [--state_dir=DIR] [--snapshot_every_samples=100000]\n"
+      "                [--nats_servers=URL,... [--nats_stream=STRATA] [--replica_id=NAME]]\n"
       "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]\n"
       "                [--tls_cert=PEM --tls_key=PEM [--tls_client_ca=PEM]]\n"
       "                [--auth_token_file=PATH] [--auth_all]\n"
@@ -752,6 +855,11 @@ int main(int argc, char** argv) {
   if (!options.ok()) {
     STRATA_LOG(ERROR) << options.status().message() << " (see --help)";
     return 2;
+  }
+  if (options->replicated) {
+    // Replicas of one service usually log to one place: every line names its replica.
+    strata::base::SetLogProgramName(
+        absl::StrCat("strata-server ", options->replication.jetstream.replica_id));
   }
   return strata::server::Run(*options, shutdown_signals);
 }

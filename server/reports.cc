@@ -156,6 +156,8 @@ void FillModelInfo(const update::ModelVersion& model, int max_batch, v1::ModelIn
   info->set_samples_seen(model.samples_seen);
   info->set_max_batch(max_batch);
   info->set_device(model.device());
+  info->set_log_position(model.log_position);
+  info->set_statistics_digest(model.statistics_digest);
 }
 
 }  // namespace strata::server

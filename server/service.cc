@@ -123,6 +123,11 @@ void StrataService::EnableDurability(Durability durability) {
   pipeline_.EnableDurability(std::move(durability));
 }
 
+void StrataService::EnableReplication(update::Replica* replica, std::string replica_id) {
+  replica_ = replica;
+  replica_id_ = std::move(replica_id);
+}
+
 void StrataService::Drain() {
   if (batcher_ != nullptr) batcher_->Drain();
   inference_queue_.Drain();
@@ -215,6 +220,7 @@ absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
       meter_.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
   AddPredictions(scores, model.readout.labels, request.return_scores(), response);
   response->set_model_version(model.version);
+  response->set_log_position(model.log_position);
   return absl::OkStatus();
 }
 
@@ -241,9 +247,39 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
   const absl::Time start = absl::Now();
   auto* call = new PredictUnaryCall(context, reply);
   if (!Admit(call, *request, CallKind::kRead, RpcMethod::kPredict, start)) return call;
+  if (call->request().min_log_position() > 0) {
+    DispatchPredictAtPosition(call, start);
+  } else {
+    DispatchPredict(call, start);
+  }
+  return call;
+}
+
+void StrataService::DispatchPredictAtPosition(PredictUnaryCall* call, absl::Time start) {
+  if (replica_ == nullptr) {
+    FinishUnary(call, RpcMethod::kPredict,
+                grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                             "min_log_position needs a server in replicated mode (--nats_servers)"),
+                start);
+    return;
+  }
+  // Until the call's deadline, and never unbounded.
+  const absl::Time deadline =
+      std::min(absl::FromChrono(call->context()->deadline()), absl::Now() + absl::Seconds(60));
+  replica_->WhenServed(call->request().min_log_position(), deadline,
+                       [this, call, start](absl::Status served) {
+                         if (served.ok()) {
+                           DispatchPredict(call, start);
+                         } else {
+                           FinishUnary(call, RpcMethod::kPredict, ToGrpcStatus(served), start);
+                         }
+                       });
+}
+
+void StrataService::DispatchPredict(PredictUnaryCall* call, absl::Time start) {
   if (batcher_ != nullptr) {
-    batcher_->Enqueue({context, &call->request(), &call->response(), call, nullptr, {}});
-    return call;
+    batcher_->Enqueue({call->context(), &call->request(), &call->response(), call, nullptr, {}});
+    return;
   }
   inference_queue_.Schedule([this, call, start] {
     const grpc::Status status =
@@ -252,7 +288,6 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
             : ToGrpcStatus(DoPredict(call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kPredict, status, start);
   });
-  return call;
 }
 
 BatcherCounters StrataService::batcher_counters() const {
@@ -356,6 +391,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
     AddPredictions(scratch->scores.middleRows(scratch->first_row[c], n), model->readout.labels,
                    call.request->return_scores(), response);
     response->set_model_version(model->version);
+    response->set_log_position(model->log_position);
     FinishPredict(call, grpc::Status::OK);
   }
 }
@@ -453,8 +489,22 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   response->set_predict_batch_samples(batches.images);
   response->set_predict_multi_request_batches(batches.multi_request_batches);
   response->set_predict_largest_batch(batches.largest_batch_images);
+  response->set_log_position(model->log_position);
+  response->set_statistics_digest(model->statistics_digest);
+  FillReplicaStats(response);
   FinishUnary(call, RpcMethod::kGetStats, grpc::Status::OK, start);
   return call;
+}
+
+void StrataService::FillReplicaStats(v1::Stats* stats) const {
+  if (replica_ == nullptr) return;
+  const update::ReplicaCounters replica = replica_->counters();
+  stats->set_log_applied_position(replica.applied_position);
+  stats->set_log_pending_entries(replica.pending_entries);
+  stats->set_replica_id(replica_id_);
+  stats->set_replica_samples_absorbed(replica.samples_absorbed);
+  stats->set_replica_refreshes(replica.refreshes);
+  stats->set_replica_snapshots_stored(replica.snapshots_stored);
 }
 
 }  // namespace strata::server

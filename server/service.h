@@ -57,6 +57,7 @@
 #include "server/metrics.h"
 #include "update/model_store.h"
 #include "update/pipeline.h"
+#include "update/replica.h"
 #include "update/update_policy.h"
 #include "server/work_queue.h"
 #include "strata/v1/strata.grpc.pb.h"
@@ -138,10 +139,19 @@ class StrataService final : public RawStrataService {
   // these settings without a lock once it has seen a loaded model.
   void EnableDurability(Durability durability);
 
+  // Replicated mode (update/replica.h, docs/replication.md): Predict may wait for `replica` to
+  // reach a log position (PredictRequest.min_log_position), and GetStats reports its figures and
+  // `replica_id`. Call at most once, before the store is loaded; `replica` is not owned and must
+  // outlive the service's Drain(). Without it, Predict refuses min_log_position > 0.
+  void EnableReplication(update::Replica* replica, std::string replica_id);
+
   // Runs all scheduled work to completion (finishing the RPCs it belongs to) and stops the work
   // queues; RPCs arriving afterwards run their work inline. Call after grpc::Server::Shutdown() and
   // before the server is destroyed.
   void Drain();
+
+  // The meter every request's work is charged to (a replica charges its follower's work here).
+  update::EnergyMeter* meter() { return &meter_; }
 
   // The batcher's cumulative figures (all 0 with batching off), for metrics. Thread-safe.
   BatcherCounters batcher_counters() const;
@@ -196,6 +206,13 @@ class StrataService final : public RawStrataService {
   int GatherPredictBatch(std::span<const PredictCall> calls, int input_size, BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
+  // Hands an admitted Predict to the batcher or the inference queue.
+  void DispatchPredict(PredictUnaryCall* call, absl::Time start);
+  // Dispatches the Predict once the replica serves its min_log_position (replicated mode), or
+  // finishes it with the reason it cannot be.
+  void DispatchPredictAtPosition(PredictUnaryCall* call, absl::Time start);
+  // GetStats' replicated-mode figures (none without a replica).
+  void FillReplicaStats(v1::Stats* stats) const;
 
   // Admits a unary call of a raw method (`Call` is a UnaryCall): its bearer token, the
   // message-size limit, then parsing `request` into call->request(). If the call may not proceed
@@ -222,6 +239,10 @@ class StrataService final : public RawStrataService {
   // The Update path: streams, policy, log, snapshots. Its streams and snapshots run on the update
   // queue only (its threading contract).
   update::UpdatePipeline pipeline_;
+
+  // Replicated mode (EnableReplication); null otherwise. Set before the store is loaded.
+  update::Replica* replica_ = nullptr;
+  std::string replica_id_;
 
   // The RPC counters of GetStats; model_version, uptime_seconds and the update, energy and policy
   // figures are filled in when asked (from pipeline_ and meter_).

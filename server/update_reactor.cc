@@ -132,6 +132,7 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     summary_.set_readout_current(summary.readout_current);
     summary_.set_prequential_errors(summary.prequential_errors);
     summary_.set_skipped(summary.skipped);
+    summary_.set_log_position(summary.log_position);
     FillPhaseEnergy(summary.energy, summary_.mutable_energy());
   }
 

@@ -46,6 +46,7 @@ TEST(PredictBatcherTest, FormsBatchesOfWholeRequestsInArrivalOrderUpToMaxImages)
   server::BatcherOptions options;
   options.max_images = 4;
   options.max_delay = absl::Hours(1);  // only a full queue or Drain() forms a batch
+  options.latency_aware = false;       // (even at an idle batcher)
   options.workers = 1;
   PredictBatcher batcher(options, [&](std::span<const PredictCall> calls, BatchScratch*) {
     absl::MutexLock lock(&mu);
@@ -106,6 +107,45 @@ TEST(PredictBatcherTest, ZeroDelayRunsWhatIsQueuedWithoutWaiting) {
   absl::MutexLock lock(&mu);
   EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(+[](int* r) { return *r == 1; }, &runs),
                                   absl::Seconds(60)));
+}
+
+TEST(PredictBatcherTest, LatencyAwareRunsALoneRequestAtOnceAndBatchesWhileBusy) {
+  std::vector<v1::PredictRequest> requests;
+  for (int i = 0; i < 4; ++i) requests.push_back(RequestOfSize(1));
+  absl::Mutex mu;
+  std::vector<std::vector<const v1::PredictRequest*>> batches;
+  bool release_first = false;
+  server::BatcherOptions options;
+  options.max_images = 2;
+  options.max_delay = absl::Hours(1);  // waiting for the delay would hang the test
+  options.workers = 2;
+  PredictBatcher batcher(options, [&](std::span<const PredictCall> calls, BatchScratch*) {
+    absl::MutexLock lock(&mu);
+    batches.emplace_back();
+    for (const PredictCall& call : calls) batches.back().push_back(call.request);
+    // The first batch holds its worker until released: the server is busy meanwhile.
+    if (batches.size() == 1) mu.Await(absl::Condition(&release_first));
+  });
+  auto enqueue = [&](int i) { batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, {}}); };
+  auto await_batches = [&](size_t n) {
+    absl::MutexLock lock(&mu);
+    auto enough = [&] { return batches.size() >= n; };
+    return mu.AwaitWithTimeout(absl::Condition(&enough), absl::Seconds(60));
+  };
+
+  enqueue(0);  // an idle server: runs at once, alone, although the delay is an hour
+  ASSERT_TRUE(await_batches(1));
+  enqueue(1);  // a worker is busy and requests arrive fast: request 1 waits for company...
+  enqueue(2);  // ...which fills its batch (max_images 2)
+  ASSERT_TRUE(await_batches(2));
+  {
+    absl::MutexLock lock(&mu);
+    release_first = true;
+  }
+  batcher.Drain();
+  ASSERT_EQ(batches.size(), 2u);
+  EXPECT_EQ(batches[0], (std::vector<const v1::PredictRequest*>{&requests[0]}));
+  EXPECT_EQ(batches[1], (std::vector<const v1::PredictRequest*>{&requests[1], &requests[2]}));
 }
 
 }  // namespace

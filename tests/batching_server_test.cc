@@ -2,7 +2,8 @@
 //
 // BatchingServerTest runs real strata-servers on a small real Fashion-MNIST model: one with
 // batching off gives each image's reference answer, one with batching on (--batch_max_images=8 and
-// a delay far longer than any test, so a batch forms exactly when 8 images are queued) answers 8
+// a delay far longer than any test and latency-aware waiting off, so a batch forms exactly when 8
+// images are queued, even the first at an idle server) answers 8
 // concurrent single-image requests at a time, and every reply must equal its own image's reference.
 // (The batcher alone, in-process: tests/batcher_test.cc.)
 #include <stdlib.h>
@@ -67,7 +68,8 @@ class BatchingServerTest : public test::SuiteFixtureTest<Fixture> {
     // server drains what is queued at shutdown), on one worker: batch composition is exact.
     batched_ = ServerProcess::Start(
         fixture->bundle_path, {"--batching=on", "--batch_max_images=8",
-                               "--batch_max_delay_us=600000000", "--batch_workers=1"});
+                               "--batch_max_delay_us=600000000", "--batch_workers=1",
+                               "--batch_latency_aware=false"});
     ASSERT_NE(batched_, nullptr);
   }
 

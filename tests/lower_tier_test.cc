@@ -180,6 +180,24 @@ TEST(ArchitectureTest, ParsesAndPrintsCanonically) {
   EXPECT_EQ(again->ToText(), a->ToText());
 }
 
+TEST(ArchitectureTest, AugmentLineParsesAndPrintsAndIsNotAStage) {
+  absl::StatusOr<Architecture> a = ParseArchitecture("input 8 8\nsqrt\naugment shift=1 hflip=1\n");
+  ASSERT_TRUE(a.ok()) << a.status();
+  EXPECT_EQ(a->stages.size(), 1u);
+  EXPECT_TRUE(a->augment.hflip);
+  EXPECT_EQ(a->augment.shift, 1);
+  EXPECT_EQ(a->augment.copies(), 5);
+  EXPECT_EQ(a->ToText(), "input 8 8 1\nsqrt\naugment hflip=1 shift=1\n");
+  absl::StatusOr<Architecture> none = ParseArchitecture("input 8 8\nsqrt\naugment hflip=0\n");
+  ASSERT_TRUE(none.ok());
+  EXPECT_EQ(none->augment.copies(), 0);
+  EXPECT_EQ(none->ToText(), "input 8 8 1\nsqrt\n");
+  EXPECT_THAT(ParseArchitecture("input 8 8\nsqrt\naugment rotate=1\n").status().message(),
+              HasSubstr("line 3: augment: expected hflip=0|1 and shift=0..2, got \"rotate=1\""));
+  EXPECT_THAT(ParseArchitecture("input 8 8\nsqrt\naugment shift=3\n").status().message(),
+              HasSubstr("line 3: augment"));
+}
+
 TEST(ArchitectureTest, InvalidSpecsAreRefusedWithTheLineAndField) {
   auto error = [](const std::string& text) {
     absl::StatusOr<Architecture> a = ParseArchitecture(text);

@@ -1,5 +1,8 @@
 #include "model/quantized_lower_tier.h"
 
+#include <omp.h>
+
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <memory>
@@ -144,18 +147,25 @@ TEST_F(QuantizedLowerTierTest, OpCountsAreWhatTheShapesImply) {
     const QuantizedLowerTier q = Quantize(*backend);
     EXPECT_EQ(q.Int8MacsPerSample(), macs_per_image);
 
-    // One chunk (<= 64 images): exactly one Forward per layer, so the counts are the sum of the
-    // backend's dataflow model over the four layer shapes.
+    // One chunk (one thread, <= 64 images): on these host backends the convolutions (every
+    // stage before the first dense layer) run image by image, one Forward per image, and the
+    // dense layers once for the chunk; the counts are the sum of the backend's dataflow model
+    // over those calls.
     constexpr int kBatch = 13;
     fpga::OpCounts counts;
+    const int threads = omp_get_max_threads();
+    omp_set_num_threads(1);
     ASSERT_TRUE(q.Features(images_.topRows(kBatch), &counts).ok());
+    omp_set_num_threads(threads);
     fpga::OpCounts expected;
     for (const QuantizedStageInfo& info : q.quantized_stages()) {
-      const int rows = kBatch * info.rows_per_sample;
-      expected += backend->info().name == "cpu"
-                      ? fpga::DenseInt8CpuCounts(rows, info.in_features, info.out_features, true)
-                      : fpga::DenseInt8KernelCounts(rows, info.in_features, info.out_features,
-                                                    true);
+      const bool per_image = info.kind == "conv";
+      const int rows = per_image ? info.rows_per_sample : kBatch;
+      const fpga::OpCounts call =
+          backend->info().name == "cpu"
+              ? fpga::DenseInt8CpuCounts(rows, info.in_features, info.out_features, true)
+              : fpga::DenseInt8KernelCounts(rows, info.in_features, info.out_features, true);
+      for (int i = 0; i < (per_image ? kBatch : 1); ++i) expected += call;
     }
     EXPECT_EQ(counts, expected) << fpga::ToString(counts);
     EXPECT_EQ(counts.int8_macs, kBatch * macs_per_image);
@@ -217,6 +227,54 @@ TEST(QuantizedLowerTierRecipeTest, ExpandMatchesTheRecipeComputedByHand) {
   ASSERT_TRUE(q.ok()) << q.status();
   EXPECT_GT(q->quantized_stages()[0].clipped_fraction, 0.3);
   EXPECT_LE(q->quantized_stages()[0].clipped_fraction, 0.5);
+}
+
+// conv -> split_relu -> pool runs fused (one pass over the conv's int32 sums, image by image):
+// it must equal the three stages run one after the other on the dequantised conv output, bit for
+// bit. The conv's sums are recomputed by hand from the quantisation recipe.
+TEST(QuantizedLowerTierRecipeTest, FusedConvSplitReluPoolEqualsTheStagesBitForBit) {
+  absl::StatusOr<Architecture> a = ParseArchitecture(
+      "input 8 6 1\nconv patch=3 filters=4 pca_images=50\nsplit_relu\npool size=2\n");
+  ASSERT_TRUE(a.ok()) << a.status();
+  const MatrixF images = MakeImages(30, 8, 6);
+  absl::StatusOr<LowerTier> fitted = LowerTier::Fit(*a, images, 5);
+  ASSERT_TRUE(fitted.ok()) << fitted.status();
+  const auto tier = std::make_shared<const LowerTier>(*std::move(fitted));
+  for (const char* device : {"cpu", "emu"}) {
+    SCOPED_TRACE(device);
+    std::unique_ptr<fpga::Backend> backend = MakeBackend(device);
+    absl::StatusOr<QuantizedLowerTier> q = QuantizedLowerTier::Calibrate(tier, images, *backend);
+    ASSERT_TRUE(q.ok()) << q.status();
+    absl::StatusOr<MatrixF> features = q->Features(images);
+    ASSERT_TRUE(features.ok()) << features.status();
+
+    const auto& conv = static_cast<const ConvStage&>(*tier->stages()[0]);
+    const MatrixF& w = conv.filters();  // 9 x 4
+    const float s_x = q->quantized_stages()[0].activation_scale;
+    const float inverse_s_x = 1.0f / s_x;
+    MatrixF dequantised(images.rows(), 8 * 6 * 4), patches;
+    for (Eigen::Index n = 0; n < images.rows(); ++n) {
+      conv.Patches(images.row(n).data(), patches);  // 48 x 9
+      for (Eigen::Index p = 0; p < 48; ++p) {
+        for (int o = 0; o < 4; ++o) {
+          const float s_w = w.col(o).cwiseAbs().maxCoeff() / 127.0f;
+          int32_t acc = 0;
+          for (int i = 0; i < 9; ++i) {
+            const float x = std::clamp(patches(p, i) * inverse_s_x, -127.0f, 127.0f);
+            const float wq = std::clamp(w(i, o) / s_w, -127.0f, 127.0f);
+            acc +=
+                static_cast<int32_t>(std::nearbyint(x)) * static_cast<int32_t>(std::nearbyint(wq));
+          }
+          dequantised(n, p * 4 + o) =
+              static_cast<float>(acc) * static_cast<float>(static_cast<double>(s_x) * s_w);
+        }
+      }
+    }
+    MatrixF split, pooled;
+    tier->stages()[1]->Apply(dequantised, split);
+    tier->stages()[2]->Apply(split, pooled);
+    EXPECT_EQ(*features, pooled);
+  }
 }
 
 }  // namespace

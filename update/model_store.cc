@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/lower_tier_extractor.h"
+#include "update/statistics_digest.h"
 
 namespace strata::update {
 
@@ -14,7 +15,7 @@ absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& imag
 
 absl::Status ModelStore::Load(model::Bundle bundle,
                               std::shared_ptr<const model::FeatureExtractor> extractor,
-                              VersionReservation* versions) {
+                              VersionReservation* versions, const PublishOptions& publish) {
   if (extractor == nullptr) {
     extractor = std::make_shared<const model::FloatLowerTierExtractor>(bundle.lower);
   }
@@ -41,6 +42,8 @@ absl::Status ModelStore::Load(model::Bundle bundle,
   version->readout = *std::move(readout);
   version->ridge_lambda = bundle.upper.lambda();
   version->samples_seen = bundle.upper.samples_seen();
+  version->log_position = publish.log_position;
+  if (publish.digest) version->statistics_digest = StatisticsDigest(bundle.upper);
 
   extractor_ = std::move(extractor);
   lower_tier_energy_table_ = version->lower_tier_energy_table;
@@ -116,10 +119,11 @@ absl::StatusOr<ModelStore::RefreshPlan> ModelStore::PlanRefresh() {
   return plan;
 }
 
-absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshPlan* done) {
+absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(
+    RefreshPlan* done, const PublishOptions& publish) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
-  const uint64_t next = current_.load()->version + 1;
+  const uint64_t next = current_.load()->version + 1 + skipped_versions_;
   // Reserve before any work: a version must never be visible before a durable reservation covers
   // it, and a failed reservation should leave the store exactly as it was.
   if (versions_ != nullptr) {
@@ -130,7 +134,7 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshP
     return folded;
   }
   staged_rows_.store(upper_->staged_gram_rows(), std::memory_order_relaxed);
-  absl::StatusOr<model::Readout> readout = upper_->Refresh(model::RefreshMode::kAuto);
+  absl::StatusOr<model::Readout> readout = upper_->Refresh(publish.mode);
   if (!readout.ok()) return readout.status();
   if (done != nullptr) {
     *done = RefreshPlan{upper_->last_refresh(), upper_->feature_size(), upper_->num_classes(),
@@ -144,9 +148,21 @@ absl::StatusOr<std::shared_ptr<const ModelVersion>> ModelStore::Publish(RefreshP
   version->readout = *std::move(readout);
   version->ridge_lambda = upper_->lambda();
   version->samples_seen = upper_->samples_seen();
+  skipped_versions_ = 0;
+  version->log_position = publish.log_position;
+  // After the refresh, which folded every absorbed row in: reading G changes nothing.
+  if (publish.digest) version->statistics_digest = StatisticsDigest(*upper_);
   std::shared_ptr<const ModelVersion> published = version;
   current_.store(published);
   return published;
+}
+
+absl::Status ModelStore::SkipPublish() {
+  absl::MutexLock lock(&mu_);
+  if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
+  if (absl::Status folded = upper_->FoldGram(); !folded.ok()) return folded;
+  ++skipped_versions_;
+  return absl::OkStatus();
 }
 
 absl::Status ModelStore::VisitStatistics(

@@ -54,6 +54,11 @@ struct ModelVersion {
   model::Readout readout;  // readout.labels are the classes, in class-index order
   double ridge_lambda = 0;
   uint64_t samples_seen = 0;  // samples in the statistics this readout was solved from
+  // Replicated servers (update/replica.h): the update-log position whose entries the statistics
+  // include (the refresh marker it was published at, or the snapshot it was restored from), and
+  // their digest (StatisticsDigest). 0 and empty otherwise.
+  uint64_t log_position = 0;
+  std::string statistics_digest;
 
   // How the lower tier computes: "float", or the backend's name ("cpu", "emu", "xrt").
   const std::string& device() const { return extractor->device(); }
@@ -65,6 +70,17 @@ struct ModelVersion {
   // fp32). INVALID_ARGUMENT if the width is wrong; the backend's errors (xrt). Thread-safe.
   absl::StatusOr<model::MatrixF> Features(const model::MatrixF& images,
                                           fpga::OpCounts* counts) const;
+};
+
+// How Load / Publish make a version, beyond the defaults (for replicated servers).
+struct PublishOptions {
+  // Publish: how the readout is re-solved. Replicas use kForceRefactor: the readout is then a
+  // function of the statistics alone, the same on a replica restored from a snapshot.
+  model::RefreshMode mode = model::RefreshMode::kAuto;
+  // Recorded in the version (ModelVersion::log_position).
+  uint64_t log_position = 0;
+  // Whether to compute ModelVersion::statistics_digest (a pass over G: ~D^2/2 doubles).
+  bool digest = false;
 };
 
 class ModelStore {
@@ -89,9 +105,10 @@ class ModelStore {
   // With `versions` (not owned; must outlive the store), every version the store makes visible, this
   // one and every later Publish(), is first covered by versions->Cover(); if that fails, Load fails
   // with its error and the store is unchanged. Without it versions are not persisted anywhere.
+  // `publish` sets the version's log position and digest (its mode is not used).
   absl::Status Load(model::Bundle bundle,
                     std::shared_ptr<const model::FeatureExtractor> extractor = nullptr,
-                    VersionReservation* versions = nullptr);
+                    VersionReservation* versions = nullptr, const PublishOptions& publish = {});
 
   // The version being served, or null before Load(). Lock-free with respect to writers.
   std::shared_ptr<const ModelVersion> Current() const { return current_.load(); }
@@ -151,7 +168,15 @@ class ModelStore {
   // version is unchanged, and the absorbed samples stay for the next Publish(). Readers are not
   // blocked while it solves or reserves. Thread-safe; serialised with other Absorb / Publish calls,
   // so versions are published in order.
-  absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish(RefreshPlan* done = nullptr);
+  // `publish` chooses the refresh mode and what the version records (PublishOptions).
+  absl::StatusOr<std::shared_ptr<const ModelVersion>> Publish(RefreshPlan* done = nullptr,
+                                                              const PublishOptions& publish = {});
+
+  // For a replica catching up (update/replica.h): does to the statistics exactly what Publish would
+  // (folds a Gram accumulator's integer sums in, so the float64 sums stay bit-identical with a
+  // replica that published here) and makes the next Publish number its version one higher, but
+  // solves and publishes nothing now. FAILED_PRECONDITION before Load(). Thread-safe.
+  absl::Status SkipPublish();
 
   // Calls `visit(upper, version)` with the statistics and the current version, with writers
   // excluded for the duration (so the statistics include exactly the Absorb() calls that returned
@@ -167,6 +192,8 @@ class ModelStore {
   fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
   VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null
+  // SkipPublish calls since the last Publish: that many version numbers are skipped.
+  uint64_t skipped_versions_ ABSL_GUARDED_BY(mu_) = 0;
 
   std::atomic<uint64_t> staged_rows_{0};  // see staged_gram_rows()
   // Written only with mu_ held (so versions increase), read without it.

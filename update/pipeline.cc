@@ -48,6 +48,11 @@ absl::StatusOr<SnapshotResult> UpdatePipeline::TakeSnapshot() {
     return absl::FailedPreconditionError(
         "the server has no state directory (--state_dir), so it takes no snapshots");
   }
+  if (durability_.replication != nullptr) {
+    return absl::FailedPreconditionError(
+        "a replicated server stores snapshots in the stream's bucket by itself, at refresh "
+        "markers (--snapshot_every_samples)");
+  }
   const absl::Time start = absl::Now();
   const uint64_t position = durability_.log->last_sequence();
   // Never snapshot a record the log could still lose: recovery relies on the log reaching at least
@@ -226,6 +231,11 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
     absl::Status logged = LogMessage(samples, valid);
     if (!logged.ok()) return logged;
   }
+  if (pipeline_->durability_.replication != nullptr) {
+    // Replicated: every replica absorbs the record by following the log.
+    summary_.accepted += valid_count;
+    return absl::OkStatus();
+  }
   // The readout every sample of this message is predicted with before it is absorbed.
   served_ = pipeline_->store_->Current();
   // Each valid sample is converted once, into the chunk it is absorbed with.
@@ -265,9 +275,12 @@ absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
   absl::StatusOr<uint64_t> sequence = pipeline_->durability_.log->Append(record.Finish());
   if (!sequence.ok()) {
     STRATA_LOG(ERROR) << "Update: the update log failed: " << sequence.status();
-    return absl::Status(sequence.status().code(),
-                        absl::StrCat("update log: ", sequence.status().message(),
-                                     " (updates are refused until the server restarts)"));
+    // A replicated log recovers by itself (jetstream_update_log.h); the file log does not.
+    const bool replicated = pipeline_->durability_.replication != nullptr;
+    return absl::Status(
+        sequence.status().code(),
+        absl::StrCat("update log: ", sequence.status().message(),
+                     replicated ? "" : " (updates are refused until the server restarts)"));
   }
   last_sequence_ = *sequence;
   return absl::OkStatus();
@@ -426,6 +439,10 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
                      " messages), expected at least 1 labelled sample")));
     return;
   }
+  if (pipeline_->durability_.replication != nullptr) {
+    EndReplicatedStream(std::move(done));
+    return;
+  }
   UpdatePolicy& policy = *pipeline_->policy_;
   if (std::optional<Decision> decision = policy.OnStreamEnd(summary_.accepted, absl::Now());
       decision.has_value() && decision->apply) {
@@ -453,6 +470,7 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
                      << " refreshes, model version " << summary_.model_version
                      << (summary_.readout_current ? "" : " (refresh deferred)");
   }
+  summary_.log_position = last_sequence_;
   UpdateLog* log = pipeline_->durability_.log;
   if (log == nullptr || last_sequence_ == 0) {
     std::move(done)(summary_);
@@ -473,6 +491,34 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
     }
     std::move(done)(std::move(summary));
   });
+}
+
+void UpdateStream::EndReplicatedStream(
+    absl::AnyInvocable<void(absl::StatusOr<StreamSummary>) &&> done) {
+  LogReplication& replication = *pipeline_->durability_.replication;
+  summary_.log_position = last_sequence_;
+  if (std::optional<Decision> decision =
+          pipeline_->policy_->OnStreamEnd(summary_.accepted, absl::Now());
+      decision.has_value() && decision->apply) {
+    absl::StatusOr<uint64_t> marker = replication.AppendRefresh();
+    if (!marker.ok()) {
+      std::move(done)(absl::Status(marker.status().code(),
+                                   absl::StrCat("update log: ", marker.status().message())));
+      return;
+    }
+    summary_.log_position = *marker;
+    ++summary_.refreshes;
+  }
+  // Every entry is acknowledged by a quorum already (Append returns then). The summary waits a
+  // little for this replica to serve them, so that it names the version that includes them.
+  ModelStore* store = pipeline_->store_;
+  replication.WhenServed(
+      summary_.log_position, absl::Now() + replication.ack_wait(),
+      [summary = summary_, store, done = std::move(done)](absl::Status served) mutable {
+        summary.model_version = store->Current()->version;
+        summary.readout_current = served.ok();
+        std::move(done)(std::move(summary));
+      });
 }
 
 }  // namespace strata::update

@@ -44,6 +44,7 @@
 #include "model/upper_tier.h"
 #include "update/energy_meter.h"
 #include "update/env.h"
+#include "update/log_replication.h"
 #include "update/model_store.h"
 #include "update/sample.h"
 #include "update/update_log.h"
@@ -64,6 +65,11 @@ struct Durability {
   // A snapshot is taken automatically once this many samples were absorbed since the last one.
   // 0 disables automatic snapshots. Default 100,000 (about 78 MB of log as pixels).
   uint64_t snapshot_every_samples = 100000;
+  // Replicated mode (update/replica.h; `log` is then the replicated log): a stream only validates
+  // and appends its samples, and at its end appends a refresh marker if the policy refreshes; every
+  // replica, this one included, absorbs and refreshes by following the log. Snapshots are the
+  // replicas' (TakeSnapshot is FAILED_PRECONDITION). Not owned. Null: the stream absorbs itself.
+  LogReplication* replication = nullptr;
 };
 
 // What one message did.
@@ -111,6 +117,9 @@ struct StreamSummary {
   StreamEnergy energy;
   // How the readout was refreshed at the stream's end, if it was.
   std::optional<model::RefreshPath> refresh;
+  // The update-log position of the stream's last entry (its refresh marker in replicated mode); 0
+  // without a log or if the stream logged nothing.
+  uint64_t log_position = 0;
 };
 
 // The pipeline's cumulative counters, for GetStats.
@@ -249,6 +258,8 @@ class UpdateStream {
   void FinishMessage(MessageResult* result);
   // The policy's decision, and the refresh if it applies.
   absl::Status Decide(MessageResult* result);
+  // OnStreamEnd in replicated mode (Durability::replication).
+  void EndReplicatedStream(absl::AnyInvocable<void(absl::StatusOr<StreamSummary>) &&> done);
 
   UpdatePipeline* const pipeline_;
   // The version whose (frozen) lower tier computes this stream's features.

@@ -103,8 +103,12 @@ absl::StatusOr<SnapshotFile> WriteSnapshot(Env* env, const std::string& dir,
 absl::StatusOr<UpperTierSnapshot> ReadSnapshot(Env* env, const std::string& path) {
   absl::StatusOr<std::string> contents = env->ReadFile(path);
   if (!contents.ok()) return contents.status();
+  return DecodeSnapshot(path, *std::move(contents));
+}
+
+absl::StatusOr<UpperTierSnapshot> DecodeSnapshot(const std::string& name, std::string contents) {
   absl::StatusOr<base::RecordFileReader> reader =
-      base::RecordFileReader::Parse(kSnapshotKind, path, *std::move(contents));
+      base::RecordFileReader::Parse(kSnapshotKind, name, std::move(contents));
   if (!reader.ok()) return reader.status();
   const base::RecordFileReader& r = *reader;
 

@@ -56,6 +56,9 @@ absl::StatusOr<SnapshotFile> WriteSnapshot(Env* env, const std::string& dir,
 // checksum failure) if it is damaged; FAILED_PRECONDITION if it is of a newer format version;
 // NOT_FOUND if missing.
 absl::StatusOr<UpperTierSnapshot> ReadSnapshot(Env* env, const std::string& path);
+// Checks and decodes a snapshot's contents (EncodeSnapshot's bytes) read from elsewhere (the
+// replicated log's snapshot bucket); `name` says where, in errors. As ReadSnapshot otherwise.
+absl::StatusOr<UpperTierSnapshot> DecodeSnapshot(const std::string& name, std::string contents);
 
 // The snapshot files in `dir`, highest log position first. A missing directory has none.
 absl::StatusOr<std::vector<SnapshotFile>> ListSnapshots(Env* env, const std::string& dir);

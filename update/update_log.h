@@ -3,9 +3,9 @@
 //
 // UpdateLog is the interface the update pipeline (update/pipeline.h) writes through: append records,
 // learn when they are durable, trim what a snapshot covers. FileUpdateLog is the embedded
-// implementation, an append-only, checksummed, segmented log of files with group commit; a
-// replicated log (NATS JetStream, acknowledged by a quorum) can implement the same interface beside
-// it without changing the pipeline.
+// implementation, an append-only, checksummed, segmented log of files with group commit;
+// JetStreamUpdateLog (update/jetstream_update_log.h) is the replicated one (NATS JetStream,
+// acknowledged by a quorum), which unlike the file log recovers from a failed append by itself.
 //
 // The file format is specified in docs/update-log-format.md; the constants live here.
 //
@@ -93,7 +93,8 @@ struct UpdateLogOptions {
 
 // An ordered log of update records. Sequence numbers start at 1 and increase by 1 per record.
 // Implementations must be thread-safe. After a failed write or sync, every later Append() and Sync()
-// fails with that error (the caller cannot know what became durable).
+// fails with that error (the caller cannot know what became durable), unless the implementation
+// can tell that later records are independent of the failed one (JetStreamUpdateLog).
 class UpdateLog {
  public:
   virtual ~UpdateLog() = default;

@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "fpga/cpu/int8_gemm.h"
+#include "fpga/cpu/onednn_matmul.h"
 #include "fpga/dataflow.h"
 #include "fpga/kernels/fixed.h"
 #include "fpga/validation.h"
@@ -40,16 +41,20 @@ inline void StoreOutput(const DenseInt8Spec& spec, int64_t at, int o, int32_t ac
 
 class CpuDenseInt8Layer final : public DenseInt8Layer {
  public:
-  CpuDenseInt8Layer(DenseInt8Spec spec, bool portable, int threads)
+  CpuDenseInt8Layer(DenseInt8Spec spec, bool portable, bool onednn, int threads)
       : spec_(std::move(spec)), portable_(portable), threads_(threads) {
     if (spec_.bias.empty()) spec_.bias.assign(spec_.out_features, 0);
     if (!portable_) {
       packed_ = cpu::PackedInt8Matrix(spec_.weights.data(), spec_.out_features,
                                       spec_.in_features, spec_.in_features);
       // bias - 128 * sum_i w[o][i] removes the +128 the VNNI path adds to every activation.
-      corrected_bias_.resize(spec_.out_features);
+      corrected_bias_.assign(packed_.padded_rows(), 0);  // padded for the 16-wide epilogue
       for (int o = 0; o < spec_.out_features; ++o) {
         corrected_bias_[o] = spec_.bias[o] - 128 * packed_.row_sums()[o];
+      }
+      if (onednn) {
+        onednn_ = cpu::OnednnInt8Matmul::Create(spec_.weights.data(), spec_.out_features,
+                                                spec_.in_features, 4 * packed_.groups());
       }
     }
   }
@@ -70,18 +75,7 @@ class CpuDenseInt8Layer final : public DenseInt8Layer {
         }
       }
     } else {
-      const std::vector<uint8_t> biased =
-          cpu::BiasedActivations(x.data(), batch, in, in, packed_.groups());
-      const int64_t ldc = packed_.padded_rows();
-      std::vector<int32_t> c(static_cast<size_t>(batch) * ldc);
-      cpu::MultiplyPacked(biased.data(), batch, packed_, c.data(), ldc, /*lower_only=*/false,
-                          threads_, /*row_offset=*/0);
-      for (int b = 0; b < batch; ++b) {
-        for (int o = 0; o < out; ++o) {
-          StoreOutput(spec_, static_cast<int64_t>(b) * out + o, o, c[b * ldc + o] + corrected_bias_[o],
-                      y_int8, y_int32);
-        }
-      }
+      ForwardVnni(x, batch, y_int8, y_int32);
     }
     return DenseInt8CpuCounts(batch, in, out, spec_.raw_output);
   }
@@ -89,11 +83,80 @@ class CpuDenseInt8Layer final : public DenseInt8Layer {
   const DenseInt8Spec& spec() const override { return spec_; }
 
  private:
+  // The VNNI GEMM. Raw output is written by the GEMM's epilogue (bias, ReLU, the valid columns)
+  // straight into y_int32; int8 output goes through an int32 scratch and the requantisation.
+  void ForwardVnni(std::span<const int8_t> x, int batch, std::span<int8_t> y_int8,
+                   std::span<int32_t> y_int32) const {
+    const int in = spec_.in_features, out = spec_.out_features;
+    // Scratch per thread, kept between calls: Forward runs concurrently on the batch workers,
+    // and allocating (and zeroing) it per call cost more than small layers' arithmetic.
+    thread_local std::vector<uint8_t> biased;
+    std::vector<int32_t>& sums = Sums();
+    cpu::BiasedActivations(x.data(), batch, in, in, packed_.groups(), biased);
+    int32_t* const raw = spec_.raw_output ? y_int32.data() : nullptr;
+    if (onednn_ != nullptr) {
+      if (!spec_.raw_output) sums.resize(static_cast<size_t>(batch) * out);
+      int32_t* const c = spec_.raw_output ? raw : sums.data();
+      if (onednn_->Multiply(biased.data(), batch, c, threads_)) {
+        AddBias(c, batch, spec_.raw_output && spec_.relu);
+        if (!spec_.raw_output) Requantize(y_int8);
+        return;
+      }
+    }
+    cpu::GemmEpilogue epilogue{.bias = corrected_bias_.data(), .relu = false, .columns = out};
+    if (spec_.raw_output) {
+      epilogue.relu = spec_.relu;
+      cpu::MultiplyPacked(biased.data(), batch, packed_, y_int32.data(), out, /*lower_only=*/false,
+                          threads_, /*row_offset=*/0, epilogue);
+      return;
+    }
+    sums.resize(static_cast<size_t>(batch) * out);
+    cpu::MultiplyPacked(biased.data(), batch, packed_, sums.data(), out, /*lower_only=*/false,
+                        threads_, /*row_offset=*/0, epilogue);
+    Requantize(y_int8);
+  }
+
+  // This thread's int32 sums before requantisation, kept between calls.
+  static std::vector<int32_t>& Sums() {
+    thread_local std::vector<int32_t> sums;
+    return sums;
+  }
+
+  // c[r][o] += corrected_bias_[o] (then ReLU) for `rows` rows of out_features sums: the bias and
+  // the +128 correction after a product that has neither (oneDNN's).
+  void AddBias(int32_t* c, int rows, bool relu) const {
+    const int out = spec_.out_features;
+    const int32_t* bias = corrected_bias_.data();
+    for (int r = 0; r < rows; ++r, c += out) {
+      if (relu) {
+        for (int o = 0; o < out; ++o) c[o] = std::max(c[o] + bias[o], 0);
+      } else {
+        for (int o = 0; o < out; ++o) c[o] += bias[o];
+      }
+    }
+  }
+
+  // y_int8 from this thread's int32 sums (bias included): the kernel's requantisation, ReLU and
+  // saturation (fixed.h), bit for bit.
+  void Requantize(std::span<int8_t> y_int8) const {
+    const std::vector<int32_t>& sums = Sums();
+    const int out = spec_.out_features;
+    for (size_t i = 0; i < y_int8.size(); ++i) {
+      const int o = static_cast<int>(i % out);
+      int32_t value = RequantizeInt32(sums[i], spec_.scales[o].multiplier, spec_.scales[o].shift);
+      if (spec_.relu && value < 0) value = 0;
+      y_int8[i] = SaturateToInt8(value);
+    }
+  }
+
   DenseInt8Spec spec_;
   bool portable_;
   int threads_;
   cpu::PackedInt8Matrix packed_;
   std::vector<int32_t> corrected_bias_;
+  // oneDNN's kernel for this layer, or null (the portable loops, a CPU without VNNI, or
+  // BackendOptions::cpu_onednn off): then MultiplyPacked.
+  std::unique_ptr<cpu::OnednnInt8Matmul> onednn_;
 };
 
 class CpuGramInt8Accumulator final : public GramInt8Accumulator {
@@ -191,11 +254,11 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
     const std::vector<int32_t>& column_sums = packed.row_sums();
     const int64_t ldc = packed.padded_rows();
     std::vector<int32_t> panel(static_cast<size_t>(kGramPanel) * ldc);
+    std::vector<uint8_t> biased;
     for (int i0 = 0; i0 < d; i0 += kGramPanel) {
       const int panel_rows = std::min(kGramPanel, d - i0);
-      const std::vector<uint8_t> biased = cpu::BiasedActivations(
-          transposed.data() + static_cast<int64_t>(i0) * rows, panel_rows, rows, rows,
-          packed.groups());
+      cpu::BiasedActivations(transposed.data() + static_cast<int64_t>(i0) * rows, panel_rows, rows,
+                             rows, packed.groups(), biased);
       // Only the column blocks that reach the lower triangle (j <= i0 + a) are computed.
       cpu::MultiplyPacked(biased.data(), panel_rows, packed, panel.data(), ldc,
                           /*lower_only=*/true, threads_, /*row_offset=*/i0);
@@ -226,19 +289,22 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
 class CpuBackend final : public Backend {
  public:
   explicit CpuBackend(const BackendOptions& options)
-      : portable_(options.cpu_portable || !cpu::HaveVnni()), threads_(options.cpu_threads) {
+      : portable_(options.cpu_portable || !cpu::HaveVnni()),
+        onednn_(options.cpu_onednn),
+        threads_(options.cpu_threads) {
     info_.name = "cpu";
     const int threads = threads_ > 0 ? threads_ : omp_get_max_threads();
-    info_.description =
-        absl::StrCat(portable_ ? "portable int8 loops" : "AVX-512 VNNI int8 GEMM", " on ",
-                     threads, threads == 1 ? " thread" : " threads");
+    info_.description = absl::StrCat(
+        portable_ ? "portable int8 loops"
+                  : (onednn_ ? "oneDNN / AVX-512 VNNI int8 GEMM" : "AVX-512 VNNI int8 GEMM"),
+        " on ", threads, threads == 1 ? " thread" : " threads");
   }
 
   const BackendInfo& info() const override { return info_; }
 
   absl::StatusOr<std::unique_ptr<DenseInt8Layer>> LoadDenseInt8(DenseInt8Spec spec) override {
     if (absl::Status s = spec.Validate(); !s.ok()) return s;
-    return std::make_unique<CpuDenseInt8Layer>(std::move(spec), portable_, threads_);
+    return std::make_unique<CpuDenseInt8Layer>(std::move(spec), portable_, onednn_, threads_);
   }
 
   absl::StatusOr<std::unique_ptr<GramInt8Accumulator>> CreateGramInt8(int dimension,
@@ -249,6 +315,7 @@ class CpuBackend final : public Backend {
 
  private:
   bool portable_;
+  bool onednn_;
   int threads_;
   BackendInfo info_;
 };

@@ -38,17 +38,29 @@ class PackedInt8Matrix {
   std::vector<int32_t> row_sums_;
 };
 
-// A' rows (rows x 4 * b.groups() bytes, row-major, A' = A xor 0x80, padding bytes 0x80).
-std::vector<uint8_t> BiasedActivations(const int8_t* a, int rows, int cols, int64_t stride,
-                                       int groups);
+// A' rows (rows x 4 * groups bytes, row-major, A' = A xor 0x80, padding bytes 0x80) into
+// `biased`, which is resized (its capacity is reused from call to call).
+void BiasedActivations(const int8_t* a, int rows, int cols, int64_t stride, int groups,
+                       std::vector<uint8_t>& biased);
+
+// What MultiplyPacked does with each int32 sum before storing it: C = max?(sum + bias[o], 0) for
+// o < columns; columns past `columns` are not written. The default stores the raw sums of every
+// padded column.
+struct GemmEpilogue {
+  const int32_t* bias = nullptr;  // b.padded_rows() values, or null for none
+  bool relu = false;
+  int columns = -1;  // -1: every padded column
+};
 
 // C[r][o] = sum_k A'[r][k] * B[o][k] for r < rows, o < b.padded_rows() (the +128 bias NOT yet
-// removed), c with leading dimension ldc >= b.padded_rows(). If lower_only, only the 16-wide
+// removed, unless the epilogue's bias does it), c with leading dimension ldc >= the columns
+// written (b.padded_rows(), or epilogue.columns). If lower_only, only the 16-wide
 // column blocks that intersect o <= row_offset + r are guaranteed written (for symmetric
 // products computed in panels of rows starting at row_offset).
 // Parallelised with OpenMP over `threads` (0: default) when the work is large.
 void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b, int32_t* c,
-                    int64_t ldc, bool lower_only, int threads, int row_offset);
+                    int64_t ldc, bool lower_only, int threads, int row_offset,
+                    const GemmEpilogue& epilogue = {});
 
 }  // namespace strata::fpga::cpu
 

@@ -356,6 +356,7 @@ class XrtBackend final : public Backend {
   explicit XrtBackend(std::shared_ptr<Card> card) : card_(std::move(card)) {
     info_.name = "xrt";
     info_.description = card_->name;
+    info_.computes_on_host = false;
   }
 
   const BackendInfo& info() const override { return info_; }

@@ -1,6 +1,6 @@
 // Every backend against the references and against each other (ggml's test-backend-ops idea):
-// cpu (VNNI and portable) and emu must agree bit for bit; OpCounts follow the shapes; the xrt
-// backend fails cleanly without a card and "auto" falls back to emu.
+// cpu (oneDNN, the hand-written VNNI kernel, portable) and emu must agree bit for bit; OpCounts
+// follow the shapes; the xrt backend fails cleanly without a card and "auto" falls back to emu.
 #include "fpga/backend.h"
 
 #include <cstdio>
@@ -33,6 +33,9 @@ std::vector<Named> AllCpuSideBackends() {
   all.push_back({"cpu", *CreateBackend("cpu")});
   all.push_back({"cpu-portable", *CreateBackend("cpu", portable)});
   all.push_back({"cpu-1-thread", *CreateBackend("cpu", one_thread)});
+  BackendOptions own_kernel;  // the hand-written VNNI kernel instead of oneDNN's
+  own_kernel.cpu_onednn = false;
+  all.push_back({"cpu-own-kernel", *CreateBackend("cpu", own_kernel)});
   all.push_back({"emu", *CreateBackend("emu")});
   return all;
 }
