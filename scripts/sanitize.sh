@@ -2,7 +2,8 @@
 # Sanitizer, fuzzing and clang runs (CI runs this after the main suite; docs/operations.md "Fuzzing
 # and sanitizers"). Three build directories beside build/, one CMake preset each (CMakePresets.json):
 #
-#   build-asan  preset asan: gcc, STRATA_SANITIZE=address,undefined: the WHOLE ctest suite (spawned
+#   build-asan  preset asan: gcc, STRATA_SANITIZE=address,undefined: the whole ctest suite but the
+#               "deploy" label (the container image is a release build; spawned
 #               strata-server processes are ASan/UBSan builds too). Any report fails the test.
 #   build-tsan  preset tsan: gcc, STRATA_SANITIZE=thread: the tests labelled "concurrency"
 #               (tests/CMakeLists.txt says which and why).
