@@ -2,9 +2,9 @@
 # Sanitizer, fuzzing and clang runs (CI runs this after the main suite; docs/operations.md "Fuzzing
 # and sanitizers"). Three build directories beside build/, one CMake preset each (CMakePresets.json):
 #
-#   build-asan  preset asan: gcc, STRATA_SANITIZE=address,undefined: the whole ctest suite but the
-#               "deploy" label (the container image is a release build; spawned
-#               strata-server processes are ASan/UBSan builds too). Any report fails the test.
+#   build-asan  preset asan: gcc, STRATA_SANITIZE=address,undefined: the whole ctest suite (spawned
+#               strata-server processes are ASan/UBSan builds too) but the "deploy" label (the
+#               container image is a release build either way). Any report fails the test.
 #   build-tsan  preset tsan: gcc, STRATA_SANITIZE=thread: the tests labelled "concurrency"
 #               (tests/CMakeLists.txt says which and why).
 #   build-fuzz  preset fuzz: clang, STRATA_FUZZ=ON: the three libFuzzer targets, each run by ctest
