@@ -1,9 +1,8 @@
 // strata-bench-metrics: what the request path pays for Prometheus metrics (server/metrics.h), in
-// process, without gRPC or the model: the Predict hot path's hooks (ObserveRpc +
-// ObservePredictBatch) per call, from 1 and 2 threads at once (contention on the same counters and
-// buckets), and the time of one scrape (exposition of every series). Compare the per-call figure
-// with a Predict's time (bench/serving_bench.sh, bench/metrics_overhead.sh) to get the relative
-// overhead.
+// process, without gRPC or the model: the Predict hot path's hooks (ObserveRpc + ObservePredictBatch)
+// per call, from 1 and 2 threads at once (contention on the same counters and buckets), and the
+// time of one scrape (exposition of every series). Compare the per-call figure with a Predict's
+// time (bench/serving_bench.sh, bench/metrics_overhead.sh) to get the relative overhead.
 //
 //   strata-bench-metrics [--calls=2000000]
 #include <algorithm>

@@ -1,7 +1,7 @@
 // strata-bench-update-log: the update log's group commit. W writer threads each append a record of
-// one Update message (default 64 samples of 784-byte pixels, as the server logs them) and wait
-// until it is durable, like concurrent Update streams waiting for their acknowledgement. Prints,
-// for 1, 2, 4 and 8 writers: records/s, samples/s, and fsyncs per record (1.0 = no sharing).
+// one Update message (default 64 samples of 784-byte pixels, as the server logs them) and wait until
+// it is durable, like concurrent Update streams waiting for their acknowledgement. Prints, for
+// 1, 2, 4 and 8 writers: records/s, samples/s, and fsyncs per record (1.0 = no sharing).
 //
 //   strata-bench-update-log [--dir=/tmp] [--seconds=3] [--samples_per_record=64]
 #include <stdlib.h>

@@ -1,5 +1,4 @@
-// A small C++ client for a Strata server (service strata.v1.Strata) and its standard health
-// service.
+// A small C++ client for a Strata server (service strata.v1.Strata) and its standard health service.
 //
 // Every call returns the server's answer, or an absl::Status whose code and message are exactly
 // the gRPC status the call ended with (for example INVALID_ARGUMENT "samples[3].pixels: expected
@@ -62,9 +61,8 @@ class Client {
   absl::StatusOr<v1::PredictResponse> Predict(const v1::PredictRequest& request);
 
   // Streams an Update: calls `next` to fill each message until it returns false (the message it
-  // was given when it returns false is not sent), then half-closes and returns the server's
-  // summary. If the server fails the stream early, stops calling `next` and returns the server's
-  // status.
+  // was given when it returns false is not sent), then half-closes and returns the server's summary.
+  // If the server fails the stream early, stops calling `next` and returns the server's status.
   absl::StatusOr<v1::UpdateSummary> Update(absl::FunctionRef<bool(v1::UpdateRequest*)> next);
   // Streams `messages` in order as one Update.
   absl::StatusOr<v1::UpdateSummary> Update(std::span<const v1::UpdateRequest> messages);

@@ -22,8 +22,7 @@
 //          y = saturate_int8(relu?(RequantizeInt32(acc, multiplier[o], shift[o]))) (fixed.h), or
 //          the raw int32 acc (after ReLU if asked) in raw-output mode. Quantisation is symmetric
 //          (zero points are 0).
-//   Gram:  G[i][j] += sum_n h[n][i] h[n][j] (j <= i) and Q[i][c] += sum_{n: y_n = c} h[n][i],
-//   int64.
+//   Gram:  G[i][j] += sum_n h[n][i] h[n][j] (j <= i) and Q[i][c] += sum_{n: y_n = c} h[n][i], int64.
 #ifndef STRATA_FPGA_BACKEND_H_
 #define STRATA_FPGA_BACKEND_H_
 
@@ -65,8 +64,8 @@ std::string ToString(const OpCounts& counts);
 // The parameters of one int8 dense layer: out_features x in_features weights, row-major
 // (w[o * in_features + i]); conv layers pass their im2col form (one output channel per row).
 struct DenseInt8Spec {
-  int in_features = 0;                       // [1, 65535]
-  int out_features = 0;                      // >= 1
+  int in_features = 0;   // [1, 65535]
+  int out_features = 0;  // >= 1
   std::vector<int8_t> weights;               // out_features * in_features
   std::vector<int32_t> bias;                 // out_features, |bias| <= 2^30 (empty: zeros)
   std::vector<FixedPointMultiplier> scales;  // out_features (ignored with raw_output)

@@ -2,8 +2,8 @@
 // once at start-up (TensorFlow Serving's loader: construction is cheap, building the extractor does
 // the work: quantising, loading layers onto a backend) and shared by everything that turns samples
 // into features: model loading and every published version (update/model_store.h), recovery's
-// replay of the update log (update/recovery.h) and strata-train (model/trainer.h). Replay equals
-// the live absorbs bit for bit only because both run the same extractor.
+// replay of the update log (update/recovery.h) and strata-train (model/trainer.h). Replay equals the
+// live absorbs bit for bit only because both run the same extractor.
 //
 // An extractor says what a sample is (its InputKind: an image of a given shape today; text, for a
 // frozen transformer encoder with its tokenizer, later) and how wide its output is, and owns (or

@@ -61,8 +61,8 @@ class StageParams {
   absl::Status Finish() {
     for (const auto& [key, value] : spec_.params) {
       if (!asked_.contains(key)) {
-        Fail(
-            absl::StrCat("unknown parameter ", key, " (known: ", absl::StrJoin(asked_, ", "), ")"));
+        Fail(absl::StrCat("unknown parameter ", key, " (known: ", absl::StrJoin(asked_, ", "),
+                          ")"));
       }
     }
     return error_;
@@ -115,8 +115,7 @@ void CopyPatchRows(const int8_t* padded, int height, int width, int channels, in
 
 }  // namespace
 
-// ---- conv
-// ----------------------------------------------------------------------------------------
+// ---- conv ----------------------------------------------------------------------------------------
 
 ConvStage::ConvStage(Shape input, int patch, int filters, int pca_images, bool center)
     : Stage(input, {input.height, input.width, filters}),
@@ -255,8 +254,7 @@ absl::Status ConvStage::Load(const base::RecordFileReader& reader, const std::st
                     output_shape().channels, filters_);
 }
 
-// ---- split_relu, pool, sqrt
-// ------------------------------------------------------------------------
+// ---- split_relu, pool, sqrt ------------------------------------------------------------------------
 
 SplitReluStage::SplitReluStage(Shape input)
     : Stage(input, {input.height, input.width, 2 * input.channels}) {}
@@ -323,8 +321,7 @@ void SqrtStage::Apply(const MatrixF& in, MatrixF& out) const {
   }
 }
 
-// ---- standardise
-// ---------------------------------------------------------------------------------
+// ---- standardise ---------------------------------------------------------------------------------
 
 StandardiseStage::StandardiseStage(Shape input) : Stage(input, input) {}
 
@@ -366,8 +363,7 @@ absl::Status StandardiseStage::Load(const base::RecordFileReader& reader,
   return LoadTensor(reader, prefix + "inv_std", n, 1, inv_std_);
 }
 
-// ---- expand
-// --------------------------------------------------------------------------------------
+// ---- expand --------------------------------------------------------------------------------------
 
 ExpandStage::ExpandStage(Shape input, int units, float bias_scale, bool concat)
     : Stage(input, {1, 1, (concat ? input.size() : 0) + units}),
@@ -412,16 +408,15 @@ void ExpandStage::Save(base::RecordFileWriter& writer, const std::string& prefix
 }
 
 absl::Status ExpandStage::Load(const base::RecordFileReader& reader, const std::string& prefix) {
-  if (absl::Status s =
-          LoadTensor(reader, prefix + "projection", input_shape().size(), units_, projection_);
+  if (absl::Status s = LoadTensor(reader, prefix + "projection", input_shape().size(), units_,
+                                  projection_);
       !s.ok()) {
     return s;
   }
   return LoadTensor(reader, prefix + "bias", units_, 1, bias_);
 }
 
-// ---- elm_ae
-// --------------------------------------------------------------------------------------
+// ---- elm_ae --------------------------------------------------------------------------------------
 
 ElmAutoencoderStage::ElmAutoencoderStage(Shape input, int units, double lambda, bool relu)
     : Stage(input, {1, 1, units}), units_(units), lambda_(lambda), relu_(relu) {}
@@ -483,8 +478,7 @@ absl::Status ElmAutoencoderStage::Load(const base::RecordFileReader& reader,
   return LoadTensor(reader, prefix + "encoder", input_shape().size(), units_, encoder_);
 }
 
-// ---- the factory
-// ---------------------------------------------------------------------------------
+// ---- the factory ---------------------------------------------------------------------------------
 
 absl::StatusOr<std::unique_ptr<Stage>> MakeStage(const StageSpec& spec, const Shape& input) {
   StageParams p(spec);

@@ -34,8 +34,7 @@ class FitData {
   virtual Eigen::Index rows() const = 0;
   // Calls `visit` on consecutive chunks that together hold every training row, in order; stops at
   // the first error.
-  virtual absl::Status ForEachChunk(
-      const std::function<absl::Status(const MatrixF&)>& visit) const = 0;
+  virtual absl::Status ForEachChunk(const std::function<absl::Status(const MatrixF&)>& visit) const = 0;
   // The rows with the given indices, in that order.
   virtual MatrixF Rows(std::span<const Eigen::Index> indices) const = 0;
 };
@@ -80,8 +79,7 @@ class Stage {
 // shape the stage cannot take.
 absl::StatusOr<std::unique_ptr<Stage>> MakeStage(const StageSpec& spec, const Shape& input);
 
-// ---- the stages
-// ----------------------------------------------------------------------------------
+// ---- the stages ----------------------------------------------------------------------------------
 
 // conv patch=K filters=F [pca_images=5000] [center=1]: K x K x C patches around every pixel (zero
 // padding, stride 1), each optionally made zero-mean; the filters are the top F eigenvectors of the
@@ -200,7 +198,7 @@ class ElmAutoencoderStage final : public Stage {
   absl::Status Load(const base::RecordFileReader& reader, const std::string& prefix) override;
 
   const MatrixF& encoder() const { return encoder_; }  // n_in x U: beta^T
-  bool relu() const { return relu_; }                  // outputs max(x beta^T, 0)
+  bool relu() const { return relu_; }  // outputs max(x beta^T, 0)
 
  private:
   int units_;

@@ -4,8 +4,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
 scripts/build.sh
-# Every C++ file as .clang-format lays it out (scripts/check-format.sh --fix rewrites them).
-scripts/check-format.sh
 # ghz for the load smoke test (tests/ghz_smoke_test.sh); fast when .tools/bin/ghz is present.
 scripts/install-ghz.sh >/dev/null
 # grpcurl for tests/grpcurl_test.sh, the same way.

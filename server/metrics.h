@@ -7,8 +7,8 @@
 //     refreshes. Every label combination the hot path uses is bound once (at construction, or on
 //     first use of an RPC/status-code pair) and cached, so an observation allocates nothing: a
 //     counter is an atomic add, a histogram a bucket search and a short critical section under its
-//     own mutex (prometheus-cpp 1.0 keeps a histogram's buckets, count and sum consistent that
-//     way). strata-bench-metrics measures the cost per call.
+//     own mutex (prometheus-cpp 1.0 keeps a histogram's buckets, count and sum consistent that way).
+//     strata-bench-metrics measures the cost per call.
 //   - pulled, at scrape time, from the StateSource the service registers: model version, device,
 //     joules by tier and phase. They are read from the same place GetStats reads them, so the two
 //     always agree, and the request path pays nothing for them.
@@ -135,8 +135,7 @@ class Metrics {
   std::shared_ptr<StateCollectable> state_;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   // requests_ bound to (method, code), created on first use: unused codes stay out of scrapes.
-  std::array<std::array<std::atomic<prometheus::Counter*>, kNumCodes>, kNumRpcMethods>
-      requests_by_{};
+  std::array<std::array<std::atomic<prometheus::Counter*>, kNumCodes>, kNumRpcMethods> requests_by_{};
   std::array<prometheus::Histogram*, kNumRpcMethods> latency_{};
   prometheus::Histogram* predict_batch_ = nullptr;
   prometheus::Histogram* lower_tier_batch_ = nullptr;

@@ -1,28 +1,27 @@
 // The strata.v1.Strata gRPC service, on gRPC's callback API.
 //
 // Requests arrive as bytes: every method is registered raw (grpc::ByteBuffer in and out) and parsed
-// here (server/request_parsing.h), so that a request gRPC cannot parse is INVALID_ARGUMENT naming
-// the unreadable field, an unreadable Update message or sample is rejected and listed while the
-// stream goes on, and a message over ServiceOptions::max_message_bytes is refused by the service
-// itself (counted in GetStats like every other failure). gRPC's transport refuses only messages
-// over TransportMessageLimit(), a multiple of that limit.
+// here (server/request_parsing.h), so that a request gRPC cannot parse is INVALID_ARGUMENT naming the
+// unreadable field, an unreadable Update message or sample is rejected and listed while the stream
+// goes on, and a message over ServiceOptions::max_message_bytes is refused by the service itself
+// (counted in GetStats like every other failure). gRPC's transport refuses only messages over
+// TransportMessageLimit(), a multiple of that limit.
 //
 // Threading: gRPC's callback threads only parse, schedule and reply; they never run model work or
 // wait on a lock held across model work. Predict runs on the PredictBatcher's workers
 // (ServiceOptions::batching; server/batcher.h), or with batching off, like ExtractFeatures, on an
-// inference WorkQueue (several threads); Update streams run on a single-threaded update WorkQueue,
-// which serialises absorbs and solves (messages of concurrent streams interleave there, one message
-// at a time). Readers take the ModelStore's current version without waiting, so a Predict never
-// waits for an Update, and every request is answered by exactly one model version.
+// inference WorkQueue (several threads); Update streams run on a single-threaded update WorkQueue, which serialises
+// absorbs and solves (messages of concurrent streams interleave there, one message at a time).
+// Readers take the ModelStore's current version without waiting, so a Predict never waits for an
+// Update, and every request is answered by exactly one model version.
 //
-// Every RPC finishes exactly once. Before the store holds a model, every RPC fails with
-// UNAVAILABLE.
+// Every RPC finishes exactly once. Before the store holds a model, every RPC fails with UNAVAILABLE.
 //
-// Deadlines: a call whose deadline passes is cancelled by gRPC; work that has not started yet
-// checks context->IsCancelled() first and gives up (Predict / ExtractFeatures before computing,
-// each Update message before it is validated and absorbed, Snapshot before writing), finishing with
-// CANCELLED (the client sees DEADLINE_EXCEEDED). Work already running finishes: one batch is
-// bounded by max_batch.
+// Deadlines: a call whose deadline passes is cancelled by gRPC; work that has not started yet checks
+// context->IsCancelled() first and gives up (Predict / ExtractFeatures before computing, each Update
+// message before it is validated and absorbed, Snapshot before writing), finishing with CANCELLED
+// (the client sees DEADLINE_EXCEEDED). Work already running finishes: one batch is bounded by
+// max_batch.
 //
 // Authentication: ServiceOptions::auth_token (server/auth.h) gates Update and Snapshot, and with
 // auth_all every call; a refused call fails with UNAUTHENTICATED before any of its work is done.
@@ -49,19 +48,19 @@
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "fpga/energy.h"
 #include "grpcpp/grpcpp.h"
+#include "fpga/energy.h"
 #include "server/auth.h"
 #include "server/batcher.h"
-#include "server/metrics.h"
 #include "server/reports.h"
-#include "server/work_queue.h"
-#include "strata/v1/strata.grpc.pb.h"
 #include "update/energy_meter.h"
+#include "server/metrics.h"
 #include "update/model_store.h"
 #include "update/pipeline.h"
 #include "update/replica.h"
 #include "update/update_policy.h"
+#include "server/work_queue.h"
+#include "strata/v1/strata.grpc.pb.h"
 
 namespace strata::server {
 
@@ -108,8 +107,8 @@ using update::Durability;
 
 // The message-size limit to give gRPC's transport (grpc::ServerBuilder::SetMaxReceiveMessageSize)
 // for a service limit of `max_message_bytes`: four times it, at most INT_MAX. Messages between the
-// two reach the service, which refuses them with a clear reason and counts them; gRPC refuses
-// larger ones itself (RESOURCE_EXHAUSTED), which bounds the memory one message can take.
+// two reach the service, which refuses them with a clear reason and counts them; gRPC refuses larger
+// ones itself (RESOURCE_EXHAUSTED), which bounds the memory one message can take.
 int TransportMessageLimit(int max_message_bytes);
 
 // OK if a unary request of `request`'s bytes may be parsed under a service limit of

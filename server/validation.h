@@ -1,8 +1,8 @@
 // Turning request samples into model input, with errors that name the offending field.
 //
-// Every function here is pure (no shared state) and thread-safe. Errors are INVALID_ARGUMENT,
-// except a batch over the server's limit, which is RESOURCE_EXHAUSTED. Messages name the field by
-// its proto path relative to the request, then what was expected, for example
+// Every function here is pure (no shared state) and thread-safe. Errors are INVALID_ARGUMENT, except
+// a batch over the server's limit, which is RESOURCE_EXHAUSTED. Messages name the field by its proto
+// path relative to the request, then what was expected, for example
 //   "samples[3].pixels: expected 784 bytes, got 780"
 //   "samples[2].values.values[17]: expected a finite float, got NaN"
 #ifndef STRATA_SERVER_VALIDATION_H_

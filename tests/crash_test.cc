@@ -10,8 +10,8 @@
 // Versions: model versions only grow across SIGKILL and clean restarts (the model-versions file,
 // docs/model-versions-format.md), also when everything published after the last snapshot is lost.
 //
-// CorruptionTest: damage in the log / snapshots makes the server refuse to start naming the file
-// and offset, or recover per docs/operations.md (torn tail cut and logged; damaged newest snapshot
+// CorruptionTest: damage in the log / snapshots makes the server refuse to start naming the file and
+// offset, or recover per docs/operations.md (torn tail cut and logged; damaged newest snapshot
 // skipped in favour of the older one).
 #include <stdlib.h>
 #include <sys/wait.h>
@@ -37,8 +37,8 @@
 namespace strata {
 namespace {
 
-using crash::ReadText;
 using ::testing::HasSubstr;
+using crash::ReadText;
 
 crash::Fixture* fixture = nullptr;
 
@@ -322,8 +322,8 @@ TEST_F(DurabilityTest, DamagedSnapshotsFallBackWhileTheLogAllowsItElseRefuse) {
   FlipByte(newer->path(), newer->bytes() / 2);
   server = Start(args);
   ASSERT_NE(server, nullptr);
-  EXPECT_THAT(ReadText(log_path_),
-              HasSubstr(absl::StrCat("skipping damaged snapshot: snapshot ", newer->path())));
+  EXPECT_THAT(ReadText(log_path_), HasSubstr(absl::StrCat("skipping damaged snapshot: snapshot ",
+                                                          newer->path())));
   // Quarantined, so that later snapshots cannot prune the intact older one in its favour.
   EXPECT_FALSE(std::filesystem::exists(newer->path()));
   EXPECT_TRUE(std::filesystem::exists(newer->path() + ".damaged"));

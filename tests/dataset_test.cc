@@ -1,5 +1,3 @@
-#include "data/dataset.h"
-
 #include <unistd.h>
 #include <zlib.h>
 
@@ -7,6 +5,7 @@
 #include <fstream>
 #include <string>
 
+#include "data/dataset.h"
 #include "gtest/gtest.h"
 
 namespace strata::data {

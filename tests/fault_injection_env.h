@@ -1,22 +1,21 @@
 // A fault-injecting Env for durability tests (LevelDB's db/fault_injection_test.cc is the model):
-// the real file system (Env::Default()), plus a record of what an fsync made durable, so that a
-// test can "lose power" and see only what a real disk would be guaranteed to keep, and switches
-// that make writes, fsyncs or everything after a chosen operation fail.
+// the real file system (Env::Default()), plus a record of what an fsync made durable, so that a test
+// can "lose power" and see only what a real disk would be guaranteed to keep, and switches that make
+// writes, fsyncs or everything after a chosen operation fail.
 //
 // What it models (the strict POSIX reading, which is what the update log and snapshots rely on):
 //   - File data: a file's bytes are durable up to the size it had when a WritableFile::Sync() of it
 //     last started and returned OK (Env::Truncate() fsyncs, so its result is durable too). Bytes
-//     appended after that are lost at power loss: DropUnsyncedData() truncates the file to that
-//     size. Open-with-truncate empties the file durably at once (a simplification: a real file
-//     system may bring the old bytes back until an fsync; the log only truncates files that hold no
-//     record).
+//     appended after that are lost at power loss: DropUnsyncedData() truncates the file to that size.
+//     Open-with-truncate empties the file durably at once (a simplification: a real file system may
+//     bring the old bytes back until an fsync; the log only truncates files that hold no record).
 //   - Directory entries: a create (OpenAppendable of a missing file, the PATH.tmp of
 //     WriteFileAtomically), a rename (WriteFileAtomically's PATH.tmp -> PATH) and a delete are
-//     durable only once SyncDirectory() of their directory returned OK. DropUnsyncedData() undoes
-//     the unsynced ones, newest first: a created file disappears, a renamed file goes back to its
-//     old name (and the file it replaced comes back), a deleted file comes back with the bytes that
-//     were durable when it was deleted. Entries made durable are never undone. A file's data and
-//     its entry are independent: a synced file whose create was not synced vanishes.
+//     durable only once SyncDirectory() of their directory returned OK. DropUnsyncedData() undoes the
+//     unsynced ones, newest first: a created file disappears, a renamed file goes back to its old
+//     name (and the file it replaced comes back), a deleted file comes back with the bytes that were
+//     durable when it was deleted. Entries made durable are never undone. A file's data and its
+//     entry are independent: a synced file whose create was not synced vanishes.
 //   - Not modelled: directory creation (CreateDirectories is durable at once), reordering of writes
 //     inside the synced prefix, torn sectors inside it, and files changed behind the Env's back.
 //     Paths must be real (it wraps the POSIX Env and renames with rename(2)).
@@ -24,14 +23,13 @@
 // Faults:
 //   - fail_writes / fail_sync: every Append (and WriteFileAtomically's write) / every WritableFile
 //     Sync and SyncDirectory fails with an error mentioning "injected", changing nothing.
-//   - skip_file_syncs: WritableFile::Sync returns OK but makes nothing durable, as if the code
-//   under
+//   - skip_file_syncs: WritableFile::Sync returns OK but makes nothing durable, as if the code under
 //     test had left out its fsync. Only for proving that a test notices lost acknowledged data.
 //   - CrashAfter(n): the next n mutating operations (see operations()) run; the one after is the
-//     crash. A crashing Append writes the first half of its bytes and fails (a torn write); any
-//     other crashing operation does nothing and fails. Every later mutating operation fails too, as
-//     if the process were gone: the program under test may go on running, but the disk no longer
-//     changes. Reads still work.
+//     crash. A crashing Append writes the first half of its bytes and fails (a torn write); any other
+//     crashing operation does nothing and fails. Every later mutating operation fails too, as if the
+//     process were gone: the program under test may go on running, but the disk no longer changes.
+//     Reads still work.
 //   - DropUnsyncedData(): power loss and reboot, as above; afterwards the Env is healthy again (no
 //     crash, nothing unsynced) and can be used for recovery.
 //

@@ -65,7 +65,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
     const std::string& stderr_path, const client::ClientOptions& client_options) {
   static std::atomic<int> count{0};
   const std::string port_file =
-      (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++)).string();
+      (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++))
+          .string();
   // A port file left by an earlier run in the same directory would name a dead port.
   std::filesystem::remove(port_file);
   std::unique_ptr<ServerProcess> server(new ServerProcess);

@@ -1,11 +1,9 @@
 // The file-system operations of the server's state directory (update log and snapshots), behind an
-// interface so that tests can inject faults (LevelDB's Env pattern): a failed fsync, a failed
-// write.
+// interface so that tests can inject faults (LevelDB's Env pattern): a failed fsync, a failed write.
 //
 // Env::Default() is the real POSIX file system. Every error names the path and the failing call.
 // Implementations must be thread-safe; a WritableFile is used by one thread at a time except that
-// Sync() may run concurrently with Append() (the update log's sync thread fsyncs while appends go
-// on).
+// Sync() may run concurrently with Append() (the update log's sync thread fsyncs while appends go on).
 #ifndef STRATA_UPDATE_ENV_H_
 #define STRATA_UPDATE_ENV_H_
 
@@ -39,8 +37,7 @@ class Env {
   // The real file system. Never deleted.
   static Env* Default();
 
-  // Opens `path` for appending, creating it (mode 0644) if missing; if `truncate`, empties it
-  // first.
+  // Opens `path` for appending, creating it (mode 0644) if missing; if `truncate`, empties it first.
   virtual absl::StatusOr<std::unique_ptr<WritableFile>> OpenAppendable(const std::string& path,
                                                                        bool truncate) = 0;
   // The whole file. NOT_FOUND if missing.

@@ -7,10 +7,10 @@
 //
 // Writers (Update streams) call Absorb() to add labelled feature rows to the upper tier's
 // sufficient statistics, then Publish() to solve a new readout from them and swap it in. Absorbed
-// samples affect predictions only once a Publish() has run; a Publish() includes everything
-// absorbed by any caller before it. Publish() refreshes by model::UpperTier::Refresh(kAuto): a
-// Cholesky re-factorisation, or a cheaper rank-k update of the factor the previous refresh kept (so
-// the store holds one D x D factor besides G once anything was published after Load()).
+// samples affect predictions only once a Publish() has run; a Publish() includes everything absorbed
+// by any caller before it. Publish() refreshes by model::UpperTier::Refresh(kAuto): a Cholesky
+// re-factorisation, or a cheaper rank-k update of the factor the previous refresh kept (so the
+// store holds one D x D factor besides G once anything was published after Load()).
 //
 // With a VersionReservation (a server with --state_dir), no version becomes visible before a
 // durable reservation covers it, which is what keeps versions growing across restarts
@@ -92,21 +92,20 @@ class ModelStore {
 
   // Takes over `bundle`'s statistics, solves its readout and publishes it as version
   // `bundle.version` (an upper tier with no class yet publishes an empty readout: no labels, D x 0
-  // weights; the first refresh after an Update brought classes solves a real one), with `extractor`
-  // as every version's lower tier (null: the float lower tier of bundle.lower). FAILED_PRECONDITION
-  // if a model is already loaded; INVALID_ARGUMENT if the extractor's feature width differs from
-  // the upper tier's; the upper tier's Solve() errors otherwise. On error the store is unchanged.
-  // Thread-safe.
+  // weights; the first refresh after an Update brought classes solves a real one), with `extractor` as every version's lower tier (null: the float lower tier of
+  // bundle.lower). FAILED_PRECONDITION if a model is already loaded; INVALID_ARGUMENT if the
+  // extractor's feature width differs from the upper tier's; the upper tier's Solve() errors
+  // otherwise. On error the store is unchanged. Thread-safe.
   //
   // An int8 extractor (model::MakeLowerTierExtractor with a backend; strata-server builds it once
   // and recovery replays through the same one) runs on its backend, which must outlive the store
   // and every version it published; with int8 readout scales the absorbs then run on that
   // backend's Gram kernel too.
   //
-  // With `versions` (not owned; must outlive the store), every version the store makes visible,
-  // this one and every later Publish(), is first covered by versions->Cover(); if that fails, Load
-  // fails with its error and the store is unchanged. Without it versions are not persisted
-  // anywhere. `publish` sets the version's log position and digest (its mode is not used).
+  // With `versions` (not owned; must outlive the store), every version the store makes visible, this
+  // one and every later Publish(), is first covered by versions->Cover(); if that fails, Load fails
+  // with its error and the store is unchanged. Without it versions are not persisted anywhere.
+  // `publish` sets the version's log position and digest (its mode is not used).
   absl::Status Load(model::Bundle bundle,
                     std::shared_ptr<const model::FeatureExtractor> extractor = nullptr,
                     VersionReservation* versions = nullptr, const PublishOptions& publish = {});
@@ -118,8 +117,8 @@ class ModelStore {
   // label not seen before becomes a new class. Returns the labels that became new classes, in the
   // order first seen. FAILED_PRECONDITION before Load(); INVALID_ARGUMENT if the row count differs
   // from labels.size() or the width from the feature size (then nothing is absorbed). The current
-  // version is unchanged until Publish(). Thread-safe; serialised with other Absorb / Publish
-  // calls. If `num_classes` is not null it receives the number of classes after the absorb.
+  // version is unchanged until Publish(). Thread-safe; serialised with other Absorb / Publish calls.
+  // If `num_classes` is not null it receives the number of classes after the absorb.
   //
   // For a bundle with int8 readout scales served on an int8 backend, the rows go through the
   // backend's Gram accumulator (model::UpperTier::AttachGramBackend); then `gram_counts` (if not
@@ -192,7 +191,7 @@ class ModelStore {
   std::shared_ptr<const model::FeatureExtractor> extractor_ ABSL_GUARDED_BY(mu_);
   fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
-  VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;   // not owned; may be null
+  VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null
   // SkipPublish calls since the last Publish: that many version numbers are skipped.
   uint64_t skipped_versions_ ABSL_GUARDED_BY(mu_) = 0;
 

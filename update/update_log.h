@@ -1,19 +1,19 @@
 // The update log: where every accepted Update message is recorded before it is absorbed, and what
 // recovery replays.
 //
-// UpdateLog is the interface the update pipeline (update/pipeline.h) writes through: append
-// records, learn when they are durable, trim what a snapshot covers. FileUpdateLog is the embedded
+// UpdateLog is the interface the update pipeline (update/pipeline.h) writes through: append records,
+// learn when they are durable, trim what a snapshot covers. FileUpdateLog is the embedded
 // implementation, an append-only, checksummed, segmented log of files with group commit;
 // JetStreamUpdateLog (update/jetstream_update_log.h) is the replicated one (NATS JetStream,
 // acknowledged by a quorum), which unlike the file log recovers from a failed append by itself.
 //
 // The file format is specified in docs/update-log-format.md; the constants live here.
 //
-// Writing: FileUpdateLog::Open() starts a new segment; Append() writes one record (not yet durable)
-// and returns its sequence number; Sync() / SyncAsync() wait until a sequence number is durable.
-// One background thread does every fsync: each fsync covers all records appended before it started,
-// so concurrent writers share fsyncs (group commit). After a failed write or fsync every later
-// Append() and Sync() fails with that error.
+// Writing: FileUpdateLog::Open() starts a new segment; Append() writes one record (not yet durable) and
+// returns its sequence number; Sync() / SyncAsync() wait until a sequence number is durable. One
+// background thread does every fsync: each fsync covers all records appended before it started, so
+// concurrent writers share fsyncs (group commit). After a failed write or fsync every later Append()
+// and Sync() fails with that error.
 //
 // Reading (at start-up): ReadUpdateLog() walks the segments, hands each intact record after a given
 // position to a visitor, reports a torn tail (without changing anything), and fails with DATA_LOSS
@@ -87,16 +87,14 @@ absl::Status CutTornTail(Env* env, const std::string& dir, const TornTail& tail)
 
 struct UpdateLogOptions {
   // A segment past this size is closed (fsync'd) and a new one started at the next append.
-  // Default 64 MiB. Smaller segments are deleted sooner after snapshots; larger ones mean fewer
-  // files.
+  // Default 64 MiB. Smaller segments are deleted sooner after snapshots; larger ones mean fewer files.
   uint64_t segment_bytes = uint64_t{64} << 20;
 };
 
 // An ordered log of update records. Sequence numbers start at 1 and increase by 1 per record.
-// Implementations must be thread-safe. After a failed write or sync, every later Append() and
-// Sync() fails with that error (the caller cannot know what became durable), unless the
-// implementation can tell that later records are independent of the failed one
-// (JetStreamUpdateLog).
+// Implementations must be thread-safe. After a failed write or sync, every later Append() and Sync()
+// fails with that error (the caller cannot know what became durable), unless the implementation
+// can tell that later records are independent of the failed one (JetStreamUpdateLog).
 class UpdateLog {
  public:
   virtual ~UpdateLog() = default;
@@ -162,7 +160,7 @@ class FileUpdateLog final : public UpdateLog {
   struct Counters {
     uint64_t records = 0;  // appended by this process
     uint64_t bytes = 0;
-    uint64_t fsyncs = 0;  // of record data (group commits and segment rolls)
+    uint64_t fsyncs = 0;   // of record data (group commits and segment rolls)
     uint64_t segments_created = 0;
     uint64_t segments_deleted = 0;
   };

@@ -8,8 +8,7 @@
 //                 last refresh, whichever comes first.
 //   energy-aware  refresh when the expected gain, valued in joules, pays for the refresh's joules,
 //                 and a JouleBucket (joules per second, with a burst capacity) can pay for it.
-//                 The gain is estimated from the prequential error stream
-//                 (docs/update-policies.md):
+//                 The gain is estimated from the prequential error stream (docs/update-policies.md):
 //                   gain_rate = max(e_now - e_ref, g_last * min(1, s / s_last))     errors/sample
 //                   gain      = gain_rate * max(min_horizon_samples, s) * joules_per_error
 //                 e_now: error of the current readout over the last `window_samples` samples;
@@ -23,13 +22,12 @@
 //                 readout was solved (a geometric schedule per class: a class that arrived with
 //                 50 samples is re-solved at 200, 800, 3200 with the default 4; the learning
 //                 term alone stops once one early refresh gained little).
-// Every policy but stream-end refreshes when a message brings a class never seen before (the
-// readout cannot predict a class it has no column for); energy-aware lets that refresh overdraw the
-// bucket. Stream-end waits for the stream's end for new classes too, and runs no drift detector.
+// Every policy but stream-end refreshes when a message brings a class never seen before (the readout
+// cannot predict a class it has no column for); energy-aware lets that refresh overdraw the bucket.
+// Stream-end waits for the stream's end for new classes too, and runs no drift detector.
 //
 // Two options apply to every policy but stream-end (both off by default; docs/update-policies.md):
-//   forgetting on drift   after a drift alarm, a class whose recent error jumped (the stream
-//   changed
+//   forgetting on drift   after a drift alarm, a class whose recent error jumped (the stream changed
 //                         what that class means, e.g. two labels swapped) is forgotten: the
 //                         decision carries its label, the caller zeroes its Q column and decays the
 //                         statistics (model::UpperTier::Forget), then refreshes ("forget-classes");
@@ -203,8 +201,8 @@ struct UpdatePolicyStats {
   uint64_t messages = 0;
   uint64_t samples = 0;
   uint64_t prequential_errors = 0;
-  uint64_t refreshes = 0;  // decisions with apply
-  uint64_t deferrals = 0;  // decisions without
+  uint64_t refreshes = 0;   // decisions with apply
+  uint64_t deferrals = 0;   // decisions without
   uint64_t drift_alarms = 0;
   uint64_t classes_forgotten = 0;  // labels forgotten on drift (a label may be counted twice)
   std::array<uint64_t, kNumDecisionReasons> by_reason{};

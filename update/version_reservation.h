@@ -1,5 +1,4 @@
-// The durable high-water mark of model versions in a state directory
-// (docs/model-versions-format.md).
+// The durable high-water mark of model versions in a state directory (docs/model-versions-format.md).
 //
 // The contract says versions only grow; a server with --state_dir keeps that across restarts and
 // crashes by never letting a version become visible before this file covers it, and by numbering
@@ -67,11 +66,7 @@ class VersionReservation {
 
  private:
   VersionReservation(Env* env, std::string path, uint64_t block, uint64_t reserved, bool had_file)
-      : env_(env),
-        path_(std::move(path)),
-        block_(block),
-        had_file_(had_file),
-        reserved_(reserved) {}
+      : env_(env), path_(std::move(path)), block_(block), had_file_(had_file), reserved_(reserved) {}
 
   Env* const env_;
   const std::string path_;

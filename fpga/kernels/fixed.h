@@ -7,8 +7,8 @@
 //
 // Requantisation follows TFLite / gemmlowp (MultiplyByQuantizedMultiplier):
 //
-//   real_scale ~= multiplier * 2^(shift - 31),  multiplier in [2^30, 2^31) (or 0), shift in [-31,
-//   30] RequantizeInt32(acc) = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(
+//   real_scale ~= multiplier * 2^(shift - 31),  multiplier in [2^30, 2^31) (or 0), shift in [-31, 30]
+//   RequantizeInt32(acc) = RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(
 //                              SaturatingLeftShift(acc, max(shift, 0)), multiplier),
 //                          max(-shift, 0))
 //
