@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config clang
+  # scripts/check-format.sh: the C++ layout of .clang-format
+  clang-format
   # the sanitizer and fuzz builds (scripts/sanitize.sh): libFuzzer and the sanitizer runtimes and
   # headers (sanitizer/asan_interface.h, which Abseil's headers include under -fsanitize=address),
   # which clang only recommends; clang's OpenMP runtime
