@@ -76,7 +76,9 @@ TEST(LogTest, EveryByteEscapesToPrintableAscii) {
     for (size_t i = 0; i < escaped.size(); ++i) {
       const unsigned char c = static_cast<unsigned char>(escaped[i]);
       EXPECT_TRUE(c >= 0x20 && c < 0x7f) << "byte " << b << " -> " << escaped;
-      if (c == '"') EXPECT_TRUE(i > 0 && escaped[i - 1] == '\\') << "byte " << b;
+      if (c == '"') {
+        EXPECT_TRUE(i > 0 && escaped[i - 1] == '\\') << "byte " << b;
+      }
     }
   }
 }

@@ -513,7 +513,12 @@ absl::Status JetStreamUpdateLog::PutSnapshot(uint64_t position, absl::string_vie
     if (!index->positions.empty()) next.positions.push_back(index->positions.front());
     s = WriteIndex(nats_->bucket, next);
     if (s == NATS_OK) {
-      for (size_t i = 1; i < index->positions.size(); ++i) DeleteSnapshot(index->positions[i]);
+      // Pruning is best effort: a snapshot left behind only takes space until the next prune.
+      for (size_t i = 1; i < index->positions.size(); ++i) {
+        if (absl::Status deleted = DeleteSnapshot(index->positions[i]); !deleted.ok()) {
+          STRATA_LOG(WARNING) << "replication: pruning an old snapshot: " << deleted;
+        }
+      }
       return absl::OkStatus();
     }
     index = ReadIndex(nats_->bucket);
