@@ -107,7 +107,8 @@ class RecordFileReader {
     } else {
       out.resize(static_cast<long>(*dims.begin()), static_cast<long>(*(dims.begin() + 1)));
     }
-    std::memcpy(out.data(), Data(**record), (*record)->size);
+    // An empty tensor (an upper tier with no classes yet) has a null data(): memcpy must not see it.
+    if ((*record)->size != 0) std::memcpy(out.data(), Data(**record), (*record)->size);
     return absl::OkStatus();
   }
 

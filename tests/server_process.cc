@@ -92,10 +92,21 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
     absl::SleepFor(absl::Milliseconds(20));
   }
   server->client_ = std::make_unique<client::Client>(server->address(), client_options);
-  absl::Status serving = server->client_->WaitUntilServing(kStartupLimit);
-  if (!serving.ok()) {
-    return absl::InternalError(
-        absl::StrCat("strata-server did not become SERVING: ", serving.ToString()));
+  // The server listens before it loads its model: a server that dies while loading (a sanitizer
+  // report, a bad bundle) must fail the test at once, not after the whole start-up limit.
+  for (;;) {
+    absl::Status serving = server->client_->WaitUntilServing(absl::Seconds(1));
+    if (serving.ok()) break;
+    int status = 0;
+    if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
+      server->pid_ = -1;
+      return absl::InternalError(absl::StrCat(
+          "strata-server exited before it became SERVING, status ", status));
+    }
+    if (absl::Now() > limit) {
+      return absl::InternalError(
+          absl::StrCat("strata-server did not become SERVING: ", serving.ToString()));
+    }
   }
   return server;
 }

@@ -163,8 +163,10 @@ absl::StatusOr<std::vector<float>> SafetensorsFile::ReadFloat32(
                                                    ShapeString(shape)));
   }
   std::vector<float> values((info->end - info->begin) / sizeof(float));
-  // memcpy: the data section need not be 4-byte aligned.
-  std::memcpy(values.data(), bytes_.data() + data_start_ + info->begin, info->end - info->begin);
+  // memcpy: the data section need not be 4-byte aligned. An empty tensor has a null data().
+  if (!values.empty()) {
+    std::memcpy(values.data(), bytes_.data() + data_start_ + info->begin, info->end - info->begin);
+  }
   return values;
 }
 
