@@ -148,8 +148,7 @@ std::string FormatLogLine(LogFormat format, absl::Time time, LogLevel level,
   }
   std::string out;
   out.reserve(96 + program.size() + file.size() + message.size());
-  absl::StrAppend(&out, "{\"ts\":\"", ts, "\",\"level\":\"", LevelName(level),
-                  "\",\"program\":\"");
+  absl::StrAppend(&out, "{\"ts\":\"", ts, "\",\"level\":\"", LevelName(level), "\",\"program\":\"");
   AppendJsonEscaped(program, &out);
   out.append("\",\"file\":\"");
   AppendJsonEscaped(ShortFile(file), &out);

@@ -56,7 +56,8 @@ void AppendJsonEscaped(absl::string_view text, std::string* out);
 class LogMessage {
  public:
   explicit LogMessage(LogLevel level) : LogMessage(level, "", 0) {}
-  LogMessage(LogLevel level, const char* file, int line) : level_(level), file_(file), line_(line) {}
+  LogMessage(LogLevel level, const char* file, int line)
+      : level_(level), file_(file), line_(line) {}
   ~LogMessage() { LogLine(level_, file_, line_, stream_.str()); }
   LogMessage(const LogMessage&) = delete;
   LogMessage& operator=(const LogMessage&) = delete;
@@ -79,7 +80,6 @@ class LogMessage {
 #define STRATA_LOG_LEVEL_INFO ::strata::base::LogLevel::kInfo
 #define STRATA_LOG_LEVEL_WARNING ::strata::base::LogLevel::kWarning
 #define STRATA_LOG_LEVEL_ERROR ::strata::base::LogLevel::kError
-#define STRATA_LOG(level) \
-  ::strata::base::LogMessage(STRATA_LOG_LEVEL_##level, __FILE__, __LINE__)
+#define STRATA_LOG(level) ::strata::base::LogMessage(STRATA_LOG_LEVEL_##level, __FILE__, __LINE__)
 
 #endif  // STRATA_BASE_LOG_H_

@@ -115,8 +115,8 @@ absl::Status RecordFileReader::ParseAll() {
     const bool short_file = file.size() - kHeaderSize < payload_size;
     return Loss(absl::StrCat(short_file ? "truncated" : "too long", ": the header promises ",
                              kHeaderSize + payload_size, " bytes, the file has ", file.size(),
-                             " (offset ", std::min<uint64_t>(file.size(), kHeaderSize + payload_size),
-                             ")"));
+                             " (offset ",
+                             std::min<uint64_t>(file.size(), kHeaderSize + payload_size), ")"));
   }
   const uint32_t computed = Crc32c(file.data() + kHeaderSize, payload_size);
   if (computed != Get<uint32_t>(file, 24)) {
@@ -130,8 +130,8 @@ absl::Status RecordFileReader::ParseAll() {
     if (absl::Status s = ParseRecord(offset); !s.ok()) return s;
   }
   if (offset != file.size()) {
-    return Loss(absl::StrCat(file.size() - offset, " bytes after the last record, at offset ",
-                             offset));
+    return Loss(
+        absl::StrCat(file.size() - offset, " bytes after the last record, at offset ", offset));
   }
   return absl::OkStatus();
 }
@@ -141,8 +141,8 @@ absl::Status RecordFileReader::ParseRecord(size_t& offset) {
   const size_t start = offset;
   auto need = [&](size_t bytes, absl::string_view what) -> absl::Status {
     if (file.size() - offset < bytes) {
-      return Loss(absl::StrCat("record at offset ", start, " runs past the end of the file (",
-                               what, " at offset ", offset, " needs ", bytes, " bytes)"));
+      return Loss(absl::StrCat("record at offset ", start, " runs past the end of the file (", what,
+                               " at offset ", offset, " needs ", bytes, " bytes)"));
     }
     return absl::OkStatus();
   };
@@ -204,8 +204,8 @@ absl::Status RecordFileReader::ParseRecord(size_t& offset) {
 }
 
 absl::StatusOr<const RecordFileReader::Record*> RecordFileReader::Find(absl::string_view name,
-                                                                        DType dtype,
-                                                                        size_t rank) const {
+                                                                       DType dtype,
+                                                                       size_t rank) const {
   auto it = records_.find(name);
   if (it == records_.end()) return Loss(absl::StrCat("required record ", name, " is missing"));
   const Record& record = it->second;

@@ -44,7 +44,8 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<crash::Fixture>> fixture =
       crash::MakeFixture(absl::GetFlag(FLAGS_update_images));
   if (!fixture.ok()) {
-    std::fprintf(stderr, "strata-bench-crash: %s\n", std::string(fixture.status().message()).c_str());
+    std::fprintf(stderr, "strata-bench-crash: %s\n",
+                 std::string(fixture.status().message()).c_str());
     return 1;
   }
   crash::RunOptions options;
@@ -67,7 +68,8 @@ int main(int argc, char** argv) {
   };
   absl::StatusOr<crash::RunReport> report = crash::RunCrashRounds(**fixture, options);
   if (!report.ok()) {
-    std::fprintf(stderr, "strata-bench-crash: %s\n", std::string(report.status().message()).c_str());
+    std::fprintf(stderr, "strata-bench-crash: %s\n",
+                 std::string(report.status().message()).c_str());
     return 1;
   }
   const crash::RunReport& r = *report;

@@ -1,9 +1,11 @@
 #include "bench/crash_harness.h"
 
+#include <omp.h>
 #include <signal.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <Eigen/QR>
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -15,18 +17,14 @@
 #include <thread>
 #include <utility>
 
-#include <omp.h>
-
-#include <Eigen/QR>
-
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "model/lower_tier.h"
 #include "model/tensor.h"
+#include "tests/server_process.h"
 #include "update/env.h"
 #include "update/snapshot.h"
-#include "tests/server_process.h"
 
 namespace strata::crash {
 namespace {
@@ -165,8 +163,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const Fixture& fixture,
   static std::atomic<int> count{0};
   const std::string port_file = absl::StrCat(fixture.dir, "/port.", count++);
   std::vector<std::string> args = {absl::StrCat("--bundle=", fixture.bundle_path),
-                                   "--address=127.0.0.1:0",
-                                   absl::StrCat("--port_file=", port_file),
+                                   "--address=127.0.0.1:0", absl::StrCat("--port_file=", port_file),
                                    absl::StrCat("--max_batch=", kMaxBatch),
                                    absl::StrCat("--state_dir=", state_dir)};
   args.insert(args.end(), extra_args.begin(), extra_args.end());

@@ -45,9 +45,9 @@ inline constexpr int kMaxBatch = 64;
 
 // A small real model and the images to stream into it, in a temporary directory.
 struct Fixture {
-  std::string dir;          // holds the bundle, state directories and logs
+  std::string dir;  // holds the bundle, state directories and logs
   std::string bundle_path;
-  model::Bundle bundle;     // the reference: the bundle as written, read back
+  model::Bundle bundle;         // the reference: the bundle as written, read back
   data::LabeledImages updates;  // Fashion-MNIST training images the bundle has not seen
 };
 
@@ -109,7 +109,7 @@ struct RunOptions {
   std::string state_dir;  // created by the first server
   std::string log_path;   // every server's stderr, appended
   int rounds = 24;
-  int clients = 3;        // threads streaming Updates, each 1-4 messages of 1-24 samples per stream
+  int clients = 3;  // threads streaming Updates, each 1-4 messages of 1-24 samples per stream
   std::vector<std::string> server_args = {"--snapshot_every_samples=700",
                                           "--log_segment_bytes=40000"};
   uint64_t seed = 20240607;
@@ -119,27 +119,26 @@ struct RunOptions {
   std::function<void(const RoundReport&)> on_round;
 };
 
-
 struct RunReport {
   std::vector<RoundReport> rounds;
   int kills_during_streams = 0;
   size_t acked_messages = 0;
   size_t acked_samples = 0;
   size_t unacked_messages = 0;
-  size_t landed_messages = 0;       // unacknowledged messages found whole in the statistics
+  size_t landed_messages = 0;  // unacknowledged messages found whole in the statistics
   // All must be 0:
-  size_t lost_samples = 0;          // acknowledged samples missing from the recovered statistics
-  size_t duplicated_samples = 0;    // samples applied more than once
-  size_t half_applied_messages = 0; // messages neither whole nor absent
-  int version_violations = 0;       // restarts whose first version was not above every one seen
-  size_t summary_mismatches = 0;    // OK summaries whose `accepted` was not the stream's samples
-  bool statistics_match = false;    // G, Q and samples seen equal the reference to 1e-9
-  double gram_error = 0;            // max |difference| / max |G| of the reference
+  size_t lost_samples = 0;           // acknowledged samples missing from the recovered statistics
+  size_t duplicated_samples = 0;     // samples applied more than once
+  size_t half_applied_messages = 0;  // messages neither whole nor absent
+  int version_violations = 0;        // restarts whose first version was not above every one seen
+  size_t summary_mismatches = 0;     // OK summaries whose `accepted` was not the stream's samples
+  bool statistics_match = false;     // G, Q and samples seen equal the reference to 1e-9
+  double gram_error = 0;             // max |difference| / max |G| of the reference
   double cross_error = 0;
-  uint64_t samples_seen = 0;        // recovered
+  uint64_t samples_seen = 0;  // recovered
   uint64_t expected_samples_seen = 0;
-  size_t torn_tails_cut = 0;        // counted in the servers' logs
-  size_t images_streamed = 0;       // of the fixture's update pool
+  size_t torn_tails_cut = 0;   // counted in the servers' logs
+  size_t images_streamed = 0;  // of the fixture's update pool
 
   // The restarts' recovery times, sorted; and their q-quantile (nearest rank).
   std::vector<absl::Duration> RecoveryTimes() const;

@@ -130,16 +130,15 @@ int WriteRequest() {
 // strata-server's reply to `request`, fetched once.
 absl::StatusOr<v1::PredictResponse> ReplyLike(const std::string& address,
                                               const v1::PredictRequest& request) {
-  auto stub = v1::Strata::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+  auto stub = v1::Strata::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
   context.set_wait_for_ready(true);
   v1::PredictResponse reply;
   grpc::Status status = stub->Predict(&context, request, &reply);
   if (!status.ok()) {
-    return absl::UnavailableError(absl::StrCat("Predict on ", address, ": ",
-                                               status.error_message()));
+    return absl::UnavailableError(
+        absl::StrCat("Predict on ", address, ": ", status.error_message()));
   }
   return reply;
 }
@@ -162,7 +161,8 @@ int Serve() {
     v1::Prediction* prediction = reply.add_predictions();
     prediction->set_class_index(1);
     reply.set_model_version(1);
-    while (static_cast<int>(reply.ByteSizeLong()) < target) prediction->mutable_label()->push_back('x');
+    while (static_cast<int>(reply.ByteSizeLong()) < target)
+      prediction->mutable_label()->push_back('x');
     if (static_cast<int>(reply.ByteSizeLong()) != target) {
       return Fail(absl::StrCat("cannot build a reply of exactly ", target, " bytes"));
     }
@@ -174,7 +174,8 @@ int Serve() {
   builder.AddListeningPort(absl::GetFlag(FLAGS_address), grpc::InsecureServerCredentials(), &port);
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) return Fail("cannot listen on " + absl::GetFlag(FLAGS_address));
+  if (server == nullptr || port == 0)
+    return Fail("cannot listen on " + absl::GetFlag(FLAGS_address));
   if (const std::string port_file = absl::GetFlag(FLAGS_port_file); !port_file.empty()) {
     absl::Status written = base::WriteFileAtomically(port_file, absl::StrCat(port, "\n"));
     if (!written.ok()) return Fail(written.ToString());

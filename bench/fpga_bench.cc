@@ -90,15 +90,15 @@ int main(int argc, char** argv) {
 
   std::mt19937 rng(1);
   const std::vector<int> batches = quick ? std::vector<int>{1, 16} : std::vector<int>{1, 16, 64};
-  std::printf("%-8s %-26s %6s %12s %12s %14s %10s %8s\n", "backend", "layer", "batch",
-              "latency ms", "images/s", "MAC/image", "GMAC/s", "% peak");
+  std::printf("%-8s %-26s %6s %12s %12s %14s %10s %8s\n", "backend", "layer", "batch", "latency ms",
+              "images/s", "MAC/image", "GMAC/s", "% peak");
   struct Config {
     const char* label;
     const char* backend;
     int threads;
   };
-  for (const Config& config : {Config{"cpu", "cpu", 0}, Config{"cpu-1t", "cpu", 1},
-                               Config{"emu", "emu", 0}}) {
+  for (const Config& config :
+       {Config{"cpu", "cpu", 0}, Config{"cpu-1t", "cpu", 1}, Config{"emu", "emu", 0}}) {
     const char* name = config.label;
     strata::fpga::BackendOptions options;
     options.cpu_threads = config.threads;
@@ -119,15 +119,15 @@ int main(int argc, char** argv) {
         std::uniform_int_distribution<int> byte(-128, 127);
         for (int8_t& v : x) v = static_cast<int8_t>(byte(rng));
         std::vector<int8_t> y(static_cast<size_t>(rows) * shape.out_features);
-        const double min_seconds = std::string(config.backend) == "emu" ? (quick ? 0.05 : 0.3)
-                                                              : (quick ? 0.1 : 0.5);
+        const double min_seconds =
+            std::string(config.backend) == "emu" ? (quick ? 0.05 : 0.3) : (quick ? 0.1 : 0.5);
         const Timing t = TimeForward(**layer, x, rows, y, min_seconds);
         const double macs_per_image =
             static_cast<double>(shape.rows_per_image) * shape.in_features * shape.out_features;
         const double gmacs = macs_per_image * batch / t.seconds_per_call * 1e-9;
-        std::printf("%-8s %-26s %6d %12.3f %12.1f %14.0f %10.2f %7.1f%%\n", name, shape.name,
-                    batch, t.seconds_per_call * 1e3, batch / t.seconds_per_call, macs_per_image,
-                    gmacs, int8_n > 0 ? 100 * gmacs / (int8_n * 1e-9) : 0.0);
+        std::printf("%-8s %-26s %6d %12.3f %12.1f %14.0f %10.2f %7.1f%%\n", name, shape.name, batch,
+                    t.seconds_per_call * 1e3, batch / t.seconds_per_call, macs_per_image, gmacs,
+                    int8_n > 0 ? 100 * gmacs / (int8_n * 1e-9) : 0.0);
       }
     }
     std::printf("  (%s: %s)\n", name, (*backend)->info().description.c_str());

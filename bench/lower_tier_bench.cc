@@ -194,7 +194,8 @@ int Run() {
     std::printf("int8 on %s: %s\n", name.c_str(), (*backend)->info().description.c_str());
     if (!described) {
       described = true;
-      for (const std::string& line : quantized->DescribeQuantization()) std::printf("  %s\n", line.c_str());
+      for (const std::string& line : quantized->DescribeQuantization())
+        std::printf("  %s\n", line.c_str());
     }
     const bool emu = name == "emu";
     paths.push_back({std::string("int8 ") + name, *std::move(backend),

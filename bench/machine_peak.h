@@ -21,8 +21,8 @@ double Int8PeakOneThread();
 double Fp32PeakOneThread();
 
 struct MachinePeak {
-  int cores = 0;                 // omp_get_num_procs()
-  double int8_one_core = 0;      // MAC/s
+  int cores = 0;             // omp_get_num_procs()
+  double int8_one_core = 0;  // MAC/s
   double int8_all_cores = 0;
   double fp32_one_core = 0;
   double fp32_all_cores = 0;

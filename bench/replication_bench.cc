@@ -37,7 +37,8 @@ ABSL_FLAG(int32_t, streams_per_client, 10, "Throughput: Update streams each clie
 ABSL_FLAG(int32_t, messages_per_stream, 4, "Throughput: messages per stream.");
 ABSL_FLAG(int32_t, samples_per_message, 64, "Throughput and lag: samples per Update message.");
 ABSL_FLAG(int32_t, lag_updates, 100, "Lag: Updates measured.");
-ABSL_FLAG(int32_t, recovery_samples, 20000, "Recovery: samples in the stream a replica catches up.");
+ABSL_FLAG(int32_t, recovery_samples, 20000,
+          "Recovery: samples in the stream a replica catches up.");
 ABSL_FLAG(bool, figures, true, "Measure throughput, lag and recovery after the failure run.");
 ABSL_FLAG(bool, keep_dir, false, "Keep the temporary directory (NATS storage, logs).");
 
@@ -69,12 +70,9 @@ struct Cluster {
   std::vector<std::unique_ptr<ReplicaProcess>> replicas;
 };
 
-absl::StatusOr<std::unique_ptr<ReplicaProcess>> StartReplica(const std::string& bundle,
-                                                             const NatsCluster& nats,
-                                                             const std::string& dir,
-                                                             const std::string& stream,
-                                                             const std::string& id,
-                                                             std::vector<std::string> args) {
+absl::StatusOr<std::unique_ptr<ReplicaProcess>> StartReplica(
+    const std::string& bundle, const NatsCluster& nats, const std::string& dir,
+    const std::string& stream, const std::string& id, std::vector<std::string> args) {
   ReplicaProcess::Config config;
   config.bundle_path = bundle;
   config.nats_urls = nats.urls();
@@ -174,9 +172,10 @@ absl::Status RunLag(const crash::Fixture& fixture, Cluster& cluster) {
       plain.push_back(absl::Now() - start);
     }
   }
-  std::printf("\nRead-your-writes lag, %zu Updates of %d samples: acknowledgement by one replica "
-              "-> both others answer at its log position\n",
-              lags.size(), absl::GetFlag(FLAGS_samples_per_message));
+  std::printf(
+      "\nRead-your-writes lag, %zu Updates of %d samples: acknowledgement by one replica "
+      "-> both others answer at its log position\n",
+      lags.size(), absl::GetFlag(FLAGS_samples_per_message));
   std::printf("  lag        p50 %7.2f ms   p99 %7.2f ms   max %7.2f ms\n", Ms(Quantile(lags, 0.5)),
               Ms(Quantile(lags, 0.99)), Ms(Quantile(lags, 1.0)));
   std::printf("  (a plain Predict of one image: p50 %.2f ms, p99 %.2f ms)\n",
@@ -196,21 +195,21 @@ absl::Status Fill(const crash::Fixture& fixture, client::Client& writer, int sam
   return absl::OkStatus();
 }
 
-absl::Status RunRecovery(const crash::Fixture& fixture, const std::string& bundle,
-                         Cluster& cluster, const std::string& dir) {
+absl::Status RunRecovery(const crash::Fixture& fixture, const std::string& bundle, Cluster& cluster,
+                         const std::string& dir) {
   // A stream of its own whose replicas take no snapshots.
-  absl::StatusOr<std::unique_ptr<ReplicaProcess>> writer = StartReplica(
-      bundle, *cluster.nats, dir, "RECOVERY", "w", {"--snapshot_every_samples=0"});
+  absl::StatusOr<std::unique_ptr<ReplicaProcess>> writer =
+      StartReplica(bundle, *cluster.nats, dir, "RECOVERY", "w", {"--snapshot_every_samples=0"});
   if (!writer.ok()) return writer.status();
   const int samples = absl::GetFlag(FLAGS_recovery_samples);
   size_t next = 0;
   if (absl::Status s = Fill(fixture, (*writer)->client(), samples, &next); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<ReplicaProcess>> full = StartReplica(
-      bundle, *cluster.nats, dir, "RECOVERY", "full", {"--snapshot_every_samples=0"});
+  absl::StatusOr<std::unique_ptr<ReplicaProcess>> full =
+      StartReplica(bundle, *cluster.nats, dir, "RECOVERY", "full", {"--snapshot_every_samples=0"});
   if (!full.ok()) return full.status();
   // This one stores a snapshot at the first marker it publishes (the stream's last).
-  absl::StatusOr<std::unique_ptr<ReplicaProcess>> snapshotter = StartReplica(
-      bundle, *cluster.nats, dir, "RECOVERY", "snap", {"--snapshot_every_samples=1"});
+  absl::StatusOr<std::unique_ptr<ReplicaProcess>> snapshotter =
+      StartReplica(bundle, *cluster.nats, dir, "RECOVERY", "snap", {"--snapshot_every_samples=1"});
   if (!snapshotter.ok()) return snapshotter.status();
   for (int i = 0; i < 600; ++i) {
     absl::StatusOr<v1::Stats> stats = (*snapshotter)->client().GetStats();
@@ -218,8 +217,8 @@ absl::Status RunRecovery(const crash::Fixture& fixture, const std::string& bundl
     absl::SleepFor(absl::Milliseconds(100));
   }
   if (absl::Status s = Fill(fixture, (*writer)->client(), samples / 10, &next); !s.ok()) return s;
-  absl::StatusOr<std::unique_ptr<ReplicaProcess>> from_snapshot = StartReplica(
-      bundle, *cluster.nats, dir, "RECOVERY", "late", {"--snapshot_every_samples=0"});
+  absl::StatusOr<std::unique_ptr<ReplicaProcess>> from_snapshot =
+      StartReplica(bundle, *cluster.nats, dir, "RECOVERY", "late", {"--snapshot_every_samples=0"});
   if (!from_snapshot.ok()) return from_snapshot.status();
   std::printf("\nRecovery: a new replica's start to SERVING (caught up with the stream's tail)\n");
   std::printf("  whole stream, %d samples, no snapshot        %8.0f ms\n", samples,
@@ -234,8 +233,10 @@ int RunFailure(const crash::Fixture& fixture, const std::string& dir) {
   options.rounds = absl::GetFlag(FLAGS_rounds);
   options.log_path = dir + "/failure.log";
   options.on_round = [](int round, absl::Duration catch_up) {
-    std::printf("  round %3d: NATS node and replica killed and restarted; replica caught up in "
-                "%.0f ms\n", round + 1, Ms(catch_up));
+    std::printf(
+        "  round %3d: NATS node and replica killed and restarted; replica caught up in "
+        "%.0f ms\n",
+        round + 1, Ms(catch_up));
     std::fflush(stdout);
   };
   std::printf("Failure run: %d rounds, 3 NATS nodes, 3 replicas, 2 clients\n", options.rounds);

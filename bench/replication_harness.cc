@@ -143,7 +143,8 @@ absl::Status NatsCluster::Restart(int i) { return StartNode(i); }
 
 std::string NatsCluster::urls() const {
   std::vector<std::string> urls;
-  for (const Node& node : nodes_) urls.push_back(absl::StrCat("nats://127.0.0.1:", node.client_port));
+  for (const Node& node : nodes_)
+    urls.push_back(absl::StrCat("nats://127.0.0.1:", node.client_port));
   return absl::StrJoin(urls, ",");
 }
 
@@ -152,11 +153,14 @@ std::string NatsCluster::urls() const {
 absl::StatusOr<std::unique_ptr<ReplicaProcess>> ReplicaProcess::Start(const Config& config) {
   static std::atomic<int> count{0};
   const std::string port_file = absl::StrCat(config.dir, "/replica-port.", count++);
-  std::vector<std::string> args = {
-      absl::StrCat("--bundle=", config.bundle_path), "--address=127.0.0.1:0",
-      absl::StrCat("--port_file=", port_file), absl::StrCat("--max_batch=", crash::kMaxBatch),
-      "--max_message_bytes=1048576", absl::StrCat("--nats_servers=", config.nats_urls),
-      absl::StrCat("--nats_stream=", config.stream), absl::StrCat("--replica_id=", config.id)};
+  std::vector<std::string> args = {absl::StrCat("--bundle=", config.bundle_path),
+                                   "--address=127.0.0.1:0",
+                                   absl::StrCat("--port_file=", port_file),
+                                   absl::StrCat("--max_batch=", crash::kMaxBatch),
+                                   "--max_message_bytes=1048576",
+                                   absl::StrCat("--nats_servers=", config.nats_urls),
+                                   absl::StrCat("--nats_stream=", config.stream),
+                                   absl::StrCat("--replica_id=", config.id)};
   args.insert(args.end(), config.extra_args.begin(), config.extra_args.end());
   std::unique_ptr<ReplicaProcess> replica(new ReplicaProcess);
   replica->id_ = config.id;
@@ -507,14 +511,15 @@ absl::Status FailureRun::CheckEnd(FailureRunReport* report) {
     absl::StatusOr<v1::Stats> stats = replica->client().GetStats();
     if (!info.ok()) return info.status();
     if (!stats.ok()) return stats.status();
-    report->digests.push_back(
-        absl::StrCat(info->statistics_digest(), "@", info->log_position(), "/v", info->model_version()));
+    report->digests.push_back(absl::StrCat(info->statistics_digest(), "@", info->log_position(),
+                                           "/v", info->model_version()));
     versions.push_back(info->model_version());
     report->snapshots_stored += stats->replica_snapshots_stored();
   }
   report->final_version = versions.front();
-  report->digests_agree = std::all_of(report->digests.begin(), report->digests.end(),
-                                      [&](const std::string& d) { return d == report->digests[0]; });
+  report->digests_agree =
+      std::all_of(report->digests.begin(), report->digests.end(),
+                  [&](const std::string& d) { return d == report->digests[0]; });
   if (absl::Status s = tap_->WaitFor(report->final_position, absl::Seconds(60)); !s.ok()) return s;
   const std::vector<update::LogEntry> entries = tap_->entries();
   CheckLog(entries, report->final_position, report);
@@ -522,8 +527,7 @@ absl::Status FailureRun::CheckEnd(FailureRunReport* report) {
   if (!reference.ok()) return reference.status();
   report->reference_digest = absl::StrCat(*reference, "@", report->final_position);
   report->reference_match =
-      !report->digests.empty() &&
-      report->digests[0].rfind(report->reference_digest, 0) == 0;
+      !report->digests.empty() && report->digests[0].rfind(report->reference_digest, 0) == 0;
   return absl::OkStatus();
 }
 
@@ -581,8 +585,8 @@ void FailureRun::CheckLog(const std::vector<update::LogEntry>& entries, uint64_t
   report->summary_mismatches = summary_mismatches_;
 }
 
-absl::StatusOr<std::string> FailureRun::ReferenceDigest(const std::vector<update::LogEntry>& entries,
-                                                        uint64_t through) {
+absl::StatusOr<std::string> FailureRun::ReferenceDigest(
+    const std::vector<update::LogEntry>& entries, uint64_t through) {
   model::Bundle bundle = fixture_.bundle;
   absl::StatusOr<std::shared_ptr<const model::FeatureExtractor>> extractor =
       model::MakeLowerTierExtractor(bundle.lower, bundle.int8, nullptr);

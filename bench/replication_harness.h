@@ -112,11 +112,11 @@ struct FailureRunReport {
   size_t unacked_messages = 0;
   size_t landed_messages = 0;  // unacknowledged messages found (whole) in the log
   // All must be 0:
-  size_t lost_messages = 0;       // acknowledged messages missing from the log
+  size_t lost_messages = 0;  // acknowledged messages missing from the log
   size_t lost_samples = 0;
-  size_t duplicated_messages = 0; // messages in the log more than once
-  size_t unknown_entries = 0;     // log entries that are no message the clients sent
-  size_t summary_mismatches = 0;  // OK summaries whose `accepted` was not the stream's samples
+  size_t duplicated_messages = 0;  // messages in the log more than once
+  size_t unknown_entries = 0;      // log entries that are no message the clients sent
+  size_t summary_mismatches = 0;   // OK summaries whose `accepted` was not the stream's samples
   // Quorum loss (if checked): the Update failed with UNAVAILABLE, and how long it took; Predict
   // answered meanwhile.
   bool quorum_loss_checked = false;
@@ -133,7 +133,7 @@ struct FailureRunReport {
   bool reference_match = false;
   uint64_t log_entries = 0;
   std::vector<std::string> log_tail;  // the last entries through final_position: "seq kind n"
-  uint64_t snapshots_stored = 0;  // summed over the final replicas
+  uint64_t snapshots_stored = 0;      // summed over the final replicas
   std::vector<absl::Duration> catch_up_times;  // the restarted replicas', in round order
 
   bool ok() const {

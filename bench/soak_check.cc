@@ -21,6 +21,8 @@
 //
 // Usage: strata-soak-check --bundle=B --snapshot=S --samples=FILE --copies=K [--tolerance=1e-9]
 //   FILE: one sample per line, "LABEL BASE64_PIXELS" (input_size bytes each, pixels b -> b / 255).
+#include <Eigen/Cholesky>
+#include <Eigen/Eigenvalues>
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -28,9 +30,6 @@
 #include <iostream>
 #include <string>
 #include <vector>
-
-#include <Eigen/Cholesky>
-#include <Eigen/Eigenvalues>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -62,9 +61,7 @@ struct Payload {
 };
 
 // ||a - b||_F / ||b||_F (b not all zero).
-double RelativeDifference(const MatrixD& a, const MatrixD& b) {
-  return (a - b).norm() / b.norm();
-}
+double RelativeDifference(const MatrixD& a, const MatrixD& b) { return (a - b).norm() / b.norm(); }
 
 // G with its strict upper triangle filled from the lower (the only part UpperTier keeps).
 MatrixD Symmetric(const MatrixD& gram) {
@@ -184,9 +181,10 @@ bool SameModel(const model::UpperTier& server, const model::UpperTier& batch, do
   const double kappa = eigen.eigenvalues().maxCoeff() / eigen.eigenvalues().minCoeff();
   const double bound = kappa * g < 1 ? kappa * (g + q) / (1 - kappa * g) : HUGE_VAL;
   const double w_limit = std::max(tolerance, bound);
-  std::printf("relative difference (Frobenius), server vs batch fit: G %.3g, Q %.3g (tolerance "
-              "%.1g), W %.3g (limit %.3g: cond(G) %.3g x the G and Q differences); D=%d, C=%d\n",
-              g, q, tolerance, w, w_limit, kappa, batch.feature_size(), batch.num_classes());
+  std::printf(
+      "relative difference (Frobenius), server vs batch fit: G %.3g, Q %.3g (tolerance "
+      "%.1g), W %.3g (limit %.3g: cond(G) %.3g x the G and Q differences); D=%d, C=%d\n",
+      g, q, tolerance, w, w_limit, kappa, batch.feature_size(), batch.num_classes());
   return g <= tolerance && q <= tolerance && w <= w_limit;
 }
 
@@ -223,12 +221,13 @@ int Run() {
     return 2;
   }
   const model::UpperTier& server = snapshot->upper;
-  std::printf("samples seen: server %llu, batch fit %llu (bundle %llu + %lld x %lld "
-              "acknowledged)\n",
-              static_cast<unsigned long long>(server.samples_seen()),
-              static_cast<unsigned long long>(batch->samples_seen()),
-              static_cast<unsigned long long>(bundle_samples), static_cast<long long>(copies),
-              static_cast<long long>(payload->features.rows()));
+  std::printf(
+      "samples seen: server %llu, batch fit %llu (bundle %llu + %lld x %lld "
+      "acknowledged)\n",
+      static_cast<unsigned long long>(server.samples_seen()),
+      static_cast<unsigned long long>(batch->samples_seen()),
+      static_cast<unsigned long long>(bundle_samples), static_cast<long long>(copies),
+      static_cast<long long>(payload->features.rows()));
   const bool ok = SameModel(server, *batch, absl::GetFlag(FLAGS_tolerance)) &&
                   server.samples_seen() == batch->samples_seen();
   std::printf("model equality: %s\n", ok ? "PASS" : "FAIL");

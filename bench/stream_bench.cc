@@ -78,10 +78,10 @@ namespace {
 struct Stream {
   std::string name;
   std::string title;
-  std::vector<int> rows;              // image indices
-  std::vector<std::string> labels;    // the label each streamed sample carries
+  std::vector<int> rows;                            // image indices
+  std::vector<std::string> labels;                  // the label each streamed sample carries
   std::vector<std::pair<int, std::string>> phases;  // start position, description
-  int drift_at = -1;  // where the label swap is complete (recovery is measured from here)
+  int drift_at = -1;      // where the label swap is complete (recovery is measured from here)
   int stable_until = -1;  // the accuracy over the 2,000 samples before this is the reference
 };
 
@@ -106,7 +106,9 @@ struct PolicyRun {
   double seconds = 0;
 
   double Accuracy(size_t from, size_t to, int message_size) const;
-  double update_joules() const { return Sum(&MessageResult::absorb) + Sum(&MessageResult::refresh); }
+  double update_joules() const {
+    return Sum(&MessageResult::absorb) + Sum(&MessageResult::refresh);
+  }
   double total_joules() const {
     return update_joules() + Sum(&MessageResult::lower) + Sum(&MessageResult::readout);
   }
@@ -187,8 +189,8 @@ Stream DriftStream(const data::LabeledImages& images, size_t first) {
   stream.title = "classes arrive two at a time, then Trouser and Bag swap labels";
   for (int phase = 0; phase < 5; ++phase) {
     Append(stream, images, Take(pools, {2 * phase, 2 * phase + 1}, 4000, rng),
-           absl::StrCat("new: ", ClassName(2 * phase), ", ", ClassName(2 * phase + 1)), -1, -1,
-           0, 0, rng);
+           absl::StrCat("new: ", ClassName(2 * phase), ", ", ClassName(2 * phase + 1)), -1, -1, 0,
+           0, rng);
   }
   stream.drift_at = static_cast<int>(stream.rows.size());
   stream.stable_until = stream.drift_at;
@@ -203,14 +205,14 @@ Stream RecurringStream(const data::LabeledImages& images, size_t first) {
   std::vector<std::vector<int>> pools = ClassPools(images, first, rng);
   Stream stream;
   stream.name = "recurring";
-  stream.title = "five classes, the other five (the first vanish), all ten recur, then Sandal "
-                 "and Sneaker swap gradually";
-  Append(stream, images, Take(pools, {0, 1, 2, 3, 4}, 1000, rng), "classes 0-4", -1, -1, 0, 0,
-         rng);
+  stream.title =
+      "five classes, the other five (the first vanish), all ten recur, then Sandal "
+      "and Sneaker swap gradually";
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4}, 1000, rng), "classes 0-4", -1, -1, 0, 0, rng);
   Append(stream, images, Take(pools, {5, 6, 7, 8, 9}, 1000, rng), "classes 5-9 (0-4 vanish)", -1,
          -1, 0, 0, rng);
-  Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 1000, rng),
-         "all ten recur", -1, -1, 0, 0, rng);
+  Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 1000, rng), "all ten recur",
+         -1, -1, 0, 0, rng);
   stream.stable_until = static_cast<int>(stream.rows.size());
   Append(stream, images, Take(pools, {0, 1, 2, 3, 4, 5, 6, 7, 8, 9}, 1000, rng),
          "Sandal <-> Sneaker, gradually", 5, 7, 0, 1, rng);
@@ -261,8 +263,8 @@ absl::StatusOr<PolicyRun> RunPolicy(const Stream& stream, const data::LabeledIma
                                     const std::string& bundle, const PolicyConfig& config) {
   std::vector<std::string> args = absl::GetFlag(FLAGS_server_args);
   args.insert(args.end(), config.flags.begin(), config.flags.end());
-  const std::string log = absl::StrCat(absl::GetFlag(FLAGS_out_dir), "/", stream.name, ".",
-                                       config.name, ".log");
+  const std::string log =
+      absl::StrCat(absl::GetFlag(FLAGS_out_dir), "/", stream.name, ".", config.name, ".log");
   std::remove(log.c_str());
   absl::StatusOr<std::unique_ptr<test::ServerProcess>> server =
       test::ServerProcess::Launch(bundle, args, log);
@@ -304,10 +306,10 @@ absl::StatusOr<PolicyRun> RunPolicy(const Stream& stream, const data::LabeledIma
 int RecoverySamples(const PolicyRun& run, const Stream& stream, int message_size, size_t n) {
   const int at = stream.drift_at;
   if (stream.stable_until < 2000) return -1;
-  const double before =
-      run.Accuracy(stream.stable_until - 2000, stream.stable_until, message_size);
+  const double before = run.Accuracy(stream.stable_until - 2000, stream.stable_until, message_size);
   for (size_t k = 500; at + k <= n; k += message_size) {
-    if (run.Accuracy(at + k - 500, at + k, message_size) >= 0.9 * before) return static_cast<int>(k);
+    if (run.Accuracy(at + k - 500, at + k, message_size) >= 0.9 * before)
+      return static_cast<int>(k);
   }
   return -1;
 }
@@ -336,8 +338,8 @@ std::string PolicyTable(const Stream& stream, const std::vector<PolicyRun>& runs
     const double accuracy = r.Accuracy(0, n, message_size);
     const int recovery = RecoverySamples(r, stream, message_size, n);
     absl::StrAppendFormat(
-        &table, "| %s | %.4f | %s | %.3f (%.3f + %.3f) | %s | %.3f | %d | %d / %d | %s |\n",
-        r.name, accuracy,
+        &table, "| %s | %.4f | %s | %.3f (%.3f + %.3f) | %s | %.3f | %d | %d / %d | %s |\n", r.name,
+        accuracy,
         eager ? absl::StrFormat("%.2f%%", 100 * accuracy / eager->Accuracy(0, n, message_size))
               : "",
         r.update_joules(), r.Sum(&MessageResult::absorb), r.Sum(&MessageResult::refresh),
@@ -360,7 +362,8 @@ std::string PhaseTable(const Stream& stream, const std::vector<PolicyRun>& runs)
   absl::StrAppend(&table, "\n");
   for (size_t p = 0; p < stream.phases.size(); ++p) {
     const size_t from = stream.phases[p].first;
-    const size_t to = p + 1 < stream.phases.size() ? stream.phases[p + 1].first : stream.rows.size();
+    const size_t to =
+        p + 1 < stream.phases.size() ? stream.phases[p + 1].first : stream.rows.size();
     absl::StrAppendFormat(&table, "| %s | %d |", stream.phases[p].second, to - from);
     for (const PolicyRun& r : runs) {
       double update = 0, total = 0;
@@ -369,8 +372,8 @@ std::string PhaseTable(const Stream& stream, const std::vector<PolicyRun>& runs)
         update += x.absorb + x.refresh;
         total += x.absorb + x.refresh + x.lower + x.readout;
       }
-      absl::StrAppendFormat(&table, " %.4f, %.3f J (%.3f J) |",
-                            r.Accuracy(from, to, message_size), update, total);
+      absl::StrAppendFormat(&table, " %.4f, %.3f J (%.3f J) |", r.Accuracy(from, to, message_size),
+                            update, total);
     }
     absl::StrAppend(&table, "\n");
   }
@@ -382,7 +385,8 @@ void WriteCsv(const std::string& path, const std::vector<PolicyRun>& runs, size_
   const int message_size = absl::GetFlag(FLAGS_message_size);
   const int window = absl::GetFlag(FLAGS_window);
   out << "position";
-  for (const PolicyRun& r : runs) out << "," << r.name << "_accuracy," << r.name << "_update_joules";
+  for (const PolicyRun& r : runs)
+    out << "," << r.name << "_accuracy," << r.name << "_update_joules";
   out << "\n";
   std::vector<double> cumulative(runs.size(), 0);
   for (size_t m = 0; m < runs[0].messages.size(); ++m) {
@@ -414,15 +418,18 @@ void PlotPng(const std::string& csv, const std::string& png, const std::vector<P
     std::fprintf(gp, "set arrow from %d, graph 0 to %d, graph 1 nohead dt 2 lc 'grey'\n",
                  stream.phases[p].first, stream.phases[p].first);
   }
-  std::fprintf(gp, "set grid\nset ylabel 'prequential accuracy (last %d samples)'\n"
-                   "set yrange [0:1]\nset key bottom left\nplot ", absl::GetFlag(FLAGS_window));
+  std::fprintf(gp,
+               "set grid\nset ylabel 'prequential accuracy (last %d samples)'\n"
+               "set yrange [0:1]\nset key bottom left\nplot ",
+               absl::GetFlag(FLAGS_window));
   for (size_t i = 0; i < runs.size(); ++i) {
     std::fprintf(gp, "%s'%s' using 1:%zu with lines lw 2 title '%s'", i ? ", " : "", csv.c_str(),
                  2 + 2 * i, runs[i].name.c_str());
   }
-  std::fprintf(gp, "\nset xlabel 'stream position (samples)'\n"
-                   "set ylabel 'cumulative update energy (J, log)'\nset logscale y\n"
-                   "set yrange [*:*]\nset key top left\nplot ");
+  std::fprintf(gp,
+               "\nset xlabel 'stream position (samples)'\n"
+               "set ylabel 'cumulative update energy (J, log)'\nset logscale y\n"
+               "set yrange [*:*]\nset key top left\nplot ");
   for (size_t i = 0; i < runs.size(); ++i) {
     std::fprintf(gp, "%s'%s' using 1:%zu with lines lw 2 title '%s'", i ? ", " : "", csv.c_str(),
                  3 + 2 * i, runs[i].name.c_str());
@@ -471,7 +478,7 @@ struct StreamReport {
 
 // Runs every configuration on `stream`; prints and returns the run's markdown tables.
 absl::StatusOr<StreamReport> RunStream(const Stream& stream, const data::LabeledImages& images,
-                                      const std::string& bundle) {
+                                       const std::string& bundle) {
   std::printf("\n== stream %s: %s; %zu samples; phases at", stream.name.c_str(),
               stream.title.c_str(), stream.rows.size());
   for (const auto& [start, description] : stream.phases) std::printf(" %d", start);
@@ -481,13 +488,13 @@ absl::StatusOr<StreamReport> RunStream(const Stream& stream, const data::Labeled
     absl::StatusOr<PolicyRun> run = RunPolicy(stream, images, bundle, config);
     if (!run.ok()) return run.status();
     const v1::Stats& s = run->stats;
-    std::printf("%-30s %.1f s; decisions: %s; drift alarms %llu, classes forgotten %llu; "
-                "server totals: update %.4f J, total %.4f J\n",
-                run->name.c_str(), run->seconds, Decisions(s).c_str(),
-                static_cast<unsigned long long>(s.drift_alarms()),
-                static_cast<unsigned long long>(s.classes_forgotten()),
-                s.energy().absorb_joules() + s.energy().refresh_joules(),
-                s.energy().total_joules());
+    std::printf(
+        "%-30s %.1f s; decisions: %s; drift alarms %llu, classes forgotten %llu; "
+        "server totals: update %.4f J, total %.4f J\n",
+        run->name.c_str(), run->seconds, Decisions(s).c_str(),
+        static_cast<unsigned long long>(s.drift_alarms()),
+        static_cast<unsigned long long>(s.classes_forgotten()),
+        s.energy().absorb_joules() + s.energy().refresh_joules(), s.energy().total_joules());
     std::fflush(stdout);
     runs.push_back(*std::move(run));
   }
@@ -517,8 +524,8 @@ int Main() {
   const size_t first = absl::GetFlag(FLAGS_fit_images);
   std::map<std::string, StreamReport> reports;
   for (absl::string_view name : absl::StrSplit(absl::GetFlag(FLAGS_streams), ',')) {
-    const Stream stream = name == "recurring" ? RecurringStream(*images, first)
-                                              : DriftStream(*images, first);
+    const Stream stream =
+        name == "recurring" ? RecurringStream(*images, first) : DriftStream(*images, first);
     absl::StatusOr<StreamReport> report = RunStream(stream, *images, bundle);
     if (!report.ok()) {
       std::fprintf(stderr, "strata-bench-stream: %s\n", report.status().ToString().c_str());

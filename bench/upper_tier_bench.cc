@@ -24,6 +24,7 @@
 //   Quick look (about a minute): --train_limit=6000 --expansion=512 --stability_updates=20000
 #include <omp.h>
 
+#include <Eigen/Cholesky>
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -32,8 +33,6 @@
 #include <random>
 #include <string>
 #include <vector>
-
-#include <Eigen/Cholesky>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -205,10 +204,9 @@ void CompensatedFloat32(const Features& f, double lambda) {
   std::printf(
       "  float32 block products (500 rows) into float64, %lld samples: rel. error of G %.1e, of "
       "W %.1e; full GEMM time %.2f s vs %.2f s in float64\n",
-      static_cast<long long>(n), g_error, (w_comp - w_exact).norm() / w_exact.norm(),
-      float_seconds, exact_seconds);
+      static_cast<long long>(n), g_error, (w_comp - w_exact).norm() / w_exact.norm(), float_seconds,
+      exact_seconds);
 }
-
 
 void AbsorbThroughput(const Features& f, double lambda) {
   const int d = static_cast<int>(f.train.cols());
@@ -225,7 +223,8 @@ void AbsorbThroughput(const Features& f, double lambda) {
   for (int k : {1, 100, 500, 5000}) {
     if (k > f.train.rows()) continue;
     const int reps = k == 1 ? 20 : k == 100 ? 4 : 1;
-    const AbsorbRates rates = MeasureAbsorbRates(f.train.topRows(k), reps, lambda, scales, cpu.get());
+    const AbsorbRates rates =
+        MeasureAbsorbRates(f.train.topRows(k), reps, lambda, scales, cpu.get());
     fold_seconds = rates.fold_seconds;
     std::printf("  %-6d %16.0f %16.0f %16.0f %16.0f   (GFLOP/s ours %.1f: k D^2 flops per batch)\n",
                 k, rates.ours, rates.rank_update, rates.gemm, rates.int8_gram,
@@ -309,8 +308,10 @@ void RefreshTimes(const Features& f, UpperTier& stream) {
 void CompareRetraining(const Features& f, double lambda, double batch_seconds,
                        const StreamCost& cost) {
   const Eigen::Index n = f.train.rows();
-  std::printf("\n(c) the %d-batch stream: incremental absorb + refresh vs retraining after every "
-              "batch\n", cost.batches);
+  std::printf(
+      "\n(c) the %d-batch stream: incremental absorb + refresh vs retraining after every "
+      "batch\n",
+      cost.batches);
   std::vector<std::pair<double, double>> points;  // (samples, seconds)
   for (absl::string_view s : absl::StrSplit(absl::GetFlag(FLAGS_retrain_points), ',')) {
     int64_t m = 0;
@@ -321,7 +322,8 @@ void CompareRetraining(const Features& f, double lambda, double batch_seconds,
   }
   points.emplace_back(static_cast<double>(n), batch_seconds);
   for (const auto& [m, seconds] : points) {
-    std::printf("  retrain on %6.0f samples (absorb all + solve): %.2f s  (measured)\n", m, seconds);
+    std::printf("  retrain on %6.0f samples (absorb all + solve): %.2f s  (measured)\n", m,
+                seconds);
   }
   // Least-squares line t = a + b m through the measured points.
   double sm = 0, st = 0, smm = 0, smt = 0;
@@ -338,17 +340,18 @@ void CompareRetraining(const Features& f, double lambda, double batch_seconds,
   }
   const double refresh_seconds = cost.update_seconds + cost.refactor_seconds;
   const double refresh_mean = refresh_seconds / std::max(1, cost.updates + cost.refactors);
-  const double incremental_total = cost.absorb_seconds + refresh_seconds +
-                                   refresh_mean * (cost.batches - cost.refresh_batches);
-  std::printf("  retraining after every batch: %.0f s  (EXTRAPOLATED: t(m) = %.2f s + %.3g s x m "
-              "fitted to the %zu measured points, summed over m = %lld..%lld)\n",
-              retrain_total, intercept, slope, points.size(),
-              static_cast<long long>(n / cost.batches), static_cast<long long>(n));
-  std::printf("  incremental (absorb + refresh after every batch): %.1f s  (measured: absorb %.1f "
-              "s, refresh %.1f s over %d batches%s)\n",
-              incremental_total, cost.absorb_seconds, refresh_seconds, cost.refresh_batches,
-              cost.refresh_batches < cost.batches ? "; the other batches' refreshes extrapolated"
-                                                  : "");
+  const double incremental_total =
+      cost.absorb_seconds + refresh_seconds + refresh_mean * (cost.batches - cost.refresh_batches);
+  std::printf(
+      "  retraining after every batch: %.0f s  (EXTRAPOLATED: t(m) = %.2f s + %.3g s x m "
+      "fitted to the %zu measured points, summed over m = %lld..%lld)\n",
+      retrain_total, intercept, slope, points.size(), static_cast<long long>(n / cost.batches),
+      static_cast<long long>(n));
+  std::printf(
+      "  incremental (absorb + refresh after every batch): %.1f s  (measured: absorb %.1f "
+      "s, refresh %.1f s over %d batches%s)\n",
+      incremental_total, cost.absorb_seconds, refresh_seconds, cost.refresh_batches,
+      cost.refresh_batches < cost.batches ? "; the other batches' refreshes extrapolated" : "");
   std::printf("  ratio retrain / incremental: %.1fx\n", retrain_total / incremental_total);
 }
 
@@ -367,19 +370,20 @@ void StreamExactness(const Features& f, double lambda, bool compare_retraining) 
   if (!fresh.ok()) std::abort();
   const double batch_accuracy = Accuracy(batch, f.test, f.test_labels);
   const double stream_accuracy = Accuracy(streamed, f.test, f.test_labels);
-  std::printf("  %-44s %.2e   (target <= 1e-6)\n",
-              "readout rel. Frobenius diff, stream vs batch", RelativeDifference(batch, streamed));
+  std::printf("  %-44s %.2e   (target <= 1e-6)\n", "readout rel. Frobenius diff, stream vs batch",
+              RelativeDifference(batch, streamed));
   std::printf("  %-44s %.2e\n", "  same, stream's G re-solved from scratch",
               RelativeDifference(batch, *fresh));
   std::printf("  %-44s batch %.2f%%  stream %.2f%%  (diff %.3f points, target +-0.05)\n",
               "test accuracy", batch_accuracy, stream_accuracy, stream_accuracy - batch_accuracy);
-  std::printf("  %-44s %d factor updates (mean %.3f s, %.1f GFLOP), %d re-factorisations "
-              "(mean %.3f s, %.1f GFLOP)\n",
-              "refreshes in the stream (kAuto)", cost.updates,
-              cost.updates ? cost.update_seconds / cost.updates : 0,
-              cost.updates ? cost.update_flops / cost.updates / 1e9 : 0, cost.refactors,
-              cost.refactors ? cost.refactor_seconds / cost.refactors : 0,
-              cost.refactors ? cost.refactor_flops / cost.refactors / 1e9 : 0);
+  std::printf(
+      "  %-44s %d factor updates (mean %.3f s, %.1f GFLOP), %d re-factorisations "
+      "(mean %.3f s, %.1f GFLOP)\n",
+      "refreshes in the stream (kAuto)", cost.updates,
+      cost.updates ? cost.update_seconds / cost.updates : 0,
+      cost.updates ? cost.update_flops / cost.updates / 1e9 : 0, cost.refactors,
+      cost.refactors ? cost.refactor_seconds / cost.refactors : 0,
+      cost.refactors ? cost.refactor_flops / cost.refactors / 1e9 : 0);
   RefreshTimes(f, stream);
   if (compare_retraining) CompareRetraining(f, lambda, batch_seconds, cost);
 }
@@ -389,8 +393,10 @@ void Stability() {
   const int d = absl::GetFlag(FLAGS_stability_width);
   const int updates = absl::GetFlag(FLAGS_stability_updates);
   const int every = std::max(1, absl::GetFlag(FLAGS_stability_refresh_every));
-  std::printf("\n(d) stability: %d single-sample updates at width %d (synthetic, 4 classes, "
-              "feature scales 1 and 30), kAuto refresh every %d\n", updates, d, every);
+  std::printf(
+      "\n(d) stability: %d single-sample updates at width %d (synthetic, 4 classes, "
+      "feature scales 1 and 30), kAuto refresh every %d\n",
+      updates, d, every);
   std::mt19937_64 rng(23);
   std::normal_distribution<float> normal;
   UpperTier tier(d, 1.0);
@@ -426,14 +432,16 @@ void Stability() {
   MatrixF probe(1000, d);
   for (Eigen::Index i = 0; i < probe.size(); ++i) probe.data()[i] = normal(rng);
   const MatrixF a = readout->Scores(probe), b = fresh->Scores(probe);
-  std::printf("  %.1f s; refreshes: %d factor updates, %d re-factorisations; non-finite readouts: "
-              "%d; G finite: %s; G SPD (fresh Cholesky): %s; min pivot over all refreshes %.3g\n",
-              seconds, factor_updates, refactors, non_finite,
-              tier.gram().allFinite() ? "yes" : "NO", spd ? "yes" : "NO", min_pivot);
-  std::printf("  last refreshed readout vs a fresh solve: max |score diff| / max |score| = %.2e, "
-              "rel. Frobenius diff of W = %.2e\n",
-              (a - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff(),
-              (readout->weights - fresh->weights).norm() / fresh->weights.norm());
+  std::printf(
+      "  %.1f s; refreshes: %d factor updates, %d re-factorisations; non-finite readouts: "
+      "%d; G finite: %s; G SPD (fresh Cholesky): %s; min pivot over all refreshes %.3g\n",
+      seconds, factor_updates, refactors, non_finite, tier.gram().allFinite() ? "yes" : "NO",
+      spd ? "yes" : "NO", min_pivot);
+  std::printf(
+      "  last refreshed readout vs a fresh solve: max |score diff| / max |score| = %.2e, "
+      "rel. Frobenius diff of W = %.2e\n",
+      (a - b).cwiseAbs().maxCoeff() / b.cwiseAbs().maxCoeff(),
+      (readout->weights - fresh->weights).norm() / fresh->weights.norm());
 }
 
 // ---- (e) new classes ---------------------------------------------------------------------------
@@ -475,9 +483,10 @@ void NewClasses(double lambda) {
   const int n = absl::GetFlag(FLAGS_new_classes);
   const int d = absl::GetFlag(FLAGS_new_class_width);
   const int message = std::max(1, absl::GetFlag(FLAGS_new_class_message));
-  std::printf("\n(e) %d new classes, one sample each, in messages of %d, vs %d samples of 10 known "
-              "labels; D = %d (synthetic rows); seconds of ClassIndexOrAdd + Absorb\n",
-              n, message, n, d);
+  std::printf(
+      "\n(e) %d new classes, one sample each, in messages of %d, vs %d samples of 10 known "
+      "labels; D = %d (synthetic rows); seconds of ClassIndexOrAdd + Absorb\n",
+      n, message, n, d);
   std::mt19937_64 rng(29);
   std::normal_distribution<float> normal;
   MatrixF rows(n, d);
@@ -553,10 +562,10 @@ int Run() {
     f.test = lower->Features(model::PixelsToMatrix(test->pixels, test->image_size()));
     f.train_labels = train->labels;
     f.test_labels = test->labels;
-    std::printf("data: lower tier (default spec, expansion %d) fit on %zu Fashion-MNIST training "
-                "images; D = %d features; %zu test images; lambda %g; %.1f s\n",
-                spec.expansion, train->size(), lower->feature_size(), test->size(), lambda,
-                Since(start));
+    std::printf(
+        "data: lower tier (default spec, expansion %d) fit on %zu Fashion-MNIST training "
+        "images; D = %d features; %zu test images; lambda %g; %.1f s\n",
+        spec.expansion, train->size(), lower->feature_size(), test->size(), lambda, Since(start));
   }
   if (sections.find('b') != std::string::npos) AbsorbThroughput(f, lambda);
   if (sections.find('a') != std::string::npos) {

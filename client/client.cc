@@ -43,9 +43,9 @@ absl::Status LoadTlsFiles(const std::string& ca_path, const std::string& cert_pa
     const std::string& path;
     std::string* pem;
   };
-  for (const File& file : {File{ca_path, &options->tls_root_certs_pem},
-                           File{cert_path, &options->tls_cert_chain_pem},
-                           File{key_path, &options->tls_private_key_pem}}) {
+  for (const File& file :
+       {File{ca_path, &options->tls_root_certs_pem}, File{cert_path, &options->tls_cert_chain_pem},
+        File{key_path, &options->tls_private_key_pem}}) {
     if (file.path.empty()) continue;
     absl::StatusOr<std::string> contents = base::ReadFile(file.path);
     if (!contents.ok()) return contents.status();
@@ -91,13 +91,11 @@ absl::StatusOr<v1::PredictResponse> Client::Predict(const v1::PredictRequest& re
   return response;
 }
 
-absl::StatusOr<v1::UpdateSummary> Client::Update(
-    absl::FunctionRef<bool(v1::UpdateRequest*)> next) {
+absl::StatusOr<v1::UpdateSummary> Client::Update(absl::FunctionRef<bool(v1::UpdateRequest*)> next) {
   grpc::ClientContext context;
   PrepareContext(&context);
   v1::UpdateSummary summary;
-  std::unique_ptr<grpc::ClientWriter<v1::UpdateRequest>> writer =
-      stub_->Update(&context, &summary);
+  std::unique_ptr<grpc::ClientWriter<v1::UpdateRequest>> writer = stub_->Update(&context, &summary);
   v1::UpdateRequest message;
   while (next(&message)) {
     // Write() fails only if the stream is broken (the server finished it early, or the connection
@@ -171,7 +169,8 @@ absl::Status Client::WaitUntilServing(absl::Duration wait, const std::string& se
   for (;;) {
     // Each check may itself wait for the connection, but not past the overall deadline.
     grpc::ClientContext context;
-    context.set_deadline(absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Milliseconds(1))));
+    context.set_deadline(
+        absl::ToChronoTime(std::max(deadline, absl::Now() + absl::Milliseconds(1))));
     context.set_wait_for_ready(true);
     grpc::health::v1::HealthCheckRequest request;
     request.set_service(service);
@@ -181,16 +180,14 @@ absl::Status Client::WaitUntilServing(absl::Duration wait, const std::string& se
     if (status.ok() && response.status() == grpc::health::v1::HealthCheckResponse::SERVING) {
       return absl::OkStatus();
     } else if (status.ok()) {
-      last = absl::DeadlineExceededError(
-          absl::StrCat("health of \"", service, "\": not SERVING after ",
-                       absl::FormatDuration(wait), " (status ",
-                       grpc::health::v1::HealthCheckResponse::ServingStatus_Name(
-                           response.status()),
-                       ")"));
-    } else if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
       last = absl::DeadlineExceededError(absl::StrCat(
-          "no answer from the health service within ", absl::FormatDuration(wait),
-          " (is the server running and reachable?)"));
+          "health of \"", service, "\": not SERVING after ", absl::FormatDuration(wait),
+          " (status ", grpc::health::v1::HealthCheckResponse::ServingStatus_Name(response.status()),
+          ")"));
+    } else if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+      last = absl::DeadlineExceededError(absl::StrCat("no answer from the health service within ",
+                                                      absl::FormatDuration(wait),
+                                                      " (is the server running and reachable?)"));
     } else {
       last = FromGrpcStatus(status);
     }

@@ -35,8 +35,9 @@ ABSL_FLAG(std::string, data, "",
           "idx:IMAGES,LABELS or csv:PATH.");
 ABSL_FLAG(uint64_t, offset, 0, "Skip this many samples of --data.");
 ABSL_FLAG(uint64_t, limit, 0, "Use at most this many samples of --data (0: all).");
-ABSL_FLAG(int32_t, batch, 0,
-          "Samples per request (predict, default 256) or per stream message (update, default 500).");
+ABSL_FLAG(
+    int32_t, batch, 0,
+    "Samples per request (predict, default 256) or per stream message (update, default 500).");
 ABSL_FLAG(absl::Duration, wait, absl::Seconds(10),
           "health: how long to wait for the server to report SERVING.");
 ABSL_FLAG(absl::Duration, timeout, absl::Minutes(10), "Deadline of each call.");
@@ -92,10 +93,10 @@ absl::StatusOr<data::LabeledImages> LoadData(const v1::ModelInfo& info) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": no samples in the chosen range"));
   }
   if (images->image_size() != info.input_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        source, ": images are ", images->height, "x", images->width, " (", images->image_size(),
-        " pixels) but the server's model takes ", info.input_height(), "x", info.input_width(),
-        " (", info.input_size(), ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": images are ", images->height, "x", images->width, " (",
+                     images->image_size(), " pixels) but the server's model takes ",
+                     info.input_height(), "x", info.input_width(), " (", info.input_size(), ")"));
   }
   return images;
 }

@@ -77,10 +77,9 @@ absl::StatusOr<LabeledImages> ReadIdx(const std::string& images_path,
         absl::StrCat(images_path, ": implausible image size ", height, "x", width));
   }
   if (images->size() != 16 + count * height * width) {
-    return absl::DataLossError(absl::StrCat(images_path, ": header promises ", count,
-                                            " images of ", height, "x", width, " (",
-                                            16 + count * height * width, " bytes), file has ",
-                                            images->size(), " bytes"));
+    return absl::DataLossError(absl::StrCat(images_path, ": header promises ", count, " images of ",
+                                            height, "x", width, " (", 16 + count * height * width,
+                                            " bytes), file has ", images->size(), " bytes"));
   }
   const size_t label_count = BigEndian32(*labels, 4);
   if (labels->size() != 8 + label_count) {
@@ -134,14 +133,13 @@ absl::StatusOr<LabeledImages> ReadCsv(const std::string& path, Range range) {
       size_t side = 1;
       while (side * side < pixels_per_row) ++side;
       if (side * side != pixels_per_row) {
-        return absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": ",
-                                                       pixels_per_row,
+        return absl::InvalidArgumentError(absl::StrCat(path, ":", line_number, ": ", pixels_per_row,
                                                        " pixels is not a square image"));
       }
       out.height = out.width = static_cast<int>(side);
     } else if (fields.size() - 1 != pixels_per_row) {
-      return absl::DataLossError(absl::StrCat(path, ":", line_number, ": expected ",
-                                              pixels_per_row, " pixels, got ", fields.size() - 1));
+      return absl::DataLossError(absl::StrCat(path, ":", line_number, ": expected ", pixels_per_row,
+                                              " pixels, got ", fields.size() - 1));
     }
     const size_t this_row = row_index++;
     if (this_row < range.offset) continue;
@@ -163,8 +161,8 @@ absl::StatusOr<LabeledImages> ReadCsv(const std::string& path, Range range) {
   }
   if (out.labels.empty()) {
     if (row_index == 0) return absl::InvalidArgumentError(absl::StrCat(path, ": no data rows"));
-    return absl::InvalidArgumentError(absl::StrCat(path, ": offset ", range.offset,
-                                                   " is past the last of ", row_index, " rows"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": offset ", range.offset, " is past the last of ", row_index, " rows"));
   }
   return out;
 }

@@ -49,8 +49,8 @@ absl::Status DenseInt8Spec::Validate() const {
   }
   for (size_t o = 0; o < bias.size(); ++o) {
     if (bias[o] > kernels::kDenseMaxAbsBias || bias[o] < -kernels::kDenseMaxAbsBias) {
-      return absl::InvalidArgumentError(absl::StrCat("dense spec: bias[", o, "] = ", bias[o],
-                                                     " outside [-2^30, 2^30]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("dense spec: bias[", o, "] = ", bias[o], " outside [-2^30, 2^30]"));
     }
   }
   if (!raw_output) {

@@ -64,8 +64,8 @@ std::string ToString(const OpCounts& counts);
 // The parameters of one int8 dense layer: out_features x in_features weights, row-major
 // (w[o * in_features + i]); conv layers pass their im2col form (one output channel per row).
 struct DenseInt8Spec {
-  int in_features = 0;   // [1, 65535]
-  int out_features = 0;  // >= 1
+  int in_features = 0;                       // [1, 65535]
+  int out_features = 0;                      // >= 1
   std::vector<int8_t> weights;               // out_features * in_features
   std::vector<int32_t> bias;                 // out_features, |bias| <= 2^30 (empty: zeros)
   std::vector<FixedPointMultiplier> scales;  // out_features (ignored with raw_output)

@@ -52,8 +52,8 @@ OpCounts DenseInt8KernelLoadCounts(int in_features, int out_features) {
 OpCounts GramInt8CpuCounts(int rows, int labelled_rows, int d, int classes) {
   OpCounts counts;
   counts.int8_macs = U(rows) * U(d) * (U(d) + 1) / 2 + U(labelled_rows) * U(d);
-  counts.dram_bytes = U(rows) * U(d) + U(rows) * 4 + U(d) * (U(d) + 1) / 2 * 16 +
-                      U(d) * U(classes) * 16;
+  counts.dram_bytes =
+      U(rows) * U(d) + U(rows) * 4 + U(d) * (U(d) + 1) / 2 * 16 + U(d) * U(classes) * 16;
   return counts;
 }
 

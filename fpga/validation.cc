@@ -1,7 +1,6 @@
 #include "fpga/validation.h"
 
 #include <algorithm>
-
 #include <cstdint>
 
 #include "absl/strings/str_cat.h"
@@ -77,8 +76,8 @@ int GrowClassCapacity(int capacity, int num_classes) {
   return static_cast<int>(std::min<int64_t>((wanted + tile - 1) / tile * tile, INT32_MAX));
 }
 
-std::vector<int64_t> RestrideCross(const std::vector<int64_t>& cross, int dimension,
-                                   int old_stride, int new_stride) {
+std::vector<int64_t> RestrideCross(const std::vector<int64_t>& cross, int dimension, int old_stride,
+                                   int new_stride) {
   std::vector<int64_t> out(static_cast<size_t>(dimension) * new_stride, 0);
   const int columns = std::min(old_stride, new_stride);
   for (int i = 0; i < dimension; ++i) {

@@ -42,8 +42,8 @@ int GrowClassCapacity(int capacity, int num_classes);
 // zero. Widening is exact, since earlier rows had target 0 for a class that did not exist yet;
 // narrowing drops the allocated but unused columns (Read). O(dimension * (old + new stride)): on
 // the class path call it only when the capacity grows (GrowClassCapacity).
-std::vector<int64_t> RestrideCross(const std::vector<int64_t>& cross, int dimension,
-                                   int old_stride, int new_stride);
+std::vector<int64_t> RestrideCross(const std::vector<int64_t>& cross, int dimension, int old_stride,
+                                   int new_stride);
 
 }  // namespace strata::fpga
 

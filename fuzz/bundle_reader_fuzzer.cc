@@ -63,19 +63,19 @@ void CheckBundle(const std::string& contents) {
   absl::StatusOr<Bundle> bundle = ReadBundle(path);
   if (!bundle.ok()) {
     const absl::StatusCode code = bundle.status().code();
-    STRATA_FUZZ_CHECK(code == absl::StatusCode::kDataLoss ||
-                          code == absl::StatusCode::kFailedPrecondition,
-                      bundle.status().ToString());
+    STRATA_FUZZ_CHECK(
+        code == absl::StatusCode::kDataLoss || code == absl::StatusCode::kFailedPrecondition,
+        bundle.status().ToString());
     STRATA_FUZZ_CHECK(absl::StrContains(bundle.status().message(), path),
                       "the error must name the file: " + bundle.status().ToString());
     return;
   }
   const int d = bundle->lower->feature_size();
   STRATA_FUZZ_CHECK(d > 0 && bundle->upper.feature_size() == d, "tiers disagree on feature width");
-  STRATA_FUZZ_CHECK(bundle->upper.gram().rows() == d && bundle->upper.cross().rows() == d &&
-                        bundle->upper.cross().cols() ==
-                            static_cast<long>(bundle->upper.labels().size()),
-                    "upper tier statistics have the wrong shape");
+  STRATA_FUZZ_CHECK(
+      bundle->upper.gram().rows() == d && bundle->upper.cross().rows() == d &&
+          bundle->upper.cross().cols() == static_cast<long>(bundle->upper.labels().size()),
+      "upper tier statistics have the wrong shape");
   if (!bundle->int8.empty()) {
     const size_t k = static_cast<size_t>(QuantizedLowerTier::QuantizedStageCount(*bundle->lower));
     STRATA_FUZZ_CHECK(bundle->int8.activation_scales.size() == k &&
@@ -101,10 +101,10 @@ void CheckBundle(const std::string& contents) {
   STRATA_FUZZ_CHECK(SameMatrix(again->upper.cross(), bundle->upper.cross()), "cross");
   STRATA_FUZZ_CHECK(again->int8.activation_scales == bundle->int8.activation_scales, "int8 scales");
   const MatrixF features_again = again->lower->Features(image);
-  STRATA_FUZZ_CHECK(features_again.size() == features.size() &&
-                        std::memcmp(features_again.data(), features.data(),
-                                    sizeof(float) * features.size()) == 0,
-                    "features differ after the round trip");
+  STRATA_FUZZ_CHECK(
+      features_again.size() == features.size() &&
+          std::memcmp(features_again.data(), features.data(), sizeof(float) * features.size()) == 0,
+      "features differ after the round trip");
 }
 
 }  // namespace

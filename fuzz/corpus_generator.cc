@@ -25,10 +25,10 @@
 #include "data/dataset.h"
 #include "model/bundle.h"
 #include "model/tensor.h"
+#include "strata/v1/strata.pb.h"
 #include "update/env.h"
 #include "update/update_log.h"
 #include "update/update_record.h"
-#include "strata/v1/strata.pb.h"
 
 namespace strata {
 namespace {
@@ -68,7 +68,8 @@ absl::Status WriteRequests(const std::string& dir, const data::LabeledImages& im
       sample->mutable_sample()->set_pixels(images.image(i), n);
     } else {
       for (int j = 0; j < n; ++j) {
-        sample->mutable_sample()->mutable_values()->add_values(model::PixelValue(images.image(i)[j]));
+        sample->mutable_sample()->mutable_values()->add_values(
+            model::PixelValue(images.image(i)[j]));
       }
     }
   }
@@ -178,8 +179,8 @@ absl::Status WriteLogSegments(const std::string& dir, const data::LabeledImages&
     small.push_back(builder.Finish());
   }
 
-  const std::string scratch = std::filesystem::temp_directory_path() /
-                              absl::StrCat("strata-fuzz-corpus-", getpid());
+  const std::string scratch =
+      std::filesystem::temp_directory_path() / absl::StrCat("strata-fuzz-corpus-", getpid());
   absl::StatusOr<std::string> whole = LogSegment(scratch, payloads);
   absl::StatusOr<std::string> tiny = LogSegment(scratch, small);
   absl::StatusOr<std::string> empty = LogSegment(scratch, {});

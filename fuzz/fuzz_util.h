@@ -14,13 +14,13 @@
 namespace strata::fuzz {
 
 // Aborts with `what` if `condition` is false. Unlike assert() it is not compiled out by NDEBUG.
-#define STRATA_FUZZ_CHECK(condition, what)                                              \
-  do {                                                                                  \
-    if (!(condition)) {                                                                 \
-      std::fprintf(stderr, "%s:%d: invariant failed: %s: %s\n", __FILE__, __LINE__, \
-                   #condition, std::string(what).c_str());                              \
-      std::abort();                                                                     \
-    }                                                                                   \
+#define STRATA_FUZZ_CHECK(condition, what)                                                      \
+  do {                                                                                          \
+    if (!(condition)) {                                                                         \
+      std::fprintf(stderr, "%s:%d: invariant failed: %s: %s\n", __FILE__, __LINE__, #condition, \
+                   std::string(what).c_str());                                                  \
+      std::abort();                                                                             \
+    }                                                                                           \
   } while (0)
 
 // A directory private to this process, created on first use and kept for the process's lifetime
@@ -30,7 +30,8 @@ namespace strata::fuzz {
 inline const std::string& ScratchDir() {
   static const std::string dir = [] {
     const char* base = access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
-    std::string pattern = std::string(base) + "/strata-fuzz-" + std::to_string(getpid()) + "-XXXXXX";
+    std::string pattern =
+        std::string(base) + "/strata-fuzz-" + std::to_string(getpid()) + "-XXXXXX";
     if (mkdtemp(pattern.data()) == nullptr) {
       std::perror("mkdtemp");
       std::abort();

@@ -28,9 +28,9 @@
 #include "fuzz/fuzz_util.h"
 #include "google/protobuf/stubs/logging.h"
 #include "server/request_parsing.h"
-#include "update/update_record.h"
 #include "server/validation.h"
 #include "strata/v1/strata.pb.h"
+#include "update/update_record.h"
 
 namespace strata::server {
 namespace {
@@ -47,8 +47,9 @@ void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int ma
   bool all_valid = true;
   std::vector<float> row(input_size);
   for (int i = 0; i < n && all_valid; ++i) {
-    all_valid = ReadSample(request.samples(i), input_size, absl::StrCat("samples[", i, "]"),
-                           row.data()).ok();
+    all_valid =
+        ReadSample(request.samples(i), input_size, absl::StrCat("samples[", i, "]"), row.data())
+            .ok();
   }
   if (n > max_batch) {
     STRATA_FUZZ_CHECK(batch.status().code() == absl::StatusCode::kResourceExhausted,
@@ -69,7 +70,8 @@ void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int ma
       const float v = (*batch)(i, j);
       STRATA_FUZZ_CHECK(std::isfinite(v), absl::StrCat("samples[", i, "] value ", j));
       if (sample.input_case() == v1::Sample::kPixels) {
-        const float expected = static_cast<float>(static_cast<uint8_t>(sample.pixels()[j])) / 255.0f;
+        const float expected =
+            static_cast<float>(static_cast<uint8_t>(sample.pixels()[j])) / 255.0f;
         STRATA_FUZZ_CHECK(v == expected, absl::StrCat("samples[", i, "] pixel ", j));
       }
     }
@@ -130,9 +132,9 @@ void CheckParsing(const uint8_t* data, size_t size, bool predict_parses, bool up
   STRATA_FUZZ_CHECK(parsed.ok() == predict_parses, parsed.ToString());
   if (!parsed.ok()) {
     STRATA_FUZZ_CHECK(parsed.code() == absl::StatusCode::kInvalidArgument, parsed.ToString());
-    const std::string reason = DescribeParseFailure(
-        *v1::PredictRequest::descriptor(),
-        absl::string_view(reinterpret_cast<const char*>(data), size));
+    const std::string reason =
+        DescribeParseFailure(*v1::PredictRequest::descriptor(),
+                             absl::string_view(reinterpret_cast<const char*>(data), size));
     STRATA_FUZZ_CHECK(!reason.empty(), "protobuf refused bytes the walk found nothing wrong in");
   }
   const ParsedUpdateMessage update = ReadUpdateMessage(buffer);
@@ -144,8 +146,7 @@ void CheckParsing(const uint8_t* data, size_t size, bool predict_parses, bool up
   bool reported = !update.unreadable_rest.empty();
   for (const std::string& reason : update.unreadable) reported = reported || !reason.empty();
   STRATA_FUZZ_CHECK(reported, "an unparseable Update message reported nothing unreadable");
-  STRATA_FUZZ_CHECK(update.unreadable.size() ==
-                        static_cast<size_t>(update.request.samples_size()),
+  STRATA_FUZZ_CHECK(update.unreadable.size() == static_cast<size_t>(update.request.samples_size()),
                     "unreadable reasons not aligned with the samples");
   for (int i = 0; i < update.request.samples_size(); ++i) {
     if (update.unreadable[i].empty()) {
@@ -163,8 +164,8 @@ void CheckParsing(const uint8_t* data, size_t size, bool predict_parses, bool up
 extern "C" int LLVMFuzzerInitialize(int* argc, char*** argv) {
   // Most inputs hold invalid UTF-8 in a string field, which protobuf logs on every parse failure:
   // noise that would drown the fuzzer's own output.
-  google::protobuf::SetLogHandler([](google::protobuf::LogLevel, const char*, int,
-                                     const std::string&) {});
+  google::protobuf::SetLogHandler(
+      [](google::protobuf::LogLevel, const char*, int, const std::string&) {});
   return 0;
 }
 

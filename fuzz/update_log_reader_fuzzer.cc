@@ -26,10 +26,10 @@
 #include "absl/strings/str_cat.h"
 #include "base/crc32c.h"
 #include "fuzz/fuzz_util.h"
+#include "server/validation.h"
 #include "update/env.h"
 #include "update/update_log.h"
 #include "update/update_record.h"
-#include "server/validation.h"
 
 namespace strata::update {
 namespace {
@@ -114,9 +114,9 @@ void CheckSegment(const std::string& segment, uint64_t after) {
   absl::StatusOr<LogScan> scan = Read(dir, after, visited);
   if (!scan.ok()) {
     const absl::StatusCode code = scan.status().code();
-    STRATA_FUZZ_CHECK(code == absl::StatusCode::kDataLoss ||
-                          code == absl::StatusCode::kFailedPrecondition,
-                      scan.status().ToString());
+    STRATA_FUZZ_CHECK(
+        code == absl::StatusCode::kDataLoss || code == absl::StatusCode::kFailedPrecondition,
+        scan.status().ToString());
     STRATA_FUZZ_CHECK(absl::StrContains(scan.status().message(), path),
                       "the error must name the segment: " + scan.status().ToString());
     return;
@@ -133,10 +133,10 @@ void CheckSegment(const std::string& segment, uint64_t after) {
 
   const TornTail& tail = *scan->torn_tail;
   STRATA_FUZZ_CHECK(tail.path == path, "torn tail names another file");
-  STRATA_FUZZ_CHECK(tail.offset <= segment.size() &&
-                        tail.offset + tail.bytes_dropped == segment.size(),
-                    absl::StrCat("torn tail at ", tail.offset, " dropping ", tail.bytes_dropped,
-                                 " of ", segment.size(), " bytes"));
+  STRATA_FUZZ_CHECK(
+      tail.offset <= segment.size() && tail.offset + tail.bytes_dropped == segment.size(),
+      absl::StrCat("torn tail at ", tail.offset, " dropping ", tail.bytes_dropped, " of ",
+                   segment.size(), " bytes"));
   STRATA_FUZZ_CHECK(tail.delete_file == (tail.offset == 0), "delete_file");
   absl::Status cut = CutTornTail(env, dir, tail);
   STRATA_FUZZ_CHECK(cut.ok(), cut.ToString());

@@ -92,8 +92,8 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
     }
     const std::vector<std::string>& kinds = StageKinds();
     if (std::find(kinds.begin(), kinds.end(), words[0]) == kinds.end()) {
-      return error(absl::StrCat("unknown stage \"", words[0], "\" (stages: ",
-                                absl::StrJoin(kinds, ", "), ")"));
+      return error(absl::StrCat("unknown stage \"", words[0],
+                                "\" (stages: ", absl::StrJoin(kinds, ", "), ")"));
     }
     StageSpec stage{std::string(words[0]), {}, line_number};
     for (size_t i = 1; i < words.size(); ++i) {

@@ -11,8 +11,8 @@ namespace strata::model {
 namespace {
 
 // docs/bundle-format.md.
-constexpr base::RecordFileKind kBundleKind = {{'S', 'T', 'R', 'A', 'T', 'A', 'M', 'B'}, 1,
-                                              "model bundle"};
+constexpr base::RecordFileKind kBundleKind = {
+    {'S', 'T', 'R', 'A', 'T', 'A', 'M', 'B'}, 1, "model bundle"};
 
 }  // namespace
 
@@ -20,9 +20,9 @@ absl::Status WriteBundle(const Bundle& bundle, const std::string& path) {
   const UpperTier& upper = bundle.upper;
   if (bundle.lower == nullptr) return absl::InvalidArgumentError("bundle: no lower tier");
   if (upper.feature_size() != bundle.lower->feature_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bundle: the upper tier reads ", upper.feature_size(), " features, the lower tier makes ",
-        bundle.lower->feature_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bundle: the upper tier reads ", upper.feature_size(),
+                     " features, the lower tier makes ", bundle.lower->feature_size()));
   }
   base::RecordFileWriter w(kBundleKind);
   w.Scalar<uint64_t>("model.version", bundle.version);

@@ -29,9 +29,9 @@ Architecture LowerTierSpec::ToArchitecture() const {
   if (sqrt) a.stages.push_back({"sqrt", {}});
   a.stages.push_back({"standardise", {}});
   if (expansion > 0) {
-    a.stages.push_back({"expand",
-                        {{"units", absl::StrCat(expansion)},
-                         {"bias_scale", absl::StrCat(expansion_bias_scale)}}});
+    a.stages.push_back(
+        {"expand",
+         {{"units", absl::StrCat(expansion)}, {"bias_scale", absl::StrCat(expansion_bias_scale)}}});
   }
   return a;
 }
@@ -69,10 +69,10 @@ absl::StatusOr<LowerTier> LowerTier::Fit(const Architecture& architecture, const
   absl::StatusOr<LowerTier> tier = Build(architecture, seed);
   if (!tier.ok()) return tier.status();
   if (images.cols() != tier->input_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "lower tier fit: images have ", images.cols(), " values, the input is ",
-        architecture.height, "x", architecture.width, "x", architecture.channels, " = ",
-        tier->input_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("lower tier fit: images have ", images.cols(), " values, the input is ",
+                     architecture.height, "x", architecture.width, "x", architecture.channels,
+                     " = ", tier->input_size()));
   }
   if (images.rows() < 2) {
     return absl::InvalidArgumentError(
@@ -189,8 +189,8 @@ fpga::OpCounts LowerTierInferenceCounts(uint64_t macs_per_image, int input_size,
 }
 
 std::vector<std::string> LowerTier::Describe() const {
-  std::vector<std::string> lines = {absl::StrCat("input ", input_.height, "x", input_.width, "x",
-                                                 input_.channels)};
+  std::vector<std::string> lines = {
+      absl::StrCat("input ", input_.height, "x", input_.width, "x", input_.channels)};
   for (const auto& stage : stages_) lines.push_back(stage->Describe());
   return lines;
 }
@@ -209,7 +209,8 @@ absl::StatusOr<LowerTier> LowerTier::Load(const base::RecordFileReader& reader) 
   if (text->size() != 1) return reader.Loss("record lower.architecture must hold one string");
   absl::StatusOr<Architecture> architecture = ParseArchitecture(text->front());
   if (!architecture.ok()) {
-    return reader.Loss(absl::StrCat("record lower.architecture: ", architecture.status().message()));
+    return reader.Loss(
+        absl::StrCat("record lower.architecture: ", architecture.status().message()));
   }
   absl::StatusOr<uint64_t> seed = reader.Scalar<uint64_t>("lower.seed");
   if (!seed.ok()) return seed.status();

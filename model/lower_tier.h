@@ -47,7 +47,7 @@ struct LowerTierSpec {
   int expansion = 6144;   // random ReLU units (0: none)
   int pca_images = 5000;  // training images sampled for the patch covariance
   float expansion_bias_scale = 0.3f;
-  uint64_t seed = 0;      // drives the PCA sample and the random stages
+  uint64_t seed = 0;  // drives the PCA sample and the random stages
 
   Architecture ToArchitecture() const;
 };

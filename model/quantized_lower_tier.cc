@@ -65,16 +65,16 @@ const MatrixF* StageWeights(const Stage& stage) {
 absl::Status CheckActivationScales(const Int8Calibration& calibration, size_t quantized) {
   const size_t k = calibration.activation_scales.size();
   if (k != quantized) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantised lower tier: ", k, " activation scales for ", quantized,
-        " quantised stages (conv / expand / elm_ae)"));
+    return absl::InvalidArgumentError(absl::StrCat("quantised lower tier: ", k,
+                                                   " activation scales for ", quantized,
+                                                   " quantised stages (conv / expand / elm_ae)"));
   }
   for (size_t i = 0; i < k; ++i) {
     const float scale = calibration.activation_scales[i];
     if (!(scale > 0) || !std::isfinite(scale)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "quantised lower tier: activation scale ", i, " is ", scale,
-          ", expected a positive finite value"));
+      return absl::InvalidArgumentError(absl::StrCat("quantised lower tier: activation scale ", i,
+                                                     " is ", scale,
+                                                     ", expected a positive finite value"));
     }
   }
   return absl::OkStatus();
@@ -95,8 +95,8 @@ struct QuantizedLowerTier::Workspace {
 QuantizedLowerTier::~QuantizedLowerTier() = default;
 
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::Calibrate(
-    std::shared_ptr<const LowerTier> tier, const MatrixF& calibration_images, fpga::Backend& backend,
-    const ActivationCalibration& calibration) {
+    std::shared_ptr<const LowerTier> tier, const MatrixF& calibration_images,
+    fpga::Backend& backend, const ActivationCalibration& calibration) {
   absl::StatusOr<Int8Calibration> scales =
       CalibrateActivations(*tier, calibration_images, calibration);
   if (!scales.ok()) return scales.status();
@@ -108,10 +108,10 @@ absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
     const ActivationCalibration& calibration) {
   const Shape& input = tier.input_shape();
   if (calibration_images.cols() != tier.input_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantised lower tier: calibration images have ", calibration_images.cols(),
-        " values, the lower tier's input is ", input.height, "x", input.width, "x", input.channels,
-        " = ", tier.input_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("quantised lower tier: calibration images have ", calibration_images.cols(),
+                     " values, the lower tier's input is ", input.height, "x", input.width, "x",
+                     input.channels, " = ", tier.input_size()));
   }
   if (calibration_images.rows() < 1) {
     return absl::InvalidArgumentError("quantised lower tier: no calibration images");
@@ -121,9 +121,9 @@ absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
         "quantised lower tier: calibration images contain NaN or Inf");
   }
   if (!(calibration.percentile > 0 && calibration.percentile <= 100)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "quantised lower tier: activation percentile ", calibration.percentile,
-        ", expected a value in (0, 100]"));
+    return absl::InvalidArgumentError(absl::StrCat("quantised lower tier: activation percentile ",
+                                                   calibration.percentile,
+                                                   ", expected a value in (0, 100]"));
   }
 
   const auto& stages = tier.stages();
@@ -367,8 +367,8 @@ absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& 
     return absl::OkStatus();
   }
   // Dequantise into the stage's output layout.
-  const bool concat = plan.kind == Kind::kExpand &&
-                      static_cast<const ExpandStage&>(*plan.stage).concat();
+  const bool concat =
+      plan.kind == Kind::kExpand && static_cast<const ExpandStage&>(*plan.stage).concat();
   out.resize(images, plan.stage->output_shape().size());
   const Eigen::Index offset = concat ? in.cols() : 0;
   // Per image: layer_rows / images rows of out_features accumulators, contiguous in `out`'s row
@@ -604,9 +604,9 @@ std::vector<std::string> QuantizedLowerTier::DescribeQuantization() const {
     lines.push_back(absl::StrFormat(
         "stage %d %s: int8 %d -> %d (%d rows/image), s_x %.4g (max |x| %.4g, %.4f%% "
         "clipped), s_w %.3g..%.3g",
-        info.stage + 1, info.kind, info.in_features, info.out_features,
-        info.rows_per_sample, info.activation_scale, info.max_abs_activation,
-        100 * info.clipped_fraction, info.min_weight_scale, info.max_weight_scale));
+        info.stage + 1, info.kind, info.in_features, info.out_features, info.rows_per_sample,
+        info.activation_scale, info.max_abs_activation, 100 * info.clipped_fraction,
+        info.min_weight_scale, info.max_weight_scale));
   }
   return lines;
 }

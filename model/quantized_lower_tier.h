@@ -45,15 +45,15 @@ struct ActivationCalibration {
 
 // What calibration chose for one quantised stage (for logs and tests).
 struct QuantizedStageInfo {
-  int stage = 0;              // index in LowerTier::stages()
-  std::string kind;           // "conv", "expand" or "elm_ae"
-  int in_features = 0;        // of the int8 layer (patch taps for conv)
+  int stage = 0;        // index in LowerTier::stages()
+  std::string kind;     // "conv", "expand" or "elm_ae"
+  int in_features = 0;  // of the int8 layer (patch taps for conv)
   int out_features = 0;
-  int rows_per_sample = 1;    // layer rows per image: H * W for conv, 1 otherwise
-  float activation_scale = 0;     // s_x
-  float max_abs_activation = 0;   // max |x| over the calibration values
-  double clipped_fraction = 0;    // calibration values with |x| > 127.5 s_x (saturated)
-  float min_weight_scale = 0;     // min and max of s_w over the output channels
+  int rows_per_sample = 1;       // layer rows per image: H * W for conv, 1 otherwise
+  float activation_scale = 0;    // s_x
+  float max_abs_activation = 0;  // max |x| over the calibration values
+  double clipped_fraction = 0;   // calibration values with |x| > 127.5 s_x (saturated)
+  float min_weight_scale = 0;    // min and max of s_w over the output channels
   float max_weight_scale = 0;
 };
 
@@ -63,8 +63,8 @@ struct QuantizedStageInfo {
 // Stored in model bundles (docs/bundle-format.md, "lower.int8.*") so a server can run the int8
 // lower tier without calibration images.
 struct Int8Calibration {
-  double percentile = 0;            // ActivationCalibration::percentile used
-  uint64_t calibration_images = 0;  // images the scales were measured on
+  double percentile = 0;                   // ActivationCalibration::percentile used
+  uint64_t calibration_images = 0;         // images the scales were measured on
   std::vector<float> activation_scales;    // s_x, > 0 and finite
   std::vector<float> max_abs_activations;  // max |x| over the calibration values (informational)
   std::vector<double> clipped_fractions;   // values saturated at s_x (informational), in [0, 1]
@@ -88,10 +88,9 @@ class QuantizedLowerTier final : public FeatureExtractor {
   // Errors: INVALID_ARGUMENT if the images are empty, have the wrong width or hold NaN / Inf, or a
   // layer does not fit the kernel's limits (the message names the stage); FAILED_PRECONDITION if
   // the backend has no int8 dense layer; the backend's errors from loading a layer.
-  static absl::StatusOr<QuantizedLowerTier> Calibrate(std::shared_ptr<const LowerTier> tier,
-                                                      const MatrixF& calibration_images,
-                                                      fpga::Backend& backend,
-                                                      const ActivationCalibration& calibration = {});
+  static absl::StatusOr<QuantizedLowerTier> Calibrate(
+      std::shared_ptr<const LowerTier> tier, const MatrixF& calibration_images,
+      fpga::Backend& backend, const ActivationCalibration& calibration = {});
 
   // Only the calibration pass of Calibrate: the activation scales of `tier`'s quantised stages on
   // `calibration_images`, no backend needed. Same errors as Calibrate's for the images and the

@@ -61,8 +61,8 @@ class StageParams {
   absl::Status Finish() {
     for (const auto& [key, value] : spec_.params) {
       if (!asked_.contains(key)) {
-        Fail(absl::StrCat("unknown parameter ", key, " (known: ", absl::StrJoin(asked_, ", "),
-                          ")"));
+        Fail(
+            absl::StrCat("unknown parameter ", key, " (known: ", absl::StrJoin(asked_, ", "), ")"));
       }
     }
     return error_;
@@ -408,8 +408,8 @@ void ExpandStage::Save(base::RecordFileWriter& writer, const std::string& prefix
 }
 
 absl::Status ExpandStage::Load(const base::RecordFileReader& reader, const std::string& prefix) {
-  if (absl::Status s = LoadTensor(reader, prefix + "projection", input_shape().size(), units_,
-                                  projection_);
+  if (absl::Status s =
+          LoadTensor(reader, prefix + "projection", input_shape().size(), units_, projection_);
       !s.ok()) {
     return s;
   }

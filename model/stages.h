@@ -34,7 +34,8 @@ class FitData {
   virtual Eigen::Index rows() const = 0;
   // Calls `visit` on consecutive chunks that together hold every training row, in order; stops at
   // the first error.
-  virtual absl::Status ForEachChunk(const std::function<absl::Status(const MatrixF&)>& visit) const = 0;
+  virtual absl::Status ForEachChunk(
+      const std::function<absl::Status(const MatrixF&)>& visit) const = 0;
   // The rows with the given indices, in that order.
   virtual MatrixF Rows(std::span<const Eigen::Index> indices) const = 0;
 };
@@ -198,7 +199,7 @@ class ElmAutoencoderStage final : public Stage {
   absl::Status Load(const base::RecordFileReader& reader, const std::string& prefix) override;
 
   const MatrixF& encoder() const { return encoder_; }  // n_in x U: beta^T
-  bool relu() const { return relu_; }  // outputs max(x beta^T, 0)
+  bool relu() const { return relu_; }                  // outputs max(x beta^T, 0)
 
  private:
   int units_;

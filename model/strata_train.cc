@@ -25,15 +25,16 @@
 #include "model/bundle.h"
 #include "model/lower_tier.h"
 #include "model/quantized_lower_tier.h"
-#include "model/trainer.h"
 #include "model/tensor.h"
+#include "model/trainer.h"
 #include "model/upper_tier.h"
 
 ABSL_FLAG(std::string, train, "fashion-mnist:train",
           "Training data: fashion-mnist:train, idx:IMAGES,LABELS or csv:PATH");
 ABSL_FLAG(size_t, train_offset, 0, "Training samples to skip at the start of --train");
 ABSL_FLAG(size_t, train_limit, 0, "Training samples to use after the offset (0: all)");
-ABSL_FLAG(std::string, test, "fashion-mnist:test", "Test data (same forms as --train); empty: none");
+ABSL_FLAG(std::string, test, "fashion-mnist:test",
+          "Test data (same forms as --train); empty: none");
 ABSL_FLAG(size_t, test_limit, 0, "Test samples to use (0: all)");
 ABSL_FLAG(std::string, out, "strata.bundle", "Where to write the model bundle");
 ABSL_FLAG(std::string, spec, "",
@@ -64,10 +65,11 @@ ABSL_FLAG(bool, readout_int8, true,
 ABSL_FLAG(double, readout_percentile, 100,
           "Percentile of |h_j| over the first feature block (5,000 training images) that sets "
           "each readout feature's int8 scale (100: the maximum)");
-ABSL_FLAG(bool, empty_upper, false,
-          "Fit the lower tier (and its int8 and readout scales) only and write a bundle whose upper "
-          "tier has no sample and no class: the server learns every class from Update streams "
-          "(Predict fails with FAILED_PRECONDITION until one arrives). No accuracy is measured");
+ABSL_FLAG(
+    bool, empty_upper, false,
+    "Fit the lower tier (and its int8 and readout scales) only and write a bundle whose upper "
+    "tier has no sample and no class: the server learns every class from Update streams "
+    "(Predict fails with FAILED_PRECONDITION until one arrives). No accuracy is measured");
 ABSL_FLAG(bool, int8_resolve, true,
           "With --int8_backend: also re-solve the readout on int8 training features and report "
           "its test accuracy (costs another pass over the training set and a solve)");
@@ -105,7 +107,8 @@ absl::StatusOr<Options> ReadOptions(bool have_test) {
   model::TrainOptions& train = options.train;
   if (const std::string spec = absl::GetFlag(FLAGS_spec); !spec.empty()) {
     absl::StatusOr<model::Architecture> read = model::ReadArchitecture(spec);
-    if (!read.ok()) return absl::InvalidArgumentError(absl::StrCat("--spec: ", read.status().ToString()));
+    if (!read.ok())
+      return absl::InvalidArgumentError(absl::StrCat("--spec: ", read.status().ToString()));
     train.architecture = *std::move(read);
   }
   train.seed = absl::GetFlag(FLAGS_seed);
@@ -127,8 +130,8 @@ absl::StatusOr<Options> ReadOptions(bool have_test) {
   for (const std::string& text : absl::GetFlag(FLAGS_int8_percentiles)) {
     double value;
     if (!absl::SimpleAtod(text, &value) || !(value > 0 && value <= 100)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--int8_percentiles: ", text, ", expected numbers in (0, 100]"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("--int8_percentiles: ", text, ", expected numbers in (0, 100]"));
     }
     options.int8_percentiles.push_back(value);
   }
@@ -154,17 +157,17 @@ absl::Status EvaluateInt8(const model::TrainedModel& trained, fpga::Backend& bac
                           bool resolve) {
   absl::Time phase = absl::Now();
   const model::MatrixF& train_images = data.train.images;
-  const Eigen::Index calibration_rows =
-      std::min<Eigen::Index>(train_images.rows(),
-                             static_cast<Eigen::Index>(absl::GetFlag(FLAGS_int8_calibration_images)));
+  const Eigen::Index calibration_rows = std::min<Eigen::Index>(
+      train_images.rows(), static_cast<Eigen::Index>(absl::GetFlag(FLAGS_int8_calibration_images)));
   absl::StatusOr<model::QuantizedLowerTier> quantized = model::QuantizedLowerTier::Calibrate(
       trained.bundle.lower, train_images.topRows(calibration_rows), backend,
       {.percentile = percentile});
   if (!quantized.ok()) return quantized.status();
-  std::printf("int8     backend %s (%s); calibrated on %td training images, activation "
-              "percentile %g, in %.2f s\n",
-              backend.info().name.c_str(), backend.info().description.c_str(), calibration_rows,
-              percentile, Seconds(phase));
+  std::printf(
+      "int8     backend %s (%s); calibrated on %td training images, activation "
+      "percentile %g, in %.2f s\n",
+      backend.info().name.c_str(), backend.info().description.c_str(), calibration_rows, percentile,
+      Seconds(phase));
   for (const std::string& line : quantized->DescribeQuantization()) {
     std::printf("int8     %s\n", line.c_str());
   }
@@ -180,13 +183,13 @@ absl::Status EvaluateInt8(const model::TrainedModel& trained, fpga::Backend& bac
   std::printf("int8     test features in %.2f s: %.0f int8 MACs/image%s\n", Seconds(phase),
               static_cast<double>(counts.int8_macs) * per_image,
               table.ok() ? absl::StrCat(", ", fpga::Joules(counts, *table) * per_image * 1e6,
-                                        " uJ/image by the ", backend.info().name,
-                                        " energy table").c_str()
+                                        " uJ/image by the ", backend.info().name, " energy table")
+                               .c_str()
                          : "");
-  std::printf("int8     test accuracy: float features %.2f%%, int8 features (same readout) %.2f%% "
-              "(%+.2f points)\n",
-              100 * float_accuracy, 100 * *int8_accuracy,
-              100 * (*int8_accuracy - float_accuracy));
+  std::printf(
+      "int8     test accuracy: float features %.2f%%, int8 features (same readout) %.2f%% "
+      "(%+.2f points)\n",
+      100 * float_accuracy, 100 * *int8_accuracy, 100 * (*int8_accuracy - float_accuracy));
 
   if (!resolve) return absl::OkStatus();
   phase = absl::Now();
@@ -196,10 +199,10 @@ absl::Status EvaluateInt8(const model::TrainedModel& trained, fpga::Backend& bac
   if (!resolved.ok()) return resolved.status();
   absl::StatusOr<double> resolved_accuracy = model::Accuracy(*quantized, *resolved, *data.test);
   if (!resolved_accuracy.ok()) return resolved_accuracy.status();
-  std::printf("int8     test accuracy, readout re-solved on int8 training features: %.2f%% "
-              "(%+.2f points vs float), in %.2f s\n",
-              100 * *resolved_accuracy, 100 * (*resolved_accuracy - float_accuracy),
-              Seconds(phase));
+  std::printf(
+      "int8     test accuracy, readout re-solved on int8 training features: %.2f%% "
+      "(%+.2f points vs float), in %.2f s\n",
+      100 * *resolved_accuracy, 100 * (*resolved_accuracy - float_accuracy), Seconds(phase));
   return absl::OkStatus();
 }
 
@@ -210,26 +213,28 @@ void PrintTraining(const model::TrainOptions& options, const model::TrainedModel
     std::printf("lower    %s\n", stage.c_str());
   }
   if (report.calibration_images > 0) {
-    std::printf("int8     scales for %zu stages calibrated on %td training images "
-                "(percentile %g) in %.2f s, stored in the bundle\n",
-                trained.bundle.int8.activation_scales.size(), report.calibration_images,
-                trained.bundle.int8.percentile, report.calibration_seconds);
+    std::printf(
+        "int8     scales for %zu stages calibrated on %td training images "
+        "(percentile %g) in %.2f s, stored in the bundle\n",
+        trained.bundle.int8.activation_scales.size(), report.calibration_images,
+        trained.bundle.int8.percentile, report.calibration_seconds);
   }
   if (report.readout_float_without_scales) {
-    std::printf("readout  no int8 activation scales (--int8_calibration_images=0): the readout is "
-                "fit on the float lower tier's features\n");
+    std::printf(
+        "readout  no int8 activation scales (--int8_calibration_images=0): the readout is "
+        "fit on the float lower tier's features\n");
   }
   const fpga::Backend* backend = trained.backend.get();
   const bool int8_lower = trained.readout_extractor->backend() != nullptr;
-  std::printf("readout  features from the %s lower tier%s; G, Q by %s\n",
-              int8_lower ? "int8" : "float",
-              int8_lower ? absl::StrCat(" on the ", backend->info().name, " backend").c_str() : "",
-              options.readout_int8
-                  ? absl::StrCat("the int8 Gram kernel on the ", backend->info().name,
-                                 " backend (", backend->info().description,
-                                 "), features quantised per feature at percentile ",
-                                 options.readout_percentile).c_str()
-                  : "the float64 host rank-k update");
+  std::printf(
+      "readout  features from the %s lower tier%s; G, Q by %s\n", int8_lower ? "int8" : "float",
+      int8_lower ? absl::StrCat(" on the ", backend->info().name, " backend").c_str() : "",
+      options.readout_int8 ? absl::StrCat("the int8 Gram kernel on the ", backend->info().name,
+                                          " backend (", backend->info().description,
+                                          "), features quantised per feature at percentile ",
+                                          options.readout_percentile)
+                                 .c_str()
+                           : "the float64 host rank-k update");
   if (options.readout_int8) {
     absl::StatusOr<fpga::EnergyTable> table = fpga::EnergyTableFor(backend->info().name);
     std::printf("gram     %s; fold %s; %.3f J by the %s table\n",
@@ -250,8 +255,9 @@ int Fail(absl::string_view what, const absl::Status& status) {
 
 int Run() {
   const absl::Time start = absl::Now();
-  absl::StatusOr<data::LabeledImages> train = data::Load(
-      absl::GetFlag(FLAGS_train), {absl::GetFlag(FLAGS_train_offset), absl::GetFlag(FLAGS_train_limit)});
+  absl::StatusOr<data::LabeledImages> train =
+      data::Load(absl::GetFlag(FLAGS_train),
+                 {absl::GetFlag(FLAGS_train_offset), absl::GetFlag(FLAGS_train_limit)});
   if (!train.ok()) return Fail("reading --train: ", train.status());
   model::TrainingData data;
   if (!absl::GetFlag(FLAGS_test).empty()) {
@@ -268,7 +274,8 @@ int Run() {
   const model::Architecture& architecture = options->train.architecture;
   if (architecture.height != train->height || architecture.width != train->width ||
       architecture.channels != 1) {
-    std::fprintf(stderr, "strata-train: the spec's input is %dx%dx%d, the data's images are %dx%dx1\n",
+    std::fprintf(stderr,
+                 "strata-train: the spec's input is %dx%dx%d, the data's images are %dx%dx1\n",
                  architecture.height, architecture.width, architecture.channels, train->height,
                  train->width);
     return 1;
@@ -304,9 +311,11 @@ int Run() {
     }
     std::printf("  (evaluated in %.2f s)\n", report.evaluate_seconds);
   }
-  for (size_t i = 0; options->int8_backend != nullptr && i < options->int8_percentiles.size(); ++i) {
-    if (absl::Status s = EvaluateInt8(*trained, *options->int8_backend, data, options->train.lambda,
-                                      options->int8_percentiles[i], i == 0 && options->int8_resolve);
+  for (size_t i = 0; options->int8_backend != nullptr && i < options->int8_percentiles.size();
+       ++i) {
+    if (absl::Status s =
+            EvaluateInt8(*trained, *options->int8_backend, data, options->train.lambda,
+                         options->int8_percentiles[i], i == 0 && options->int8_resolve);
         !s.ok()) {
       return Fail("--int8_backend: ", s);
     }

@@ -2,10 +2,9 @@
 #ifndef STRATA_MODEL_TENSOR_H_
 #define STRATA_MODEL_TENSOR_H_
 
+#include <Eigen/Core>
 #include <cstdint>
 #include <span>
-
-#include <Eigen/Core>
 
 namespace strata::model {
 

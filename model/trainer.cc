@@ -42,8 +42,8 @@ absl::Status CheckData(const TrainOptions& options, const TrainingData& data) {
   }
   for (const LabelledImages* set : {&data.train, data.test ? &*data.test : nullptr}) {
     if (set != nullptr && static_cast<size_t>(set->images.rows()) != set->labels.size()) {
-      return absl::InvalidArgumentError(absl::StrCat(set->images.rows(), " images but ",
-                                                     set->labels.size(), " labels"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(set->images.rows(), " images but ", set->labels.size(), " labels"));
     }
   }
   return absl::OkStatus();
@@ -85,8 +85,8 @@ absl::Status BuildReadoutExtractor(const TrainOptions& options, TrainedModel& mo
     }
     model.backend = *std::move(backend);
   }
-  absl::StatusOr<std::shared_ptr<const FeatureExtractor>> extractor = MakeLowerTierExtractor(
-      bundle.lower, bundle.int8, int8_lower ? model.backend.get() : nullptr);
+  absl::StatusOr<std::shared_ptr<const FeatureExtractor>> extractor =
+      MakeLowerTierExtractor(bundle.lower, bundle.int8, int8_lower ? model.backend.get() : nullptr);
   if (!extractor.ok()) {
     return absl::Status(extractor.status().code(),
                         absl::StrCat("--readout_device: ", extractor.status().message()));
@@ -177,8 +177,8 @@ absl::Status AbsorbTraining(const TrainOptions& options, const LabelledImages& t
       // Scales from the first block: a few thousand rows pin every feature's range.
       absl::StatusOr<std::vector<float>> scales =
           CalibrateReadoutScales(*features, options.readout_percentile);
-      absl::Status set = scales.ok() ? upper.set_readout_scales(*std::move(scales))
-                                     : scales.status();
+      absl::Status set =
+          scales.ok() ? upper.set_readout_scales(*std::move(scales)) : scales.status();
       if (set.ok()) set = upper.AttachGramBackend(model.backend.get());
       if (!set.ok()) {
         return absl::Status(set.code(), absl::StrCat("readout scales: ", set.message()));
@@ -226,8 +226,7 @@ absl::Status SolveAndEvaluate(const TrainingData& data, std::vector<MatrixF>& ke
   model.report.train_accuracy =
       static_cast<double>(train_correct) / static_cast<double>(data.train.labels.size());
   if (data.test) {
-    absl::StatusOr<double> test =
-        Accuracy(*model.readout_extractor, model.readout, *data.test);
+    absl::StatusOr<double> test = Accuracy(*model.readout_extractor, model.readout, *data.test);
     if (!test.ok()) return test.status();
     model.report.test_accuracy = *test;
   }
@@ -281,12 +280,12 @@ absl::StatusOr<TrainedModel> Train(const TrainOptions& options, const TrainingDa
 
   // Upper tier: absorb every training sample into G and Q, then one Cholesky solve.
   const int feature_size = lower->feature_size();
-  TrainedModel model{.backend = nullptr,
-                     .bundle = {std::move(lower), UpperTier(feature_size, options.lambda), 1,
-                                *std::move(int8)},
-                     .readout_extractor = nullptr,
-                     .readout = {},
-                     .report = report};
+  TrainedModel model{
+      .backend = nullptr,
+      .bundle = {std::move(lower), UpperTier(feature_size, options.lambda), 1, *std::move(int8)},
+      .readout_extractor = nullptr,
+      .readout = {},
+      .report = report};
   if (absl::Status s = BuildReadoutExtractor(options, model); !s.ok()) return s;
   std::vector<MatrixF> kept;  // the training features, for the train accuracy
   if (absl::Status s = AbsorbTraining(options, data.train, model, kept); !s.ok()) return s;

@@ -77,8 +77,8 @@ struct TrainReport {
   double feature_seconds = 0;  // the readout's training features (augmented copies included)
   // Rows absorbed besides the training images: their augmented copies (Architecture::augment).
   Eigen::Index augmented_rows = 0;
-  double absorb_seconds = 0;   // absorbing them into G and Q
-  double solve_seconds = 0;    // the Cholesky solve
+  double absorb_seconds = 0;  // absorbing them into G and Q
+  double solve_seconds = 0;   // the Cholesky solve
   double evaluate_seconds = 0;
   // With readout_int8: the Gram kernel's work, and folding its sums into float64.
   fpga::OpCounts gram_counts;

@@ -2,12 +2,11 @@
 
 #include <omp.h>
 
+#include <Eigen/Cholesky>
 #include <algorithm>
 #include <cmath>
 #include <limits>
 #include <utility>
-
-#include <Eigen/Cholesky>
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
@@ -168,7 +167,7 @@ double CholeskyInPlace(Eigen::MatrixXd& m) {
     // L21 = A21 L11^-T, rows shared among the threads.
     auto a21 = m.block(k0 + kb, k0, rest, kb);
     const Eigen::Index chunks = (rest + kSyrkBlock - 1) / kSyrkBlock;
-#pragma omp parallel for schedule(dynamic) if (static_cast<double>(rest) * kb * kb > kParallelWork)
+#pragma omp parallel for schedule(dynamic) if (static_cast <double>(rest) * kb * kb > kParallelWork)
     for (Eigen::Index c = 0; c < chunks; ++c) {
       const Eigen::Index r0 = c * kSyrkBlock, rows = std::min(kSyrkBlock, rest - r0);
       auto panel = a21.middleRows(r0, rows);
@@ -222,8 +221,7 @@ void RotateRowsIntoFactor(Eigen::MatrixXd& l, Eigen::MatrixXd& v) {
       const Eigen::Index below = n - j1;
       if (below == 0) continue;
       const Eigen::Index chunks = (below + kRotationRowChunk - 1) / kRotationRowChunk;
-      const bool parallel =
-          6.0 * static_cast<double>(below) * (j1 - j0) * m > kParallelWork;
+      const bool parallel = 6.0 * static_cast<double>(below) * (j1 - j0) * m > kParallelWork;
 #pragma omp parallel for schedule(static) if (parallel)
       for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
         const Eigen::Index r0 = j1 + chunk * kRotationRowChunk;
@@ -254,8 +252,8 @@ MatrixF SolveWithFactor(const Eigen::MatrixXd& l, const CrossColumns& cross) {
   Eigen::MatrixXd x = cross;  // column-major: each class's right-hand side contiguous
   const Eigen::Index classes = x.cols();
   const int threads = std::max(1, std::min<int>(omp_get_max_threads(), static_cast<int>(classes)));
-#pragma omp parallel for num_threads(threads) schedule(static) \
-    if (static_cast<double>(l.rows()) * l.rows() * classes > kParallelWork)
+#pragma omp parallel for num_threads(threads) \
+    schedule(static) if (static_cast <double>(l.rows()) * l.rows() * classes > kParallelWork)
   for (int t = 0; t < threads; ++t) {
     const Eigen::Index c0 = classes * t / threads, c1 = classes * (t + 1) / threads;
     if (c1 == c0) continue;
@@ -287,8 +285,7 @@ UpperTier::UpperTier(int feature_size, double lambda, const UpperTierOptions& op
       options_(options),
       gram_(lambda * MatrixD::Identity(feature_size, feature_size)),
       cross_(Eigen::MatrixXd::Zero(feature_size, 0)) {
-  DropFactor(options_.keep_factor ? "no refresh has computed a factor yet"
-                                  : "keep_factor is off");
+  DropFactor(options_.keep_factor ? "no refresh has computed a factor yet" : "keep_factor is off");
 }
 
 absl::StatusOr<std::vector<float>> CalibrateReadoutScales(const MatrixF& features,
@@ -375,9 +372,8 @@ float RoundTo16Bits(float value) {
 
 absl::Status UpperTier::set_readout_scales(std::vector<float> scales) {
   if (!scales.empty() && static_cast<int>(scales.size()) != feature_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("upper tier: ", scales.size(),
-                                                   " readout scales for ", feature_size(),
-                                                   " features"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "upper tier: ", scales.size(), " readout scales for ", feature_size(), " features"));
   }
   for (size_t j = 0; j < scales.size(); ++j) {
     if (!(scales[j] > 0) || !std::isfinite(scales[j])) {
@@ -484,8 +480,8 @@ absl::Status UpperTier::FoldGram(fpga::OpCounts* counts, fpga::OpCounts* absorb_
   if (counts != nullptr) {
     *counts += *read;
     counts->fp64_macs += static_cast<uint64_t>(d) * (d + 1) / 2 + static_cast<uint64_t>(d) * c;
-    counts->dram_bytes += static_cast<uint64_t>(d) * (d + 1) / 2 * 16 +
-                          static_cast<uint64_t>(d) * c * 16;
+    counts->dram_bytes +=
+        static_cast<uint64_t>(d) * (d + 1) / 2 * 16 + static_cast<uint64_t>(d) * c * 16;
   }
   return absl::OkStatus();
 }
@@ -527,7 +523,7 @@ absl::Status UpperTier::set_forgetting(double alpha) {
 }
 
 absl::Status UpperTier::Forget(std::span<const int> reset_classes, double decay,
-                              fpga::OpCounts* counts) {
+                               fpga::OpCounts* counts) {
   if (counts != nullptr) *counts = fpga::OpCounts{};
   if (!(decay > 0 && decay <= 1)) {
     return absl::InvalidArgumentError(
@@ -535,8 +531,8 @@ absl::Status UpperTier::Forget(std::span<const int> reset_classes, double decay,
   }
   for (const int c : reset_classes) {
     if (c < 0 || c >= num_classes()) {
-      return absl::InvalidArgumentError(absl::StrCat("upper tier forget: class index ", c,
-                                                     " is not in 0..", num_classes() - 1));
+      return absl::InvalidArgumentError(
+          absl::StrCat("upper tier forget: class index ", c, " is not in 0..", num_classes() - 1));
     }
   }
   fpga::OpCounts work;
@@ -557,7 +553,7 @@ absl::Status UpperTier::Forget(std::span<const int> reset_classes, double decay,
 }
 
 absl::Status UpperTier::Absorb(const MatrixF& features, std::span<const int> classes,
-                              fpga::OpCounts* counts) {
+                               fpga::OpCounts* counts) {
   if (counts != nullptr) *counts = fpga::OpCounts{};
   if (features.cols() != feature_size()) {
     return absl::InvalidArgumentError(absl::StrCat("upper tier absorb: features have ",
@@ -775,8 +771,8 @@ absl::StatusOr<UpperTier> UpperTier::FromStatistics(double lambda, MatrixD gram,
                                                     std::vector<std::string> labels,
                                                     uint64_t samples_seen) {
   if (!(lambda > 0) || !std::isfinite(lambda)) {
-    return absl::InvalidArgumentError(absl::StrCat("upper tier: lambda = ", lambda,
-                                                   ", expected a finite value > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("upper tier: lambda = ", lambda, ", expected a finite value > 0"));
   }
   if (gram.rows() != gram.cols()) {
     return absl::InvalidArgumentError(
@@ -807,8 +803,8 @@ absl::StatusOr<UpperTier> UpperTier::FromStatistics(double lambda, MatrixD gram,
 absl::StatusOr<std::vector<std::string>> UpperTier::AbsorbLabeled(
     const MatrixF& features, std::span<const std::string> labels, fpga::OpCounts* counts) {
   if (features.rows() != static_cast<Eigen::Index>(labels.size())) {
-    return absl::InvalidArgumentError(absl::StrCat("absorb: ", features.rows(),
-                                                   " feature rows but ", labels.size(), " labels"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("absorb: ", features.rows(), " feature rows but ", labels.size(), " labels"));
   }
   if (features.cols() != feature_size()) {
     return absl::InvalidArgumentError(absl::StrCat("absorb: feature rows of width ",

@@ -90,9 +90,9 @@ struct RefreshReport {
   RefreshPath path = RefreshPath::kRefactor;
   // Why this path: "forced", "cost model", "periodic re-factor", "no factor kept", ...
   std::string reason;
-  int64_t rows_folded = 0;     // rows folded into the factor (kFactorUpdate); 0 for kRefactor
-  double factor_flops = 0;     // Cholesky (D^3/3 + lower-order terms) or the update (3 k D^2)
-  double solve_flops = 0;      // the two triangular solves: 2 D^2 C
+  int64_t rows_folded = 0;  // rows folded into the factor (kFactorUpdate); 0 for kRefactor
+  double factor_flops = 0;  // Cholesky (D^3/3 + lower-order terms) or the update (3 k D^2)
+  double solve_flops = 0;   // the two triangular solves: 2 D^2 C
   double flops() const { return factor_flops + solve_flops; }
   // Smallest diagonal entry of the Cholesky factor after the refresh: > 0 means G is positive
   // definite. 0 in a plan (not yet known).
@@ -307,8 +307,8 @@ class UpperTier {
   // stored one); INVALID_ARGUMENT if shapes disagree. No factor is kept: the first Refresh()
   // re-factors.
   static absl::StatusOr<UpperTier> FromStatistics(double lambda, MatrixD gram, MatrixD cross,
-                                                   std::vector<std::string> labels,
-                                                   uint64_t samples_seen);
+                                                  std::vector<std::string> labels,
+                                                  uint64_t samples_seen);
 
  private:
   // Flop counts of the two paths for the current state.
@@ -320,7 +320,6 @@ class UpperTier {
   void AbsorbFloat(const MatrixF& features, std::span<const int> classes);
   // Buffers rows for the factor-update path (or drops the factor when too many).
   void BufferPendingRows(const MatrixF& features);
-
 
   double lambda_;
   UpperTierOptions options_;

@@ -46,8 +46,7 @@ Fn Real(const char* suffix) {
   return reinterpret_cast<Fn>(fn);
 }
 
-#define STRATA_REAL(type, suffix)                  \
-  static const auto real = Real<type>(suffix)
+#define STRATA_REAL(type, suffix) static const auto real = Real<type>(suffix)
 
 using Plain = void (*)(absl::Mutex*);
 using Try = bool (*)(absl::Mutex*);

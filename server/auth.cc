@@ -23,8 +23,7 @@ bool ConstantTimeEquals(absl::string_view a, absl::string_view b) {
 CallAuthenticator::CallAuthenticator(std::string token, bool all_rpcs)
     : token_(std::move(token)), all_rpcs_(all_rpcs) {}
 
-grpc::Status CallAuthenticator::Check(const grpc::ServerContextBase& context,
-                                      CallKind kind) const {
+grpc::Status CallAuthenticator::Check(const grpc::ServerContextBase& context, CallKind kind) const {
   if (token_.empty() || (kind == CallKind::kRead && !all_rpcs_)) return grpc::Status::OK;
   const auto& metadata = context.client_metadata();
   const auto found = metadata.find("authorization");

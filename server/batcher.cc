@@ -151,9 +151,8 @@ void PredictBatcher::Work() {
       // A large batch with nothing else to do anywhere may use every core. (A request arriving
       // meanwhile then shares the cores with it briefly, rather than leaving one idle now.)
       const bool alone = queue_.empty() && idle_workers_ == options_.workers - 1;
-      const int wanted = alone && images >= options_.alone_min_images
-                             ? options_.alone_threads
-                             : options_.threads_per_worker;
+      const int wanted = alone && images >= options_.alone_min_images ? options_.alone_threads
+                                                                      : options_.threads_per_worker;
       if (wanted != team) omp_set_num_threads(team = wanted);
     }
     // Counted before the batch runs, so that anyone who saw one of its replies also sees it

@@ -138,7 +138,8 @@ class PredictBatcher {
  public:
   // Runs one batch: must finish every call in `calls` (exactly once each), on the calling thread or
   // later. Calls are in arrival order.
-  using RunBatch = absl::AnyInvocable<void(std::span<const PredictCall> calls, BatchScratch* scratch)>;
+  using RunBatch =
+      absl::AnyInvocable<void(std::span<const PredictCall> calls, BatchScratch* scratch)>;
 
   // Starts options.workers threads. `options` must be valid (max_images >= 1, max_delay >= 0,
   // workers >= 1); invalid values are clamped to the nearest valid one.

@@ -15,7 +15,7 @@ Device Int8Device(std::unique_ptr<fpga::Backend> backend, absl::string_view why)
   Device device;
   device.name = backend->info().name;
   device.description = absl::StrCat("int8 lower tier on the ", device.name, " backend (",
-                                     backend->info().description, ")", why);
+                                    backend->info().description, ")", why);
   device.backend = std::move(backend);
   return device;
 }
@@ -52,8 +52,8 @@ absl::StatusOr<Device> OpenDevice(const DeviceOptions& options) {
     device.automatic = true;
     return device;
   }
-  return absl::InvalidArgumentError(absl::StrCat("unknown device '", name,
-                                                 "'; known: ", absl::StrJoin(DeviceNames(), ", ")));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown device '", name, "'; known: ", absl::StrJoin(DeviceNames(), ", ")));
 }
 
 fpga::Backend* Device::ServedBackend(bool bundle_has_int8_scales) const {

@@ -24,9 +24,9 @@ bool IsVersion(const std::string& text, uint64_t version) {
   return absl::SimpleAtoi(text, &parsed) && parsed == version;
 }
 
-void AddTensor(const char* name, const char* datatype, std::initializer_list<int64_t> shape,
-               google::protobuf::RepeatedPtrField<
-                   inference::ModelMetadataResponse::TensorMetadata>* tensors) {
+void AddTensor(
+    const char* name, const char* datatype, std::initializer_list<int64_t> shape,
+    google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* tensors) {
   inference::ModelMetadataResponse::TensorMetadata* tensor = tensors->Add();
   tensor->set_name(name);
   tensor->set_datatype(datatype);
@@ -51,8 +51,8 @@ class KServeService::InferCall final : public grpc::ServerUnaryReactor, public P
     absl::StatusOr<std::shared_ptr<const update::ModelVersion>> model =
         service_->FindModel(request_.model_name(), request_.model_version());
     if (!model.ok()) return FinishWith(ToGrpcStatus(model.status()));
-    absl::StatusOr<InferPlan> plan = ReadInferRequest(
-        request_, (*model)->extractor->input_size(), service_->options_.max_batch);
+    absl::StatusOr<InferPlan> plan =
+        ReadInferRequest(request_, (*model)->extractor->input_size(), service_->options_.max_batch);
     if (!plan.ok()) return FinishWith(ToGrpcStatus(plan.status()));
     plan_ = *std::move(plan);
     service_->predictor_->SubmitPredict({context_, &plan_.predict, &predicted_, nullptr, this, {}});
@@ -136,8 +136,8 @@ absl::StatusOr<std::shared_ptr<const update::ModelVersion>> KServeService::FindM
   }
   if (!version.empty() && !IsVersion(version, model->version)) {
     return absl::NotFoundError(absl::StrCat("model \"", name, "\" version \"", version,
-                                            "\" not found; the served version is ",
-                                            model->version, " (only the current one is served)"));
+                                            "\" not found; the served version is ", model->version,
+                                            " (only the current one is served)"));
   }
   return model;
 }
@@ -198,8 +198,7 @@ grpc::ServerUnaryReactor* KServeService::ServerMetadata(grpc::CallbackServerCont
                                                         grpc::ByteBuffer* reply) {
   return AnswerNow<inference::ServerMetadataRequest, inference::ServerMetadataResponse>(
       context, *request, reply, RpcMethod::kServerMetadata,
-      [this](const inference::ServerMetadataRequest&,
-             inference::ServerMetadataResponse* response) {
+      [this](const inference::ServerMetadataRequest&, inference::ServerMetadataResponse* response) {
         response->set_name("strata");
         response->set_version(options_.server_version);
         return absl::OkStatus();
@@ -257,8 +256,8 @@ absl::Status KServeService::DoModelMetadata(const inference::ModelMetadataReques
             response->mutable_inputs());
   AddTensor(kKServeLabelOutput, "BYTES", {-1}, response->mutable_outputs());
   AddTensor(kKServeClassIndexOutput, "INT64", {-1}, response->mutable_outputs());
-  AddTensor(kKServeScoresOutput, "FP32",
-            {-1, static_cast<int64_t>(served.readout.labels.size())}, response->mutable_outputs());
+  AddTensor(kKServeScoresOutput, "FP32", {-1, static_cast<int64_t>(served.readout.labels.size())},
+            response->mutable_outputs());
   return absl::OkStatus();
 }
 

@@ -34,9 +34,9 @@ absl::StatusOr<KServeOutput> OutputByName(const std::string& name) {
                               kKServeScoresOutput, "\""));
 }
 
-absl::StatusOr<std::vector<KServeOutput>> ReadOutputs(
-    const inference::ModelInferRequest& request) {
-  if (request.outputs().empty()) return std::vector{KServeOutput::kLabel, KServeOutput::kClassIndex};
+absl::StatusOr<std::vector<KServeOutput>> ReadOutputs(const inference::ModelInferRequest& request) {
+  if (request.outputs().empty())
+    return std::vector{KServeOutput::kLabel, KServeOutput::kClassIndex};
   std::vector<KServeOutput> outputs;
   for (const auto& requested : request.outputs()) {
     absl::StatusOr<KServeOutput> output = OutputByName(requested.name());
@@ -55,8 +55,8 @@ absl::StatusOr<std::vector<KServeOutput>> ReadOutputs(
 }
 
 // Checks the one input tensor's name, datatype and shape [N, input_size]; returns its type and N.
-absl::StatusOr<std::pair<ImageType, int>> ReadInputHeader(const InputTensor& input,
-                                                          int input_size, int max_batch) {
+absl::StatusOr<std::pair<ImageType, int>> ReadInputHeader(const InputTensor& input, int input_size,
+                                                          int max_batch) {
   if (input.name() != kKServeInputName) {
     return Invalid(absl::StrCat("inputs[0]: unknown input \"", input.name(),
                                 "\"; this model has one input, \"", kKServeInputName, "\""));
@@ -114,11 +114,10 @@ absl::Status ReadTypedImages(const InputTensor& input, ImageType type, int n, in
       type == ImageType::kUint8 ? contents.uint_contents_size() : contents.fp32_contents_size();
   const char* field_name = type == ImageType::kUint8 ? "uint_contents" : "fp32_contents";
   if (in_field != expected || ElementCount(contents) != expected) {
-    return Invalid(absl::StrCat("inputs[0] (\"", kKServeInputName, "\"): ", input.datatype(),
-                                " [", n, ", ", input_size, "] needs ", expected,
-                                " elements in contents.", field_name, " and none elsewhere; got ",
-                                in_field, " there and ", ElementCount(contents) - in_field,
-                                " in other fields"));
+    return Invalid(absl::StrCat("inputs[0] (\"", kKServeInputName, "\"): ", input.datatype(), " [",
+                                n, ", ", input_size, "] needs ", expected, " elements in contents.",
+                                field_name, " and none elsewhere; got ", in_field, " there and ",
+                                ElementCount(contents) - in_field, " in other fields"));
   }
   for (int i = 0; i < n; ++i) {
     v1::Sample* sample = predict->add_samples();
@@ -239,8 +238,7 @@ absl::StatusOr<InferPlan> ReadInferRequest(const inference::ModelInferRequest& r
                                 " tensors, expected exactly one, \"", kKServeInputName, "\""));
   }
   const InputTensor& input = request.inputs(0);
-  absl::StatusOr<std::pair<ImageType, int>> header =
-      ReadInputHeader(input, input_size, max_batch);
+  absl::StatusOr<std::pair<ImageType, int>> header = ReadInputHeader(input, input_size, max_batch);
   if (!header.ok()) return header.status();
   const auto [type, n] = *header;
   plan.raw = !request.raw_input_contents().empty();

@@ -11,9 +11,9 @@
 
 #include <algorithm>
 #include <climits>
-#include <cstring>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <memory>
 #include <optional>
 #include <string>
@@ -41,17 +41,17 @@
 #include "model/lower_tier_extractor.h"
 #include "server/device.h"
 #include "server/kserve_service.h"
-#include "server/replication.h"
-#include "update/env.h"
 #include "server/metrics.h"
+#include "server/replication.h"
+#include "server/request_parsing.h"
+#include "server/service.h"
+#include "update/env.h"
 #include "update/model_store.h"
 #include "update/recovery.h"
 #include "update/state_lock.h"
-#include "server/request_parsing.h"
 #include "update/update_log.h"
 #include "update/update_policy.h"
 #include "update/version_reservation.h"
-#include "server/service.h"
 
 ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
@@ -100,10 +100,11 @@ ABSL_FLAG(std::string, auth_token_file, "",
 ABSL_FLAG(bool, auth_all, false,
           "With a token: require it on every strata.v1.Strata call, not only Update and Snapshot "
           "(health and reflection stay open).");
-ABSL_FLAG(std::string, update_policy, "stream-end",
-          "When Update refreshes the readout: stream-end (once per stream, at its end), eager "
-          "(after every message), periodic (--policy_period_samples / --policy_period) or "
-          "energy-aware (when the expected gain pays for the joules, within --policy_budget_watts).");
+ABSL_FLAG(
+    std::string, update_policy, "stream-end",
+    "When Update refreshes the readout: stream-end (once per stream, at its end), eager "
+    "(after every message), periodic (--policy_period_samples / --policy_period) or "
+    "energy-aware (when the expected gain pays for the joules, within --policy_budget_watts).");
 ABSL_FLAG(int64_t, policy_period_samples, 1000,
           "periodic: refresh after this many samples since the last refresh (0: never by count).");
 ABSL_FLAG(absl::Duration, policy_period, absl::Seconds(60),
@@ -121,8 +122,9 @@ ABSL_FLAG(std::string, policy_drift_detector, "adwin",
 ABSL_FLAG(double, policy_growth_factor, 4,
           "energy-aware: also refresh once a class has this many times the samples it had when "
           "the readout was solved (0: off; else > 1).");
-ABSL_FLAG(int64_t, policy_growth_min_samples, 20,
-          "energy-aware: the fewest samples of a class that trigger --policy_growth_factor (>= 1).");
+ABSL_FLAG(
+    int64_t, policy_growth_min_samples, 20,
+    "energy-aware: the fewest samples of a class that trigger --policy_growth_factor (>= 1).");
 ABSL_FLAG(bool, policy_forget_on_drift, false,
           "Forgetting on drift (every policy but stream-end): after a drift alarm, a class whose "
           "recent error jumped by --policy_forget_error_jump is forgotten (its Q column zeroed, "
@@ -334,12 +336,12 @@ absl::Status ReadBatchingOptions(Options* options) {
   options->batcher.workers = absl::GetFlag(FLAGS_batch_workers);
   options->batcher.threads_per_worker = absl::GetFlag(FLAGS_batch_threads_per_worker);
   if (options->batcher.threads_per_worker < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_threads_per_worker: expected >= 1, got ",
-                                                   options->batcher.threads_per_worker));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--batch_threads_per_worker: expected >= 1, got ", options->batcher.threads_per_worker));
   }
   if (options->batcher.max_images < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("--batch_max_images: expected >= 1, got ",
-                                                   options->batcher.max_images));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--batch_max_images: expected >= 1, got ", options->batcher.max_images));
   }
   if (max_delay_us < 0) {
     return absl::InvalidArgumentError(
@@ -447,7 +449,8 @@ absl::StatusOr<Options> ReadOptions() {
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
   options.metrics_port_file = absl::GetFlag(FLAGS_metrics_port_file);
   options.model_name = absl::GetFlag(FLAGS_model_name);
-  if (options.model_name.empty()) return absl::InvalidArgumentError("--model_name must not be empty");
+  if (options.model_name.empty())
+    return absl::InvalidArgumentError("--model_name must not be empty");
   if (options.metrics_address.empty() && !options.metrics_port_file.empty()) {
     return absl::InvalidArgumentError("--metrics_port_file needs --metrics_address");
   }
@@ -465,9 +468,8 @@ absl::StatusOr<Options> ReadOptions() {
   options.device.xrt_device_index = absl::GetFlag(FLAGS_xrt_device_index);
   if (const std::vector<std::string> names = DeviceNames();
       std::find(names.begin(), names.end(), options.device.device) == names.end()) {
-    return absl::InvalidArgumentError(absl::StrCat("--device=", options.device.device,
-                                                   ": expected one of ",
-                                                   absl::StrJoin(names, ", ")));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--device=", options.device.device, ": expected one of ", absl::StrJoin(names, ", ")));
   }
   if (options.bundle.empty()) return absl::InvalidArgumentError("--bundle is required");
   if (options.address.empty()) return absl::InvalidArgumentError("--address must not be empty");
@@ -476,8 +478,8 @@ absl::StatusOr<Options> ReadOptions() {
         absl::StrCat("--max_batch: expected >= 1, got ", options.max_batch));
   }
   if (max_message_bytes < 1 || max_message_bytes > INT_MAX) {
-    return absl::InvalidArgumentError(absl::StrCat("--max_message_bytes: expected 1..", INT_MAX,
-                                                   ", got ", max_message_bytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--max_message_bytes: expected 1..", INT_MAX, ", got ", max_message_bytes));
   }
   options.max_message_bytes = static_cast<int>(max_message_bytes);
   options.replication.replica.chunk_rows = options.max_batch;
@@ -497,13 +499,13 @@ constexpr char kServiceName[] = "strata.v1.Strata";
 std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& options) {
   if (options.tls_cert_pem.empty()) return grpc::InsecureServerCredentials();
   grpc::SslServerCredentialsOptions ssl(
-      options.tls_client_ca_pem.empty() ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
-                                        : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
+      options.tls_client_ca_pem.empty()
+          ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
+          : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
   ssl.pem_root_certs = options.tls_client_ca_pem;
   ssl.pem_key_cert_pairs.push_back({options.tls_key_pem, options.tls_cert_pem});
   return grpc::SslServerCredentials(ssl);
 }
-
 
 // What a running server owns. Members are destroyed bottom-up: the gRPC server before the service
 // it calls, the service (and its Drain()) before the update log, metrics and store it reports into,
@@ -578,8 +580,7 @@ absl::Status RecoverState(const Options& options, const model::FeatureExtractor&
   update::UpdateLogOptions log_options;
   log_options.segment_bytes = options.log_segment_bytes;
   absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
-      update::FileUpdateLog::Open(env, options.state_dir, report->log_position + 1,
-                                  log_options);
+      update::FileUpdateLog::Open(env, options.state_dir, report->log_position + 1, log_options);
   if (!log.ok()) return log.status();
   server.update_log = *std::move(log);
   Durability durability;
@@ -629,7 +630,7 @@ void BuildService(const Options& options, Server& server) {
   service_options.auth_token = options.auth_token;
   service_options.auth_all = options.auth_all;
   STRATA_LOG(INFO) << "transport "
-                   << (options.tls_cert_pem.empty()         ? "plaintext"
+                   << (options.tls_cert_pem.empty()        ? "plaintext"
                        : options.tls_client_ca_pem.empty() ? "TLS"
                                                            : "mutual TLS")
                    << "; bearer token "
@@ -676,13 +677,13 @@ absl::Status Listen(const Options& options, Server& server) {
     absl::StatusOr<int> metrics_port = server.metrics->Serve(options.metrics_address);
     absl::Status written = metrics_port.status();
     if (written.ok() && !options.metrics_port_file.empty()) {
-      written = base::WriteFileAtomically(options.metrics_port_file,
-                                          absl::StrCat(*metrics_port, "\n"));
+      written =
+          base::WriteFileAtomically(options.metrics_port_file, absl::StrCat(*metrics_port, "\n"));
     }
     if (!written.ok()) {
-      return absl::Status(written.code(), absl::StrCat("--metrics_address=",
-                                                       options.metrics_address, ": ",
-                                                       written.ToString()));
+      return absl::Status(
+          written.code(),
+          absl::StrCat("--metrics_address=", options.metrics_address, ": ", written.ToString()));
     }
     STRATA_LOG(INFO) << "metrics on http://" << options.metrics_address << "/metrics (port "
                      << *metrics_port << ")";
@@ -739,9 +740,9 @@ absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Ser
         kill(getpid(), SIGTERM);
       });
   if (!replicated.ok()) {
-    return absl::Status(replicated.status().code(),
-                        absl::StrCat("replicated mode (--nats_servers): ",
-                                     replicated.status().ToString()));
+    return absl::Status(
+        replicated.status().code(),
+        absl::StrCat("replicated mode (--nats_servers): ", replicated.status().ToString()));
   }
   server.replicated = *std::move(replicated);
   return absl::OkStatus();
@@ -757,20 +758,20 @@ absl::Status LoadModel(const Options& options, Server& server) {
   if (options.state_dir.empty()) {
     STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
                            "every update absorbed since the bundle was written";
-  } else if (absl::Status recovered = RecoverState(options, *served->extractor, &served->bundle,
-                                                   server);
+  } else if (absl::Status recovered =
+                 RecoverState(options, *served->extractor, &served->bundle, server);
              !recovered.ok()) {
     return absl::Status(recovered.code(),
-                        absl::StrCat("cannot recover the state directory ", options.state_dir,
-                                     ": ", recovered.ToString(),
+                        absl::StrCat("cannot recover the state directory ", options.state_dir, ": ",
+                                     recovered.ToString(),
                                      "; refusing to start (see docs/operations.md, "
                                      "\"Durability\")"));
   }
-  absl::Status loaded = server.store.Load(std::move(served->bundle), served->extractor,
-                                          server.versions.get());
+  absl::Status loaded =
+      server.store.Load(std::move(served->bundle), served->extractor, server.versions.get());
   if (!loaded.ok()) {
-    return absl::Status(loaded.code(), absl::StrCat("cannot load the model bundle ",
-                                                    options.bundle, ": ", loaded.ToString()));
+    return absl::Status(loaded.code(), absl::StrCat("cannot load the model bundle ", options.bundle,
+                                                    ": ", loaded.ToString()));
   }
   std::shared_ptr<const update::ModelVersion> model = server.store.Current();
   STRATA_LOG(INFO) << "loaded " << options.bundle << " in "

@@ -76,9 +76,10 @@ class Metrics::StateCollectable final : public prometheus::Collectable {
     families.push_back(std::move(energy));
 
     if (state.loaded) {
-      prometheus::MetricFamily version{
-          "strata_model_version", "Version number of the model being served.",
-          prometheus::MetricType::Gauge, {}};
+      prometheus::MetricFamily version{"strata_model_version",
+                                       "Version number of the model being served.",
+                                       prometheus::MetricType::Gauge,
+                                       {}};
       prometheus::ClientMetric value;
       value.gauge.value = static_cast<double>(state.model_version);
       version.metric.push_back(std::move(value));
@@ -88,7 +89,8 @@ class Metrics::StateCollectable final : public prometheus::Collectable {
           "strata_backend_info",
           "Always 1; the labels say where the lower tier computes (float, cpu, emu, xrt) and "
           "which energy table prices the work.",
-          prometheus::MetricType::Gauge, {}};
+          prometheus::MetricType::Gauge,
+          {}};
       prometheus::ClientMetric info;
       info.label = {{"device", state.device}, {"energy_table", state.energy_table}};
       info.gauge.value = 1;
@@ -103,15 +105,15 @@ class Metrics::StateCollectable final : public prometheus::Collectable {
 };
 
 const std::vector<double>& Metrics::LatencyBuckets() {
-  static const auto* buckets = new std::vector<double>{
-      0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
-      0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,     10};
+  static const auto* buckets =
+      new std::vector<double>{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                              0.05,   0.1,     0.25,   0.5,   1,      2.5,   5,    10};
   return *buckets;
 }
 
 const std::vector<double>& Metrics::BatchBuckets() {
-  static const auto* buckets = new std::vector<double>{1,   2,   4,    8,    16,   32,  64,
-                                                       128, 256, 512, 1024, 2048, 4096};
+  static const auto* buckets =
+      new std::vector<double>{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096};
   return *buckets;
 }
 
@@ -119,17 +121,18 @@ Metrics::Metrics(const std::string& version)
     : registry_(std::make_shared<prometheus::Registry>()),
       state_(std::make_shared<StateCollectable>(this)) {
   prometheus::Registry& registry = *registry_;
-  requests_ = &prometheus::BuildCounter()
-                   .Name("strata_rpc_requests_total")
-                   .Help("Finished strata.v1.Strata and KServe v2 calls, by method and gRPC status code.")
-                   .Register(registry);
+  requests_ =
+      &prometheus::BuildCounter()
+           .Name("strata_rpc_requests_total")
+           .Help("Finished strata.v1.Strata and KServe v2 calls, by method and gRPC status code.")
+           .Register(registry);
   auto& latency = prometheus::BuildHistogram()
                       .Name("strata_rpc_latency_seconds")
                       .Help("Time from a call's arrival in the service to its Finish(), by method.")
                       .Register(registry);
   for (int m = 0; m < kNumRpcMethods; ++m) {
-    latency_[m] = &latency.Add({{"method", RpcMethodName(static_cast<RpcMethod>(m))}},
-                               LatencyBuckets());
+    latency_[m] =
+        &latency.Add({{"method", RpcMethodName(static_cast<RpcMethod>(m))}}, LatencyBuckets());
   }
   predict_batch_ = &prometheus::BuildHistogram()
                         .Name("strata_predict_batch_images")
@@ -138,8 +141,9 @@ Metrics::Metrics(const std::string& version)
                         .Add({}, BatchBuckets());
   lower_tier_batch_ = &prometheus::BuildHistogram()
                            .Name("strata_lower_tier_batch_rows")
-                           .Help("Rows per lower-tier run on the inference path (with dynamic "
-                                 "batching, the images of several requests).")
+                           .Help(
+                               "Rows per lower-tier run on the inference path (with dynamic "
+                               "batching, the images of several requests).")
                            .Register(registry)
                            .Add({}, BatchBuckets());
   samples_absorbed_ = &prometheus::BuildCounter()
@@ -159,8 +163,9 @@ Metrics::Metrics(const std::string& version)
                           .Add({});
   auto& refreshes = prometheus::BuildCounter()
                         .Name("strata_refreshes_total")
-                        .Help("Upper-tier versions published, by solve path (refactor: Cholesky "
-                              "from scratch; factor_update: rank-k update of the kept factor).")
+                        .Help(
+                            "Upper-tier versions published, by solve path (refactor: Cholesky "
+                            "from scratch; factor_update: rank-k update of the kept factor).")
                         .Register(registry);
   refreshes_refactor_ = &refreshes.Add({{"path", "refactor"}});
   refreshes_factor_update_ = &refreshes.Add({{"path", "factor_update"}});
@@ -221,8 +226,9 @@ void Metrics::ObserveRpc(RpcMethod method, absl::StatusCode code, absl::Duration
   if (counter == nullptr) {
     // First call with this pair: bind it. Family::Add returns the existing series for the same
     // labels, so two threads racing here get the same counter.
-    counter = &requests_->Add({{"method", RpcMethodName(method)},
-                               {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(c))}});
+    counter =
+        &requests_->Add({{"method", RpcMethodName(method)},
+                         {"code", absl::StatusCodeToString(static_cast<absl::StatusCode>(c))}});
     slot.store(counter, std::memory_order_release);
   }
   counter->Increment();

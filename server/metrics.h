@@ -135,7 +135,8 @@ class Metrics {
   std::shared_ptr<StateCollectable> state_;
   prometheus::Family<prometheus::Counter>* requests_ = nullptr;
   // requests_ bound to (method, code), created on first use: unused codes stay out of scrapes.
-  std::array<std::array<std::atomic<prometheus::Counter*>, kNumCodes>, kNumRpcMethods> requests_by_{};
+  std::array<std::array<std::atomic<prometheus::Counter*>, kNumCodes>, kNumRpcMethods>
+      requests_by_{};
   std::array<prometheus::Histogram*, kNumRpcMethods> latency_{};
   prometheus::Histogram* predict_batch_ = nullptr;
   prometheus::Histogram* lower_tier_batch_ = nullptr;

@@ -60,10 +60,11 @@ absl::StatusOr<ReplicatedServing> StartReplicatedServing(
   serving.log = *std::move(log);
   // An Update message becomes one log entry of about its size: it must fit in one NATS message.
   if (max_message_bytes > serving.log->max_payload() / 2) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "--max_message_bytes=", max_message_bytes, " is over half the NATS servers' max_payload (",
-        serving.log->max_payload(), " bytes): lower it, or raise max_payload in the NATS servers' "
-        "configuration"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("--max_message_bytes=", max_message_bytes,
+                     " is over half the NATS servers' max_payload (", serving.log->max_payload(),
+                     " bytes): lower it, or raise max_payload in the NATS servers' "
+                     "configuration"));
   }
   const absl::Time start = absl::Now();
   // The bucket may be leaderless for a few seconds after a NATS node restarts: retry that.

@@ -66,8 +66,8 @@ void FillPhaseEnergy(const update::StreamEnergy& phases, v1::PhaseEnergy* energy
   energy->set_readout_inference_joules(phases.readout_inference);
   energy->set_absorb_joules(phases.absorb);
   energy->set_refresh_joules(phases.refresh);
-  energy->set_total_joules(phases.lower_tier_inference + phases.readout_inference +
-                           phases.absorb + phases.refresh);
+  energy->set_total_joules(phases.lower_tier_inference + phases.readout_inference + phases.absorb +
+                           phases.refresh);
 }
 
 update::StreamEnergy MeterTotals(const update::EnergyMeter& meter) {
@@ -88,8 +88,8 @@ void FillEnergyStats(const update::EnergyMeter& meter, const std::string& table_
   const update::StreamEnergy phases = MeterTotals(meter);
   FillPhaseEnergy(phases, stats->mutable_energy());
   stats->mutable_energy_by_tier()->set_lower_tier_joules(phases.lower_tier_inference);
-  stats->mutable_energy_by_tier()->set_upper_tier_joules(phases.readout_inference +
-                                                         phases.absorb + phases.refresh);
+  stats->mutable_energy_by_tier()->set_upper_tier_joules(phases.readout_inference + phases.absorb +
+                                                         phases.refresh);
   v1::EnergyTable* table = stats->mutable_energy_table();
   table->set_name(table_name);
   table->set_int8_mac_pj(meter.table().int8_mac_pj);
@@ -147,11 +147,11 @@ void FillModelInfo(const update::ModelVersion& model, int max_batch, v1::ModelIn
   for (std::string& stage : model.extractor->Describe()) {
     info->add_lower_tier_stages(std::move(stage));
   }
-  info->set_upper_tier(absl::StrCat(
-      "ridge readout: ", model.extractor->feature_size(), " features -> ",
-      model.readout.labels.size(),
-      " classes, solved by Cholesky from exact sufficient statistics (lambda ", model.ridge_lambda,
-      ")"));
+  info->set_upper_tier(
+      absl::StrCat("ridge readout: ", model.extractor->feature_size(), " features -> ",
+                   model.readout.labels.size(),
+                   " classes, solved by Cholesky from exact sufficient statistics (lambda ",
+                   model.ridge_lambda, ")"));
   info->set_ridge_lambda(model.ridge_lambda);
   info->set_samples_seen(model.samples_seen);
   info->set_max_batch(max_batch);

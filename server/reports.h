@@ -14,10 +14,10 @@
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
 #include "server/metrics.h"
+#include "strata/v1/strata.pb.h"
 #include "update/energy_meter.h"
 #include "update/model_store.h"
 #include "update/pipeline.h"
-#include "strata/v1/strata.pb.h"
 
 namespace strata::server {
 

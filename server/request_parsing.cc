@@ -3,24 +3,24 @@
 #include <cstdint>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
-#include "absl/container/flat_hash_map.h"
 #include "google/protobuf/io/coded_stream.h"
 #include "google/protobuf/stubs/common.h"
 #include "google/protobuf/stubs/logging.h"
 #include "google/protobuf/wire_format_lite.h"
-#include "grpcpp/support/proto_buffer_reader.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
+#include "grpcpp/support/proto_buffer_reader.h"
 
 namespace strata::server {
 namespace {
 
 using google::protobuf::Descriptor;
 using google::protobuf::FieldDescriptor;
-using google::protobuf::io::CodedInputStream;
 using google::protobuf::internal::WireFormatLite;
+using google::protobuf::io::CodedInputStream;
 
 // protobuf's own default nesting limit.
 constexpr int kMaxDepth = 100;
@@ -130,8 +130,8 @@ std::string CheckLengthDelimited(const FieldDescriptor& field, absl::string_view
     case FieldDescriptor::TYPE_STRING:
       // proto3 string fields must hold UTF-8; C++ protobuf refuses to parse them otherwise.
       if (field.file()->syntax() == google::protobuf::FileDescriptor::SYNTAX_PROTO3 &&
-          !google::protobuf::internal::IsStructurallyValidUTF8(
-              contents.data(), static_cast<int>(contents.size()))) {
+          !google::protobuf::internal::IsStructurallyValidUTF8(contents.data(),
+                                                               static_cast<int>(contents.size()))) {
         return absl::StrCat(field_path, ": not valid UTF-8 (proto3 string fields must be UTF-8; ",
                             contents.size(), " bytes)");
       }
@@ -198,8 +198,7 @@ absl::Status ParseRequest(const grpc::ByteBuffer& buffer, google::protobuf::Mess
   grpc::ByteBuffer view(buffer);
   grpc::ProtoBufferReader reader(&view);
   if (message->ParseFromZeroCopyStream(&reader)) return absl::OkStatus();
-  std::string reason =
-      DescribeParseFailure(*message->GetDescriptor(), FlattenBuffer(buffer));
+  std::string reason = DescribeParseFailure(*message->GetDescriptor(), FlattenBuffer(buffer));
   if (reason.empty()) reason = "not a valid protobuf encoding";
   message->Clear();
   return absl::InvalidArgumentError(absl::StrCat("cannot parse the ",
@@ -215,12 +214,10 @@ grpc::Status ToGrpcStatus(const absl::Status& status) {
 absl::Status SerializeReply(const google::protobuf::Message& message, grpc::ByteBuffer* buffer) {
   bool own_buffer = false;
   grpc::Status status =
-      grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, buffer,
-                                                                     &own_buffer);
+      grpc::SerializationTraits<google::protobuf::Message>::Serialize(message, buffer, &own_buffer);
   if (!status.ok()) {
-    return absl::InternalError(absl::StrCat("cannot serialise the ",
-                                            message.GetDescriptor()->name(), ": ",
-                                            status.error_message()));
+    return absl::InternalError(absl::StrCat(
+        "cannot serialise the ", message.GetDescriptor()->name(), ": ", status.error_message()));
   }
   return absl::OkStatus();
 }
@@ -250,14 +247,13 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
       break;
     }
     const std::string field_path = absl::StrCat("samples[", message.request.samples_size(), "]");
-    if (tag != WireFormatLite::MakeTag(kSamplesField,
-                                       WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+    if (tag != WireFormatLite::MakeTag(kSamplesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       // An unknown field (skipped, as protobuf does), or broken framing.
       if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||
           !WireFormatLite::SkipField(&in, tag)) {
         message.unreadable_rest =
-            absl::StrCat("message bytes ", offset, "..", bytes.size(),
-                         ": malformed field (tag ", tag, ") at byte ", offset);
+            absl::StrCat("message bytes ", offset, "..", bytes.size(), ": malformed field (tag ",
+                         tag, ") at byte ", offset);
         break;
       }
       continue;

@@ -45,12 +45,10 @@ void AddPredictions(const Scores& scores, const std::vector<std::string>& labels
     prediction->set_class_index(static_cast<uint32_t>(best));
     if (return_scores) {
       // Row-major: a row's scores are contiguous.
-      prediction->mutable_scores()->Add(scores.row(i).data(),
-                                        scores.row(i).data() + scores.cols());
+      prediction->mutable_scores()->Add(scores.row(i).data(), scores.row(i).data() + scores.cols());
     }
   }
 }
-
 
 }  // namespace
 
@@ -62,9 +60,9 @@ absl::Status CheckRequestSize(const grpc::ByteBuffer& request, int max_message_b
   if (!request.Valid()) {
     // No payload reached the service: gRPC's transport refused the message (over
     // TransportMessageLimit) or the call was cancelled; the client has gRPC's own status.
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "the request message did not arrive (over the transport's limit of ",
-        TransportMessageLimit(max_message_bytes), " bytes, or cancelled)"));
+    return absl::ResourceExhaustedError(
+        absl::StrCat("the request message did not arrive (over the transport's limit of ",
+                     TransportMessageLimit(max_message_bytes), " bytes, or cancelled)"));
   }
   if (request.Length() > static_cast<size_t>(max_message_bytes)) {
     return absl::ResourceExhaustedError(
@@ -96,9 +94,8 @@ StrataService::StrataService(update::ModelStore* store, ServiceOptions options,
       auth_(options_.auth_token, options_.auth_all),
       meter_(options_.energy_table),
       pipeline_(store_, &meter_,
-                policy != nullptr
-                    ? std::move(policy)
-                    : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
+                policy != nullptr ? std::move(policy)
+                                  : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
                 options_.max_batch),
       stats_(options_.metrics),
       inference_queue_("inference", std::max(1, options_.inference_threads)) {
@@ -159,7 +156,8 @@ void StrataService::FinishUnary(Call* call, RpcMethod method, grpc::Status statu
 
 ServedState StrataService::MetricsState() {
   ServedState state;
-  if (const std::shared_ptr<const update::ModelVersion> model = store_->Current(); model != nullptr) {
+  if (const std::shared_ptr<const update::ModelVersion> model = store_->Current();
+      model != nullptr) {
     state.loaded = true;
     state.model_version = model->version;
     state.device = model->device();
@@ -190,14 +188,15 @@ absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
   if (options_.metrics != nullptr) {
     options_.metrics->ObserveLowerTierBatch(static_cast<int>(result.features.rows()));
   }
-  energy->set_lower_tier_joules(meter_.Charge(update::EnergyPhase::kLowerTierInference, lower_counts,
-                                              result.model->lower_tier_energy_table));
+  energy->set_lower_tier_joules(meter_.Charge(update::EnergyPhase::kLowerTierInference,
+                                              lower_counts, result.model->lower_tier_energy_table));
   return result;
 }
 
 absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
                                               v1::ExtractFeaturesResponse* response) {
-  absl::StatusOr<LowerTierResult> lower = RunLowerTier(request.samples(), response->mutable_energy());
+  absl::StatusOr<LowerTierResult> lower =
+      RunLowerTier(request.samples(), response->mutable_energy());
   if (!lower.ok()) return lower.status();
   const model::MatrixF& features = lower->features;
   for (Eigen::Index i = 0; i < features.rows(); ++i) {
@@ -210,7 +209,8 @@ absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& 
 
 absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
                                       v1::PredictResponse* response) {
-  absl::StatusOr<LowerTierResult> lower = RunLowerTier(request.samples(), response->mutable_energy());
+  absl::StatusOr<LowerTierResult> lower =
+      RunLowerTier(request.samples(), response->mutable_energy());
   if (!lower.ok()) return lower.status();
   const update::ModelVersion& model = *lower->model;
   if (model.readout.labels.empty()) return NoClasses();
@@ -282,10 +282,9 @@ void StrataService::DispatchPredict(PredictUnaryCall* call, absl::Time start) {
     return;
   }
   inference_queue_.Schedule([this, call, start] {
-    const grpc::Status status =
-        call->context()->IsCancelled()
-            ? grpc::Status::CANCELLED
-            : ToGrpcStatus(DoPredict(call->request(), &call->response()));
+    const grpc::Status status = call->context()->IsCancelled()
+                                    ? grpc::Status::CANCELLED
+                                    : ToGrpcStatus(DoPredict(call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kPredict, status, start);
   });
 }

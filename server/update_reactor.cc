@@ -9,8 +9,6 @@
 #include "base/log.h"
 #include "server/request_parsing.h"
 #include "server/validation.h"
-#include "server/request_parsing.h"
-#include "server/validation.h"
 
 namespace strata::server {
 namespace {

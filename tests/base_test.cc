@@ -23,8 +23,8 @@ TEST(Crc32cTest, KnownVectors) {
 TEST(Crc32cTest, ExtendEqualsWhole) {
   std::string text = "the lower tier is frozen; the upper tier learns";
   for (size_t split = 0; split <= text.size(); ++split) {
-    uint32_t crc = Crc32cExtend(Crc32c(text.data(), split), text.data() + split,
-                                text.size() - split);
+    uint32_t crc =
+        Crc32cExtend(Crc32c(text.data(), split), text.data() + split, text.size() - split);
     EXPECT_EQ(crc, Crc32c(text.data(), text.size())) << "split at " << split;
   }
 }

@@ -18,8 +18,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "strata/v1/strata.grpc.pb.h"
 
 namespace strata {
@@ -66,20 +66,22 @@ TEST(PredictBatcherTest, FormsBatchesOfWholeRequestsInArrivalOrderUpToMaxImages)
   enqueue(2);  // 4 images queued: one batch of requests 0, 1, 2
   {
     absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](decltype(batches)* b) { return b->size() == 1; }, &batches));
+    mu.Await(absl::Condition(
+        +[](decltype(batches)* b) { return b->size() == 1; }, &batches));
   }
   enqueue(3);
   enqueue(4);  // 5 images queued: request 3 (3 images) alone, since 3 + 2 > 4
   {
     absl::MutexLock lock(&mu);
-    mu.Await(absl::Condition(+[](decltype(batches)* b) { return b->size() == 2; }, &batches));
+    mu.Await(absl::Condition(
+        +[](decltype(batches)* b) { return b->size() == 2; }, &batches));
   }
   EXPECT_EQ(batch_count(), 2u);  // request 4 waits (2 < 4 images, delay not up)
   batcher.Drain();               // runs it without waiting for the delay
 
   ASSERT_EQ(batches.size(), 3u);
-  EXPECT_EQ(batches[0], (std::vector<const v1::PredictRequest*>{&requests[0], &requests[1],
-                                                                 &requests[2]}));
+  EXPECT_EQ(batches[0],
+            (std::vector<const v1::PredictRequest*>{&requests[0], &requests[1], &requests[2]}));
   EXPECT_EQ(batches[1], (std::vector<const v1::PredictRequest*>{&requests[3]}));
   EXPECT_EQ(batches[2], (std::vector<const v1::PredictRequest*>{&requests[4]}));
   const server::BatcherCounters counters = batcher.Counters();
@@ -105,7 +107,8 @@ TEST(PredictBatcherTest, ZeroDelayRunsWhatIsQueuedWithoutWaiting) {
   // Far from max_images, and nothing else arrives: the request must still run, now.
   batcher.Enqueue({nullptr, &request, nullptr, nullptr, nullptr, {}});
   absl::MutexLock lock(&mu);
-  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(+[](int* r) { return *r == 1; }, &runs),
+  EXPECT_TRUE(mu.AwaitWithTimeout(absl::Condition(
+                                      +[](int* r) { return *r == 1; }, &runs),
                                   absl::Seconds(60)));
 }
 

@@ -21,8 +21,8 @@
 #include "absl/synchronization/mutex.h"
 #include "client/client.h"
 #include "data/dataset.h"
-#include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "strata/v1/strata.grpc.pb.h"
 #include "tests/server_process.h"
 #include "tests/suite_fixture.h"
@@ -67,9 +67,9 @@ class BatchingServerTest : public test::SuiteFixtureTest<Fixture> {
     // A batch forms only when kBatchImages images are queued (the delay outlasts any test; the
     // server drains what is queued at shutdown), on one worker: batch composition is exact.
     batched_ = ServerProcess::Start(
-        fixture->bundle_path, {"--batching=on", "--batch_max_images=8",
-                               "--batch_max_delay_us=600000000", "--batch_workers=1",
-                               "--batch_latency_aware=false"});
+        fixture->bundle_path,
+        {"--batching=on", "--batch_max_images=8", "--batch_max_delay_us=600000000",
+         "--batch_workers=1", "--batch_latency_aware=false"});
     ASSERT_NE(batched_, nullptr);
   }
 

@@ -34,7 +34,8 @@ class BundleTest : public ::testing::Test {
     std::vector<std::string> labels;
     for (int i = 0; i < images_.rows(); ++i) labels.push_back(i % 3 == 0 ? "shirt" : "trouser");
     ASSERT_TRUE(upper.AbsorbLabeled(lower->Features(images_), labels).ok());
-    bundle_.emplace(Bundle{std::make_shared<const LowerTier>(*std::move(lower)), std::move(upper), 42});
+    bundle_.emplace(
+        Bundle{std::make_shared<const LowerTier>(*std::move(lower)), std::move(upper), 42});
     path_ = dir_ + "/model.bundle";
     ASSERT_TRUE(WriteBundle(*bundle_, path_).ok());
   }
@@ -100,16 +101,15 @@ TEST_F(BundleTest, Int8CalibrationIsOptionalAndRoundTrips) {
 
 TEST_F(BundleTest, TruncatedFileIsRefusedAtEveryLength) {
   const std::string whole = Contents();
-  for (size_t length : {size_t{0}, size_t{7}, size_t{31}, size_t{32}, size_t{100},
-                        whole.size() / 2, whole.size() - 1}) {
+  for (size_t length : {size_t{0}, size_t{7}, size_t{31}, size_t{32}, size_t{100}, whole.size() / 2,
+                        whole.size() - 1}) {
     Overwrite(whole.substr(0, length));
     absl::StatusOr<Bundle> read = ReadBundle(path_);
     EXPECT_EQ(read.status().code(), absl::StatusCode::kDataLoss) << length;
     EXPECT_THAT(std::string(read.status().message()), ::testing::HasSubstr(path_));
   }
   Overwrite(whole.substr(0, whole.size() / 2));
-  EXPECT_THAT(std::string(ReadBundle(path_).status().message()),
-              ::testing::HasSubstr("truncated"));
+  EXPECT_THAT(std::string(ReadBundle(path_).status().message()), ::testing::HasSubstr("truncated"));
 }
 
 TEST_F(BundleTest, AnyFlippedByteIsDetected) {
@@ -127,10 +127,8 @@ TEST_F(BundleTest, AnyFlippedByteIsDetected) {
 TEST_F(BundleTest, MissingFileAndForeignFile) {
   EXPECT_EQ(ReadBundle(dir_ + "/nope").status().code(), absl::StatusCode::kNotFound);
   Overwrite(std::string(64, 'x'));
-  EXPECT_THAT(std::string(ReadBundle(path_).status().message()),
-              ::testing::HasSubstr("bad magic"));
+  EXPECT_THAT(std::string(ReadBundle(path_).status().message()), ::testing::HasSubstr("bad magic"));
 }
-
 
 // The optional int8 readout records (upper.readout.*) round-trip exactly, and a bundle without
 // them (every bundle written before they existed, like the fixture's) reads as a float readout.

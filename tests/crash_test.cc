@@ -37,8 +37,8 @@
 namespace strata {
 namespace {
 
-using ::testing::HasSubstr;
 using crash::ReadText;
+using ::testing::HasSubstr;
 
 crash::Fixture* fixture = nullptr;
 
@@ -322,8 +322,8 @@ TEST_F(DurabilityTest, DamagedSnapshotsFallBackWhileTheLogAllowsItElseRefuse) {
   FlipByte(newer->path(), newer->bytes() / 2);
   server = Start(args);
   ASSERT_NE(server, nullptr);
-  EXPECT_THAT(ReadText(log_path_), HasSubstr(absl::StrCat("skipping damaged snapshot: snapshot ",
-                                                          newer->path())));
+  EXPECT_THAT(ReadText(log_path_),
+              HasSubstr(absl::StrCat("skipping damaged snapshot: snapshot ", newer->path())));
   // Quarantined, so that later snapshots cannot prune the intact older one in its favour.
   EXPECT_FALSE(std::filesystem::exists(newer->path()));
   EXPECT_TRUE(std::filesystem::exists(newer->path() + ".damaged"));

@@ -1,3 +1,5 @@
+#include "data/dataset.h"
+
 #include <unistd.h>
 #include <zlib.h>
 
@@ -5,7 +7,6 @@
 #include <fstream>
 #include <string>
 
-#include "data/dataset.h"
 #include "gtest/gtest.h"
 
 namespace strata::data {

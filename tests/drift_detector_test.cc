@@ -14,9 +14,9 @@ namespace strata::update {
 namespace {
 
 struct ChangeResult {
-  int detected = 0;          // runs with an alarm after the change, within the horizon
-  int early_alarms = 0;      // alarms before the change (false alarms)
-  std::vector<int> delays;   // samples from the change to the first alarm after it
+  int detected = 0;         // runs with an alarm after the change, within the horizon
+  int early_alarms = 0;     // alarms before the change (false alarms)
+  std::vector<int> delays;  // samples from the change to the first alarm after it
   int Percentile(double q) const {
     std::vector<int> d = delays;
     std::sort(d.begin(), d.end());
@@ -71,8 +71,8 @@ constexpr int kStationaryRuns = 100;
 constexpr int kStationaryLength = 10000;
 
 TEST(AdwinTest, DetectsLargeIncreaseQuickly) {
-  const ChangeResult r = RunPlantedChanges<Adwin>(AdwinOptions{}, 0.1, 0.4, kChangeAt, kHorizon,
-                                                  kRuns);
+  const ChangeResult r =
+      RunPlantedChanges<Adwin>(AdwinOptions{}, 0.1, 0.4, kChangeAt, kHorizon, kRuns);
   Print("adwin", "0.1 -> 0.4", r, kRuns);
   EXPECT_EQ(r.detected, kRuns);
   EXPECT_LE(r.Percentile(0.5), 100);
@@ -81,8 +81,8 @@ TEST(AdwinTest, DetectsLargeIncreaseQuickly) {
 }
 
 TEST(AdwinTest, DetectsSmallIncrease) {
-  const ChangeResult r = RunPlantedChanges<Adwin>(AdwinOptions{}, 0.1, 0.2, kChangeAt, kHorizon,
-                                                  kRuns);
+  const ChangeResult r =
+      RunPlantedChanges<Adwin>(AdwinOptions{}, 0.1, 0.2, kChangeAt, kHorizon, kRuns);
   Print("adwin", "0.1 -> 0.2", r, kRuns);
   EXPECT_GE(r.detected, kRuns * 98 / 100);
   EXPECT_LE(r.Percentile(0.5), 600);
@@ -90,8 +90,8 @@ TEST(AdwinTest, DetectsSmallIncrease) {
 }
 
 TEST(AdwinTest, RarelyFiresOnStationaryStream) {
-  const int64_t alarms = CountStationaryAlarms<Adwin>(AdwinOptions{}, 0.2, kStationaryLength,
-                                                      kStationaryRuns);
+  const int64_t alarms =
+      CountStationaryAlarms<Adwin>(AdwinOptions{}, 0.2, kStationaryLength, kStationaryRuns);
   std::printf("[adwin] stationary p=0.2: %lld alarms in %d samples\n",
               static_cast<long long>(alarms), kStationaryRuns * kStationaryLength);
   // At most 1 false alarm per 100,000 samples.
@@ -124,8 +124,8 @@ TEST(AdwinTest, WindowStatisticsAreExactOnStationaryValues) {
 }
 
 TEST(PageHinkleyTest, DetectsLargeIncreaseQuickly) {
-  const ChangeResult r = RunPlantedChanges<PageHinkley>(PageHinkleyOptions{}, 0.1, 0.4, kChangeAt,
-                                                        kHorizon, kRuns);
+  const ChangeResult r =
+      RunPlantedChanges<PageHinkley>(PageHinkleyOptions{}, 0.1, 0.4, kChangeAt, kHorizon, kRuns);
   Print("page-hinkley", "0.1 -> 0.4", r, kRuns);
   EXPECT_EQ(r.detected, kRuns);
   EXPECT_LE(r.Percentile(0.5), 250);
@@ -133,8 +133,8 @@ TEST(PageHinkleyTest, DetectsLargeIncreaseQuickly) {
 }
 
 TEST(PageHinkleyTest, DetectsSmallIncrease) {
-  const ChangeResult r = RunPlantedChanges<PageHinkley>(PageHinkleyOptions{}, 0.1, 0.2, kChangeAt,
-                                                        kHorizon, kRuns);
+  const ChangeResult r =
+      RunPlantedChanges<PageHinkley>(PageHinkleyOptions{}, 0.1, 0.2, kChangeAt, kHorizon, kRuns);
   Print("page-hinkley", "0.1 -> 0.2", r, kRuns);
   EXPECT_GE(r.detected, kRuns * 98 / 100);
   EXPECT_LE(r.Percentile(0.5), 900);
@@ -142,8 +142,8 @@ TEST(PageHinkleyTest, DetectsSmallIncrease) {
 }
 
 TEST(PageHinkleyTest, RarelyFiresOnStationaryStream) {
-  const int64_t alarms = CountStationaryAlarms<PageHinkley>(
-      PageHinkleyOptions{}, 0.2, kStationaryLength, kStationaryRuns);
+  const int64_t alarms = CountStationaryAlarms<PageHinkley>(PageHinkleyOptions{}, 0.2,
+                                                            kStationaryLength, kStationaryRuns);
   std::printf("[page-hinkley] stationary p=0.2: %lld alarms in %d samples\n",
               static_cast<long long>(alarms), kStationaryRuns * kStationaryLength);
   // Measured 11 per 1e6 with the defaults (delta 0.005, lambda 50); allow 25 per 1e6.

@@ -193,8 +193,7 @@ absl::Status FaultInjectionEnv::WriteFileAtomicallySteps(const std::string& path
     }
     files_[path] = files_[tmp];
     files_.erase(tmp);
-    unsynced_[DirectoryOf(path)].push_back(
-        {EntryChange::kRename, path, tmp, std::move(replaced)});
+    unsynced_[DirectoryOf(path)].push_back({EntryChange::kRename, path, tmp, std::move(replaced)});
   }
   return SyncDirectory(DirectoryOf(path));
 }

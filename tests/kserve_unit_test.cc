@@ -3,8 +3,8 @@
 // test against the real binary cannot catch deterministically.
 #include <memory>
 
-#include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "inference/grpc_service.grpc.pb.h"
 #include "server/kserve_service.h"
 #include "server/service.h"

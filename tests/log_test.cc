@@ -1,9 +1,10 @@
 // base/log.h: the text and JSON line formats, and JSON string escaping.
+#include "base/log.h"
+
 #include <string>
 
 #include "absl/time/civil_time.h"
 #include "absl/time/time.h"
-#include "base/log.h"
 #include "gtest/gtest.h"
 
 namespace strata::base {
@@ -34,10 +35,11 @@ TEST(LogTest, TextLineIsUnchanged) {
 }
 
 TEST(LogTest, JsonLineHasEveryField) {
-  EXPECT_EQ(FormatLogLine(LogFormat::kJson, When(), LogLevel::kError, "strata-server",
-                          "/src/strata/server/main.cc", 42, "cannot listen on \"[::]:1\""),
-            "{\"ts\":\"2026-11-28T17:58:19.123Z\",\"level\":\"ERROR\",\"program\":\"strata-server\","
-            "\"file\":\"server/main.cc:42\",\"msg\":\"cannot listen on \\\"[::]:1\\\"\"}\n");
+  EXPECT_EQ(
+      FormatLogLine(LogFormat::kJson, When(), LogLevel::kError, "strata-server",
+                    "/src/strata/server/main.cc", 42, "cannot listen on \"[::]:1\""),
+      "{\"ts\":\"2026-11-28T17:58:19.123Z\",\"level\":\"ERROR\",\"program\":\"strata-server\","
+      "\"file\":\"server/main.cc:42\",\"msg\":\"cannot listen on \\\"[::]:1\\\"\"}\n");
   // A file without directories is kept whole; the line ends with exactly one newline even when the
   // message has its own.
   EXPECT_EQ(FormatLogLine(LogFormat::kJson, When(), LogLevel::kInfo, "p", "x.cc", 1, "a\nb"),
@@ -57,7 +59,8 @@ TEST(LogTest, JsonEscapesQuotesBackslashesAndControlCharacters) {
 
 TEST(LogTest, JsonKeepsValidUtf8AndReplacesInvalidBytes) {
   // 2-, 3- and 4-byte sequences pass through unchanged.
-  EXPECT_EQ(Escaped("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x95"), "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x95");
+  EXPECT_EQ(Escaped("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x95"),
+            "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x91\x95");
   // A lone continuation byte, a truncated sequence, an overlong '/', a UTF-16 surrogate, a code
   // point above U+10FFFF and the never-valid 0xff: each bad byte becomes U+FFFD.
   EXPECT_EQ(Escaped("a\x80z"), "a\\ufffdz");

@@ -11,7 +11,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-
 // A naive float64 convolution of one HWC sample, straight from the stage's definition.
 Eigen::VectorXd NaiveConv(const ConvStage& conv, const Eigen::VectorXd& x) {
   const Shape& in = conv.input_shape();
@@ -125,8 +124,8 @@ TEST(LowerTierTest, PcaFiltersAreOrthogonalAndStandardisedFeaturesAreUnitVarianc
   for (int a = 0; a < filters.cols(); ++a) {
     EXPECT_NEAR(filters.col(a).sum(), 0.0, 1e-4);  // centred: they filter mean-removed patches
     for (int b = 0; b < a; ++b) {
-      const float cosine = filters.col(a).dot(filters.col(b)) /
-                           (filters.col(a).norm() * filters.col(b).norm());
+      const float cosine =
+          filters.col(a).dot(filters.col(b)) / (filters.col(a).norm() * filters.col(b).norm());
       EXPECT_NEAR(cosine, 0.0, 1e-3) << a << "," << b;
     }
   }
@@ -210,7 +209,8 @@ TEST(ArchitectureTest, InvalidSpecsAreRefusedWithTheLineAndField) {
   EXPECT_THAT(error("input 8 8\ninput 8 8\nsqrt\n"), HasSubstr("line 2: a second `input`"));
   EXPECT_THAT(error("input 8 8\nfoo\n"), HasSubstr("line 2: unknown stage \"foo\""));
   EXPECT_THAT(error("input 8 8\nconv patch\n"), HasSubstr("line 2: expected key=value"));
-  EXPECT_THAT(error("input 8 8\nconv patch=4\n"), HasSubstr("line 2: conv: patch=4, expected an odd"));
+  EXPECT_THAT(error("input 8 8\nconv patch=4\n"),
+              HasSubstr("line 2: conv: patch=4, expected an odd"));
   EXPECT_THAT(error("input 8 8\nconv patch=3 filters=10\n"),
               HasSubstr("line 2: conv: filters=10, at most patch*patch*channels = 9"));
   EXPECT_THAT(error("input 8 8\nconv patch=x\n"), HasSubstr("patch=x, expected an integer"));

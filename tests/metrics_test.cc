@@ -4,6 +4,8 @@
 // Update, GetModelInfo and GetStats calls through the client library, scrape GET /metrics with a
 // small HTTP/1.0 client over a socket, and check that every series moved by exactly what the calls
 // did. The unit tests check the Metrics class directly (exposition, binding errors).
+#include "server/metrics.h"
+
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -32,14 +34,13 @@
 #include "data/dataset.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "server/metrics.h"
 #include "tests/server_process.h"
 
 namespace strata {
 namespace {
 
-using ::testing::HasSubstr;
 using test::ServerProcess;
+using ::testing::HasSubstr;
 
 constexpr int kTrainImages = 1000;
 
@@ -208,8 +209,8 @@ TEST_F(MetricsServerTest, BeforeAnyCallOnlyStateSeriesAreSet) {
   EXPECT_EQ(Get(scrape, Requests("Predict", "OK")), 0);
   EXPECT_EQ(Get(scrape, "strata_rpc_latency_seconds_count{method=\"Predict\"}"), 0);
   EXPECT_EQ(Get(scrape, "strata_samples_absorbed_total"), 0);
-  EXPECT_EQ(Get(scrape, "strata_energy_joules_total{phase=\"lower_tier_inference\",tier=\"lower\"}"),
-            0);
+  EXPECT_EQ(
+      Get(scrape, "strata_energy_joules_total{phase=\"lower_tier_inference\",tier=\"lower\"}"), 0);
 }
 
 TEST_F(MetricsServerTest, CountersMoveByExactlyWhatTheCallsDid) {
@@ -293,13 +294,17 @@ TEST_F(MetricsServerTest, CountersMoveByExactlyWhatTheCallsDid) {
   EXPECT_EQ(Get(after, "strata_model_version"), info->model_version());
   EXPECT_EQ(info->model_version(), summary->model_version());
   EXPECT_GT(Get(after, "strata_model_version"), Get(before, "strata_model_version"));
-  auto near = [](double a, double b) { return std::abs(a - b) <= 1e-9 * std::max(1.0, std::abs(b)); };
+  auto near = [](double a, double b) {
+    return std::abs(a - b) <= 1e-9 * std::max(1.0, std::abs(b));
+  };
   const v1::PhaseEnergy& energy = stats->energy();
   EXPECT_GT(energy.lower_tier_inference_joules(), 0);
-  EXPECT_TRUE(near(Get(after, "strata_energy_joules_total{phase=\"lower_tier_inference\",tier=\"lower\"}"),
-                   energy.lower_tier_inference_joules()));
-  EXPECT_TRUE(near(Get(after, "strata_energy_joules_total{phase=\"readout_inference\",tier=\"upper\"}"),
-                   energy.readout_inference_joules()));
+  EXPECT_TRUE(
+      near(Get(after, "strata_energy_joules_total{phase=\"lower_tier_inference\",tier=\"lower\"}"),
+           energy.lower_tier_inference_joules()));
+  EXPECT_TRUE(
+      near(Get(after, "strata_energy_joules_total{phase=\"readout_inference\",tier=\"upper\"}"),
+           energy.readout_inference_joules()));
   EXPECT_TRUE(near(Get(after, "strata_energy_joules_total{phase=\"absorb\",tier=\"upper\"}"),
                    energy.absorb_joules()));
   EXPECT_TRUE(near(Get(after, "strata_energy_joules_total{phase=\"refresh\",tier=\"upper\"}"),
@@ -328,10 +333,10 @@ TEST_F(MetricsServerTest, UnknownPathIsNotFoundAndBadAddressStopsTheServer) {
   absl::StatusOr<std::string> other = HttpGet(metrics_port_, "/nothing-here");
   EXPECT_FALSE(other.ok());
   // A second server asking for the same metrics port fails to start, naming the flag.
-  const test::ServerExit exit = test::RunServerToExit(
-      {"--bundle=" + fixture->bundle_path, "--address=127.0.0.1:0",
-       absl::StrCat("--metrics_address=127.0.0.1:", metrics_port_)},
-      absl::StrCat(fixture->dir, "/second.", getpid(), ".stderr"));
+  const test::ServerExit exit =
+      test::RunServerToExit({"--bundle=" + fixture->bundle_path, "--address=127.0.0.1:0",
+                             absl::StrCat("--metrics_address=127.0.0.1:", metrics_port_)},
+                            absl::StrCat(fixture->dir, "/second.", getpid(), ".stderr"));
   EXPECT_EQ(exit.code, 1);
   EXPECT_THAT(exit.stderr_text, HasSubstr("--metrics_address=127.0.0.1:"));
 }
@@ -345,10 +350,10 @@ TEST_F(MetricsServerTest, JsonLogLinesParse) {
   ServerProcess::SpawnOptions options;
   options.stderr_path = stderr_path;
   options.environment = {{"OMP_WAIT_POLICY", "PASSIVE"}};
-  const pid_t pid = ServerProcess::Spawn(
-      {"--bundle=" + fixture->bundle_path, "--address=127.0.0.1:0", "--port_file=" + port_file,
-       "--log_format=json"},
-      options);
+  const pid_t pid =
+      ServerProcess::Spawn({"--bundle=" + fixture->bundle_path, "--address=127.0.0.1:0",
+                            "--port_file=" + port_file, "--log_format=json"},
+                           options);
   int port = 0;
   const absl::Time limit = absl::Now() + test::kStartupLimit;
   while (!absl::SimpleAtoi(ReadFirstLine(port_file), &port) && absl::Now() < limit) {

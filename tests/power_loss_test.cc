@@ -10,6 +10,7 @@
 // system operations, power is lost (unsynced data dropped), and Recover() must bring back every
 // acknowledged sample exactly once and no record half-applied; then the service goes on on the
 // same directory and is crashed again.
+#include <grpcpp/grpcpp.h>
 #include <stdlib.h>
 
 #include <algorithm>
@@ -22,8 +23,6 @@
 #include <string>
 #include <vector>
 
-#include <grpcpp/grpcpp.h>
-
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "base/file.h"
@@ -33,15 +32,15 @@
 #include "model/lower_tier.h"
 #include "model/lower_tier_extractor.h"
 #include "model/upper_tier.h"
-#include "update/model_store.h"
-#include "update/recovery.h"
 #include "server/service.h"
-#include "update/snapshot.h"
-#include "update/update_log.h"
-#include "update/update_record.h"
 #include "strata/v1/strata.grpc.pb.h"
 #include "tests/fault_injection_env.h"
 #include "tests/model_test_util.h"
+#include "update/model_store.h"
+#include "update/recovery.h"
+#include "update/snapshot.h"
+#include "update/update_log.h"
+#include "update/update_record.h"
 
 namespace strata::server {
 namespace {
@@ -68,7 +67,8 @@ class FaultInjectionEnvTest : public ::testing::Test {
   void TearDown() override { std::filesystem::remove_all(dir_); }
 
   std::unique_ptr<update::WritableFile> Open(const std::string& name) {
-    absl::StatusOr<std::unique_ptr<update::WritableFile>> file = env_.OpenAppendable(Path(name), false);
+    absl::StatusOr<std::unique_ptr<update::WritableFile>> file =
+        env_.OpenAppendable(Path(name), false);
     EXPECT_TRUE(file.ok()) << file.status();
     return file.ok() ? *std::move(file) : nullptr;
   }
@@ -197,7 +197,7 @@ class Model {
     for (int i = 0; i < images.rows(); ++i) labels.push_back(absl::StrCat("c", i % 3));
     EXPECT_TRUE(upper.AbsorbLabeled(lower->Features(images), labels).ok());
     model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
-                       std::move(upper), 1};
+                         std::move(upper), 1};
     EXPECT_TRUE(model::WriteBundle(bundle, bundle_path_).ok());
   }
   std::string dir_, bundle_path_;
@@ -233,10 +233,12 @@ model::UpperTier Reference(const std::vector<int>& ids) {
     for (size_t i = 0; i < message.labels.size(); ++i) {
       builder.AddPixels(message.labels[i], message.pixels[i]);
     }
-    absl::StatusOr<update::UpdateRecord> record = update::DecodeUpdateRecord(builder.Finish(), kInput);
+    absl::StatusOr<update::UpdateRecord> record =
+        update::DecodeUpdateRecord(builder.Finish(), kInput);
     EXPECT_TRUE(record.ok());
     EXPECT_TRUE(update::AbsorbUpdateRecord(model::FloatLowerTierExtractor(bundle.lower), *record,
-                                           kMaxBatch, bundle.upper).ok());
+                                           kMaxBatch, bundle.upper)
+                    .ok());
   }
   return std::move(bundle.upper);
 }
@@ -274,8 +276,8 @@ class Life {
   // Recovers `dir` with `env`. On failure status() says why and nothing else is started.
   Life(FaultInjectionEnv* env, const std::string& dir, Options options) {
     model::Bundle bundle = Model::Get().Read();
-    absl::StatusOr<update::RecoveryReport> report = update::Recover(
-        env, dir, kMaxBatch, model::FloatLowerTierExtractor(bundle.lower), &bundle);
+    absl::StatusOr<update::RecoveryReport> report =
+        update::Recover(env, dir, kMaxBatch, model::FloatLowerTierExtractor(bundle.lower), &bundle);
     if (!report.ok()) {
       status_ = report.status();
       return;
@@ -383,8 +385,9 @@ TEST(StaleTemporaryFileTest, AKillDuringASnapshotWriteLeavesATmpThatRecoveryRemo
   std::filesystem::rename(damaged_tmp + ".x", damaged_tmp);
   ASSERT_TRUE(base::WriteFileAtomically(dir + "/notes.tmp", "mine").ok());
 
-  absl::StatusOr<update::RecoveryReport> report = update::Recover(
-      update::Env::Default(), dir, kMaxBatch, model::FloatLowerTierExtractor(bundle.lower), &bundle);
+  absl::StatusOr<update::RecoveryReport> report =
+      update::Recover(update::Env::Default(), dir, kMaxBatch,
+                      model::FloatLowerTierExtractor(bundle.lower), &bundle);
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->temporary_files_removed, (std::vector<std::string>{damaged_tmp, tmp}));
   EXPECT_FALSE(std::filesystem::exists(tmp));

@@ -22,7 +22,6 @@ namespace {
 
 using ::testing::HasSubstr;
 
-
 std::unique_ptr<fpga::Backend> MakeBackend(const char* name) {
   absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);
   EXPECT_TRUE(backend.ok()) << backend.status();
@@ -30,9 +29,7 @@ std::unique_ptr<fpga::Backend> MakeBackend(const char* name) {
 }
 
 // ||a - b||_F / ||b||_F.
-double RelativeError(const MatrixF& a, const MatrixF& b) {
-  return (a - b).norm() / b.norm();
-}
+double RelativeError(const MatrixF& a, const MatrixF& b) { return (a - b).norm() / b.norm(); }
 
 class QuantizedLowerTierTest : public ::testing::Test {
  protected:
@@ -106,11 +103,11 @@ TEST_F(QuantizedLowerTierTest, CpuAndEmuGiveBitIdenticalFeaturesCloseToTheFloatT
 
 TEST_F(QuantizedLowerTierTest, CalibrationRefusesMismatchedImages) {
   MatrixF wrong_width = MatrixF::Constant(10, 81, 0.5f);
-  absl::StatusOr<QuantizedLowerTier> q =
-      QuantizedLowerTier::Calibrate(tier_, wrong_width, *cpu_);
+  absl::StatusOr<QuantizedLowerTier> q = QuantizedLowerTier::Calibrate(tier_, wrong_width, *cpu_);
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(q.status().message(),
-              HasSubstr("calibration images have 81 values, the lower tier's input is 10x8x1 = 80"));
+  EXPECT_THAT(
+      q.status().message(),
+      HasSubstr("calibration images have 81 values, the lower tier's input is 10x8x1 = 80"));
 
   q = QuantizedLowerTier::Calibrate(tier_, MatrixF(0, 80), *cpu_);
   EXPECT_EQ(q.status().code(), absl::StatusCode::kInvalidArgument);
@@ -181,7 +178,8 @@ TEST_F(QuantizedLowerTierTest, OpCountsAreWhatTheShapesImply) {
 // round(x / s_x), w_q = round(w / s_w[o]) with s_w[o] = max |w[:, o]| / 127, b_q = round(b /
 // (s_x s_w[o])), y = relu(acc) * s_x * s_w[o]; the concatenated copy of x stays float.
 TEST(QuantizedLowerTierRecipeTest, ExpandMatchesTheRecipeComputedByHand) {
-  absl::StatusOr<Architecture> a = ParseArchitecture("input 6 5 1\nexpand units=9 bias_scale=0.5\n");
+  absl::StatusOr<Architecture> a =
+      ParseArchitecture("input 6 5 1\nexpand units=9 bias_scale=0.5\n");
   ASSERT_TRUE(a.ok()) << a.status();
   const MatrixF images = MakeImages(40, 6, 5);
   absl::StatusOr<LowerTier> fitted = LowerTier::Fit(*a, images, 5);

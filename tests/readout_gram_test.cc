@@ -24,7 +24,8 @@ struct Rows {
 };
 
 Rows LoadRows(int offset, int n) {
-  absl::StatusOr<data::LabeledImages> images = data::Load("fashion-mnist:train", {size_t(offset), size_t(n)});
+  absl::StatusOr<data::LabeledImages> images =
+      data::Load("fashion-mnist:train", {size_t(offset), size_t(n)});
   EXPECT_TRUE(images.ok()) << images.status();
   Rows rows;
   rows.features.resize(images->size(), images->image_size());
@@ -101,11 +102,12 @@ TEST_F(ReadoutGramTest, AccumulatorAbsorbEqualsFloat64AbsorbOfDequantisedRows) {
   ASSERT_TRUE(gram.QuantizeFeatures(rows_.features, &q, &dequantised.features).ok());
   AbsorbInSplits(plain, dequantised, {600});
   EXPECT_LE(RelativeDifference(gram.gram(), plain.gram()), 1e-12);
-  EXPECT_NE(RelativeDifference(plain.gram(), [&] {
-              UpperTier unquantised(rows_.features.cols(), 3.0);
-              AbsorbInSplits(unquantised, rows_, {600});
-              return unquantised.gram();
-            }()),
+  EXPECT_NE(RelativeDifference(plain.gram(),
+                               [&] {
+                                 UpperTier unquantised(rows_.features.cols(), 3.0);
+                                 AbsorbInSplits(unquantised, rows_, {600});
+                                 return unquantised.gram();
+                               }()),
             0.0);  // and quantisation did change the rows
 
   absl::StatusOr<Readout> a = gram.Solve(), b = host.Solve();
@@ -141,9 +143,10 @@ TEST_F(ReadoutGramTest, AnySplitGivesBitIdenticalIntegerSums) {
     std::unique_ptr<fpga::GramInt8Accumulator> acc = *backend.CreateGramInt8(d, 10);
     for (int begin = 0, s = 0; begin < kRows; ++s) {
       const int n = std::min(splits[s % splits.size()], kRows - begin);
-      EXPECT_TRUE(acc->Accumulate(std::span<const int8_t>(q).subspan(size_t(begin) * d, size_t(n) * d),
-                                  std::span<const int32_t>(classes).subspan(begin, n))
-                      .ok());
+      EXPECT_TRUE(
+          acc->Accumulate(std::span<const int8_t>(q).subspan(size_t(begin) * d, size_t(n) * d),
+                          std::span<const int32_t>(classes).subspan(begin, n))
+              .ok());
       begin += n;
     }
     std::vector<int64_t> g, c;

@@ -70,9 +70,8 @@ TEST_F(ReplicationTest, KillRoundsLoseNothingAndReplicasAgreeBitForBit) {
   EXPECT_TRUE(report->quorum_loss_predict_ok) << "Predict must answer without NATS quorum";
   EXPECT_TRUE(report->digests_agree) << absl::StrJoin(report->digests, " ") << "; log tail "
                                      << absl::StrJoin(report->log_tail, ", ");
-  EXPECT_TRUE(report->reference_match)
-      << "replicas " << absl::StrJoin(report->digests, " ") << ", replay of the log "
-      << report->reference_digest;
+  EXPECT_TRUE(report->reference_match) << "replicas " << absl::StrJoin(report->digests, " ")
+                                       << ", replay of the log " << report->reference_digest;
   EXPECT_GT(report->snapshots_stored + report->catch_up_times.size(), 0u);
 }
 
@@ -84,10 +83,10 @@ TEST_F(ReplicationTest, StartUpRefusesIncompatibleFlags) {
       log);
   EXPECT_EQ(with_state_dir.code, 2);
   EXPECT_THAT(with_state_dir.stderr_text, HasSubstr("exclude each other"));
-  test::ServerExit eager = test::RunServerToExit(
-      {absl::StrCat("--bundle=", fixture_->bundle_path), "--nats_servers=nats://127.0.0.1:1",
-       "--update_policy=eager"},
-      log);
+  test::ServerExit eager =
+      test::RunServerToExit({absl::StrCat("--bundle=", fixture_->bundle_path),
+                             "--nats_servers=nats://127.0.0.1:1", "--update_policy=eager"},
+                            log);
   EXPECT_EQ(eager.code, 2);
   EXPECT_THAT(eager.stderr_text, HasSubstr("stream-end only"));
 }

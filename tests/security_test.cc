@@ -60,8 +60,7 @@ void MakeCertificates() {
     return Run(absl::StrCat(cd, "openssl req -x509 ", key, " -keyout ", name, ".key -out ", name,
                             ".pem -days 2 -subj '/CN=", name, "' 2>openssl.log"));
   };
-  auto leaf = [&](const std::string& name, const std::string& ca_name,
-                  const std::string& section) {
+  auto leaf = [&](const std::string& name, const std::string& ca_name, const std::string& section) {
     return Run(absl::StrCat(cd, "openssl req ", key, " -keyout ", name, ".key -out ", name,
                             ".csr -subj '/CN=", name, "' 2>openssl.log && openssl x509 -req -in ",
                             name, ".csr -CA ", ca_name, ".pem -CAkey ", ca_name,
@@ -118,8 +117,7 @@ std::vector<v1::UpdateRequest> UpdateMessages(int n) {
   std::vector<v1::UpdateRequest> messages(1);
   for (int i = 0; i < n; ++i) {
     v1::LabeledSample* sample = messages[0].add_samples();
-    sample->mutable_sample()->set_pixels(fixture->updates.image(i),
-                                         fixture->updates.image_size());
+    sample->mutable_sample()->set_pixels(fixture->updates.image(i), fixture->updates.image_size());
     sample->set_label(fixture->updates.labels[i]);
   }
   return messages;

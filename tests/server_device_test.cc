@@ -49,8 +49,8 @@ model::MatrixF ToMatrix(const data::LabeledImages& images) {
 }
 
 struct Fixture : test::FixtureDir {
-  std::string float_only_bundle;  // no lower.int8.* records (as written before int8 devices)
-  std::string int8_bundle;        // the same model plus its int8 activation scales
+  std::string float_only_bundle;        // no lower.int8.* records (as written before int8 devices)
+  std::string int8_bundle;              // the same model plus its int8 activation scales
   std::optional<model::Bundle> bundle;  // int8_bundle, read back: the reference
   data::LabeledImages heldout;
 
@@ -134,8 +134,8 @@ double Accuracy(client::Client& client) {
 // The readout of `upper` (copied) after absorbing `features` with their `labels` in one batch: the
 // reference a server's Update of the same samples must reproduce.
 absl::StatusOr<model::Readout> ReadoutAfterAbsorbing(model::UpperTier upper,
-                                                    const model::MatrixF& features,
-                                                    const std::vector<std::string>& labels) {
+                                                     const model::MatrixF& features,
+                                                     const std::vector<std::string>& labels) {
   if (absl::Status s = upper.AbsorbLabeled(features, labels).status(); !s.ok()) return s;
   return upper.Solve();
 }
@@ -183,22 +183,22 @@ TEST_F(ServerDeviceTest, XrtWithoutCardExitsOneWithTheBackendsMessage) {
   EXPECT_THAT(message, ::testing::HasSubstr("no FPGA card found"));
   EXPECT_THAT(message, ::testing::HasSubstr("pick another device with --device="));
 
-  const test::ServerExit exit = RunToExit({absl::StrCat("--bundle=", fixture->int8_bundle),
-                               "--address=127.0.0.1:0", "--device=xrt"});
+  const test::ServerExit exit = RunToExit(
+      {absl::StrCat("--bundle=", fixture->int8_bundle), "--address=127.0.0.1:0", "--device=xrt"});
   EXPECT_EQ(exit.code, 1) << exit.stderr_text;
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr(absl::StrCat("--device=xrt: ", message)));
 }
 
 TEST_F(ServerDeviceTest, UnknownDeviceIsAUsageError) {
-  const test::ServerExit exit = RunToExit({absl::StrCat("--bundle=", fixture->int8_bundle),
-                               "--address=127.0.0.1:0", "--device=gpu"});
+  const test::ServerExit exit = RunToExit(
+      {absl::StrCat("--bundle=", fixture->int8_bundle), "--address=127.0.0.1:0", "--device=gpu"});
   EXPECT_EQ(exit.code, 2) << exit.stderr_text;
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr("float, cpu, emu, xrt, auto"));
 }
 
 TEST_F(ServerDeviceTest, BundleWithoutInt8ScalesRefusesAnInt8Device) {
   const test::ServerExit exit = RunToExit({absl::StrCat("--bundle=", fixture->float_only_bundle),
-                               "--address=127.0.0.1:0", "--device=cpu"});
+                                           "--address=127.0.0.1:0", "--device=cpu"});
   EXPECT_EQ(exit.code, 1) << exit.stderr_text;
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr("no int8 activation scales"));
   EXPECT_THAT(exit.stderr_text, ::testing::HasSubstr("--device=float"));
@@ -255,8 +255,8 @@ TEST_F(ServerDeviceTest, CpuAndEmuServeBitExactInt8FeaturesPricedByTheirTables) 
         server->client().ExtractFeatures(request);
     ASSERT_TRUE(response.ok()) << response.status();
     const model::MatrixF features = FeaturesOf(*response, width);
-    EXPECT_TRUE(features == *expected) << "max |difference| "
-                                       << (features - *expected).cwiseAbs().maxCoeff();
+    EXPECT_TRUE(features == *expected)
+        << "max |difference| " << (features - *expected).cwiseAbs().maxCoeff();
     // Priced from the backend's reported work with that backend's table.
     const double joules = fpga::Joules(counts, *fpga::EnergyTableFor(device));
     EXPECT_GT(counts.int8_macs, 0u);

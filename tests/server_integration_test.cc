@@ -28,6 +28,7 @@
 #include "absl/time/time.h"
 #include "client/client.h"
 #include "data/dataset.h"
+#include "fpga/energy.h"
 #include "gmock/gmock.h"
 #include "google/protobuf/descriptor.pb.h"
 #include "grpc/reflection/v1alpha/reflection.grpc.pb.h"
@@ -36,10 +37,9 @@
 #include "model/lower_tier.h"
 #include "model/tensor.h"
 #include "model/upper_tier.h"
-#include "fpga/energy.h"
-#include "update/energy_meter.h"
 #include "tests/server_process.h"
 #include "tests/suite_fixture.h"
+#include "update/energy_meter.h"
 
 namespace strata {
 namespace {
@@ -306,20 +306,26 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
     return sample;
   };
   {
-    Case c{"wrong pixel count", {}, absl::StatusCode::kInvalidArgument,
+    Case c{"wrong pixel count",
+           {},
+           absl::StatusCode::kInvalidArgument,
            "samples[1].pixels: expected 784 bytes, got 780"};
     *c.request.add_samples() = good();
     c.request.add_samples()->set_pixels(std::string(780, '\x10'));
     cases.push_back(c);
   }
   {
-    Case c{"wrong float count", {}, absl::StatusCode::kInvalidArgument,
+    Case c{"wrong float count",
+           {},
+           absl::StatusCode::kInvalidArgument,
            "samples[0].values.values: expected 784 floats, got 783"};
     *c.request.add_samples() = floats(783, 0.5f);
     cases.push_back(c);
   }
   {
-    Case c{"NaN", {}, absl::StatusCode::kInvalidArgument,
+    Case c{"NaN",
+           {},
+           absl::StatusCode::kInvalidArgument,
            "samples[2].values.values[17]: expected a finite float, got NaN"};
     *c.request.add_samples() = good();
     *c.request.add_samples() = good();
@@ -329,7 +335,9 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
     cases.push_back(c);
   }
   {
-    Case c{"Inf", {}, absl::StatusCode::kInvalidArgument,
+    Case c{"Inf",
+           {},
+           absl::StatusCode::kInvalidArgument,
            "samples[0].values.values[3]: expected a finite float, got -Inf"};
     v1::Sample inf = floats(kInputSize, 0.5f);
     inf.mutable_values()->set_values(3, -std::numeric_limits<float>::infinity());
@@ -337,16 +345,22 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
     cases.push_back(c);
   }
   {
-    Case c{"no input", {}, absl::StatusCode::kInvalidArgument,
+    Case c{"no input",
+           {},
+           absl::StatusCode::kInvalidArgument,
            "samples[1]: neither pixels nor values set"};
     *c.request.add_samples() = good();
     c.request.add_samples();
     cases.push_back(c);
   }
-  cases.push_back(Case{"empty batch", {}, absl::StatusCode::kInvalidArgument,
+  cases.push_back(Case{"empty batch",
+                       {},
+                       absl::StatusCode::kInvalidArgument,
                        "samples: empty batch, expected 1..64 samples"});
   {
-    Case c{"batch over max_batch", {}, absl::StatusCode::kResourceExhausted,
+    Case c{"batch over max_batch",
+           {},
+           absl::StatusCode::kResourceExhausted,
            "samples: batch of 65 samples, expected at most 64"};
     for (int i = 0; i < kMaxBatch + 1; ++i) *c.request.add_samples() = good();
     cases.push_back(c);
@@ -354,7 +368,9 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
   {
     // One sample of ~280 KB, over --max_message_bytes (under gRPC's own limit, 4x): the service
     // refuses it, naming the limit, and counts it.
-    Case c{"message over the size limit", {}, absl::StatusCode::kResourceExhausted,
+    Case c{"message over the size limit",
+           {},
+           absl::StatusCode::kResourceExhausted,
            "over the server's message-size limit of 262144 bytes (--max_message_bytes)"};
     *c.request.add_samples() = floats(70000, 0.5f);
     cases.push_back(c);
@@ -400,7 +416,8 @@ TEST_F(ServerTest, BadInputsFailClearlyAndChangeNothing) {
   EXPECT_EQ(summary->rejected(), 3u);
   EXPECT_EQ(summary->model_version(), info_before->model_version());
   ASSERT_EQ(summary->rejections_size(), 3);
-  EXPECT_EQ(summary->rejections(0).reason(), "samples[0].label: empty label, expected 1..256 bytes");
+  EXPECT_EQ(summary->rejections(0).reason(),
+            "samples[0].label: empty label, expected 1..256 bytes");
   EXPECT_EQ(summary->rejections(1).reason(),
             "samples[1].label: label of 257 bytes, expected 1..256");
   EXPECT_EQ(summary->rejections(2).reason(),
@@ -659,8 +676,8 @@ TEST_F(ServerTest, SigtermExitsZero) {
 }
 
 TEST(ServerStartupTest, UnreadableBundleExitsNonZero) {
-  const pid_t pid = ServerProcess::Spawn(
-      {"--bundle=/nonexistent/strata/model.bundle", "--address=127.0.0.1:0"});
+  const pid_t pid =
+      ServerProcess::Spawn({"--bundle=/nonexistent/strata/model.bundle", "--address=127.0.0.1:0"});
   ASSERT_GT(pid, 0);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);
@@ -819,9 +836,9 @@ TEST_F(ServerTest, EnergyIsChargedByTierAndPhaseAndScalesWithTheBatch) {
 // The default policy, stream-end: one version per stream, whatever the number of messages.
 TEST_F(ServerTest, StreamEndPublishesOneVersionPerStream) {
   for (int stream = 0; stream < 2; ++stream) {
-    const std::vector<v1::UpdateRequest> messages = {
-        PoolMessage(30 * stream, 10), PoolMessage(30 * stream + 10, 10),
-        PoolMessage(30 * stream + 20, 10)};
+    const std::vector<v1::UpdateRequest> messages = {PoolMessage(30 * stream, 10),
+                                                     PoolMessage(30 * stream + 10, 10),
+                                                     PoolMessage(30 * stream + 20, 10)};
     absl::StatusOr<v1::UpdateSummary> summary = client().Update(messages);
     ASSERT_TRUE(summary.ok()) << summary.status();
     EXPECT_EQ(summary->model_version(), 2u + stream);
@@ -831,8 +848,8 @@ TEST_F(ServerTest, StreamEndPublishesOneVersionPerStream) {
   absl::StatusOr<v1::Stats> stats = client().GetStats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->update_policy(), "stream-end");
-  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{
-                                   {"stream-end:applied", 2}, {"until-stream-end:deferred", 6}}));
+  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{{"stream-end:applied", 2},
+                                                                {"until-stream-end:deferred", 6}}));
   EXPECT_EQ(stats->updates_applied(), 2u);
   EXPECT_EQ(stats->pending_samples(), 0u);
 }
@@ -864,8 +881,7 @@ TEST_F(PolicyServerTest, EagerPublishesAVersionPerMessage) {
   absl::StatusOr<v1::Stats> stats = client().GetStats();
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(stats->update_policy(), "eager");
-  EXPECT_EQ(Decisions(*stats),
-            (std::map<std::string, uint64_t>{{"every-message:applied", 3}}));
+  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{{"every-message:applied", 3}}));
   EXPECT_EQ(stats->updates_applied(), 3u);
   EXPECT_EQ(stats->model_version(), 4u);
   ExpectJoulesEq(stats->energy().refresh_joules(), summary->energy().refresh_joules(),
@@ -895,8 +911,8 @@ TEST_F(PolicyServerTest, PeriodicRefreshesWhenTheSamplesAreDue) {
   EXPECT_FALSE(summary->readout_current());
   absl::StatusOr<v1::Stats> stats = client().GetStats();
   ASSERT_TRUE(stats.ok()) << stats.status();
-  EXPECT_EQ(Decisions(*stats), (std::map<std::string, uint64_t>{{"samples-due:applied", 1},
-                                                                {"not-due:deferred", 3}}));
+  EXPECT_EQ(Decisions(*stats),
+            (std::map<std::string, uint64_t>{{"samples-due:applied", 1}, {"not-due:deferred", 3}}));
   EXPECT_EQ(stats->pending_samples(), 10u);
   absl::StatusOr<v1::ModelInfo> info = client().GetModelInfo();
   ASSERT_TRUE(info.ok()) << info.status();
@@ -940,9 +956,8 @@ TEST_F(PolicyServerTest, EnergyAwareRefreshesForANewClassOnly) {
 }
 
 TEST(ServerStartupTest, UnknownUpdatePolicyIsAUsageError) {
-  const pid_t pid = ServerProcess::Spawn(
-      {"--bundle=/nonexistent/strata/model.bundle", "--address=127.0.0.1:0",
-       "--update_policy=sometimes"});
+  const pid_t pid = ServerProcess::Spawn({"--bundle=/nonexistent/strata/model.bundle",
+                                          "--address=127.0.0.1:0", "--update_policy=sometimes"});
   ASSERT_GT(pid, 0);
   int status = 0;
   ASSERT_EQ(waitpid(pid, &status, 0), pid);

@@ -65,8 +65,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
     const std::string& stderr_path, const client::ClientOptions& client_options) {
   static std::atomic<int> count{0};
   const std::string port_file =
-      (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++))
-          .string();
+      (std::filesystem::path(bundle_path).parent_path() / absl::StrCat("port.", count++)).string();
   // A port file left by an earlier run in the same directory would name a dead port.
   std::filesystem::remove(port_file);
   std::unique_ptr<ServerProcess> server(new ServerProcess);
@@ -100,8 +99,8 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Launch(
     int status = 0;
     if (waitpid(server->pid_, &status, WNOHANG) == server->pid_) {
       server->pid_ = -1;
-      return absl::InternalError(absl::StrCat(
-          "strata-server exited before it became SERVING, status ", status));
+      return absl::InternalError(
+          absl::StrCat("strata-server exited before it became SERVING, status ", status));
     }
     if (absl::Now() > limit) {
       return absl::InternalError(

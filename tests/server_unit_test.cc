@@ -18,11 +18,11 @@
 #include "model/lower_tier.h"
 #include "model/upper_tier.h"
 #include "server/auth.h"
-#include "update/model_store.h"
 #include "server/validation.h"
-#include "update/version_reservation.h"
 #include "server/work_queue.h"
 #include "tests/fault_injection_env.h"
+#include "update/model_store.h"
+#include "update/version_reservation.h"
 
 namespace strata::server {
 namespace {
@@ -76,7 +76,8 @@ TEST(ReadSampleTest, ErrorsNameTheField) {
     for (int i = 0; i < kSize; ++i) sample.mutable_values()->add_values(i == 9 ? bad : 0.0f);
     status = ReadSample(sample, kSize, "samples[2]", out.data());
     EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
-    EXPECT_THAT(status.message(), HasSubstr("samples[2].values.values[9]: expected a finite float"));
+    EXPECT_THAT(status.message(),
+                HasSubstr("samples[2].values.values[9]: expected a finite float"));
   }
 }
 
@@ -115,7 +116,8 @@ model::Bundle TinyBundle() {
   spec.pca_images = 20;
   model::MatrixF images(20, 64);
   for (int i = 0; i < 20; ++i) {
-    for (int j = 0; j < 64; ++j) images(i, j) = ((i * 7 + j * 3) % 11) / 10.0f * (i < 10 ? 0.2f : 1);
+    for (int j = 0; j < 64; ++j)
+      images(i, j) = ((i * 7 + j * 3) % 11) / 10.0f * (i < 10 ? 0.2f : 1);
   }
   absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
   EXPECT_TRUE(lower.ok()) << lower.status();
@@ -179,10 +181,10 @@ TEST(ModelStoreTest, AbsorbIsInvisibleUntilPublishAndReadersKeepTheirVersion) {
 
 using update::DecodeVersionsFile;
 using update::EncodeVersionsFile;
+using update::Env;
 using update::FaultInjectionEnv;
 using update::kVersionBlock;
 using update::kVersionsFileName;
-using update::Env;
 using update::ModelStore;
 using update::ModelVersion;
 using update::VersionReservation;
@@ -331,8 +333,8 @@ TEST(ConstantTimeEqualsTest, EqualOnlyForTheSameBytes) {
   EXPECT_TRUE(ConstantTimeEquals("", ""));
   EXPECT_FALSE(ConstantTimeEquals("token", "tokem"));
   EXPECT_FALSE(ConstantTimeEquals("token", "Token"));
-  EXPECT_FALSE(ConstantTimeEquals("token", "tok"));           // a prefix
-  EXPECT_FALSE(ConstantTimeEquals("token", "tokentoken"));    // the token repeated
+  EXPECT_FALSE(ConstantTimeEquals("token", "tok"));         // a prefix
+  EXPECT_FALSE(ConstantTimeEquals("token", "tokentoken"));  // the token repeated
   EXPECT_FALSE(ConstantTimeEquals("token", ""));
   EXPECT_FALSE(ConstantTimeEquals("", "x"));
   EXPECT_FALSE(ConstantTimeEquals(std::string("a\0b", 3), std::string("a\0c", 3)));

@@ -83,8 +83,8 @@ TEST_F(SnapshotTest, FlippedBytesAndTruncationAreDetected) {
   for (size_t size : {size_t{0}, size_t{31}, whole->size() / 2, whole->size() - 1}) {
     ASSERT_TRUE(base::WriteFileAtomically(file->path, whole->substr(0, size)).ok());
     absl::StatusOr<UpperTierSnapshot> read = ReadSnapshot(env_, file->path);
-    EXPECT_TRUE(absl::IsDataLoss(read.status())) << "truncated to " << size << ": "
-                                                 << read.status();
+    EXPECT_TRUE(absl::IsDataLoss(read.status()))
+        << "truncated to " << size << ": " << read.status();
     EXPECT_THAT(read.status().message(), HasSubstr(file->path));
   }
 }

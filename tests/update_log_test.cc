@@ -16,9 +16,9 @@
 #include "base/file.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/fault_injection_env.h"
 #include "update/env.h"
 #include "update/update_record.h"
-#include "tests/fault_injection_env.h"
 
 namespace strata::update {
 namespace {
@@ -41,7 +41,8 @@ class UpdateLogTest : public ::testing::Test {
 
   // Appends payloads 0..n-1 and syncs.
   void Write(int n, UpdateLogOptions options = {}) {
-    absl::StatusOr<std::unique_ptr<FileUpdateLog>> log = FileUpdateLog::Open(&env_, dir_, 1, options);
+    absl::StatusOr<std::unique_ptr<FileUpdateLog>> log =
+        FileUpdateLog::Open(&env_, dir_, 1, options);
     ASSERT_TRUE(log.ok()) << log.status();
     for (int i = 0; i < n; ++i) {
       absl::StatusOr<uint64_t> sequence = (*log)->Append(Payload(i));
@@ -150,8 +151,8 @@ TEST_F(UpdateLogTest, FlippedByteInTheMiddleIsCorruptionNamingFileAndOffset) {
   const std::string path = Segments().at(0);
   absl::StatusOr<std::string> whole = base::ReadFile(path);
   // Record 3 starts after the header and records 1 and 2.
-  const size_t record3 = kSegmentHeaderBytes + 2 * kRecordHeaderBytes + Payload(0).size() +
-                         Payload(1).size();
+  const size_t record3 =
+      kSegmentHeaderBytes + 2 * kRecordHeaderBytes + Payload(0).size() + Payload(1).size();
   for (size_t flip : {record3, record3 + kRecordHeaderBytes + 3}) {
     std::string damaged = *whole;
     damaged[flip] ^= 0x10;
@@ -202,14 +203,14 @@ TEST_F(UpdateLogTest, GarbageAtTheEndOfTheNewestSegmentIsATornTailWhateverItsLen
     size_t bytes;
     bool over_limit;
   };
-  for (const Case& c : {Case{37, true}, Case{9, true}, Case{1000, true}, Case{1, false},
-                        Case{8, false}, Case{37, false}, Case{300, false}, Case{4096, false},
-                        Case{1 << 20, false}}) {
+  for (const Case& c :
+       {Case{37, true}, Case{9, true}, Case{1000, true}, Case{1, false}, Case{8, false},
+        Case{37, false}, Case{300, false}, Case{4096, false}, Case{1 << 20, false}}) {
     for (uint32_t seed = 1; seed <= 3; ++seed) {
       const std::string garbage = Garbage(c.bytes, seed, c.over_limit);
       ASSERT_TRUE(base::WriteFileAtomically(path, *whole + garbage).ok());
-      const std::string what = absl::StrCat(c.bytes, " bytes, seed ", seed,
-                                            c.over_limit ? ", length over limit" : "");
+      const std::string what =
+          absl::StrCat(c.bytes, " bytes, seed ", seed, c.over_limit ? ", length over limit" : "");
       Read read = ReadAll();
       ASSERT_TRUE(read.scan.ok()) << what << ": " << read.scan.status();
       ASSERT_EQ(read.payloads.size(), 12u) << what;

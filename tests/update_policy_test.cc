@@ -19,7 +19,8 @@ std::vector<uint8_t> Errors(int n, int one_in) {
   return e;
 }
 
-std::unique_ptr<UpdatePolicy> Make(absl::string_view name, const UpdatePolicyOptions& options = {}) {
+std::unique_ptr<UpdatePolicy> Make(absl::string_view name,
+                                   const UpdatePolicyOptions& options = {}) {
   auto policy = UpdatePolicy::Create(name, options, kStart);
   EXPECT_TRUE(policy.ok()) << policy.status();
   return *std::move(policy);
@@ -88,10 +89,10 @@ TEST(UpdatePolicyTest, PeriodicRefreshesBySampleCountOrTime) {
   for (int m = 1; m <= 6; ++m) {
     reasons.push_back(policy->OnMessage({errors, false, 0.01, kStart + absl::Seconds(m)}).reason);
   }
-  EXPECT_EQ(reasons, (std::vector<DecisionReason>{
-                         DecisionReason::kNotDue, DecisionReason::kNotDue,
-                         DecisionReason::kSamplesDue, DecisionReason::kNotDue,
-                         DecisionReason::kNotDue, DecisionReason::kSamplesDue}));
+  EXPECT_EQ(reasons,
+            (std::vector<DecisionReason>{DecisionReason::kNotDue, DecisionReason::kNotDue,
+                                         DecisionReason::kSamplesDue, DecisionReason::kNotDue,
+                                         DecisionReason::kNotDue, DecisionReason::kSamplesDue}));
   // 100 samples, then a minute of silence: the time period is due.
   EXPECT_FALSE(policy->OnMessage({errors, false, 0.01, kStart + absl::Seconds(10)}).apply);
   const Decision late = policy->OnMessage({Errors(1, 0), false, 0.01, kStart + absl::Seconds(67)});
@@ -159,7 +160,7 @@ TEST(UpdatePolicyTest, EnergyAwareRefreshesWhenTheErrorRises) {
 
 TEST(UpdatePolicyTest, EnergyAwareBudgetCapsRefreshesButNotNewClasses) {
   UpdatePolicyOptions options = EnergyAwareOptions();
-  options.budget_watts = 0;  // nothing ever refills
+  options.budget_watts = 0;     // nothing ever refills
   options.burst_joules = 0.06;  // one refresh
   auto policy = Make("energy-aware", options);
   absl::Time now = kStart;
@@ -290,9 +291,10 @@ TEST(UpdatePolicyForgetTest, NoAlarmOrNoLabelsOrOptionOffForgetsNothing) {
     for (int m = 0; m < 40; ++m) policy->OnMessage({calm.errors, false, 0.01, now, calm.labels});
     for (int m = 0; m < 30; ++m) {
       // Without labels (the second policy) the jump cannot be attributed to a class.
-      const Decision d = options.forget_on_drift
-                             ? policy->OnMessage({swapped.errors, false, 0.01, now})
-                             : policy->OnMessage({swapped.errors, false, 0.01, now, swapped.labels});
+      const Decision d =
+          options.forget_on_drift
+              ? policy->OnMessage({swapped.errors, false, 0.01, now})
+              : policy->OnMessage({swapped.errors, false, 0.01, now, swapped.labels});
       EXPECT_TRUE(d.forget_labels.empty());
     }
     EXPECT_EQ(policy->Stats().classes_forgotten, 0u);
@@ -322,7 +324,8 @@ TEST(UpdatePolicyGrowthTest, EnergyAwareRefreshesAsAClassGrowsGeometrically) {
   options.growth_factor = 0;
   auto off = Make("energy-aware", options);
   int refreshes = 0;
-  for (int m = 1; m <= 80; ++m) refreshes += off->OnMessage({errors, m == 1, 0.001, now, labels}).apply;
+  for (int m = 1; m <= 80; ++m)
+    refreshes += off->OnMessage({errors, m == 1, 0.001, now, labels}).apply;
   EXPECT_EQ(refreshes, 1);
 }
 

@@ -200,17 +200,16 @@ TEST_F(UpdateStreamServerTest, PolicyFlagsOutOfRangeFailAtStartUpNamingTheFlag) 
   };
   int run = 0;
   for (const auto& [flag, expected] : cases) {
-    const test::ServerExit exit = test::RunServerToExit(
-        {absl::StrCat("--bundle=", fixture->bundle), "--address=127.0.0.1:0",
-         "--update_policy=energy-aware", flag},
-        absl::StrCat(fixture->dir, "/stderr.", run++));
+    const test::ServerExit exit =
+        test::RunServerToExit({absl::StrCat("--bundle=", fixture->bundle), "--address=127.0.0.1:0",
+                               "--update_policy=energy-aware", flag},
+                              absl::StrCat(fixture->dir, "/stderr.", run++));
     EXPECT_NE(exit.code, 0) << flag;
     EXPECT_NE(exit.stderr_text.find(expected), std::string::npos) << exit.stderr_text;
   }
   const test::ServerExit durable = test::RunServerToExit(
-      {absl::StrCat("--bundle=", fixture->bundle), "--address=127.0.0.1:0",
-       "--update_policy=eager", "--policy_absorb_margin=0.5",
-       absl::StrCat("--state_dir=", fixture->dir, "/state")},
+      {absl::StrCat("--bundle=", fixture->bundle), "--address=127.0.0.1:0", "--update_policy=eager",
+       "--policy_absorb_margin=0.5", absl::StrCat("--state_dir=", fixture->dir, "/state")},
       absl::StrCat(fixture->dir, "/stderr.durable"));
   EXPECT_NE(durable.code, 0);
   EXPECT_NE(durable.stderr_text.find("cannot be combined with --state_dir"), std::string::npos)

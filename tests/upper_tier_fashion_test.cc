@@ -70,8 +70,7 @@ TEST(UpperTierFashionTest, ClassIncrementalPhasesEqualJointTraining) {
     ASSERT_GE(j, 0);
     aligned.col(c) = phased_readout->weights.col(j);
   }
-  const double relative =
-      (aligned - joint_readout->weights).norm() / joint_readout->weights.norm();
+  const double relative = (aligned - joint_readout->weights).norm() / joint_readout->weights.norm();
   EXPECT_LT(relative, 1e-6);
   const double joint_accuracy = Accuracy(*joint_readout, test_features, test->labels);
   const double phased_accuracy = Accuracy(*phased_readout, test_features, test->labels);

@@ -1,10 +1,9 @@
 #include "model/upper_tier.h"
 
-#include <cmath>
-#include <random>
-
 #include <Eigen/Cholesky>
 #include <Eigen/QR>
+#include <cmath>
+#include <random>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -21,9 +20,7 @@ std::vector<int> Classes(UpperTier& tier, const std::vector<std::string>& labels
   return classes;
 }
 
-double RelativeDifference(const MatrixF& a, const MatrixF& b) {
-  return (a - b).norm() / b.norm();
-}
+double RelativeDifference(const MatrixF& a, const MatrixF& b) { return (a - b).norm() / b.norm(); }
 
 // The ridge readout of (features, labels) computed as an ordinary least-squares problem on the
 // augmented system [H; sqrt(lambda) I] W = [Y; 0] by Householder QR in float64 — a different
@@ -121,10 +118,9 @@ TEST(UpperTierTest, NewLabelMidStreamIsExact) {
   absl::StatusOr<Readout> before = stream.Solve();
   ASSERT_TRUE(before.ok());
   EXPECT_EQ(before->weights.cols(), 2);
-  ASSERT_TRUE(stream
-                  .Absorb(sorted.features.bottomRows(n - first),
-                          Classes(stream, sorted.labels, first, n))
-                  .ok());
+  ASSERT_TRUE(
+      stream.Absorb(sorted.features.bottomRows(n - first), Classes(stream, sorted.labels, first, n))
+          .ok());
   EXPECT_EQ(stream.num_classes(), 3);
   EXPECT_EQ(stream.ClassIndex("c2"), 2);
 
@@ -206,12 +202,11 @@ TEST(UpperTierTest, RejectsBadInputAndLeavesStatisticsUnchanged) {
 }
 
 TEST(UpperTierTest, FromStatisticsValidates) {
-  EXPECT_FALSE(UpperTier::FromStatistics(0.0, MatrixD::Identity(2, 2), MatrixD::Zero(2, 1), {"a"},
-                                         0)
-                   .ok());
-  EXPECT_FALSE(UpperTier::FromStatistics(1.0, MatrixD::Identity(2, 2), MatrixD::Zero(2, 2),
-                                         {"a", "a"}, 0)
-                   .ok());
+  EXPECT_FALSE(
+      UpperTier::FromStatistics(0.0, MatrixD::Identity(2, 2), MatrixD::Zero(2, 1), {"a"}, 0).ok());
+  EXPECT_FALSE(
+      UpperTier::FromStatistics(1.0, MatrixD::Identity(2, 2), MatrixD::Zero(2, 2), {"a", "a"}, 0)
+          .ok());
   EXPECT_FALSE(
       UpperTier::FromStatistics(1.0, MatrixD::Identity(2, 2), MatrixD::Zero(3, 1), {"a"}, 0).ok());
   absl::StatusOr<UpperTier> ok =
@@ -246,9 +241,9 @@ TEST(UpperTierTest, BothRefreshPathsMatchFloat64QrReference) {
   EXPECT_DOUBLE_EQ(report.solve_flops, 2.0 * d * d * tier.num_classes());
   EXPECT_GT(report.min_pivot, 0);
   EXPECT_EQ(tier.pending_factor_rows(), 0);
-  EXPECT_LT(RelativeDifference(second->weights,
-                               QrReference(tier, data.features, data.labels, lambda)),
-            1e-6);
+  EXPECT_LT(
+      RelativeDifference(second->weights, QrReference(tier, data.features, data.labels, lambda)),
+      1e-6);
 }
 
 TEST(UpperTierTest, BlockedPathsMatchReferenceAcrossBlockEdges) {
@@ -337,9 +332,9 @@ TEST(UpperTierTest, AutoRefreshFollowsTheCostModel) {
   EXPECT_EQ(tier.last_refresh().path, RefreshPath::kRefactor);
   EXPECT_EQ(tier.last_refresh().reason, "periodic re-factor");
   // A batch of 10 rows costs 3 * 10 * D^2 = D^3 / 3: no longer cheaper, re-factor.
-  ASSERT_TRUE(tier.Absorb(data.features.middleRows(row, 10),
-                          Classes(tier, data.labels, row, row + 10))
-                  .ok());
+  ASSERT_TRUE(
+      tier.Absorb(data.features.middleRows(row, 10), Classes(tier, data.labels, row, row + 10))
+          .ok());
   ASSERT_TRUE(tier.Refresh().ok());
   EXPECT_EQ(tier.last_refresh().path, RefreshPath::kRefactor);
   EXPECT_EQ(tier.last_refresh().reason, "cost model");
@@ -367,9 +362,9 @@ TEST(UpperTierTest, NewClassAfterARefreshKeepsTheFactorUsable) {
   absl::StatusOr<Readout> updated = tier.Refresh(RefreshMode::kForceFactorUpdate);
   ASSERT_TRUE(updated.ok()) << updated.status();
   EXPECT_EQ(updated->weights.cols(), 4);
-  EXPECT_LT(RelativeDifference(updated->weights, QrReference(tier, sorted.features, sorted.labels,
-                                                             1.0)),
-            1e-6);
+  EXPECT_LT(
+      RelativeDifference(updated->weights, QrReference(tier, sorted.features, sorted.labels, 1.0)),
+      1e-6);
 }
 
 TEST(UpperTierTest, KeepFactorOffAlwaysRefactors) {
@@ -473,8 +468,9 @@ TEST(UpperTierTest, ForgettingOfOneIsExactlyTheDefault) {
   options.forgetting = 1.0;
   UpperTier forgetting(20, 3.0, options);
   for (int begin = 0; begin < 500; begin += 50) {
-    ASSERT_TRUE(plain.Absorb(data.features.middleRows(begin, 50),
-                             Classes(plain, data.labels, begin, begin + 50))
+    ASSERT_TRUE(plain
+                    .Absorb(data.features.middleRows(begin, 50),
+                            Classes(plain, data.labels, begin, begin + 50))
                     .ok());
     ASSERT_TRUE(forgetting
                     .Absorb(data.features.middleRows(begin, 50),

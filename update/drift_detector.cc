@@ -37,8 +37,8 @@ bool Adwin::Add(double value) {
   // Welford update of the window's sum of squared deviations, then a new bucket of one value.
   if (width_ > 0) {
     const double mean = total_ / static_cast<double>(width_);
-    variance_ += static_cast<double>(width_) / static_cast<double>(width_ + 1) *
-                 (value - mean) * (value - mean);
+    variance_ += static_cast<double>(width_) / static_cast<double>(width_ + 1) * (value - mean) *
+                 (value - mean);
   }
   ++width_;
   total_ += value;

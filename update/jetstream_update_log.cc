@@ -117,7 +117,8 @@ absl::Status ConnectClient(const JetStreamOptions& options, JetStreamUpdateLog::
   std::vector<const char*> urls;
   for (const std::string& url : options.servers) urls.push_back(url.c_str());
   natsStatus s = natsOptions_Create(&nats.options);
-  if (s == NATS_OK) s = natsOptions_SetServers(nats.options, urls.data(), static_cast<int>(urls.size()));
+  if (s == NATS_OK)
+    s = natsOptions_SetServers(nats.options, urls.data(), static_cast<int>(urls.size()));
   if (s == NATS_OK) s = natsOptions_SetName(nats.options, options.replica_id.c_str());
   // Reconnect forever, quickly: a replica outlives any one NATS node.
   if (s == NATS_OK) s = natsOptions_SetMaxReconnect(nats.options, -1);
@@ -140,8 +141,7 @@ absl::Status ConnectClient(const JetStreamOptions& options, JetStreamUpdateLog::
   return s == NATS_OK ? absl::OkStatus() : NatsError("JetStream context", s);
 }
 
-absl::Status EnsureStream(const JetStreamOptions& options, const std::string& subject,
-                          jsCtx* js) {
+absl::Status EnsureStream(const JetStreamOptions& options, const std::string& subject, jsCtx* js) {
   jsStreamInfo* info = nullptr;
   jsErrCode code = jsErrCode(0);
   natsStatus s = js_GetStreamInfo(&info, js, options.stream.c_str(), nullptr, &code);
@@ -191,8 +191,7 @@ class SequentialReader final : public JetStreamUpdateLog::Reader {
   SequentialReader(JetStreamUpdateLog* log, natsConnection* connection, jsCtx* js,
                    std::string stream, std::string subject, uint64_t after)
       : log_(log), js_(js), stream_(std::move(stream)), last_(after) {
-    if (natsConnection_Subscribe(&doorbell_, connection, subject.c_str(), &Ring, this) !=
-        NATS_OK) {
+    if (natsConnection_Subscribe(&doorbell_, connection, subject.c_str(), &Ring, this) != NATS_OK) {
       doorbell_ = nullptr;  // polling still works, with up to kDoorbellWait of extra lag
     }
   }
@@ -283,8 +282,8 @@ class SequentialReader final : public JetStreamUpdateLog::Reader {
     entry.sequence = natsMsg_GetSequence(msg);
     entry.time = absl::FromUnixNanos(natsMsg_GetTime(msg));
     if (entry.sequence != last_ + 1) {
-      return absl::DataLossError(absl::StrCat("update log: asked for entry ", last_ + 1,
-                                              ", got ", entry.sequence));
+      return absl::DataLossError(
+          absl::StrCat("update log: asked for entry ", last_ + 1, ", got ", entry.sequence));
     }
     const char* kind = nullptr;
     if (natsMsgHeader_Get(msg, kEntryHeader, &kind) != NATS_OK || kind == nullptr) {
@@ -296,8 +295,8 @@ class SequentialReader final : public JetStreamUpdateLog::Reader {
     } else if (absl::string_view(kind) == kRefreshEntry) {
       entry.kind = LogEntryKind::kRefresh;
     } else {
-      return absl::DataLossError(absl::StrCat("update log entry ", entry.sequence,
-                                              ": unknown kind \"", kind, "\""));
+      return absl::DataLossError(
+          absl::StrCat("update log entry ", entry.sequence, ": unknown kind \"", kind, "\""));
     }
     entry.payload.assign(natsMsg_GetData(msg), natsMsg_GetDataLength(msg));
     tail_ = std::max(tail_, entry.sequence);
@@ -444,8 +443,8 @@ absl::StatusOr<uint64_t> JetStreamUpdateLog::TailSequence() {
 
 absl::StatusOr<std::unique_ptr<JetStreamUpdateLog::Reader>> JetStreamUpdateLog::OpenReader(
     uint64_t after) {
-  return std::unique_ptr<Reader>(new SequentialReader(this, nats_->connection, nats_->js,
-                                                      options_.stream, subject_, after));
+  return std::unique_ptr<Reader>(
+      new SequentialReader(this, nats_->connection, nats_->js, options_.stream, subject_, after));
 }
 
 // ---- Snapshots ----------------------------------------------------------------------------------
@@ -466,7 +465,8 @@ absl::StatusOr<SnapshotIndex> ReadIndex(kvStore* bucket) {
   if (s != NATS_OK) return NatsError("reading the snapshot index", s);
   SnapshotIndex index;
   index.revision = kvEntry_Revision(entry);
-  for (absl::string_view field : absl::StrSplit(kvEntry_ValueString(entry), ' ', absl::SkipEmpty())) {
+  for (absl::string_view field :
+       absl::StrSplit(kvEntry_ValueString(entry), ' ', absl::SkipEmpty())) {
     uint64_t position = 0;
     if (absl::SimpleAtoi(field, &position)) index.positions.push_back(position);
   }

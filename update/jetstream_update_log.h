@@ -80,7 +80,7 @@ struct LogEntry {
   uint64_t sequence = 0;  // the stream sequence: the log position
   LogEntryKind kind = LogEntryKind::kSamples;
   std::string payload;
-  absl::Time time;  // when the stream stored it (the stream leader's clock)
+  absl::Time time;       // when the stream stored it (the stream leader's clock)
   uint64_t pending = 0;  // entries the stream held after this one when it was delivered
 };
 
@@ -140,7 +140,7 @@ class JetStreamUpdateLog final : public UpdateLog {
   // missing or its checksum does not match.
   absl::StatusOr<std::string> GetSnapshot(uint64_t position);
 
- // The client library's handles, opaque outside jetstream_update_log.cc.
+  // The client library's handles, opaque outside jetstream_update_log.cc.
   struct Nats;
 
  private:

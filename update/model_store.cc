@@ -22,9 +22,9 @@ absl::Status ModelStore::Load(model::Bundle bundle,
   absl::MutexLock lock(&mu_);
   if (upper_ != nullptr) return absl::FailedPreconditionError("a model is already loaded");
   if (extractor->feature_size() != bundle.upper.feature_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "bundle: the lower tier yields ", extractor->feature_size(),
-        " features but the upper tier reads ", bundle.upper.feature_size()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("bundle: the lower tier yields ", extractor->feature_size(),
+                     " features but the upper tier reads ", bundle.upper.feature_size()));
   }
   // An upper tier without classes (strata-train --empty_upper: the stream brings every class)
   // serves an empty readout until the first refresh; Predict refuses it (FAILED_PRECONDITION).
@@ -83,8 +83,8 @@ absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF
   if (on_gram_backend != nullptr) {
     // The same condition UpperTier::Absorb routes rows to the accumulator by (a staged absorb
     // reports no work yet but is still not host float64 work).
-    *on_gram_backend = upper_->gram_backend() != nullptr && upper_->int8_readout() &&
-                       upper_->forgetting() == 1.0;
+    *on_gram_backend =
+        upper_->gram_backend() != nullptr && upper_->int8_readout() && upper_->forgetting() == 1.0;
   }
   if (num_classes != nullptr) *num_classes = upper_->num_classes();
   staged_rows_.store(upper_->staged_gram_rows(), std::memory_order_relaxed);
@@ -92,13 +92,14 @@ absl::StatusOr<std::vector<std::string>> ModelStore::Absorb(const model::MatrixF
 }
 
 absl::StatusOr<fpga::OpCounts> ModelStore::Forget(std::span<const std::string> labels,
-                                                   double decay) {
+                                                  double decay) {
   absl::MutexLock lock(&mu_);
   if (upper_ == nullptr) return absl::FailedPreconditionError("no model loaded");
   std::vector<int> classes;
   for (const std::string& label : labels) {
     const int index = upper_->ClassIndex(label);
-    if (index < 0) return absl::InvalidArgumentError(absl::StrCat("forget: no class '", label, "'"));
+    if (index < 0)
+      return absl::InvalidArgumentError(absl::StrCat("forget: no class '", label, "'"));
     classes.push_back(index);
   }
   fpga::OpCounts counts;

@@ -191,7 +191,7 @@ class ModelStore {
   std::shared_ptr<const model::FeatureExtractor> extractor_ ABSL_GUARDED_BY(mu_);
   fpga::EnergyTable lower_tier_energy_table_ ABSL_GUARDED_BY(mu_);
   std::unique_ptr<model::UpperTier> upper_ ABSL_GUARDED_BY(mu_);  // null before Load()
-  VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;    // not owned; may be null
+  VersionReservation* versions_ ABSL_GUARDED_BY(mu_) = nullptr;   // not owned; may be null
   // SkipPublish calls since the last Publish: that many version numbers are skipped.
   uint64_t skipped_versions_ ABSL_GUARDED_BY(mu_) = 0;
 

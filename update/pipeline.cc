@@ -108,14 +108,12 @@ absl::StatusOr<model::RefreshPath> UpdatePipeline::Refresh(absl::string_view rea
                  energy);
   if (done.absorb_counts.int8_macs > 0) {
     // Rows absorbed earlier but staged for the Gram kernel's next block, accumulated just now.
-    meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, model.lower_tier_energy_table,
-                   energy);
+    meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, model.lower_tier_energy_table, energy);
   }
   if (done.fold_counts.fp64_macs > 0) {
     // Folding the Gram accumulator's integer sums into G, Q (read-back from the device + D^2/2
     // fp64 MACs on the host), priced with the device's table like the absorbs.
-    meter_->Charge(EnergyPhase::kRefresh, done.fold_counts, model.lower_tier_energy_table,
-                   energy);
+    meter_->Charge(EnergyPhase::kRefresh, done.fold_counts, model.lower_tier_energy_table, energy);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -129,7 +127,7 @@ absl::StatusOr<model::RefreshPath> UpdatePipeline::Refresh(absl::string_view rea
                      << reason << "; " << (*published)->readout.labels.size() << " classes, "
                      << (*published)->samples_seen << " samples seen; "
                      << (done.report.path == model::RefreshPath::kRefactor ? "re-factor"
-                                                                            : "factor update")
+                                                                           : "factor update")
                      << ", " << Seconds(absl::Now() - start) << " s)";
   }
   return done.report.path;
@@ -424,8 +422,8 @@ absl::Status UpdateStream::Decide(MessageResult* result) {
   if (!decision.forget_labels.empty()) {
     if (absl::Status forgot = Forget(decision); !forgot.ok()) return forgot;
   }
-  absl::StatusOr<model::RefreshPath> refreshed = pipeline_->Refresh(
-      DecisionReasonName(decision.reason), *model_, &energy_, &solve_time_);
+  absl::StatusOr<model::RefreshPath> refreshed =
+      pipeline_->Refresh(DecisionReasonName(decision.reason), *model_, &energy_, &solve_time_);
   if (!refreshed.ok()) return refreshed.status();
   result->refresh = *refreshed;
   ++summary_.refreshes;
@@ -446,8 +444,8 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
   UpdatePolicy& policy = *pipeline_->policy_;
   if (std::optional<Decision> decision = policy.OnStreamEnd(summary_.accepted, absl::Now());
       decision.has_value() && decision->apply) {
-    absl::StatusOr<model::RefreshPath> refreshed = pipeline_->Refresh(
-        DecisionReasonName(decision->reason), *model_, &energy_, &solve_time_);
+    absl::StatusOr<model::RefreshPath> refreshed =
+        pipeline_->Refresh(DecisionReasonName(decision->reason), *model_, &energy_, &solve_time_);
     if (!refreshed.ok()) {
       std::move(done)(refreshed.status());
       return;
@@ -479,18 +477,18 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
   // Acknowledge only once every record of this stream is durable. The wait happens on the log's
   // sync thread, so the update thread goes on absorbing other streams meanwhile and their records
   // share the same fsync (group commit).
-  log->SyncAsync(last_sequence_, [summary = summary_, done = std::move(done)](
-                                     absl::Status synced) mutable {
-    if (!synced.ok()) {
-      STRATA_LOG(ERROR) << "Update: the update log could not be made durable: " << synced;
-      std::move(done)(absl::Status(
-          synced.code(), absl::StrCat("update log: ", synced.message(),
-                                      " (the update is not acknowledged; updates are refused "
-                                      "until the server restarts)")));
-      return;
-    }
-    std::move(done)(std::move(summary));
-  });
+  log->SyncAsync(
+      last_sequence_, [summary = summary_, done = std::move(done)](absl::Status synced) mutable {
+        if (!synced.ok()) {
+          STRATA_LOG(ERROR) << "Update: the update log could not be made durable: " << synced;
+          std::move(done)(absl::Status(
+              synced.code(), absl::StrCat("update log: ", synced.message(),
+                                          " (the update is not acknowledged; updates are refused "
+                                          "until the server restarts)")));
+          return;
+        }
+        std::move(done)(std::move(summary));
+      });
 }
 
 void UpdateStream::EndReplicatedStream(

@@ -103,9 +103,9 @@ struct StreamEnergy {
 struct StreamSummary {
   uint64_t accepted = 0;  // absorbed, or skipped by selective absorption (see skipped)
   uint64_t rejected = 0;
-  std::vector<Rejection> rejections;  // the first kMaxListedRejections, in stream order
+  std::vector<Rejection> rejections;    // the first kMaxListedRejections, in stream order
   std::vector<std::string> new_labels;  // labels that became classes, in the order first seen
-  uint64_t model_version = 0;  // the version served when the stream ended
+  uint64_t model_version = 0;           // the version served when the stream ended
   double absorb_seconds = 0;
   double solve_seconds = 0;
   uint64_t refreshes = 0;

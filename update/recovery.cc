@@ -11,10 +11,9 @@
 
 namespace strata::update {
 
-absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::FeatureExtractor& extractor,
-                                                            const UpdateRecord& record,
-                                                            int chunk_rows,
-                                                            model::UpperTier& upper) {
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
+    const model::FeatureExtractor& extractor, const UpdateRecord& record, int chunk_rows,
+    model::UpperTier& upper) {
   std::vector<std::string> new_labels;
   const Eigen::Index rows = record.inputs.rows();
   for (Eigen::Index begin = 0; begin < rows; begin += chunk_rows) {

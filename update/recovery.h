@@ -41,15 +41,15 @@
 namespace strata::update {
 
 struct RecoveryReport {
-  std::string snapshot_path;      // the snapshot used; empty if the bundle was the base
-  std::vector<std::string> snapshots_skipped;  // "<error>" for each damaged snapshot skipped
+  std::string snapshot_path;  // the snapshot used; empty if the bundle was the base
+  std::vector<std::string> snapshots_skipped;        // "<error>" for each damaged snapshot skipped
   std::vector<std::string> temporary_files_removed;  // paths of interrupted writes' *.tmp files
-  uint64_t base_position = 0;     // log position of the base (snapshot's, or 0)
-  uint64_t log_position = 0;      // last record now included (next append is log_position + 1)
+  uint64_t base_position = 0;                        // log position of the base (snapshot's, or 0)
+  uint64_t log_position = 0;  // last record now included (next append is log_position + 1)
   uint64_t records_replayed = 0;
   uint64_t samples_replayed = 0;
   std::optional<TornTail> torn_tail;  // what was cut, if anything
-  uint64_t model_version = 0;     // the version to publish the recovered statistics as
+  uint64_t model_version = 0;         // the version to publish the recovered statistics as
   // The state directory's version reservation, read back: the server hands it to ModelStore::Load,
   // which reserves model_version before serving it. Never null on success.
   std::unique_ptr<VersionReservation> versions;
@@ -72,10 +72,9 @@ absl::StatusOr<RecoveryReport> Recover(Env* env, const std::string& dir, int chu
 // Absorbs one decoded update record into `upper`, in chunks of `chunk_rows` rows, computing features
 // with `extractor`: exactly what the live Update path does with the same samples on the same
 // extractor. Returns the labels that became new classes.
-absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(const model::FeatureExtractor& extractor,
-                                                            const UpdateRecord& record,
-                                                            int chunk_rows,
-                                                            model::UpperTier& upper);
+absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
+    const model::FeatureExtractor& extractor, const UpdateRecord& record, int chunk_rows,
+    model::UpperTier& upper);
 
 }  // namespace strata::update
 

@@ -52,10 +52,10 @@ absl::StatusOr<ReplicaBase> LoadReplicaBase(JetStreamUpdateLog& log,
     }
     if (!snapshot.ok()) return snapshot.status();
     if (snapshot->upper.feature_size() != extractor.feature_size()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          name, " holds statistics over ", snapshot->upper.feature_size(),
-          " features but the bundle's lower tier makes ", extractor.feature_size(),
-          ": the stream belongs to another model"));
+      return absl::FailedPreconditionError(
+          absl::StrCat(name, " holds statistics over ", snapshot->upper.feature_size(),
+                       " features but the bundle's lower tier makes ", extractor.feature_size(),
+                       ": the stream belongs to another model"));
     }
     // A snapshot holds G and Q only; the int8 readout scales come with the bundle.
     std::vector<float> scales = bundle->upper.readout_scales();
@@ -149,8 +149,8 @@ absl::Status Replica::Apply(const LogEntry& entry) {
   if (entry.kind == LogEntryKind::kSamples) {
     absl::Status absorbed = AbsorbEntry(entry);
     if (!absorbed.ok()) {
-      return absl::Status(absorbed.code(), absl::StrCat("update log entry ", entry.sequence,
-                                                        ": ", absorbed.message()));
+      return absl::Status(absorbed.code(), absl::StrCat("update log entry ", entry.sequence, ": ",
+                                                        absorbed.message()));
     }
   } else if (markers_ahead_ > 0 && absl::Now() - last_publish_ < kMaxPublishGap) {
     // Catching up: a later marker is already read. Counted and folded, not solved: the last
@@ -185,16 +185,15 @@ absl::Status Replica::AbsorbEntry(const LogEntry& entry) {
     int classes = 0;
     fpga::OpCounts gram_counts;
     bool on_gram_backend = false;
-    absl::StatusOr<std::vector<std::string>> added = store_->Absorb(
-        *features, std::span<const std::string>(record->labels).subspan(begin, n), &classes,
-        &gram_counts, &on_gram_backend);
+    absl::StatusOr<std::vector<std::string>> added =
+        store_->Absorb(*features, std::span<const std::string>(record->labels).subspan(begin, n),
+                       &classes, &gram_counts, &on_gram_backend);
     if (!added.ok()) return added.status();
     if (on_gram_backend) {
       meter_->Charge(EnergyPhase::kAbsorb, gram_counts, model->lower_tier_energy_table);
     } else {
-      meter_->Charge(EnergyPhase::kAbsorb,
-                     model::AbsorbCounts(model->extractor->feature_size(), classes,
-                                         static_cast<int>(n)));
+      meter_->Charge(EnergyPhase::kAbsorb, model::AbsorbCounts(model->extractor->feature_size(),
+                                                               classes, static_cast<int>(n)));
     }
   }
   samples_since_snapshot_ += record->labels.size();
@@ -220,8 +219,10 @@ void Replica::RefreshAt(uint64_t position) {
   meter_->Charge(EnergyPhase::kRefresh,
                  model::RefreshReportCounts(done.report, done.feature_size, done.num_classes));
   const fpga::EnergyTable& table = (*published)->lower_tier_energy_table;
-  if (done.absorb_counts.int8_macs > 0) meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, table);
-  if (done.fold_counts.fp64_macs > 0) meter_->Charge(EnergyPhase::kRefresh, done.fold_counts, table);
+  if (done.absorb_counts.int8_macs > 0)
+    meter_->Charge(EnergyPhase::kAbsorb, done.absorb_counts, table);
+  if (done.fold_counts.fp64_macs > 0)
+    meter_->Charge(EnergyPhase::kRefresh, done.fold_counts, table);
   last_publish_ = absl::Now();
   {
     absl::MutexLock lock(&mu_);
@@ -290,8 +291,8 @@ absl::Status Replica::Upload(uint64_t position, const std::string& contents) {
     counters_.snapshots_stored += 1;
   }
   STRATA_LOG(INFO) << "replica: stored the snapshot at log position " << position << " ("
-                   << contents.size() << " bytes, "
-                   << absl::ToDoubleSeconds(absl::Now() - start) << " s)";
+                   << contents.size() << " bytes, " << absl::ToDoubleSeconds(absl::Now() - start)
+                   << " s)";
   // The log from the older kept snapshot on stays, so a replica can fall back to it; and that
   // snapshot must be old enough that no replica still catches up from before it.
   if (positions->size() < 2) return absl::OkStatus();
@@ -310,8 +311,8 @@ void Replica::WhenServed(uint64_t position, absl::Time deadline,
     if (store_->Current()->log_position >= position) {
       status = absl::OkStatus();
     } else if (!failure_.ok() || stopping_) {
-      status = absl::UnavailableError(absl::StrCat(
-          "this replica stopped following the update log before position ", position));
+      status = absl::UnavailableError(
+          absl::StrCat("this replica stopped following the update log before position ", position));
     } else {
       waiters_.emplace(position, Waiter{deadline, std::move(done)});
       return;
@@ -331,11 +332,11 @@ void Replica::CompleteWaiters() {
       if (it->first <= served) {
         status = absl::OkStatus();
       } else if (!failure_.ok()) {
-        status = absl::UnavailableError(absl::StrCat(
-            "this replica stopped following the update log: ", failure_.message()));
+        status = absl::UnavailableError(
+            absl::StrCat("this replica stopped following the update log: ", failure_.message()));
       } else if (it->second.deadline <= now) {
-        status = absl::DeadlineExceededError(absl::StrCat(
-            "this replica serves log position ", served, ", not yet ", it->first));
+        status = absl::DeadlineExceededError(
+            absl::StrCat("this replica serves log position ", served, ", not yet ", it->first));
       } else {
         ++it;
         continue;

@@ -68,9 +68,9 @@ struct ReplicaOptions {
 
 // Where a replica starts from.
 struct ReplicaBase {
-  uint64_t position = 0;        // the snapshot's log position; 0 for the bundle
-  uint64_t model_version = 0;   // the version to serve the base as
-  std::string snapshot;         // "log position <n> (<bytes> bytes)", or empty for the bundle
+  uint64_t position = 0;       // the snapshot's log position; 0 for the bundle
+  uint64_t model_version = 0;  // the version to serve the base as
+  std::string snapshot;        // "log position <n> (<bytes> bytes)", or empty for the bundle
   std::vector<std::string> snapshots_skipped;  // errors of damaged snapshots skipped
 };
 

@@ -15,8 +15,8 @@ absl::Status ValidateLabel(absl::string_view label, absl::string_view field) {
         absl::StrCat(field, ": empty label, expected 1..", kMaxLabelBytes, " bytes"));
   }
   if (label.size() > kMaxLabelBytes) {
-    return absl::InvalidArgumentError(absl::StrCat(field, ": label of ", label.size(),
-                                                   " bytes, expected 1..", kMaxLabelBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": label of ", label.size(), " bytes, expected 1..", kMaxLabelBytes));
   }
   return absl::OkStatus();
 }
@@ -31,9 +31,8 @@ absl::Status ValidateInput(const InputView& input, int input_size, absl::string_
       return absl::OkStatus();
     case InputView::Kind::kValues:
       if (input.values.size() != static_cast<size_t>(input_size)) {
-        return absl::InvalidArgumentError(absl::StrCat(field, ".values.values: expected ",
-                                                       input_size, " floats, got ",
-                                                       input.values.size()));
+        return absl::InvalidArgumentError(absl::StrCat(
+            field, ".values.values: expected ", input_size, " floats, got ", input.values.size()));
       }
       for (int i = 0; i < input_size; ++i) {
         const float v = input.values[i];

@@ -12,9 +12,8 @@
 namespace strata::update {
 namespace {
 
-constexpr base::RecordFileKind kSnapshotKind = {{'S', 'T', 'R', 'A', 'T', 'A', 'S', 'N'},
-                                                kSnapshotFormatVersion,
-                                                "snapshot"};
+constexpr base::RecordFileKind kSnapshotKind = {
+    {'S', 'T', 'R', 'A', 'T', 'A', 'S', 'N'}, kSnapshotFormatVersion, "snapshot"};
 constexpr char kPrefix[] = "snapshot-";
 constexpr char kSuffix[] = ".snap";
 
@@ -75,9 +74,8 @@ absl::StatusOr<std::vector<SnapshotFile>> ListSnapshots(Env* env, const std::str
   return files;
 }
 
-absl::StatusOr<SnapshotFile> WriteSnapshot(Env* env, const std::string& dir,
-                                           uint64_t model_version, uint64_t log_position,
-                                           const model::UpperTier& upper) {
+absl::StatusOr<SnapshotFile> WriteSnapshot(Env* env, const std::string& dir, uint64_t model_version,
+                                           uint64_t log_position, const model::UpperTier& upper) {
   const std::string contents = EncodeSnapshot(model_version, log_position, upper);
   SnapshotFile file{absl::StrCat(dir, "/", SnapshotFileName(log_position)), log_position,
                     contents.size()};

@@ -48,9 +48,8 @@ std::string EncodeSnapshot(uint64_t model_version, uint64_t log_position,
 // the kSnapshotsKept snapshots with the highest log positions (a *.tmp left by a crash is removed
 // by recovery at the next start-up, not here). Errors name
 // the file and the failing call; on error no snapshot that existed before is lost.
-absl::StatusOr<SnapshotFile> WriteSnapshot(Env* env, const std::string& dir,
-                                           uint64_t model_version, uint64_t log_position,
-                                           const model::UpperTier& upper);
+absl::StatusOr<SnapshotFile> WriteSnapshot(Env* env, const std::string& dir, uint64_t model_version,
+                                           uint64_t log_position, const model::UpperTier& upper);
 
 // Reads and checks one snapshot. DATA_LOSS naming the file (and the byte offset for truncation or a
 // checksum failure) if it is damaged; FAILED_PRECONDITION if it is of a newer format version;

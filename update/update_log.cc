@@ -134,7 +134,8 @@ using Visitor = absl::FunctionRef<absl::Status(uint64_t sequence, absl::string_v
 std::string RecordProblem(absl::string_view rest, uint64_t sequence, uint32_t* length) {
   if (rest.size() < kRecordHeaderBytes) return "record header cut short";
   *length = Load<uint32_t>(rest.data() + 4);
-  if (*length > kMaxRecordPayloadBytes) return absl::StrCat("record length ", *length, " over limit");
+  if (*length > kMaxRecordPayloadBytes)
+    return absl::StrCat("record length ", *length, " over limit");
   if (rest.size() - kRecordHeaderBytes < *length) return "record runs past the end of the file";
   const uint8_t type = static_cast<uint8_t>(rest[8]);
   if (RecordCrc(type, rest.substr(kRecordHeaderBytes, *length)) != Load<uint32_t>(rest.data())) {
@@ -275,7 +276,8 @@ absl::StatusOr<LogScan> ReadUpdateLog(Env* env, const std::string& dir, uint64_t
     reading = true;
     absl::StatusOr<std::string> contents = env->ReadFile(segment.path);
     if (!contents.ok()) return contents.status();
-    absl::StatusOr<uint64_t> next = SegmentReader(segment, newest, *contents, &scan).Read(after, visit);
+    absl::StatusOr<uint64_t> next =
+        SegmentReader(segment, newest, *contents, &scan).Read(after, visit);
     if (!next.ok()) return next.status();
     expected = *next;
   }
@@ -430,9 +432,9 @@ void FileUpdateLog::SyncLoop() {
         } else if (waiter.sequence <= last_synced_) {
           ready.emplace_back(std::move(waiter), absl::OkStatus());
         } else if (waiter.sequence > last_appended_) {
-          ready.emplace_back(std::move(waiter),
-                             absl::InvalidArgumentError(absl::StrCat(
-                                 "sync of record ", waiter.sequence, ", which was never appended")));
+          ready.emplace_back(std::move(waiter), absl::InvalidArgumentError(
+                                                    absl::StrCat("sync of record ", waiter.sequence,
+                                                                 ", which was never appended")));
         } else {
           pending.push_back(std::move(waiter));
         }

@@ -160,7 +160,7 @@ class FileUpdateLog final : public UpdateLog {
   struct Counters {
     uint64_t records = 0;  // appended by this process
     uint64_t bytes = 0;
-    uint64_t fsyncs = 0;   // of record data (group commits and segment rolls)
+    uint64_t fsyncs = 0;  // of record data (group commits and segment rolls)
     uint64_t segments_created = 0;
     uint64_t segments_deleted = 0;
   };

@@ -86,8 +86,7 @@ absl::string_view UpdatePolicy::name() const {
 namespace {
 
 absl::Status OutOfRange(absl::string_view option, double value, absl::string_view expected) {
-  return absl::InvalidArgumentError(
-      absl::StrCat(option, " = ", value, ", expected ", expected));
+  return absl::InvalidArgumentError(absl::StrCat(option, " = ", value, ", expected ", expected));
 }
 
 }  // namespace
@@ -155,9 +154,9 @@ absl::StatusOr<std::unique_ptr<UpdatePolicy>> UpdatePolicy::Create(
   } else if (name == "energy-aware") {
     kind = PolicyKind::kEnergyAware;
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown update policy '", std::string(name),
-        "' (expected stream-end, eager, periodic or energy-aware)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown update policy '", std::string(name),
+                     "' (expected stream-end, eager, periodic or energy-aware)"));
   }
   if (absl::Status valid = ValidatePolicyOptions(options); !valid.ok()) return valid;
   absl::StatusOr<std::unique_ptr<DriftDetector>> detector =
@@ -190,9 +189,8 @@ Decision UpdatePolicy::OnMessage(const UpdateMessage& message) {
       reference_errors_ += e;
       if (reference_count_ == options_.reference_samples && error_before_refresh_ >= 0) {
         // The last refresh's realised effect: error before it minus error right after it.
-        last_gain_rate_ = error_before_refresh_ -
-                          static_cast<double>(reference_errors_) /
-                              static_cast<double>(reference_count_);
+        last_gain_rate_ = error_before_refresh_ - static_cast<double>(reference_errors_) /
+                                                      static_cast<double>(reference_count_);
         last_gain_samples_ = samples_before_refresh_;
         error_before_refresh_ = -1;
       }
@@ -342,7 +340,8 @@ std::vector<std::string> UpdatePolicy::TrackClasses(const UpdateMessage& message
   watch_remaining_ -= static_cast<int64_t>(message.prequential_errors.size());
   for (auto& [label, c] : class_errors_) {
     const int64_t before = c.samples - static_cast<int64_t>(c.recent.size());
-    if (c.recent.size() < window || before < std::max<int64_t>(1, options_.forget_min_class_samples)) {
+    if (c.recent.size() < window ||
+        before < std::max<int64_t>(1, options_.forget_min_class_samples)) {
       continue;
     }
     const double recent = static_cast<double>(c.recent_errors) / static_cast<double>(window);
@@ -358,8 +357,9 @@ std::vector<std::string> UpdatePolicy::TrackClasses(const UpdateMessage& message
 }
 
 double UpdatePolicy::WindowError() const {
-  return window_.empty() ? 0
-                         : static_cast<double>(window_errors_) / static_cast<double>(window_.size());
+  return window_.empty()
+             ? 0
+             : static_cast<double>(window_errors_) / static_cast<double>(window_.size());
 }
 
 double UpdatePolicy::ExpectedGainErrors() const {
@@ -374,8 +374,8 @@ double UpdatePolicy::ExpectedGainErrors() const {
   // Learning curve: the last refresh removed last_gain_rate_ errors per sample after
   // last_gain_samples_ new samples; expect as much again, pro rata, from the samples since.
   if (last_gain_rate_ > 0 && last_gain_samples_ > 0) {
-    rate = std::max(rate, last_gain_rate_ *
-                              std::min(1.0, s / static_cast<double>(last_gain_samples_)));
+    rate = std::max(rate,
+                    last_gain_rate_ * std::min(1.0, s / static_cast<double>(last_gain_samples_)));
   }
   return rate * std::max(static_cast<double>(options_.min_horizon_samples), s);
 }

@@ -201,8 +201,8 @@ struct UpdatePolicyStats {
   uint64_t messages = 0;
   uint64_t samples = 0;
   uint64_t prequential_errors = 0;
-  uint64_t refreshes = 0;   // decisions with apply
-  uint64_t deferrals = 0;   // decisions without
+  uint64_t refreshes = 0;  // decisions with apply
+  uint64_t deferrals = 0;  // decisions without
   uint64_t drift_alarms = 0;
   uint64_t classes_forgotten = 0;  // labels forgotten on drift (a label may be counted twice)
   std::array<uint64_t, kNumDecisionReasons> by_reason{};

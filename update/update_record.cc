@@ -76,8 +76,8 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
   record.labels.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {
     uint16_t label_length = 0;
-    if (!Get(payload, offset, label_length) || label_length == 0 ||
-        label_length > kMaxLabelBytes || payload.size() - offset < label_length) {
+    if (!Get(payload, offset, label_length) || label_length == 0 || label_length > kMaxLabelBytes ||
+        payload.size() - offset < label_length) {
       return absl::DataLossError(absl::StrCat("update record: bad label of sample ", i));
     }
     record.labels.emplace_back(payload.substr(offset, label_length));
@@ -107,8 +107,8 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
     }
   }
   if (offset != payload.size()) {
-    return absl::DataLossError(absl::StrCat("update record: ", payload.size() - offset,
-                                            " bytes after the last sample"));
+    return absl::DataLossError(
+        absl::StrCat("update record: ", payload.size() - offset, " bytes after the last sample"));
   }
   return record;
 }

@@ -8,9 +8,8 @@
 namespace strata::update {
 namespace {
 
-constexpr base::RecordFileKind kVersionsKind = {{'S', 'T', 'R', 'A', 'T', 'A', 'V', 'N'},
-                                                kVersionsFormatVersion,
-                                                "model-versions file"};
+constexpr base::RecordFileKind kVersionsKind = {
+    {'S', 'T', 'R', 'A', 'T', 'A', 'V', 'N'}, kVersionsFormatVersion, "model-versions file"};
 constexpr char kReservedRecord[] = "versions.reserved";
 
 }  // namespace
@@ -28,8 +27,9 @@ absl::StatusOr<uint64_t> DecodeVersionsFile(const std::string& path, std::string
   return reader->Scalar<uint64_t>(kReservedRecord);
 }
 
-absl::StatusOr<std::unique_ptr<VersionReservation>> VersionReservation::Open(
-    Env* env, const std::string& dir, uint64_t block) {
+absl::StatusOr<std::unique_ptr<VersionReservation>> VersionReservation::Open(Env* env,
+                                                                             const std::string& dir,
+                                                                             uint64_t block) {
   if (block < 1) return absl::InvalidArgumentError("version reservation: block must be >= 1");
   std::string path = absl::StrCat(dir, "/", kVersionsFileName);
   uint64_t reserved = 0;

@@ -66,7 +66,11 @@ class VersionReservation {
 
  private:
   VersionReservation(Env* env, std::string path, uint64_t block, uint64_t reserved, bool had_file)
-      : env_(env), path_(std::move(path)), block_(block), had_file_(had_file), reserved_(reserved) {}
+      : env_(env),
+        path_(std::move(path)),
+        block_(block),
+        had_file_(had_file),
+        reserved_(reserved) {}
 
   Env* const env_;
   const std::string path_;

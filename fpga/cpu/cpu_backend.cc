@@ -45,8 +45,8 @@ class CpuDenseInt8Layer final : public DenseInt8Layer {
       : spec_(std::move(spec)), portable_(portable), threads_(threads) {
     if (spec_.bias.empty()) spec_.bias.assign(spec_.out_features, 0);
     if (!portable_) {
-      packed_ = cpu::PackedInt8Matrix(spec_.weights.data(), spec_.out_features,
-                                      spec_.in_features, spec_.in_features);
+      packed_ = cpu::PackedInt8Matrix(spec_.weights.data(), spec_.out_features, spec_.in_features,
+                                      spec_.in_features);
       // bias - 128 * sum_i w[o][i] removes the +128 the VNNI path adds to every activation.
       corrected_bias_.assign(packed_.padded_rows(), 0);  // padded for the 16-wide epilogue
       for (int o = 0; o < spec_.out_features; ++o) {
@@ -248,7 +248,8 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
     const int d = dimension_;
     std::vector<int8_t> transposed(static_cast<size_t>(d) * rows);
     for (int n = 0; n < rows; ++n) {
-      for (int i = 0; i < d; ++i) transposed[static_cast<size_t>(i) * rows + n] = h[static_cast<int64_t>(n) * d + i];
+      for (int i = 0; i < d; ++i)
+        transposed[static_cast<size_t>(i) * rows + n] = h[static_cast<int64_t>(n) * d + i];
     }
     const cpu::PackedInt8Matrix packed(transposed.data(), d, rows, rows);
     const std::vector<int32_t>& column_sums = packed.row_sums();
@@ -263,12 +264,14 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
       cpu::MultiplyPacked(biased.data(), panel_rows, packed, panel.data(), ldc,
                           /*lower_only=*/true, threads_, /*row_offset=*/i0);
       const int threads = threads_ > 0 ? threads_ : omp_get_max_threads();
-#pragma omp parallel for schedule(static) num_threads(threads) if (static_cast<int64_t>(panel_rows) * d > (1 << 16))
+#pragma omp parallel for schedule(static) \
+    num_threads(threads) if (static_cast <int64_t>(panel_rows) * d > (1 << 16))
       for (int a = 0; a < panel_rows; ++a) {
         const int i = i0 + a;
         int64_t* gi = gram_.data() + static_cast<int64_t>(i) * d;
         const int32_t* ci = panel.data() + a * ldc;
-        for (int j = 0; j <= i; ++j) gi[j] += static_cast<int64_t>(ci[j]) - 128 * int64_t{column_sums[j]};
+        for (int j = 0; j <= i; ++j)
+          gi[j] += static_cast<int64_t>(ci[j]) - 128 * int64_t{column_sums[j]};
       }
     }
   }
@@ -278,7 +281,7 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
   bool portable_;
   int threads_;
   int class_capacity_;
-  std::vector<int64_t> gram_;   // dimension x dimension, lower triangle
+  std::vector<int64_t> gram_;  // dimension x dimension, lower triangle
   // Class-major, class_capacity_ x dimension: class c's sums are contiguous at c * dimension, so a
   // new class appends a column (amortised O(dimension), GrowClasses) and a row's Q update is one
   // contiguous add. Columns past num_classes_ are zero.

@@ -1,11 +1,11 @@
 #include "fpga/cpu/int8_gemm.h"
 
+#include <omp.h>
+
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <vector>
-
-#include <omp.h>
 
 #if defined(__AVX512VNNI__) && defined(__AVX512F__)
 #include <immintrin.h>
@@ -96,7 +96,8 @@ void MicroKernel(const uint8_t* a, int64_t lda, const int8_t* b, int groups, int
     for (int v = 0; v < kVectors; ++v) acc[r][v] = _mm512_setzero_si512();
   }
   const int8_t* b_block[kVectors];
-  for (int v = 0; v < kVectors; ++v) b_block[v] = b + static_cast<int64_t>(block0 + v) * groups * 64;
+  for (int v = 0; v < kVectors; ++v)
+    b_block[v] = b + static_cast<int64_t>(block0 + v) * groups * 64;
   for (int g = 0; g < groups; ++g) {
     __m512i w[kVectors];
     for (int v = 0; v < kVectors; ++v) w[v] = _mm512_loadu_si512(b_block[v] + g * 64);
@@ -213,7 +214,8 @@ void MultiplyPacked(const uint8_t* a_biased, int rows, const PackedInt8Matrix& b
   // the others up.
   constexpr int kRowBlocksPerTask = 16;
   const int row_tasks = (row_blocks + kRowBlocksPerTask - 1) / kRowBlocksPerTask;
-#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (parallel) num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
+#pragma omp parallel for collapse(2) schedule(dynamic, 1) if (parallel) \
+    num_threads(num_threads > 0 ? num_threads : omp_get_max_threads())
   for (int cg = 0; cg < column_groups; ++cg) {
     for (int rt = 0; rt < row_tasks; ++rt) {
       const int block0 = cg * kVectorBlock;

@@ -29,9 +29,8 @@ load_rows:
     for (int c = 0; c < kDenseTileI; ++c) {
 #pragma HLS PIPELINE II = 1
       const int row = row0 + r, col = col0 + c;
-      tile[r][c] = (row < rows && col < cols)
-                       ? matrix[static_cast<int64_t>(row) * cols + col]
-                       : static_cast<int8_t>(0);
+      tile[r][c] = (row < rows && col < cols) ? matrix[static_cast<int64_t>(row) * cols + col]
+                                              : static_cast<int8_t>(0);
     }
   }
 }
@@ -120,8 +119,7 @@ batch_tiles:
               const int32_t value = acc[b][o];
               y_raw[at] = relu && value < 0 ? 0 : value;
             } else {
-              int32_t value = strata::fpga::kernels::RequantizeInt32(acc[b][o],
-                                                                     multiplier_tile[o],
+              int32_t value = strata::fpga::kernels::RequantizeInt32(acc[b][o], multiplier_tile[o],
                                                                      shift_tile[o]);
               if (relu && value < 0) value = 0;
               y[at] = strata::fpga::kernels::SaturateToInt8(value);

@@ -30,7 +30,15 @@ constexpr char kGramKernel[] = "strata_gram_int8";
 constexpr size_t kMinBoBytes = 64;  // XRT rejects zero-sized buffers
 
 // Argument indices of the kernels' top functions (kernels/kernels.h).
-enum DenseArg { kDenseX = 0, kDenseW, kDenseBias, kDenseMultiplier, kDenseShift, kDenseY, kDenseYRaw };
+enum DenseArg {
+  kDenseX = 0,
+  kDenseW,
+  kDenseBias,
+  kDenseMultiplier,
+  kDenseShift,
+  kDenseY,
+  kDenseYRaw
+};
 enum GramArg { kGramH = 0, kGramY, kGramG, kGramQ };
 
 absl::Status XrtError(absl::string_view what, const std::exception& e) {
@@ -47,10 +55,10 @@ absl::Status CheckXclbinFile(const std::string& path) {
   if (path.empty()) return absl::OkStatus();
   struct stat st;
   if (stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) {
-    return absl::NotFoundError(absl::StrCat(
-        "xrt backend: xclbin file '", path,
-        "' not found; build it with Vitis (docs/fpga.md) or pick another device with "
-        "--device=emu or --device=cpu"));
+    return absl::NotFoundError(
+        absl::StrCat("xrt backend: xclbin file '", path,
+                     "' not found; build it with Vitis (docs/fpga.md) or pick another device with "
+                     "--device=emu or --device=cpu"));
   }
   return absl::OkStatus();
 }
@@ -179,9 +187,10 @@ class XrtDenseInt8Layer final : public DenseInt8Layer {
       if (absl::Status st = CheckRun(runs[s], kDenseKernel); !st.ok()) return st;
       const size_t bytes = static_cast<size_t>(started_rows[s]) * out * y_size;
       cu.output[s].sync(XCL_BO_SYNC_BO_FROM_DEVICE, bytes, 0);
-      void* dst = spec_.raw_output
-                      ? static_cast<void*>(y_int32.data() + static_cast<size_t>(started_row[s]) * out)
-                      : static_cast<void*>(y_int8.data() + static_cast<size_t>(started_row[s]) * out);
+      void* dst =
+          spec_.raw_output
+              ? static_cast<void*>(y_int32.data() + static_cast<size_t>(started_row[s]) * out)
+              : static_cast<void*>(y_int8.data() + static_cast<size_t>(started_row[s]) * out);
       cu.output[s].read(dst, bytes, 0);
       runs[s] = xrt::run();
       return absl::OkStatus();
@@ -331,8 +340,8 @@ class XrtGramInt8Accumulator final : public GramInt8Accumulator {
       cu.side_input[s].write(classes.data() + row, static_cast<size_t>(n) * 4, 0);
       cu.side_input[s].sync(XCL_BO_SYNC_BO_TO_DEVICE, static_cast<size_t>(n) * 4, 0);
       // The kernel's `classes` is Q's row stride on the card: the allocated columns.
-      runs[s] = cu.kernel(cu.input[s], cu.side_input[s], gram_, cross_, n, dimension_,
-                          class_capacity_);
+      runs[s] =
+          cu.kernel(cu.input[s], cu.side_input[s], gram_, cross_, n, dimension_, class_capacity_);
     }
     for (int j = k - 2; j < k; ++j) {
       if (j >= 0 && runs[j % 2]) {
@@ -345,8 +354,8 @@ class XrtGramInt8Accumulator final : public GramInt8Accumulator {
   std::shared_ptr<Card> card_;
   int dimension_;
   int num_classes_;
-  int class_capacity_;  // Q's allocated columns: its row stride on the card
-  mutable xrt::bo gram_;  // d x d int64, lower triangle (the kernel never writes the upper)
+  int class_capacity_;     // Q's allocated columns: its row stride on the card
+  mutable xrt::bo gram_;   // d x d int64, lower triangle (the kernel never writes the upper)
   mutable xrt::bo cross_;  // d x class_capacity_ int64, columns past num_classes_ zero
   uint64_t rows_ = 0;
 };
@@ -419,15 +428,15 @@ absl::StatusOr<std::unique_ptr<Backend>> CreateXrtBackend(const BackendOptions& 
   try {
     xclbin = xrt::xclbin(options.xclbin_path);
   } catch (const std::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat("xrt backend: cannot read xclbin '",
-                                                   options.xclbin_path, "': ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat("xrt backend: cannot read xclbin '", options.xclbin_path, "': ", e.what()));
   }
   for (const char* name : {kDenseKernel, kGramKernel}) {
     bool found = false;
     for (const xrt::xclbin::kernel& k : xclbin.get_kernels()) found = found || k.get_name() == name;
     if (!found) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "xrt backend: xclbin '", options.xclbin_path, "' has no kernel ", name));
+      return absl::InvalidArgumentError(
+          absl::StrCat("xrt backend: xclbin '", options.xclbin_path, "' has no kernel ", name));
     }
   }
   auto card = std::make_shared<Card>();

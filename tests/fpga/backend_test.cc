@@ -70,8 +70,8 @@ TEST(DenseInt8Test, EveryBackendMatchesTheReference) {
   struct Shape {
     int batch, in, out;
   };
-  const std::vector<Shape> shapes = {{1, 1, 1},   {1, 25, 24},  {9, 300, 33}, {4, 4, 16},
-                                     {5, 3, 17},  {33, 257, 65}, {2, 1000, 130}, {70, 25, 24}};
+  const std::vector<Shape> shapes = {{1, 1, 1},  {1, 25, 24},   {9, 300, 33},   {4, 4, 16},
+                                     {5, 3, 17}, {33, 257, 65}, {2, 1000, 130}, {70, 25, 24}};
   for (Named& named : AllCpuSideBackends()) {
     for (const Shape& s : shapes) {
       for (int mode = 0; mode < 4; ++mode) {
@@ -195,11 +195,12 @@ TEST(GramInt8Test, PartitionOfRowsEqualsAllRowsOnEveryBackend) {
     const std::vector<int> cuts = {0, 1, 2, 67, 130, 199, 200};
     for (size_t k = 0; k + 1 < cuts.size(); ++k) {
       const int n = cuts[k + 1] - cuts[k];
-      ASSERT_TRUE(parts
-                      ->Accumulate(std::span<const int8_t>(h).subspan(
-                                       static_cast<size_t>(cuts[k]) * d, static_cast<size_t>(n) * d),
-                                   std::span<const int32_t>(y).subspan(cuts[k], n))
-                      .ok());
+      ASSERT_TRUE(
+          parts
+              ->Accumulate(std::span<const int8_t>(h).subspan(static_cast<size_t>(cuts[k]) * d,
+                                                              static_cast<size_t>(n) * d),
+                           std::span<const int32_t>(y).subspan(cuts[k], n))
+              .ok());
     }
     const GramResult all = ReadAll(*whole);
     EXPECT_EQ(ReadAll(*parts), all) << named.label;
@@ -219,10 +220,11 @@ TEST(GramInt8Test, GrowClassesKeepsStatisticsAndRejectsBadRows) {
     // Bad class: nothing added.
     EXPECT_EQ(acc->Accumulate(h, std::vector<int32_t>{0, 2, 0, 0}).status().code(),
               absl::StatusCode::kInvalidArgument);
-    EXPECT_EQ(acc->Accumulate(std::span<const int8_t>(h).first(d * 3), std::vector<int32_t>{0, 0, 0, 0})
-                  .status()
-                  .code(),
-              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(
+        acc->Accumulate(std::span<const int8_t>(h).first(d * 3), std::vector<int32_t>{0, 0, 0, 0})
+            .status()
+            .code(),
+        absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(ReadAll(*acc), before) << named.label;
     ASSERT_TRUE(acc->GrowClasses(5).ok());
     EXPECT_EQ(acc->num_classes(), 5);

@@ -1,10 +1,11 @@
 // C-simulation testbenches: the kernels (fpga/kernels/) against the plain references, bit for bit.
+#include "fpga/kernels/kernels.h"
+
 #include <cstdint>
 #include <random>
 #include <vector>
 
 #include "fpga/kernels/fixed.h"
-#include "fpga/kernels/kernels.h"
 #include "gtest/gtest.h"
 #include "reference.h"
 
@@ -27,7 +28,7 @@ TEST(FixedTest, SaturateToInt8Clamps) {
 }
 
 TEST(FixedTest, DoublingHighMulTiesGoUpAndOverflowSaturates) {
-  const int32_t half = 1 << 30;  // multiplier 0.5 in Q0.31
+  const int32_t half = 1 << 30;                                // multiplier 0.5 in Q0.31
   EXPECT_EQ(SaturatingRoundingDoublingHighMul(1, half), 1);    // 0.5 -> 1
   EXPECT_EQ(SaturatingRoundingDoublingHighMul(-1, half), 0);   // -0.5 -> 0
   EXPECT_EQ(SaturatingRoundingDoublingHighMul(-3, half), -1);  // -1.5 -> -1
@@ -88,11 +89,15 @@ std::vector<int32_t> RunDenseKernel(const testing::DenseCase& c) {
 
 TEST(DenseKernelTest, MatchesReferenceOnEdgeTileShapes) {
   std::mt19937 rng(1);
-  const std::vector<DenseShape> shapes = {
-      {1, 1, 1},     {1, 25, 24},   {kDenseTileB, kDenseTileI, kDenseTileO},
-      {kDenseTileB + 1, kDenseTileI + 1, kDenseTileO + 1},
-      {kDenseTileB - 1, kDenseTileI - 1, kDenseTileO - 1},
-      {3, 2 * kDenseTileI + 17, 70}, {17, 5, 2},   {1, 600, 1},  {20, 1, 65}};
+  const std::vector<DenseShape> shapes = {{1, 1, 1},
+                                          {1, 25, 24},
+                                          {kDenseTileB, kDenseTileI, kDenseTileO},
+                                          {kDenseTileB + 1, kDenseTileI + 1, kDenseTileO + 1},
+                                          {kDenseTileB - 1, kDenseTileI - 1, kDenseTileO - 1},
+                                          {3, 2 * kDenseTileI + 17, 70},
+                                          {17, 5, 2},
+                                          {1, 600, 1},
+                                          {20, 1, 65}};
   for (const DenseShape& s : shapes) {
     for (int mode = 0; mode < 4; ++mode) {
       testing::DenseCase c = testing::RandomDenseCase(s.batch, s.in, s.out, rng);
@@ -165,7 +170,8 @@ TEST(GramKernelTest, PartitionOfRowsIsBitIdentical) {
   std::vector<int64_t> g_all(d * d), q_all(d * classes), g_parts(d * d), q_parts(d * classes);
   strata_gram_int8(h.data(), y.data(), g_all.data(), q_all.data(), rows, d, classes);
   for (int start : {0, 1, 41, 42, 100}) {
-    const int end = start == 100 ? rows : (start == 0 ? 1 : (start == 1 ? 41 : (start == 41 ? 42 : 100)));
+    const int end =
+        start == 100 ? rows : (start == 0 ? 1 : (start == 1 ? 41 : (start == 41 ? 42 : 100)));
     strata_gram_int8(h.data() + static_cast<size_t>(start) * d, y.data() + start, g_parts.data(),
                      q_parts.data(), end - start, d, classes);
   }

@@ -27,7 +27,8 @@ inline int32_t ReferenceRequantize(int32_t acc, int32_t multiplier, int32_t shif
     if (x < INT32_MIN) x = INT32_MIN;
   }
   const __int128 scaled = x * multiplier + (static_cast<__int128>(1) << 30);
-  __int128 high = scaled >= 0 ? scaled >> 31 : -((-scaled + (static_cast<__int128>(1) << 31) - 1) >> 31);
+  __int128 high =
+      scaled >= 0 ? scaled >> 31 : -((-scaled + (static_cast<__int128>(1) << 31) - 1) >> 31);
   if (high > INT32_MAX) high = INT32_MAX;
   const int right = shift > 0 ? 0 : -shift;
   return static_cast<int32_t>(RoundHalfAwayDivPow2(high, right));
@@ -63,9 +64,11 @@ inline std::vector<int32_t> ReferenceDense(const DenseCase& c) {
     for (int o = 0; o < c.out; ++o) {
       int64_t acc = c.bias[o];
       for (int i = 0; i < c.in; ++i) {
-        acc += int64_t{c.x[static_cast<size_t>(b) * c.in + i]} * c.w[static_cast<size_t>(o) * c.in + i];
+        acc += int64_t{c.x[static_cast<size_t>(b) * c.in + i]} *
+               c.w[static_cast<size_t>(o) * c.in + i];
       }
-      int64_t v = c.raw ? acc : ReferenceRequantize(static_cast<int32_t>(acc), c.multiplier[o], c.shift[o]);
+      int64_t v =
+          c.raw ? acc : ReferenceRequantize(static_cast<int32_t>(acc), c.multiplier[o], c.shift[o]);
       if (c.relu && v < 0) v = 0;
       if (!c.raw) v = v > 127 ? 127 : (v < -128 ? -128 : v);
       y[static_cast<size_t>(b) * c.out + o] = static_cast<int32_t>(v);
@@ -81,7 +84,8 @@ inline void ReferenceGram(const std::vector<int8_t>& h, const std::vector<int32_
   for (int n = 0; n < rows; ++n) {
     for (int i = 0; i < d; ++i) {
       const int64_t hi = h[static_cast<size_t>(n) * d + i];
-      for (int j = 0; j <= i; ++j) g[static_cast<size_t>(i) * d + j] += hi * h[static_cast<size_t>(n) * d + j];
+      for (int j = 0; j <= i; ++j)
+        g[static_cast<size_t>(i) * d + j] += hi * h[static_cast<size_t>(n) * d + j];
       if (y[n] >= 0 && y[n] < classes) q[static_cast<size_t>(i) * classes + y[n]] += hi;
     }
   }
