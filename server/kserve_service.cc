@@ -52,7 +52,7 @@ class KServeService::InferCall final : public grpc::ServerUnaryReactor, public P
         service_->FindModel(request_.model_name(), request_.model_version());
     if (!model.ok()) return FinishWith(ToGrpcStatus(model.status()));
     absl::StatusOr<InferPlan> plan =
-        ReadInferRequest(request_, (*model)->extractor->input_size(), service_->options_.max_batch);
+        ReadInferRequest(request_, (*model)->extractor->input_kind(), service_->options_.max_batch);
     if (!plan.ok()) return FinishWith(ToGrpcStatus(plan.status()));
     plan_ = *std::move(plan);
     service_->predictor_->SubmitPredict({context_, &plan_.predict, &predicted_, nullptr, this, {}});
@@ -251,9 +251,13 @@ absl::Status KServeService::DoModelMetadata(const inference::ModelMetadataReques
   response->set_name(options_.model_name);
   response->add_versions(absl::StrCat(served.version));
   response->set_platform(kPlatform);
-  // UINT8 is the image's native type; FP32 is accepted too (grpc_service.proto).
-  AddTensor(kKServeInputName, "UINT8", {-1, served.extractor->input_size()},
-            response->mutable_inputs());
+  if (served.extractor->input_kind().is_text()) {
+    AddTensor(kKServeTextInputName, "BYTES", {-1}, response->mutable_inputs());
+  } else {
+    // UINT8 is the image's native type; FP32 is accepted too (grpc_service.proto).
+    AddTensor(kKServeInputName, "UINT8", {-1, served.extractor->input_size()},
+              response->mutable_inputs());
+  }
   AddTensor(kKServeLabelOutput, "BYTES", {-1}, response->mutable_outputs());
   AddTensor(kKServeClassIndexOutput, "INT64", {-1}, response->mutable_outputs());
   AddTensor(kKServeScoresOutput, "FP32", {-1, static_cast<int64_t>(served.readout.labels.size())},

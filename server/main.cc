@@ -45,6 +45,7 @@
 #include "server/replication.h"
 #include "server/request_parsing.h"
 #include "server/service.h"
+#include "text/text_extractor.h"
 #include "update/env.h"
 #include "update/model_store.h"
 #include "update/recovery.h"
@@ -621,6 +622,7 @@ void BuildService(const Options& options, Server& server) {
                                           ", ", options.batcher.workers, " workers")
                            : std::string("off"));
   service_options.device = server.device.name;
+  service_options.model_name = options.model_name;
   // Cannot fail: ReadOptions() validated the same arguments.
   std::unique_ptr<update::UpdatePolicy> policy =
       *update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
@@ -709,11 +711,13 @@ absl::StatusOr<ServedModel> ReadModel(const Options& options, const Device& devi
                         absl::StrCat("cannot load the model bundle ", options.bundle, ": ",
                                      bundle.status().ToString()));
   }
-  // The auto rule's last step (Device::ServedBackend): an automatic device serves a bundle without
-  // int8 scales in float; an explicit int8 device refuses it.
-  fpga::Backend* backend = device.ServedBackend(!bundle->int8.empty());
+  // The auto rule's last step (Device::ServedBackend): an automatic device serves an image bundle
+  // without int8 scales in float; an explicit int8 device refuses it. A text model's encoder
+  // quantises its activations per token as it runs, so it needs no stored scales.
+  const bool text = bundle->lower->architecture().text.has_value();
+  fpga::Backend* backend = device.ServedBackend(text || !bundle->int8.empty());
   absl::StatusOr<std::shared_ptr<const model::FeatureExtractor>> extractor =
-      model::MakeLowerTierExtractor(bundle->lower, bundle->int8, backend);
+      text::MakeBundleExtractor(*bundle, backend);
   if (!extractor.ok()) {
     return absl::Status(extractor.status().code(),
                         absl::StrCat("cannot serve the model bundle ", options.bundle, ": ",

@@ -1,6 +1,7 @@
 #include "server/request_parsing.h"
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -13,6 +14,7 @@
 #include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "update/sample.h"
 
 namespace strata::server {
 namespace {
@@ -132,8 +134,11 @@ std::string CheckLengthDelimited(const FieldDescriptor& field, absl::string_view
       if (field.file()->syntax() == google::protobuf::FileDescriptor::SYNTAX_PROTO3 &&
           !google::protobuf::internal::IsStructurallyValidUTF8(contents.data(),
                                                                static_cast<int>(contents.size()))) {
-        return absl::StrCat(field_path, ": not valid UTF-8 (proto3 string fields must be UTF-8; ",
-                            contents.size(), " bytes)");
+        // Where, by ICU's reading (the same definition of UTF-8 as protobuf's).
+        const std::optional<size_t> at = update::FirstInvalidUtf8Byte(contents);
+        return absl::StrCat(field_path, ": not valid UTF-8",
+                            at.has_value() ? absl::StrCat(" at byte ", *at) : std::string(),
+                            " (proto3 string fields must be UTF-8; ", contents.size(), " bytes)");
       }
       return "";
     case FieldDescriptor::TYPE_BYTES:

@@ -137,6 +137,8 @@ bool StrataService::Admit(Call* call, const grpc::ByteBuffer& request, CallKind 
   grpc::Status refused = auth_.Check(*call->context(), kind);
   if (refused.ok()) refused = ToGrpcStatus(CheckRequestSize(request, options_.max_message_bytes));
   if (refused.ok()) refused = ToGrpcStatus(call->Parse(request));
+  if (refused.ok())
+    refused = ToGrpcStatus(CheckModelName(options_.model_name, call->request().model()));
   if (refused.ok()) return true;
   FinishUnary(call, method, refused, start);
   return false;
@@ -178,8 +180,8 @@ absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
   LowerTierResult result;
   result.model = store_->Current();
   if (result.model == nullptr) return NotLoaded();
-  absl::StatusOr<model::MatrixF> batch =
-      ReadBatch(samples, result.model->extractor->input_size(), options_.max_batch);
+  absl::StatusOr<model::SampleBatch> batch =
+      ReadBatch(samples, result.model->extractor->input_kind(), options_.max_batch);
   if (!batch.ok()) return batch.status();
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
@@ -314,12 +316,14 @@ void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& s
   FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
 }
 
-int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int input_size,
-                                      BatchScratch* scratch) {
+int StrataService::GatherPredictBatch(std::span<const PredictCall> calls,
+                                      const model::InputKind& kind, BatchScratch* scratch) {
   int total = 0;
   for (const PredictCall& call : calls) total += call.request->samples_size();
   // Resized only when the batch's image count changes; row-major, so each image is one row.
-  scratch->images.resize(std::max(total, 1), input_size);
+  model::SampleBatch& inputs = scratch->inputs;
+  inputs.values.resize(kind.is_text() ? 0 : std::max(total, 1), kind.image.size());
+  inputs.texts.clear();
   scratch->first_row.assign(calls.size(), -1);
   int rows = 0;
   for (size_t c = 0; c < calls.size(); ++c) {
@@ -331,10 +335,10 @@ int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int in
     const auto& samples = call.request->samples();
     absl::Status valid = CheckBatchSize(samples.size(), options_.max_batch);
     for (int i = 0; valid.ok() && i < samples.size(); ++i) {
-      valid = ReadSample(samples[i], input_size, absl::StrCat("samples[", i, "]"),
-                         scratch->images.row(rows + i).data());
+      valid = ReadSample(samples[i], kind, absl::StrCat("samples[", i, "]"), &inputs, rows + i);
     }
     if (!valid.ok()) {
+      inputs.texts.resize(rows);  // drops the bad call's texts
       FinishPredict(call, ToGrpcStatus(valid));
       continue;
     }
@@ -342,8 +346,8 @@ int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int in
     rows += samples.size();
   }
   // Keeps the first `rows` rows (row-major: the valid requests' images, in order).
-  if (rows > 0 && rows < scratch->images.rows()) {
-    scratch->images.conservativeResize(rows, Eigen::NoChange);
+  if (rows > 0 && rows < inputs.values.rows()) {
+    inputs.values.conservativeResize(rows, Eigen::NoChange);
   }
   return rows;
 }
@@ -355,7 +359,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
     for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
     return;
   }
-  const int rows = GatherPredictBatch(calls, model->extractor->input_size(), scratch);
+  const int rows = GatherPredictBatch(calls, model->extractor->input_kind(), scratch);
   if (rows == 0) return;
   if (model->readout.labels.empty()) {
     for (size_t c = 0; c < calls.size(); ++c) {
@@ -364,7 +368,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
     return;
   }
   fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = model->Features(scratch->images, &lower_counts);
+  absl::StatusOr<model::MatrixF> features = model->Features(scratch->inputs, &lower_counts);
   if (!features.ok()) {
     for (size_t c = 0; c < calls.size(); ++c) {
       if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(features.status()));
@@ -399,8 +403,8 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* StrataService::Update(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* reply) {
-  const UpdateCallContext env{&auth_, &pipeline_, &update_queue_, &stats_,
-                              options_.max_message_bytes};
+  const UpdateCallContext env{
+      &auth_, &pipeline_, &update_queue_, &stats_, options_.max_message_bytes, options_.model_name};
   return StartUpdateCall(env, context, reply);
 }
 
@@ -459,6 +463,8 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
     return call;
   }
   FillModelInfo(*model, options_.max_batch, &call->response());
+  call->response().set_name(options_.model_name);
+  call->response().add_served_models(options_.model_name);
   FinishUnary(call, RpcMethod::kGetModelInfo, grpc::Status::OK, start);
   return call;
 }

@@ -99,6 +99,9 @@ struct ServiceOptions {
   // version, device and joules are read from the service at scrape time. Not owned; must outlive
   // the service. Default null: no metrics.
   Metrics* metrics = nullptr;
+  // The served model's name (strata-server --model_name): what a request's `model` field may name
+  // besides empty (the default). ModelInfo.name and served_models report it.
+  std::string model_name = "strata";
 };
 
 // Where updates are made durable (see StrataService::EnableDurability and the Update and Snapshot
@@ -200,10 +203,11 @@ class StrataService final : public RawStrataService {
   // compute), runs the others' images through one version's lower tier and readout at once,
   // splits the batch's joules by image count, and finishes every call.
   void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
-  // Validates each call of the batch and copies the valid ones' images into scratch->images, one
-  // row per image, recording each call's first row in scratch->first_row (-1: finished here, alone,
-  // cancelled or invalid). Returns the rows gathered.
-  int GatherPredictBatch(std::span<const PredictCall> calls, int input_size, BatchScratch* scratch);
+  // Validates each call of the batch and copies the valid ones' samples into scratch->inputs (one
+  // row per image, or one text per text), recording each call's first row in scratch->first_row
+  // (-1: finished here, alone, cancelled or invalid). Returns the rows gathered.
+  int GatherPredictBatch(std::span<const PredictCall> calls, const model::InputKind& kind,
+                         BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
   // Hands an admitted Predict to the batcher or the inference queue.

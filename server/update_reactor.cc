@@ -78,7 +78,8 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     }
     if (result.refresh.has_value()) RecordRefresh(*result.refresh);
     if (!result.status.ok()) {
-      STRATA_LOG(ERROR) << "Update: absorbing failed: " << result.status;
+      // A client's unknown model name is its own mistake, not the server's: not logged.
+      if (!refused_) STRATA_LOG(ERROR) << "Update: absorbing failed: " << result.status;
       FinishWith(ToGrpcStatus(result.status));
       return;
     }
@@ -96,6 +97,17 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     ParsedUpdateMessage message = ReadUpdateMessage(buffer_);
     buffer_.Clear();
     const v1::UpdateRequest& request = message.request;
+    if (absl::Status routed = CheckModelName(env_.model_name, request.model()); !routed.ok()) {
+      if (first_message_) {
+        // The stream's model is named by its first message: an unknown one ends the stream.
+        refused_ = true;
+        update::MessageResult result;
+        result.status = routed;
+        return result;
+      }
+      return stream_->RejectMessage(routed.message());
+    }
+    first_message_ = false;
     std::vector<update::SampleInput> samples(request.samples_size());
     for (int i = 0; i < request.samples_size(); ++i) {
       if (!message.unreadable.empty() && !message.unreadable[i].empty()) {
@@ -154,6 +166,10 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   std::unique_ptr<update::UpdateStream> stream_;
   // The message being read.
   grpc::ByteBuffer buffer_;
+  // Until the first message was handed over (it names the stream's model).
+  bool first_message_ = true;
+  // The first message named a model this server does not serve.
+  bool refused_ = false;
 };
 
 }  // namespace

@@ -28,6 +28,8 @@ struct UpdateCallContext {
   WorkQueue* update_queue = nullptr;
   CallStats* stats = nullptr;
   int max_message_bytes = 0;
+  // The served model's name: a message's `model` must be empty or name it (CheckModelName).
+  std::string model_name;
 };
 
 // Starts serving one Update call; the reactor deletes itself when gRPC is done with it.
