@@ -42,12 +42,6 @@ absl::Status ReadSample(const v1::Sample& sample, const model::InputKind& kind,
   return absl::OkStatus();
 }
 
-absl::Status CheckModelName(absl::string_view served, absl::string_view requested) {
-  if (requested.empty() || requested == served) return absl::OkStatus();
-  return absl::NotFoundError(
-      absl::StrCat("model: \"", requested, "\" is not served here (served: \"", served, "\")"));
-}
-
 absl::Status CheckBatchSize(int samples, int max_batch) {
   if (samples == 0) {
     return absl::InvalidArgumentError(

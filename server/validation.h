@@ -38,11 +38,6 @@ update::InputView InputOf(const v1::Sample& sample);
 absl::Status ReadSample(const v1::Sample& sample, const model::InputKind& kind,
                         absl::string_view field, model::SampleBatch* batch, Eigen::Index row);
 
-// OK if a request's `model` field (`requested`) names the model this server serves (`served`), or
-// is empty (the default model); NOT_FOUND naming it otherwise. Every strata.v1 request is routed
-// with it (an Update stream by its first message).
-absl::Status CheckModelName(absl::string_view served, absl::string_view requested);
-
 // A Predict / ExtractFeatures batch must hold 1..max_batch samples: none is INVALID_ARGUMENT, more
 // than `max_batch` is RESOURCE_EXHAUSTED.
 absl::Status CheckBatchSize(int samples, int max_batch);

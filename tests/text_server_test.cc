@@ -279,6 +279,74 @@ TEST_F(TextServerTest, UnknownModelIsNotFound) {
   EXPECT_EQ(stats->samples_absorbed(), 0u);
 }
 
+// Two models on one server: an image model (the default, --bundle) and the text model (--model
+// news=...). Clients that name no model reach the image model; each model keeps its own classes,
+// statistics and state directory.
+TEST_F(TextServerTest, ImageAndTextModelsOnOneServer) {
+  const std::string image_bundle = *dir_ + "/image.bundle";
+  ASSERT_TRUE(WriteFashionBundle(image_bundle, 300).ok());
+  const std::string state = StateDir("two-models");
+  // --device=auto: the small image bundle has no int8 scales (float), the text model runs int8.
+  auto server = ServerProcess::Start(
+      image_bundle, {"--device=auto", "--model=news=" + BundlePath(), "--state_dir=" + state});
+  ASSERT_NE(server, nullptr);
+  client::Client& client = server->client();
+
+  absl::StatusOr<v1::ModelInfo> image = client.GetModelInfo();
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->name(), "strata");
+  EXPECT_EQ(image->input_kind(), "image");
+  EXPECT_EQ(image->input_size(), 784u);
+  EXPECT_THAT(image->served_models(), ElementsAre("strata", "news"));
+  absl::StatusOr<v1::ModelInfo> news = client.GetModelInfo("news");
+  ASSERT_TRUE(news.ok()) << news.status();
+  EXPECT_EQ(news->name(), "news");
+  EXPECT_EQ(news->input_kind(), "text");
+  EXPECT_THAT(news->labels(), ElementsAre("sport", "food", "computers"));
+  EXPECT_EQ(client.GetModelInfo("nope").status().code(), absl::StatusCode::kNotFound);
+
+  // An old client (no model field) sends pixels to the default, image model.
+  v1::PredictRequest pixels;
+  pixels.add_samples()->set_pixels(std::string(784, '\x40'));
+  absl::StatusOr<v1::PredictResponse> predicted = client.Predict(pixels);
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  EXPECT_THAT(image->labels(), ::testing::Contains(predicted->predictions(0).label()));
+  // Text to the image model, pixels to the text model: INVALID_ARGUMENT naming the field.
+  EXPECT_THAT(client.Predict(PredictTexts({"Rain tomorrow."})).status().message(),
+              HasSubstr("samples[0].text: this model takes images"));
+  pixels.set_model("news");
+  EXPECT_THAT(client.Predict(pixels).status().message(),
+              HasSubstr("samples[0].pixels: this model takes text"));
+  v1::PredictRequest text = PredictTexts({TrainingTexts()[5].second});
+  text.set_model("news");
+  predicted = client.Predict(text);
+  ASSERT_TRUE(predicted.ok()) << predicted.status();
+  EXPECT_EQ(predicted->predictions(0).label(), "food");
+
+  // An Update of the text model changes only it, and is logged in its own state directory.
+  v1::UpdateRequest update = UpdateTexts("weather", WeatherTexts());
+  update.set_model("news");
+  absl::StatusOr<v1::UpdateSummary> summary = client.Update(std::vector<v1::UpdateRequest>{update});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_THAT(summary->new_labels(), ElementsAre("weather"));
+  absl::StatusOr<v1::Stats> news_stats = client.GetStats("news");
+  absl::StatusOr<v1::Stats> image_stats = client.GetStats();
+  ASSERT_TRUE(news_stats.ok() && image_stats.ok());
+  EXPECT_EQ(news_stats->samples_absorbed(), WeatherTexts().size());
+  EXPECT_EQ(image_stats->samples_absorbed(), 0u);
+  EXPECT_EQ(client.GetModelInfo().value().labels_size(), image->labels_size());
+  EXPECT_TRUE(std::filesystem::exists(state + "/news"));
+  // A later message naming another model is rejected whole; the stream goes on.
+  v1::UpdateRequest other = UpdateTexts("food", {"Knead the dough."});
+  other.set_model("strata");
+  summary = client.Update(std::vector<v1::UpdateRequest>{update, other});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->rejected(), 1u);
+  ASSERT_EQ(summary->rejections_size(), 1);
+  EXPECT_EQ(summary->rejections(0).sample_index(), -1);
+  EXPECT_THAT(summary->rejections(0).reason(), HasSubstr("not this stream's model"));
+}
+
 // Text records replay exactly: after kill -9 the recovered server answers with the same scores.
 TEST_F(TextServerTest, RecoveryAfterKillReplaysTextRecordsExactly) {
   const std::string state = StateDir("recovery");
