@@ -235,6 +235,7 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
   const std::string bytes = FlattenBuffer(buffer);
   const Descriptor& sample_type = *v1::LabeledSample::descriptor();
   constexpr int kSamplesField = v1::UpdateRequest::kSamplesFieldNumber;
+  constexpr int kModelField = v1::UpdateRequest::kModelFieldNumber;
   auto add_sample = [&message](std::string reason) {
     message.request.add_samples();
     message.unreadable.push_back(std::move(reason));
@@ -252,6 +253,21 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
       break;
     }
     const std::string field_path = absl::StrCat("samples[", message.request.samples_size(), "]");
+    if (tag == WireFormatLite::MakeTag(kModelField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      // The model the message is for: kept, so that its readable samples reach that model.
+      std::string model;
+      if (!WireFormatLite::ReadString(&in, &model)) {
+        message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
+                                               ": model: its length runs past the end");
+        break;
+      }
+      if (!google::protobuf::internal::IsStructurallyValidUTF8(model.data(),
+                                                               static_cast<int>(model.size()))) {
+        message.unreadable_model = "model: not valid UTF-8 (proto3 string fields must be UTF-8)";
+      }
+      message.request.set_model(std::move(model));
+      continue;
+    }
     if (tag != WireFormatLite::MakeTag(kSamplesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       // An unknown field (skipped, as protobuf does), or broken framing.
       if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||

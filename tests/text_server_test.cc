@@ -336,6 +336,18 @@ TEST_F(TextServerTest, ImageAndTextModelsOnOneServer) {
   EXPECT_EQ(image_stats->samples_absorbed(), 0u);
   EXPECT_EQ(client.GetModelInfo().value().labels_size(), image->labels_size());
   EXPECT_TRUE(std::filesystem::exists(state + "/news"));
+  // A message that does not parse whole (a label that is not UTF-8) is read sample by sample and
+  // still reaches the model it names.
+  v1::UpdateRequest partly = UpdateTexts("weather", {"Hail and thunder this evening."});
+  partly.set_model("news");
+  v1::LabeledSample* unreadable = partly.add_samples();
+  unreadable->set_label("bad\xff");
+  unreadable->mutable_sample()->set_text("x");
+  summary = client.Update(std::vector<v1::UpdateRequest>{partly});
+  ASSERT_TRUE(summary.ok()) << summary.status();
+  EXPECT_EQ(summary->accepted(), 1u);
+  EXPECT_EQ(summary->rejected(), 1u);
+  EXPECT_EQ(client.GetStats("news").value().samples_absorbed(), WeatherTexts().size() + 1);
   // A later message naming another model is rejected whole; the stream goes on.
   v1::UpdateRequest other = UpdateTexts("food", {"Knead the dough."});
   other.set_model("strata");
