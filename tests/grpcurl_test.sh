@@ -26,9 +26,12 @@ echo "== grpcurl list"
 for service in strata.v1.Strata inference.GRPCInferenceService grpc.health.v1.Health; do
   grep -qx "$service" "$work/services" || { echo "reflection does not list $service" >&2; exit 1; }
 done
-"$grpcurl" -plaintext "$address" list inference.GRPCInferenceService | grep -qx \
-  inference.GRPCInferenceService.ModelInfer
-"$grpcurl" -plaintext "$address" describe strata.v1.Strata.Predict | grep -q "PredictRequest"
+# Into files first: `grpcurl ... | grep -q` fails under pipefail whenever grep exits at its match
+# before grpcurl has written everything (SIGPIPE), which made this test flaky.
+"$grpcurl" -plaintext "$address" list inference.GRPCInferenceService > "$work/methods"
+grep -qx inference.GRPCInferenceService.ModelInfer "$work/methods"
+"$grpcurl" -plaintext "$address" describe strata.v1.Strata.Predict > "$work/describe"
+grep -q "PredictRequest" "$work/describe"
 
 # The first Fashion-MNIST test image, as strata.v1 JSON (pixels: base64) and KServe JSON (typed).
 python3 - "$work" <<'PY'
