@@ -31,17 +31,24 @@ absl::StatusOr<ReplicaBase> LoadReplicaBase(JetStreamUpdateLog& log,
   base.model_version = bundle->version;
   absl::StatusOr<std::vector<uint64_t>> positions = log.SnapshotPositions();
   if (!positions.ok()) return positions.status();
-  if (positions->empty()) {
-    // A purged stream means snapshots exist: an empty index is then the bucket answering
-    // before its leader is back, not the truth (the caller retries UNAVAILABLE).
-    absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log.SequenceRange();
-    if (!range.ok()) return range.status();
-    if (range->first > 1) {
-      return absl::UnavailableError(
-          "the stream was purged after a snapshot, but the snapshot bucket lists none yet");
-    }
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log.SequenceRange();
+  if (!range.ok()) return range.status();
+  // A purged stream means snapshots exist: an empty index is then the bucket answering
+  // before its leader is back, not the truth (the caller retries UNAVAILABLE).
+  if (positions->empty() && range->first > 1) {
+    return absl::UnavailableError(
+        "the stream was purged after a snapshot, but the snapshot bucket lists none yet");
   }
   for (uint64_t position : *positions) {
+    // The stream is purged only up to the older kept snapshot, so a listed snapshot is never
+    // before the stream's first entry: if it is, the index read was stale (a bucket replica still
+    // catching up answered after a NATS node restart), or the snapshots were replaced since.
+    // Retried, like the empty index, rather than followed into entries that are gone.
+    if (position + 1 < range->first) {
+      return absl::UnavailableError(absl::StrCat("the snapshot at log position ", position,
+                                                 " is older than the stream's first entry ",
+                                                 range->first, " (a stale read of the bucket)"));
+    }
     const std::string name = absl::StrCat("snapshot at log position ", position);
     absl::StatusOr<std::string> contents = log.GetSnapshot(position);
     absl::StatusOr<UpperTierSnapshot> snapshot =
