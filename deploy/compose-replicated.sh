@@ -53,7 +53,13 @@ work="$(mktemp -d /tmp/strata_compose.XXXXXX)"
 project="strata-compose-$$"
 compose=(podman-compose -p "$project" -f "$work/compose-replicated.yaml")
 cleanup() {
+  # `down -v` (podman-compose 1.0.3) leaves the anonymous volumes of the image's VOLUME lines.
+  local volumes
+  volumes="$(podman ps -a --filter "name=${project}_" --format '{{.ID}}' \
+    | xargs -r podman inspect --format '{{range .Mounts}}{{if eq .Type "volume"}}{{.Name}} {{end}}{{end}}')"
   "${compose[@]}" down -v > "$work/down.log" 2>&1 || true
+  for v in $volumes; do podman volume rm -f "$v" > /dev/null 2>&1 || true; done
+  podman network rm -f "${project}_default" > /dev/null 2>&1 || true
   [ "${STRATA_KEEP_COMPOSE_DIR:-0}" = 1 ] || rm -rf "$work"
 }
 trap cleanup EXIT
@@ -81,12 +87,13 @@ for port in 50051 50052 50053; do
     sleep 1
   done
 done
-say "three replicas SERVING on 50051-50053 after $((SECONDS - start)) s"
+say "three replicas SERVING on 50051-50053 after $((SECONDS - start)) s; containers:" \
+  "$(podman ps --filter "name=$project" --format '{{.Names}}' | sed "s/^${project}_//" | tr '\n' ' ')"
 
 # ---- from outside -------------------------------------------------------------------------------
 "$bin/strata" --server=127.0.0.1:50051 update --data=fashion-mnist:train --offset=2000 \
   --limit=300 --batch=100 > "$work/update.txt" || fail "Update through strata-1"
-say "Update through strata-1: $(tail -1 "$work/update.txt")"
+say "Update through strata-1: $(grep -m1 '^accepted' "$work/update.txt")"
 summary() {  # version, log position and digest of the replica on port $1
   "$bin/strata" --server="127.0.0.1:$1" info \
     | awk '/^model version/ {v = $3} /^log position/ {p = $3} /^statistics/ {d = $2}
