@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "server/inference.h"
 #include "server/request_parsing.h"
 #include "server/unary_call.h"
 #include "server/update_reactor.h"
@@ -17,38 +18,7 @@
 namespace strata::server {
 namespace {
 
-absl::Status NotLoaded() {
-  return absl::UnavailableError("the model is not loaded yet; retry later");
-}
-
-// Predict on a model whose upper tier has no class yet (a bundle written with
-// strata-train --empty_upper, before any Update brought a label).
-absl::Status NoClasses() {
-  return absl::FailedPreconditionError(
-      "the model has no classes yet: stream labelled samples with Update first");
-}
-
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
-
-// Appends one Prediction per row of `scores` (samples x classes): the best class and its label,
-// and the scores if asked.
-template <typename Scores>
-void AddPredictions(const Scores& scores, const std::vector<std::string>& labels,
-                    bool return_scores, v1::PredictResponse* response) {
-  response->mutable_predictions()->Reserve(response->predictions_size() +
-                                           static_cast<int>(scores.rows()));
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best = 0;
-    scores.row(i).maxCoeff(&best);
-    v1::Prediction* prediction = response->add_predictions();
-    prediction->set_label(labels[best]);
-    prediction->set_class_index(static_cast<uint32_t>(best));
-    if (return_scores) {
-      // Row-major: a row's scores are contiguous.
-      prediction->mutable_scores()->Add(scores.row(i).data(), scores.row(i).data() + scores.cols());
-    }
-  }
-}
 
 }  // namespace
 
@@ -93,6 +63,7 @@ StrataService::StrataService(update::ModelStore* store, ServiceOptions options,
       options_(WithMetricsHooks(std::move(options))),
       auth_(options_.auth_token, options_.auth_all),
       meter_(options_.energy_table),
+      inference_(store_, &meter_, options_.max_batch, options_.metrics),
       pipeline_(store_, &meter_,
                 policy != nullptr ? std::move(policy)
                                   : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
@@ -105,7 +76,10 @@ StrataService::StrataService(update::ModelStore* store, ServiceOptions options,
   if (options_.batching) {
     batcher_ = std::make_unique<PredictBatcher>(
         options_.batcher, [this](std::span<const PredictCall> calls, BatchScratch* scratch) {
-          RunPredictBatch(calls, scratch);
+          inference_.PredictBatch(calls, scratch,
+                                  [this](const PredictCall& call, const grpc::Status& status) {
+                                    FinishPredict(call, status);
+                                  });
         });
   }
 }
@@ -173,57 +147,6 @@ ServedState StrataService::MetricsState() {
 
 // ---- ExtractFeatures and Predict -----------------------------------------------------------------
 
-absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
-    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, v1::TierEnergy* energy) {
-  LowerTierResult result;
-  result.model = store_->Current();
-  if (result.model == nullptr) return NotLoaded();
-  absl::StatusOr<model::MatrixF> batch =
-      ReadBatch(samples, result.model->extractor->input_size(), options_.max_batch);
-  if (!batch.ok()) return batch.status();
-  fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
-  if (!features.ok()) return features.status();
-  result.features = *std::move(features);
-  if (options_.metrics != nullptr) {
-    options_.metrics->ObserveLowerTierBatch(static_cast<int>(result.features.rows()));
-  }
-  energy->set_lower_tier_joules(meter_.Charge(update::EnergyPhase::kLowerTierInference,
-                                              lower_counts, result.model->lower_tier_energy_table));
-  return result;
-}
-
-absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
-                                              v1::ExtractFeaturesResponse* response) {
-  absl::StatusOr<LowerTierResult> lower =
-      RunLowerTier(request.samples(), response->mutable_energy());
-  if (!lower.ok()) return lower.status();
-  const model::MatrixF& features = lower->features;
-  for (Eigen::Index i = 0; i < features.rows(); ++i) {
-    auto* values = response->add_features()->mutable_values();
-    values->Add(features.row(i).data(), features.row(i).data() + features.cols());
-  }
-  response->set_model_version(lower->model->version);
-  return absl::OkStatus();
-}
-
-absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
-                                      v1::PredictResponse* response) {
-  absl::StatusOr<LowerTierResult> lower =
-      RunLowerTier(request.samples(), response->mutable_energy());
-  if (!lower.ok()) return lower.status();
-  const update::ModelVersion& model = *lower->model;
-  if (model.readout.labels.empty()) return NoClasses();
-  const model::MatrixF scores = model.readout.Scores(lower->features);
-  const int rows = static_cast<int>(scores.rows());
-  response->mutable_energy()->set_upper_tier_joules(
-      meter_.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
-  AddPredictions(scores, model.readout.labels, request.return_scores(), response);
-  response->set_model_version(model.version);
-  response->set_log_position(model.log_position);
-  return absl::OkStatus();
-}
-
 grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerContext* context,
                                                          const grpc::ByteBuffer* request,
                                                          grpc::ByteBuffer* reply) {
@@ -235,7 +158,7 @@ grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerCon
     const grpc::Status status =
         call->context()->IsCancelled()
             ? grpc::Status::CANCELLED
-            : ToGrpcStatus(DoExtractFeatures(call->request(), &call->response()));
+            : ToGrpcStatus(inference_.ExtractFeatures(call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kExtractFeatures, status, start);
   });
   return call;
@@ -282,9 +205,10 @@ void StrataService::DispatchPredict(PredictUnaryCall* call, absl::Time start) {
     return;
   }
   inference_queue_.Schedule([this, call, start] {
-    const grpc::Status status = call->context()->IsCancelled()
-                                    ? grpc::Status::CANCELLED
-                                    : ToGrpcStatus(DoPredict(call->request(), &call->response()));
+    const grpc::Status status =
+        call->context()->IsCancelled()
+            ? grpc::Status::CANCELLED
+            : ToGrpcStatus(inference_.Predict(call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kPredict, status, start);
   });
 }
@@ -301,7 +225,7 @@ void StrataService::SubmitPredict(PredictCall call) {
   inference_queue_.Schedule([this, call] {
     call.done->OnPredictDone(call.context->IsCancelled()
                                  ? grpc::Status::CANCELLED
-                                 : ToGrpcStatus(DoPredict(*call.request, call.response)));
+                                 : ToGrpcStatus(inference_.Predict(*call.request, call.response)));
   });
 }
 
@@ -312,87 +236,6 @@ void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& s
   }
   // Enqueue() stamps `enqueued` as the handler hands the call over: the call's start.
   FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
-}
-
-int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int input_size,
-                                      BatchScratch* scratch) {
-  int total = 0;
-  for (const PredictCall& call : calls) total += call.request->samples_size();
-  // Resized only when the batch's image count changes; row-major, so each image is one row.
-  scratch->images.resize(std::max(total, 1), input_size);
-  scratch->first_row.assign(calls.size(), -1);
-  int rows = 0;
-  for (size_t c = 0; c < calls.size(); ++c) {
-    const PredictCall& call = calls[c];
-    if (call.context->IsCancelled()) {
-      FinishPredict(call, grpc::Status::CANCELLED);
-      continue;
-    }
-    const auto& samples = call.request->samples();
-    absl::Status valid = CheckBatchSize(samples.size(), options_.max_batch);
-    for (int i = 0; valid.ok() && i < samples.size(); ++i) {
-      valid = ReadSample(samples[i], input_size, absl::StrCat("samples[", i, "]"),
-                         scratch->images.row(rows + i).data());
-    }
-    if (!valid.ok()) {
-      FinishPredict(call, ToGrpcStatus(valid));
-      continue;
-    }
-    scratch->first_row[c] = rows;
-    rows += samples.size();
-  }
-  // Keeps the first `rows` rows (row-major: the valid requests' images, in order).
-  if (rows > 0 && rows < scratch->images.rows()) {
-    scratch->images.conservativeResize(rows, Eigen::NoChange);
-  }
-  return rows;
-}
-
-void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch) {
-  // One version for the whole batch, so every request in it is answered by exactly one version.
-  const std::shared_ptr<const update::ModelVersion> model = store_->Current();
-  if (model == nullptr) {
-    for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
-    return;
-  }
-  const int rows = GatherPredictBatch(calls, model->extractor->input_size(), scratch);
-  if (rows == 0) return;
-  if (model->readout.labels.empty()) {
-    for (size_t c = 0; c < calls.size(); ++c) {
-      if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(NoClasses()));
-    }
-    return;
-  }
-  fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = model->Features(scratch->images, &lower_counts);
-  if (!features.ok()) {
-    for (size_t c = 0; c < calls.size(); ++c) {
-      if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(features.status()));
-    }
-    return;
-  }
-  // The lower tier's and the readout's work are exactly proportional to the rows (TierEnergy), so
-  // each request is charged its share of the batch: the same joules it would cost alone.
-  const double lower_joules = meter_.Charge(update::EnergyPhase::kLowerTierInference, lower_counts,
-                                            model->lower_tier_energy_table);
-  scratch->scores.resize(rows, static_cast<Eigen::Index>(model->readout.labels.size()));
-  scratch->scores.noalias() = *features * model->readout.weights;
-  const double readout_joules =
-      meter_.Charge(update::EnergyPhase::kReadoutInference, model->readout.Counts(rows));
-  for (size_t c = 0; c < calls.size(); ++c) {
-    if (scratch->first_row[c] < 0) continue;
-    const PredictCall& call = calls[c];
-    const int n = call.request->samples_size();
-    const double share = static_cast<double>(n) / rows;
-    v1::PredictResponse* response = call.response;
-    response->mutable_energy()->set_lower_tier_joules(lower_joules * share);
-    response->mutable_energy()->set_upper_tier_joules(readout_joules * share);
-    AddPredictions(scratch->scores.middleRows(scratch->first_row[c], n), model->readout.labels,
-                   call.request->return_scores(), response);
-    response->set_model_version(model->version);
-    response->set_log_position(model->log_position);
-    FinishPredict(call, grpc::Status::OK);
-  }
 }
 
 // ---- Update ------------------------------------------------------------------------------------
@@ -414,7 +257,7 @@ grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* c
   auto* call = new Call(context, reply);
   if (!Admit(call, *request, CallKind::kWrite, RpcMethod::kSnapshot, start)) return call;
   if (store_->Current() == nullptr) {
-    FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(NotLoaded()), start);
+    FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(NotLoadedError()), start);
     return call;
   }
   // On the update queue: between two Update messages, so the statistics match the log position.
@@ -455,7 +298,7 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
   if (!Admit(call, *request, CallKind::kRead, RpcMethod::kGetModelInfo, start)) return call;
   std::shared_ptr<const update::ModelVersion> model = store_->Current();
   if (model == nullptr) {
-    FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoaded()), start);
+    FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoadedError()), start);
     return call;
   }
   FillModelInfo(*model, options_.max_batch, &call->response());
@@ -472,7 +315,7 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   if (!Admit(call, *request, CallKind::kRead, RpcMethod::kGetStats, start)) return call;
   std::shared_ptr<const update::ModelVersion> model = store_->Current();
   if (model == nullptr) {
-    FinishUnary(call, RpcMethod::kGetStats, ToGrpcStatus(NotLoaded()), start);
+    FinishUnary(call, RpcMethod::kGetStats, ToGrpcStatus(NotLoadedError()), start);
     return call;
   }
   v1::Stats* response = &call->response();

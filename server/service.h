@@ -52,6 +52,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/auth.h"
 #include "server/batcher.h"
+#include "server/inference.h"
 #include "server/metrics.h"
 #include "server/reports.h"
 #include "server/work_queue.h"
@@ -183,27 +184,6 @@ class StrataService final : public RawStrataService {
                                      grpc::ByteBuffer* reply) override;
 
  private:
-  // The version a request runs on and its samples' lower-tier features.
-  struct LowerTierResult {
-    std::shared_ptr<const update::ModelVersion> model;
-    model::MatrixF features;
-  };
-  // Validates `samples` against the current version, runs them through its lower tier and charges
-  // the lower tier's joules to the meter and to `energy`. UNAVAILABLE before a model is loaded;
-  // ReadBatch's errors for bad samples.
-  absl::StatusOr<LowerTierResult> RunLowerTier(
-      const google::protobuf::RepeatedPtrField<v1::Sample>& samples, v1::TierEnergy* energy);
-  absl::Status DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
-                                 v1::ExtractFeaturesResponse* response);
-  absl::Status DoPredict(const v1::PredictRequest& request, v1::PredictResponse* response);
-  // The batcher's RunBatch: validates each call (a bad or cancelled one is finished alone, before
-  // compute), runs the others' images through one version's lower tier and readout at once,
-  // splits the batch's joules by image count, and finishes every call.
-  void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
-  // Validates each call of the batch and copies the valid ones' images into scratch->images, one
-  // row per image, recording each call's first row in scratch->first_row (-1: finished here, alone,
-  // cancelled or invalid). Returns the rows gathered.
-  int GatherPredictBatch(std::span<const PredictCall> calls, int input_size, BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
   // Hands an admitted Predict to the batcher or the inference queue.
@@ -235,6 +215,8 @@ class StrataService final : public RawStrataService {
   const CallAuthenticator auth_;
   // Prices every request's work. Thread-safe.
   update::EnergyMeter meter_;
+  // The model work of ExtractFeatures and Predict (batched or not).
+  Inference inference_;
   const absl::Time start_time_ = absl::Now();
   // The Update path: streams, policy, log, snapshots. Its streams and snapshots run on the update
   // queue only (its threading contract).
