@@ -5,7 +5,7 @@
 #   deploy/compose-replicated.sh [BIN]
 #
 #   1. the strata image: deploy/image.sh build (skipped with STRATA_SKIP_IMAGE_BUILD=1 if
-#      localhost/strata:latest exists); the nats:2.9.10 image the file names, built here from
+#      ${STRATA_IMAGE:-localhost/strata:latest} exists); the nats:2.9.10 image the file names, built here from
 #      Debian 12's nats-server 2.9.10 package (no registry is reachable from this machine);
 #   2. `podman-compose up -d --no-build` on a copy of the compose file and deploy/nats/ in a work
 #      directory, with a bundle fitted by BIN/strata-train (default build/bin) in its models/;
@@ -32,7 +32,7 @@ if [ "${STRATA_SKIP_IMAGE_BUILD:-0}" != 1 ] || [ ! -f "$dir/containers.conf" ]; 
   "$src/deploy/image.sh" build
 fi
 export CONTAINERS_CONF="$dir/containers.conf" CONTAINERS_STORAGE_CONF="$dir/storage.conf"
-podman image exists localhost/strata:latest || "$src/deploy/image.sh" build
+podman image exists "${STRATA_IMAGE:-localhost/strata:latest}" || "$src/deploy/image.sh" build
 if ! command -v podman-compose > /dev/null; then
   say "installing podman-compose"
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman-compose > /dev/null
@@ -71,7 +71,11 @@ fail() {
   done
   exit 1
 }
-cp "$src/deploy/compose-replicated.yaml" "$work/"
+# STRATA_IMAGE (as deploy/image.sh): another tag than the file's strata:latest, e.g. so that
+# concurrent image builds on one machine do not swap images under a run; the file is otherwise
+# run as it is.
+sed "s|^\(  image: \)strata:latest$|\1${STRATA_IMAGE:-strata:latest}|" \
+  "$src/deploy/compose-replicated.yaml" > "$work/compose-replicated.yaml"
 mkdir -p "$work/nats" "$work/models"
 cp "$src/deploy/nats/nats.conf" "$work/nats/"
 "$bin/strata-train" --train=fashion-mnist:train --train_limit=2000 --test= \
