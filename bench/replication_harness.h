@@ -82,6 +82,7 @@ class ReplicaProcess {
   void Kill();
   client::Client& client() { return *client_; }
   const std::string& id() const { return id_; }
+  pid_t pid() const { return pid_; }
   // From the start of the process to SERVING (catch-up included).
   absl::Duration startup_time() const { return startup_time_; }
 

@@ -30,6 +30,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "base/file.h"
@@ -192,6 +193,13 @@ ABSL_FLAG(absl::Duration, nats_publish_timeout, absl::Seconds(5),
 ABSL_FLAG(absl::Duration, replica_ack_wait, absl::Seconds(10),
           "Replicated mode: how long an UpdateSummary waits for this replica to serve the "
           "stream's records (then it is sent with readout_current false).");
+ABSL_FLAG(uint64_t, replica_max_lag_entries, 1000,
+          "Replicated mode: readiness (health SERVING, strata_up, KServe ServerReady) only while "
+          "the entry this replica applies has at most this many entries after it in the stream; "
+          "NOT_SERVING while it catches up or falls behind.");
+ABSL_FLAG(absl::Duration, replica_max_lag, absl::Seconds(30),
+          "Replicated mode: ... and, if it is behind at all, was stored at most this long before "
+          "this replica applied it (needs clocks in sync with the NATS servers').");
 ABSL_FLAG(absl::Duration, snapshot_trim_delay, absl::Minutes(10),
           "Replicated mode: the stream is purged up to the older of the two kept snapshots once "
           "that snapshot is this old (longer than any replica's catch-up).");
@@ -443,15 +451,19 @@ absl::Status ReadReplicationOptions(Options* options) {
   options->replication.replica.ack_wait = absl::GetFlag(FLAGS_replica_ack_wait);
   options->replication.replica.snapshot_every_samples = options->snapshot_every_samples;
   options->replication.replica.trim_delay = absl::GetFlag(FLAGS_snapshot_trim_delay);
+  options->replication.replica.max_lag_entries = absl::GetFlag(FLAGS_replica_max_lag_entries);
+  options->replication.replica.max_lag = absl::GetFlag(FLAGS_replica_max_lag);
   if (!options->state_dir.empty()) {
     return absl::InvalidArgumentError(
         "--nats_servers and --state_dir exclude each other: a replica keeps its state in the "
         "JetStream stream and its snapshot bucket");
   }
-  if (options->update_policy != "stream-end") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--update_policy=", options->update_policy,
-        ": replicated mode supports stream-end only (refreshes are markers in the log)"));
+  if (options->policy.absorb_margin > 0) {
+    // Every replica absorbs every logged sample; a skip decided from one replica's readout would
+    // have to be in the log too.
+    return absl::InvalidArgumentError(
+        "--policy_absorb_margin > 0 (selective absorption) is not supported in replicated mode: "
+        "every replica absorbs every sample in the log");
   }
   if (jetstream.replicas < 1 || jetstream.publish_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError(
@@ -590,6 +602,10 @@ struct Server {
   // Replicated mode: the JetStream log and the replica following it (stopped in Serve() before
   // the service goes).
   ReplicatedServing replicated;
+  // Replicated mode: once Serve() reports SERVING, readiness follows the replica's lag.
+  absl::Mutex readiness_mu;
+  bool serving_started ABSL_GUARDED_BY(readiness_mu) = false;
+  bool replica_ready ABSL_GUARDED_BY(readiness_mu) = false;
   std::unique_ptr<Metrics> metrics;  // null without --metrics_address
   std::unique_ptr<StrataService> service;
   // The KServe v2 front-end; its ModelInfer runs through `service`'s Predict path.
@@ -605,6 +621,14 @@ void SetServing(Server& server, bool serving) {
   health->SetServingStatus("", serving);
   server.kserve->SetServing(serving);
   if (server.metrics != nullptr) server.metrics->SetServing(serving);
+}
+
+// Replicated mode: the replica fell behind the stream's tail or caught up (Replica::Start). Before
+// Serve() starts serving only remembered: start-up reports NOT_SERVING until it is done.
+void OnReplicaReadiness(Server& server, bool ready) {
+  absl::MutexLock lock(&server.readiness_mu);
+  server.replica_ready = ready;
+  if (server.serving_started) SetServing(server, ready);
 }
 
 // The model to serve: the bundle, and the lower tier it is served with, built once and shared by
@@ -824,7 +848,8 @@ absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Ser
         // down (the SIGTERM path), so that its restart catches up from the newest snapshot.
         SetServing(server, false);
         kill(getpid(), SIGTERM);
-      });
+      },
+      [&server](bool ready) { OnReplicaReadiness(server, ready); });
   if (!replicated.ok()) {
     return absl::Status(
         replicated.status().code(),
@@ -881,13 +906,22 @@ absl::Status LoadModels(const Options& options, Server& server) {
 
 // Step 5: serve until SIGTERM / SIGINT, then shut down gracefully.
 void Serve(const Options& options, const sigset_t& shutdown_signals, Server& server) {
-  SetServing(server, true);
+  {
+    // A replica serves while it is within its lag bounds (OnReplicaReadiness).
+    absl::MutexLock lock(&server.readiness_mu);
+    server.serving_started = true;
+    SetServing(server, server.replicated.replica == nullptr || server.replica_ready);
+  }
   STRATA_LOG(INFO) << "serving " << kServiceName;
 
   int signal_number = 0;
   sigwait(&shutdown_signals, &signal_number);
   STRATA_LOG(INFO) << "received signal " << signal_number << " (" << strsignal(signal_number)
                    << "); shutting down";
+  {
+    absl::MutexLock lock(&server.readiness_mu);
+    server.serving_started = false;
+  }
   SetServing(server, false);
   // Predicts waiting for a log position are answered (UNAVAILABLE) before the calls are drained.
   if (server.replicated.replica != nullptr) server.replicated.replica->Stop();

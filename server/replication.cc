@@ -52,7 +52,8 @@ absl::Status CatchUp(update::JetStreamUpdateLog& log, update::Replica& replica) 
 absl::StatusOr<ReplicatedServing> StartReplicatedServing(
     const ReplicationOptions& options, int max_message_bytes, model::Bundle bundle,
     std::shared_ptr<const model::FeatureExtractor> extractor, update::ModelStore* store,
-    StrataService* service, std::function<void(const absl::Status&)> on_failure) {
+    StrataService* service, std::function<void(const absl::Status&)> on_failure,
+    std::function<void(bool ready)> on_readiness) {
   ReplicatedServing serving;
   absl::StatusOr<std::unique_ptr<update::JetStreamUpdateLog>> log =
       update::JetStreamUpdateLog::Connect(options.jetstream);
@@ -89,7 +90,8 @@ absl::StatusOr<ReplicatedServing> StartReplicatedServing(
       !loaded.ok()) {
     return loaded;
   }
-  if (absl::Status started = serving.replica->Start(std::move(on_failure)); !started.ok()) {
+  if (absl::Status started = serving.replica->Start(std::move(on_failure), std::move(on_readiness));
+      !started.ok()) {
     return started;
   }
   STRATA_LOG(INFO) << "replica " << options.jetstream.replica_id << ": following JetStream stream "

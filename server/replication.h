@@ -35,11 +35,14 @@ struct ReplicatedServing {
 // stream held at start is applied (the caller then reports SERVING). Service messages larger than
 // the NATS servers accept are refused: `service` must have been built with max_message_bytes below
 // the log's payload limit (checked here: FAILED_PRECONDITION naming both). `on_failure` is called
-// if the replica later stops following the log.
+// if the replica later stops following the log; `on_readiness` whenever it falls behind the
+// stream's tail or catches up again (Replica::Start; ReplicatedServing::replica->counters().ready
+// says where it is now).
 absl::StatusOr<ReplicatedServing> StartReplicatedServing(
     const ReplicationOptions& options, int max_message_bytes, model::Bundle bundle,
     std::shared_ptr<const model::FeatureExtractor> extractor, update::ModelStore* store,
-    StrataService* service, std::function<void(const absl::Status&)> on_failure);
+    StrataService* service, std::function<void(const absl::Status&)> on_failure,
+    std::function<void(bool ready)> on_readiness);
 
 }  // namespace strata::server
 

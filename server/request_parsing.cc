@@ -268,6 +268,14 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
       message.request.set_model(std::move(model));
       continue;
     }
+    if (tag == WireFormatLite::MakeTag(v1::UpdateRequest::kStreamIdFieldNumber,
+                                       WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      // Kept although a sample is broken: a resend of this stream must be recognised too.
+      if (WireFormatLite::ReadString(&in, message.request.mutable_stream_id())) continue;
+      message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
+                                             ": malformed stream_id at byte ", offset);
+      break;
+    }
     if (tag != WireFormatLite::MakeTag(kSamplesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       // An unknown field (skipped, as protobuf does), or broken framing.
       if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||

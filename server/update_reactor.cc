@@ -145,6 +145,11 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     } else if (const std::string wrong = WrongModel(request.model()); !wrong.empty()) {
       return stream_->RejectMessage(wrong);
     }
+    if (!request.stream_id().empty()) {
+      if (absl::Status set = stream_->SetStreamId(request.stream_id()); !set.ok()) {
+        return Failed(set);
+      }
+    }
     std::vector<update::SampleInput> samples(request.samples_size());
     for (int i = 0; i < request.samples_size(); ++i) {
       if (!message.unreadable.empty() && !message.unreadable[i].empty()) {
@@ -180,6 +185,8 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     summary_.set_prequential_errors(summary.prequential_errors);
     summary_.set_skipped(summary.skipped);
     summary_.set_log_position(summary.log_position);
+    summary_.set_retry_recognised(summary.retry_recognised);
+    summary_.set_duplicate_entries(summary.duplicate_entries);
     FillPhaseEnergy(summary.energy, summary_.mutable_energy());
   }
 

@@ -420,5 +420,25 @@ TEST(UpdateRecordTest, RoundTripAndMalformedPayloads) {
   EXPECT_TRUE(absl::IsDataLoss(DecodeUpdateRecord(payload + "x", kInput).status()));
 }
 
+TEST(RefreshEntryTest, RoundTripAndMalformedPayloads) {
+  EXPECT_EQ(EncodeRefreshEntry({}), "");  // a plain refresh: the empty payload
+  absl::StatusOr<RefreshEntry> plain = DecodeRefreshEntry("");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_TRUE(plain->forget_labels.empty());
+  RefreshEntry forget;
+  forget.forget_labels = {"3", std::string("a\nlabel\0with bytes", 19)};
+  forget.forget_decay = 0.1;
+  const std::string payload = EncodeRefreshEntry(forget);
+  absl::StatusOr<RefreshEntry> decoded = DecodeRefreshEntry(payload);
+  ASSERT_TRUE(decoded.ok()) << decoded.status();
+  EXPECT_EQ(decoded->forget_labels, forget.forget_labels);
+  EXPECT_EQ(decoded->forget_decay, 0.1);
+  for (size_t cut = 1; cut < payload.size(); ++cut) {
+    EXPECT_TRUE(absl::IsDataLoss(DecodeRefreshEntry(payload.substr(0, cut)).status())) << cut;
+  }
+  EXPECT_TRUE(absl::IsDataLoss(DecodeRefreshEntry(payload + "x").status()));
+  EXPECT_TRUE(absl::IsDataLoss(DecodeRefreshEntry("\x02").status()));
+}
+
 }  // namespace
 }  // namespace strata::update

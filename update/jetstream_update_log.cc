@@ -353,14 +353,17 @@ JetStreamUpdateLog::JetStreamUpdateLog(JetStreamOptions options, std::unique_ptr
 
 JetStreamUpdateLog::~JetStreamUpdateLog() = default;
 
-absl::StatusOr<uint64_t> JetStreamUpdateLog::Publish(absl::string_view kind,
-                                                     absl::string_view payload) {
+absl::StatusOr<Appended> JetStreamUpdateLog::Publish(absl::string_view kind,
+                                                     absl::string_view payload,
+                                                     absl::string_view message_id) {
   if (static_cast<int64_t>(payload.size()) > max_payload_ - kHeaderSlack) {
     return absl::InvalidArgumentError(absl::StrCat(
         "update record of ", payload.size(), " bytes is over the NATS servers' limit (",
         max_payload_, " bytes max_payload); send fewer samples per message"));
   }
-  const std::string id = absl::StrCat(id_prefix_, next_id_.fetch_add(1));
+  const std::string id = message_id.empty() ? absl::StrCat(id_prefix_, next_id_.fetch_add(1))
+                                            : std::string(message_id);
+  bool first_attempt = true;
   const absl::Time deadline = absl::Now() + options_.publish_timeout;
   absl::Status last_error;
   // The same message id on every attempt: JetStream stores a retried message at most once and
@@ -383,13 +386,17 @@ absl::StatusOr<uint64_t> JetStreamUpdateLog::Publish(absl::string_view kind,
     s = js_PublishMsg(&ack, nats_->js, msg, &options, &code);
     natsMsg_Destroy(msg);
     if (s == NATS_OK) {
-      const uint64_t sequence = ack->Sequence;
+      // A duplicate answering a retry of this call is this call's own message (its first
+      // acknowledgement was lost), not an earlier one.
+      const Appended appended{ack->Sequence, ack->Duplicate && first_attempt};
       jsPubAck_Destroy(ack);
       uint64_t seen = last_sequence_.load();
-      while (seen < sequence && !last_sequence_.compare_exchange_weak(seen, sequence)) {
+      while (seen < appended.position &&
+             !last_sequence_.compare_exchange_weak(seen, appended.position)) {
       }
-      return sequence;
+      return appended;
     }
+    first_attempt = false;
     last_error = NatsError("publish", s, code);
     if (s == NATS_NO_RESPONDERS || s == NATS_CONNECTION_DISCONNECTED) {
       absl::SleepFor(absl::Milliseconds(100));  // no leader yet: do not spin
@@ -402,10 +409,20 @@ absl::StatusOr<uint64_t> JetStreamUpdateLog::Publish(absl::string_view kind,
 }
 
 absl::StatusOr<uint64_t> JetStreamUpdateLog::Append(absl::string_view payload) {
-  return Publish(kSamplesEntry, payload);
+  absl::StatusOr<Appended> appended = Publish(kSamplesEntry, payload, {});
+  if (!appended.ok()) return appended.status();
+  return appended->position;
 }
 
-absl::StatusOr<uint64_t> JetStreamUpdateLog::AppendRefresh() { return Publish(kRefreshEntry, {}); }
+absl::StatusOr<Appended> JetStreamUpdateLog::AppendSamples(absl::string_view payload,
+                                                           absl::string_view message_id) {
+  return Publish(kSamplesEntry, payload, message_id);
+}
+
+absl::StatusOr<Appended> JetStreamUpdateLog::AppendRefresh(absl::string_view payload,
+                                                           absl::string_view message_id) {
+  return Publish(kRefreshEntry, payload, message_id);
+}
 
 void JetStreamUpdateLog::SyncAsync(uint64_t sequence,
                                    absl::AnyInvocable<void(absl::Status) &&> done) {

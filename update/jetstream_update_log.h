@@ -42,6 +42,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "update/log_replication.h"
 #include "update/update_log.h"
 
 namespace strata::update {
@@ -73,7 +74,7 @@ struct JetStreamOptions {
 // What a log entry asks the replicas to do.
 enum class LogEntryKind {
   kSamples,  // absorb the samples of the payload (an update record)
-  kRefresh,  // solve the readout and publish a new model version (empty payload)
+  kRefresh,  // solve the readout and publish a new model version (payload: a RefreshEntry)
 };
 
 struct LogEntry {
@@ -98,8 +99,12 @@ class JetStreamUpdateLog final : public UpdateLog {
   // INVALID_ARGUMENT if the payload is over max_payload(); UNAVAILABLE if JetStream did not
   // acknowledge within publish_timeout (the record may still be stored; it was not acknowledged).
   absl::StatusOr<uint64_t> Append(absl::string_view payload) override;
-  // Publishes a refresh marker, as Append().
-  absl::StatusOr<uint64_t> AppendRefresh();
+  // Append() with the message id `message_id` (this process's own unique id if empty): a message
+  // with an id the stream stored within its de-duplication window is not stored again, and the
+  // result names the first one's sequence with `duplicate` set. Ids must be printable ASCII.
+  absl::StatusOr<Appended> AppendSamples(absl::string_view payload, absl::string_view message_id);
+  // Publishes a refresh entry (update_record.h's EncodeRefreshEntry), as AppendSamples().
+  absl::StatusOr<Appended> AppendRefresh(absl::string_view payload, absl::string_view message_id);
 
   // Every record Append() returned is already durable: `done` runs inline with OK.
   void SyncAsync(uint64_t sequence, absl::AnyInvocable<void(absl::Status) &&> done) override;
@@ -145,7 +150,8 @@ class JetStreamUpdateLog final : public UpdateLog {
 
  private:
   JetStreamUpdateLog(JetStreamOptions options, std::unique_ptr<Nats> nats);
-  absl::StatusOr<uint64_t> Publish(absl::string_view kind, absl::string_view payload);
+  absl::StatusOr<Appended> Publish(absl::string_view kind, absl::string_view payload,
+                                   absl::string_view message_id);
   absl::Status DeleteSnapshot(uint64_t position);
 
   const JetStreamOptions options_;

@@ -15,6 +15,9 @@ namespace {
 
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
 
+// The longest UpdateRequest.stream_id: it becomes part of NATS message ids.
+constexpr size_t kMaxStreamIdBytes = 128;
+
 }  // namespace
 
 // ---- UpdatePipeline -----------------------------------------------------------------------------
@@ -174,8 +177,8 @@ MessageResult UpdateStream::OnMessage(std::span<const SampleInput> samples,
 }
 
 void UpdateStream::FinishMessage(MessageResult* result) {
-  ++message_index_;
   if (result->status.ok()) result->status = Decide(result);
+  ++message_index_;
   errors_.clear();
   labels_.clear();
   new_class_ = false;
@@ -230,8 +233,13 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
     if (!logged.ok()) return logged;
   }
   if (pipeline_->durability_.replication != nullptr) {
-    // Replicated: every replica absorbs the record by following the log.
+    // Replicated: every replica absorbs the record by following the log. A policy that decides
+    // per message decides from what this replica's follower found there (a resent record was
+    // decided on by its first attempt).
     summary_.accepted += valid_count;
+    if (valid_count > 0 && !last_duplicate_ && pipeline_->policy_->decides_per_message()) {
+      AwaitAppliedEntry();
+    }
     return absl::OkStatus();
   }
   // The readout every sample of this message is predicted with before it is absorbed.
@@ -288,11 +296,26 @@ absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
       record.AddValues(sample.label, sample.input.values.data());
     }
   }
-  absl::StatusOr<uint64_t> sequence = pipeline_->durability_.log->Append(record.Finish());
+  LogReplication* replication = pipeline_->durability_.replication;
+  absl::StatusOr<uint64_t> sequence = absl::InternalError("not appended");
+  if (replication != nullptr) {
+    absl::StatusOr<Appended> appended =
+        replication->AppendSamples(record.Finish(), EntryKey(absl::StrCat("m", message_index_)));
+    if (appended.ok()) {
+      CountAppended(*appended);
+      last_refresh_ = false;
+      last_duplicate_ = appended->duplicate;
+      sequence = appended->position;
+    } else {
+      sequence = appended.status();
+    }
+  } else {
+    sequence = pipeline_->durability_.log->Append(record.Finish());
+  }
   if (!sequence.ok()) {
     STRATA_LOG(ERROR) << "Update: the update log failed: " << sequence.status();
     // A replicated log recovers by itself (jetstream_update_log.h); the file log does not.
-    const bool replicated = pipeline_->durability_.replication != nullptr;
+    const bool replicated = replication != nullptr;
     return absl::Status(
         sequence.status().code(),
         absl::StrCat("update log: ", sequence.status().message(),
@@ -437,6 +460,9 @@ absl::Status UpdateStream::Decide(MessageResult* result) {
   const Decision decision =
       policy.OnMessage({errors_, new_class_, refresh_joules, absl::Now(), labels_});
   if (!decision.apply) return absl::OkStatus();
+  if (pipeline_->durability_.replication != nullptr) {
+    return AppendRefresh(decision, absl::StrCat("r", message_index_));
+  }
   if (!decision.forget_labels.empty()) {
     if (absl::Status forgot = Forget(decision); !forgot.ok()) return forgot;
   }
@@ -512,18 +538,24 @@ void UpdateStream::OnStreamEnd(absl::AnyInvocable<void(absl::StatusOr<StreamSumm
 void UpdateStream::EndReplicatedStream(
     absl::AnyInvocable<void(absl::StatusOr<StreamSummary>) &&> done) {
   LogReplication& replication = *pipeline_->durability_.replication;
-  summary_.log_position = last_sequence_;
   if (std::optional<Decision> decision =
           pipeline_->policy_->OnStreamEnd(summary_.accepted, absl::Now());
       decision.has_value() && decision->apply) {
-    absl::StatusOr<uint64_t> marker = replication.AppendRefresh();
-    if (!marker.ok()) {
-      std::move(done)(absl::Status(marker.status().code(),
-                                   absl::StrCat("update log: ", marker.status().message())));
+    if (absl::Status appended = AppendRefresh(*decision, "end"); !appended.ok()) {
+      std::move(done)(appended);
       return;
     }
-    summary_.log_position = *marker;
-    ++summary_.refreshes;
+  }
+  summary_.log_position = last_sequence_;
+  summary_.retry_recognised =
+      entries_appended_ > 0 && summary_.duplicate_entries == entries_appended_;
+  if (!last_refresh_ && entries_appended_ > 0) {
+    // The policy deferred the refresh (no refresh entry after the stream's last record): no
+    // version will include the stream until some stream's refresh entry; nothing to wait for.
+    summary_.model_version = pipeline_->store_->Current()->version;
+    summary_.readout_current = false;
+    std::move(done)(summary_);
+    return;
   }
   // Every entry is acknowledged by a quorum already (Append returns then). The summary waits a
   // little for this replica to serve them, so that it names the version that includes them.
@@ -535,6 +567,74 @@ void UpdateStream::EndReplicatedStream(
         summary.readout_current = served.ok();
         std::move(done)(std::move(summary));
       });
+}
+
+absl::Status UpdateStream::SetStreamId(absl::string_view stream_id) {
+  if (stream_id == stream_id_) return absl::OkStatus();
+  if (!stream_id_.empty() || last_sequence_ != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stream_id \"", stream_id, "\" on message ", message_index_,
+        ": a stream's id is set on its first message (later ones repeat it or leave it empty)"));
+  }
+  const bool printable =
+      std::all_of(stream_id.begin(), stream_id.end(), [](char c) { return c > ' ' && c <= '~'; });
+  if (stream_id.size() > kMaxStreamIdBytes || !printable) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("stream_id: expected 1..", kMaxStreamIdBytes,
+                     " printable ASCII characters without spaces, got ", stream_id.size(), " bytes",
+                     printable ? "" : " with others"));
+  }
+  stream_id_ = std::string(stream_id);
+  return absl::OkStatus();
+}
+
+std::string UpdateStream::EntryKey(absl::string_view suffix) const {
+  if (stream_id_.empty()) return "";
+  // "stream:" keeps client ids apart from the replicas' own (which start with the replica id).
+  return absl::StrCat("stream:", stream_id_, ":", suffix);
+}
+
+void UpdateStream::CountAppended(const Appended& appended) {
+  ++entries_appended_;
+  if (appended.duplicate) ++summary_.duplicate_entries;
+  last_sequence_ = appended.position;
+}
+
+void UpdateStream::AwaitAppliedEntry() {
+  LogReplication& replication = *pipeline_->durability_.replication;
+  absl::StatusOr<AppliedEntry> applied =
+      replication.AwaitApplied(last_sequence_, replication.ack_wait());
+  if (!applied.ok()) {
+    // The record is durable and every replica absorbs it; only this decision goes without it.
+    STRATA_LOG(WARNING) << "Update: the policy decides without log entry " << last_sequence_ << ": "
+                        << applied.status();
+    return;
+  }
+  for (uint8_t error : applied->prequential_errors) summary_.prequential_errors += error;
+  errors_.insert(errors_.end(), applied->prequential_errors.begin(),
+                 applied->prequential_errors.end());
+  labels_.insert(labels_.end(), applied->labels.begin(), applied->labels.end());
+  new_class_ = new_class_ || applied->new_class;
+}
+
+absl::Status UpdateStream::AppendRefresh(const Decision& decision, absl::string_view suffix) {
+  RefreshEntry refresh;
+  refresh.forget_labels = decision.forget_labels;
+  refresh.forget_decay = decision.forget_decay;
+  absl::StatusOr<Appended> appended =
+      pipeline_->durability_.replication->AppendRefresh(refresh, EntryKey(suffix));
+  if (!appended.ok()) {
+    return absl::Status(appended.status().code(),
+                        absl::StrCat("update log: ", appended.status().message()));
+  }
+  CountAppended(*appended);
+  last_refresh_ = true;
+  ++summary_.refreshes;
+  if (!decision.forget_labels.empty()) {
+    STRATA_LOG(INFO) << "Update: drift: log entry " << appended->position << " forgets the classes "
+                     << absl::StrJoin(decision.forget_labels, ", ");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace strata::update

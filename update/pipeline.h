@@ -120,6 +120,12 @@ struct StreamSummary {
   // The update-log position of the stream's last entry (its refresh marker in replicated mode); 0
   // without a log or if the stream logged nothing.
   uint64_t log_position = 0;
+  // Replicated mode with a stream id (UpdateStream::SetStreamId): entries of this stream the log
+  // already held under that id (not stored again), and whether that was every entry it appended:
+  // a client's retry of a stream whose summary it lost, recognised (nothing was added;
+  // log_position is the first attempt's).
+  uint64_t duplicate_entries = 0;
+  bool retry_recognised = false;
 };
 
 // The pipeline's cumulative counters, for GetStats.
@@ -228,6 +234,14 @@ class UpdateStream {
   // rejection with sample index -1.
   MessageResult RejectMessage(absl::string_view reason);
 
+  // The client's idempotency key for the stream (UpdateRequest.stream_id), before its first
+  // message (or again, the same, with later ones). In replicated mode the stream's log entries get
+  // message ids derived from it, so that a resent stream adds nothing the log holds already
+  // (within the JetStream stream's de-duplication window); a single-process server ignores it.
+  // INVALID_ARGUMENT if it is not 1..128 printable ASCII characters without spaces, or differs
+  // from the id set before, or comes after the stream logged something without it.
+  absl::Status SetStreamId(absl::string_view stream_id);
+
   // The stream ended normally (not broken or cancelled: then just destroy the stream). INVALID_
   // ARGUMENT if it carried no samples at all; else the policy's stream-end decision (refreshing
   // if it applies), and `done` receives the summary once every record the stream logged is durable,
@@ -262,6 +276,17 @@ class UpdateStream {
   absl::Status Decide(MessageResult* result);
   // OnStreamEnd in replicated mode (Durability::replication).
   void EndReplicatedStream(absl::AnyInvocable<void(absl::StatusOr<StreamSummary>) &&> done);
+  // Replicated mode: fills errors_, labels_ and new_class_ from what this replica's follower found
+  // at the entry just logged, for a policy that decides per message.
+  void AwaitAppliedEntry();
+  // Replicated mode: records the decision as a refresh entry (`suffix` names it in the message
+  // id) instead of refreshing here.
+  absl::Status AppendRefresh(const Decision& decision, absl::string_view suffix);
+  // The message id of this stream's entry named `suffix`: empty without a stream id (the log
+  // then makes a unique one).
+  std::string EntryKey(absl::string_view suffix) const;
+  // Counts an entry appended to the replicated log.
+  void CountAppended(const Appended& appended);
 
   UpdatePipeline* const pipeline_;
   // The version whose (frozen) lower tier computes this stream's features.
@@ -274,6 +299,10 @@ class UpdateStream {
   uint64_t samples_received_ = 0;
   // The update-log sequence number of this stream's last record (0: none yet).
   uint64_t last_sequence_ = 0;
+  std::string stream_id_;          // SetStreamId; empty: none
+  uint64_t entries_appended_ = 0;  // replicated mode: entries this stream appended
+  bool last_duplicate_ = false;    // replicated mode: the last record appended was a duplicate
+  bool last_refresh_ = false;      // replicated mode: the last entry appended was a refresh
   absl::Duration absorb_time_;
   absl::Duration solve_time_;
   // The current message's prequential errors (one per absorbed sample) and whether it brought a

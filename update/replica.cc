@@ -19,6 +19,8 @@ constexpr absl::Duration kMaxPublishGap = absl::Seconds(1);
 // How far the following thread reads ahead of what it applies.
 constexpr size_t kReadAheadEntries = 256;
 constexpr size_t kReadAheadBytes = size_t{32} << 20;
+// How many samples entries' prequential checks are kept for AwaitApplied.
+constexpr size_t kAppliedKept = 1024;
 
 }  // namespace
 
@@ -29,17 +31,24 @@ absl::StatusOr<ReplicaBase> LoadReplicaBase(JetStreamUpdateLog& log,
   base.model_version = bundle->version;
   absl::StatusOr<std::vector<uint64_t>> positions = log.SnapshotPositions();
   if (!positions.ok()) return positions.status();
-  if (positions->empty()) {
-    // A purged stream means snapshots exist: an empty index is then the bucket answering
-    // before its leader is back, not the truth (the caller retries UNAVAILABLE).
-    absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log.SequenceRange();
-    if (!range.ok()) return range.status();
-    if (range->first > 1) {
-      return absl::UnavailableError(
-          "the stream was purged after a snapshot, but the snapshot bucket lists none yet");
-    }
+  absl::StatusOr<std::pair<uint64_t, uint64_t>> range = log.SequenceRange();
+  if (!range.ok()) return range.status();
+  // A purged stream means snapshots exist: an empty index is then the bucket answering
+  // before its leader is back, not the truth (the caller retries UNAVAILABLE).
+  if (positions->empty() && range->first > 1) {
+    return absl::UnavailableError(
+        "the stream was purged after a snapshot, but the snapshot bucket lists none yet");
   }
   for (uint64_t position : *positions) {
+    // The stream is purged only up to the older kept snapshot, so a listed snapshot is never
+    // before the stream's first entry: if it is, the index read was stale (a bucket replica still
+    // catching up answered after a NATS node restart), or the snapshots were replaced since.
+    // Retried, like the empty index, rather than followed into entries that are gone.
+    if (position + 1 < range->first) {
+      return absl::UnavailableError(absl::StrCat("the snapshot at log position ", position,
+                                                 " is older than the stream's first entry ",
+                                                 range->first, " (a stale read of the bucket)"));
+    }
     const std::string name = absl::StrCat("snapshot at log position ", position);
     absl::StatusOr<std::string> contents = log.GetSnapshot(position);
     absl::StatusOr<UpperTierSnapshot> snapshot =
@@ -96,8 +105,10 @@ void Replica::Stop() {
   }
 }
 
-absl::Status Replica::Start(std::function<void(const absl::Status&)> on_failure) {
+absl::Status Replica::Start(std::function<void(const absl::Status&)> on_failure,
+                            std::function<void(bool ready)> on_readiness) {
   on_failure_ = std::move(on_failure);
+  on_readiness_ = std::move(on_readiness);
   absl::StatusOr<std::unique_ptr<JetStreamUpdateLog::Reader>> reader =
       log_->OpenReader(counters().applied_position);
   if (!reader.ok()) return reader.status();
@@ -137,6 +148,9 @@ void Replica::Run() {
       ahead_.pop_front();
       if (entry.kind == LogEntryKind::kRefresh) --markers_ahead_;
       status = Apply(entry);
+      if (status.ok()) UpdateReadiness(entry.pending, absl::Now() - entry.time);
+    } else if (status.ok()) {
+      UpdateReadiness(0, absl::ZeroDuration());  // nothing more in the stream: caught up
     }
     if (!status.ok()) {
       Fail(status);
@@ -146,29 +160,105 @@ void Replica::Run() {
 }
 
 absl::Status Replica::Apply(const LogEntry& entry) {
-  if (entry.kind == LogEntryKind::kSamples) {
-    absl::Status absorbed = AbsorbEntry(entry);
-    if (!absorbed.ok()) {
-      return absl::Status(absorbed.code(), absl::StrCat("update log entry ", entry.sequence, ": ",
-                                                        absorbed.message()));
-    }
-  } else if (markers_ahead_ > 0 && absl::Now() - last_publish_ < kMaxPublishGap) {
-    // Catching up: a later marker is already read. Counted and folded, not solved: the last
-    // marker of the backlog publishes (with the version number the skipped ones advanced).
-    if (absl::Status skipped = store_->SkipPublish(); !skipped.ok()) return skipped;
-  } else {
-    RefreshAt(entry.sequence);
+  AppliedEntry applied;
+  absl::Status status =
+      entry.kind == LogEntryKind::kSamples ? AbsorbEntry(entry, &applied) : RefreshEntryAt(entry);
+  if (!status.ok()) {
+    return absl::Status(status.code(),
+                        absl::StrCat("update log entry ", entry.sequence, ": ", status.message()));
   }
-  {
-    absl::MutexLock lock(&mu_);
-    counters_.applied_position = entry.sequence;
-    counters_.pending_entries = entry.pending;
-    counters_.entries_applied += 1;
+  absl::MutexLock lock(&mu_);
+  counters_.applied_position = entry.sequence;
+  counters_.pending_entries = entry.pending;
+  counters_.entries_applied += 1;
+  if (entry.kind == LogEntryKind::kSamples) {
+    counters_.prequential_samples += applied.prequential_errors.size();
+    for (uint8_t error : applied.prequential_errors) counters_.prequential_errors += error;
+    applied_.emplace(entry.sequence, std::move(applied));
+    if (applied_.size() > kAppliedKept) applied_.erase(applied_.begin());
   }
   return absl::OkStatus();
 }
 
-absl::Status Replica::AbsorbEntry(const LogEntry& entry) {
+absl::Status Replica::RefreshEntryAt(const LogEntry& entry) {
+  absl::StatusOr<RefreshEntry> refresh = DecodeRefreshEntry(entry.payload);
+  if (!refresh.ok()) return refresh.status();
+  if (!refresh->forget_labels.empty()) {
+    // Drift, decided by the receiving replica's policy: forgotten here, at the same position on
+    // every replica, before the solve.
+    absl::StatusOr<fpga::OpCounts> work =
+        store_->Forget(refresh->forget_labels, refresh->forget_decay);
+    if (!work.ok()) return work.status();
+    meter_->Charge(EnergyPhase::kRefresh, *work);
+  }
+  if (markers_ahead_ > 0 && absl::Now() - last_publish_ < kMaxPublishGap) {
+    // Catching up: a later marker is already read. Counted and folded, not solved: the last
+    // marker of the backlog publishes (with the version number the skipped ones advanced).
+    return store_->SkipPublish();
+  }
+  RefreshAt(entry.sequence);
+  return absl::OkStatus();
+}
+
+void Replica::CheckPrequential(const model::Readout& readout, const model::MatrixF& features,
+                               std::span<const std::string> labels, AppliedEntry* applied) {
+  // The pipeline's check (UpdateStream::Absorb): a label the readout has no column for is never
+  // predicted, so it is an error.
+  const model::MatrixF scores = readout.Scores(features);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    Eigen::Index best = 0;
+    if (!readout.labels.empty()) scores.row(static_cast<Eigen::Index>(i)).maxCoeff(&best);
+    const bool error = readout.labels.empty() || readout.labels[best] != labels[i];
+    applied->prequential_errors.push_back(error ? 1 : 0);
+    applied->labels.push_back(labels[i]);
+  }
+}
+
+void Replica::UpdateReadiness(uint64_t pending, absl::Duration age) {
+  const bool ready =
+      pending <= options_.max_lag_entries && (pending == 0 || age <= options_.max_lag);
+  uint64_t position = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    if (counters_.ready == ready) return;
+    counters_.ready = ready;
+    position = counters_.applied_position;
+  }
+  if (ready) {
+    STRATA_LOG(INFO) << "replica: ready (SERVING): within " << pending
+                     << " entries of the stream's tail at log position " << position;
+  } else {
+    STRATA_LOG(WARNING) << "replica: behind (NOT_SERVING until caught up): " << pending
+                        << " entries after log position " << position << ", applied "
+                        << absl::ToDoubleSeconds(age)
+                        << " s after it was stored (bounds: --replica_max_lag_entries="
+                        << options_.max_lag_entries
+                        << ", --replica_max_lag=" << absl::FormatDuration(options_.max_lag) << ")";
+  }
+  if (on_readiness_) on_readiness_(ready);
+}
+
+absl::StatusOr<AppliedEntry> Replica::AwaitApplied(uint64_t position, absl::Duration timeout) {
+  absl::MutexLock lock(&mu_);
+  auto reached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return counters_.applied_position >= position || !failure_.ok() || stopping_;
+  };
+  if (!mu_.AwaitWithTimeout(absl::Condition(&reached), timeout)) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("this replica applied log position ", counters_.applied_position, ", not yet ",
+                     position, " after ", absl::FormatDuration(timeout)));
+  }
+  if (!failure_.ok() || stopping_) {
+    return absl::UnavailableError("this replica stopped following the update log");
+  }
+  auto found = applied_.find(position);
+  if (found == applied_.end()) {
+    return absl::NotFoundError(absl::StrCat("no recent samples entry at log position ", position));
+  }
+  return found->second;
+}
+
+absl::Status Replica::AbsorbEntry(const LogEntry& entry, AppliedEntry* applied) {
   const std::shared_ptr<const ModelVersion> model = store_->Current();
   absl::StatusOr<UpdateRecord> record =
       DecodeUpdateRecord(entry.payload, model->extractor->input_size());
@@ -182,13 +272,18 @@ absl::Status Replica::AbsorbEntry(const LogEntry& entry) {
         model->Features(record->inputs.Slice(begin, n), &lower_counts);
     if (!features.ok()) return features.status();
     meter_->Charge(EnergyPhase::kLowerTierInference, lower_counts, model->lower_tier_energy_table);
+    const std::span<const std::string> labels =
+        std::span<const std::string>(record->labels).subspan(begin, n);
+    // Against the version this replica serves here (for the receiving replica's policy only: a
+    // replica catching up skips solves, so its check may differ; the statistics do not).
+    CheckPrequential(model->readout, *features, labels, applied);
     int classes = 0;
     fpga::OpCounts gram_counts;
     bool on_gram_backend = false;
     absl::StatusOr<std::vector<std::string>> added =
-        store_->Absorb(*features, std::span<const std::string>(record->labels).subspan(begin, n),
-                       &classes, &gram_counts, &on_gram_backend);
+        store_->Absorb(*features, labels, &classes, &gram_counts, &on_gram_backend);
     if (!added.ok()) return added.status();
+    if (!added->empty()) applied->new_class = true;
     if (on_gram_backend) {
       meter_->Charge(EnergyPhase::kAbsorb, gram_counts, model->lower_tier_energy_table);
     } else {

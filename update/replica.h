@@ -33,6 +33,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <thread>
 #include <utility>
@@ -64,6 +65,11 @@ struct ReplicaOptions {
   // this old: a replica that started from an older base (it listed the bucket just before newer
   // snapshots appeared) has this long to catch up past it. Default 10 min.
   absl::Duration trim_delay = absl::Minutes(10);
+  // Readiness (Start's on_readiness): the replica is behind, not ready, while the entry it applies
+  // had more than `max_lag_entries` entries after it in the stream, or had any and was stored more
+  // than `max_lag` before it was applied; ready again once neither holds. Defaults 1000, 30 s.
+  uint64_t max_lag_entries = 1000;
+  absl::Duration max_lag = absl::Seconds(30);
 };
 
 // Where a replica starts from.
@@ -89,6 +95,9 @@ struct ReplicaCounters {
   uint64_t samples_absorbed = 0;
   uint64_t refreshes = 0;
   uint64_t snapshots_stored = 0;
+  uint64_t prequential_samples = 0;  // samples checked against the readout before absorbing
+  uint64_t prequential_errors = 0;
+  bool ready = false;   // within ReplicaOptions' lag bounds of the stream's tail
   bool failed = false;  // the replica stopped following the log (see status())
 };
 
@@ -105,7 +114,10 @@ class Replica final : public LogReplication {
 
   // Starts following. `on_failure` (may be null) is called once, on the replica's thread, if it
   // stops following for good (a malformed entry, entries purged before it could read them).
-  absl::Status Start(std::function<void(const absl::Status&)> on_failure);
+  // `on_readiness` (may be null) is called on the replica's thread whenever the replica becomes
+  // ready or falls behind (ReplicaOptions::max_lag_entries, max_lag); it starts out not ready.
+  absl::Status Start(std::function<void(const absl::Status&)> on_failure,
+                     std::function<void(bool ready)> on_readiness = nullptr);
 
   // Stops following and uploading (an upload in progress finishes first) and completes every
   // WhenServed waiter with UNAVAILABLE. Idempotent; the store keeps the last published version.
@@ -119,7 +131,15 @@ class Replica final : public LogReplication {
   absl::Status status() const;
 
   // LogReplication.
-  absl::StatusOr<uint64_t> AppendRefresh() override { return log_->AppendRefresh(); }
+  absl::StatusOr<Appended> AppendSamples(absl::string_view payload,
+                                         absl::string_view key) override {
+    return log_->AppendSamples(payload, key);
+  }
+  absl::StatusOr<Appended> AppendRefresh(const RefreshEntry& refresh,
+                                         absl::string_view key) override {
+    return log_->AppendRefresh(EncodeRefreshEntry(refresh), key);
+  }
+  absl::StatusOr<AppliedEntry> AwaitApplied(uint64_t position, absl::Duration timeout) override;
   void WhenServed(uint64_t position, absl::Time deadline,
                   absl::AnyInvocable<void(absl::Status) &&> done) override;
   absl::Duration ack_wait() const override { return options_.ack_wait; }
@@ -134,8 +154,16 @@ class Replica final : public LogReplication {
   // Reads entries that are in the stream already into ahead_ (waiting for one if it is empty).
   absl::Status ReadAhead();
   absl::Status Apply(const LogEntry& entry);
-  absl::Status AbsorbEntry(const LogEntry& entry);
+  // Absorbs a samples entry's record; `applied` receives its prequential check.
+  absl::Status AbsorbEntry(const LogEntry& entry, AppliedEntry* applied);
+  // The prequential check of `features` against `readout`, appended to `applied`.
+  void CheckPrequential(const model::Readout& readout, const model::MatrixF& features,
+                        std::span<const std::string> labels, AppliedEntry* applied);
+  // A refresh entry: forgets what it names, then solves (or, catching up, skips the solve).
+  absl::Status RefreshEntryAt(const LogEntry& entry);
   void RefreshAt(uint64_t position);
+  // Ready or behind after applying an entry `pending` entries behind the tail, stored `age` ago.
+  void UpdateReadiness(uint64_t pending, absl::Duration age);
   // Hands a snapshot at `position` to the uploader if one is due.
   void MaybeSnapshot(uint64_t position);
   void UploadLoop();
@@ -149,6 +177,7 @@ class Replica final : public LogReplication {
   EnergyMeter* const meter_;
   const ReplicaOptions options_;
   std::function<void(const absl::Status&)> on_failure_;
+  std::function<void(bool)> on_readiness_;
   std::unique_ptr<JetStreamUpdateLog::Reader> reader_;
   // Used by the following thread only.
   uint64_t samples_since_snapshot_ = 0;
@@ -161,6 +190,8 @@ class Replica final : public LogReplication {
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::multimap<uint64_t, Waiter> waiters_ ABSL_GUARDED_BY(mu_);
+  // The recent samples entries' prequential checks, by log position (AwaitApplied), oldest first.
+  std::map<uint64_t, AppliedEntry> applied_ ABSL_GUARDED_BY(mu_);
   // The next snapshot to upload (position, contents); a newer one replaces it.
   std::optional<std::pair<uint64_t, std::string>> upload_ ABSL_GUARDED_BY(mu_);
 

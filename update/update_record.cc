@@ -11,6 +11,8 @@ namespace {
 constexpr uint8_t kPixels = 1;
 constexpr uint8_t kValues = 2;
 constexpr uint8_t kText = 3;  // format version 2
+// The first byte of a forgetting refresh entry's payload.
+constexpr uint8_t kForgetRefresh = 1;
 
 template <typename T>
 void Put(std::string& out, T value) {
@@ -149,6 +151,44 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
         absl::StrCat("update record: ", payload.size() - offset, " bytes after the last sample"));
   }
   return record;
+}
+
+std::string EncodeRefreshEntry(const RefreshEntry& entry) {
+  std::string payload;
+  if (entry.forget_labels.empty()) return payload;
+  Put<uint8_t>(payload, kForgetRefresh);
+  Put<double>(payload, entry.forget_decay);
+  Put<uint32_t>(payload, static_cast<uint32_t>(entry.forget_labels.size()));
+  for (const std::string& label : entry.forget_labels) {
+    Put<uint16_t>(payload, static_cast<uint16_t>(label.size()));
+    payload += label;
+  }
+  return payload;
+}
+
+absl::StatusOr<RefreshEntry> DecodeRefreshEntry(absl::string_view payload) {
+  RefreshEntry entry;
+  if (payload.empty()) return entry;
+  size_t offset = 0;
+  uint8_t kind = 0;
+  uint32_t count = 0;
+  if (!Get(payload, offset, kind) || kind != kForgetRefresh ||
+      !Get(payload, offset, entry.forget_decay) || !Get(payload, offset, count)) {
+    return absl::DataLossError("refresh entry: not a forgetting refresh's header");
+  }
+  for (uint32_t i = 0; i < count; ++i) {
+    uint16_t length = 0;
+    if (!Get(payload, offset, length) || payload.size() - offset < length) {
+      return absl::DataLossError(absl::StrCat("refresh entry: label ", i, " runs past the end"));
+    }
+    entry.forget_labels.emplace_back(payload.substr(offset, length));
+    offset += length;
+  }
+  if (offset != payload.size()) {
+    return absl::DataLossError(
+        absl::StrCat("refresh entry: ", payload.size() - offset, " bytes after the labels"));
+  }
+  return entry;
 }
 
 }  // namespace strata::update

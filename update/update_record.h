@@ -53,6 +53,21 @@ struct UpdateRecord {
 // mixes texts and images.
 absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int input_size);
 
+// What a refresh entry of the replicated log (docs/replication.md) asks of every replica besides
+// the solve: forgetting on drift (ModelStore::Forget) first, when the policy's decision named
+// classes. The receiving replica's policy decides; every replica applies the decision at the same
+// log position.
+struct RefreshEntry {
+  std::vector<std::string> forget_labels;  // empty: a plain refresh
+  double forget_decay = 1;
+};
+
+// A plain refresh is the empty payload; a forgetting one is: u8 1, f64 decay, u32 count, then each
+// label as u16 length + bytes (little-endian, like the update record).
+std::string EncodeRefreshEntry(const RefreshEntry& entry);
+// DATA_LOSS if `payload` does not parse exactly.
+absl::StatusOr<RefreshEntry> DecodeRefreshEntry(absl::string_view payload);
+
 }  // namespace strata::update
 
 #endif  // STRATA_UPDATE_UPDATE_RECORD_H_
