@@ -4,8 +4,8 @@
 // embedding, optionally widened by a seeded random ReLU expansion (model::ExpandStage, the image
 // tier's stage). bench/text_task_bench.sh runs it beside the TF-IDF baseline.
 //
-// For each encoder path: embeddings of the train and test texts (cached on disk, keyed by the data
-// file's crc32c, the path and max_length), then for each expansion width:
+// For each encoder path: embeddings of the train and test texts (cached on disk, keyed by a digest
+// of the texts, the path and max_length), then for each expansion width:
 //   the ridge lambda chosen on a validation part of train (sources with crc32c % 5 == 0; test is
 //   never looked at), by re-solving one set of statistics for each lambda;
 //   the head fit on all of train (the validation part absorbed into the fitted statistics: exact);
@@ -302,15 +302,19 @@ absl::StatusOr<Encoded> Encode(const std::string& path, const text::TextTask& ta
   out.path = path == "float" ? "float" : absl::StrCat("int8 ", path);
   const std::string dir = absl::GetFlag(FLAGS_cache_dir);
   if (!dir.empty()) std::filesystem::create_directories(dir);
-  const std::string key = absl::StrFormat("%s/%08x-%d-%s-L%d", dir, task.crc32c, task.bytes, path,
-                                          options.tokenizer.max_length);
+  const auto key = [&](const text::TaskSplit& side) {
+    return dir.empty()
+               ? std::string()
+               : absl::StrFormat("%s/%08x-%d-%s-L%d.f32", dir, text::TextsDigest(side.texts),
+                                 side.size(), path, options.tokenizer.max_length);
+  };
   text::EncodeCost train_cost, test_cost;
   const int batch = absl::GetFlag(FLAGS_batch);
-  absl::StatusOr<model::MatrixF> train = text::EmbedCached(
-      **encoder, task.train.texts, batch, dir.empty() ? "" : key + "-train.f32", &train_cost);
+  absl::StatusOr<model::MatrixF> train =
+      text::EmbedCached(**encoder, task.train.texts, batch, key(task.train), &train_cost);
   if (!train.ok()) return train.status();
-  absl::StatusOr<model::MatrixF> test = text::EmbedCached(
-      **encoder, task.test.texts, batch, dir.empty() ? "" : key + "-test.f32", &test_cost);
+  absl::StatusOr<model::MatrixF> test =
+      text::EmbedCached(**encoder, task.test.texts, batch, key(task.test), &test_cost);
   if (!test.ok()) return test.status();
   out.train = *std::move(train);
   out.test = *std::move(test);

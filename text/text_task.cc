@@ -159,6 +159,16 @@ absl::StatusOr<TextTask> ReadTextTask(const std::string& path) {
   return task;
 }
 
+uint32_t TextsDigest(std::span<const std::string> texts) {
+  uint32_t crc = 0;
+  for (const std::string& t : texts) {
+    const uint64_t size = t.size();
+    crc = base::Crc32cExtend(crc, &size, sizeof(size));  // lengths too: ("ab","c") != ("a","bc")
+    crc = base::Crc32cExtend(crc, t.data(), t.size());
+  }
+  return crc;
+}
+
 absl::StatusOr<model::MatrixF> EmbedCached(const TextEncoder& encoder,
                                            std::span<const std::string> texts, int batch,
                                            const std::string& cache_path, EncodeCost* cost) {
@@ -176,8 +186,10 @@ absl::StatusOr<model::MatrixF> EmbedCached(const TextEncoder& encoder,
   const auto start = Clock::now();
   for (size_t begin = 0; begin < texts.size(); begin += batch) {
     const size_t n = std::min<size_t>(batch, texts.size() - begin);
-    absl::StatusOr<model::MatrixF> part = encoder.Embed(texts.subspan(begin, n), &c.counts);
+    fpga::OpCounts counts;  // Embed sets (not adds to) its counts
+    absl::StatusOr<model::MatrixF> part = encoder.Embed(texts.subspan(begin, n), &counts);
     if (!part.ok()) return part.status();
+    c.counts += counts;
     out.middleRows(static_cast<Eigen::Index>(begin), static_cast<Eigen::Index>(n)) = *part;
   }
   c.seconds = SecondsSince(start);

@@ -29,8 +29,7 @@ struct TaskSplit {
 
 struct TextTask {
   TaskSplit train, test;
-  // The file's identity, for the embedding cache's key and the bench's printout (the data
-  // script prints the file's sha256 as well).
+  // The file's identity, for the bench's printout (the data script prints its sha256 as well).
   uint32_t crc32c = 0;
   uint64_t bytes = 0;
 };
@@ -51,12 +50,15 @@ struct EncodeCost {
 // Embeddings of `texts` (texts.size() x encoder.embedding_size()), by batches of `batch` texts;
 // cached at `cache_path` (raw little-endian float32 rows) with `cache_path`.json holding the
 // shape and the cost of the run that wrote it. A cache whose shape differs is recomputed; an
-// empty `cache_path` disables the cache. The caller keys the path by the data set and the
-// encoder (the file's crc32c, the device). Errors: the encoder's, or an unreadable or
+// empty `cache_path` disables the cache. The caller keys the path by the texts (TextsDigest) and
+// the encoder (device, max_length). Errors: the encoder's, or an unreadable or
 // unwritable cache file (INTERNAL naming it).
 absl::StatusOr<model::MatrixF> EmbedCached(const TextEncoder& encoder,
                                            std::span<const std::string> texts, int batch,
                                            const std::string& cache_path, EncodeCost* cost);
+
+// A digest of a list of texts (CRC-32C over each text's length and bytes), for cache keys.
+uint32_t TextsDigest(std::span<const std::string> texts);
 
 // The sorted distinct labels of `labels`, dealt into `groups` groups of consecutive labels
 // (sizes differing by at most one): the order in which a class-incremental stream brings them.
