@@ -118,29 +118,35 @@ absl::StatusOr<v1::UpdateSummary> Client::Update(std::span<const v1::UpdateReque
   });
 }
 
-absl::StatusOr<v1::ModelInfo> Client::GetModelInfo() {
+absl::StatusOr<v1::ModelInfo> Client::GetModelInfo(const std::string& model) {
+  v1::GetModelInfoRequest request;
+  request.set_model(model);
   grpc::ClientContext context;
   PrepareContext(&context);
   v1::ModelInfo response;
-  grpc::Status status = stub_->GetModelInfo(&context, v1::GetModelInfoRequest(), &response);
+  grpc::Status status = stub_->GetModelInfo(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
 
-absl::StatusOr<v1::SnapshotInfo> Client::Snapshot() {
+absl::StatusOr<v1::SnapshotInfo> Client::Snapshot(const std::string& model) {
+  v1::SnapshotRequest request;
+  request.set_model(model);
   grpc::ClientContext context;
   PrepareContext(&context);
   v1::SnapshotInfo response;
-  grpc::Status status = stub_->Snapshot(&context, v1::SnapshotRequest(), &response);
+  grpc::Status status = stub_->Snapshot(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }
 
-absl::StatusOr<v1::Stats> Client::GetStats() {
+absl::StatusOr<v1::Stats> Client::GetStats(const std::string& model) {
+  v1::GetStatsRequest request;
+  request.set_model(model);
   grpc::ClientContext context;
   PrepareContext(&context);
   v1::Stats response;
-  grpc::Status status = stub_->GetStats(&context, v1::GetStatsRequest(), &response);
+  grpc::Status status = stub_->GetStats(&context, request, &response);
   if (!status.ok()) return FromGrpcStatus(status);
   return response;
 }

@@ -67,10 +67,11 @@ class Client {
   // Streams `messages` in order as one Update.
   absl::StatusOr<v1::UpdateSummary> Update(std::span<const v1::UpdateRequest> messages);
 
-  absl::StatusOr<v1::ModelInfo> GetModelInfo();
+  // `model`: the model to ask about (empty: the server's default model).
+  absl::StatusOr<v1::ModelInfo> GetModelInfo(const std::string& model = "");
   // Asks a server with --state_dir for a snapshot (FAILED_PRECONDITION without one).
-  absl::StatusOr<v1::SnapshotInfo> Snapshot();
-  absl::StatusOr<v1::Stats> GetStats();
+  absl::StatusOr<v1::SnapshotInfo> Snapshot(const std::string& model = "");
+  absl::StatusOr<v1::Stats> GetStats(const std::string& model = "");
 
   // The health service's status for `service` ("" for the whole server). NOT_FOUND if the server
   // does not know the service; UNAVAILABLE if it cannot be reached.

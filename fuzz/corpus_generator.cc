@@ -40,8 +40,8 @@ absl::Status Write(const std::string& dir, const std::string& name, const std::s
   return base::WriteFileAtomically(dir + "/" + name, contents);
 }
 
-// The request fuzzer's prefix: byte 0 & 3 selects the input size (3 = 784), byte 1 the batch
-// limit (1 + byte % 64).
+// The request fuzzer's prefix: byte 0 & 3 selects the model (0: a text model of at most 32-byte
+// texts; 1, 2, 3: images of 3, 16, 784 values), byte 1 the batch limit (1 + byte % 64).
 std::string RequestSeed(int size_selector, int max_batch, const google::protobuf::Message& m) {
   std::string seed;
   seed.push_back(static_cast<char>(size_selector));
@@ -89,7 +89,7 @@ absl::Status WriteRequests(const std::string& dir, const data::LabeledImages& im
   good->set_label(images.labels[5]);
   good->mutable_sample()->set_pixels(images.image(5), n);
 
-  // Small input sizes (selector 0: 1 value, 1: 3, 2: 16) let the fuzzer reach valid samples.
+  // Small input sizes (selector 1: 3 values, 2: 16) let the fuzzer reach valid samples.
   v1::UpdateRequest small;
   for (const std::string& label : {"a", "Trouser"}) {
     v1::LabeledSample* sample = small.add_samples();
@@ -101,7 +101,25 @@ absl::Status WriteRequests(const std::string& dir, const data::LabeledImages& im
     small_values.add_samples()->mutable_values()->add_values(j / 16.0f);
   }
 
+  // A text model (selector 0): texts good and bad, and the model field.
+  v1::PredictRequest texts;
+  texts.set_model("news");
+  for (const char* text : {"Rain tomorrow.", "caf\xc3\xa9 au lait", "x"}) {
+    texts.add_samples()->set_text(text);
+  }
+  v1::UpdateRequest text_update;
+  text_update.set_model("news");
+  for (const char* text : {"Heavy snow tonight.", "", "0123456789012345678901234567890123"}) {
+    v1::LabeledSample* sample = text_update.add_samples();
+    sample->set_label("weather");
+    sample->mutable_sample()->set_text(text);
+  }
+  text_update.add_samples()->set_label("pixels");
+  text_update.mutable_samples(3)->mutable_sample()->set_pixels("abc");
+
   for (absl::Status s : {
+           Write(dir, "predict_texts", RequestSeed(0, 64, texts)),
+           Write(dir, "update_texts", RequestSeed(0, 64, text_update)),
            Write(dir, "predict_pixels", RequestSeed(3, 64, pixels)),
            Write(dir, "predict_values", RequestSeed(3, 64, values)),
            Write(dir, "predict_over_limit", RequestSeed(3, 2, pixels)),

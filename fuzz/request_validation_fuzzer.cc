@@ -39,17 +39,26 @@ using update::DecodeUpdateRecord;
 using update::UpdateRecord;
 using update::UpdateRecordBuilder;
 
-constexpr int kInputSizes[4] = {1, 3, 16, 784};  // 784: Fashion-MNIST's 28x28
+// 0: a text model (texts of at most kMaxTextBytes); else images of that many values (784:
+// Fashion-MNIST's 28x28).
+constexpr int kInputSizes[4] = {0, 3, 16, 784};
+constexpr int kMaxTextBytes = 32;
+
+model::InputKind KindOf(int input_size) {
+  return input_size == 0 ? model::InputKind::Text(kMaxTextBytes, 16)
+                         : model::InputKind::Image(model::Shape{1, input_size, 1});
+}
 
 void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int max_batch) {
-  absl::StatusOr<model::MatrixF> batch = ReadBatch(request.samples(), input_size, max_batch);
+  const model::InputKind kind = KindOf(input_size);
+  absl::StatusOr<model::SampleBatch> batch = ReadBatch(request.samples(), kind, max_batch);
   const int n = request.samples_size();
   bool all_valid = true;
-  std::vector<float> row(input_size);
+  model::SampleBatch one;
+  one.values.resize(input_size > 0 ? 1 : 0, input_size);
   for (int i = 0; i < n && all_valid; ++i) {
     all_valid =
-        ReadSample(request.samples(i), input_size, absl::StrCat("samples[", i, "]"), row.data())
-            .ok();
+        ReadSample(request.samples(i), kind, absl::StrCat("samples[", i, "]"), &one, 0).ok();
   }
   if (n > max_batch) {
     STRATA_FUZZ_CHECK(batch.status().code() == absl::StatusCode::kResourceExhausted,
@@ -63,11 +72,22 @@ void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int ma
     return;
   }
   STRATA_FUZZ_CHECK(batch.ok(), batch.status().ToString());
-  STRATA_FUZZ_CHECK(batch->rows() == n && batch->cols() == input_size, "batch shape");
+  STRATA_FUZZ_CHECK(batch->size() == n, "batch size");
+  if (kind.is_text()) {
+    for (int i = 0; i < n; ++i) {
+      const std::string& text = batch->texts[i];
+      STRATA_FUZZ_CHECK(text == request.samples(i).text(), absl::StrCat("samples[", i, "] text"));
+      STRATA_FUZZ_CHECK(!text.empty() && text.size() <= kMaxTextBytes &&
+                            !update::FirstInvalidUtf8Byte(text).has_value(),
+                        absl::StrCat("samples[", i, "]: an accepted text is 1..limit of UTF-8"));
+    }
+    return;
+  }
+  STRATA_FUZZ_CHECK(batch->values.rows() == n && batch->values.cols() == input_size, "batch shape");
   for (int i = 0; i < n; ++i) {
     const v1::Sample& sample = request.samples(i);
     for (int j = 0; j < input_size; ++j) {
-      const float v = (*batch)(i, j);
+      const float v = batch->values(i, j);
       STRATA_FUZZ_CHECK(std::isfinite(v), absl::StrCat("samples[", i, "] value ", j));
       if (sample.input_case() == v1::Sample::kPixels) {
         const float expected =
@@ -81,10 +101,13 @@ void CheckPredictBatch(const v1::PredictRequest& request, int input_size, int ma
 void CheckUpdate(const v1::UpdateRequest& request, int input_size) {
   // The Update handler's path (server/service.cc): validate each labelled sample, then encode the
   // accepted ones into one update-log record.
+  const model::InputKind kind = KindOf(input_size);
   UpdateRecordBuilder builder(input_size);
   std::vector<std::string> labels;
   std::vector<std::vector<float>> inputs;
-  std::vector<float> scratch(input_size);
+  std::vector<std::string> texts;
+  model::SampleBatch scratch;
+  scratch.values.resize(input_size > 0 ? 1 : 0, input_size);
   for (int i = 0; i < request.samples_size(); ++i) {
     const v1::LabeledSample& sample = request.samples(i);
     const absl::Status label = ValidateLabel(sample.label(), "label");
@@ -94,29 +117,36 @@ void CheckUpdate(const v1::UpdateRequest& request, int input_size) {
       STRATA_FUZZ_CHECK(label.code() == absl::StatusCode::kInvalidArgument, label.ToString());
       continue;
     }
-    const absl::Status input = ReadSample(sample.sample(), input_size, "sample", scratch.data());
+    scratch.texts.clear();
+    const absl::Status input = ReadSample(sample.sample(), kind, "sample", &scratch, 0);
     if (!input.ok()) {
       STRATA_FUZZ_CHECK(input.code() == absl::StatusCode::kInvalidArgument, input.ToString());
       continue;
     }
-    if (sample.sample().input_case() == v1::Sample::kPixels) {
+    if (kind.is_text()) {
+      builder.AddText(sample.label(), scratch.texts[0]);
+      texts.push_back(scratch.texts[0]);
+    } else if (sample.sample().input_case() == v1::Sample::kPixels) {
       builder.AddPixels(sample.label(), sample.sample().pixels());
     } else {
-      builder.AddValues(sample.label(), scratch.data());
+      builder.AddValues(sample.label(), scratch.values.data());
+    }
+    if (!kind.is_text()) {
+      inputs.emplace_back(scratch.values.data(), scratch.values.data() + input_size);
     }
     labels.push_back(sample.label());
-    inputs.push_back(scratch);
   }
   if (builder.count() == 0) return;  // the service writes no record for an all-rejected message
   const std::string payload = builder.Finish();
   absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, input_size);
   STRATA_FUZZ_CHECK(record.ok(), record.status().ToString());
   STRATA_FUZZ_CHECK(record->labels == labels, "labels differ after the record round trip");
-  STRATA_FUZZ_CHECK(record->inputs.rows() == static_cast<long>(inputs.size()) &&
-                        record->inputs.cols() == input_size,
+  STRATA_FUZZ_CHECK(record->inputs.texts == texts, "texts differ after the record round trip");
+  STRATA_FUZZ_CHECK(record->inputs.values.rows() == static_cast<long>(inputs.size()) &&
+                        (inputs.empty() || record->inputs.values.cols() == input_size),
                     "record shape");
   for (size_t i = 0; i < inputs.size(); ++i) {
-    STRATA_FUZZ_CHECK(std::memcmp(record->inputs.row(i).data(), inputs[i].data(),
+    STRATA_FUZZ_CHECK(std::memcmp(record->inputs.values.row(i).data(), inputs[i].data(),
                                   sizeof(float) * input_size) == 0,
                       absl::StrCat("sample ", i, " differs after the record round trip"));
   }

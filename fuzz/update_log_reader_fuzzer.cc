@@ -67,8 +67,10 @@ void CheckDecoded(absl::string_view payload, int input_size) {
     return;
   }
   STRATA_FUZZ_CHECK(!record->labels.empty(), "a record holds at least one sample");
-  STRATA_FUZZ_CHECK(record->inputs.rows() == static_cast<long>(record->labels.size()) &&
-                        record->inputs.cols() == input_size,
+  STRATA_FUZZ_CHECK(record->inputs.size() == static_cast<long>(record->labels.size()) &&
+                        (input_size == 0 ? record->inputs.values.size() == 0
+                                         : record->inputs.values.cols() == input_size &&
+                                               record->inputs.texts.empty()),
                     "record shape");
   for (const std::string& label : record->labels) {
     STRATA_FUZZ_CHECK(!label.empty() && label.size() <= kMaxLabelBytes, "label length");

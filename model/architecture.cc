@@ -18,7 +18,12 @@ const std::vector<std::string>& StageKinds() {
 }
 
 std::string Architecture::ToText() const {
-  std::string text = absl::StrCat("input ", height, " ", width, " ", channels, "\n");
+  std::string text =
+      this->text.has_value()
+          ? absl::StrCat("text embedding=", this->text->embedding, " encoder=", this->text->encoder,
+                         " max_bytes=", this->text->max_bytes,
+                         " max_tokens=", this->text->max_tokens, "\n")
+          : absl::StrCat("input ", height, " ", width, " ", channels, "\n");
   for (const StageSpec& stage : stages) {
     text += stage.kind;
     for (const auto& [key, value] : stage.params) absl::StrAppend(&text, " ", key, "=", value);
@@ -51,6 +56,33 @@ absl::Status ParseAugmentation(const std::vector<absl::string_view>& words, Augm
   return absl::OkStatus();
 }
 
+// The parameters of a `text` line (see TextInput); INVALID_ARGUMENT saying what is wrong (the caller
+// adds the line).
+absl::StatusOr<TextInput> ParseTextInput(const std::vector<absl::string_view>& words) {
+  TextInput input;
+  for (size_t i = 1; i < words.size(); ++i) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(words[i], absl::MaxSplits('=', 1));
+    int value = 0;
+    const bool number = absl::SimpleAtoi(kv.second, &value);
+    if (kv.first == "encoder" && !kv.second.empty()) {
+      input.encoder = kv.second;
+    } else if (kv.first == "embedding" && number && value >= 1 && value <= 65536) {
+      input.embedding = value;
+    } else if (kv.first == "max_tokens" && number && value >= 2 && value <= 512) {
+      input.max_tokens = value;
+    } else if (kv.first == "max_bytes" && number && value >= 1 && value <= (1 << 20)) {
+      input.max_bytes = value;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "text: expected encoder=DIR embedding=1..65536 max_tokens=2..512 max_bytes=1..1048576, "
+          "got \"",
+          words[i], "\""));
+    }
+  }
+  if (input.encoder.empty()) return absl::InvalidArgumentError("text: encoder=DIR is required");
+  return input;
+}
+
 }  // namespace
 
 absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
@@ -67,7 +99,7 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
       return absl::InvalidArgumentError(absl::StrCat("spec line ", line_number, ": ", what));
     };
     if (words[0] == "input") {
-      if (have_input) return error("a second `input` line");
+      if (have_input) return error("a second `input` or `text` line");
       if (!architecture.stages.empty()) return error("`input` must come before the stages");
       int dims[3] = {0, 0, 1};
       if (words.size() < 3 || words.size() > 4) {
@@ -81,6 +113,18 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
       architecture.height = dims[0];
       architecture.width = dims[1];
       architecture.channels = dims[2];
+      have_input = true;
+      continue;
+    }
+    if (words[0] == "text") {
+      if (have_input) return error("a second `input` or `text` line");
+      if (!architecture.stages.empty()) return error("`text` must come before the stages");
+      absl::StatusOr<TextInput> input = ParseTextInput(words);
+      if (!input.ok()) return error(input.status().message());
+      architecture.height = 1;
+      architecture.width = 1;
+      architecture.channels = input->embedding;
+      architecture.text = *std::move(input);
       have_input = true;
       continue;
     }
@@ -108,9 +152,12 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
     architecture.stages.push_back(std::move(stage));
   }
   if (!have_input) {
-    return absl::InvalidArgumentError("spec: no `input HEIGHT WIDTH [CHANNELS]` line");
+    return absl::InvalidArgumentError(
+        "spec: no `input HEIGHT WIDTH [CHANNELS]` (or `text encoder=DIR`) line");
   }
-  if (architecture.stages.empty()) return absl::InvalidArgumentError("spec: no stages");
+  if (architecture.stages.empty() && !architecture.text.has_value()) {
+    return absl::InvalidArgumentError("spec: no stages");
+  }
   return architecture;
 }
 

@@ -11,10 +11,16 @@
 //   standardise
 //   expand units=4096
 //   augment hflip=1          # not a stage: training copies for the readout (Augmentation)
+//
+// A text model's spec starts with a `text` line instead of `input`: the frozen text encoder whose
+// embedding the stages (possibly none) read as a 1 x 1 x embedding input:
+//   text encoder=/path/to/all-minilm-l6-v2 embedding=384 max_tokens=128 max_bytes=4096
+//   expand units=2048 concat=1
 #ifndef STRATA_MODEL_ARCHITECTURE_H_
 #define STRATA_MODEL_ARCHITECTURE_H_
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -40,10 +46,29 @@ struct Augmentation {
   int copies() const { return (hflip ? 1 : 0) + (shift > 0 ? 4 : 0); }
 };
 
+// A text model's input (spec line `text`): the frozen encoder the stages read the embedding of.
+struct TextInput {
+  // The encoder's model folder (config.json, tokenizer.json, model.safetensors), absolute or
+  // relative to the working directory of the process that loads the bundle (strata-train writes
+  // it absolute). No whitespace (the spec splits words at it).
+  std::string encoder;
+  // Its embedding width (the encoder's hidden size; checked when it is loaded): the stages' input
+  // is 1 x 1 x embedding. Default 384 (all-MiniLM-L6-v2).
+  int embedding = 384;
+  // Tokens the encoder reads of one text, [CLS] and [SEP] included (the rest is dropped), 2..512.
+  // Default 128: all-MiniLM-L6-v2 was trained on 128-token sequences.
+  int max_tokens = 128;
+  // The longest text a request may carry, in bytes, 1..1 MiB; longer ones are INVALID_ARGUMENT.
+  // Default 4096.
+  int max_bytes = 4096;
+};
+
 struct Architecture {
   int height = 28;
   int width = 28;
   int channels = 1;
+  // Set for a text model (height = width = 1, channels = text->embedding); unset for images.
+  std::optional<TextInput> text;
   std::vector<StageSpec> stages;
   Augmentation augment;
 
@@ -52,7 +77,9 @@ struct Architecture {
 };
 
 // Parses spec text. INVALID_ARGUMENT naming the line for a malformed line, an unknown stage kind, a
-// missing or repeated `input` line, or a stage list that is empty. Parameter names and values are
+// missing or repeated `input` (or `text`) line, a `text` line without encoder= or with a value out
+// of range, or an image spec whose stage list is empty (a text spec may have none: its features
+// are then the embedding). Parameter names and values are
 // checked when the lower tier is built (LowerTier::Fit), also naming the line.
 absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text);
 

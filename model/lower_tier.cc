@@ -44,7 +44,9 @@ LowerTier::LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stag
       seed_(seed) {}
 
 absl::StatusOr<LowerTier> LowerTier::Build(const Architecture& architecture, uint64_t seed) {
-  if (architecture.stages.empty()) return absl::InvalidArgumentError("lower tier: no stages");
+  if (architecture.stages.empty() && !architecture.text.has_value()) {
+    return absl::InvalidArgumentError("lower tier: no stages");
+  }
   std::vector<std::unique_ptr<Stage>> stages;
   Shape shape{architecture.height, architecture.width, architecture.channels};
   for (const StageSpec& spec : architecture.stages) {

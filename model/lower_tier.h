@@ -69,7 +69,10 @@ class LowerTier {
   const Architecture& architecture() const { return architecture_; }
   const Shape& input_shape() const { return input_; }
   int input_size() const { return input_.size(); }
-  int feature_size() const { return stages_.back()->output_shape().size(); }
+  // The last stage's output; the input itself for a text tier without stages.
+  int feature_size() const {
+    return stages_.empty() ? input_.size() : stages_.back()->output_shape().size();
+  }
   uint64_t seed() const { return seed_; }
   const std::vector<std::unique_ptr<Stage>>& stages() const { return stages_; }
   // Matrix-product multiply-accumulates per image (for energy accounting).

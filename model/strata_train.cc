@@ -6,6 +6,7 @@
 #include <sys/resource.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,13 +29,17 @@
 #include "model/tensor.h"
 #include "model/trainer.h"
 #include "model/upper_tier.h"
+#include "text/labelled_texts.h"
+#include "text/text_encoder.h"
 
 ABSL_FLAG(std::string, train, "fashion-mnist:train",
-          "Training data: fashion-mnist:train, idx:IMAGES,LABELS or csv:PATH");
+          "Training data: fashion-mnist:train, idx:IMAGES,LABELS or csv:PATH; for a text spec "
+          "(a `text` line), a file of LABEL<TAB>TEXT lines");
 ABSL_FLAG(size_t, train_offset, 0, "Training samples to skip at the start of --train");
 ABSL_FLAG(size_t, train_limit, 0, "Training samples to use after the offset (0: all)");
 ABSL_FLAG(std::string, test, "fashion-mnist:test",
-          "Test data (same forms as --train); empty: none");
+          "Test data (same forms as --train); empty: none. A text spec reads it only when it is "
+          "set to a file (its default names images)");
 ABSL_FLAG(size_t, test_limit, 0, "Test samples to use (0: all)");
 ABSL_FLAG(std::string, out, "strata.bundle", "Where to write the model bundle");
 ABSL_FLAG(std::string, spec, "",
@@ -253,8 +258,88 @@ int Fail(absl::string_view what, const absl::Status& status) {
   return 1;
 }
 
+// A text spec's data: --train (and --test when set) read as LABEL<TAB>TEXT files and embedded by
+// the spec's encoder, on the --readout_device backend (the features a server on that device
+// computes; float for "float"). The encoder's folder is made absolute, so the bundle does not
+// depend on strata-train's working directory. The stages after the encoder run in float in the
+// server (text/text_extractor.h), so the fit uses no int8 lower-tier scales, and the readout's
+// Gram is the float64 host one.
+absl::StatusOr<model::TrainingData> ReadTextData(model::TrainOptions& train,
+                                                 std::unique_ptr<fpga::Backend>& backend) {
+  model::TextInput& input = *train.architecture.text;
+  input.encoder = std::filesystem::absolute(input.encoder).lexically_normal().string();
+  if (train.readout_device != "float") {
+    absl::StatusOr<std::unique_ptr<fpga::Backend>> created =
+        fpga::CreateBackend(train.readout_device);
+    if (!created.ok()) return created.status();
+    backend = *std::move(created);
+  }
+  text::TextEncoderOptions encoder_options;
+  encoder_options.tokenizer.max_length = input.max_tokens;
+  encoder_options.backend = backend.get();
+  absl::StatusOr<std::unique_ptr<text::TextEncoder>> encoder =
+      text::TextEncoder::Load(input.encoder, encoder_options);
+  if (!encoder.ok()) return encoder.status();
+  const size_t limit = absl::GetFlag(FLAGS_train_limit);
+  absl::StatusOr<text::LabelledTexts> texts =
+      text::ReadLabelledTexts(absl::GetFlag(FLAGS_train), limit);
+  if (!texts.ok()) return texts.status();
+  model::TrainingData data;
+  absl::StatusOr<model::LabelledImages> embedded =
+      text::EmbedLabelled(**encoder, *std::move(texts));
+  if (!embedded.ok()) return embedded.status();
+  data.train = *std::move(embedded);
+  if (const std::string test = absl::GetFlag(FLAGS_test);
+      !test.empty() && test != "fashion-mnist:test") {
+    absl::StatusOr<text::LabelledTexts> test_texts =
+        text::ReadLabelledTexts(test, absl::GetFlag(FLAGS_test_limit));
+    if (!test_texts.ok()) return test_texts.status();
+    absl::StatusOr<model::LabelledImages> test_embedded =
+        text::EmbedLabelled(**encoder, *std::move(test_texts));
+    if (!test_embedded.ok()) return test_embedded.status();
+    data.test = *std::move(test_embedded);
+  }
+  train.int8_calibration_images = 0;
+  train.readout_device = "float";
+  train.readout_int8 = false;
+  return data;
+}
+
+// strata-train for a text spec: embeds the labelled texts, fits the stages after the encoder and
+// the readout on the embeddings (model::Train), writes the bundle.
+int RunText(Options& options) {
+  const absl::Time start = absl::Now();
+  std::unique_ptr<fpga::Backend> backend;
+  absl::StatusOr<model::TrainingData> data = ReadTextData(options.train, backend);
+  if (!data.ok()) return Fail("text data: ", data.status());
+  std::printf("data     %td training texts from %s embedded in %.2f s (encoder on %s), %td test\n",
+              data->train.images.rows(), absl::GetFlag(FLAGS_train).c_str(), Seconds(start),
+              backend != nullptr ? backend->info().name.c_str() : "float",
+              data->test ? data->test->images.rows() : Eigen::Index{0});
+  absl::StatusOr<model::TrainedModel> trained = model::Train(options.train, *data);
+  if (!trained.ok()) return Fail("", trained.status());
+  if (options.train.empty_upper) {
+    std::printf("upper    empty (--empty_upper): no sample, no class; accuracy not measured\n");
+  } else {
+    std::printf("accuracy train %.2f%%", 100 * trained->report.train_accuracy);
+    if (trained->report.test_accuracy) {
+      std::printf("  test %.2f%%", 100 * *trained->report.test_accuracy);
+    }
+    std::printf("  (fit %.2f s)\n", trained->report.fit_seconds());
+  }
+  if (absl::Status s = model::WriteBundle(trained->bundle, options.out); !s.ok()) {
+    return Fail("", s);
+  }
+  std::printf("bundle   %s written\n", options.out.c_str());
+  return 0;
+}
+
 int Run() {
   const absl::Time start = absl::Now();
+  if (absl::StatusOr<Options> text_options = ReadOptions(/*have_test=*/false);
+      text_options.ok() && text_options->train.architecture.text.has_value()) {
+    return RunText(*text_options);
+  }
   absl::StatusOr<data::LabeledImages> train =
       data::Load(absl::GetFlag(FLAGS_train),
                  {absl::GetFlag(FLAGS_train_offset), absl::GetFlag(FLAGS_train_limit)});

@@ -46,6 +46,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "grpcpp/grpcpp.h"
+#include "model/feature_extractor.h"
 #include "model/tensor.h"
 #include "server/unary_call.h"
 #include "strata/v1/strata.pb.h"
@@ -117,9 +118,10 @@ struct PredictCall {
 // Buffers a RunBatch function may reuse from batch to batch; one per worker (and a fresh one for
 // calls run inline after Drain()). The batcher never reads them.
 struct BatchScratch {
-  model::MatrixF images;
+  // The batch's samples: image rows, or texts for a text model.
+  model::SampleBatch inputs;
   model::MatrixF scores;
-  // Per call of the batch: its first row in `images`, or -1 if it was finished before compute.
+  // Per call of the batch: its first row in `inputs`, or -1 if it was finished before compute.
   std::vector<int> first_row;
 };
 

@@ -52,9 +52,10 @@ class KServeService::InferCall final : public grpc::ServerUnaryReactor, public P
         service_->FindModel(request_.model_name(), request_.model_version());
     if (!model.ok()) return FinishWith(ToGrpcStatus(model.status()));
     absl::StatusOr<InferPlan> plan =
-        ReadInferRequest(request_, (*model)->extractor->input_size(), service_->options_.max_batch);
+        ReadInferRequest(request_, (*model)->extractor->input_kind(), service_->options_.max_batch);
     if (!plan.ok()) return FinishWith(ToGrpcStatus(plan.status()));
     plan_ = *std::move(plan);
+    plan_.predict.set_model(request_.model_name());  // routed to the same model by SubmitPredict
     service_->predictor_->SubmitPredict({context_, &plan_.predict, &predicted_, nullptr, this, {}});
   }
 
@@ -68,11 +69,11 @@ class KServeService::InferCall final : public grpc::ServerUnaryReactor, public P
       // An Update published a new version while the request waited: the one asked for is gone.
       return FinishWith(grpc::Status(
           grpc::StatusCode::NOT_FOUND,
-          absl::StrCat("model \"", service_->options_.model_name, "\" version \"", asked,
+          absl::StrCat("model \"", request_.model_name(), "\" version \"", asked,
                        "\" is no longer served: version ", predicted_.model_version(),
                        " replaced it while the request waited; retry with that version or none")));
     }
-    response_.set_model_name(service_->options_.model_name);
+    response_.set_model_name(request_.model_name());
     response_.set_model_version(absl::StrCat(predicted_.model_version()));
     response_.set_id(request_.id());
     WriteInferOutputs(plan_, predicted_, &response_);
@@ -100,10 +101,8 @@ class KServeService::InferCall final : public grpc::ServerUnaryReactor, public P
   inference::ModelInferResponse response_;
 };
 
-KServeService::KServeService(const update::ModelStore* store, StrataService* predictor,
-                             KServeOptions options)
-    : store_(store),
-      predictor_(predictor),
+KServeService::KServeService(StrataService* predictor, KServeOptions options)
+    : predictor_(predictor),
       options_(std::move(options)),
       auth_(options_.auth_token, options_.auth_all) {}
 
@@ -126,11 +125,16 @@ grpc::Status KServeService::Admit(const grpc::CallbackServerContext& context,
 
 absl::StatusOr<std::shared_ptr<const update::ModelVersion>> KServeService::FindModel(
     const std::string& name, const std::string& version) const {
-  if (name != options_.model_name) {
-    return absl::NotFoundError(absl::StrCat("model \"", name, "\" not found; this server serves \"",
-                                            options_.model_name, "\""));
+  absl::StatusOr<NamedModel*> named = predictor_->Route(name);
+  if (name.empty() || !named.ok()) {
+    std::string served;
+    for (const auto& model : predictor_->models()) {
+      absl::StrAppend(&served, served.empty() ? "" : ", ", "\"", model->name, "\"");
+    }
+    return absl::NotFoundError(
+        absl::StrCat("model \"", name, "\" not found; this server serves ", served));
   }
-  std::shared_ptr<const update::ModelVersion> model = store_->Current();
+  std::shared_ptr<const update::ModelVersion> model = (*named)->store->Current();
   if (model == nullptr) {
     return absl::UnavailableError("the model is not loaded yet; retry later");
   }
@@ -180,7 +184,11 @@ grpc::ServerUnaryReactor* KServeService::ServerReady(grpc::CallbackServerContext
   return AnswerNow<inference::ServerReadyRequest, inference::ServerReadyResponse>(
       context, *request, reply, RpcMethod::kServerReady,
       [this](const inference::ServerReadyRequest&, inference::ServerReadyResponse* response) {
-        response->set_ready(serving_.load() && store_->Current() != nullptr);
+        bool loaded = true;
+        for (const auto& model : predictor_->models()) {
+          loaded = loaded && model->store->Current() != nullptr;
+        }
+        response->set_ready(serving_.load() && loaded);
         return absl::OkStatus();
       });
 }
@@ -248,12 +256,16 @@ absl::Status KServeService::DoModelMetadata(const inference::ModelMetadataReques
       FindModel(request.name(), request.version());
   if (!model.ok()) return model.status();
   const update::ModelVersion& served = **model;
-  response->set_name(options_.model_name);
+  response->set_name(request.name());
   response->add_versions(absl::StrCat(served.version));
   response->set_platform(kPlatform);
-  // UINT8 is the image's native type; FP32 is accepted too (grpc_service.proto).
-  AddTensor(kKServeInputName, "UINT8", {-1, served.extractor->input_size()},
-            response->mutable_inputs());
+  if (served.extractor->input_kind().is_text()) {
+    AddTensor(kKServeTextInputName, "BYTES", {-1}, response->mutable_inputs());
+  } else {
+    // UINT8 is the image's native type; FP32 is accepted too (grpc_service.proto).
+    AddTensor(kKServeInputName, "UINT8", {-1, served.extractor->input_size()},
+              response->mutable_inputs());
+  }
   AddTensor(kKServeLabelOutput, "BYTES", {-1}, response->mutable_outputs());
   AddTensor(kKServeClassIndexOutput, "INT64", {-1}, response->mutable_outputs());
   AddTensor(kKServeScoresOutput, "FP32", {-1, static_cast<int64_t>(served.readout.labels.size())},
@@ -268,17 +280,19 @@ absl::Status KServeService::DoRepositoryIndex(const inference::RepositoryIndexRe
                                             "\" not found; this server has one unnamed "
                                             "repository (leave repository_name empty)"));
   }
-  const std::shared_ptr<const update::ModelVersion> model = store_->Current();
-  if (model == nullptr && request.ready()) return absl::OkStatus();
-  inference::RepositoryIndexResponse::ModelIndex* index = response->add_models();
-  index->set_name(options_.model_name);
-  if (model == nullptr) {
-    index->set_state("LOADING");
-    index->set_reason("the model is being loaded");
-    return absl::OkStatus();
+  for (const auto& named : predictor_->models()) {
+    const std::shared_ptr<const update::ModelVersion> model = named->store->Current();
+    if (model == nullptr && request.ready()) continue;
+    inference::RepositoryIndexResponse::ModelIndex* index = response->add_models();
+    index->set_name(named->name);
+    if (model == nullptr) {
+      index->set_state("LOADING");
+      index->set_reason("the model is being loaded");
+      continue;
+    }
+    index->set_version(absl::StrCat(model->version));
+    index->set_state("READY");
   }
-  index->set_version(absl::StrCat(model->version));
-  index->set_state("READY");
   return absl::OkStatus();
 }
 

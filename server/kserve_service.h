@@ -34,9 +34,6 @@
 namespace strata::server {
 
 struct KServeOptions {
-  // The served model's name in KServe requests and replies (strata-server --model_name). Default
-  // "strata".
-  std::string model_name = "strata";
   // ServerMetadata's version: the build's (strata-server passes its version).
   std::string server_version;
   // strata.v1's limits and token (ServiceOptions): a request over max_message_bytes fails with
@@ -63,9 +60,10 @@ using RawKServeService = inference::GRPCInferenceService::WithRawCallbackMethod_
 
 class KServeService final : public RawKServeService {
  public:
-  // `store` and `predictor` are not owned and must outlive the service; predictions run through
+  // `predictor` is not owned and must outlive the service: its models (StrataService::models(),
+  // by their names; KServe has no default model) are the ones served, and predictions run through
   // predictor->SubmitPredict(). The service is not ready until SetServing(true).
-  KServeService(const update::ModelStore* store, StrataService* predictor, KServeOptions options);
+  KServeService(StrataService* predictor, KServeOptions options);
 
   // Whether the server says it is ready (ServerReady, ModelReady): strata-server sets it with the
   // health service's status, true once the model is loaded, false when shutting down. Default
@@ -121,7 +119,6 @@ class KServeService final : public RawKServeService {
   absl::Status DoRepositoryIndex(const inference::RepositoryIndexRequest& request,
                                  inference::RepositoryIndexResponse* response) const;
 
-  const update::ModelStore* const store_;
   StrataService* const predictor_;
   const KServeOptions options_;
   const CallAuthenticator auth_;

@@ -225,23 +225,100 @@ void WriteOutput(KServeOutput output, bool raw, const v1::PredictResponse& predi
   }
 }
 
+// A text model's input tensor: "text", BYTES, shape [N] (1..max_batch); returns N.
+absl::StatusOr<int> ReadTextHeader(const InputTensor& input, int max_batch) {
+  if (input.name() != kKServeTextInputName) {
+    return Invalid(absl::StrCat("inputs[0]: unknown input \"", input.name(),
+                                "\"; this text model has one input, \"", kKServeTextInputName,
+                                "\""));
+  }
+  const std::string field = absl::StrCat("inputs[0] (\"", kKServeTextInputName, "\")");
+  if (input.datatype() != "BYTES") {
+    return Invalid(absl::StrCat(field, ": datatype \"", input.datatype(),
+                                "\" is not supported; expected BYTES (UTF-8 texts)"));
+  }
+  if (input.shape_size() != 1 || input.shape(0) < 1) {
+    std::string got;
+    for (int64_t dim : input.shape()) absl::StrAppend(&got, got.empty() ? "" : ", ", dim);
+    return Invalid(absl::StrCat(field, ": shape [", got, "], expected [N] with N >= 1 texts"));
+  }
+  if (input.shape(0) > max_batch) {
+    return absl::ResourceExhaustedError(absl::StrCat(field, ": batch of ", input.shape(0),
+                                                     " texts, expected at most ", max_batch,
+                                                     " (the server's max_batch)"));
+  }
+  return static_cast<int>(input.shape(0));
+}
+
+// The N texts of a text tensor, typed (bytes_contents) or raw (u32 length + bytes each), as
+// strata.v1 samples; Predict validates each text (UTF-8, length) as it does its own.
+absl::Status ReadTexts(const inference::ModelInferRequest& request, int n,
+                       v1::PredictRequest* predict) {
+  const InputTensor& input = request.inputs(0);
+  const std::string field = absl::StrCat("inputs[0] (\"", kKServeTextInputName, "\")");
+  if (request.raw_input_contents().empty()) {
+    if (ElementCount(input.contents()) != input.contents().bytes_contents_size() ||
+        input.contents().bytes_contents_size() != n) {
+      return Invalid(absl::StrCat(field, ": shape [", n, "] needs ", n,
+                                  " elements in contents.bytes_contents"));
+    }
+    for (const std::string& text : input.contents().bytes_contents()) {
+      predict->add_samples()->set_text(text);
+    }
+    return absl::OkStatus();
+  }
+  if (request.raw_input_contents_size() != 1 || ElementCount(input.contents()) != 0) {
+    return Invalid(absl::StrCat(field,
+                                ": raw_input_contents must hold one entry and contents "
+                                "must then be empty"));
+  }
+  absl::string_view raw = request.raw_input_contents(0);
+  for (int i = 0; i < n; ++i) {
+    uint32_t length = 0;
+    if (raw.size() < sizeof(length)) {
+      return Invalid(absl::StrCat(field, ": raw contents end before text ", i, "'s length"));
+    }
+    std::memcpy(&length, raw.data(), sizeof(length));
+    raw.remove_prefix(sizeof(length));
+    if (raw.size() < length) {
+      return Invalid(absl::StrCat(field, ": raw text ", i, " runs past the end"));
+    }
+    predict->add_samples()->set_text(std::string(raw.substr(0, length)));
+    raw.remove_prefix(length);
+  }
+  if (!raw.empty()) {
+    return Invalid(absl::StrCat(field, ": ", raw.size(), " raw bytes after the last text"));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<InferPlan> ReadInferRequest(const inference::ModelInferRequest& request,
-                                           int input_size, int max_batch) {
+                                           const model::InputKind& kind, int max_batch) {
   InferPlan plan;
   absl::StatusOr<std::vector<KServeOutput>> outputs = ReadOutputs(request);
   if (!outputs.ok()) return outputs.status();
   plan.outputs = *std::move(outputs);
+  const char* input_name = kind.is_text() ? kKServeTextInputName : kKServeInputName;
   if (request.inputs_size() != 1) {
     return Invalid(absl::StrCat("inputs: ", request.inputs_size(),
-                                " tensors, expected exactly one, \"", kKServeInputName, "\""));
+                                " tensors, expected exactly one, \"", input_name, "\""));
   }
+  plan.predict.set_return_scores(std::find(plan.outputs.begin(), plan.outputs.end(),
+                                           KServeOutput::kScores) != plan.outputs.end());
+  plan.raw = !request.raw_input_contents().empty();
+  if (kind.is_text()) {
+    absl::StatusOr<int> n = ReadTextHeader(request.inputs(0), max_batch);
+    if (!n.ok()) return n.status();
+    if (absl::Status read = ReadTexts(request, *n, &plan.predict); !read.ok()) return read;
+    return plan;
+  }
+  const int input_size = kind.image.size();
   const InputTensor& input = request.inputs(0);
   absl::StatusOr<std::pair<ImageType, int>> header = ReadInputHeader(input, input_size, max_batch);
   if (!header.ok()) return header.status();
   const auto [type, n] = *header;
-  plan.raw = !request.raw_input_contents().empty();
   absl::Status read;
   if (!plan.raw) {
     read = ReadTypedImages(input, type, n, input_size, &plan.predict);
@@ -255,8 +332,6 @@ absl::StatusOr<InferPlan> ReadInferRequest(const inference::ModelInferRequest& r
     read = ReadRawImages(request.raw_input_contents(0), type, n, input_size, &plan.predict);
   }
   if (!read.ok()) return read;
-  plan.predict.set_return_scores(std::find(plan.outputs.begin(), plan.outputs.end(),
-                                           KServeOutput::kScores) != plan.outputs.end());
   return plan;
 }
 

@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -45,6 +46,7 @@
 #include "server/replication.h"
 #include "server/request_parsing.h"
 #include "server/service.h"
+#include "text/text_extractor.h"
 #include "update/env.h"
 #include "update/model_store.h"
 #include "update/recovery.h"
@@ -53,7 +55,15 @@
 #include "update/update_policy.h"
 #include "update/version_reservation.h"
 
-ABSL_FLAG(std::string, bundle, "", "Model bundle to serve (written by strata-train). Required.");
+ABSL_FLAG(std::string, bundle, "",
+          "Model bundle to serve as the default model, named --model_name (written by "
+          "strata-train). This or --model is required.");
+ABSL_FLAG(std::vector<std::string>, model, {},
+          "More models to serve side by side, as a comma-separated list of NAME=BUNDLE (NAME: "
+          "letters, digits, '.', '_', '-'). Requests name them in their `model` field; the "
+          "default model is --bundle's, or without --bundle the first of these. Each has its own "
+          "statistics, update pipeline and, with --state_dir, its own state directory "
+          "STATE_DIR/NAME (--bundle's keeps STATE_DIR itself). Not in replicated mode.");
 ABSL_FLAG(std::string, address, "127.0.0.1:50051",
           "host:port to listen on; port 0 picks a free port (see --port_file).");
 ABSL_FLAG(std::string, port_file, "",
@@ -163,7 +173,8 @@ ABSL_FLAG(std::string, metrics_port_file, "",
           "If set (with --metrics_address), the metrics endpoint's bound port is written to this "
           "file (atomically) once it listens.");
 ABSL_FLAG(std::string, model_name, "strata",
-          "The model's name in the KServe v2 protocol (ModelInfer, ModelMetadata, ...).");
+          "--bundle's model's name: in requests' `model` field and the KServe v2 protocol "
+          "(ModelInfer, ModelMetadata, ...).");
 ABSL_FLAG(std::string, nats_servers, "",
           "Replicated mode (docs/replication.md): comma-separated NATS server URLs "
           "(nats://host:4222,...) of the JetStream cluster holding the update log. Empty "
@@ -192,9 +203,17 @@ namespace strata::server {
 namespace {
 
 // The server's configuration, read once from the flags.
+// One model to serve (--bundle, or an entry of --model).
+struct ModelOptions {
+  std::string name;
+  std::string bundle;     // the bundle's path
+  std::string state_dir;  // its state directory; empty: not durable
+};
+
 struct Options {
-  // Path of the model bundle to serve. Required.
-  std::string bundle;
+  // The models to serve, the default first: --bundle's (named --model_name, state in --state_dir),
+  // then --model's entries (state in --state_dir/NAME). At least one.
+  std::vector<ModelOptions> models;
   // Address to listen on, host:port. Default 127.0.0.1:50051 (loopback only); use 0.0.0.0:PORT or
   // [::]:PORT to accept remote clients. Port 0 lets the kernel pick a free port.
   std::string address = "127.0.0.1:50051";
@@ -256,7 +275,8 @@ struct Options {
   // metrics_port_file (if set) like port_file.
   std::string metrics_address;
   std::string metrics_port_file;
-  // The served model's name in the KServe v2 protocol (docs/kserve.md). Default "strata".
+  // The default model's name (requests' `model` field, the KServe v2 protocol: docs/kserve.md):
+  // --model_name with --bundle, else the first --model's. Default "strata".
   std::string model_name = "strata";
   // Replicated mode (docs/replication.md; server/replication.h): the JetStream update log and
   // the replica's options, from --nats_*, --replica_*, --max_batch and --snapshot_every_samples.
@@ -440,10 +460,50 @@ absl::Status ReadReplicationOptions(Options* options) {
   return absl::OkStatus();
 }
 
+// Whether `name` may name a model: also a directory name under --state_dir.
+bool IsModelName(absl::string_view name) {
+  if (name.empty() || name == "." || name == "..") return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' || c == '_' || c == '-';
+  });
+}
+
+// --bundle and --model into options->models (after --state_dir and --model_name are read).
+absl::Status ReadModelOptions(Options* options) {
+  if (const std::string bundle = absl::GetFlag(FLAGS_bundle); !bundle.empty()) {
+    options->models.push_back({options->model_name, bundle, options->state_dir});
+  }
+  for (const std::string& entry : absl::GetFlag(FLAGS_model)) {
+    const size_t equals = entry.find('=');
+    const std::string name = entry.substr(0, equals);
+    if (equals == std::string::npos || equals + 1 == entry.size() || !IsModelName(name)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--model: \"", entry, "\", expected NAME=BUNDLE with NAME of letters, ",
+                       "digits, '.', '_' and '-'"));
+    }
+    for (const ModelOptions& other : options->models) {
+      if (other.name == name) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--model: the name \"", name, "\" is given twice"));
+      }
+    }
+    options->models.push_back({name, entry.substr(equals + 1),
+                               options->state_dir.empty() ? "" : options->state_dir + "/" + name});
+  }
+  if (options->models.empty()) {
+    return absl::InvalidArgumentError("--bundle (or --model NAME=BUNDLE) is required");
+  }
+  if (options->replicated && options->models.size() > 1) {
+    return absl::InvalidArgumentError(
+        "replicated mode (--nats_servers) serves one model: no --model");
+  }
+  options->model_name = options->models.front().name;
+  return absl::OkStatus();
+}
+
 absl::StatusOr<Options> ReadOptions() {
   Options options;
   if (absl::Status security = ReadSecurityOptions(&options); !security.ok()) return security;
-  options.bundle = absl::GetFlag(FLAGS_bundle);
   options.address = absl::GetFlag(FLAGS_address);
   options.port_file = absl::GetFlag(FLAGS_port_file);
   options.metrics_address = absl::GetFlag(FLAGS_metrics_address);
@@ -471,7 +531,7 @@ absl::StatusOr<Options> ReadOptions() {
     return absl::InvalidArgumentError(absl::StrCat(
         "--device=", options.device.device, ": expected one of ", absl::StrJoin(names, ", ")));
   }
-  if (options.bundle.empty()) return absl::InvalidArgumentError("--bundle is required");
+  if (absl::Status models = ReadModelOptions(&options); !models.ok()) return models;
   if (options.address.empty()) return absl::InvalidArgumentError("--address must not be empty");
   if (options.max_batch < 1) {
     return absl::InvalidArgumentError(
@@ -507,17 +567,26 @@ std::shared_ptr<grpc::ServerCredentials> ServerCredentials(const Options& option
   return grpc::SslServerCredentials(ssl);
 }
 
-// What a running server owns. Members are destroyed bottom-up: the gRPC server before the service
-// it calls, the service (and its Drain()) before the update log, metrics and store it reports into,
-// the store before the version reservation it publishes under, and the device's backend last.
-struct Server {
-  Device device;
-  // With --state_dir: held from before recovery until every writer of the directory is gone.
+// What one served model owns. Members are destroyed bottom-up: the update log, the store before
+// the version reservation it publishes under, the state directory's lock last.
+struct ModelState {
+  explicit ModelState(ModelOptions options) : options(std::move(options)) {}
+  const ModelOptions options;
+  // With a state directory: held from before recovery until every writer of the directory is gone.
   std::unique_ptr<update::StateDirLock> state_lock;
-  // With --state_dir: the durable high-water mark of model versions (set by recovery).
+  // With a state directory: the durable high-water mark of model versions (set by recovery).
   std::unique_ptr<update::VersionReservation> versions;
   update::ModelStore store;
   std::unique_ptr<update::FileUpdateLog> update_log;
+};
+
+// What a running server owns. Members are destroyed bottom-up: the gRPC server before the service
+// it calls, the service (and its Drain()) before the models' update logs, metrics and stores it
+// reports into, and the device's backend last.
+struct Server {
+  Device device;
+  // The served models, the default first (Options::models).
+  std::vector<std::unique_ptr<ModelState>> models;
   // Replicated mode: the JetStream log and the replica following it (stopped in Serve() before
   // the service goes).
   ReplicatedServing replicated;
@@ -545,20 +614,27 @@ struct ServedModel {
   std::shared_ptr<const model::FeatureExtractor> extractor;
 };
 
-// Recovers --state_dir onto `bundle` (newest valid snapshot + log replay), opens the update log for
-// appending and makes the service durable. Logs what it used, replayed and cut. Replayed samples'
-// features come from `extractor`, the lower tier that will serve. server.versions receives the
-// state directory's version reservation, for the store to publish under.
+// Recovers the model's state directory onto `bundle` (newest valid snapshot + log replay), opens
+// the update log for appending and makes the model's updates durable. Logs what it used, replayed
+// and cut. Replayed samples' features come from `extractor`, the lower tier that will serve.
+// model.versions receives the state directory's version reservation, for the store to publish
+// under.
 absl::Status RecoverState(const Options& options, const model::FeatureExtractor& extractor,
-                          model::Bundle* bundle, Server& server) {
+                          model::Bundle* bundle, ModelState& model, StrataService& service) {
   const absl::Time start = absl::Now();
+  const std::string& state_dir = model.options.state_dir;
+  std::error_code created;
+  std::filesystem::create_directories(state_dir, created);  // a --model's STATE_DIR/NAME
+  if (created) {
+    return absl::InternalError(absl::StrCat("cannot create ", state_dir, ": ", created.message()));
+  }
   absl::StatusOr<std::unique_ptr<update::StateDirLock>> lock =
-      update::StateDirLock::Acquire(options.state_dir);
+      update::StateDirLock::Acquire(state_dir);
   if (!lock.ok()) return lock.status();
-  server.state_lock = *std::move(lock);
+  model.state_lock = *std::move(lock);
   update::Env* env = update::Env::Default();
   absl::StatusOr<update::RecoveryReport> report =
-      update::Recover(env, options.state_dir, options.max_batch, extractor, bundle);
+      update::Recover(env, state_dir, options.max_batch, extractor, bundle);
   if (!report.ok()) return report.status();
   if (report->torn_tail.has_value()) {
     const update::TornTail& tail = *report->torn_tail;
@@ -567,7 +643,7 @@ absl::Status RecoverState(const Options& options, const model::FeatureExtractor&
                         << " bytes dropped (" << tail.reason
                         << (tail.delete_file ? "; segment deleted" : "") << ")";
   }
-  STRATA_LOG(INFO) << "recovered " << options.state_dir << " in "
+  STRATA_LOG(INFO) << "recovered " << state_dir << " in "
                    << absl::ToDoubleSeconds(absl::Now() - start) << " s: base "
                    << (report->snapshot_path.empty() ? std::string("the bundle")
                                                      : report->snapshot_path)
@@ -576,20 +652,19 @@ absl::Status RecoverState(const Options& options, const model::FeatureExtractor&
                    << " samples, log position " << report->log_position << ", model version "
                    << report->model_version << " (versions reserved through "
                    << report->versions_reserved << ")";
-  server.versions = std::move(report->versions);
+  model.versions = std::move(report->versions);
   update::UpdateLogOptions log_options;
   log_options.segment_bytes = options.log_segment_bytes;
   absl::StatusOr<std::unique_ptr<update::FileUpdateLog>> log =
-      update::FileUpdateLog::Open(env, options.state_dir, report->log_position + 1, log_options);
+      update::FileUpdateLog::Open(env, state_dir, report->log_position + 1, log_options);
   if (!log.ok()) return log.status();
-  server.update_log = *std::move(log);
+  model.update_log = *std::move(log);
   Durability durability;
-  durability.log = server.update_log.get();
+  durability.log = model.update_log.get();
   durability.env = env;
-  durability.state_dir = options.state_dir;
+  durability.state_dir = state_dir;
   durability.snapshot_every_samples = options.snapshot_every_samples;
-  server.service->EnableDurability(std::move(durability));
-  return absl::OkStatus();
+  return service.EnableDurability(model.options.name, std::move(durability));
 }
 
 // Step 1: the device. A missing card fails before anything listens.
@@ -621,9 +696,11 @@ void BuildService(const Options& options, Server& server) {
                                           ", ", options.batcher.workers, " workers")
                            : std::string("off"));
   service_options.device = server.device.name;
-  // Cannot fail: ReadOptions() validated the same arguments.
-  std::unique_ptr<update::UpdatePolicy> policy =
-      *update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
+  service_options.model_name = options.model_name;
+  // Cannot fail: ReadOptions() validated the same arguments. One policy per model.
+  auto make_policy = [&options] {
+    return *update::UpdatePolicy::Create(options.update_policy, options.policy, absl::Now());
+  };
   STRATA_LOG(INFO) << "update policy " << options.update_policy << "; energy table "
                    << service_options.energy_table_name << ", lower tier "
                    << service_options.device;
@@ -641,18 +718,25 @@ void BuildService(const Options& options, Server& server) {
     server.metrics = std::make_unique<Metrics>(STRATA_VERSION);
     service_options.metrics = server.metrics.get();
   }
-  server.service =
-      std::make_unique<StrataService>(&server.store, service_options, std::move(policy));
+  for (const ModelOptions& model : options.models) {
+    server.models.push_back(std::make_unique<ModelState>(model));
+  }
+  server.service = std::make_unique<StrataService>(&server.models.front()->store, service_options,
+                                                   make_policy());
+  for (size_t i = 1; i < server.models.size(); ++i) {
+    ModelState& model = *server.models[i];
+    // Cannot fail: ReadModelOptions() refused empty and repeated names.
+    absl::Status added = server.service->AddModel(model.options.name, &model.store, make_policy());
+    if (!added.ok()) STRATA_LOG(ERROR) << added;
+  }
   KServeOptions kserve_options;
-  kserve_options.model_name = options.model_name;
   kserve_options.server_version = STRATA_VERSION;
   kserve_options.max_message_bytes = options.max_message_bytes;
   kserve_options.max_batch = options.max_batch;
   kserve_options.auth_token = options.auth_token;
   kserve_options.auth_all = options.auth_all;
   kserve_options.metrics = service_options.metrics;
-  server.kserve =
-      std::make_unique<KServeService>(&server.store, server.service.get(), kserve_options);
+  server.kserve = std::make_unique<KServeService>(server.service.get(), kserve_options);
 }
 
 // Step 3: listen (health NOT_SERVING until the model is loaded), serve metrics, write the port.
@@ -702,18 +786,20 @@ absl::Status Listen(const Options& options, Server& server) {
 // int8 on its backend, or float for --device=float, or for auto with a bundle without int8
 // scales. Fails (before recovery touches the state directory) for an int8 device and a bundle
 // without scales.
-absl::StatusOr<ServedModel> ReadModel(const Options& options, const Device& device) {
+absl::StatusOr<ServedModel> ReadModel(const ModelOptions& options, const Device& device) {
   absl::StatusOr<model::Bundle> bundle = model::ReadBundle(options.bundle);
   if (!bundle.ok()) {
     return absl::Status(bundle.status().code(),
                         absl::StrCat("cannot load the model bundle ", options.bundle, ": ",
                                      bundle.status().ToString()));
   }
-  // The auto rule's last step (Device::ServedBackend): an automatic device serves a bundle without
-  // int8 scales in float; an explicit int8 device refuses it.
-  fpga::Backend* backend = device.ServedBackend(!bundle->int8.empty());
+  // The auto rule's last step (Device::ServedBackend): an automatic device serves an image bundle
+  // without int8 scales in float; an explicit int8 device refuses it. A text model's encoder
+  // quantises its activations per token as it runs, so it needs no stored scales.
+  const bool text = bundle->lower->architecture().text.has_value();
+  fpga::Backend* backend = device.ServedBackend(text || !bundle->int8.empty());
   absl::StatusOr<std::shared_ptr<const model::FeatureExtractor>> extractor =
-      model::MakeLowerTierExtractor(bundle->lower, bundle->int8, backend);
+      text::MakeBundleExtractor(*bundle, backend);
   if (!extractor.ok()) {
     return absl::Status(extractor.status().code(),
                         absl::StrCat("cannot serve the model bundle ", options.bundle, ": ",
@@ -732,7 +818,7 @@ absl::StatusOr<ServedModel> ReadModel(const Options& options, const Device& devi
 absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Server& server) {
   absl::StatusOr<ReplicatedServing> replicated = StartReplicatedServing(
       options.replication, options.max_message_bytes, std::move(served.bundle),
-      std::move(served.extractor), &server.store, server.service.get(),
+      std::move(served.extractor), &server.models.front()->store, server.service.get(),
       [&server](const absl::Status&) {
         // A replica that cannot follow the log only grows stale: report NOT_SERVING and shut
         // down (the SIGTERM path), so that its restart catches up from the newest snapshot.
@@ -748,37 +834,48 @@ absl::Status LoadReplicatedModel(const Options& options, ServedModel served, Ser
   return absl::OkStatus();
 }
 
-// Step 4: the model: read, recovered from --state_dir (replayed through the extractor that will
-// serve), and loaded into the store.
-absl::Status LoadModel(const Options& options, Server& server) {
+// Step 4, one model: read, recovered from its state directory (replayed through the extractor
+// that will serve), and loaded into its store.
+absl::Status LoadOneModel(const Options& options, ModelState& model, Server& server) {
   const absl::Time load_start = absl::Now();
-  absl::StatusOr<ServedModel> served = ReadModel(options, server.device);
+  const ModelOptions& paths = model.options;
+  absl::StatusOr<ServedModel> served = ReadModel(paths, server.device);
   if (!served.ok()) return served.status();
   if (options.replicated) return LoadReplicatedModel(options, *std::move(served), server);
-  if (options.state_dir.empty()) {
-    STRATA_LOG(WARNING) << "no --state_dir: updates are NOT durable; a crash or restart loses "
+  if (paths.state_dir.empty()) {
+    STRATA_LOG(WARNING) << "model " << paths.name
+                        << ": no --state_dir: updates are NOT durable; a crash or restart loses "
                            "every update absorbed since the bundle was written";
   } else if (absl::Status recovered =
-                 RecoverState(options, *served->extractor, &served->bundle, server);
+                 RecoverState(options, *served->extractor, &served->bundle, model, *server.service);
              !recovered.ok()) {
     return absl::Status(recovered.code(),
-                        absl::StrCat("cannot recover the state directory ", options.state_dir, ": ",
+                        absl::StrCat("cannot recover the state directory ", paths.state_dir, ": ",
                                      recovered.ToString(),
                                      "; refusing to start (see docs/operations.md, "
                                      "\"Durability\")"));
   }
   absl::Status loaded =
-      server.store.Load(std::move(served->bundle), served->extractor, server.versions.get());
+      model.store.Load(std::move(served->bundle), served->extractor, model.versions.get());
   if (!loaded.ok()) {
-    return absl::Status(loaded.code(), absl::StrCat("cannot load the model bundle ", options.bundle,
+    return absl::Status(loaded.code(), absl::StrCat("cannot load the model bundle ", paths.bundle,
                                                     ": ", loaded.ToString()));
   }
-  std::shared_ptr<const update::ModelVersion> model = server.store.Current();
-  STRATA_LOG(INFO) << "loaded " << options.bundle << " in "
-                   << absl::ToDoubleSeconds(absl::Now() - load_start) << " s: model version "
-                   << model->version << ", " << model->extractor->feature_size() << " features, "
-                   << model->readout.labels.size() << " classes, " << model->samples_seen
-                   << " samples seen";
+  std::shared_ptr<const update::ModelVersion> current = model.store.Current();
+  STRATA_LOG(INFO) << "model " << paths.name << ": loaded " << paths.bundle << " in "
+                   << absl::ToDoubleSeconds(absl::Now() - load_start)
+                   << " s: " << current->extractor->input_kind().name() << " model version "
+                   << current->version << ", " << current->extractor->feature_size()
+                   << " features, " << current->readout.labels.size() << " classes, "
+                   << current->samples_seen << " samples seen";
+  return absl::OkStatus();
+}
+
+// Step 4: every model, the default first.
+absl::Status LoadModels(const Options& options, Server& server) {
+  for (const std::unique_ptr<ModelState>& model : server.models) {
+    if (absl::Status loaded = LoadOneModel(options, *model, server); !loaded.ok()) return loaded;
+  }
   return absl::OkStatus();
 }
 
@@ -809,7 +906,7 @@ int Run(const Options& options, const sigset_t& shutdown_signals) {
   }
   BuildService(options, server);
   absl::Status started = Listen(options, server);
-  if (started.ok()) started = LoadModel(options, server);
+  if (started.ok()) started = LoadModels(options, server);
   if (!started.ok()) {
     STRATA_LOG(ERROR) << started.message();
     if (server.grpc_server != nullptr) server.grpc_server->Shutdown();
@@ -834,7 +931,8 @@ int main(int argc, char** argv) {
   strata::base::SetLogProgramName("strata-server");
   absl::SetProgramUsageMessage(
       "Serves a Strata model bundle over gRPC.\n"
-      "  strata-server --bundle=PATH [--address=127.0.0.1:50051] [--port_file=PATH]\n"
+      "  strata-server --bundle=PATH [--model=NAME=BUNDLE,...] [--address=127.0.0.1:50051]\n"
+      "                [--port_file=PATH]\n"
       "                [--state_dir=DIR] [--snapshot_every_samples=100000]\n"
       "                [--nats_servers=URL,... [--nats_stream=STRATA] [--replica_id=NAME]]\n"
       "                [--update_policy=stream-end|eager|periodic|energy-aware] [--policy_*]\n"

@@ -135,12 +135,17 @@ void FillUpdateStats(const update::UpdatePipeline& pipeline, v1::Stats* stats) {
 }
 
 void FillModelInfo(const update::ModelVersion& model, int max_batch, v1::ModelInfo* info) {
-  // An image model (the only kind served so far): its shape.
-  const model::Shape input = model.extractor->input_kind().image;
-  info->set_input_height(input.height);
-  info->set_input_width(input.width);
-  info->set_input_channels(input.channels);
-  info->set_input_size(model.extractor->input_size());
+  const model::InputKind kind = model.extractor->input_kind();
+  info->set_input_kind(kind.name());
+  if (kind.is_text()) {
+    info->set_max_text_bytes(kind.max_text_bytes);
+    info->set_max_text_tokens(kind.max_tokens);
+  } else {
+    info->set_input_height(kind.image.height);
+    info->set_input_width(kind.image.width);
+    info->set_input_channels(kind.image.channels);
+    info->set_input_size(model.extractor->input_size());
+  }
   info->set_feature_size(model.extractor->feature_size());
   for (const std::string& label : model.readout.labels) info->add_labels(label);
   info->set_model_version(model.version);

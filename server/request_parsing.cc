@@ -1,6 +1,7 @@
 #include "server/request_parsing.h"
 
 #include <cstdint>
+#include <optional>
 #include <utility>
 
 #include "absl/container/flat_hash_map.h"
@@ -13,6 +14,7 @@
 #include "google/protobuf/wire_format_lite.h"
 #include "grpcpp/impl/codegen/proto_utils.h"
 #include "grpcpp/support/proto_buffer_reader.h"
+#include "update/sample.h"
 
 namespace strata::server {
 namespace {
@@ -132,8 +134,11 @@ std::string CheckLengthDelimited(const FieldDescriptor& field, absl::string_view
       if (field.file()->syntax() == google::protobuf::FileDescriptor::SYNTAX_PROTO3 &&
           !google::protobuf::internal::IsStructurallyValidUTF8(contents.data(),
                                                                static_cast<int>(contents.size()))) {
-        return absl::StrCat(field_path, ": not valid UTF-8 (proto3 string fields must be UTF-8; ",
-                            contents.size(), " bytes)");
+        // Where, by ICU's reading (the same definition of UTF-8 as protobuf's).
+        const std::optional<size_t> at = update::FirstInvalidUtf8Byte(contents);
+        return absl::StrCat(field_path, ": not valid UTF-8",
+                            at.has_value() ? absl::StrCat(" at byte ", *at) : std::string(),
+                            " (proto3 string fields must be UTF-8; ", contents.size(), " bytes)");
       }
       return "";
     case FieldDescriptor::TYPE_BYTES:
@@ -230,6 +235,7 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
   const std::string bytes = FlattenBuffer(buffer);
   const Descriptor& sample_type = *v1::LabeledSample::descriptor();
   constexpr int kSamplesField = v1::UpdateRequest::kSamplesFieldNumber;
+  constexpr int kModelField = v1::UpdateRequest::kModelFieldNumber;
   auto add_sample = [&message](std::string reason) {
     message.request.add_samples();
     message.unreadable.push_back(std::move(reason));
@@ -247,6 +253,21 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
       break;
     }
     const std::string field_path = absl::StrCat("samples[", message.request.samples_size(), "]");
+    if (tag == WireFormatLite::MakeTag(kModelField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
+      // The model the message is for: kept, so that its readable samples reach that model.
+      std::string model;
+      if (!WireFormatLite::ReadString(&in, &model)) {
+        message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
+                                               ": model: its length runs past the end");
+        break;
+      }
+      if (!google::protobuf::internal::IsStructurallyValidUTF8(model.data(),
+                                                               static_cast<int>(model.size()))) {
+        message.unreadable_model = "model: not valid UTF-8 (proto3 string fields must be UTF-8)";
+      }
+      message.request.set_model(std::move(model));
+      continue;
+    }
     if (tag != WireFormatLite::MakeTag(kSamplesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
       // An unknown field (skipped, as protobuf does), or broken framing.
       if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||

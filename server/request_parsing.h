@@ -65,6 +65,9 @@ struct ParsedUpdateMessage {
   // cannot be split into samples, so the caller counts them as one more unreadable entry, at sample
   // index request.samples_size(), with this reason.
   std::string unreadable_rest;
+  // Non-empty if the message's `model` field could not be read (not UTF-8): the message cannot be
+  // routed. request.model() is read on both paths otherwise.
+  std::string unreadable_model;
 };
 
 // Routes protobuf's own log lines into the server's log (base/log.h), except its complaints about

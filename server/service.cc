@@ -87,27 +87,62 @@ ServiceOptions WithMetricsHooks(ServiceOptions options) {
 
 }  // namespace
 
+NamedModel::NamedModel(std::string name, update::ModelStore* store, const ServiceOptions& options,
+                       std::unique_ptr<update::UpdatePolicy> policy)
+    : name(std::move(name)),
+      store(store),
+      meter(options.energy_table),
+      pipeline(store, &meter,
+               policy != nullptr ? std::move(policy)
+                                 : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
+               options.max_batch) {}
+
 StrataService::StrataService(update::ModelStore* store, ServiceOptions options,
                              std::unique_ptr<update::UpdatePolicy> policy)
-    : store_(store),
-      options_(WithMetricsHooks(std::move(options))),
+    : options_(WithMetricsHooks(std::move(options))),
       auth_(options_.auth_token, options_.auth_all),
-      meter_(options_.energy_table),
-      pipeline_(store_, &meter_,
-                policy != nullptr ? std::move(policy)
-                                  : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
-                options_.max_batch),
       stats_(options_.metrics),
       inference_queue_("inference", std::max(1, options_.inference_threads)) {
+  models_.push_back(MakeModel(options_.model_name, store, std::move(policy)));
   if (options_.metrics != nullptr) {
     options_.metrics->SetStateSource([this] { return MetricsState(); });
   }
+}
+
+std::unique_ptr<NamedModel> StrataService::MakeModel(std::string name, update::ModelStore* store,
+                                                     std::unique_ptr<update::UpdatePolicy> policy) {
+  auto named = std::make_unique<NamedModel>(std::move(name), store, options_, std::move(policy));
   if (options_.batching) {
-    batcher_ = std::make_unique<PredictBatcher>(
-        options_.batcher, [this](std::span<const PredictCall> calls, BatchScratch* scratch) {
-          RunPredictBatch(calls, scratch);
+    NamedModel* model = named.get();
+    named->batcher = std::make_unique<PredictBatcher>(
+        options_.batcher, [this, model](std::span<const PredictCall> calls, BatchScratch* scratch) {
+          RunPredictBatch(*model, calls, scratch);
         });
   }
+  return named;
+}
+
+absl::Status StrataService::AddModel(std::string name, update::ModelStore* store,
+                                     std::unique_ptr<update::UpdatePolicy> policy) {
+  if (name.empty()) return absl::InvalidArgumentError("a served model needs a name");
+  for (const auto& model : models_) {
+    if (model->name == name) {
+      return absl::InvalidArgumentError(absl::StrCat("model \"", name, "\" is served twice"));
+    }
+  }
+  models_.push_back(MakeModel(std::move(name), store, std::move(policy)));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<NamedModel*> StrataService::Route(absl::string_view name) const {
+  if (name.empty()) return models_.front().get();
+  std::string served;
+  for (const auto& model : models_) {
+    if (model->name == name) return model.get();
+    absl::StrAppend(&served, served.empty() ? "" : ", ", "\"", model->name, "\"");
+  }
+  return absl::NotFoundError(
+      absl::StrCat("model: \"", name, "\" is not served here (served: ", served, ")"));
 }
 
 StrataService::~StrataService() {
@@ -117,7 +152,14 @@ StrataService::~StrataService() {
 }
 
 void StrataService::EnableDurability(Durability durability) {
-  pipeline_.EnableDurability(std::move(durability));
+  models_.front()->pipeline.EnableDurability(std::move(durability));
+}
+
+absl::Status StrataService::EnableDurability(absl::string_view model, Durability durability) {
+  absl::StatusOr<NamedModel*> named = Route(model);
+  if (!named.ok()) return named.status();
+  (*named)->pipeline.EnableDurability(std::move(durability));
+  return absl::OkStatus();
 }
 
 void StrataService::EnableReplication(update::Replica* replica, std::string replica_id) {
@@ -126,20 +168,26 @@ void StrataService::EnableReplication(update::Replica* replica, std::string repl
 }
 
 void StrataService::Drain() {
-  if (batcher_ != nullptr) batcher_->Drain();
+  for (const auto& model : models_) {
+    if (model->batcher != nullptr) model->batcher->Drain();
+  }
   inference_queue_.Drain();
   update_queue_.Drain();
 }
 
 template <typename Call>
-bool StrataService::Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind,
-                          RpcMethod method, absl::Time start) {
+NamedModel* StrataService::Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind,
+                                 RpcMethod method, absl::Time start) {
   grpc::Status refused = auth_.Check(*call->context(), kind);
   if (refused.ok()) refused = ToGrpcStatus(CheckRequestSize(request, options_.max_message_bytes));
   if (refused.ok()) refused = ToGrpcStatus(call->Parse(request));
-  if (refused.ok()) return true;
+  if (refused.ok()) {
+    absl::StatusOr<NamedModel*> model = Route(call->request().model());
+    if (model.ok()) return *model;
+    refused = ToGrpcStatus(model.status());
+  }
   FinishUnary(call, method, refused, start);
-  return false;
+  return nullptr;
 }
 
 template <typename Call>
@@ -156,14 +204,15 @@ void StrataService::FinishUnary(Call* call, RpcMethod method, grpc::Status statu
 
 ServedState StrataService::MetricsState() {
   ServedState state;
-  if (const std::shared_ptr<const update::ModelVersion> model = store_->Current();
+  const NamedModel& named = *models_.front();
+  if (const std::shared_ptr<const update::ModelVersion> model = named.store->Current();
       model != nullptr) {
     state.loaded = true;
     state.model_version = model->version;
     state.device = model->device();
   }
   state.energy_table = options_.energy_table_name;
-  const update::StreamEnergy joules = MeterTotals(meter_);
+  const update::StreamEnergy joules = MeterTotals(named.meter);
   state.lower_tier_inference_joules = joules.lower_tier_inference;
   state.readout_inference_joules = joules.readout_inference;
   state.absorb_joules = joules.absorb;
@@ -174,12 +223,13 @@ ServedState StrataService::MetricsState() {
 // ---- ExtractFeatures and Predict -----------------------------------------------------------------
 
 absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
-    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, v1::TierEnergy* energy) {
+    NamedModel& named, const google::protobuf::RepeatedPtrField<v1::Sample>& samples,
+    v1::TierEnergy* energy) {
   LowerTierResult result;
-  result.model = store_->Current();
+  result.model = named.store->Current();
   if (result.model == nullptr) return NotLoaded();
-  absl::StatusOr<model::MatrixF> batch =
-      ReadBatch(samples, result.model->extractor->input_size(), options_.max_batch);
+  absl::StatusOr<model::SampleBatch> batch =
+      ReadBatch(samples, result.model->extractor->input_kind(), options_.max_batch);
   if (!batch.ok()) return batch.status();
   fpga::OpCounts lower_counts;
   absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
@@ -188,15 +238,17 @@ absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
   if (options_.metrics != nullptr) {
     options_.metrics->ObserveLowerTierBatch(static_cast<int>(result.features.rows()));
   }
-  energy->set_lower_tier_joules(meter_.Charge(update::EnergyPhase::kLowerTierInference,
-                                              lower_counts, result.model->lower_tier_energy_table));
+  energy->set_lower_tier_joules(named.meter.Charge(update::EnergyPhase::kLowerTierInference,
+                                                   lower_counts,
+                                                   result.model->lower_tier_energy_table));
   return result;
 }
 
-absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
+absl::Status StrataService::DoExtractFeatures(NamedModel& named,
+                                              const v1::ExtractFeaturesRequest& request,
                                               v1::ExtractFeaturesResponse* response) {
   absl::StatusOr<LowerTierResult> lower =
-      RunLowerTier(request.samples(), response->mutable_energy());
+      RunLowerTier(named, request.samples(), response->mutable_energy());
   if (!lower.ok()) return lower.status();
   const model::MatrixF& features = lower->features;
   for (Eigen::Index i = 0; i < features.rows(); ++i) {
@@ -207,17 +259,17 @@ absl::Status StrataService::DoExtractFeatures(const v1::ExtractFeaturesRequest& 
   return absl::OkStatus();
 }
 
-absl::Status StrataService::DoPredict(const v1::PredictRequest& request,
+absl::Status StrataService::DoPredict(NamedModel& named, const v1::PredictRequest& request,
                                       v1::PredictResponse* response) {
   absl::StatusOr<LowerTierResult> lower =
-      RunLowerTier(request.samples(), response->mutable_energy());
+      RunLowerTier(named, request.samples(), response->mutable_energy());
   if (!lower.ok()) return lower.status();
   const update::ModelVersion& model = *lower->model;
   if (model.readout.labels.empty()) return NoClasses();
   const model::MatrixF scores = model.readout.Scores(lower->features);
   const int rows = static_cast<int>(scores.rows());
   response->mutable_energy()->set_upper_tier_joules(
-      meter_.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
+      named.meter.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
   AddPredictions(scores, model.readout.labels, request.return_scores(), response);
   response->set_model_version(model.version);
   response->set_log_position(model.log_position);
@@ -230,12 +282,13 @@ grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerCon
   const absl::Time start = absl::Now();
   using Call = UnaryCall<v1::ExtractFeaturesRequest, v1::ExtractFeaturesResponse>;
   auto* call = new Call(context, reply);
-  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kExtractFeatures, start)) return call;
-  inference_queue_.Schedule([this, call, start] {
+  NamedModel* named = Admit(call, *request, CallKind::kRead, RpcMethod::kExtractFeatures, start);
+  if (named == nullptr) return call;
+  inference_queue_.Schedule([this, named, call, start] {
     const grpc::Status status =
         call->context()->IsCancelled()
             ? grpc::Status::CANCELLED
-            : ToGrpcStatus(DoExtractFeatures(call->request(), &call->response()));
+            : ToGrpcStatus(DoExtractFeatures(*named, call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kExtractFeatures, status, start);
   });
   return call;
@@ -246,16 +299,18 @@ grpc::ServerUnaryReactor* StrataService::Predict(grpc::CallbackServerContext* co
                                                  grpc::ByteBuffer* reply) {
   const absl::Time start = absl::Now();
   auto* call = new PredictUnaryCall(context, reply);
-  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kPredict, start)) return call;
+  NamedModel* named = Admit(call, *request, CallKind::kRead, RpcMethod::kPredict, start);
+  if (named == nullptr) return call;
   if (call->request().min_log_position() > 0) {
-    DispatchPredictAtPosition(call, start);
+    DispatchPredictAtPosition(*named, call, start);
   } else {
-    DispatchPredict(call, start);
+    DispatchPredict(*named, call, start);
   }
   return call;
 }
 
-void StrataService::DispatchPredictAtPosition(PredictUnaryCall* call, absl::Time start) {
+void StrataService::DispatchPredictAtPosition(NamedModel& named, PredictUnaryCall* call,
+                                              absl::Time start) {
   if (replica_ == nullptr) {
     FinishUnary(call, RpcMethod::kPredict,
                 grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
@@ -267,41 +322,60 @@ void StrataService::DispatchPredictAtPosition(PredictUnaryCall* call, absl::Time
   const absl::Time deadline =
       std::min(absl::FromChrono(call->context()->deadline()), absl::Now() + absl::Seconds(60));
   replica_->WhenServed(call->request().min_log_position(), deadline,
-                       [this, call, start](absl::Status served) {
+                       [this, &named, call, start](absl::Status served) {
                          if (served.ok()) {
-                           DispatchPredict(call, start);
+                           DispatchPredict(named, call, start);
                          } else {
                            FinishUnary(call, RpcMethod::kPredict, ToGrpcStatus(served), start);
                          }
                        });
 }
 
-void StrataService::DispatchPredict(PredictUnaryCall* call, absl::Time start) {
-  if (batcher_ != nullptr) {
-    batcher_->Enqueue({call->context(), &call->request(), &call->response(), call, nullptr, {}});
+void StrataService::DispatchPredict(NamedModel& named, PredictUnaryCall* call, absl::Time start) {
+  if (named.batcher != nullptr) {
+    named.batcher->Enqueue(
+        {call->context(), &call->request(), &call->response(), call, nullptr, {}});
     return;
   }
-  inference_queue_.Schedule([this, call, start] {
-    const grpc::Status status = call->context()->IsCancelled()
-                                    ? grpc::Status::CANCELLED
-                                    : ToGrpcStatus(DoPredict(call->request(), &call->response()));
+  inference_queue_.Schedule([this, &named, call, start] {
+    const grpc::Status status =
+        call->context()->IsCancelled()
+            ? grpc::Status::CANCELLED
+            : ToGrpcStatus(DoPredict(named, call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kPredict, status, start);
   });
 }
 
 BatcherCounters StrataService::batcher_counters() const {
-  return batcher_ != nullptr ? batcher_->Counters() : BatcherCounters{};
+  BatcherCounters total;
+  for (const auto& model : models_) {
+    if (model->batcher == nullptr) continue;
+    const BatcherCounters counters = model->batcher->Counters();
+    total.batches += counters.batches;
+    total.requests += counters.requests;
+    total.images += counters.images;
+    total.multi_request_batches += counters.multi_request_batches;
+    total.largest_batch_images =
+        std::max(total.largest_batch_images, counters.largest_batch_images);
+  }
+  return total;
 }
 
 void StrataService::SubmitPredict(PredictCall call) {
-  if (batcher_ != nullptr) {
-    batcher_->Enqueue(call);
+  absl::StatusOr<NamedModel*> routed = Route(call.request->model());
+  if (!routed.ok()) {
+    call.done->OnPredictDone(ToGrpcStatus(routed.status()));
     return;
   }
-  inference_queue_.Schedule([this, call] {
+  NamedModel& named = **routed;
+  if (named.batcher != nullptr) {
+    named.batcher->Enqueue(call);
+    return;
+  }
+  inference_queue_.Schedule([this, &named, call] {
     call.done->OnPredictDone(call.context->IsCancelled()
                                  ? grpc::Status::CANCELLED
-                                 : ToGrpcStatus(DoPredict(*call.request, call.response)));
+                                 : ToGrpcStatus(DoPredict(named, *call.request, call.response)));
   });
 }
 
@@ -314,12 +388,14 @@ void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& s
   FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
 }
 
-int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int input_size,
-                                      BatchScratch* scratch) {
+int StrataService::GatherPredictBatch(std::span<const PredictCall> calls,
+                                      const model::InputKind& kind, BatchScratch* scratch) {
   int total = 0;
   for (const PredictCall& call : calls) total += call.request->samples_size();
   // Resized only when the batch's image count changes; row-major, so each image is one row.
-  scratch->images.resize(std::max(total, 1), input_size);
+  model::SampleBatch& inputs = scratch->inputs;
+  inputs.values.resize(kind.is_text() ? 0 : std::max(total, 1), kind.image.size());
+  inputs.texts.clear();
   scratch->first_row.assign(calls.size(), -1);
   int rows = 0;
   for (size_t c = 0; c < calls.size(); ++c) {
@@ -331,10 +407,10 @@ int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int in
     const auto& samples = call.request->samples();
     absl::Status valid = CheckBatchSize(samples.size(), options_.max_batch);
     for (int i = 0; valid.ok() && i < samples.size(); ++i) {
-      valid = ReadSample(samples[i], input_size, absl::StrCat("samples[", i, "]"),
-                         scratch->images.row(rows + i).data());
+      valid = ReadSample(samples[i], kind, absl::StrCat("samples[", i, "]"), &inputs, rows + i);
     }
     if (!valid.ok()) {
+      inputs.texts.resize(rows);  // drops the bad call's texts
       FinishPredict(call, ToGrpcStatus(valid));
       continue;
     }
@@ -342,20 +418,21 @@ int StrataService::GatherPredictBatch(std::span<const PredictCall> calls, int in
     rows += samples.size();
   }
   // Keeps the first `rows` rows (row-major: the valid requests' images, in order).
-  if (rows > 0 && rows < scratch->images.rows()) {
-    scratch->images.conservativeResize(rows, Eigen::NoChange);
+  if (rows > 0 && rows < inputs.values.rows()) {
+    inputs.values.conservativeResize(rows, Eigen::NoChange);
   }
   return rows;
 }
 
-void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch) {
+void StrataService::RunPredictBatch(NamedModel& named, std::span<const PredictCall> calls,
+                                    BatchScratch* scratch) {
   // One version for the whole batch, so every request in it is answered by exactly one version.
-  const std::shared_ptr<const update::ModelVersion> model = store_->Current();
+  const std::shared_ptr<const update::ModelVersion> model = named.store->Current();
   if (model == nullptr) {
     for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
     return;
   }
-  const int rows = GatherPredictBatch(calls, model->extractor->input_size(), scratch);
+  const int rows = GatherPredictBatch(calls, model->extractor->input_kind(), scratch);
   if (rows == 0) return;
   if (model->readout.labels.empty()) {
     for (size_t c = 0; c < calls.size(); ++c) {
@@ -364,7 +441,7 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
     return;
   }
   fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = model->Features(scratch->images, &lower_counts);
+  absl::StatusOr<model::MatrixF> features = model->Features(scratch->inputs, &lower_counts);
   if (!features.ok()) {
     for (size_t c = 0; c < calls.size(); ++c) {
       if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(features.status()));
@@ -373,12 +450,12 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
   }
   // The lower tier's and the readout's work are exactly proportional to the rows (TierEnergy), so
   // each request is charged its share of the batch: the same joules it would cost alone.
-  const double lower_joules = meter_.Charge(update::EnergyPhase::kLowerTierInference, lower_counts,
-                                            model->lower_tier_energy_table);
+  const double lower_joules = named.meter.Charge(update::EnergyPhase::kLowerTierInference,
+                                                 lower_counts, model->lower_tier_energy_table);
   scratch->scores.resize(rows, static_cast<Eigen::Index>(model->readout.labels.size()));
   scratch->scores.noalias() = *features * model->readout.weights;
   const double readout_joules =
-      meter_.Charge(update::EnergyPhase::kReadoutInference, model->readout.Counts(rows));
+      named.meter.Charge(update::EnergyPhase::kReadoutInference, model->readout.Counts(rows));
   for (size_t c = 0; c < calls.size(); ++c) {
     if (scratch->first_row[c] < 0) continue;
     const PredictCall& call = calls[c];
@@ -399,9 +476,17 @@ void StrataService::RunPredictBatch(std::span<const PredictCall> calls, BatchScr
 
 grpc::ServerReadReactor<grpc::ByteBuffer>* StrataService::Update(
     grpc::CallbackServerContext* context, grpc::ByteBuffer* reply) {
-  const UpdateCallContext env{&auth_, &pipeline_, &update_queue_, &stats_,
-                              options_.max_message_bytes};
-  return StartUpdateCall(env, context, reply);
+  UpdateCallContext env;
+  env.auth = &auth_;
+  env.route = [this](absl::string_view name) -> absl::StatusOr<update::UpdatePipeline*> {
+    absl::StatusOr<NamedModel*> model = Route(name);
+    if (!model.ok()) return model.status();
+    return &(*model)->pipeline;
+  };
+  env.update_queue = &update_queue_;
+  env.stats = &stats_;
+  env.max_message_bytes = options_.max_message_bytes;
+  return StartUpdateCall(std::move(env), context, reply);
 }
 
 // ---- Snapshot ----------------------------------------------------------------------------------
@@ -412,19 +497,20 @@ grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* c
   const absl::Time start = absl::Now();
   using Call = UnaryCall<v1::SnapshotRequest, v1::SnapshotInfo>;
   auto* call = new Call(context, reply);
-  if (!Admit(call, *request, CallKind::kWrite, RpcMethod::kSnapshot, start)) return call;
-  if (store_->Current() == nullptr) {
+  NamedModel* named = Admit(call, *request, CallKind::kWrite, RpcMethod::kSnapshot, start);
+  if (named == nullptr) return call;
+  if (named->store->Current() == nullptr) {
     FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(NotLoaded()), start);
     return call;
   }
   // On the update queue: between two Update messages, so the statistics match the log position.
-  update_queue_.Schedule([this, call, start] {
+  update_queue_.Schedule([this, named, call, start] {
     // A call whose deadline passed while it waited is cancelled: skip the snapshot's work.
     if (call->context()->IsCancelled()) {
       FinishUnary(call, RpcMethod::kSnapshot, grpc::Status::CANCELLED, start);
       return;
     }
-    absl::StatusOr<update::SnapshotResult> snapshot = pipeline_.TakeSnapshot();
+    absl::StatusOr<update::SnapshotResult> snapshot = named->pipeline.TakeSnapshot();
     if (!snapshot.ok()) {
       if (!absl::IsFailedPrecondition(snapshot.status())) {
         STRATA_LOG(ERROR) << "Snapshot failed: " << snapshot.status();
@@ -452,13 +538,16 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
   const absl::Time start = absl::Now();
   using Call = UnaryCall<v1::GetModelInfoRequest, v1::ModelInfo>;
   auto* call = new Call(context, reply);
-  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kGetModelInfo, start)) return call;
-  std::shared_ptr<const update::ModelVersion> model = store_->Current();
+  const NamedModel* named = Admit(call, *request, CallKind::kRead, RpcMethod::kGetModelInfo, start);
+  if (named == nullptr) return call;
+  std::shared_ptr<const update::ModelVersion> model = named->store->Current();
   if (model == nullptr) {
     FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoaded()), start);
     return call;
   }
   FillModelInfo(*model, options_.max_batch, &call->response());
+  call->response().set_name(named->name);
+  for (const auto& served : models_) call->response().add_served_models(served->name);
   FinishUnary(call, RpcMethod::kGetModelInfo, grpc::Status::OK, start);
   return call;
 }
@@ -469,8 +558,9 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   const absl::Time start = absl::Now();
   using Call = UnaryCall<v1::GetStatsRequest, v1::Stats>;
   auto* call = new Call(context, reply);
-  if (!Admit(call, *request, CallKind::kRead, RpcMethod::kGetStats, start)) return call;
-  std::shared_ptr<const update::ModelVersion> model = store_->Current();
+  const NamedModel* named = Admit(call, *request, CallKind::kRead, RpcMethod::kGetStats, start);
+  if (named == nullptr) return call;
+  std::shared_ptr<const update::ModelVersion> model = named->store->Current();
   if (model == nullptr) {
     FinishUnary(call, RpcMethod::kGetStats, ToGrpcStatus(NotLoaded()), start);
     return call;
@@ -480,9 +570,10 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   response->set_model_version(model->version);
   response->set_uptime_seconds(Seconds(absl::Now() - start_time_));
   response->set_device(model->device());
-  FillUpdateStats(pipeline_, response);
-  FillEnergyStats(meter_, options_.energy_table_name, response);
-  const BatcherCounters batches = batcher_counters();
+  FillUpdateStats(named->pipeline, response);
+  FillEnergyStats(named->meter, options_.energy_table_name, response);
+  const BatcherCounters batches =
+      named->batcher != nullptr ? named->batcher->Counters() : BatcherCounters{};
   response->set_predict_batches(batches.batches);
   response->set_predict_batch_requests(batches.requests);
   response->set_predict_batch_samples(batches.images);

@@ -17,6 +17,11 @@
 //
 // Every RPC finishes exactly once. Before the store holds a model, every RPC fails with UNAVAILABLE.
 //
+// Models: the service serves one or more named models (NamedModel), each with its own store,
+// energy meter, update pipeline and Predict batcher; the first is the default. Every request is
+// routed by its `model` field (empty: the default; an unknown name: NOT_FOUND) and then runs the
+// same code whatever the model's kind (image or text). The RPC counters are the service's.
+//
 // Deadlines: a call whose deadline passes is cancelled by gRPC; work that has not started yet checks
 // context->IsCancelled() first and gives up (Predict / ExtractFeatures before computing, each Update
 // message before it is validated and absorbed, Snapshot before writing), finishing with CANCELLED
@@ -43,9 +48,12 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "fpga/energy.h"
@@ -99,6 +107,25 @@ struct ServiceOptions {
   // version, device and joules are read from the service at scrape time. Not owned; must outlive
   // the service. Default null: no metrics.
   Metrics* metrics = nullptr;
+  // The default model's name (strata-server --model_name, or the first --model): what a request's
+  // `model` field names besides empty. Models added with AddModel have their own names.
+  std::string model_name = "strata";
+};
+
+// One model the service serves, and what the service keeps for it. Owned by the service; the
+// store is not (it must outlive the service).
+struct NamedModel {
+  NamedModel(std::string name, update::ModelStore* store, const ServiceOptions& options,
+             std::unique_ptr<update::UpdatePolicy> policy);
+
+  const std::string name;
+  update::ModelStore* const store;
+  // Prices this model's work; its totals are this model's GetStats energy. Thread-safe.
+  update::EnergyMeter meter;
+  // This model's Update path: streams, policy, log, snapshots (run on the update queue only).
+  update::UpdatePipeline pipeline;
+  // Null with batching off. A batch holds one model's requests (one version's lower tier).
+  std::unique_ptr<PredictBatcher> batcher;
 };
 
 // Where updates are made durable (see StrataService::EnableDurability and the Update and Snapshot
@@ -125,19 +152,35 @@ using RawStrataService = v1::Strata::WithRawCallbackMethod_ExtractFeatures<
 
 class StrataService final : public RawStrataService {
  public:
-  // `store` is not owned and must outlive the service. The service serves whatever the store holds:
-  // UNAVAILABLE until store->Load() succeeds.
+  // Serves `store` as the default model, named options.model_name. `store` is not owned and must
+  // outlive the service. The service serves whatever the store holds: UNAVAILABLE until
+  // store->Load() succeeds.
   // `policy` decides the refreshes after each Update message; null selects "stream-end" (refresh
   // once when each stream ends, if it accepted anything), as UpdatePolicy::Create("stream-end").
   StrataService(update::ModelStore* store, ServiceOptions options,
                 std::unique_ptr<update::UpdatePolicy> policy = nullptr);
+
+  // Serves `store` (not owned; it must outlive the service) as the model `name`, beside the others,
+  // with its own update policy (null: "stream-end"). Call before the service is registered with a
+  // gRPC server: the models are read without a lock afterwards. INVALID_ARGUMENT for an empty or
+  // taken name.
+  absl::Status AddModel(std::string name, update::ModelStore* store,
+                        std::unique_ptr<update::UpdatePolicy> policy = nullptr);
+
+  // The model a request's `model` field names: the default for empty, NOT_FOUND naming it and the
+  // served models otherwise. Thread-safe (after the models were added).
+  absl::StatusOr<NamedModel*> Route(absl::string_view name) const;
+  // The served models, the default first.
+  const std::vector<std::unique_ptr<NamedModel>>& models() const { return models_; }
   // Drains (see Drain()).
   ~StrataService() override;
 
-  // Makes Updates durable from now on, and enables the Snapshot RPC. Must be called at most once,
-  // before the store is loaded (so that no Update can be absorbed before it): the Update path reads
-  // these settings without a lock once it has seen a loaded model.
+  // Makes the default model's Updates durable from now on, and enables its Snapshot RPC. Must be
+  // called at most once per model, before its store is loaded (so that no Update can be absorbed
+  // before it): the Update path reads these settings without a lock once it has seen a loaded
+  // model. The overload names the model (NOT_FOUND if it is not served).
   void EnableDurability(Durability durability);
+  absl::Status EnableDurability(absl::string_view model, Durability durability);
 
   // Replicated mode (update/replica.h, docs/replication.md): Predict may wait for `replica` to
   // reach a log position (PredictRequest.min_log_position), and GetStats reports its figures and
@@ -150,15 +193,17 @@ class StrataService final : public RawStrataService {
   // before the server is destroyed.
   void Drain();
 
-  // The meter every request's work is charged to (a replica charges its follower's work here).
-  update::EnergyMeter* meter() { return &meter_; }
+  // The meter the default model's work is charged to (a replica charges its follower's work here).
+  update::EnergyMeter* meter() { return &models_.front()->meter; }
 
-  // The batcher's cumulative figures (all 0 with batching off), for metrics. Thread-safe.
+  // The batchers' cumulative figures over every model (all 0 with batching off), for metrics.
+  // Thread-safe.
   BatcherCounters batcher_counters() const;
 
   // Runs a Predict for another protocol front-end (KServe's ModelInfer) exactly as Predict runs
-  // its own: through the batcher (or, with batching off, the inference queue), the served version
-  // and the energy meter, validating each sample as Predict does. `call.done` must be set and
+  // its own: routed by call.request->model() (an unknown name finishes it NOT_FOUND), through the
+  // model's batcher (or, with batching off, the inference queue), the served version and the
+  // energy meter, validating each sample as Predict does. `call.done` must be set and
   // `call.call` null; call.done->OnPredictDone() is called exactly once, and the context, request
   // and response must stay alive until then. Not counted in GetStats' RPC counters nor as a
   // strata.v1 Predict in the metrics: the front-end counts its own calls. Thread-safe.
@@ -188,71 +233,73 @@ class StrataService final : public RawStrataService {
     std::shared_ptr<const update::ModelVersion> model;
     model::MatrixF features;
   };
-  // Validates `samples` against the current version, runs them through its lower tier and charges
-  // the lower tier's joules to the meter and to `energy`. UNAVAILABLE before a model is loaded;
-  // ReadBatch's errors for bad samples.
+  // Validates `samples` against `named`'s current version, runs them through its lower tier and
+  // charges the lower tier's joules to its meter and to `energy`. UNAVAILABLE before the model is
+  // loaded; ReadBatch's errors for bad samples.
   absl::StatusOr<LowerTierResult> RunLowerTier(
-      const google::protobuf::RepeatedPtrField<v1::Sample>& samples, v1::TierEnergy* energy);
-  absl::Status DoExtractFeatures(const v1::ExtractFeaturesRequest& request,
+      NamedModel& named, const google::protobuf::RepeatedPtrField<v1::Sample>& samples,
+      v1::TierEnergy* energy);
+  absl::Status DoExtractFeatures(NamedModel& named, const v1::ExtractFeaturesRequest& request,
                                  v1::ExtractFeaturesResponse* response);
-  absl::Status DoPredict(const v1::PredictRequest& request, v1::PredictResponse* response);
-  // The batcher's RunBatch: validates each call (a bad or cancelled one is finished alone, before
-  // compute), runs the others' images through one version's lower tier and readout at once,
-  // splits the batch's joules by image count, and finishes every call.
-  void RunPredictBatch(std::span<const PredictCall> calls, BatchScratch* scratch);
-  // Validates each call of the batch and copies the valid ones' images into scratch->images, one
-  // row per image, recording each call's first row in scratch->first_row (-1: finished here, alone,
-  // cancelled or invalid). Returns the rows gathered.
-  int GatherPredictBatch(std::span<const PredictCall> calls, int input_size, BatchScratch* scratch);
+  absl::Status DoPredict(NamedModel& named, const v1::PredictRequest& request,
+                         v1::PredictResponse* response);
+  // A model's batcher's RunBatch: validates each call (a bad or cancelled one is finished alone,
+  // before compute), runs the others' samples through one version's lower tier and readout at
+  // once, splits the batch's joules by sample count, and finishes every call.
+  void RunPredictBatch(NamedModel& named, std::span<const PredictCall> calls,
+                       BatchScratch* scratch);
+  // Validates each call of the batch and copies the valid ones' samples into scratch->inputs (one
+  // row per image, or one text per text), recording each call's first row in scratch->first_row
+  // (-1: finished here, alone, cancelled or invalid). Returns the rows gathered.
+  int GatherPredictBatch(std::span<const PredictCall> calls, const model::InputKind& kind,
+                         BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
-  // Hands an admitted Predict to the batcher or the inference queue.
-  void DispatchPredict(PredictUnaryCall* call, absl::Time start);
+  // Hands an admitted Predict to its model's batcher or the inference queue.
+  void DispatchPredict(NamedModel& named, PredictUnaryCall* call, absl::Time start);
   // Dispatches the Predict once the replica serves its min_log_position (replicated mode), or
   // finishes it with the reason it cannot be.
-  void DispatchPredictAtPosition(PredictUnaryCall* call, absl::Time start);
+  void DispatchPredictAtPosition(NamedModel& named, PredictUnaryCall* call, absl::Time start);
   // GetStats' replicated-mode figures (none without a replica).
   void FillReplicaStats(v1::Stats* stats) const;
+  // Creates a served model (its batcher runs this service's RunPredictBatch).
+  std::unique_ptr<NamedModel> MakeModel(std::string name, update::ModelStore* store,
+                                        std::unique_ptr<update::UpdatePolicy> policy);
 
   // Admits a unary call of a raw method (`Call` is a UnaryCall): its bearer token, the
-  // message-size limit, then parsing `request` into call->request(). If the call may not proceed
-  // it is finished (FinishUnary: UNAUTHENTICATED, RESOURCE_EXHAUSTED or INVALID_ARGUMENT) and false
-  // is returned.
+  // message-size limit, parsing `request` into call->request(), then routing it by its `model`
+  // field. If the call may not proceed it is finished (FinishUnary: UNAUTHENTICATED,
+  // RESOURCE_EXHAUSTED, INVALID_ARGUMENT or NOT_FOUND) and null is returned; else its model.
   template <typename Call>
-  bool Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind, RpcMethod method,
-             absl::Time start);
+  NamedModel* Admit(Call* call, const grpc::ByteBuffer& request, CallKind kind, RpcMethod method,
+                    absl::Time start);
   // Finishes a unary call that started at `start` with `status` (OK: with its response), after
   // counting it in GetStats and the metrics (stats_). Runs at most once per call;
   // `call` is gone afterwards.
   template <typename Call>
   void FinishUnary(Call* call, RpcMethod method, grpc::Status status, absl::Time start);
-  // What Metrics reads at scrape time: served version, device and cumulative joules.
+  // What Metrics reads at scrape time: the default model's version, device and cumulative joules.
   ServedState MetricsState();
 
-  update::ModelStore* const store_;
   const ServiceOptions options_;
   // Checks the bearer token of each call (a no-op without one).
   const CallAuthenticator auth_;
-  // Prices every request's work. Thread-safe.
-  update::EnergyMeter meter_;
   const absl::Time start_time_ = absl::Now();
-  // The Update path: streams, policy, log, snapshots. Its streams and snapshots run on the update
-  // queue only (its threading contract).
-  update::UpdatePipeline pipeline_;
 
   // Replicated mode (EnableReplication); null otherwise. Set before the store is loaded.
   update::Replica* replica_ = nullptr;
   std::string replica_id_;
 
   // The RPC counters of GetStats; model_version, uptime_seconds and the update, energy and policy
-  // figures are filled in when asked (from pipeline_ and meter_).
+  // figures are filled in when asked (from the model's pipeline and meter).
   CallStats stats_;
 
   // Declared last: destroyed (drained) first, while everything their work uses is still alive.
   WorkQueue update_queue_{"update", 1};
   WorkQueue inference_queue_;
-  // Null with batching off. Last: its workers stop before anything they use is destroyed.
-  std::unique_ptr<PredictBatcher> batcher_;
+  // The served models, the default first; written only before serving (AddModel). Each holds its
+  // batcher, so they are destroyed before the queues (Drain() has stopped everything by then).
+  std::vector<std::unique_ptr<NamedModel>> models_;
 };
 
 }  // namespace strata::server

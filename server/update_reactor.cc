@@ -17,21 +17,15 @@ namespace {
 // members need no lock; Finish() is called exactly once, by FinishWith().
 class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
  public:
-  UpdateReactor(const UpdateCallContext& env, grpc::CallbackServerContext* context,
+  UpdateReactor(UpdateCallContext env, grpc::CallbackServerContext* context,
                 grpc::ByteBuffer* reply)
-      : env_(env), context_(context), reply_(reply) {
+      : env_(std::move(env)), context_(context), reply_(reply) {
     // Checked before anything is read, so an unauthenticated stream absorbs nothing.
     grpc::Status allowed = env_.auth->Check(*context_, CallKind::kWrite);
     if (!allowed.ok()) {
       FinishWith(allowed);
       return;
     }
-    absl::StatusOr<std::unique_ptr<update::UpdateStream>> stream = env_.pipeline->StartStream();
-    if (!stream.ok()) {
-      FinishWith(ToGrpcStatus(stream.status()));
-      return;
-    }
-    stream_ = *std::move(stream);
     StartRead(&buffer_);
   }
 
@@ -49,6 +43,11 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
       if (!ok || context_->IsCancelled()) {
         // Samples already absorbed stay in the statistics; the next publish includes them.
         FinishWith(grpc::Status::CANCELLED);
+        return;
+      }
+      // A stream that sent nothing ends on the default model (which refuses it as empty).
+      if (absl::Status started = StartStream(""); !started.ok()) {
+        FinishWith(ToGrpcStatus(started));
         return;
       }
       stream_->OnStreamEnd([this](absl::StatusOr<update::StreamSummary> summary) {
@@ -78,14 +77,50 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     }
     if (result.refresh.has_value()) RecordRefresh(*result.refresh);
     if (!result.status.ok()) {
-      STRATA_LOG(ERROR) << "Update: absorbing failed: " << result.status;
+      // A stream that could not start (an unknown model, none loaded yet) is not a server fault.
+      if (stream_ != nullptr) STRATA_LOG(ERROR) << "Update: absorbing failed: " << result.status;
       FinishWith(ToGrpcStatus(result.status));
       return;
     }
     StartRead(&buffer_);
   }
 
+  // Starts the stream on the pipeline of `model` (empty: the default), once: the first message's.
+  absl::Status StartStream(absl::string_view model) {
+    if (stream_ != nullptr) return absl::OkStatus();
+    absl::StatusOr<update::UpdatePipeline*> pipeline = env_.route(model);
+    if (!pipeline.ok()) return pipeline.status();
+    absl::StatusOr<std::unique_ptr<update::UpdateStream>> stream = (*pipeline)->StartStream();
+    if (!stream.ok()) return stream.status();
+    stream_ = *std::move(stream);
+    pipeline_ = *pipeline;
+    return absl::OkStatus();
+  }
+
+  // Why a later message naming `model` cannot join this stream (another model, or an unknown
+  // one); empty if it can.
+  std::string WrongModel(absl::string_view model) const {
+    if (model.empty()) return "";
+    absl::StatusOr<update::UpdatePipeline*> pipeline = env_.route(model);
+    if (!pipeline.ok()) return std::string(pipeline.status().message());
+    if (*pipeline != pipeline_) {
+      return absl::StrCat("model: \"", model,
+                          "\" is not this stream's model (named by its first message)");
+    }
+    return "";
+  }
+
+  static update::MessageResult Failed(absl::Status status) {
+    update::MessageResult result;
+    result.status = std::move(status);
+    return result;
+  }
+
   update::MessageResult HandMessageOver() {
+    if (buffer_.Length() > static_cast<size_t>(env_.max_message_bytes) && stream_ == nullptr) {
+      // Unread, so its model is unknown: the stream goes to the default model.
+      if (absl::Status started = StartStream(""); !started.ok()) return Failed(started);
+    }
     if (buffer_.Length() > static_cast<size_t>(env_.max_message_bytes)) {
       const size_t length = buffer_.Length();
       buffer_.Clear();
@@ -96,6 +131,20 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     ParsedUpdateMessage message = ReadUpdateMessage(buffer_);
     buffer_.Clear();
     const v1::UpdateRequest& request = message.request;
+    if (!message.unreadable_model.empty()) {
+      // Which model it is for is unknown: the first message ends the stream, a later one is
+      // rejected whole.
+      if (stream_ == nullptr) return Failed(absl::InvalidArgumentError(message.unreadable_model));
+      return stream_->RejectMessage(message.unreadable_model);
+    }
+    if (stream_ == nullptr) {
+      // The first message names the stream's model: an unknown one ends the stream (NOT_FOUND).
+      if (absl::Status started = StartStream(request.model()); !started.ok()) {
+        return Failed(started);
+      }
+    } else if (const std::string wrong = WrongModel(request.model()); !wrong.empty()) {
+      return stream_->RejectMessage(wrong);
+    }
     std::vector<update::SampleInput> samples(request.samples_size());
     for (int i = 0; i < request.samples_size(); ++i) {
       if (!message.unreadable.empty() && !message.unreadable[i].empty()) {
@@ -154,14 +203,16 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
   std::unique_ptr<update::UpdateStream> stream_;
   // The message being read.
   grpc::ByteBuffer buffer_;
+  // The pipeline of the stream's model (set with stream_).
+  update::UpdatePipeline* pipeline_ = nullptr;
 };
 
 }  // namespace
 
-grpc::ServerReadReactor<grpc::ByteBuffer>* StartUpdateCall(const UpdateCallContext& env,
+grpc::ServerReadReactor<grpc::ByteBuffer>* StartUpdateCall(UpdateCallContext env,
                                                            grpc::CallbackServerContext* context,
                                                            grpc::ByteBuffer* reply) {
-  return new UpdateReactor(env, context, reply);
+  return new UpdateReactor(std::move(env), context, reply);
 }
 
 }  // namespace strata::server

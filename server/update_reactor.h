@@ -1,6 +1,10 @@
 // The Update RPC's reactor: a thin adapter between a gRPC client stream and an
 // update::UpdateStream (update/pipeline.h), which does each message's work.
 //
+// The stream's model, and so its pipeline, is the one its first message names; its UpdateStream
+// starts when that message arrives (on the update queue). A later message naming another model is
+// rejected whole.
+//
 // It reads one message at a time (as bytes) and parses it (sample by sample if it does not parse
 // whole; a message over max_message_bytes is rejected unread); on the update queue the pipeline
 // validates, logs, predicts, absorbs and offers it to the update policy, then the next read starts.
@@ -23,7 +27,9 @@ namespace strata::server {
 // What an Update call needs from the service; everything outlives the call.
 struct UpdateCallContext {
   const CallAuthenticator* auth = nullptr;
-  update::UpdatePipeline* pipeline = nullptr;
+  // The pipeline of the model a stream's first message names (UpdateRequest.model; empty: the
+  // default), or NOT_FOUND naming it. Thread-safe.
+  std::function<absl::StatusOr<update::UpdatePipeline*>(absl::string_view model)> route;
   // Single-threaded: serialises every stream's messages, snapshots and refreshes.
   WorkQueue* update_queue = nullptr;
   CallStats* stats = nullptr;
@@ -31,7 +37,7 @@ struct UpdateCallContext {
 };
 
 // Starts serving one Update call; the reactor deletes itself when gRPC is done with it.
-grpc::ServerReadReactor<grpc::ByteBuffer>* StartUpdateCall(const UpdateCallContext& env,
+grpc::ServerReadReactor<grpc::ByteBuffer>* StartUpdateCall(UpdateCallContext env,
                                                            grpc::CallbackServerContext* context,
                                                            grpc::ByteBuffer* reply);
 

@@ -19,18 +19,27 @@ update::InputView InputOf(const v1::Sample& sample) {
       input.values = std::span<const float>(values.data(), static_cast<size_t>(values.size()));
       break;
     }
+    case v1::Sample::kText:
+      input.kind = update::InputView::Kind::kText;
+      input.text = sample.text();
+      break;
     case v1::Sample::INPUT_NOT_SET:
       break;
   }
   return input;
 }
 
-absl::Status ReadSample(const v1::Sample& sample, int input_size, absl::string_view field,
-                        float* out) {
+absl::Status ReadSample(const v1::Sample& sample, const model::InputKind& kind,
+                        absl::string_view field, model::SampleBatch* batch, Eigen::Index row) {
   const update::InputView input = InputOf(sample);
-  absl::Status valid = update::ValidateInput(input, input_size, field);
-  if (valid.ok()) update::ConvertInput(input, out);
-  return valid;
+  absl::Status valid = update::ValidateInput(input, kind, field);
+  if (!valid.ok()) return valid;
+  if (input.kind == update::InputView::Kind::kText) {
+    batch->texts.emplace_back(input.text);
+  } else {
+    update::ConvertInput(input, batch->values.row(row).data());
+  }
+  return absl::OkStatus();
 }
 
 absl::Status CheckBatchSize(int samples, int max_batch) {
@@ -46,13 +55,18 @@ absl::Status CheckBatchSize(int samples, int max_batch) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<model::MatrixF> ReadBatch(
-    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, int input_size, int max_batch) {
+absl::StatusOr<model::SampleBatch> ReadBatch(
+    const google::protobuf::RepeatedPtrField<v1::Sample>& samples, const model::InputKind& kind,
+    int max_batch) {
   if (absl::Status size = CheckBatchSize(samples.size(), max_batch); !size.ok()) return size;
-  model::MatrixF batch(samples.size(), input_size);
+  model::SampleBatch batch;
+  if (kind.is_text()) {
+    batch.texts.reserve(samples.size());
+  } else {
+    batch.values.resize(samples.size(), kind.image.size());
+  }
   for (int i = 0; i < samples.size(); ++i) {
-    absl::Status status =
-        ReadSample(samples[i], input_size, absl::StrCat("samples[", i, "]"), batch.row(i).data());
+    absl::Status status = ReadSample(samples[i], kind, absl::StrCat("samples[", i, "]"), &batch, i);
     if (!status.ok()) return status;
   }
   return batch;

@@ -33,7 +33,7 @@ class KServeNotLoadedTest : public ::testing::Test {
 
   update::ModelStore store_;  // never loaded
   StrataService strata_{&store_, ServiceOptions{}};
-  KServeService kserve_{&store_, &strata_, KServeOptions{}};
+  KServeService kserve_{&strata_, KServeOptions{}};
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<inference::GRPCInferenceService::Stub> stub_;
 };

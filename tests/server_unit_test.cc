@@ -2,6 +2,7 @@
 // its version reservation) and the work queue.
 #include <stdlib.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <filesystem>
@@ -31,6 +32,16 @@ using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 constexpr int kSize = 16;  // a 4x4 "image"
+const model::InputKind kImageKind = model::InputKind::Image(model::Shape{4, 4, 1});
+
+// server::ReadSample of one image into `out` (`size` floats).
+absl::Status ReadSample(const v1::Sample& sample, int size, absl::string_view field, float* out) {
+  model::SampleBatch batch;
+  batch.values.resize(1, size);
+  absl::Status status = server::ReadSample(sample, kImageKind, field, &batch, 0);
+  std::copy(batch.values.data(), batch.values.data() + size, out);
+  return status;
+}
 
 // ---- validation ------------------------------------------------------------------------------
 
@@ -92,14 +103,49 @@ TEST(ValidateLabelTest, EmptyAndLongLabelsAreRejected) {
 
 TEST(ReadBatchTest, BoundsAndRows) {
   google::protobuf::RepeatedPtrField<v1::Sample> samples;
-  EXPECT_EQ(ReadBatch(samples, kSize, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(ReadBatch(samples, kImageKind, 2).status().code(), absl::StatusCode::kInvalidArgument);
   for (int i = 0; i < 2; ++i) samples.Add()->set_pixels(std::string(kSize, static_cast<char>(i)));
-  absl::StatusOr<model::MatrixF> batch = ReadBatch(samples, kSize, 2);
+  absl::StatusOr<model::SampleBatch> batch = ReadBatch(samples, kImageKind, 2);
   ASSERT_TRUE(batch.ok()) << batch.status();
-  EXPECT_EQ(batch->rows(), 2);
-  EXPECT_EQ((*batch)(1, 0), 1.0f / 255.0f);
+  EXPECT_EQ(batch->size(), 2);
+  EXPECT_EQ(batch->values(1, 0), 1.0f / 255.0f);
   samples.Add()->set_pixels(std::string(kSize, '\0'));
-  EXPECT_EQ(ReadBatch(samples, kSize, 2).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(ReadBatch(samples, kImageKind, 2).status().code(),
+            absl::StatusCode::kResourceExhausted);
+}
+
+// Text samples for a text model: read in order; every bad one names its field; the wrong kind
+// either way is INVALID_ARGUMENT naming the field that was set.
+TEST(ReadBatchTest, TextsForATextModel) {
+  const model::InputKind text_kind = model::InputKind::Text(/*max_text_bytes=*/8, 128);
+  google::protobuf::RepeatedPtrField<v1::Sample> samples;
+  samples.Add()->set_text("h\xc3\xa9llo");
+  samples.Add()->set_text("12345678");
+  absl::StatusOr<model::SampleBatch> batch = ReadBatch(samples, text_kind, 4);
+  ASSERT_TRUE(batch.ok()) << batch.status();
+  EXPECT_THAT(batch->texts, ElementsAre("h\xc3\xa9llo", "12345678"));
+  EXPECT_EQ(batch->size(), 2);
+
+  const std::vector<std::pair<std::string, std::string>> bad_texts = {
+      {"", "samples[2].text: empty text, expected 1..8 bytes of UTF-8"},
+      {"123456789", "samples[2].text: 9 bytes, expected at most 8"},
+      {"ab\xed\xa0\x80", "samples[2].text: not valid UTF-8 at byte 2"},  // a surrogate
+      {"\xc0\xaf", "samples[2].text: not valid UTF-8 at byte 0"},        // overlong
+      {"abc\xe2\x82", "samples[2].text: not valid UTF-8 at byte 3"},     // cut short
+  };
+  for (const auto& [text, expected] : bad_texts) {
+    google::protobuf::RepeatedPtrField<v1::Sample> bad = samples;
+    bad.Add()->set_text(text);
+    EXPECT_EQ(ReadBatch(bad, text_kind, 4).status().message(), expected);
+  }
+  google::protobuf::RepeatedPtrField<v1::Sample> pixels = samples;
+  pixels.Add()->set_pixels("x");
+  EXPECT_EQ(ReadBatch(pixels, text_kind, 4).status().message(),
+            "samples[2].pixels: this model takes text, not pixels");
+  google::protobuf::RepeatedPtrField<v1::Sample> texts_to_images;
+  texts_to_images.Add()->set_text("hello");
+  EXPECT_EQ(ReadBatch(texts_to_images, kImageKind, 4).status().message(),
+            "samples[0].text: this model takes images (pixels or values), not text");
 }
 
 // ---- model store -----------------------------------------------------------------------------

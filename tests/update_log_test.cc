@@ -375,6 +375,31 @@ TEST_F(UpdateLogTest, ConcurrentWritersShareFsyncs) {
   EXPECT_EQ(read.payloads.size(), static_cast<size_t>(kThreads * kPerThread));
 }
 
+// Format version 2: a text model's record (input_size 0) stores each text's UTF-8 bytes as sent.
+TEST(UpdateRecordTest, TextRecordsRoundTrip) {
+  UpdateRecordBuilder builder(0);
+  builder.AddText("weather", "Rain \xe2\x98\x94 tomorrow");
+  builder.AddText("sport", std::string(70000, 'x'));  // longer than a u16 length
+  const std::string payload = builder.Finish();
+  absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, 0);
+  ASSERT_TRUE(record.ok()) << record.status();
+  EXPECT_EQ(record->labels, (std::vector<std::string>{"weather", "sport"}));
+  ASSERT_EQ(record->inputs.texts.size(), 2u);
+  EXPECT_EQ(record->inputs.texts[0], "Rain \xe2\x98\x94 tomorrow");
+  EXPECT_EQ(record->inputs.texts[1], std::string(70000, 'x'));
+  EXPECT_EQ(record->inputs.size(), 2);
+  // Against an image model it is refused (input size 0 vs 784), and cut short anywhere it is
+  // DATA_LOSS.
+  EXPECT_TRUE(absl::IsDataLoss(DecodeUpdateRecord(payload, 784).status()));
+  for (size_t cut = 0; cut < 40; ++cut) {
+    EXPECT_TRUE(absl::IsDataLoss(DecodeUpdateRecord(payload.substr(0, cut), 0).status()));
+  }
+  // An image encoding inside a text model's record is DATA_LOSS.
+  UpdateRecordBuilder pixels(0);
+  pixels.AddPixels("cat", "");
+  EXPECT_TRUE(absl::IsDataLoss(DecodeUpdateRecord(pixels.Finish(), 0).status()));
+}
+
 TEST(UpdateRecordTest, RoundTripAndMalformedPayloads) {
   constexpr int kInput = 6;
   UpdateRecordBuilder builder(kInput);
@@ -385,9 +410,9 @@ TEST(UpdateRecordTest, RoundTripAndMalformedPayloads) {
   absl::StatusOr<UpdateRecord> record = DecodeUpdateRecord(payload, kInput);
   ASSERT_TRUE(record.ok()) << record.status();
   ASSERT_EQ(record->labels, (std::vector<std::string>{"cat", "dog"}));
-  EXPECT_EQ(record->inputs(0, 3), 1.0f);
-  EXPECT_EQ(record->inputs(0, 4), 128.0f / 255.0f);
-  EXPECT_EQ(record->inputs(1, 1), -1.0f);
+  EXPECT_EQ(record->inputs.values(0, 3), 1.0f);
+  EXPECT_EQ(record->inputs.values(0, 4), 128.0f / 255.0f);
+  EXPECT_EQ(record->inputs.values(1, 1), -1.0f);
   EXPECT_TRUE(absl::IsDataLoss(DecodeUpdateRecord(payload, kInput + 1).status()));
   for (size_t cut = 0; cut < payload.size(); ++cut) {
     EXPECT_TRUE(absl::IsDataLoss(DecodeUpdateRecord(payload.substr(0, cut), kInput).status()));

@@ -8,9 +8,9 @@
 
 namespace strata::update {
 
-absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::MatrixF& images,
+absl::StatusOr<model::MatrixF> ModelVersion::Features(const model::SampleBatch& samples,
                                                       fpga::OpCounts* counts) const {
-  return extractor->Features(images, counts);
+  return extractor->BatchFeatures(samples, counts);
 }
 
 absl::Status ModelStore::Load(model::Bundle bundle,

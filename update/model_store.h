@@ -63,12 +63,13 @@ struct ModelVersion {
   // How the lower tier computes: "float", or the backend's name ("cpu", "emu", "xrt").
   const std::string& device() const { return extractor->device(); }
 
-  // The features of `images` (rows of extractor->input_size() values) through the served lower
-  // tier (FeatureExtractor::Features). `counts` (not null) receives the work: the backend's
-  // reported OpCounts for int8 (int8 MACs and its memory traffic; the host's float stages are not
-  // counted), or for float the lower tier's estimate from the shapes (model::LowerTier::Counts,
-  // fp32). INVALID_ARGUMENT if the width is wrong; the backend's errors (xrt). Thread-safe.
-  absl::StatusOr<model::MatrixF> Features(const model::MatrixF& images,
+  // The features of `samples` (image rows of extractor->input_size() values, or texts) through
+  // the served lower tier (FeatureExtractor::BatchFeatures). `counts` (not null) receives the
+  // work: the backend's reported OpCounts for int8 (int8 MACs and its memory traffic; the host's
+  // float stages are not counted), or for float the lower tier's estimate from the shapes
+  // (model::LowerTier::Counts, fp32). INVALID_ARGUMENT if the width or kind is wrong; the
+  // backend's errors (xrt). Thread-safe.
+  absl::StatusOr<model::MatrixF> Features(const model::SampleBatch& samples,
                                           fpga::OpCounts* counts) const;
 };
 

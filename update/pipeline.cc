@@ -202,7 +202,7 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
     Reject(count, unreadable_rest);
   }
   // Every sample is validated once, here, before anything is logged or absorbed.
-  const int input_size = model_->extractor->input_size();
+  const model::InputKind kind = model_->extractor->input_kind();
   std::vector<bool> valid(count, false);
   int valid_count = 0;
   for (int i = 0; i < count; ++i) {
@@ -214,7 +214,7 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
     const std::string field = absl::StrCat("samples[", i, "]");
     absl::Status status = ValidateLabel(sample.label, absl::StrCat(field, ".label"));
     if (status.ok()) {
-      status = ValidateInput(sample.input, input_size, absl::StrCat(field, ".sample"));
+      status = ValidateInput(sample.input, kind, absl::StrCat(field, ".sample"));
     }
     if (!status.ok()) {
       Reject(i, status.message());
@@ -236,24 +236,40 @@ absl::Status UpdateStream::AbsorbSamples(std::span<const SampleInput> samples,
   }
   // The readout every sample of this message is predicted with before it is absorbed.
   served_ = pipeline_->store_->Current();
+  return AbsorbValid(samples, valid);
+}
+
+absl::Status UpdateStream::AbsorbValid(std::span<const SampleInput> samples,
+                                       const std::vector<bool>& valid) {
   // Each valid sample is converted once, into the chunk it is absorbed with.
+  const int count = static_cast<int>(samples.size());
+  const int input_size = model_->extractor->input_size();
   const int chunk = std::min(count, pipeline_->max_batch_);
-  model::MatrixF rows(chunk, input_size);
+  model::SampleBatch inputs;
+  inputs.values.resize(input_size > 0 ? chunk : 0, input_size);
   std::vector<std::string> labels;
   labels.reserve(chunk);
   for (int i = 0; i < count; ++i) {
     if (!valid[i]) continue;
-    ConvertInput(samples[i].input, rows.row(static_cast<Eigen::Index>(labels.size())).data());
+    if (samples[i].input.kind == InputView::Kind::kText) {
+      inputs.texts.emplace_back(samples[i].input.text);
+    } else {
+      ConvertInput(samples[i].input,
+                   inputs.values.row(static_cast<Eigen::Index>(labels.size())).data());
+    }
     labels.emplace_back(samples[i].label);
     if (static_cast<int>(labels.size()) == chunk) {
-      absl::Status status = Absorb(rows, labels);
+      absl::Status status = Absorb(inputs, labels);
       if (!status.ok()) return status;
       labels.clear();
+      inputs.texts.clear();
     }
   }
   if (!labels.empty()) {
-    rows.conservativeResize(static_cast<Eigen::Index>(labels.size()), input_size);
-    return Absorb(rows, labels);
+    if (input_size > 0) {
+      inputs.values.conservativeResize(static_cast<Eigen::Index>(labels.size()), input_size);
+    }
+    return Absorb(inputs, labels);
   }
   return absl::OkStatus();
 }
@@ -266,6 +282,8 @@ absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
     const SampleInput& sample = samples[i];
     if (sample.input.kind == InputView::Kind::kPixels) {
       record.AddPixels(sample.label, sample.input.pixels);
+    } else if (sample.input.kind == InputView::Kind::kText) {
+      record.AddText(sample.label, sample.input.text);
     } else {
       record.AddValues(sample.label, sample.input.values.data());
     }
@@ -284,11 +302,11 @@ absl::Status UpdateStream::LogMessage(std::span<const SampleInput> samples,
   return absl::OkStatus();
 }
 
-absl::Status UpdateStream::Absorb(const model::MatrixF& rows,
+absl::Status UpdateStream::Absorb(const model::SampleBatch& inputs,
                                   const std::vector<std::string>& labels) {
   const int n = static_cast<int>(labels.size());
   fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> computed = model_->Features(rows, &lower_counts);
+  absl::StatusOr<model::MatrixF> computed = model_->Features(inputs, &lower_counts);
   if (!computed.ok()) return computed.status();
   const model::MatrixF& features = *computed;
   EnergyMeter& meter = *pipeline_->meter_;

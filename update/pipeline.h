@@ -3,8 +3,8 @@
 // run the same code.
 //
 // For each message of a stream (UpdateStream::OnMessage), in this order:
-//   1. validate every sample once (label, input size, finite values); a bad one is rejected alone
-//      and listed with its reason;
+//   1. validate every sample once (label; input of the model's kind: image size and finite values,
+//      or text length and UTF-8); a bad one is rejected alone and listed with its reason;
 //   2. with an update log: append the message's valid samples as one record (a crash leaves the
 //      message wholly in the log or wholly out of it), before anything is absorbed;
 //   3. convert each valid sample once, in chunks of `max_batch` rows: lower-tier features, the
@@ -244,8 +244,10 @@ class UpdateStream {
   // Validates, logs, converts and absorbs the message's samples.
   absl::Status AbsorbSamples(std::span<const SampleInput> samples,
                              absl::string_view unreadable_rest);
-  // Features, prequential predictions, absorb and charges for a chunk of converted rows.
-  absl::Status Absorb(const model::MatrixF& rows, const std::vector<std::string>& labels);
+  // Features, prequential predictions, absorb and charges for a chunk of converted samples.
+  absl::Status Absorb(const model::SampleBatch& inputs, const std::vector<std::string>& labels);
+  // Converts the valid samples (valid[i]) in chunks of max_batch and absorbs each chunk.
+  absl::Status AbsorbValid(std::span<const SampleInput> samples, const std::vector<bool>& valid);
   // Selective absorption: the indices of the rows to absorb (all of them when it is off).
   std::vector<int> RowsToAbsorb(const model::MatrixF& scores, const model::Readout& readout,
                                 const std::vector<std::string>& labels) const;

@@ -15,11 +15,11 @@ absl::StatusOr<std::vector<std::string>> AbsorbUpdateRecord(
     const model::FeatureExtractor& extractor, const UpdateRecord& record, int chunk_rows,
     model::UpperTier& upper) {
   std::vector<std::string> new_labels;
-  const Eigen::Index rows = record.inputs.rows();
+  const Eigen::Index rows = record.inputs.size();
   for (Eigen::Index begin = 0; begin < rows; begin += chunk_rows) {
     const Eigen::Index n = std::min<Eigen::Index>(chunk_rows, rows - begin);
-    const model::MatrixF chunk = record.inputs.middleRows(begin, n);
-    absl::StatusOr<model::MatrixF> features = extractor.Features(chunk);
+    absl::StatusOr<model::MatrixF> features =
+        extractor.BatchFeatures(record.inputs.Slice(begin, n));
     if (!features.ok()) return features.status();
     absl::StatusOr<std::vector<std::string>> added = upper.AbsorbLabeled(
         *features, std::span<const std::string>(record.labels).subspan(begin, n));

@@ -174,12 +174,12 @@ absl::Status Replica::AbsorbEntry(const LogEntry& entry) {
       DecodeUpdateRecord(entry.payload, model->extractor->input_size());
   if (!record.ok()) return record.status();
   // The chunks recovery and the live path absorb in (AbsorbUpdateRecord): the same float sums.
-  const Eigen::Index rows = record->inputs.rows();
+  const Eigen::Index rows = record->inputs.size();
   for (Eigen::Index begin = 0; begin < rows; begin += options_.chunk_rows) {
     const Eigen::Index n = std::min<Eigen::Index>(options_.chunk_rows, rows - begin);
-    const model::MatrixF chunk = record->inputs.middleRows(begin, n);
     fpga::OpCounts lower_counts;
-    absl::StatusOr<model::MatrixF> features = model->Features(chunk, &lower_counts);
+    absl::StatusOr<model::MatrixF> features =
+        model->Features(record->inputs.Slice(begin, n), &lower_counts);
     if (!features.ok()) return features.status();
     meter_->Charge(EnergyPhase::kLowerTierInference, lower_counts, model->lower_tier_energy_table);
     int classes = 0;

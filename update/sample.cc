@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "model/tensor.h"
+#include "unicode/utf8.h"
 
 namespace strata::update {
 
@@ -21,8 +22,59 @@ absl::Status ValidateLabel(absl::string_view label, absl::string_view field) {
   return absl::OkStatus();
 }
 
-absl::Status ValidateInput(const InputView& input, int input_size, absl::string_view field) {
+std::optional<size_t> FirstInvalidUtf8Byte(absl::string_view bytes) {
+  const auto* data = reinterpret_cast<const uint8_t*>(bytes.data());
+  const int32_t length = static_cast<int32_t>(bytes.size());
+  int32_t offset = 0;
+  while (offset < length) {
+    const int32_t start = offset;
+    UChar32 c = 0;
+    U8_NEXT(data, offset, length, c);
+    if (c < 0) return static_cast<size_t>(start);
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+absl::Status ValidateText(const InputView& input, const model::InputKind& kind,
+                          absl::string_view field) {
   switch (input.kind) {
+    case InputView::Kind::kPixels:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".pixels: this model takes text, not pixels"));
+    case InputView::Kind::kValues:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".values: this model takes text, not values"));
+    case InputView::Kind::kNone:
+      return absl::InvalidArgumentError(absl::StrCat(field, ": no text set, expected text"));
+    case InputView::Kind::kText:
+      break;
+  }
+  if (input.text.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".text: empty text, expected 1..",
+                                                   kind.max_text_bytes, " bytes of UTF-8"));
+  }
+  if (input.text.size() > static_cast<size_t>(kind.max_text_bytes)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, ".text: ", input.text.size(), " bytes, expected at most ", kind.max_text_bytes));
+  }
+  if (std::optional<size_t> bad = FirstInvalidUtf8Byte(input.text); bad.has_value()) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ".text: not valid UTF-8 at byte ", *bad));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateInput(const InputView& input, const model::InputKind& kind,
+                           absl::string_view field) {
+  if (kind.is_text()) return ValidateText(input, kind, field);
+  const int input_size = kind.image.size();
+  switch (input.kind) {
+    case InputView::Kind::kText:
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, ".text: this model takes images (pixels or values), not text"));
     case InputView::Kind::kPixels:
       if (input.pixels.size() != static_cast<size_t>(input_size)) {
         return absl::InvalidArgumentError(absl::StrCat(field, ".pixels: expected ", input_size,

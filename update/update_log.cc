@@ -196,10 +196,11 @@ class SegmentReader {
         Load<uint32_t>(header + 20) != base::Crc32c(header, 20)) {
       return Corrupt(segment_.path, 0, "bad segment header (magic or checksum)");
     }
-    if (Load<uint32_t>(header + 8) != kUpdateLogFormatVersion) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("update log ", segment_.path, ": format version ",
-                       Load<uint32_t>(header + 8), ", this build reads ", kUpdateLogFormatVersion));
+    const uint32_t version = Load<uint32_t>(header + 8);
+    if (version < kOldestUpdateLogFormatVersion || version > kUpdateLogFormatVersion) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "update log ", segment_.path, ": format version ", version, ", this build reads ",
+          kOldestUpdateLogFormatVersion, "..", kUpdateLogFormatVersion));
     }
     if (Load<uint64_t>(header + 12) != segment_.first) {
       return Corrupt(segment_.path, 12, "the header's first sequence differs from the file name");

@@ -42,7 +42,11 @@ namespace strata::update {
 
 // ---- Format constants (docs/update-log-format.md) ----
 inline constexpr char kUpdateLogMagic[8] = {'S', 'T', 'R', 'A', 'T', 'A', 'U', 'L'};
-inline constexpr uint32_t kUpdateLogFormatVersion = 1;
+// Version 2 added text samples (payload encoding 3); a version-1 segment holds none and reads the
+// same way. The writer writes kUpdateLogFormatVersion; the reader reads every version from
+// kOldestUpdateLogFormatVersion up.
+inline constexpr uint32_t kUpdateLogFormatVersion = 2;
+inline constexpr uint32_t kOldestUpdateLogFormatVersion = 1;
 inline constexpr size_t kSegmentHeaderBytes = 24;
 inline constexpr size_t kRecordHeaderBytes = 9;  // crc32c u32, length u32, type u8
 inline constexpr uint32_t kMaxRecordPayloadBytes = 256u << 20;

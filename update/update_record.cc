@@ -10,6 +10,7 @@ namespace {
 
 constexpr uint8_t kPixels = 1;
 constexpr uint8_t kValues = 2;
+constexpr uint8_t kText = 3;  // format version 2
 
 template <typename T>
 void Put(std::string& out, T value) {
@@ -46,6 +47,12 @@ void UpdateRecordBuilder::AddValues(absl::string_view label, const float* values
   samples_.append(reinterpret_cast<const char*>(values), sizeof(float) * input_size_);
 }
 
+void UpdateRecordBuilder::AddText(absl::string_view label, absl::string_view text) {
+  AddLabel(label, kText);
+  Put<uint32_t>(samples_, static_cast<uint32_t>(text.size()));
+  samples_.append(text.data(), text.size());
+}
+
 std::string UpdateRecordBuilder::Finish() {
   std::string payload;
   payload.reserve(8 + samples_.size());
@@ -57,6 +64,47 @@ std::string UpdateRecordBuilder::Finish() {
   return payload;
 }
 
+namespace {
+
+// Reads sample `i`'s input at `offset` (after its encoding byte) into `record`: a text for a text
+// model (input_size 0), else an image row. DATA_LOSS naming the sample if it does not fit.
+absl::Status DecodeInput(absl::string_view payload, size_t& offset, uint32_t i, uint8_t encoding,
+                         int input_size, UpdateRecord& record) {
+  auto cut_short = [i] {
+    return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
+  };
+  if (input_size == 0) {
+    uint32_t length = 0;
+    if (encoding != kText) {
+      return absl::DataLossError(absl::StrCat("update record: sample ", i, " has encoding ",
+                                              encoding, " in a text model's record"));
+    }
+    if (!Get(payload, offset, length)) return cut_short();
+    if (payload.size() - offset < length) return cut_short();
+    record.inputs.texts.emplace_back(payload.substr(offset, length));
+    offset += length;
+    return absl::OkStatus();
+  }
+  float* row = record.inputs.values.row(i).data();
+  if (encoding == kPixels) {
+    if (payload.size() - offset < static_cast<size_t>(input_size)) return cut_short();
+    model::PixelsToValues(reinterpret_cast<const uint8_t*>(payload.data() + offset), input_size,
+                          row);
+    offset += input_size;
+  } else if (encoding == kValues) {
+    const size_t bytes = sizeof(float) * input_size;
+    if (payload.size() - offset < bytes) return cut_short();
+    std::memcpy(row, payload.data() + offset, bytes);
+    offset += bytes;
+  } else {
+    return absl::DataLossError(
+        absl::StrCat("update record: sample ", i, " has unknown encoding ", encoding));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int input_size) {
   size_t offset = 0;
   uint32_t stored_input_size = 0, count = 0;
@@ -65,14 +113,20 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
   }
   if (stored_input_size != static_cast<uint32_t>(input_size)) {
     return absl::DataLossError(absl::StrCat("update record: input size ", stored_input_size,
-                                            ", but the model's lower tier reads ", input_size));
+                                            ", but the model's lower tier reads ", input_size,
+                                            " (0: a text model)"));
   }
-  // Every sample takes at least 2 + 1 + 1 + input_size bytes: bounds `count` before allocating.
+  // Every sample takes at least 2 + 1 + 1 + max(input_size, 4) bytes: bounds `count` before
+  // allocating.
   if (count == 0 || count > payload.size() / (4 + static_cast<size_t>(input_size))) {
     return absl::DataLossError(absl::StrCat("update record: implausible sample count ", count));
   }
   UpdateRecord record;
-  record.inputs.resize(count, input_size);
+  if (input_size > 0) {
+    record.inputs.values.resize(count, input_size);
+  } else {
+    record.inputs.texts.reserve(count);
+  }
   record.labels.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {
     uint16_t label_length = 0;
@@ -86,24 +140,8 @@ absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int i
     if (!Get(payload, offset, encoding)) {
       return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
     }
-    float* row = record.inputs.row(i).data();
-    if (encoding == kPixels) {
-      if (payload.size() - offset < static_cast<size_t>(input_size)) {
-        return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
-      }
-      model::PixelsToValues(reinterpret_cast<const uint8_t*>(payload.data() + offset), input_size,
-                            row);
-      offset += input_size;
-    } else if (encoding == kValues) {
-      const size_t bytes = sizeof(float) * input_size;
-      if (payload.size() - offset < bytes) {
-        return absl::DataLossError(absl::StrCat("update record: sample ", i, " cut short"));
-      }
-      std::memcpy(row, payload.data() + offset, bytes);
-      offset += bytes;
-    } else {
-      return absl::DataLossError(
-          absl::StrCat("update record: sample ", i, " has unknown encoding ", encoding));
+    if (absl::Status s = DecodeInput(payload, offset, i, encoding, input_size, record); !s.ok()) {
+      return s;
     }
   }
   if (offset != payload.size()) {

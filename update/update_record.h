@@ -1,5 +1,6 @@
 // The payload of an update-log record: one Update message's accepted samples, as the lower tier's
-// input (docs/update-log-format.md, "Payload of type 1"). Pure functions and a value type; not
+// input (docs/update-log-format.md, "Payload of type 1"): pixels or float values for an image
+// model, UTF-8 texts for a text model (whose input_size is 0). Pure functions and a value type; not
 // thread-safe to share a builder, safe to use separate ones.
 #ifndef STRATA_UPDATE_UPDATE_RECORD_H_
 #define STRATA_UPDATE_UPDATE_RECORD_H_
@@ -10,6 +11,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "model/feature_extractor.h"
 #include "model/tensor.h"
 
 namespace strata::update {
@@ -24,6 +26,8 @@ class UpdateRecordBuilder {
   void AddPixels(absl::string_view label, absl::string_view pixels);
   // A sample given as float values (input_size of them at `values`).
   void AddValues(absl::string_view label, const float* values);
+  // A text sample (UTF-8, at most 1 MiB: the largest max_text_bytes a spec allows).
+  void AddText(absl::string_view label, absl::string_view text);
 
   int count() const { return count_; }
   // The payload; the builder is left empty.
@@ -37,15 +41,16 @@ class UpdateRecordBuilder {
   std::string samples_;
 };
 
-// A decoded record: one input row per sample (pixels b become model::PixelValue(b), exactly as the
-// live Update path converts them), and the labels in the same order.
+// A decoded record: one input per sample (an image row, pixels b becoming model::PixelValue(b)
+// exactly as the live Update path converts them; or a text), and the labels in the same order.
 struct UpdateRecord {
-  model::MatrixF inputs;
+  model::SampleBatch inputs;
   std::vector<std::string> labels;
 };
 
 // Decodes a payload written by UpdateRecordBuilder. DATA_LOSS if it does not parse exactly (sizes,
-// encodings, lengths), or if its input_size differs from `input_size`.
+// encodings, lengths), if its input_size differs from `input_size` (0 for a text model), or if it
+// mixes texts and images.
 absl::StatusOr<UpdateRecord> DecodeUpdateRecord(absl::string_view payload, int input_size);
 
 }  // namespace strata::update
