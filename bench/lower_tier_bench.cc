@@ -26,6 +26,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "bench/machine_peak.h"
 #include "data/dataset.h"
 #include "fpga/backend.h"
@@ -130,46 +131,42 @@ absl::Status PrintSteps(const model::QuantizedLowerTier& quantized, const model:
   return absl::OkStatus();
 }
 
-int Run() {
-  model::Architecture architecture = model::LowerTierSpec{}.ToArchitecture();
-  if (const std::string spec = absl::GetFlag(FLAGS_spec); !spec.empty()) {
-    absl::StatusOr<model::Architecture> read = model::ReadArchitecture(spec);
-    if (!read.ok()) {
-      std::fprintf(stderr, "strata-bench-lower: --spec: %s\n", read.status().ToString().c_str());
-      return 1;
+// The spec of --spec, or the built-in default.
+absl::StatusOr<model::Architecture> ReadSpec() {
+  const std::string spec = absl::GetFlag(FLAGS_spec);
+  if (spec.empty()) return model::LowerTierSpec{}.ToArchitecture();
+  absl::StatusOr<model::Architecture> read = model::ReadArchitecture(spec);
+  if (!read.ok()) {
+    return absl::Status(read.status().code(), absl::StrCat("--spec: ", read.status().message()));
+  }
+  return read;
+}
+
+absl::StatusOr<std::vector<int>> ParseBatches(Eigen::Index max_batch) {
+  std::vector<int> batches;
+  for (const std::string& text : absl::GetFlag(FLAGS_batches)) {
+    int batch = 0;
+    if (!absl::SimpleAtoi(text, &batch) || batch < 1 || batch > max_batch) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--batches: ", text, " is not in 1..", max_batch));
     }
-    architecture = *std::move(read);
+    batches.push_back(batch);
   }
-  absl::StatusOr<data::LabeledImages> train =
-      data::Load("fashion-mnist:train", {0, absl::GetFlag(FLAGS_train_limit)});
-  if (!train.ok()) {
-    std::fprintf(stderr, "strata-bench-lower: %s\n", train.status().ToString().c_str());
-    return 1;
-  }
-  const model::MatrixF images = model::PixelsToMatrix(train->pixels, train->image_size());
+  return batches;
+}
 
-  std::printf("strata-bench-lower: the lower tier end to end, float vs int8 backends\n\n");
-  const bench::MachinePeak peak = bench::MeasureMachinePeak();
-  bench::PrintMachinePeak(peak);
+// One way of computing the features: float (no backend), or int8 on a backend.
+struct Path {
+  std::string name;
+  std::unique_ptr<fpga::Backend> backend;  // null: float
+  std::unique_ptr<model::QuantizedLowerTier> quantized;
+  double min_seconds;
+};
 
-  const auto fit_start = Clock::now();
-  absl::StatusOr<model::LowerTier> fitted = model::LowerTier::Fit(architecture, images);
-  if (!fitted.ok()) {
-    std::fprintf(stderr, "strata-bench-lower: %s\n", fitted.status().ToString().c_str());
-    return 1;
-  }
-  const auto tier = std::make_shared<const model::LowerTier>(*std::move(fitted));
-  std::printf("\nLower tier (fit on %td images in %.1f s):\n", images.rows(),
-              Seconds(fit_start, Clock::now()));
-  for (const std::string& line : tier->Describe()) std::printf("  %s\n", line.c_str());
-
-  const model::MatrixF calibration = images.topRows(std::min<Eigen::Index>(2000, images.rows()));
-  struct Path {
-    std::string name;
-    std::unique_ptr<fpga::Backend> backend;  // null: float
-    std::unique_ptr<model::QuantizedLowerTier> quantized;
-    double min_seconds;
-  };
+// The --paths wanted, the int8 ones quantised on `calibration`; prints each backend and, once,
+// the quantisation (the same on every backend).
+absl::StatusOr<std::vector<Path>> MakePaths(const std::shared_ptr<const model::LowerTier>& tier,
+                                            const model::MatrixF& calibration) {
   std::vector<Path> paths;
   const double seconds = absl::GetFlag(FLAGS_seconds);
   const std::vector<std::string> wanted = absl::GetFlag(FLAGS_paths);
@@ -177,20 +174,14 @@ int Run() {
     return std::find(wanted.begin(), wanted.end(), name) != wanted.end();
   };
   if (is_wanted("float")) paths.push_back({"float", nullptr, nullptr, seconds});
-  bool described = false;  // the quantisation is the same on every backend: print it once
+  bool described = false;
   for (const std::string name : {"cpu", "emu"}) {
     if (!is_wanted(name)) continue;
     absl::StatusOr<std::unique_ptr<fpga::Backend>> backend = fpga::CreateBackend(name);
-    if (!backend.ok()) {
-      std::fprintf(stderr, "strata-bench-lower: %s\n", backend.status().ToString().c_str());
-      return 1;
-    }
+    if (!backend.ok()) return backend.status();
     absl::StatusOr<model::QuantizedLowerTier> quantized =
         model::QuantizedLowerTier::Calibrate(tier, calibration, **backend);
-    if (!quantized.ok()) {
-      std::fprintf(stderr, "strata-bench-lower: %s\n", quantized.status().ToString().c_str());
-      return 1;
-    }
+    if (!quantized.ok()) return quantized.status();
     std::printf("int8 on %s: %s\n", name.c_str(), (*backend)->info().description.c_str());
     if (!described) {
       described = true;
@@ -202,18 +193,14 @@ int Run() {
                      std::make_unique<model::QuantizedLowerTier>(*std::move(quantized)),
                      emu ? seconds / 3 : seconds});
   }
+  return paths;
+}
 
-  std::vector<int> batches;
-  for (const std::string& text : absl::GetFlag(FLAGS_batches)) {
-    int batch = 0;
-    if (!absl::SimpleAtoi(text, &batch) || batch < 1 || batch > images.rows()) {
-      std::fprintf(stderr, "strata-bench-lower: --batches: %s is not in 1..%td\n", text.c_str(),
-                   images.rows());
-      return 1;
-    }
-    batches.push_back(batch);
-  }
-  const double macs_per_image = static_cast<double>(tier->MacsPerSample());
+// The table: each path at each batch size, against the peak of its precision.
+absl::Status PrintTable(const std::vector<Path>& paths, const model::LowerTier& tier,
+                        const model::MatrixF& images, const std::vector<int>& batches,
+                        const bench::MachinePeak& peak) {
+  const double macs_per_image = static_cast<double>(tier.MacsPerSample());
   std::printf("\n%-10s %6s %12s %12s %14s %10s %8s %9s %10s\n", "path", "batch", "latency ms",
               "images/s", "MAC/image", "GMAC/s", "% peak", "CPU ms", "% peak/CPU");
   for (const Path& path : paths) {
@@ -222,17 +209,14 @@ int Run() {
       absl::StatusOr<CallTime> latency = TimeCalls(
           [&]() -> absl::Status {
             if (path.quantized == nullptr) {
-              const model::MatrixF features = tier->Features(x);
+              const model::MatrixF features = tier.Features(x);
               if (features.rows() != batch) return absl::InternalError("wrong feature rows");
               return absl::OkStatus();
             }
             return path.quantized->Features(x).status();
           },
           path.min_seconds);
-      if (!latency.ok()) {
-        std::fprintf(stderr, "strata-bench-lower: %s\n", latency.status().ToString().c_str());
-        return 1;
-      }
+      if (!latency.ok()) return latency.status();
       const double gmacs = macs_per_image * batch / latency->wall * 1e-9;
       const double peak_rate =
           path.quantized == nullptr ? peak.fp32_all_cores : peak.int8_all_cores;
@@ -246,11 +230,41 @@ int Run() {
                   peak_rate > 0 ? 100 * per_cpu_second / (peak_rate / peak.cores) : 0.0);
     }
   }
-  for (const Path& path : paths) {
-    if (path.quantized != nullptr && path.name == "int8 cpu") {
-      if (absl::Status s = PrintSteps(*path.quantized, images, batches, seconds); !s.ok()) {
-        std::fprintf(stderr, "strata-bench-lower: %s\n", s.ToString().c_str());
-        return 1;
+  return absl::OkStatus();
+}
+
+absl::Status Run() {
+  absl::StatusOr<model::Architecture> architecture = ReadSpec();
+  if (!architecture.ok()) return architecture.status();
+  absl::StatusOr<data::LabeledImages> train =
+      data::Load("fashion-mnist:train", {0, absl::GetFlag(FLAGS_train_limit)});
+  if (!train.ok()) return train.status();
+  const model::MatrixF images = model::PixelsToMatrix(train->pixels, train->image_size());
+  absl::StatusOr<std::vector<int>> batches = ParseBatches(images.rows());
+  if (!batches.ok()) return batches.status();
+
+  std::printf("strata-bench-lower: the lower tier end to end, float vs int8 backends\n\n");
+  const bench::MachinePeak peak = bench::MeasureMachinePeak();
+  bench::PrintMachinePeak(peak);
+
+  const auto fit_start = Clock::now();
+  absl::StatusOr<model::LowerTier> fitted = model::LowerTier::Fit(*architecture, images);
+  if (!fitted.ok()) return fitted.status();
+  const auto tier = std::make_shared<const model::LowerTier>(*std::move(fitted));
+  std::printf("\nLower tier (fit on %td images in %.1f s):\n", images.rows(),
+              Seconds(fit_start, Clock::now()));
+  for (const std::string& line : tier->Describe()) std::printf("  %s\n", line.c_str());
+
+  absl::StatusOr<std::vector<Path>> paths =
+      MakePaths(tier, images.topRows(std::min<Eigen::Index>(2000, images.rows())));
+  if (!paths.ok()) return paths.status();
+  if (absl::Status s = PrintTable(*paths, *tier, images, *batches, peak); !s.ok()) return s;
+  for (const Path& path : *paths) {
+    if (path.name == "int8 cpu") {
+      if (absl::Status s =
+              PrintSteps(*path.quantized, images, *batches, absl::GetFlag(FLAGS_seconds));
+          !s.ok()) {
+        return s;
       }
     }
   }
@@ -263,7 +277,7 @@ int Run() {
       "OMP_WAIT_POLICY=PASSIVE, or OpenMP's spinning counts as work). emu is a scalar C\n"
       "simulation of the FPGA kernels: its speed says nothing about the card's.\n",
       peak.cores);
-  return 0;
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -273,5 +287,9 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "Lower-tier throughput and latency: float vs int8 on the cpu and emu backends.");
   absl::ParseCommandLine(argc, argv);
-  return strata::Run();
+  if (const absl::Status status = strata::Run(); !status.ok()) {
+    std::fprintf(stderr, "strata-bench-lower: %s\n", status.ToString().c_str());
+    return 1;
+  }
+  return 0;
 }

@@ -79,7 +79,7 @@ absl::Status TimeUpdate(client::Client& client, const text::LabelledTexts& data,
   std::printf(
       "Update (server, encoder included): %lu texts accepted, %lu new labels; server absorb "
       "%.2f s = %.0f texts/s, solve %.3f s; wall %.2f s\n",
-      static_cast<unsigned long>(summary->accepted),
+      static_cast<unsigned long>(summary->accepted()),
       static_cast<unsigned long>(summary->new_labels_size()), summary->absorb_seconds(),
       summary->accepted() / summary->absorb_seconds(), summary->solve_seconds(), wall);
   return absl::OkStatus();

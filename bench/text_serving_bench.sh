@@ -32,8 +32,11 @@ with open(sys.argv[1], "w", encoding="utf-8") as f:
         f.write(f"{section}\t{text}\n")
 print(f"text_serving_bench: {len(names)} descriptions of {len(packages)} packages", file=sys.stderr)
 PY
-printf 'text encoder=.tools/models/all-minilm-l6-v2 max_tokens=128 max_bytes=4096\nexpand units=2048\n' \
-  > "$out/text.spec"
+# STRATA_TEXT_EXPAND: the expansion's units (default 2048: 384 + 2048 features); 0: no stage (the
+# head reads the 384-value embedding itself).
+expand="${STRATA_TEXT_EXPAND:-2048}"
+printf 'text encoder=.tools/models/all-minilm-l6-v2 max_tokens=128 max_bytes=4096\n' > "$out/text.spec"
+if [ "$expand" -gt 0 ]; then printf 'expand units=%d\n' "$expand" >> "$out/text.spec"; fi
 head -n 512 "$out/texts.tsv" > "$out/train.tsv"
 "$build/bin/strata-train" --spec="$out/text.spec" --train="$out/train.tsv" --test= --lambda=1 \
   --out="$out/text.bundle"

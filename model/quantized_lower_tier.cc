@@ -182,21 +182,80 @@ absl::StatusOr<Int8Calibration> QuantizedLowerTier::CalibrateActivations(
   return result;
 }
 
+absl::StatusOr<QuantizedStageInfo> QuantizedLowerTier::PlanStage(
+    size_t s, const Stage& stage, const MatrixF& weights, const Int8Calibration& calibration,
+    size_t scale_index, fpga::Backend& backend, StagePlan& plan) {
+  const int in_features = static_cast<int>(weights.rows());
+  const int out_features = static_cast<int>(weights.cols());
+  QuantizedStageInfo info;
+  info.stage = static_cast<int>(s);
+  info.in_features = in_features;
+  info.out_features = out_features;
+  fpga::DenseInt8Spec spec;
+  spec.in_features = in_features;
+  spec.out_features = out_features;
+  spec.raw_output = true;
+  const VectorF* bias = nullptr;
+  if (dynamic_cast<const ConvStage*>(&stage) != nullptr) {
+    plan.kind = Kind::kConv;
+    info.kind = "conv";
+    info.rows_per_sample = stage.input_shape().height * stage.input_shape().width;
+  } else if (auto* expand = dynamic_cast<const ExpandStage*>(&stage)) {
+    plan.kind = Kind::kExpand;
+    info.kind = "expand";
+    spec.relu = true;
+    bias = &expand->bias();
+  } else {
+    plan.kind = Kind::kElm;
+    info.kind = "elm_ae";
+    spec.relu = static_cast<const ElmAutoencoderStage&>(stage).relu();
+  }
+
+  // Activation scale; the calibration's statistics are informational and may be absent.
+  const size_t k = calibration.activation_scales.size();
+  auto informational = [&](const auto& values) {
+    return values.size() == k ? values[scale_index] : 0;
+  };
+  const float activation_scale = calibration.activation_scales[scale_index];
+  info.activation_scale = activation_scale;
+  info.max_abs_activation = informational(calibration.max_abs_activations);
+  info.clipped_fraction = informational(calibration.clipped_fractions);
+  plan.inverse_activation_scale = 1.0f / activation_scale;
+
+  // Per-output-channel weight scales, int8 weights and the int32 bias.
+  WeightQuantization quantized;
+  if (absl::Status q = QuantizeDenseWeights(
+          weights, bias, activation_scale,
+          absl::StrFormat("quantised lower tier stage %d (%s)", s + 1, info.kind), spec, quantized);
+      !q.ok()) {
+    return q;
+  }
+  plan.dequantize = std::move(quantized.dequantize);
+  info.min_weight_scale = quantized.min_weight_scale;
+  info.max_weight_scale = quantized.max_weight_scale;
+
+  absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> layer =
+      backend.LoadDenseInt8(std::move(spec));
+  if (!layer.ok()) {
+    return absl::Status(layer.status().code(),
+                        absl::StrCat("quantised lower tier stage ", s + 1, " (", info.kind,
+                                     "): ", layer.status().message()));
+  }
+  plan.layer = *std::move(layer);
+  return info;
+}
+
 absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     std::shared_ptr<const LowerTier> lower, const Int8Calibration& calibration,
     fpga::Backend& backend) {
   const LowerTier& tier = *lower;
   const auto& stages = tier.stages();
   const size_t num_stages = stages.size();
-  const size_t k = calibration.activation_scales.size();
   if (absl::Status scales =
           CheckActivationScales(calibration, static_cast<size_t>(QuantizedStageCount(tier)));
       !scales.ok()) {
     return scales;
   }
-  auto informational = [&](const auto& values, size_t i) {
-    return values.size() == k ? values[i] : 0;
-  };
 
   QuantizedLowerTier q;
   q.lower_ = std::move(lower);
@@ -211,64 +270,10 @@ absl::StatusOr<QuantizedLowerTier> QuantizedLowerTier::FromCalibration(
     q.plans_[s].stage = stages[s].get();
     const MatrixF* weights = StageWeights(*stages[s]);
     if (weights == nullptr) continue;
-    StagePlan& plan = q.plans_[s];
-    const Stage& stage = *stages[s];
-    const int in_features = static_cast<int>(weights->rows());
-    const int out_features = static_cast<int>(weights->cols());
-    QuantizedStageInfo info;
-    info.stage = static_cast<int>(s);
-    info.in_features = in_features;
-    info.out_features = out_features;
-    fpga::DenseInt8Spec spec;
-    spec.in_features = in_features;
-    spec.out_features = out_features;
-    spec.raw_output = true;
-    const VectorF* bias = nullptr;
-    if (dynamic_cast<const ConvStage*>(&stage) != nullptr) {
-      plan.kind = Kind::kConv;
-      info.kind = "conv";
-      info.rows_per_sample = stage.input_shape().height * stage.input_shape().width;
-    } else if (auto* expand = dynamic_cast<const ExpandStage*>(&stage)) {
-      plan.kind = Kind::kExpand;
-      info.kind = "expand";
-      spec.relu = true;
-      bias = &expand->bias();
-    } else {
-      plan.kind = Kind::kElm;
-      info.kind = "elm_ae";
-      spec.relu = static_cast<const ElmAutoencoderStage&>(stage).relu();
-    }
-
-    // Activation scale.
-    const size_t index = next_scale++;
-    const float activation_scale = calibration.activation_scales[index];
-    info.activation_scale = activation_scale;
-    info.max_abs_activation = informational(calibration.max_abs_activations, index);
-    info.clipped_fraction = informational(calibration.clipped_fractions, index);
-    plan.inverse_activation_scale = 1.0f / activation_scale;
-
-    // Per-output-channel weight scales, int8 weights and the int32 bias.
-    WeightQuantization quantized;
-    if (absl::Status q = QuantizeDenseWeights(
-            *weights, bias, activation_scale,
-            absl::StrFormat("quantised lower tier stage %d (%s)", s + 1, info.kind), spec,
-            quantized);
-        !q.ok()) {
-      return q;
-    }
-    plan.dequantize = std::move(quantized.dequantize);
-    info.min_weight_scale = quantized.min_weight_scale;
-    info.max_weight_scale = quantized.max_weight_scale;
-
-    absl::StatusOr<std::unique_ptr<fpga::DenseInt8Layer>> layer =
-        backend.LoadDenseInt8(std::move(spec));
-    if (!layer.ok()) {
-      return absl::Status(layer.status().code(),
-                          absl::StrCat("quantised lower tier stage ", s + 1, " (", info.kind,
-                                       "): ", layer.status().message()));
-    }
-    plan.layer = *std::move(layer);
-    q.infos_.push_back(std::move(info));
+    absl::StatusOr<QuantizedStageInfo> info =
+        PlanStage(s, *stages[s], *weights, calibration, next_scale++, backend, q.plans_[s]);
+    if (!info.ok()) return info.status();
+    q.infos_.push_back(*std::move(info));
   }
   q.FuseSplitReluPool();
   if (backend.info().computes_on_host) {

@@ -173,6 +173,14 @@ class QuantizedLowerTier final : public FeatureExtractor {
   struct Workspace;
 
   QuantizedLowerTier() = default;
+  // Quantises stage `s` (a conv, expand or ELM stage with `weights`) with activation scale
+  // `scale_index` of `calibration` and loads it on `backend`, filling `plan`; returns what
+  // DescribeQuantization reports of it.
+  static absl::StatusOr<QuantizedStageInfo> PlanStage(size_t s, const Stage& stage,
+                                                      const MatrixF& weights,
+                                                      const Int8Calibration& calibration,
+                                                      size_t scale_index, fpga::Backend& backend,
+                                                      StagePlan& plan);
   // Marks every conv -> split_relu -> pool run of plans for the fused dequantisation.
   void FuseSplitReluPool();
   // Names the profiling steps and sets each plan's first_step.

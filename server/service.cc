@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "base/log.h"
+#include "server/inference.h"
 #include "server/request_parsing.h"
 #include "server/unary_call.h"
 #include "server/update_reactor.h"
@@ -17,38 +18,7 @@
 namespace strata::server {
 namespace {
 
-absl::Status NotLoaded() {
-  return absl::UnavailableError("the model is not loaded yet; retry later");
-}
-
-// Predict on a model whose upper tier has no class yet (a bundle written with
-// strata-train --empty_upper, before any Update brought a label).
-absl::Status NoClasses() {
-  return absl::FailedPreconditionError(
-      "the model has no classes yet: stream labelled samples with Update first");
-}
-
 double Seconds(absl::Duration d) { return absl::ToDoubleSeconds(d); }
-
-// Appends one Prediction per row of `scores` (samples x classes): the best class and its label,
-// and the scores if asked.
-template <typename Scores>
-void AddPredictions(const Scores& scores, const std::vector<std::string>& labels,
-                    bool return_scores, v1::PredictResponse* response) {
-  response->mutable_predictions()->Reserve(response->predictions_size() +
-                                           static_cast<int>(scores.rows()));
-  for (Eigen::Index i = 0; i < scores.rows(); ++i) {
-    Eigen::Index best = 0;
-    scores.row(i).maxCoeff(&best);
-    v1::Prediction* prediction = response->add_predictions();
-    prediction->set_label(labels[best]);
-    prediction->set_class_index(static_cast<uint32_t>(best));
-    if (return_scores) {
-      // Row-major: a row's scores are contiguous.
-      prediction->mutable_scores()->Add(scores.row(i).data(), scores.row(i).data() + scores.cols());
-    }
-  }
-}
 
 }  // namespace
 
@@ -92,6 +62,7 @@ NamedModel::NamedModel(std::string name, update::ModelStore* store, const Servic
     : name(std::move(name)),
       store(store),
       meter(options.energy_table),
+      inference(store, &meter, options.max_batch, options.metrics),
       pipeline(store, &meter,
                policy != nullptr ? std::move(policy)
                                  : *update::UpdatePolicy::Create("stream-end", {}, absl::Now()),
@@ -116,7 +87,10 @@ std::unique_ptr<NamedModel> StrataService::MakeModel(std::string name, update::M
     NamedModel* model = named.get();
     named->batcher = std::make_unique<PredictBatcher>(
         options_.batcher, [this, model](std::span<const PredictCall> calls, BatchScratch* scratch) {
-          RunPredictBatch(*model, calls, scratch);
+          model->inference.PredictBatch(
+              calls, scratch, [this](const PredictCall& call, const grpc::Status& status) {
+                FinishPredict(call, status);
+              });
         });
   }
   return named;
@@ -222,60 +196,6 @@ ServedState StrataService::MetricsState() {
 
 // ---- ExtractFeatures and Predict -----------------------------------------------------------------
 
-absl::StatusOr<StrataService::LowerTierResult> StrataService::RunLowerTier(
-    NamedModel& named, const google::protobuf::RepeatedPtrField<v1::Sample>& samples,
-    v1::TierEnergy* energy) {
-  LowerTierResult result;
-  result.model = named.store->Current();
-  if (result.model == nullptr) return NotLoaded();
-  absl::StatusOr<model::SampleBatch> batch =
-      ReadBatch(samples, result.model->extractor->input_kind(), options_.max_batch);
-  if (!batch.ok()) return batch.status();
-  fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = result.model->Features(*batch, &lower_counts);
-  if (!features.ok()) return features.status();
-  result.features = *std::move(features);
-  if (options_.metrics != nullptr) {
-    options_.metrics->ObserveLowerTierBatch(static_cast<int>(result.features.rows()));
-  }
-  energy->set_lower_tier_joules(named.meter.Charge(update::EnergyPhase::kLowerTierInference,
-                                                   lower_counts,
-                                                   result.model->lower_tier_energy_table));
-  return result;
-}
-
-absl::Status StrataService::DoExtractFeatures(NamedModel& named,
-                                              const v1::ExtractFeaturesRequest& request,
-                                              v1::ExtractFeaturesResponse* response) {
-  absl::StatusOr<LowerTierResult> lower =
-      RunLowerTier(named, request.samples(), response->mutable_energy());
-  if (!lower.ok()) return lower.status();
-  const model::MatrixF& features = lower->features;
-  for (Eigen::Index i = 0; i < features.rows(); ++i) {
-    auto* values = response->add_features()->mutable_values();
-    values->Add(features.row(i).data(), features.row(i).data() + features.cols());
-  }
-  response->set_model_version(lower->model->version);
-  return absl::OkStatus();
-}
-
-absl::Status StrataService::DoPredict(NamedModel& named, const v1::PredictRequest& request,
-                                      v1::PredictResponse* response) {
-  absl::StatusOr<LowerTierResult> lower =
-      RunLowerTier(named, request.samples(), response->mutable_energy());
-  if (!lower.ok()) return lower.status();
-  const update::ModelVersion& model = *lower->model;
-  if (model.readout.labels.empty()) return NoClasses();
-  const model::MatrixF scores = model.readout.Scores(lower->features);
-  const int rows = static_cast<int>(scores.rows());
-  response->mutable_energy()->set_upper_tier_joules(
-      named.meter.Charge(update::EnergyPhase::kReadoutInference, model.readout.Counts(rows)));
-  AddPredictions(scores, model.readout.labels, request.return_scores(), response);
-  response->set_model_version(model.version);
-  response->set_log_position(model.log_position);
-  return absl::OkStatus();
-}
-
 grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerContext* context,
                                                          const grpc::ByteBuffer* request,
                                                          grpc::ByteBuffer* reply) {
@@ -288,7 +208,7 @@ grpc::ServerUnaryReactor* StrataService::ExtractFeatures(grpc::CallbackServerCon
     const grpc::Status status =
         call->context()->IsCancelled()
             ? grpc::Status::CANCELLED
-            : ToGrpcStatus(DoExtractFeatures(*named, call->request(), &call->response()));
+            : ToGrpcStatus(named->inference.ExtractFeatures(call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kExtractFeatures, status, start);
   });
   return call;
@@ -341,7 +261,7 @@ void StrataService::DispatchPredict(NamedModel& named, PredictUnaryCall* call, a
     const grpc::Status status =
         call->context()->IsCancelled()
             ? grpc::Status::CANCELLED
-            : ToGrpcStatus(DoPredict(named, call->request(), &call->response()));
+            : ToGrpcStatus(named.inference.Predict(call->request(), &call->response()));
     FinishUnary(call, RpcMethod::kPredict, status, start);
   });
 }
@@ -373,9 +293,9 @@ void StrataService::SubmitPredict(PredictCall call) {
     return;
   }
   inference_queue_.Schedule([this, &named, call] {
-    call.done->OnPredictDone(call.context->IsCancelled()
-                                 ? grpc::Status::CANCELLED
-                                 : ToGrpcStatus(DoPredict(named, *call.request, call.response)));
+    call.done->OnPredictDone(call.context->IsCancelled() ? grpc::Status::CANCELLED
+                                                         : ToGrpcStatus(named.inference.Predict(
+                                                               *call.request, call.response)));
   });
 }
 
@@ -386,90 +306,6 @@ void StrataService::FinishPredict(const PredictCall& call, const grpc::Status& s
   }
   // Enqueue() stamps `enqueued` as the handler hands the call over: the call's start.
   FinishUnary(call.call, RpcMethod::kPredict, status, call.enqueued);
-}
-
-int StrataService::GatherPredictBatch(std::span<const PredictCall> calls,
-                                      const model::InputKind& kind, BatchScratch* scratch) {
-  int total = 0;
-  for (const PredictCall& call : calls) total += call.request->samples_size();
-  // Resized only when the batch's image count changes; row-major, so each image is one row.
-  model::SampleBatch& inputs = scratch->inputs;
-  inputs.values.resize(kind.is_text() ? 0 : std::max(total, 1), kind.image.size());
-  inputs.texts.clear();
-  scratch->first_row.assign(calls.size(), -1);
-  int rows = 0;
-  for (size_t c = 0; c < calls.size(); ++c) {
-    const PredictCall& call = calls[c];
-    if (call.context->IsCancelled()) {
-      FinishPredict(call, grpc::Status::CANCELLED);
-      continue;
-    }
-    const auto& samples = call.request->samples();
-    absl::Status valid = CheckBatchSize(samples.size(), options_.max_batch);
-    for (int i = 0; valid.ok() && i < samples.size(); ++i) {
-      valid = ReadSample(samples[i], kind, absl::StrCat("samples[", i, "]"), &inputs, rows + i);
-    }
-    if (!valid.ok()) {
-      inputs.texts.resize(rows);  // drops the bad call's texts
-      FinishPredict(call, ToGrpcStatus(valid));
-      continue;
-    }
-    scratch->first_row[c] = rows;
-    rows += samples.size();
-  }
-  // Keeps the first `rows` rows (row-major: the valid requests' images, in order).
-  if (rows > 0 && rows < inputs.values.rows()) {
-    inputs.values.conservativeResize(rows, Eigen::NoChange);
-  }
-  return rows;
-}
-
-void StrataService::RunPredictBatch(NamedModel& named, std::span<const PredictCall> calls,
-                                    BatchScratch* scratch) {
-  // One version for the whole batch, so every request in it is answered by exactly one version.
-  const std::shared_ptr<const update::ModelVersion> model = named.store->Current();
-  if (model == nullptr) {
-    for (const PredictCall& call : calls) FinishPredict(call, ToGrpcStatus(NotLoaded()));
-    return;
-  }
-  const int rows = GatherPredictBatch(calls, model->extractor->input_kind(), scratch);
-  if (rows == 0) return;
-  if (model->readout.labels.empty()) {
-    for (size_t c = 0; c < calls.size(); ++c) {
-      if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(NoClasses()));
-    }
-    return;
-  }
-  fpga::OpCounts lower_counts;
-  absl::StatusOr<model::MatrixF> features = model->Features(scratch->inputs, &lower_counts);
-  if (!features.ok()) {
-    for (size_t c = 0; c < calls.size(); ++c) {
-      if (scratch->first_row[c] >= 0) FinishPredict(calls[c], ToGrpcStatus(features.status()));
-    }
-    return;
-  }
-  // The lower tier's and the readout's work are exactly proportional to the rows (TierEnergy), so
-  // each request is charged its share of the batch: the same joules it would cost alone.
-  const double lower_joules = named.meter.Charge(update::EnergyPhase::kLowerTierInference,
-                                                 lower_counts, model->lower_tier_energy_table);
-  scratch->scores.resize(rows, static_cast<Eigen::Index>(model->readout.labels.size()));
-  scratch->scores.noalias() = *features * model->readout.weights;
-  const double readout_joules =
-      named.meter.Charge(update::EnergyPhase::kReadoutInference, model->readout.Counts(rows));
-  for (size_t c = 0; c < calls.size(); ++c) {
-    if (scratch->first_row[c] < 0) continue;
-    const PredictCall& call = calls[c];
-    const int n = call.request->samples_size();
-    const double share = static_cast<double>(n) / rows;
-    v1::PredictResponse* response = call.response;
-    response->mutable_energy()->set_lower_tier_joules(lower_joules * share);
-    response->mutable_energy()->set_upper_tier_joules(readout_joules * share);
-    AddPredictions(scratch->scores.middleRows(scratch->first_row[c], n), model->readout.labels,
-                   call.request->return_scores(), response);
-    response->set_model_version(model->version);
-    response->set_log_position(model->log_position);
-    FinishPredict(call, grpc::Status::OK);
-  }
 }
 
 // ---- Update ------------------------------------------------------------------------------------
@@ -500,7 +336,7 @@ grpc::ServerUnaryReactor* StrataService::Snapshot(grpc::CallbackServerContext* c
   NamedModel* named = Admit(call, *request, CallKind::kWrite, RpcMethod::kSnapshot, start);
   if (named == nullptr) return call;
   if (named->store->Current() == nullptr) {
-    FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(NotLoaded()), start);
+    FinishUnary(call, RpcMethod::kSnapshot, ToGrpcStatus(NotLoadedError()), start);
     return call;
   }
   // On the update queue: between two Update messages, so the statistics match the log position.
@@ -542,7 +378,7 @@ grpc::ServerUnaryReactor* StrataService::GetModelInfo(grpc::CallbackServerContex
   if (named == nullptr) return call;
   std::shared_ptr<const update::ModelVersion> model = named->store->Current();
   if (model == nullptr) {
-    FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoaded()), start);
+    FinishUnary(call, RpcMethod::kGetModelInfo, ToGrpcStatus(NotLoadedError()), start);
     return call;
   }
   FillModelInfo(*model, options_.max_batch, &call->response());
@@ -562,7 +398,7 @@ grpc::ServerUnaryReactor* StrataService::GetStats(grpc::CallbackServerContext* c
   if (named == nullptr) return call;
   std::shared_ptr<const update::ModelVersion> model = named->store->Current();
   if (model == nullptr) {
-    FinishUnary(call, RpcMethod::kGetStats, ToGrpcStatus(NotLoaded()), start);
+    FinishUnary(call, RpcMethod::kGetStats, ToGrpcStatus(NotLoadedError()), start);
     return call;
   }
   v1::Stats* response = &call->response();

@@ -60,6 +60,7 @@
 #include "grpcpp/grpcpp.h"
 #include "server/auth.h"
 #include "server/batcher.h"
+#include "server/inference.h"
 #include "server/metrics.h"
 #include "server/reports.h"
 #include "server/work_queue.h"
@@ -122,6 +123,8 @@ struct NamedModel {
   update::ModelStore* const store;
   // Prices this model's work; its totals are this model's GetStats energy. Thread-safe.
   update::EnergyMeter meter;
+  // The model work of its ExtractFeatures and Predict (batched or not).
+  Inference inference;
   // This model's Update path: streams, policy, log, snapshots (run on the update queue only).
   update::UpdatePipeline pipeline;
   // Null with batching off. A batch holds one model's requests (one version's lower tier).
@@ -228,31 +231,6 @@ class StrataService final : public RawStrataService {
                                      grpc::ByteBuffer* reply) override;
 
  private:
-  // The version a request runs on and its samples' lower-tier features.
-  struct LowerTierResult {
-    std::shared_ptr<const update::ModelVersion> model;
-    model::MatrixF features;
-  };
-  // Validates `samples` against `named`'s current version, runs them through its lower tier and
-  // charges the lower tier's joules to its meter and to `energy`. UNAVAILABLE before the model is
-  // loaded; ReadBatch's errors for bad samples.
-  absl::StatusOr<LowerTierResult> RunLowerTier(
-      NamedModel& named, const google::protobuf::RepeatedPtrField<v1::Sample>& samples,
-      v1::TierEnergy* energy);
-  absl::Status DoExtractFeatures(NamedModel& named, const v1::ExtractFeaturesRequest& request,
-                                 v1::ExtractFeaturesResponse* response);
-  absl::Status DoPredict(NamedModel& named, const v1::PredictRequest& request,
-                         v1::PredictResponse* response);
-  // A model's batcher's RunBatch: validates each call (a bad or cancelled one is finished alone,
-  // before compute), runs the others' samples through one version's lower tier and readout at
-  // once, splits the batch's joules by sample count, and finishes every call.
-  void RunPredictBatch(NamedModel& named, std::span<const PredictCall> calls,
-                       BatchScratch* scratch);
-  // Validates each call of the batch and copies the valid ones' samples into scratch->inputs (one
-  // row per image, or one text per text), recording each call's first row in scratch->first_row
-  // (-1: finished here, alone, cancelled or invalid). Returns the rows gathered.
-  int GatherPredictBatch(std::span<const PredictCall> calls, const model::InputKind& kind,
-                         BatchScratch* scratch);
   // Finishes a batched Predict (FinishUnary).
   void FinishPredict(const PredictCall& call, const grpc::Status& status);
   // Hands an admitted Predict to its model's batcher or the inference queue.
@@ -262,7 +240,7 @@ class StrataService final : public RawStrataService {
   void DispatchPredictAtPosition(NamedModel& named, PredictUnaryCall* call, absl::Time start);
   // GetStats' replicated-mode figures (none without a replica).
   void FillReplicaStats(v1::Stats* stats) const;
-  // Creates a served model (its batcher runs this service's RunPredictBatch).
+  // Creates a served model (its batcher runs the model's Inference::PredictBatch).
   std::unique_ptr<NamedModel> MakeModel(std::string name, update::ModelStore* store,
                                         std::unique_ptr<update::UpdatePolicy> policy);
 

@@ -129,7 +129,9 @@ TEST(PredictBatcherTest, LatencyAwareRunsALoneRequestAtOnceAndBatchesWhileBusy) 
     // The first batch holds its worker until released: the server is busy meanwhile.
     if (batches.size() == 1) mu.Await(absl::Condition(&release_first));
   });
-  auto enqueue = [&](int i) { batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, {}}); };
+  auto enqueue = [&](int i) {
+    batcher.Enqueue({nullptr, &requests[i], nullptr, nullptr, nullptr, {}});
+  };
   auto await_batches = [&](size_t n) {
     absl::MutexLock lock(&mu);
     auto enough = [&] { return batches.size() >= n; };
