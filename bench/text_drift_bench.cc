@@ -37,11 +37,13 @@ ABSL_FLAG(std::string, bundle, "", "a text model's bundle with an empty head");
 ABSL_FLAG(std::string, data, "", "the data set (data/debian_sections.py's JSONL)");
 ABSL_FLAG(int, groups, 5, "sections arrive in this many groups");
 ABSL_FLAG(int, message, 100, "texts per Update message");
-ABSL_FLAG(std::string, swap, "perl,python", "the two sections whose labels the last phase swaps");
+ABSL_FLAG(std::string, swap, "libdevel,libs",
+          "the two sections whose labels the last phase swaps (default: the two largest)");
 ABSL_FLAG(std::string, device, "cpu", "strata-server --device");
 ABSL_FLAG(std::vector<std::string>, configs,
-          std::vector<std::string>({"eager=--update_policy=eager",
-                                    "eager+forget=--update_policy=eager --policy_forget_on_drift"}),
+          std::vector<std::string>(
+              {"eager=--update_policy=eager",
+               "energy-aware+forget=--update_policy=energy-aware --policy_forget_on_drift"}),
           "policy configurations, NAME=strata-server flags (space-separated), comma-separated");
 
 namespace strata {

@@ -3,8 +3,9 @@
 # server"): the data set at 1/--keep of the sources (data/debian_sections.py; default 32, about
 # 1,850 packages: the server encodes every text), a text bundle with an empty head
 # (all-MiniLM-L6-v2, max_tokens 256, + a 2,048-unit random ReLU expansion; strata-train
-# --empty_upper), then strata-bench-text-drift: sections arrive in 5 groups, then perl and python
-# swap labels; prequential accuracy and joules per phase for each update policy.
+# --empty_upper), then strata-bench-text-drift: sections arrive in 5 groups, then libdevel and libs
+# (the two largest sections) swap labels; prequential accuracy and joules per phase for the eager
+# and the energy-aware + forget-on-drift policies.
 # Builds nothing: run `scripts/build.sh strata-server strata-train strata-bench-text-drift` first.
 # Usage: bench/text_drift_bench.sh [--keep=32] [extra strata-bench-text-drift flags]
 set -euo pipefail
