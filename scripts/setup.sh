@@ -43,6 +43,8 @@ PACKAGES=(
   # the text encoder (text/): JSON (tokenizer.json, config.json, safetensors headers) and Unicode
   # data (categories, NFD, case mappings)
   nlohmann-json3-dev libicu-dev
+  # the text task's baseline (bench/text_task_tfidf.py): TF-IDF + LinearSVC, scikit-learn 1.2.1
+  python3-sklearn
 )
 
 missing=()
