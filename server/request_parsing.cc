@@ -227,22 +227,80 @@ absl::Status SerializeReply(const google::protobuf::Message& message, grpc::Byte
   return absl::OkStatus();
 }
 
+namespace {
+
+// Whether ReadUpdateMessage's slow path goes on after a field, or stops (the rest is unreadable).
+enum class FieldRead { kNext, kStop };
+
+// The message's `model` or `stream_id` field (a length-delimited field number `field`) at byte
+// `offset` of `bytes`: kept although a sample is broken, so that the readable samples reach that
+// model and a resend of the stream is still recognised.
+FieldRead ReadStringField(int field, CodedInputStream* in, int offset, absl::string_view bytes,
+                          ParsedUpdateMessage* message) {
+  const bool is_model = field == v1::UpdateRequest::kModelFieldNumber;
+  std::string value;
+  if (!WireFormatLite::ReadString(in, &value)) {
+    message->unreadable_rest =
+        absl::StrCat("message bytes ", offset, "..", bytes.size(), ": ",
+                     is_model ? "model" : "stream_id", ": its length runs past the end");
+    return FieldRead::kStop;
+  }
+  if (!is_model) {
+    message->request.set_stream_id(std::move(value));
+    return FieldRead::kNext;
+  }
+  if (!google::protobuf::internal::IsStructurallyValidUTF8(value.data(),
+                                                           static_cast<int>(value.size()))) {
+    message->unreadable_model = "model: not valid UTF-8 (proto3 string fields must be UTF-8)";
+  }
+  message->request.set_model(std::move(value));
+  return FieldRead::kNext;
+}
+
+// One `samples` entry at byte `offset`: parsed and added, or added empty with the reason it is
+// unreadable; kStop if its length runs past the end of the message.
+FieldRead ReadSampleEntry(CodedInputStream* in, int offset, absl::string_view bytes,
+                          ParsedUpdateMessage* message) {
+  const std::string field_path = absl::StrCat("samples[", message->request.samples_size(), "]");
+  uint32_t length = 0;
+  const int left = static_cast<int>(bytes.size()) - in->CurrentPosition();
+  if (!in->ReadVarint32(&length) ||
+      length > static_cast<uint32_t>(static_cast<int>(bytes.size()) - in->CurrentPosition())) {
+    message->unreadable_rest =
+        absl::StrCat(field_path, ": its length runs past the end of the message (", left,
+                     " bytes left at byte ", offset, ")");
+    return FieldRead::kStop;
+  }
+  const absl::string_view contents(bytes.data() + in->CurrentPosition(), length);
+  in->Skip(static_cast<int>(length));
+  v1::LabeledSample* sample = message->request.add_samples();
+  if (sample->ParseFromArray(contents.data(), static_cast<int>(contents.size()))) {
+    message->unreadable.emplace_back();
+    return FieldRead::kNext;
+  }
+  sample->Clear();
+  std::string reason = DescribeParseFailure(*v1::LabeledSample::descriptor(), contents, field_path);
+  message->unreadable.push_back(
+      reason.empty() ? absl::StrCat(field_path, ": not a valid LabeledSample encoding")
+                     : std::move(reason));
+  return FieldRead::kNext;
+}
+
+}  // namespace
+
 ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
   ParsedUpdateMessage message;
   if (ParseRequest(buffer, &message.request).ok()) return message;
-  // Slow path: split the message into its `samples` entries and parse each on its own.
+  // Slow path: split the message into its fields and parse each `samples` entry on its own.
   message.request.Clear();
   const std::string bytes = FlattenBuffer(buffer);
-  const Descriptor& sample_type = *v1::LabeledSample::descriptor();
-  constexpr int kSamplesField = v1::UpdateRequest::kSamplesFieldNumber;
-  constexpr int kModelField = v1::UpdateRequest::kModelFieldNumber;
-  auto add_sample = [&message](std::string reason) {
-    message.request.add_samples();
-    message.unreadable.push_back(std::move(reason));
+  auto length_delimited = [](int field) {
+    return WireFormatLite::MakeTag(field, WireFormatLite::WIRETYPE_LENGTH_DELIMITED);
   };
   CodedInputStream in(reinterpret_cast<const uint8_t*>(bytes.data()),
                       static_cast<int>(bytes.size()));
-  while (true) {
+  FieldRead read = FieldRead::kNext;
+  while (read == FieldRead::kNext) {
     const int offset = in.CurrentPosition();
     const uint32_t tag = ReadFieldTag(&in, static_cast<int>(bytes.size()));
     if (tag == 0) {
@@ -252,61 +310,18 @@ ParsedUpdateMessage ReadUpdateMessage(const grpc::ByteBuffer& buffer) {
       }
       break;
     }
-    const std::string field_path = absl::StrCat("samples[", message.request.samples_size(), "]");
-    if (tag == WireFormatLite::MakeTag(kModelField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
-      // The model the message is for: kept, so that its readable samples reach that model.
-      std::string model;
-      if (!WireFormatLite::ReadString(&in, &model)) {
-        message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
-                                               ": model: its length runs past the end");
-        break;
-      }
-      if (!google::protobuf::internal::IsStructurallyValidUTF8(model.data(),
-                                                               static_cast<int>(model.size()))) {
-        message.unreadable_model = "model: not valid UTF-8 (proto3 string fields must be UTF-8)";
-      }
-      message.request.set_model(std::move(model));
-      continue;
-    }
-    if (tag == WireFormatLite::MakeTag(v1::UpdateRequest::kStreamIdFieldNumber,
-                                       WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
-      // Kept although a sample is broken: a resend of this stream must be recognised too.
-      if (WireFormatLite::ReadString(&in, message.request.mutable_stream_id())) continue;
+    if (tag == length_delimited(v1::UpdateRequest::kSamplesFieldNumber)) {
+      read = ReadSampleEntry(&in, offset, bytes, &message);
+    } else if (tag == length_delimited(v1::UpdateRequest::kModelFieldNumber) ||
+               tag == length_delimited(v1::UpdateRequest::kStreamIdFieldNumber)) {
+      read = ReadStringField(WireFormatLite::GetTagFieldNumber(tag), &in, offset, bytes, &message);
+    } else if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||
+               !WireFormatLite::SkipField(&in, tag)) {
+      // An unknown field is skipped, as protobuf does; broken framing ends the readable part.
       message.unreadable_rest = absl::StrCat("message bytes ", offset, "..", bytes.size(),
-                                             ": malformed stream_id at byte ", offset);
-      break;
+                                             ": malformed field (tag ", tag, ") at byte ", offset);
+      read = FieldRead::kStop;
     }
-    if (tag != WireFormatLite::MakeTag(kSamplesField, WireFormatLite::WIRETYPE_LENGTH_DELIMITED)) {
-      // An unknown field (skipped, as protobuf does), or broken framing.
-      if (WireFormatLite::GetTagWireType(tag) == WireFormatLite::WIRETYPE_END_GROUP ||
-          !WireFormatLite::SkipField(&in, tag)) {
-        message.unreadable_rest =
-            absl::StrCat("message bytes ", offset, "..", bytes.size(), ": malformed field (tag ",
-                         tag, ") at byte ", offset);
-        break;
-      }
-      continue;
-    }
-    uint32_t length = 0;
-    const int left = static_cast<int>(bytes.size()) - in.CurrentPosition();
-    if (!in.ReadVarint32(&length) ||
-        length > static_cast<uint32_t>(static_cast<int>(bytes.size()) - in.CurrentPosition())) {
-      message.unreadable_rest =
-          absl::StrCat(field_path, ": its length runs past the end of the message (", left,
-                       " bytes left at byte ", offset, ")");
-      break;
-    }
-    const absl::string_view contents(bytes.data() + in.CurrentPosition(), length);
-    in.Skip(static_cast<int>(length));
-    v1::LabeledSample* sample = message.request.add_samples();
-    if (sample->ParseFromArray(contents.data(), static_cast<int>(contents.size()))) {
-      message.unreadable.emplace_back();
-      continue;
-    }
-    message.request.mutable_samples()->RemoveLast();
-    std::string reason = DescribeParseFailure(sample_type, contents, field_path);
-    add_sample(reason.empty() ? absl::StrCat(field_path, ": not a valid LabeledSample encoding")
-                              : std::move(reason));
   }
   return message;
 }
