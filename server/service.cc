@@ -292,7 +292,7 @@ void StrataService::SubmitPredict(PredictCall call) {
     named.batcher->Enqueue(call);
     return;
   }
-  inference_queue_.Schedule([this, &named, call] {
+  inference_queue_.Schedule([&named, call] {
     call.done->OnPredictDone(call.context->IsCancelled() ? grpc::Status::CANCELLED
                                                          : ToGrpcStatus(named.inference.Predict(
                                                                *call.request, call.response)));
