@@ -173,7 +173,7 @@ void CheckParsing(const uint8_t* data, size_t size, bool predict_parses, bool up
                       "a parseable message reported unreadable samples");
     return;
   }
-  bool reported = !update.unreadable_rest.empty();
+  bool reported = !update.unreadable_rest.empty() || !update.unreadable_header.empty();
   for (const std::string& reason : update.unreadable) reported = reported || !reason.empty();
   STRATA_FUZZ_CHECK(reported, "an unparseable Update message reported nothing unreadable");
   STRATA_FUZZ_CHECK(update.unreadable.size() == static_cast<size_t>(update.request.samples_size()),

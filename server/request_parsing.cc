@@ -245,13 +245,14 @@ FieldRead ReadStringField(int field, CodedInputStream* in, int offset, absl::str
                      is_model ? "model" : "stream_id", ": its length runs past the end");
     return FieldRead::kStop;
   }
+  if (!google::protobuf::internal::IsStructurallyValidUTF8(value.data(),
+                                                           static_cast<int>(value.size()))) {
+    message->unreadable_header = absl::StrCat(
+        is_model ? "model" : "stream_id", ": not valid UTF-8 (proto3 string fields must be UTF-8)");
+  }
   if (!is_model) {
     message->request.set_stream_id(std::move(value));
     return FieldRead::kNext;
-  }
-  if (!google::protobuf::internal::IsStructurallyValidUTF8(value.data(),
-                                                           static_cast<int>(value.size()))) {
-    message->unreadable_model = "model: not valid UTF-8 (proto3 string fields must be UTF-8)";
   }
   message->request.set_model(std::move(value));
   return FieldRead::kNext;

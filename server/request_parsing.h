@@ -65,9 +65,9 @@ struct ParsedUpdateMessage {
   // cannot be split into samples, so the caller counts them as one more unreadable entry, at sample
   // index request.samples_size(), with this reason.
   std::string unreadable_rest;
-  // Non-empty if the message's `model` field could not be read (not UTF-8): the message cannot be
-  // routed. request.model() is read on both paths otherwise.
-  std::string unreadable_model;
+  // Non-empty if the message's `model` or `stream_id` field is not UTF-8: the message cannot be
+  // routed (or its stream recognised) and is refused whole. Both are read on both paths otherwise.
+  std::string unreadable_header;
 };
 
 // Routes protobuf's own log lines into the server's log (base/log.h), except its complaints about

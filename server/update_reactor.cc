@@ -131,11 +131,11 @@ class UpdateReactor final : public grpc::ServerReadReactor<grpc::ByteBuffer> {
     ParsedUpdateMessage message = ReadUpdateMessage(buffer_);
     buffer_.Clear();
     const v1::UpdateRequest& request = message.request;
-    if (!message.unreadable_model.empty()) {
+    if (!message.unreadable_header.empty()) {
       // Which model it is for is unknown: the first message ends the stream, a later one is
       // rejected whole.
-      if (stream_ == nullptr) return Failed(absl::InvalidArgumentError(message.unreadable_model));
-      return stream_->RejectMessage(message.unreadable_model);
+      if (stream_ == nullptr) return Failed(absl::InvalidArgumentError(message.unreadable_header));
+      return stream_->RejectMessage(message.unreadable_header);
     }
     if (stream_ == nullptr) {
       // The first message names the stream's model: an unknown one ends the stream (NOT_FOUND).
