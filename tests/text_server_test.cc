@@ -18,17 +18,13 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "tests/server_process.h"
+#include "tests/text/minilm_dir.h"
 
 namespace strata::test {
 namespace {
 
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
-
-std::string ModelDir() {
-  const char* dir = std::getenv("STRATA_MINILM_DIR");
-  return dir != nullptr ? dir : STRATA_SOURCE_DIR "/.tools/models/all-minilm-l6-v2";
-}
 
 // Three classes of short sentences: what strata-train fits the bundle's head on.
 const std::vector<std::pair<std::string, std::string>>& TrainingTexts() {
@@ -98,7 +94,7 @@ class TextServerTest : public ::testing::Test {
     std::filesystem::create_directories(*dir_);
     {
       std::ofstream spec(*dir_ + "/text.spec");
-      spec << "text encoder=" << ModelDir() << " max_tokens=64 max_bytes=256\n"
+      spec << "text encoder=" << MiniLmDir() << " max_tokens=64 max_bytes=256\n"
            << "expand units=512 bias_scale=0.3\n";
       std::ofstream train(*dir_ + "/train.tsv");
       for (const auto& [label, text] : TrainingTexts()) train << label << "\t" << text << "\n";

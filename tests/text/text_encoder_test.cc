@@ -13,6 +13,7 @@
 #include "fpga/backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/text/minilm_dir.h"
 #include "text/wordpiece_tokenizer.h"
 
 namespace strata::text {
@@ -21,14 +22,9 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-std::string ModelDir() {
-  const char* dir = std::getenv("STRATA_MINILM_DIR");
-  return dir != nullptr ? dir : STRATA_SOURCE_DIR "/.tools/models/all-minilm-l6-v2";
-}
-
 const WordPieceTokenizer& Tokenizer() {
   static const auto* tokenizer = [] {
-    auto t = WordPieceTokenizer::FromTokenizerJson(ModelDir() + "/tokenizer.json");
+    auto t = WordPieceTokenizer::FromTokenizerJson(test::MiniLmDir() + "/tokenizer.json");
     EXPECT_TRUE(t.ok()) << t.status();
     return new WordPieceTokenizer(*std::move(t));
   }();
@@ -57,8 +53,8 @@ TEST(WordPieceTokenizerTest, LongWordIsUnknownAndTruncationKeepsSep) {
   auto long_word = Tokenizer().Encode(std::string(101, 'a'));
   ASSERT_TRUE(long_word.ok());
   EXPECT_THAT(*long_word, ElementsAre(101, Tokenizer().unk_id(), 102));
-  auto tokenizer =
-      WordPieceTokenizer::FromTokenizerJson(ModelDir() + "/tokenizer.json", {.max_length = 5});
+  auto tokenizer = WordPieceTokenizer::FromTokenizerJson(test::MiniLmDir() + "/tokenizer.json",
+                                                         {.max_length = 5});
   ASSERT_TRUE(tokenizer.ok());
   auto ids = tokenizer->Encode("one two three four five six");
   ASSERT_TRUE(ids.ok());
@@ -100,7 +96,7 @@ const std::vector<std::string>& Texts() {
 }
 
 TEST(TextEncoderTest, BatchEqualsOneByOneAndRowsAreUnit) {
-  auto encoder = TextEncoder::Load(ModelDir());
+  auto encoder = TextEncoder::Load(test::MiniLmDir());
   ASSERT_TRUE(encoder.ok()) << encoder.status();
   auto batch = (*encoder)->Embed(Texts());
   ASSERT_TRUE(batch.ok()) << batch.status();
@@ -119,10 +115,10 @@ TEST(TextEncoderTest, BatchEqualsOneByOneAndRowsAreUnit) {
 TEST(TextEncoderTest, Int8OnCpuIsCloseToFloatAndCounted) {
   auto backend = fpga::CreateBackend("cpu");
   ASSERT_TRUE(backend.ok());
-  auto float_encoder = TextEncoder::Load(ModelDir());
+  auto float_encoder = TextEncoder::Load(test::MiniLmDir());
   TextEncoderOptions options;
   options.backend = backend->get();
-  auto int8_encoder = TextEncoder::Load(ModelDir(), options);
+  auto int8_encoder = TextEncoder::Load(test::MiniLmDir(), options);
   ASSERT_TRUE(float_encoder.ok() && int8_encoder.ok()) << int8_encoder.status();
   EXPECT_EQ((*int8_encoder)->device(), "cpu");
   fpga::OpCounts counts;
@@ -149,7 +145,7 @@ TEST(TextEncoderTest, BadModelFolders) {
   const std::filesystem::path dir = ::testing::TempDir() + "/bad_minilm";
   std::filesystem::create_directories(dir);
   for (const char* name : {"config.json", "tokenizer.json"}) {
-    std::filesystem::copy_file(ModelDir() + "/" + name, dir / name,
+    std::filesystem::copy_file(test::MiniLmDir() + "/" + name, dir / name,
                                std::filesystem::copy_options::overwrite_existing);
   }
   std::filesystem::remove(dir / "model.safetensors");
@@ -160,7 +156,7 @@ TEST(TextEncoderTest, BadModelFolders) {
   // The real file with its data cut short: the header still names every tensor, and the last one
   // in the data (the unused pooler) now runs past the end.
   {
-    std::ifstream in(ModelDir() + "/model.safetensors", std::ios::binary);
+    std::ifstream in(test::MiniLmDir() + "/model.safetensors", std::ios::binary);
     std::string bytes((std::istreambuf_iterator<char>(in)), {});
     bytes.resize(bytes.size() - 1000);
     std::ofstream(dir / "model.safetensors", std::ios::binary) << bytes;
@@ -170,12 +166,12 @@ TEST(TextEncoderTest, BadModelFolders) {
   EXPECT_THAT(truncated.status().message(), HasSubstr("out of range"));
   EXPECT_THAT(truncated.status().message(), HasSubstr("tensor pooler.dense.weight: data_offsets"));
 
-  auto too_long = TextEncoder::Load(ModelDir(), {.tokenizer = {.max_length = 513}});
+  auto too_long = TextEncoder::Load(test::MiniLmDir(), {.tokenizer = {.max_length = 513}});
   EXPECT_EQ(too_long.status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(TextEncoderTest, InvalidUtf8NamesTheText) {
-  auto encoder = TextEncoder::Load(ModelDir());
+  auto encoder = TextEncoder::Load(test::MiniLmDir());
   ASSERT_TRUE(encoder.ok());
   const std::vector<std::string> texts = {"fine", "bad \xFF"};
   auto out = (*encoder)->Embed(texts);

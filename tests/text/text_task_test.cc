@@ -16,17 +16,13 @@
 #include "fpga/backend.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/text/minilm_dir.h"
 #include "text/text_encoder.h"
 
 namespace strata::text {
 namespace {
 
 using ::testing::HasSubstr;
-
-std::string ModelDir() {
-  const char* dir = std::getenv("STRATA_MINILM_DIR");
-  return dir != nullptr ? dir : STRATA_SOURCE_DIR "/.tools/models/all-minilm-l6-v2";
-}
 
 std::string TempPath(const std::string& name) {
   return (std::filesystem::path(::testing::TempDir()) / name).string();
@@ -46,7 +42,7 @@ Int8Encoder LoadEncoder() {
   TextEncoderOptions options;
   options.backend = e.backend.get();
   options.tokenizer.max_length = 64;
-  auto encoder = TextEncoder::Load(ModelDir(), options);
+  auto encoder = TextEncoder::Load(test::MiniLmDir(), options);
   EXPECT_TRUE(encoder.ok()) << encoder.status();
   e.encoder = *std::move(encoder);
   return e;
