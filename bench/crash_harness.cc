@@ -23,6 +23,7 @@
 #include "model/lower_tier.h"
 #include "model/tensor.h"
 #include "tests/server_process.h"
+#include "tests/shared_file.h"
 #include "update/env.h"
 #include "update/snapshot.h"
 
@@ -132,21 +133,25 @@ absl::StatusOr<std::unique_ptr<Fixture>> MakeFixture(size_t update_images) {
       data::Load("fashion-mnist:train", {kTrainImages, kTrainImages + update_images});
   if (!updates.ok()) return updates.status();
 
-  model::LowerTierSpec spec;
-  spec.filters = 8;
-  spec.expansion = 128;
-  spec.pca_images = kTrainImages;
-  spec.seed = 11;
-  const model::MatrixF images = ToMatrix(*train, 0, train->size());
-  absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
-  if (!lower.ok()) return lower.status();
-  model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
-  std::vector<int> classes;
-  for (const std::string& label : train->labels) classes.push_back(upper.ClassIndexOrAdd(label));
-  if (absl::Status s = upper.Absorb(lower->Features(images), classes); !s.ok()) return s;
-  model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
-                       std::move(upper), 1};
-  if (absl::Status s = model::WriteBundle(bundle, bundle_path); !s.ok()) return s;
+  absl::Status written =
+      test::MakeShared("crash-harness.bundle", bundle_path, [&train](const std::string& out) {
+        model::LowerTierSpec spec;
+        spec.filters = 8;
+        spec.expansion = 128;
+        spec.pca_images = kTrainImages;
+        spec.seed = 11;
+        const model::MatrixF images = ToMatrix(*train, 0, train->size());
+        absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
+        if (!lower.ok()) return lower.status();
+        model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
+        absl::Status absorbed =
+            upper.AbsorbLabeled(lower->Features(images), train->labels).status();
+        if (!absorbed.ok()) return absorbed;
+        model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                             std::move(upper), 1};
+        return model::WriteBundle(bundle, out);
+      });
+  if (!written.ok()) return written;
   absl::StatusOr<model::Bundle> read = model::ReadBundle(bundle_path);
   if (!read.ok()) return read.status();
   return std::make_unique<Fixture>(

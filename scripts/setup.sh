@@ -8,6 +8,8 @@ set -euo pipefail
 PACKAGES=(
   # toolchain
   build-essential cmake ninja-build pkg-config clang
+  # the compiler cache every build directory goes through (CMakeLists.txt, STRATA_CCACHE)
+  ccache
   # scripts/check-format.sh: the C++ layout of .clang-format
   clang-format
   # the sanitizer and fuzz builds (scripts/sanitize.sh): libFuzzer and the sanitizer runtimes and

@@ -32,6 +32,7 @@
 #include "model/quantized_lower_tier.h"
 #include "model/tensor.h"
 #include "tests/server_process.h"
+#include "tests/shared_file.h"
 #include "tests/suite_fixture.h"
 
 namespace strata {
@@ -63,21 +64,26 @@ void Fixture::Build(Fixture& f) {
   f.int8_bundle = f.Path("int8.bundle");
   ASSERT_TRUE(test::WriteFashionBundle(f.float_only_bundle, kTrainImages).ok());
 
-  absl::StatusOr<model::Bundle> bundle = model::ReadBundle(f.float_only_bundle);
-  ASSERT_TRUE(bundle.ok()) << bundle.status();
-  ASSERT_TRUE(bundle->int8.empty());
-  absl::StatusOr<data::LabeledImages> calibration =
-      data::Load("fashion-mnist:train", {0, kCalibrationImages});
-  ASSERT_TRUE(calibration.ok()) << calibration.status();
-  absl::StatusOr<model::Int8Calibration> int8 =
-      model::QuantizedLowerTier::CalibrateActivations(*bundle->lower, ToMatrix(*calibration));
-  ASSERT_TRUE(int8.ok()) << int8.status();
-  bundle->int8 = *std::move(int8);
-  ASSERT_TRUE(model::WriteBundle(*bundle, f.int8_bundle).ok());
+  absl::Status written = test::MakeShared(
+      "fashion-int8.bundle", f.int8_bundle, [&f](const std::string& out) -> absl::Status {
+        absl::StatusOr<model::Bundle> bundle = model::ReadBundle(f.float_only_bundle);
+        if (!bundle.ok()) return bundle.status();
+        if (!bundle->int8.empty()) return absl::InternalError("the float bundle has int8 scales");
+        absl::StatusOr<data::LabeledImages> calibration =
+            data::Load("fashion-mnist:train", {0, kCalibrationImages});
+        if (!calibration.ok()) return calibration.status();
+        absl::StatusOr<model::Int8Calibration> int8 =
+            model::QuantizedLowerTier::CalibrateActivations(*bundle->lower,
+                                                            ToMatrix(*calibration));
+        if (!int8.ok()) return int8.status();
+        bundle->int8 = *std::move(int8);
+        return model::WriteBundle(*bundle, out);
+      });
+  ASSERT_TRUE(written.ok()) << written;
 
   absl::StatusOr<model::Bundle> read = model::ReadBundle(f.int8_bundle);
   ASSERT_TRUE(read.ok()) << read.status();
-  ASSERT_EQ(read->int8.activation_scales, bundle->int8.activation_scales);
+  ASSERT_FALSE(read->int8.empty());
   f.bundle.emplace(*std::move(read));
 
   absl::StatusOr<data::LabeledImages> heldout =

@@ -23,7 +23,8 @@ inline constexpr int kMaxMessageBytes = 256 * 1024;
 inline constexpr absl::Duration kStartupLimit = absl::Seconds(120);
 
 // Fits a small real model on the first `train_images` Fashion-MNIST training images (12 PCA
-// filters, 256 random features, lambda 10, seed 7) and writes it to `path` as a bundle.
+// filters, 256 random features, lambda 10, seed 7) and writes it to `path` as a bundle; once per
+// ctest run for each `train_images` (tests/shared_file.h).
 absl::Status WriteFashionBundle(const std::string& path, int train_images);
 
 // A strata-server child process (<build>/bin/strata-server) on 127.0.0.1, on a free port.

@@ -12,6 +12,7 @@
 #include "model/bundle.h"
 #include "model/trainer.h"
 #include "tests/server_process.h"
+#include "tests/shared_file.h"
 #include "tests/suite_fixture.h"
 
 namespace strata {
@@ -31,26 +32,34 @@ Fixture*& fixture = test::SuiteFixture<Fixture>::instance;
 
 void Fixture::Build(Fixture& f) {
   f.bundle = f.Path("empty.bundle");
-  absl::StatusOr<data::LabeledImages> fit = data::Load("fashion-mnist:train", {0, kFitImages});
-  ASSERT_TRUE(fit.ok()) << fit.status();
-  model::TrainOptions options;
-  model::LowerTierSpec spec;
-  spec.filters = 6;
-  spec.expansion = 128;
-  spec.pca_images = kFitImages;
-  options.architecture = spec.ToArchitecture();
-  options.lambda = 10;
-  options.int8_calibration_images = 0;  // float lower tier, float64 host Gram
-  options.readout_int8 = false;
-  options.empty_upper = true;
-  model::TrainingData data;
-  data.train = {model::PixelsToMatrix(fit->pixels, static_cast<Eigen::Index>(fit->image_size())),
-                fit->labels};
-  absl::StatusOr<model::TrainedModel> trained = model::Train(options, data);
-  ASSERT_TRUE(trained.ok()) << trained.status();
-  ASSERT_EQ(trained->bundle.upper.num_classes(), 0);
-  ASSERT_EQ(trained->bundle.upper.samples_seen(), 0u);
-  ASSERT_TRUE(model::WriteBundle(trained->bundle, f.bundle).ok());
+  absl::Status written =
+      test::MakeShared("empty-upper.bundle", f.bundle, [](const std::string& out) -> absl::Status {
+        absl::StatusOr<data::LabeledImages> fit =
+            data::Load("fashion-mnist:train", {0, kFitImages});
+        if (!fit.ok()) return fit.status();
+        model::TrainOptions options;
+        model::LowerTierSpec spec;
+        spec.filters = 6;
+        spec.expansion = 128;
+        spec.pca_images = kFitImages;
+        options.architecture = spec.ToArchitecture();
+        options.lambda = 10;
+        options.int8_calibration_images = 0;  // float lower tier, float64 host Gram
+        options.readout_int8 = false;
+        options.empty_upper = true;
+        model::TrainingData data;
+        data.train = {
+            model::PixelsToMatrix(fit->pixels, static_cast<Eigen::Index>(fit->image_size())),
+            fit->labels};
+        absl::StatusOr<model::TrainedModel> trained = model::Train(options, data);
+        if (!trained.ok()) return trained.status();
+        return model::WriteBundle(trained->bundle, out);
+      });
+  ASSERT_TRUE(written.ok()) << written;
+  absl::StatusOr<model::Bundle> read = model::ReadBundle(f.bundle);
+  ASSERT_TRUE(read.ok()) << read.status();
+  ASSERT_EQ(read->upper.num_classes(), 0);
+  ASSERT_EQ(read->upper.samples_seen(), 0u);
   absl::StatusOr<data::LabeledImages> stream =
       data::Load("fashion-mnist:train", {kFitImages, 12000});
   ASSERT_TRUE(stream.ok()) << stream.status();
