@@ -73,8 +73,7 @@ void Fixture::Build(Fixture& f) {
             data::Load("fashion-mnist:train", {0, kCalibrationImages});
         if (!calibration.ok()) return calibration.status();
         absl::StatusOr<model::Int8Calibration> int8 =
-            model::QuantizedLowerTier::CalibrateActivations(*bundle->lower,
-                                                            ToMatrix(*calibration));
+            model::QuantizedLowerTier::CalibrateActivations(*bundle->lower, ToMatrix(*calibration));
         if (!int8.ok()) return int8.status();
         bundle->int8 = *std::move(int8);
         return model::WriteBundle(*bundle, out);
