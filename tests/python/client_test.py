@@ -10,7 +10,7 @@ import pytest
 
 import strata
 from strata.v1 import strata_pb2
-from strata_server import TRAIN_TEXTS, fashion_test_images, fashion_train_samples
+from strata_server import TRAIN_TEXTS, fashion_test_images, fashion_train_samples, metric_value
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
@@ -157,6 +157,7 @@ def test_texts_by_model_name(text_server):
         one = client.predict(texts[0], model="news")
         many = client.predict(texts, model="news", return_scores=True)
         features = client.extract_features(texts[:2], model="news")
+        scrape, news_stats = text_server.metrics(), client.stats(model="news")
     assert (info.name, info.input_kind, info.max_text_bytes) == ("news", "text", 200)
     assert sorted(info.served_models) == ["news", "strata"]
     assert (default.name, default.input_kind) == ("strata", "image")
@@ -166,6 +167,15 @@ def test_texts_by_model_name(text_server):
     assert many.scores.shape == (len(texts), 3)
     assert features.features.shape == (2, info.feature_size)
     assert many.lower_tier_joules > 0
+    # Each model has its own series in /metrics, equal to its own GetStats.
+    assert metric_value(scrape, 'strata_model_version{model="news"}') == info.model_version
+    assert metric_value(scrape, 'strata_model_version{model="strata"}') == default.model_version
+    news_lower = metric_value(
+        scrape, 'strata_energy_joules_total{model="news",phase="lower_tier_inference",tier="lower"}')
+    assert news_lower > 0
+    assert news_lower == pytest.approx(news_stats.energy.lower_tier_inference_joules, rel=1e-9)
+    assert metric_value(scrape, 'strata_energy_joules_total{model="strata",'
+                                'phase="lower_tier_inference",tier="lower"}') == 0
 
 
 def test_text_update_teaches_a_new_label(text_server):
