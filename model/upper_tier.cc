@@ -468,7 +468,8 @@ absl::Status UpperTier::FoldGram(fpga::OpCounts* counts, fpga::OpCounts* absorb_
     absl::StatusOr<fpga::OpCounts> cleared = accumulator_->Clear();
     if (!cleared.ok()) return cleared.status();
     work = *cleared;
-    work.dram_bytes += static_cast<uint64_t>(d) * (d + 1) / 2 * 8 + static_cast<uint64_t>(d) * c * 8;
+    work.dram_bytes +=
+        static_cast<uint64_t>(d) * (d + 1) / 2 * 8 + static_cast<uint64_t>(d) * c * 8;
   } else {
     // A device (emu, xrt): read the sums back, fold the copy, start a fresh accumulator.
     std::vector<int64_t> g, q;

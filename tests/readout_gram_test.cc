@@ -179,7 +179,8 @@ TEST_F(ReadoutGramTest, InPlaceFoldOnCpuEqualsTheReadBackFoldOnEmu) {
   ASSERT_TRUE(emu.ok()) << emu.status();
   UpperTierOptions options;
   options.gram_block_rows = 1;  // every absorb reaches the accumulator: only the folds differ
-  UpperTier on_cpu(rows_.features.cols(), 3.0, options), on_emu(rows_.features.cols(), 3.0, options);
+  UpperTier on_cpu(rows_.features.cols(), 3.0, options),
+      on_emu(rows_.features.cols(), 3.0, options);
   for (auto [tier, backend] : {std::pair{&on_cpu, cpu_.get()}, {&on_emu, emu->get()}}) {
     ASSERT_TRUE(tier->set_readout_scales(scales_).ok());
     ASSERT_TRUE(tier->AttachGramBackend(backend).ok());

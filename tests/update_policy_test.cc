@@ -377,7 +377,8 @@ TEST(UpdatePolicyGrowthTest, AClassSolvedBelowTheMinimumIsDueAtTheMinimum) {
   absl::Time now = kStart;
   std::vector<int> refreshed_at;
   for (int m = 1; m <= 100; ++m) {
-    if (policy->OnMessage({errors, m == 1, 0.001, now, labels}).apply) refreshed_at.push_back(10 * m);
+    if (policy->OnMessage({errors, m == 1, 0.001, now, labels}).apply)
+      refreshed_at.push_back(10 * m);
     now += absl::Seconds(1);
   }
   EXPECT_EQ(refreshed_at, (std::vector<int>{10, 40, 640}));

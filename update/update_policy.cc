@@ -317,8 +317,7 @@ bool UpdatePolicy::SomeClassGrew() const {
     // just arrived, or had just been forgotten when a refresh came) is due at growth_min_samples:
     // growth_factor times a handful would leave its new meaning unsolved for a long while.
     const double at_refresh = static_cast<double>(c.samples_at_refresh);
-    const double due =
-        at_refresh < min_samples ? min_samples : options_.growth_factor * at_refresh;
+    const double due = at_refresh < min_samples ? min_samples : options_.growth_factor * at_refresh;
     if (static_cast<double>(c.samples) >= due) return true;
   }
   return false;
