@@ -41,7 +41,7 @@ ABSL_FLAG(int, groups, 5, "sections arrive in this many groups");
 ABSL_FLAG(int, message, 100, "texts per Update message");
 ABSL_FLAG(std::string, swap, "libdevel,libs",
           "the two sections whose labels the last phase swaps (default: the two largest)");
-ABSL_FLAG(std::string, swap_texts, "all",
+ABSL_FLAG(std::string, swap_texts, "test",
           "the swap phase's texts: test (the test texts) or all (the test texts, then the "
           "training texts again: long enough for a drift detector to fire and a forget to show)");
 ABSL_FLAG(int, swap_parts, 4, "the swap phase is also reported in this many parts (by messages)");
