@@ -140,16 +140,7 @@ absl::StatusOr<std::unique_ptr<Fixture>> MakeFixture(size_t update_images) {
         spec.expansion = 128;
         spec.pca_images = kTrainImages;
         spec.seed = 11;
-        const model::MatrixF images = ToMatrix(*train, 0, train->size());
-        absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
-        if (!lower.ok()) return lower.status();
-        model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
-        absl::Status absorbed =
-            upper.AbsorbLabeled(lower->Features(images), train->labels).status();
-        if (!absorbed.ok()) return absorbed;
-        model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
-                             std::move(upper), 1};
-        return model::WriteBundle(bundle, out);
+        return test::FitBundle(spec, *train, out);
       });
   if (!written.ok()) return written;
   absl::StatusOr<model::Bundle> read = model::ReadBundle(bundle_path);

@@ -7,14 +7,16 @@
 // every class comes from the stream. The stream, from the data set (data/debian_sections.py):
 //   phases 1..G  the training texts of one group of sections each (text::GroupLabels: sections
 //                sorted by name, dealt into --groups groups): class-incremental through Update;
-//   phase "swap" the test texts of every section, with the labels of the two --swap sections
-//                exchanged (the world changed: what was called A is now called B).
+//   phase "swap" the test texts of every section (and with --swap_texts=all then the training
+//                texts again), with the labels of the two --swap sections exchanged (the world
+//                changed: what was called A is now called B).
 // Messages of --message texts, each sent as its own Update stream so that each UpdateSummary is
 // one message's result: its prequential errors (each sample predicted before it is absorbed),
 // the server's joules, refreshes and skipped samples. For each policy configuration
 // (NAME=strata-server flags) one server process runs the whole stream. Prints per configuration
-// and phase: texts, prequential accuracy, joules; for the swap phase also its first and second
-// half (how fast the policy follows the swap).
+// and phase: texts, prequential accuracy, joules; for the swap phase also each of its
+// --swap_parts parts (how fast the policy follows the swap); then the server's drift alarms and
+// forgotten classes (GetStats).
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -39,6 +41,10 @@ ABSL_FLAG(int, groups, 5, "sections arrive in this many groups");
 ABSL_FLAG(int, message, 100, "texts per Update message");
 ABSL_FLAG(std::string, swap, "libdevel,libs",
           "the two sections whose labels the last phase swaps (default: the two largest)");
+ABSL_FLAG(std::string, swap_texts, "all",
+          "the swap phase's texts: test (the test texts) or all (the test texts, then the "
+          "training texts again: long enough for a drift detector to fire and a forget to show)");
+ABSL_FLAG(int, swap_parts, 4, "the swap phase is also reported in this many parts (by messages)");
 ABSL_FLAG(std::string, device, "cpu", "strata-server --device");
 ABSL_FLAG(std::vector<std::string>, configs,
           std::vector<std::string>(
@@ -54,7 +60,12 @@ struct Phase {
   std::vector<std::string> texts, labels;
 };
 
-std::vector<Phase> BuildStream(const text::TextTask& task) {
+absl::StatusOr<std::vector<Phase>> BuildStream(const text::TextTask& task) {
+  const std::string swap_texts = absl::GetFlag(FLAGS_swap_texts);
+  if (swap_texts != "test" && swap_texts != "all") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--swap_texts=", swap_texts, ": expected test or all"));
+  }
   std::vector<Phase> phases;
   const auto groups = text::GroupLabels(task.train.labels, absl::GetFlag(FLAGS_groups));
   for (size_t g = 0; g < groups.size(); ++g) {
@@ -72,11 +83,15 @@ std::vector<Phase> BuildStream(const text::TextTask& task) {
   const std::vector<std::string> swap = absl::StrSplit(absl::GetFlag(FLAGS_swap), ',');
   Phase p;
   p.name = absl::StrCat("swap ", swap.at(0), "<->", swap.at(1));
-  for (size_t i = 0; i < task.test.size(); ++i) {
-    const std::string& label = task.test.labels[i];
-    p.texts.push_back(task.test.texts[i]);
-    p.labels.push_back(label == swap[0] ? swap[1] : label == swap[1] ? swap[0] : label);
-  }
+  auto add_swapped = [&p, &swap](const text::TaskSplit& texts) {
+    for (size_t i = 0; i < texts.size(); ++i) {
+      const std::string& label = texts.labels[i];
+      p.texts.push_back(texts.texts[i]);
+      p.labels.push_back(label == swap[0] ? swap[1] : label == swap[1] ? swap[0] : label);
+    }
+  };
+  add_swapped(task.test);
+  if (swap_texts == "all") add_swapped(task.train);
   phases.push_back(std::move(p));
   return phases;
 }
@@ -108,12 +123,13 @@ void PrintTally(const std::string& config, const std::string& phase, const Tally
   std::fflush(stdout);
 }
 
-// One message after another, each its own Update stream; returns the tally of each half of the
-// phase (by messages).
-absl::StatusOr<std::pair<Tally, Tally>> SendPhase(client::Client& client, const Phase& phase) {
+// One message after another, each its own Update stream; returns the tally of each of `parts`
+// consecutive parts of the phase (by messages).
+absl::StatusOr<std::vector<Tally>> SendPhase(client::Client& client, const Phase& phase,
+                                             size_t parts) {
   const size_t message = static_cast<size_t>(absl::GetFlag(FLAGS_message));
   const size_t messages = (phase.texts.size() + message - 1) / message;
-  std::pair<Tally, Tally> halves;
+  std::vector<Tally> tallies(parts);
   for (size_t m = 0; m < messages; ++m) {
     v1::UpdateRequest request;
     for (size_t i = m * message; i < std::min(phase.texts.size(), (m + 1) * message); ++i) {
@@ -123,9 +139,9 @@ absl::StatusOr<std::pair<Tally, Tally>> SendPhase(client::Client& client, const 
     }
     absl::StatusOr<v1::UpdateSummary> summary = client.Update({&request, 1});
     if (!summary.ok()) return summary.status();
-    (2 * m < messages ? halves.first : halves.second).Add(*summary);
+    tallies[m * parts / messages].Add(*summary);
   }
-  return halves;
+  return tallies;
 }
 
 absl::Status RunConfig(const std::string& config, const std::vector<Phase>& phases) {
@@ -141,21 +157,28 @@ absl::Status RunConfig(const std::string& config, const std::vector<Phase>& phas
   if (!server.ok()) return server.status();
   Tally all;
   for (const Phase& phase : phases) {
+    const bool swap = &phase == &phases.back();
+    const size_t parts =
+        swap ? static_cast<size_t>(std::max(1, absl::GetFlag(FLAGS_swap_parts))) : 1;
     const absl::Time start = absl::Now();
-    absl::StatusOr<std::pair<Tally, Tally>> halves = SendPhase((*server)->client(), phase);
-    if (!halves.ok()) return halves.status();
-    Tally t = halves->first;
-    t.Add(halves->second);
+    absl::StatusOr<std::vector<Tally>> tallies = SendPhase((*server)->client(), phase, parts);
+    if (!tallies.ok()) return tallies.status();
+    Tally t;
+    for (const Tally& part : *tallies) t.Add(part);
     all.Add(t);
     PrintTally(
         name,
         absl::StrFormat("%s (%.0f s)", phase.name, absl::ToDoubleSeconds(absl::Now() - start)), t);
-    if (&phase == &phases.back()) {
-      PrintTally(name, "swap, first half", halves->first);
-      PrintTally(name, "swap, second half", halves->second);
+    for (size_t i = 0; swap && parts > 1 && i < parts; ++i) {
+      PrintTally(name, absl::StrCat("swap, part ", i + 1, " of ", parts), (*tallies)[i]);
     }
   }
   PrintTally(name, "whole stream", all);
+  absl::StatusOr<v1::Stats> stats = (*server)->client().GetStats();
+  if (!stats.ok()) return stats.status();
+  std::printf("| %s | drift alarms %lu, classes forgotten %lu | | | | | |\n", name.c_str(),
+              static_cast<unsigned long>(stats->drift_alarms()),
+              static_cast<unsigned long>(stats->classes_forgotten()));
   (*server)->Terminate();
   return absl::OkStatus();
 }
@@ -163,7 +186,9 @@ absl::Status RunConfig(const std::string& config, const std::vector<Phase>& phas
 absl::Status Run() {
   absl::StatusOr<text::TextTask> task = text::ReadTextTask(absl::GetFlag(FLAGS_data));
   if (!task.ok()) return task.status();
-  const std::vector<Phase> phases = BuildStream(*task);
+  absl::StatusOr<std::vector<Phase>> stream = BuildStream(*task);
+  if (!stream.ok()) return stream.status();
+  const std::vector<Phase>& phases = *stream;
   std::printf("stream: %zu phases, messages of %d texts, server --device=%s\n\n", phases.size(),
               absl::GetFlag(FLAGS_message), absl::GetFlag(FLAGS_device).c_str());
   std::printf(

@@ -12,6 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
+#include "update/sample.h"
 
 namespace strata::server {
 namespace {
@@ -20,6 +21,8 @@ namespace {
 static_assert(std::endian::native == std::endian::little, "raw KServe tensors are little-endian");
 
 using InputTensor = inference::ModelInferRequest::InferInputTensor;
+using update::InputView;
+using update::ValidateInput;
 
 enum class ImageType { kUint8, kFp32 };
 
@@ -250,10 +253,24 @@ absl::StatusOr<int> ReadTextHeader(const InputTensor& input, int max_batch) {
   return static_cast<int>(input.shape(0));
 }
 
+// Adds text `i` of the tensor to `predict` if it is one the model takes (as strata.v1 checks
+// Sample.text: UTF-8, 1..max_text_bytes), else says which element is wrong and why.
+absl::Status AddText(std::string text, int i, const model::InputKind& kind,
+                     v1::PredictRequest* predict) {
+  InputView view;
+  view.kind = InputView::Kind::kText;
+  view.text = text;
+  absl::Status valid = ValidateInput(
+      view, kind, absl::StrCat("inputs[0] (\"", kKServeTextInputName, "\") element ", i));
+  if (!valid.ok()) return valid;
+  predict->add_samples()->set_text(std::move(text));
+  return absl::OkStatus();
+}
+
 // The N texts of a text tensor, typed (bytes_contents) or raw (u32 length + bytes each), as
-// strata.v1 samples; Predict validates each text (UTF-8, length) as it does its own.
+// strata.v1 samples, each checked by AddText.
 absl::Status ReadTexts(const inference::ModelInferRequest& request, int n,
-                       v1::PredictRequest* predict) {
+                       const model::InputKind& kind, v1::PredictRequest* predict) {
   const InputTensor& input = request.inputs(0);
   const std::string field = absl::StrCat("inputs[0] (\"", kKServeTextInputName, "\")");
   if (request.raw_input_contents().empty()) {
@@ -262,8 +279,11 @@ absl::Status ReadTexts(const inference::ModelInferRequest& request, int n,
       return Invalid(absl::StrCat(field, ": shape [", n, "] needs ", n,
                                   " elements in contents.bytes_contents"));
     }
-    for (const std::string& text : input.contents().bytes_contents()) {
-      predict->add_samples()->set_text(text);
+    for (int i = 0; i < n; ++i) {
+      if (absl::Status added = AddText(input.contents().bytes_contents(i), i, kind, predict);
+          !added.ok()) {
+        return added;
+      }
     }
     return absl::OkStatus();
   }
@@ -283,7 +303,10 @@ absl::Status ReadTexts(const inference::ModelInferRequest& request, int n,
     if (raw.size() < length) {
       return Invalid(absl::StrCat(field, ": raw text ", i, " runs past the end"));
     }
-    predict->add_samples()->set_text(std::string(raw.substr(0, length)));
+    if (absl::Status added = AddText(std::string(raw.substr(0, length)), i, kind, predict);
+        !added.ok()) {
+      return added;
+    }
     raw.remove_prefix(length);
   }
   if (!raw.empty()) {
@@ -311,7 +334,9 @@ absl::StatusOr<InferPlan> ReadInferRequest(const inference::ModelInferRequest& r
   if (kind.is_text()) {
     absl::StatusOr<int> n = ReadTextHeader(request.inputs(0), max_batch);
     if (!n.ok()) return n.status();
-    if (absl::Status read = ReadTexts(request, *n, &plan.predict); !read.ok()) return read;
+    if (absl::Status read = ReadTexts(request, *n, kind, &plan.predict); !read.ok()) {
+      return read;
+    }
     return plan;
   }
   const int input_size = kind.image.size();

@@ -55,47 +55,47 @@ class Metrics::StateCollectable final : public prometheus::Collectable {
   explicit StateCollectable(const Metrics* metrics) : metrics_(metrics) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
-    const ServedState state = metrics_->ReadState();
-    std::vector<prometheus::MetricFamily> families;
-
     prometheus::MetricFamily energy{
         "strata_energy_joules_total",
-        "Estimated joules spent, by tier and phase (the per-operation energy model of GetStats).",
+        "Estimated joules spent by each model, by tier and phase (the per-operation energy model "
+        "of GetStats).",
         prometheus::MetricType::Counter,
         {}};
-    auto add_energy = [&energy](const char* tier, const char* phase, double joules) {
-      prometheus::ClientMetric metric;
-      metric.label = {{"phase", phase}, {"tier", tier}};
-      metric.counter.value = joules;
-      energy.metric.push_back(std::move(metric));
-    };
-    add_energy("lower", "lower_tier_inference", state.lower_tier_inference_joules);
-    add_energy("upper", "readout_inference", state.readout_inference_joules);
-    add_energy("upper", "absorb", state.absorb_joules);
-    add_energy("upper", "refresh", state.refresh_joules);
-    families.push_back(std::move(energy));
-
-    if (state.loaded) {
-      prometheus::MetricFamily version{"strata_model_version",
-                                       "Version number of the model being served.",
-                                       prometheus::MetricType::Gauge,
-                                       {}};
+    prometheus::MetricFamily version{"strata_model_version",
+                                     "Version number of each served model's current version.",
+                                     prometheus::MetricType::Gauge,
+                                     {}};
+    prometheus::MetricFamily backend{
+        "strata_backend_info",
+        "Always 1; the labels say where each model's lower tier computes (float, cpu, emu, xrt) "
+        "and which energy table prices the work.",
+        prometheus::MetricType::Gauge,
+        {}};
+    for (const ServedState& state : metrics_->ReadState()) {
+      auto add_energy = [&energy, &state](const char* tier, const char* phase, double joules) {
+        prometheus::ClientMetric metric;
+        metric.label = {{"model", state.model}, {"phase", phase}, {"tier", tier}};
+        metric.counter.value = joules;
+        energy.metric.push_back(std::move(metric));
+      };
+      add_energy("lower", "lower_tier_inference", state.lower_tier_inference_joules);
+      add_energy("upper", "readout_inference", state.readout_inference_joules);
+      add_energy("upper", "absorb", state.absorb_joules);
+      add_energy("upper", "refresh", state.refresh_joules);
+      if (!state.loaded) continue;
       prometheus::ClientMetric value;
+      value.label = {{"model", state.model}};
       value.gauge.value = static_cast<double>(state.model_version);
       version.metric.push_back(std::move(value));
-      families.push_back(std::move(version));
-
-      prometheus::MetricFamily backend{
-          "strata_backend_info",
-          "Always 1; the labels say where the lower tier computes (float, cpu, emu, xrt) and "
-          "which energy table prices the work.",
-          prometheus::MetricType::Gauge,
-          {}};
       prometheus::ClientMetric info;
-      info.label = {{"device", state.device}, {"energy_table", state.energy_table}};
+      info.label = {
+          {"device", state.device}, {"energy_table", state.energy_table}, {"model", state.model}};
       info.gauge.value = 1;
       backend.metric.push_back(std::move(info));
-      families.push_back(std::move(backend));
+    }
+    std::vector<prometheus::MetricFamily> families;
+    for (prometheus::MetricFamily* family : {&energy, &version, &backend}) {
+      if (!family->metric.empty()) families.push_back(std::move(*family));
     }
     return families;
   }
@@ -257,10 +257,10 @@ void Metrics::SetStateSource(StateSource source) {
   source_ = std::move(source);
 }
 
-ServedState Metrics::ReadState() const {
+std::vector<ServedState> Metrics::ReadState() const {
   // Held while the source runs, so SetStateSource(nullptr) waits for a scrape in progress.
   absl::MutexLock lock(&source_mu_);
-  return source_ ? source_() : ServedState{};
+  return source_ ? source_() : std::vector<ServedState>{};
 }
 
 }  // namespace strata::server

@@ -9,9 +9,10 @@
 //     counter is an atomic add, a histogram a bucket search and a short critical section under its
 //     own mutex (prometheus-cpp 1.0 keeps a histogram's buckets, count and sum consistent that way).
 //     strata-bench-metrics measures the cost per call.
-//   - pulled, at scrape time, from the StateSource the service registers: model version, device,
-//     joules by tier and phase. They are read from the same place GetStats reads them, so the two
-//     always agree, and the request path pays nothing for them.
+//   - pulled, at scrape time, from the StateSource the service registers: each served model's
+//     version, device, and joules by tier and phase, labelled model="NAME". They are read from the
+//     same place GetStats reads them, so the two always agree, and the request path pays nothing
+//     for them.
 //
 // No singleton: the server creates one Metrics and hands a pointer to whoever reports into it
 // (ServiceOptions::metrics). Thread-safe: every method may be called concurrently.
@@ -65,8 +66,9 @@ enum class RpcMethod {
 inline constexpr int kNumRpcMethods = 13;
 const char* RpcMethodName(RpcMethod method);
 
-// What the service reports at scrape time.
+// What the service reports at scrape time, for one served model.
 struct ServedState {
+  std::string model;           // the model's name (strata-server --model_name / --model)
   bool loaded = false;         // false: no model yet (model version and device are not exported)
   uint64_t model_version = 0;  // ModelVersion::version of the served version
   std::string device;          // ModelVersion::device: float, cpu, emu or xrt
@@ -118,7 +120,8 @@ class Metrics {
   void SetServing(bool serving);
 
   // ---- pulled ----------------------------------------------------------------------------------
-  using StateSource = std::function<ServedState()>;
+  // One ServedState per served model (none: no model series, energy not exported either).
+  using StateSource = std::function<std::vector<ServedState>()>;
   // Sets (or, with nullptr, clears) the function scrapes call for the pulled series. Clearing
   // waits for a scrape in progress, so the source's owner may be destroyed right after. The
   // source must not call into this Metrics.
@@ -127,7 +130,7 @@ class Metrics {
  private:
   class StateCollectable;
   friend class StateCollectable;
-  ServedState ReadState() const ABSL_LOCKS_EXCLUDED(source_mu_);
+  std::vector<ServedState> ReadState() const ABSL_LOCKS_EXCLUDED(source_mu_);
 
   static constexpr int kNumCodes = 17;  // absl::StatusCode 0..16, the gRPC codes
 

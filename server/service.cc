@@ -176,22 +176,25 @@ void StrataService::FinishUnary(Call* call, RpcMethod method, grpc::Status statu
   call->Finish(status);
 }
 
-ServedState StrataService::MetricsState() {
-  ServedState state;
-  const NamedModel& named = *models_.front();
-  if (const std::shared_ptr<const update::ModelVersion> model = named.store->Current();
-      model != nullptr) {
-    state.loaded = true;
-    state.model_version = model->version;
-    state.device = model->device();
+std::vector<ServedState> StrataService::MetricsState() {
+  std::vector<ServedState> states;
+  for (const std::unique_ptr<NamedModel>& named : models_) {
+    ServedState& state = states.emplace_back();
+    state.model = named->name;
+    if (const std::shared_ptr<const update::ModelVersion> model = named->store->Current();
+        model != nullptr) {
+      state.loaded = true;
+      state.model_version = model->version;
+      state.device = model->device();
+    }
+    state.energy_table = options_.energy_table_name;
+    const update::StreamEnergy joules = MeterTotals(named->meter);
+    state.lower_tier_inference_joules = joules.lower_tier_inference;
+    state.readout_inference_joules = joules.readout_inference;
+    state.absorb_joules = joules.absorb;
+    state.refresh_joules = joules.refresh;
   }
-  state.energy_table = options_.energy_table_name;
-  const update::StreamEnergy joules = MeterTotals(named.meter);
-  state.lower_tier_inference_joules = joules.lower_tier_inference;
-  state.readout_inference_joules = joules.readout_inference;
-  state.absorb_joules = joules.absorb;
-  state.refresh_joules = joules.refresh;
-  return state;
+  return states;
 }
 
 // ---- ExtractFeatures and Predict -----------------------------------------------------------------

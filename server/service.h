@@ -257,7 +257,7 @@ class StrataService final : public RawStrataService {
   template <typename Call>
   void FinishUnary(Call* call, RpcMethod method, grpc::Status status, absl::Time start);
   // What Metrics reads at scrape time: the default model's version, device and cumulative joules.
-  ServedState MetricsState();
+  std::vector<ServedState> MetricsState();
 
   const ServiceOptions options_;
   // Checks the bearer token of each call (a no-op without one).

@@ -199,9 +199,9 @@ TEST_F(MetricsServerTest, BeforeAnyCallOnlyStateSeriesAreSet) {
   ASSERT_TRUE(info.ok()) << info.status();
   const Scrape scrape = ScrapeNow();
   EXPECT_EQ(Get(scrape, "strata_up"), 1);
-  EXPECT_EQ(Get(scrape, "strata_model_version"), info->model_version());
+  EXPECT_EQ(Get(scrape, "strata_model_version{model=\"strata\"}"), info->model_version());
   EXPECT_EQ(Get(scrape, absl::StrCat("strata_backend_info{device=\"", info->device(),
-                                     "\",energy_table=\"cpu\"}")),
+                                     "\",energy_table=\"cpu\",model=\"strata\"}")),
             1);
   EXPECT_EQ(Get(scrape, "strata_build_info{version=\"" STRATA_TEST_VERSION "\"}"), 1);
   // The GetModelInfo above is the only call so far.
@@ -209,8 +209,10 @@ TEST_F(MetricsServerTest, BeforeAnyCallOnlyStateSeriesAreSet) {
   EXPECT_EQ(Get(scrape, Requests("Predict", "OK")), 0);
   EXPECT_EQ(Get(scrape, "strata_rpc_latency_seconds_count{method=\"Predict\"}"), 0);
   EXPECT_EQ(Get(scrape, "strata_samples_absorbed_total"), 0);
-  EXPECT_EQ(
-      Get(scrape, "strata_energy_joules_total{phase=\"lower_tier_inference\",tier=\"lower\"}"), 0);
+  EXPECT_EQ(Get(scrape,
+                "strata_energy_joules_total{model=\"strata\",phase=\"lower_tier_inference\",tier="
+                "\"lower\"}"),
+            0);
 }
 
 TEST_F(MetricsServerTest, CountersMoveByExactlyWhatTheCallsDid) {
@@ -291,24 +293,29 @@ TEST_F(MetricsServerTest, CountersMoveByExactlyWhatTheCallsDid) {
   EXPECT_EQ(moved(Requests("GetStats", "OK")), 1);
 
   // The state series agree with GetModelInfo and GetStats (nothing ran between them and the scrape).
-  EXPECT_EQ(Get(after, "strata_model_version"), info->model_version());
+  EXPECT_EQ(Get(after, "strata_model_version{model=\"strata\"}"), info->model_version());
   EXPECT_EQ(info->model_version(), summary->model_version());
-  EXPECT_GT(Get(after, "strata_model_version"), Get(before, "strata_model_version"));
+  EXPECT_GT(Get(after, "strata_model_version{model=\"strata\"}"),
+            Get(before, "strata_model_version{model=\"strata\"}"));
   auto near = [](double a, double b) {
     return std::abs(a - b) <= 1e-9 * std::max(1.0, std::abs(b));
   };
   const v1::PhaseEnergy& energy = stats->energy();
   EXPECT_GT(energy.lower_tier_inference_joules(), 0);
-  EXPECT_TRUE(
-      near(Get(after, "strata_energy_joules_total{phase=\"lower_tier_inference\",tier=\"lower\"}"),
-           energy.lower_tier_inference_joules()));
-  EXPECT_TRUE(
-      near(Get(after, "strata_energy_joules_total{phase=\"readout_inference\",tier=\"upper\"}"),
-           energy.readout_inference_joules()));
-  EXPECT_TRUE(near(Get(after, "strata_energy_joules_total{phase=\"absorb\",tier=\"upper\"}"),
-                   energy.absorb_joules()));
-  EXPECT_TRUE(near(Get(after, "strata_energy_joules_total{phase=\"refresh\",tier=\"upper\"}"),
-                   energy.refresh_joules()));
+  EXPECT_TRUE(near(Get(after,
+                       "strata_energy_joules_total{model=\"strata\",phase=\"lower_tier_inference\","
+                       "tier=\"lower\"}"),
+                   energy.lower_tier_inference_joules()));
+  EXPECT_TRUE(near(Get(after,
+                       "strata_energy_joules_total{model=\"strata\",phase=\"readout_inference\","
+                       "tier=\"upper\"}"),
+                   energy.readout_inference_joules()));
+  EXPECT_TRUE(near(
+      Get(after, "strata_energy_joules_total{model=\"strata\",phase=\"absorb\",tier=\"upper\"}"),
+      energy.absorb_joules()));
+  EXPECT_TRUE(near(
+      Get(after, "strata_energy_joules_total{model=\"strata\",phase=\"refresh\",tier=\"upper\"}"),
+      energy.refresh_joules()));
   EXPECT_GT(energy.refresh_joules(), 0);
 }
 
@@ -398,13 +405,17 @@ TEST(MetricsTest, ExpositionHasEveryFamilyAndBoundCodes) {
   metrics.AddRefresh(model::RefreshPath::kFactorUpdate);
   metrics.SetServing(true);
   metrics.SetStateSource([] {
-    server::ServedState state;
-    state.loaded = true;
-    state.model_version = 7;
-    state.device = "emu";
-    state.energy_table = "cpu";
-    state.absorb_joules = 0.25;
-    return state;
+    std::vector<server::ServedState> states(2);
+    states[0].model = "strata";
+    states[0].loaded = true;
+    states[0].model_version = 7;
+    states[0].device = "emu";
+    states[0].energy_table = "cpu";
+    states[0].absorb_joules = 0.25;
+    states[1].model = "news";  // not loaded yet: energy only
+    states[1].energy_table = "cpu";
+    states[1].lower_tier_inference_joules = 0.5;
+    return states;
   });
   const Scrape scrape = Parse(metrics.Scrape());
   EXPECT_EQ(Get(scrape, Requests("Predict", "OK")), 2);
@@ -425,15 +436,29 @@ TEST(MetricsTest, ExpositionHasEveryFamilyAndBoundCodes) {
   EXPECT_EQ(Get(scrape, "strata_refreshes_total{path=\"refactor\"}"), 0);
   EXPECT_EQ(Get(scrape, "strata_up"), 1);
   EXPECT_EQ(Get(scrape, "strata_build_info{version=\"1.2.3\"}"), 1);
-  EXPECT_EQ(Get(scrape, "strata_model_version"), 7);
-  EXPECT_EQ(Get(scrape, "strata_backend_info{device=\"emu\",energy_table=\"cpu\"}"), 1);
-  EXPECT_EQ(Get(scrape, "strata_energy_joules_total{phase=\"absorb\",tier=\"upper\"}"), 0.25);
+  EXPECT_EQ(Get(scrape, "strata_model_version{model=\"strata\"}"), 7);
+  EXPECT_EQ(
+      Get(scrape, "strata_backend_info{device=\"emu\",energy_table=\"cpu\",model=\"strata\"}"), 1);
+  EXPECT_EQ(
+      Get(scrape, "strata_energy_joules_total{model=\"strata\",phase=\"absorb\",tier=\"upper\"}"),
+      0.25);
+  // One set of series per model, told apart by the model label.
+  EXPECT_EQ(Get(scrape,
+                "strata_energy_joules_total{model=\"news\",phase=\"lower_tier_inference\",tier="
+                "\"lower\"}"),
+            0.5);
+  EXPECT_EQ(
+      scrape.count("strata_energy_joules_total{model=\"news\",phase=\"absorb\",tier=\"upper\"}"),
+      1u);
+  EXPECT_EQ(scrape.count("strata_model_version{model=\"news\"}"), 0u);
 
-  // Without a source (or before a model), version and backend are not exposed; energy reads 0.
+  // Without a source no model series are exposed.
   metrics.SetStateSource(nullptr);
   const Scrape cleared = Parse(metrics.Scrape());
-  EXPECT_EQ(cleared.count("strata_model_version"), 0u);
-  EXPECT_EQ(Get(cleared, "strata_energy_joules_total{phase=\"absorb\",tier=\"upper\"}"), 0);
+  EXPECT_EQ(cleared.count("strata_model_version{model=\"strata\"}"), 0u);
+  EXPECT_EQ(
+      cleared.count("strata_energy_joules_total{model=\"strata\",phase=\"absorb\",tier=\"upper\"}"),
+      0u);
 }
 
 TEST(MetricsTest, ServeReportsThePortAndRefusesATakenOne) {

@@ -25,30 +25,33 @@
 
 namespace strata::test {
 
+absl::Status FitBundle(const model::LowerTierSpec& spec, const data::LabeledImages& train,
+                       const std::string& path) {
+  const model::MatrixF images =
+      model::PixelsToMatrix(train.pixels, static_cast<Eigen::Index>(train.image_size()));
+  absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
+  if (!lower.ok()) return lower.status();
+  model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
+  absl::Status absorbed = upper.AbsorbLabeled(lower->Features(images), train.labels).status();
+  if (!absorbed.ok()) return absorbed;
+  model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
+                       std::move(upper), 1};
+  return model::WriteBundle(bundle, path);
+}
+
 absl::Status WriteFashionBundle(const std::string& path, int train_images) {
-  return MakeShared(
-      absl::StrCat("fashion-", train_images, ".bundle"), path,
-      [train_images](const std::string& out) -> absl::Status {
-        absl::StatusOr<data::LabeledImages> train =
-            data::Load("fashion-mnist:train", {0, static_cast<size_t>(train_images)});
-        if (!train.ok()) return train.status();
-        const model::MatrixF images =
-            model::PixelsToMatrix(train->pixels, static_cast<Eigen::Index>(train->image_size()));
-        model::LowerTierSpec spec;
-        spec.filters = 12;
-        spec.expansion = 256;
-        spec.pca_images = train_images;
-        spec.seed = 7;
-        absl::StatusOr<model::LowerTier> lower = model::LowerTier::Fit(spec, images);
-        if (!lower.ok()) return lower.status();
-        model::UpperTier upper(lower->feature_size(), /*lambda=*/10.0);
-        absl::Status absorbed =
-            upper.AbsorbLabeled(lower->Features(images), train->labels).status();
-        if (!absorbed.ok()) return absorbed;
-        model::Bundle bundle{std::make_shared<const model::LowerTier>(*std::move(lower)),
-                             std::move(upper), 1};
-        return model::WriteBundle(bundle, out);
-      });
+  return MakeShared(absl::StrCat("fashion-", train_images, ".bundle"), path,
+                    [train_images](const std::string& out) -> absl::Status {
+                      absl::StatusOr<data::LabeledImages> train =
+                          data::Load("fashion-mnist:train", {0, static_cast<size_t>(train_images)});
+                      if (!train.ok()) return train.status();
+                      model::LowerTierSpec spec;
+                      spec.filters = 12;
+                      spec.expansion = 256;
+                      spec.pca_images = train_images;
+                      spec.seed = 7;
+                      return FitBundle(spec, *train, out);
+                    });
 }
 
 std::unique_ptr<ServerProcess> ServerProcess::Start(const std::string& bundle_path,

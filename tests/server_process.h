@@ -13,6 +13,8 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "client/client.h"
+#include "data/dataset.h"
+#include "model/lower_tier.h"
 
 namespace strata::test {
 
@@ -21,6 +23,11 @@ inline constexpr int kMaxBatch = 64;
 inline constexpr int kMaxMessageBytes = 256 * 1024;
 // Guards against hangs only; nothing asserts on how long anything takes.
 inline constexpr absl::Duration kStartupLimit = absl::Seconds(120);
+
+// Fits `spec`'s lower tier on `train`, then an upper tier (lambda 10) on all of it, and writes
+// the model to `path` as a bundle.
+absl::Status FitBundle(const model::LowerTierSpec& spec, const data::LabeledImages& train,
+                       const std::string& path);
 
 // Fits a small real model on the first `train_images` Fashion-MNIST training images (12 PCA
 // filters, 256 random features, lambda 10, seed 7) and writes it to `path` as a bundle; once per

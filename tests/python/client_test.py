@@ -10,7 +10,7 @@ import pytest
 
 import strata
 from strata.v1 import strata_pb2
-from strata_server import fashion_test_images, fashion_train_samples
+from strata_server import TRAIN_TEXTS, fashion_test_images, fashion_train_samples, metric_value
 
 FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                    "Sneaker", "Bag", "Ankle boot"]
@@ -19,6 +19,12 @@ FASHION_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sanda
 @pytest.fixture
 def server(start_server):
     return start_server("--max_batch=64")
+
+
+@pytest.fixture
+def text_server(start_server, text_bundle):
+    """The image model as the default and the text model as "news", on one server."""
+    return start_server("--max_batch=64", f"--model=news={text_bundle}")
 
 
 def test_stubs_are_generated_not_committed():
@@ -139,3 +145,73 @@ def test_tls_with_a_root_certificate(start_server, tls_files):
         with pytest.raises(strata.StrataError) as error:
             plaintext.model_info()
     assert error.value.code == grpc.StatusCode.UNAVAILABLE
+
+
+# ---- text models and model names --------------------------------------------------------------
+
+def test_texts_by_model_name(text_server):
+    texts = [text for _, text in TRAIN_TEXTS]
+    with strata.Client(text_server.address) as client:
+        info = client.model_info(model="news")
+        default = client.model_info()
+        one = client.predict(texts[0], model="news")
+        many = client.predict(texts, model="news", return_scores=True)
+        features = client.extract_features(texts[:2], model="news")
+        scrape, news_stats = text_server.metrics(), client.stats(model="news")
+    assert (info.name, info.input_kind, info.max_text_bytes) == ("news", "text", 200)
+    assert sorted(info.served_models) == ["news", "strata"]
+    assert (default.name, default.input_kind) == ("strata", "image")
+    # The training texts come back with their labels (a ridge fit of 9 texts in 640 dimensions).
+    assert many.labels == [label for label, _ in TRAIN_TEXTS]
+    assert one.labels == many.labels[:1]
+    assert many.scores.shape == (len(texts), 3)
+    assert features.features.shape == (2, info.feature_size)
+    assert many.lower_tier_joules > 0
+    # Each model has its own series in /metrics, equal to its own GetStats.
+    assert metric_value(scrape, 'strata_model_version{model="news"}') == info.model_version
+    assert metric_value(scrape, 'strata_model_version{model="strata"}') == default.model_version
+    news_lower = metric_value(
+        scrape, 'strata_energy_joules_total{model="news",phase="lower_tier_inference",tier="lower"}')
+    assert news_lower > 0
+    assert news_lower == pytest.approx(news_stats.energy.lower_tier_inference_joules, rel=1e-9)
+    assert metric_value(scrape, 'strata_energy_joules_total{model="strata",'
+                                'phase="lower_tier_inference",tier="lower"}') == 0
+
+
+def test_text_update_teaches_a_new_label(text_server):
+    weather = ["Heavy rain and strong winds are expected tomorrow.",
+               "The forecast says sunshine with a light breeze.",
+               "Snow fell overnight and the roads are icy."]
+    with strata.Client(text_server.address) as client:
+        before = client.model_info(model="news")
+        summary = client.update(((text, "weather") for text in weather), batch_size=2,
+                                model="news")
+        after = client.model_info(model="news")
+        predicted = client.predict(weather, model="news")
+        image_model = client.model_info()
+    assert (summary.accepted, summary.rejected) == (3, 0)
+    assert "weather" in summary.new_labels
+    assert after.model_version > before.model_version
+    assert list(after.labels) == list(before.labels) + ["weather"]
+    assert predicted.labels == ["weather"] * 3
+    assert "weather" not in image_model.labels  # the other model is untouched
+
+
+def test_text_errors_name_the_field(text_server):
+    with strata.Client(text_server.address) as client:
+        with pytest.raises(strata.StrataError) as empty:
+            client.predict([""], model="news")
+        with pytest.raises(strata.StrataError) as long:
+            client.predict(["x" * 201], model="news")
+        with pytest.raises(strata.StrataError) as image_to_text:
+            client.predict(fashion_test_images(1), model="news")
+        with pytest.raises(strata.StrataError) as text_to_image:
+            client.predict(["a text"])
+        with pytest.raises(strata.StrataError) as unknown:
+            client.predict(["a text"], model="nope")
+    for error in (empty, long, image_to_text, text_to_image):
+        assert error.value.code == grpc.StatusCode.INVALID_ARGUMENT, error.value
+        assert "samples[0]" in error.value.message, error.value.message
+    assert "200" in long.value.message
+    assert unknown.value.code == grpc.StatusCode.NOT_FOUND
+    assert '"nope"' in unknown.value.message and "news" in unknown.value.message

@@ -1,4 +1,4 @@
-"""Shared fixtures of the pytest suites here (kserve_test.py, client_test.py).
+"""Shared fixtures of the pytest suites here (kserve_test.py, client_test.py, ...).
 
 ctest runs them through run_pytest.sh, which sets STRATA_BUILD_DIR and STRATA_SOURCE_DIR and uses
 the project's venv (scripts/python-env.sh). One small model is trained per session.
@@ -27,6 +27,13 @@ def source_dir():
 def bundle(build_dir, source_dir, tmp_path_factory):
     return strata_server.train_bundle(build_dir, source_dir,
                                       str(tmp_path_factory.mktemp("model") / "model.bundle"))
+
+
+@pytest.fixture(scope="session")
+def text_bundle(build_dir, source_dir, tmp_path_factory):
+    """A small text model (strata_server.TRAIN_TEXTS over all-MiniLM-L6-v2; up to 200 bytes)."""
+    return strata_server.train_text_bundle(
+        build_dir, source_dir, str(tmp_path_factory.mktemp("text") / "text.bundle"))
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
 import strata
-from strata_server import fashion_test_images, metric_value
+from strata_server import TRAIN_TEXTS, fashion_test_images, metric_value
 
 MAX_BATCH = 64
 MAX_MESSAGE_BYTES = 300_000
@@ -371,3 +371,120 @@ def test_tls(start_server, tls_files, images):
     result = client.infer(MODEL, [image_input(images[:2], "UINT8")])
     assert result.as_numpy("class_index").shape == (2,)
     client.close()
+
+
+# ---- a text model beside the image model --------------------------------------------------------
+
+TEXT_MODEL = "news"
+
+
+@pytest.fixture(scope="module")
+def text_server(build_dir, bundle, text_bundle):
+    from strata_server import StrataServer
+    server = StrataServer(build_dir, bundle, *SERVER_FLAGS,
+                          f"--model={TEXT_MODEL}={text_bundle}").wait_serving()
+    yield server
+    assert server.stop() == 0, server.log()
+
+
+@pytest.fixture(scope="module")
+def text_kserve(text_server):
+    client = triton.InferenceServerClient(text_server.address)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="module")
+def text_native(text_server):
+    with strata.Client(text_server.address) as client:
+        yield client
+
+
+def text_input(texts):
+    """A BYTES tensor "text" [N] as tritonclient sends it (raw: length-prefixed elements)."""
+    tensor = triton.InferInput("text", [len(texts)], "BYTES")
+    tensor.set_data_from_numpy(np.array(texts, dtype=np.object_))
+    return tensor
+
+
+def raw_text_request(*texts):
+    """A ModelInferRequest for the text model with `texts` (bytes) as raw length-prefixed input."""
+    request = service_pb2.ModelInferRequest(model_name=TEXT_MODEL)
+    request.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    request.raw_input_contents.append(
+        b"".join(len(text).to_bytes(4, "little") + text for text in texts))
+    return request
+
+
+def test_text_model_is_listed_and_described(text_kserve, text_native):
+    index = text_kserve.get_model_repository_index()
+    assert sorted(m.name for m in index.models) == [TEXT_MODEL, MODEL]
+    info = text_native.model_info(model=TEXT_MODEL)
+    metadata = text_kserve.get_model_metadata(TEXT_MODEL)
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.inputs] == [
+        ("text", "BYTES", [-1])]
+    assert [(t.name, t.datatype, list(t.shape)) for t in metadata.outputs] == [
+        ("label", "BYTES", [-1]), ("class_index", "INT64", [-1]),
+        ("scores", "FP32", [-1, len(info.labels)])]
+    assert text_kserve.is_model_ready(TEXT_MODEL, str(info.model_version))
+
+
+def test_text_infer_equals_predict(text_kserve, text_native, stub_for_text):
+    texts = [text for _, text in TRAIN_TEXTS] + ["Café crème, s'il vous plaît — 東京 🍜"]
+    expected = text_native.predict(texts, model=TEXT_MODEL, return_scores=True)
+    result = text_kserve.infer(TEXT_MODEL, [text_input([t.encode() for t in texts])],
+                               outputs=outputs("label", "class_index", "scores"))
+    assert [label.decode() for label in result.as_numpy("label")] == expected.labels
+    np.testing.assert_array_equal(result.as_numpy("class_index"), expected.class_indices)
+    np.testing.assert_allclose(result.as_numpy("scores"), expected.scores, rtol=1e-5, atol=1e-5)
+    # The model learnt its training texts.
+    assert expected.labels[:len(TRAIN_TEXTS)] == [label for label, _ in TRAIN_TEXTS]
+
+    typed = service_pb2.ModelInferRequest(model_name=TEXT_MODEL)
+    tensor = typed.inputs.add(name="text", datatype="BYTES", shape=[len(texts)])
+    tensor.contents.bytes_contents.extend(t.encode() for t in texts)
+    response = stub_for_text.ModelInfer(typed)
+    assert [b.decode() for b in response.outputs[0].contents.bytes_contents] == expected.labels
+
+
+@pytest.fixture(scope="module")
+def stub_for_text(text_server):
+    channel = grpc.insecure_channel(text_server.address)
+    yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
+    channel.close()
+
+
+@pytest.mark.parametrize("texts,words", [
+    ([b""], ['inputs[0] ("text") element 0', "empty text"]),
+    ([b"fine", b"caf\xc3"], ['inputs[0] ("text") element 1', "not valid UTF-8 at byte 3"]),
+    ([b"x" * 201], ["element 0", "201 bytes", "at most 200"]),
+])
+def test_bad_texts_are_invalid_argument(stub_for_text, texts, words):
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, *words):
+        stub_for_text.ModelInfer(raw_text_request(*texts))
+
+
+def test_text_tensor_errors_are_invalid_argument(text_kserve, stub_for_text, images):
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, '"image"', '"text"'):
+        text_kserve.infer(TEXT_MODEL, [image_input(images[:1], "UINT8")])
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, '"text"', '"image"'):
+        text_kserve.infer(MODEL, [text_input([b"a text"])])
+    wrong_type = triton.InferInput("text", [1], "UINT8")
+    wrong_type.set_data_from_numpy(np.zeros(1, np.uint8))
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, '"UINT8"', "BYTES"):
+        text_kserve.infer(TEXT_MODEL, [wrong_type])
+    truncated = raw_text_request(b"hello")
+    truncated.raw_input_contents[0] = truncated.raw_input_contents[0][:-1]
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "runs past the end"):
+        stub_for_text.ModelInfer(truncated)
+    trailing = raw_text_request(b"hello")
+    trailing.raw_input_contents[0] += b"\x00"
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "1 raw bytes after the last text"):
+        stub_for_text.ModelInfer(trailing)
+    typed = service_pb2.ModelInferRequest(model_name=TEXT_MODEL)
+    typed.inputs.add(name="text", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(
+        [b"ok", b"\xff"])
+    with expect_error(grpc.StatusCode.INVALID_ARGUMENT, "element 1", "not valid UTF-8 at byte 0"):
+        stub_for_text.ModelInfer(typed)
+    # Still serving.
+    assert text_kserve.infer(TEXT_MODEL, [text_input([b"a match"])]).as_numpy("label").shape == (1,)

@@ -1,7 +1,8 @@
 """Real strata-server processes for the pytest suites of tests/python (conftest.py).
 
 A small model is trained once per session with strata-train on Fashion-MNIST (Debian's
-dataset-fashion-mnist); each StrataServer runs the real binary on a free port (--port_file) and
+dataset-fashion-mnist), and a small text model on TRAIN_TEXTS over all-MiniLM-L6-v2 (the ctest
+fixture text_model fetches it into .tools/models); each StrataServer runs the real binary on a free port (--port_file) and
 waits until its health service says SERVING (the `strata health --wait` command).
 """
 
@@ -38,6 +39,37 @@ def train_bundle(build_dir, source_dir, out_path, samples=1000):
     subprocess.run([f"{build_dir}/bin/strata-train", "--train=fashion-mnist:train",
                     f"--train_limit={samples}", "--test=", f"--spec={source_dir}/specs/small.spec",
                     f"--out={out_path}"], check=True, capture_output=True)
+    return out_path
+
+
+# Three labels, three sentences each: enough for a text model whose predictions can be checked.
+TRAIN_TEXTS = [
+    ("sport", "The striker scored twice in the second half of the match."),
+    ("sport", "The tennis final went to five sets before the champion won."),
+    ("sport", "She ran the marathon in under three hours."),
+    ("food", "Slice the onions and fry them slowly in butter."),
+    ("food", "Add a pinch of salt and let the soup simmer for an hour."),
+    ("food", "We ordered pizza with mushrooms and extra cheese."),
+    ("computers", "The compiler reported a syntax error on line twelve."),
+    ("computers", "The database server ran out of memory under load."),
+    ("computers", "He wrote a Python script to parse the log files."),
+]
+
+
+def train_text_bundle(build_dir, source_dir, out_path, max_bytes=200):
+    """A text model (MiniLM, texts of up to `max_bytes` bytes and 64 tokens, 256 random ReLU
+    features) fitted on TRAIN_TEXTS by strata-train; its spec and data files go beside it."""
+    directory = os.path.dirname(out_path)
+    spec, train = os.path.join(directory, "text.spec"), os.path.join(directory, "train.tsv")
+    model_dir = os.path.join(source_dir, ".tools/models/all-minilm-l6-v2")
+    with open(spec, "w") as f:
+        f.write(f"text encoder={model_dir} max_tokens=64 max_bytes={max_bytes}\n"
+                "expand units=256\n")
+    with open(train, "w") as f:
+        f.writelines(f"{label}\t{text}\n" for label, text in TRAIN_TEXTS)
+    subprocess.run([f"{build_dir}/bin/strata-train", f"--spec={spec}", f"--train={train}",
+                    "--test=", "--lambda=0.1", f"--out={out_path}"], check=True,
+                   capture_output=True)
     return out_path
 
 

@@ -23,18 +23,7 @@ import grpc
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bad_input_test as base  # noqa: E402  (stub generation, raw protobuf encoding, free port)
-
-TRAIN = [
-    ("sport", "The striker scored twice in the second half of the match."),
-    ("sport", "The tennis final went to five sets before the champion won."),
-    ("sport", "She ran the marathon in under three hours."),
-    ("food", "Slice the onions and fry them slowly in butter."),
-    ("food", "Add a pinch of salt and let the soup simmer for an hour."),
-    ("food", "We ordered pizza with mushrooms and extra cheese."),
-    ("computers", "The compiler reported a syntax error on line twelve."),
-    ("computers", "The database server ran out of memory under load."),
-    ("computers", "He wrote a Python script to parse the log files."),
-]
+from strata_server import TRAIN_TEXTS as TRAIN, train_text_bundle  # noqa: E402
 
 
 class TextPredictTest(unittest.TestCase):
@@ -43,15 +32,9 @@ class TextPredictTest(unittest.TestCase):
         cls.dir = tempfile.mkdtemp(prefix="strata-text-predict-")
         base.generate_stubs(os.path.join(cls.dir, "gen"))
         cls.pb = base.pb
-        model_dir = os.path.join(base.SOURCE_DIR, ".tools/models/all-minilm-l6-v2")
-        with open(os.path.join(cls.dir, "text.spec"), "w") as f:
-            f.write(f"text encoder={model_dir} max_tokens=64 max_bytes=200\nexpand units=256\n")
-        with open(os.path.join(cls.dir, "train.tsv"), "w") as f:
-            f.writelines(f"{label}\t{text}\n" for label, text in TRAIN)
+        train_text_bundle(base.BUILD_DIR, base.SOURCE_DIR, f"{cls.dir}/text.bundle")
         run = lambda *args: subprocess.run(list(args), check=True, stdout=subprocess.DEVNULL,
                                            stderr=subprocess.DEVNULL)
-        run(f"{base.BUILD_DIR}/bin/strata-train", f"--spec={cls.dir}/text.spec",
-            f"--train={cls.dir}/train.tsv", "--test=", "--lambda=0.1", f"--out={cls.dir}/text.bundle")
         run(f"{base.BUILD_DIR}/bin/strata-train", f"--spec={base.SOURCE_DIR}/specs/small.spec",
             "--train_limit=500", "--test=", f"--out={cls.dir}/image.bundle")
         port = base.free_port()

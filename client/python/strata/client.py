@@ -5,6 +5,12 @@ row-major (so shape (N, 784) and (N, 28, 28) both mean N images of 784 values). 
 sent as raw pixels (a byte b is read as b / 255); floating arrays as float values on the same scale
 (0 black, 1 white; finite). The server checks the size (ModelInfo.input_size).
 
+Texts go in as a str or a sequence of str, for text models (ModelInfo.input_kind "text"); the
+server checks each (1..ModelInfo.max_text_bytes bytes of UTF-8).
+
+A server may serve several named models (strata-server --model); every method takes `model=`, the
+name (None: the server's default model).
+
 Every failed call raises StrataError, carrying the gRPC status code and the server's message.
 """
 
@@ -20,6 +26,9 @@ import numpy as np
 from strata.v1 import strata_pb2, strata_pb2_grpc
 
 ArrayLike = Union[np.ndarray, Sequence]
+# What predict() and extract_features() take: images (ArrayLike) or texts (a str or a sequence of
+# str).
+Samples = Union[ArrayLike, str, Sequence[str]]
 
 
 class StrataError(Exception):
@@ -33,7 +42,7 @@ class StrataError(Exception):
 
 @dataclasses.dataclass
 class Predictions:
-    """Predict's answer: one entry per image, in request order."""
+    """Predict's answer: one entry per sample, in request order."""
 
     labels: list[str]
     class_indices: np.ndarray  # int64 [N], positions in ModelInfo.labels
@@ -45,7 +54,7 @@ class Predictions:
 
 @dataclasses.dataclass
 class Features:
-    """ExtractFeatures' answer: float32 [N, feature_size], one row per image."""
+    """ExtractFeatures' answer: float32 [N, feature_size], one row per sample."""
 
     features: np.ndarray
     model_version: int
@@ -69,8 +78,27 @@ def _sample(row: np.ndarray) -> strata_pb2.Sample:
     raise TypeError(f"images: expected uint8 pixels or floating values, got {row.dtype}")
 
 
-def _samples(images: ArrayLike) -> list[strata_pb2.Sample]:
-    return [_sample(row) for row in _rows(images)]
+def _is_texts(samples) -> bool:
+    if isinstance(samples, str):
+        return True
+    return (isinstance(samples, (list, tuple)) and len(samples) > 0
+            and all(isinstance(sample, str) for sample in samples))
+
+
+def _samples(samples: Samples) -> list[strata_pb2.Sample]:
+    if isinstance(samples, (list, tuple)) and len(samples) == 0:
+        return []  # the server refuses an empty request, saying so
+    if isinstance(samples, str):
+        return [strata_pb2.Sample(text=samples)]
+    if _is_texts(samples):
+        return [strata_pb2.Sample(text=text) for text in samples]
+    return [_sample(row) for row in _rows(samples)]
+
+
+def _labelled_sample(sample, label: str) -> strata_pb2.LabeledSample:
+    if isinstance(sample, str):
+        return strata_pb2.LabeledSample(sample=strata_pb2.Sample(text=sample), label=label)
+    return strata_pb2.LabeledSample(sample=_sample(np.asarray(sample).reshape(-1)), label=label)
 
 
 class Client:
@@ -119,9 +147,11 @@ class Client:
         except grpc.RpcError as error:
             raise StrataError(error.code(), error.details() or "") from None
 
-    def predict(self, images: ArrayLike, *, return_scores: bool = False) -> Predictions:
-        """Predicts each image's label (all by one model version)."""
-        request = strata_pb2.PredictRequest(samples=_samples(images), return_scores=return_scores)
+    def predict(self, samples: Samples, *, return_scores: bool = False,
+                model: Optional[str] = None) -> Predictions:
+        """Predicts each sample's label (images or texts; all by one model version)."""
+        request = strata_pb2.PredictRequest(samples=_samples(samples), return_scores=return_scores,
+                                            model=model or "")
         response = self._call(self._stub.Predict, request)
         predictions = response.predictions
         scores = None
@@ -134,20 +164,20 @@ class Client:
             lower_tier_joules=response.energy.lower_tier_joules,
             upper_tier_joules=response.energy.upper_tier_joules)
 
-    def extract_features(self, images: ArrayLike) -> Features:
-        """The frozen lower tier's feature vector of each image."""
-        request = strata_pb2.ExtractFeaturesRequest(samples=_samples(images))
+    def extract_features(self, samples: Samples, *, model: Optional[str] = None) -> Features:
+        """The frozen lower tier's feature vector of each sample (images or texts)."""
+        request = strata_pb2.ExtractFeaturesRequest(samples=_samples(samples), model=model or "")
         response = self._call(self._stub.ExtractFeatures, request)
         features = np.array([f.values for f in response.features], dtype=np.float32)
         return Features(features=features, model_version=response.model_version,
                         joules=response.energy.lower_tier_joules)
 
-    def update(self, samples: Iterable[Tuple[ArrayLike, str]], *,
-               batch_size: int = 256) -> strata_pb2.UpdateSummary:
+    def update(self, samples: Iterable[Tuple[Union[ArrayLike, str], str]], *,
+               batch_size: int = 256, model: Optional[str] = None) -> strata_pb2.UpdateSummary:
         """Streams labelled samples into the upper tier, `batch_size` samples per message.
 
-        `samples` yields (image, label) pairs, an image being one row as for predict(); it is read
-        lazily, so a long iterator streams without being held in memory. Bad samples are rejected
+        `samples` yields (sample, label) pairs, a sample being one image row as for predict() or
+        one text (str); it is read lazily, so a long iterator streams without being held in memory. Bad samples are rejected
         by the server and listed in the returned summary (the stream goes on); see strata.proto's
         Update for when the readout is refreshed and what is durable.
         """
@@ -159,7 +189,7 @@ class Client:
 
         def messages():
             try:
-                yield from _update_messages(samples, batch_size)
+                yield from _update_messages(samples, batch_size, model or "")
             except Exception as error:
                 raised.append(error)
                 raise
@@ -171,29 +201,30 @@ class Client:
                 raise raised[0] from None
             raise
 
-    def model_info(self) -> strata_pb2.ModelInfo:
-        """The served model: input shape, feature size, labels, version, device, ..."""
-        return self._call(self._stub.GetModelInfo, strata_pb2.GetModelInfoRequest())
+    def model_info(self, *, model: Optional[str] = None) -> strata_pb2.ModelInfo:
+        """A served model: input kind and shape, feature size, labels, version, device, ..."""
+        return self._call(self._stub.GetModelInfo,
+                          strata_pb2.GetModelInfoRequest(model=model or ""))
 
-    def stats(self) -> strata_pb2.Stats:
-        """The server's counters since it started (RPCs, samples, energy, update decisions)."""
-        return self._call(self._stub.GetStats, strata_pb2.GetStatsRequest())
+    def stats(self, *, model: Optional[str] = None) -> strata_pb2.Stats:
+        """The server's counters since it started (RPCs, samples, energy, update decisions); the
+        model-specific ones of `model`."""
+        return self._call(self._stub.GetStats, strata_pb2.GetStatsRequest(model=model or ""))
 
-    def snapshot(self) -> strata_pb2.SnapshotInfo:
-        """Writes a snapshot of the upper tier's statistics (servers with --state_dir)."""
-        return self._call(self._stub.Snapshot, strata_pb2.SnapshotRequest())
+    def snapshot(self, *, model: Optional[str] = None) -> strata_pb2.SnapshotInfo:
+        """Writes a snapshot of a model's upper-tier statistics (servers with --state_dir)."""
+        return self._call(self._stub.Snapshot, strata_pb2.SnapshotRequest(model=model or ""))
 
 
-def _update_messages(samples: Iterable[Tuple[ArrayLike, str]],
-                     batch_size: int) -> Iterator[strata_pb2.UpdateRequest]:
+def _update_messages(samples: Iterable[Tuple[Union[ArrayLike, str], str]], batch_size: int,
+                     model: str) -> Iterator[strata_pb2.UpdateRequest]:
     iterator = iter(samples)
     while True:
         chunk = list(itertools.islice(iterator, batch_size))
         if not chunk:
             return
-        yield strata_pb2.UpdateRequest(samples=[
-            strata_pb2.LabeledSample(sample=_sample(np.asarray(image).reshape(-1)), label=label)
-            for image, label in chunk])
+        yield strata_pb2.UpdateRequest(
+            samples=[_labelled_sample(sample, label) for sample, label in chunk], model=model)
 
 
 def _pem(value: Union[bytes, str, None]) -> Optional[bytes]:
