@@ -37,12 +37,11 @@ Architecture LowerTierSpec::ToArchitecture() const {
 }
 
 LowerTier::LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stage>> stages,
-                     uint64_t seed, std::shared_ptr<const LexicalView> lexical)
+                     uint64_t seed)
     : architecture_(std::move(architecture)),
       input_{architecture_.height, architecture_.width, architecture_.channels},
       stages_(std::move(stages)),
-      seed_(seed),
-      lexical_(std::move(lexical)) {}
+      seed_(seed) {}
 
 MatrixF LowerTier::TextInputs(const MatrixF& embeddings, std::span<const std::string> texts) const {
   return AppendLexical(embeddings, lexical_.get(), texts);
@@ -64,7 +63,7 @@ absl::StatusOr<LowerTier> LowerTier::Build(const Architecture& architecture, uin
     }
     stages.push_back(*std::move(stage));
   }
-  return LowerTier(architecture, std::move(stages), seed, nullptr);
+  return LowerTier(architecture, std::move(stages), seed);
 }
 
 absl::StatusOr<LowerTier> LowerTier::Fit(const LowerTierSpec& spec, const MatrixF& images) {

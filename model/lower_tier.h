@@ -104,8 +104,8 @@ class LowerTier {
   static absl::StatusOr<LowerTier> Load(const base::RecordFileReader& reader);
 
  private:
-  LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stage>> stages, uint64_t seed,
-            std::shared_ptr<const LexicalView> lexical);
+  // The lexical view (if any) is set by Fit / Load.
+  LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stage>> stages, uint64_t seed);
   // Builds the unfitted stages of an architecture.
   static absl::StatusOr<LowerTier> Build(const Architecture& architecture, uint64_t seed);
   // Runs images through stages [0, end).
@@ -115,7 +115,7 @@ class LowerTier {
   Shape input_;
   std::vector<std::unique_ptr<Stage>> stages_;
   uint64_t seed_ = 0;
-  std::shared_ptr<const LexicalView> lexical_;
+  std::shared_ptr<const LexicalView> lexical_;  // null unless the spec has a `lexical` line
 };
 
 }  // namespace strata::model
