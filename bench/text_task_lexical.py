@@ -2,7 +2,7 @@
 """The text task with a frozen lexical view beside the encoder (docs/text-task.md, "A lexical view").
 
   text_task_lexical.py DATA.jsonl [--cache_dir=.tools/cache/text-task] [--path=cpu]
-                       [--buckets=1024,2048,4096,8192] [--quick]
+                       [--buckets=2048,4096] [--select=mod,df] [--weights=0.5,0.7,1] [--short]
 
 The experiment behind the `lexical` stage, in numpy on the embeddings strata-bench-text-task
 cached (run it first on DATA.jsonl; `--short` needs the same for the short descriptions, see
@@ -12,12 +12,15 @@ ridge solve (G + lambda I) W = Q with one-hot targets and no bias, as in the C++
   emb      the encoder's 384-value embedding (the cache of --path);
   short    the embedding of the short description alone (the text up to its first ". "), from the
            cache of a second data file whose texts are those (written by --write_short);
-  lex N    hashed unigrams and bigrams of the text: lower-cased ASCII, tokens are runs of
+  lex mod N  hashed unigrams and bigrams of the text: lower-cased ASCII, tokens are runs of
            [a-z0-9] and bytes >= 0x80 (UTF-8 stays whole), bigrams of adjacent tokens; each
-           hashed by CRC-32C (seeded) into N buckets; tf = 1 + ln(count), times
+           hashed by CRC-32C into N buckets; tf = 1 + ln(count), times
            idf = ln((1 + n) / (1 + df)) + 1 with df counted per bucket on the training texts,
            buckets with df < 2 zeroed (scikit-learn's min_df=2); the row L2-normalised, then
            scaled by `weight` (the view's share against the unit-norm embedding).
+  lex df N   the same grams hashed into 2^20 buckets, of which the N with the highest df are
+           kept (model::LexicalView, the spec's `lexical features=N`: fewer collisions at the
+           same width).
 
 Lambda (and the lexical weight) are chosen on the validation part of train (sources with
 crc32c % 5 == 0, as the C++ bench and the TF-IDF baseline), the head is refit on all of train and
@@ -97,16 +100,24 @@ def hashed_counts(texts, buckets, seed=0):
 
 
 class Lexical:
-    """Fit on training counts: the per-bucket idf (closed form from document frequencies)."""
+    """Fit on training counts: the kept columns and their idf (closed form from document
+    frequencies). keep=None keeps every column (select "mod": the hash modulo the width); else
+    the `keep` columns of highest df (ties: the lower column; select "df", model::LexicalView)."""
 
-    def __init__(self, train_counts, min_df=2):
+    def __init__(self, train_counts, keep=None, min_df=2):
         n = train_counts.shape[0]
         df = np.asarray((train_counts > 0).sum(axis=0)).ravel()
+        if keep is None:
+            self.columns = np.arange(train_counts.shape[1])
+        else:
+            order = np.argsort(-df, kind="stable")[:keep]
+            self.columns = np.sort(order[df[order] >= min_df])  # column order: irrelevant to ridge
+        df = df[self.columns]
         self.idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
         self.idf[df < min_df] = 0.0
 
     def transform(self, counts, weight=1.0):
-        m = counts.copy().astype(np.float64)
+        m = counts[:, self.columns].astype(np.float64)
         m.data = 1.0 + np.log(m.data)
         m = m @ sp.diags(self.idf)
         norms = np.sqrt(np.asarray(m.multiply(m).sum(axis=1)).ravel())
@@ -200,9 +211,11 @@ def main():
     ap.add_argument("data")
     ap.add_argument("--cache_dir", default=".tools/cache/text-task")
     ap.add_argument("--path", default="cpu")
-    ap.add_argument("--buckets", default="1024,2048,4096,8192")
-    ap.add_argument("--weights", default="0.5,1,2")
-    ap.add_argument("--lambdas", default="0.001,0.01,0.1,1,10")
+    ap.add_argument("--buckets", default="2048,4096")
+    ap.add_argument("--select", default="mod,df",
+                    help="mod: hash mod N buckets; df: of 2^20 buckets the N of highest df")
+    ap.add_argument("--weights", default="0.5,0.7,1")
+    ap.add_argument("--lambdas", default="0.001,0.01,0.1,1,3,10")
     ap.add_argument("--short", action="store_true", help="use the short descriptions' cache too")
     ap.add_argument("--write_short", help="write DATA with each text cut to its short description")
     args = ap.parse_args()
@@ -245,13 +258,18 @@ def main():
 
     train_texts = [r["text"] for r in train]
     test_texts = [r["text"] for r in test]
-    for n in [int(v) for v in args.buckets.split(",")]:
-        counts_train = hashed_counts(train_texts, n)
-        counts_test = hashed_counts(test_texts, n)
-        # The idf is a fitted parameter: the lambda search's model sees only the fit part's.
-        lex_fit_part = Lexical(counts_train[~is_val])
-        lex_all = Lexical(counts_train)
+    big = (hashed_counts(train_texts, 1 << 20), hashed_counts(test_texts, 1 << 20))
+    for select, n in [(s, int(v)) for s in args.select.split(",") for v in args.buckets.split(",")]:
+        if select == "mod":
+            counts_train, counts_test = hashed_counts(train_texts, n), hashed_counts(test_texts, n)
+            keep = None
+        else:
+            (counts_train, counts_test), keep = big, n
+        # The view is fitted: the lambda search's model sees only the fit part's.
+        lex_fit_part = Lexical(counts_train[~is_val], keep)
+        lex_all = Lexical(counts_train, keep)
         lx = lambda lex, c, w: lex.transform(c, w)
+        n = f"{select} {n}"
         results.append(run(f"lex {n}", lx(lex_all, counts_train, 1), lx(lex_all, counts_test, 1),
                            (lx(lex_fit_part, counts_train[~is_val], 1),
                             lx(lex_fit_part, counts_train[is_val], 1))))
@@ -263,6 +281,16 @@ def main():
                     hstack(b, lx(lex_all, counts_test, w)),
                     (hstack(select_rows(a, ~is_val), lx(lex_fit_part, counts_train[~is_val], w)),
                      hstack(select_rows(a, is_val), lx(lex_fit_part, counts_train[is_val], w)))))
+    # The weight is a hyper-parameter like lambda: per view and width, the one of best validation.
+    print("chosen on validation (weight and lambda):")
+    best = {}
+    for r in results:
+        key = r["name"].split(" (weight")[0]
+        if key not in best or r["validation_accuracy"] > best[key]["validation_accuracy"]:
+            best[key] = r
+    for key, r in best.items():
+        print(f"  {r['name']:44s} D {r['features']:6d}  validation {r['validation_accuracy']:.4f}  "
+              f"TEST {r['test_accuracy']:.4f}")
     print("JSON " + json.dumps(results))
 
 
