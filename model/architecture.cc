@@ -128,6 +128,20 @@ absl::StatusOr<LexicalSpec> ParseLexical(const std::vector<absl::string_view>& w
   return spec;
 }
 
+// A `lexical` line: its view widens the text input (the stages read [embedding, lexical]).
+absl::Status AddLexical(const std::vector<absl::string_view>& words, Architecture& architecture) {
+  if (!architecture.text.has_value() || !architecture.stages.empty() ||
+      architecture.lexical.has_value()) {
+    return absl::InvalidArgumentError(
+        "`lexical` must follow the `text` line, once, before the stages");
+  }
+  absl::StatusOr<LexicalSpec> lexical = ParseLexical(words);
+  if (!lexical.ok()) return lexical.status();
+  architecture.channels += lexical->features;
+  architecture.lexical = *lexical;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
@@ -174,14 +188,7 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
       continue;
     }
     if (words[0] == "lexical") {
-      if (!architecture.text.has_value() || !architecture.stages.empty() ||
-          architecture.lexical.has_value()) {
-        return error("`lexical` must follow the `text` line, once, before the stages");
-      }
-      absl::StatusOr<LexicalSpec> lexical = ParseLexical(words);
-      if (!lexical.ok()) return error(lexical.status().message());
-      architecture.channels += lexical->features;
-      architecture.lexical = *lexical;
+      if (absl::Status s = AddLexical(words, architecture); !s.ok()) return error(s.message());
       continue;
     }
     if (words[0] == "augment") {
