@@ -58,8 +58,9 @@ ABSL_FLAG(std::vector<std::string>, configs,
               "periodic=--update_policy=periodic --policy_period_samples=2000 --policy_period=0",
               "energy-aware=--update_policy=energy-aware",
               "energy-aware+forget+selective=--update_policy=energy-aware "
-              "--policy_forget_on_drift --policy_absorb_margin=0.5 "
-              "--policy_joules_per_error=2.5e-4",
+              "--policy_forget_on_drift --policy_forget_decay=0.01 --policy_absorb_margin=0.5 "
+              "--policy_joules_per_error=1e-4 --policy_growth_factor=16 "
+              "--policy_growth_min_samples=40",
           }),
           "Policy configurations, NAME=strata-server flags (space-separated), comma-separated; the "
           "one named eager is the reference of the ratios");

@@ -115,6 +115,23 @@ class GramInt8Accumulator {
   virtual absl::StatusOr<OpCounts> Read(std::vector<int64_t>* gram,
                                         std::vector<int64_t>* cross) const = 0;
 
+  // The sums where they live, when that is host memory (cpu), so that a caller can fold them into
+  // its own statistics without Read()'s copy and then Clear() them: gram is dimension() x
+  // dimension() row-major, lower triangle valid; cross is class-major (class k's dimension() sums
+  // at cross + k * dimension()). Both null for a device (emu, xrt): use Read() there.
+  struct HostSums {
+    const int64_t* gram = nullptr;
+    const int64_t* cross = nullptr;
+  };
+  virtual HostSums host_sums() const { return {}; }
+
+  // Zeroes the sums (G's lower triangle and Q) and rows() in place, for a caller that folded them
+  // from host_sums(); returns the work (the zeros written). UNIMPLEMENTED where host_sums() is
+  // null (a device accumulator is replaced by a fresh one instead).
+  virtual absl::StatusOr<OpCounts> Clear() {
+    return absl::UnimplementedError("Clear: the sums are not in host memory");
+  }
+
   // Adds zero columns to Q so classes [num_classes(), num_classes) become valid. Exact: earlier
   // rows had target 0 for a new class. INVALID_ARGUMENT if num_classes < num_classes().
   // Cost: O(1) while num_classes <= class_capacity(); beyond it Q is re-allocated with at least

@@ -457,33 +457,58 @@ absl::Status UpperTier::FoldGram(fpga::OpCounts* counts, fpga::OpCounts* absorb_
     *counts = staged;
   }
   if (accumulator_ == nullptr || accumulator_->rows() == 0) return absl::OkStatus();
-  std::vector<int64_t> g, q;
-  absl::StatusOr<fpga::OpCounts> read = accumulator_->Read(&g, &q);
-  if (!read.ok()) return read.status();
-  absl::StatusOr<std::unique_ptr<fpga::GramInt8Accumulator>> fresh =
-      gram_backend_->CreateGramInt8(feature_size(), num_classes());
-  if (!fresh.ok()) return fresh.status();
+  const Eigen::Index d = feature_size();
+  const int c = accumulator_->num_classes();
+  fpga::OpCounts work;
+  if (const fpga::GramInt8Accumulator::HostSums sums = accumulator_->host_sums();
+      sums.gram != nullptr) {
+    // Host memory (cpu): fold straight from the accumulator, then zero it in place; no copy of its
+    // D x D square and no fresh allocation. The integer triangle is read once.
+    AddScaledSums(sums.gram, sums.cross, /*class_stride=*/d, /*feature_stride=*/1);
+    absl::StatusOr<fpga::OpCounts> cleared = accumulator_->Clear();
+    if (!cleared.ok()) return cleared.status();
+    work = *cleared;
+    work.dram_bytes +=
+        static_cast<uint64_t>(d) * (d + 1) / 2 * 8 + static_cast<uint64_t>(d) * c * 8;
+  } else {
+    // A device (emu, xrt): read the sums back, fold the copy, start a fresh accumulator.
+    std::vector<int64_t> g, q;
+    absl::StatusOr<fpga::OpCounts> read = accumulator_->Read(&g, &q);
+    if (!read.ok()) return read.status();
+    absl::StatusOr<std::unique_ptr<fpga::GramInt8Accumulator>> fresh =
+        gram_backend_->CreateGramInt8(feature_size(), num_classes());
+    if (!fresh.ok()) return fresh.status();
+    AddScaledSums(g.data(), q.data(), /*class_stride=*/1, /*feature_stride=*/c);
+    accumulator_ = *std::move(fresh);
+    work = *read;
+  }
+  if (counts != nullptr) {
+    // The fold's fp64 MACs, and G's triangle and Q read and written.
+    *counts += work;
+    counts->fp64_macs += static_cast<uint64_t>(d) * (d + 1) / 2 + static_cast<uint64_t>(d) * c;
+    counts->dram_bytes +=
+        static_cast<uint64_t>(d) * (d + 1) / 2 * 16 + static_cast<uint64_t>(d) * c * 16;
+  }
+  return absl::OkStatus();
+}
+
+void UpperTier::AddScaledSums(const int64_t* g, const int64_t* q, Eigen::Index class_stride,
+                              Eigen::Index feature_stride) const {
   const Eigen::Index d = feature_size();
   const int c = accumulator_->num_classes();
   // G_ij += s_i s_j G_int_ij: s_i s_j has at most 32 significant bits, so each term rounds once.
 #pragma omp parallel for schedule(dynamic, 64) if (d >= 512)
   for (Eigen::Index i = 0; i < d; ++i) {
     const double si = readout_scales_[i];
-    const int64_t* gi = g.data() + i * d;
+    const int64_t* gi = g + i * d;
     double* out = gram_.row(i).data();
     for (Eigen::Index j = 0; j <= i; ++j) {
       out[j] += si * static_cast<double>(readout_scales_[j]) * static_cast<double>(gi[j]);
     }
-    for (int k = 0; k < c; ++k) cross_(i, k) += si * static_cast<double>(q[i * c + k]);
+    for (int k = 0; k < c; ++k) {
+      cross_(i, k) += si * static_cast<double>(q[k * class_stride + i * feature_stride]);
+    }
   }
-  accumulator_ = *std::move(fresh);
-  if (counts != nullptr) {
-    *counts += *read;
-    counts->fp64_macs += static_cast<uint64_t>(d) * (d + 1) / 2 + static_cast<uint64_t>(d) * c;
-    counts->dram_bytes +=
-        static_cast<uint64_t>(d) * (d + 1) / 2 * 16 + static_cast<uint64_t>(d) * c * 16;
-  }
-  return absl::OkStatus();
 }
 
 int UpperTier::ClassIndex(absl::string_view label) const {

@@ -234,8 +234,10 @@ class UpperTier {
   // returned; then the rows stay staged.
   absl::Status AccumulateStaged(fpga::OpCounts& counts) const;
   // Accumulates the staged rows, then folds the accumulator's integer sums into G and Q now
-  // (G += S G_int S, Q += S Q_int) and starts a fresh accumulator. If `counts` is not null it
-  // receives the fold's work (the read-back and the fold's fp64 MACs); the staged rows'
+  // (G += S G_int S, Q += S Q_int): in place and then zeroed when the sums live in host memory
+  // (cpu), else from Read()'s copy into a fresh accumulator (emu, xrt). If `counts` is not null it
+  // receives the fold's work (the sums read and zeroed, or the read-back; G's triangle and Q read
+  // and written; the fold's fp64 MACs); the staged rows'
   // accumulation goes to `absorb_counts` if that is not null, else is added to `counts`. The
   // backend's errors (xrt) are returned; then nothing was folded.
   absl::Status FoldGram(fpga::OpCounts* counts = nullptr,
@@ -316,6 +318,10 @@ class UpperTier {
   double UpdateFlops(int64_t rows) const;
   // Drops the kept factor and the buffered rows; `why` becomes the factor-update blocker.
   void DropFactor(std::string why);
+  // gram_ += S G_int S (lower triangle) and Q += S Q_int for the accumulator's integer sums: g is
+  // D x D row-major; Q_int(i, k) is q[k * class_stride + i * feature_stride].
+  void AddScaledSums(const int64_t* g, const int64_t* q, Eigen::Index class_stride,
+                     Eigen::Index feature_stride) const;
   // The float64 absorb of rows already validated (and dequantised, for an int8 readout).
   void AbsorbFloat(const MatrixF& features, std::span<const int> classes);
   // Buffers rows for the factor-update path (or drops the factor when too many).

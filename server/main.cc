@@ -132,7 +132,8 @@ ABSL_FLAG(std::string, policy_drift_detector, "adwin",
           "refreshes on its alarms; every policy but stream-end counts them).");
 ABSL_FLAG(double, policy_growth_factor, 4,
           "energy-aware: also refresh once a class has this many times the samples it had when "
-          "the readout was solved (0: off; else > 1).");
+          "the readout was solved, or --policy_growth_min_samples if it had fewer (0: off; else "
+          "> 1).");
 ABSL_FLAG(
     int64_t, policy_growth_min_samples, 20,
     "energy-aware: the fewest samples of a class that trigger --policy_growth_factor (>= 1).");

@@ -169,6 +169,44 @@ TEST_F(ReadoutGramTest, AnySplitGivesBitIdenticalIntegerSums) {
   EXPECT_TRUE(one.cross() == many.cross());
 }
 
+// The cpu accumulator's sums live in host memory: the tier folds them in place and zeroes them
+// (GramInt8Accumulator::host_sums, Clear) instead of copying the D x D square out (Read, what emu
+// needs). Folding three times between absorbs gives G and Q bit-identical to emu's copies, and
+// each in-place fold is charged one read of the integer triangle, its zeroing and G's triangle
+// read and written, not Read's 2 x 8 x D^2 bytes.
+TEST_F(ReadoutGramTest, InPlaceFoldOnCpuEqualsTheReadBackFoldOnEmu) {
+  absl::StatusOr<std::unique_ptr<fpga::Backend>> emu = fpga::CreateBackend("emu");
+  ASSERT_TRUE(emu.ok()) << emu.status();
+  UpperTierOptions options;
+  options.gram_block_rows = 1;  // every absorb reaches the accumulator: only the folds differ
+  UpperTier on_cpu(rows_.features.cols(), 3.0, options),
+      on_emu(rows_.features.cols(), 3.0, options);
+  for (auto [tier, backend] : {std::pair{&on_cpu, cpu_.get()}, {&on_emu, emu->get()}}) {
+    ASSERT_TRUE(tier->set_readout_scales(scales_).ok());
+    ASSERT_TRUE(tier->AttachGramBackend(backend).ok());
+  }
+  const uint64_t d = rows_.features.cols();
+  for (auto [begin, n] : {std::pair{0, 250}, {250, 100}, {350, 250}}) {
+    Rows part;
+    part.features = rows_.features.middleRows(begin, n);
+    part.labels.assign(rows_.labels.begin() + begin, rows_.labels.begin() + begin + n);
+    AbsorbInSplits(on_cpu, part, {n});
+    AbsorbInSplits(on_emu, part, {n});
+    fpga::OpCounts cpu_fold, emu_fold;
+    ASSERT_TRUE(on_cpu.FoldGram(&cpu_fold).ok());
+    ASSERT_TRUE(on_emu.FoldGram(&emu_fold).ok());
+    EXPECT_EQ(on_cpu.unfolded_gram_rows(), 0u);
+    const uint64_t c = on_cpu.num_classes(), triangle = d * (d + 1) / 2;
+    EXPECT_EQ(cpu_fold.fp64_macs, triangle + d * c);
+    EXPECT_EQ(cpu_fold.dram_bytes, 32 * triangle + 32 * d * c);
+    EXPECT_EQ(emu_fold.fp64_macs, cpu_fold.fp64_macs);
+    EXPECT_GT(emu_fold.device_to_host_bytes, 8 * d * d);  // emu copies the square out
+  }
+  EXPECT_TRUE(on_cpu.gram().triangularView<Eigen::Lower>().toDenseMatrix() ==
+              on_emu.gram().triangularView<Eigen::Lower>().toDenseMatrix());
+  EXPECT_TRUE(on_cpu.cross() == on_emu.cross());
+}
+
 TEST_F(ReadoutGramTest, RowsAreStagedAndAccumulatedByTheBlock) {
   UpperTierOptions options;
   options.gram_block_rows = 64;

@@ -281,6 +281,40 @@ TEST(UpdatePolicyForgetTest, ForgetsOnlyTheClassWhoseErrorJumpedAfterAnAlarm) {
   }
 }
 
+// energy-aware: once a drift's watch has forgotten a class, the alarms that follow in the same
+// watch (the error still rising while the class is re-learnt) do not refresh; without forgetting
+// the same alarms do.
+TEST(UpdatePolicyForgetTest, AlarmsAfterAForgetInTheSameWatchDoNotRefresh) {
+  const LabelledMessage calm = ClassMessage(false), swapped = ClassMessage(true);
+  // A second rise of the error, spread so that no other class's error jumps by
+  // forget_error_jump (0.5): 40 % of every class's samples wrong ("b" stays all wrong).
+  LabelledMessage worse = swapped;
+  for (int i = 0; i < 100; ++i) worse.errors[i] |= (i / 5) % 5 < 2;
+  UpdatePolicyOptions options = ForgetOptions();
+  options.joules_per_error = 0;  // no gain-pays
+  options.growth_factor = 0;     // no class growth
+  for (const bool forget : {true, false}) {
+    options.forget_on_drift = forget;
+    auto policy = Make("energy-aware", options);
+    absl::Time now = kStart;
+    std::vector<const LabelledMessage*> stream(40, &calm);
+    stream.insert(stream.end(), 5, &swapped);
+    stream.insert(stream.end(), 10, &worse);
+    for (const LabelledMessage* m : stream) {
+      policy->OnMessage({m->errors, false, 0.01, now, m->labels});
+      now += absl::Seconds(1);
+    }
+    const UpdatePolicyStats stats = policy->Stats();
+    EXPECT_GE(stats.drift_alarms, 2u) << "forget " << forget;
+    if (forget) {
+      EXPECT_EQ(stats.count(DecisionReason::kForgetClasses), 1u);
+      EXPECT_EQ(stats.count(DecisionReason::kDrift), 0u);  // the first alarm forgot "b"
+    } else {
+      EXPECT_EQ(stats.count(DecisionReason::kDrift), stats.drift_alarms);
+    }
+  }
+}
+
 TEST(UpdatePolicyForgetTest, NoAlarmOrNoLabelsOrOptionOffForgetsNothing) {
   const LabelledMessage calm = ClassMessage(false), swapped = ClassMessage(true);
   UpdatePolicyOptions off = ForgetOptions();
@@ -327,6 +361,27 @@ TEST(UpdatePolicyGrowthTest, EnergyAwareRefreshesAsAClassGrowsGeometrically) {
   for (int m = 1; m <= 80; ++m)
     refreshes += off->OnMessage({errors, m == 1, 0.001, now, labels}).apply;
   EXPECT_EQ(refreshes, 1);
+}
+
+// A class the readout was solved with fewer than growth_min_samples samples of (it had just
+// arrived, or just been forgotten) is due at growth_min_samples, not growth_factor times its
+// handful: with factor 16, a class solved at 10 samples is re-solved at 40, then at 640.
+TEST(UpdatePolicyGrowthTest, AClassSolvedBelowTheMinimumIsDueAtTheMinimum) {
+  UpdatePolicyOptions options;
+  options.joules_per_error = 0;  // only growth refreshes
+  options.growth_factor = 16;
+  options.growth_min_samples = 40;
+  auto policy = Make("energy-aware", options);
+  const std::vector<uint8_t> errors(10, 1);
+  const std::vector<std::string> labels(10, "x");
+  absl::Time now = kStart;
+  std::vector<int> refreshed_at;
+  for (int m = 1; m <= 100; ++m) {
+    if (policy->OnMessage({errors, m == 1, 0.001, now, labels}).apply)
+      refreshed_at.push_back(10 * m);
+    now += absl::Seconds(1);
+  }
+  EXPECT_EQ(refreshed_at, (std::vector<int>{10, 40, 640}));
 }
 
 TEST(UpdatePolicyForgetTest, OptionsOutOfRangeAreNamed) {

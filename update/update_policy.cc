@@ -274,10 +274,14 @@ Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
     case PolicyKind::kStreamEnd:  // decided above
       break;
   }
+  // Once this drift's watch has forgotten classes, its further alarms are the same drift still
+  // showing in the error while those classes are re-learnt: class growth schedules their
+  // refreshes, so the alarms do not refresh by themselves.
+  const bool drift_refreshes = drift && !(watch_remaining_ > 0 && decayed_this_watch_);
   d.expected_gain_joules = ExpectedGainErrors() * options_.joules_per_error;
   const bool gain_pays = d.expected_gain_joules >= message.refresh_joules;
   const bool pays = gain_pays || SomeClassGrew();
-  if (!drift && !pays) {
+  if (!drift_refreshes && !pays) {
     d.reason = DecisionReason::kGainTooSmall;
     return d;
   }
@@ -286,8 +290,8 @@ Decision UpdatePolicy::Decide(const UpdateMessage& message, bool drift) {
     return d;
   }
   d.apply = true;
-  d.reason = drift ? DecisionReason::kDrift : DecisionReason::kGainPays;
-  if (!drift && !gain_pays) d.reason = DecisionReason::kClassGrown;
+  d.reason = drift_refreshes ? DecisionReason::kDrift : DecisionReason::kGainPays;
+  if (!drift_refreshes && !gain_pays) d.reason = DecisionReason::kClassGrown;
   return d;
 }
 
@@ -307,9 +311,13 @@ std::optional<Decision> UpdatePolicy::OnStreamEnd(uint64_t accepted_samples, abs
 
 bool UpdatePolicy::SomeClassGrew() const {
   if (!(options_.growth_factor > 0)) return false;
+  const double min_samples = static_cast<double>(options_.growth_min_samples);
   for (const auto& [label, c] : class_errors_) {
-    const double due = std::max(options_.growth_factor * static_cast<double>(c.samples_at_refresh),
-                                static_cast<double>(options_.growth_min_samples));
+    // A class the readout was solved with fewer than growth_min_samples samples of (one that had
+    // just arrived, or had just been forgotten when a refresh came) is due at growth_min_samples:
+    // growth_factor times a handful would leave its new meaning unsolved for a long while.
+    const double at_refresh = static_cast<double>(c.samples_at_refresh);
+    const double due = at_refresh < min_samples ? min_samples : options_.growth_factor * at_refresh;
     if (static_cast<double>(c.samples) >= due) return true;
   }
   return false;

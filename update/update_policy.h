@@ -18,10 +18,12 @@
 //                 "before" is that message's own error), which it took s_last samples to earn
 //                 (the learning-curve term: refreshing also folds in new data).
 //                 A drift alarm (ADWIN or Page-Hinkley on the error stream) refreshes if the
-//                 bucket allows. So does a class whose samples grew growth_factor-fold since the
-//                 readout was solved (a geometric schedule per class: a class that arrived with
-//                 50 samples is re-solved at 200, 800, 3200 with the default 4; the learning
-//                 term alone stops once one early refresh gained little).
+//                 bucket allows, unless forgetting on drift has already forgotten classes in this
+//                 alarm's watch (then class growth re-solves them). So does a class whose samples
+//                 grew growth_factor-fold since the readout was solved, or reached
+//                 growth_min_samples if it was solved with fewer (a geometric schedule per class:
+//                 a class that arrived with 50 samples is re-solved at 200, 800, 3200 with the
+//                 default 4; the learning term alone stops once one early refresh gained little).
 // Every policy but stream-end refreshes when a message brings a class never seen before (the readout
 // cannot predict a class it has no column for); energy-aware lets that refresh overdraw the bucket.
 // Stream-end waits for the stream's end for new classes too, and runs no drift detector.
@@ -170,8 +172,9 @@ struct UpdatePolicyOptions {
   // energy-aware: the gain of a refresh is assumed to last at least this many samples.
   int64_t min_horizon_samples = 2000;
   // energy-aware: refresh ("class-grown") once a class has growth_factor times the samples it had
-  // when the readout was solved (at least growth_min_samples; a class forgotten on drift counts
-  // from 0). Needs the messages' labels. 0: off.
+  // when the readout was solved, or growth_min_samples if it was solved with fewer (a class that
+  // had just arrived, or just been forgotten on drift: it counts from 0 again). Needs the
+  // messages' labels. 0: off.
   double growth_factor = 4;
   int64_t growth_min_samples = 20;
   // The drift detector on the error stream: "adwin" or "page-hinkley" (every policy runs it, so

@@ -209,6 +209,18 @@ class CpuGramInt8Accumulator final : public GramInt8Accumulator {
     return counts;
   }
 
+  HostSums host_sums() const override { return {gram_.data(), cross_.data()}; }
+
+  absl::StatusOr<OpCounts> Clear() override {
+    const size_t d = dimension_;
+    for (size_t i = 0; i < d; ++i) std::fill_n(gram_.data() + i * d, i + 1, int64_t{0});
+    std::fill_n(cross_.data(), d * num_classes_, int64_t{0});
+    rows_ = 0;
+    OpCounts counts;  // the lower triangle and Q's used columns written
+    counts.dram_bytes = 8 * (d * (d + 1) / 2 + d * num_classes_);
+    return counts;
+  }
+
   absl::Status GrowClasses(int num_classes) override {
     if (absl::Status s = CheckGrowClasses(num_classes_, num_classes); !s.ok()) return s;
     const int capacity = GrowClassCapacity(class_capacity_, num_classes);
