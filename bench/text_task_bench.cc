@@ -1,11 +1,13 @@
 // strata-bench-text-task: the Compound LLM on a real text task (docs/text-task.md): Debian package
 // descriptions labelled by their Section (data/debian_sections.py), the frozen all-MiniLM-L6-v2
 // encoder (float and int8 cpu) with the analytic head (model::UpperTier, a ridge readout) over its
-// embedding, optionally widened by a seeded random ReLU expansion (model::ExpandStage, the image
-// tier's stage). bench/text_task_bench.sh runs it beside the TF-IDF baseline.
+// embedding, optionally with a lexical view of the text appended (model::LexicalView: hashed word
+// 1-2-grams, tf-idf, spec line `lexical`) and optionally widened by a seeded random ReLU expansion
+// (model::ExpandStage, the image tier's stage). bench/text_task_bench.sh runs it beside the TF-IDF
+// baseline.
 //
 // For each encoder path: embeddings of the train and test texts (cached on disk, keyed by a digest
-// of the texts, the path and max_length), then for each expansion width:
+// of the texts, the path and max_length), then for each (lexical view, expansion width):
 //   the ridge lambda chosen on a validation part of train (sources with crc32c % 5 == 0; test is
 //   never looked at), by re-solving one set of statistics for each lambda;
 //   the head fit on all of train (the validation part absorbed into the fitted statistics: exact);
@@ -38,6 +40,7 @@
 #include "base/crc32c.h"
 #include "fpga/backend.h"
 #include "fpga/energy.h"
+#include "model/lexical_view.h"
 #include "model/stages.h"
 #include "model/upper_tier.h"
 #include "nlohmann/json.hpp"
@@ -51,7 +54,14 @@ ABSL_FLAG(std::string, paths, "float,cpu", "encoder paths: float, cpu (int8), em
 ABSL_FLAG(std::string, widths, "0,2048,8192",
           "random ReLU expansion widths to try (0: the 384-value embedding alone; else the "
           "embedding concatenated with that many units)");
-ABSL_FLAG(std::string, lambdas, "0.001,0.01,0.1,1,10", "ridge lambdas the validation picks from");
+ABSL_FLAG(std::string, lexical, "2048,4096",
+          "lexical view sizes to try (spec line `lexical features=N`, model/lexical_view.h; '' for "
+          "none): each appended to the embedding, with the expansion widths of --lexical_widths");
+ABSL_FLAG(std::string, lexical_widths, "0", "expansion widths tried with a lexical view");
+ABSL_FLAG(double, lexical_weight, 0.7,
+          "the lexical view's L2 norm per text (chosen on the validation part: bench/"
+          "text_task_lexical.py)");
+ABSL_FLAG(std::string, lambdas, "0.001,0.01,0.1,1,3,10", "ridge lambdas the validation picks from");
 ABSL_FLAG(double, bias_scale, 0.05,
           "the expansion's bias standard deviation: the embedding is unit-norm, so x P (P ~ "
           "N(0, 1/384)) has a standard deviation of about 1/sqrt(384) = 0.051; a bias of the same "
@@ -73,7 +83,7 @@ double SecondsSince(Clock::time_point start) {
 
 struct Options {
   std::vector<std::string> paths;
-  std::vector<int> widths;
+  std::vector<int> widths, lexical, lexical_widths;
   std::vector<double> lambdas;
 };
 
@@ -88,15 +98,17 @@ class NoRows final : public model::FitData {
   model::MatrixF Rows(std::span<const Eigen::Index>) const override { return {}; }
 };
 
-// The head's input: the embedding, or [embedding, relu(embedding P + b)] for width > 0.
+// The head's input: the stage input x (the embedding, or [embedding, lexical view] with one), or
+// [x, relu(x P + b)] for width > 0.
 struct Features {
   model::MatrixF train, test;
+  int lexical = 0;                 // the lexical view's features in x (0: none)
   uint64_t macs_per_sentence = 0;  // the expansion's fp32 MACs
 };
 
 absl::StatusOr<Features> Expand(const model::MatrixF& train, const model::MatrixF& test,
                                 int width) {
-  if (width == 0) return Features{train, test, 0};
+  if (width == 0) return Features{train, test, 0, 0};
   model::ExpandStage stage(model::Shape{1, 1, static_cast<int>(train.cols())}, width,
                            static_cast<float>(absl::GetFlag(FLAGS_bias_scale)), /*concat=*/true);
   std::mt19937_64 rng(absl::GetFlag(FLAGS_seed));
@@ -132,6 +144,7 @@ TrainParts SplitTrain(const model::MatrixF& train, const text::TaskSplit& split)
 // What fitting one head cost and gave.
 struct HeadResult {
   int width = 0;
+  int lexical = 0;
   double lambda = 0;
   double validation_accuracy = 0, test_accuracy = 0;
   double absorb_seconds = 0, refresh_seconds = 0, lambda_search_seconds = 0;
@@ -212,11 +225,11 @@ void PrintHead(const std::string& path, const HeadResult& r, size_t train_rows,
   const double n = static_cast<double>(train_rows);
   const double expand_j = fpga::Joules(Fp32Macs(r.expand_macs_per_sentence), host);
   std::printf(
-      "%-8s width %5d (%5d features) lambda %-6g validation %.4f  TEST ACCURACY %.4f  fit %.2f s "
-      "(absorb %.2f s = %.0f sentences/s, refresh %.2f s; lambda search %.2f s)\n",
-      path.c_str(), r.width, r.features, r.lambda, r.validation_accuracy, r.test_accuracy,
-      r.fit_seconds(), r.absorb_seconds, n / std::max(r.absorb_seconds, 1e-9), r.refresh_seconds,
-      r.lambda_search_seconds);
+      "%-8s lexical %4d width %5d (%5d features) lambda %-6g validation %.4f  TEST ACCURACY %.4f  "
+      "fit %.2f s (absorb %.2f s = %.0f sentences/s, refresh %.2f s; lambda search %.2f s)\n",
+      path.c_str(), r.lexical, r.width, r.features, r.lambda, r.validation_accuracy,
+      r.test_accuracy, r.fit_seconds(), r.absorb_seconds, n / std::max(r.absorb_seconds, 1e-9),
+      r.refresh_seconds, r.lambda_search_seconds);
   std::printf(
       "         J/sentence: encoder %s, expansion %s, absorb %s, refresh (amortised) %s, "
       "readout %s\n",
@@ -233,6 +246,7 @@ nlohmann::json HeadJson(const std::string& path, const HeadResult& r, size_t tra
   const double n = static_cast<double>(train_rows);
   return {{"path", path},
           {"width", r.width},
+          {"lexical", r.lexical},
           {"features", r.features},
           {"lambda", r.lambda},
           {"validation_accuracy", r.validation_accuracy},
@@ -340,9 +354,9 @@ absl::StatusOr<nlohmann::json> RunIncremental(const Features& f, const text::Tex
                                       head.lambda, absl::GetFlag(FLAGS_update_batch));
   if (!c.ok()) return c.status();
   std::printf(
-      "class-incremental (%s, width %d, lambda %g): %d groups of sections, %d classes, absorbed %d "
-      "rows per message, refreshed after each group\n",
-      path.c_str(), head.width, head.lambda, c->groups, c->classes,
+      "class-incremental (%s, lexical %d, width %d, lambda %g): %d groups of sections, %d classes, "
+      "absorbed %d rows per message, refreshed after each group\n",
+      path.c_str(), head.lexical, head.width, head.lambda, c->groups, c->classes,
       absl::GetFlag(FLAGS_update_batch));
   for (size_t g = 0; g < groups.size(); ++g) {
     std::printf("  after group %zu (%s .. %s): test accuracy on the classes so far %.4f\n", g + 1,
@@ -366,11 +380,15 @@ absl::StatusOr<nlohmann::json> RunIncremental(const Features& f, const text::Tex
 absl::StatusOr<Options> ParseOptions() {
   Options o;
   o.paths = absl::StrSplit(absl::GetFlag(FLAGS_paths), ',', absl::SkipEmpty());
-  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_widths), ',')) {
-    int width = 0;
-    if (!absl::SimpleAtoi(part, &width) || width < 0)
-      return absl::InvalidArgumentError(absl::StrCat("--widths: bad width '", part, "'"));
-    o.widths.push_back(width);
+  for (auto [flag, out] :
+       {std::pair{&FLAGS_widths, &o.widths}, std::pair{&FLAGS_lexical, &o.lexical},
+        std::pair{&FLAGS_lexical_widths, &o.lexical_widths}}) {
+    for (absl::string_view part : absl::StrSplit(absl::GetFlag(*flag), ',', absl::SkipEmpty())) {
+      int value = 0;
+      if (!absl::SimpleAtoi(part, &value) || value < 0)
+        return absl::InvalidArgumentError(absl::StrCat("bad size '", part, "'"));
+      out->push_back(value);
+    }
   }
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_lambdas), ',')) {
     double lambda = 0;
@@ -382,17 +400,43 @@ absl::StatusOr<Options> ParseOptions() {
   return o;
 }
 
-// The heads of every width over one path's embeddings; the best by validation accuracy last
-// kept in `best` (with its features) for the class-incremental run.
+// The stage inputs with a lexical view of `features` buckets (0: the embeddings alone), the view
+// fitted on every training text (as strata-train does; the test texts are never read by the fit).
+absl::StatusOr<std::pair<model::MatrixF, model::MatrixF>> StageInputs(const Encoded& e,
+                                                                      const text::TextTask& task,
+                                                                      int features) {
+  if (features == 0) return std::pair{e.train, e.test};
+  model::LexicalSpec spec;
+  spec.features = features;
+  spec.weight = static_cast<float>(absl::GetFlag(FLAGS_lexical_weight));
+  absl::StatusOr<model::LexicalView> view = model::LexicalView::Fit(spec, task.train.texts);
+  if (!view.ok()) return view.status();
+  return std::pair{model::AppendLexical(e.train, &*view, task.train.texts),
+                   model::AppendLexical(e.test, &*view, task.test.texts)};
+}
+
+// The heads of every (lexical view, width) over one path's embeddings: --widths without a lexical
+// view, --lexical_widths with each --lexical size; the best by validation accuracy kept in `best`
+// (with its features) for the class-incremental run.
 absl::Status RunHeads(const Encoded& e, const text::TextTask& task, const Options& o,
                       nlohmann::json& json, HeadResult& best, Features& best_features) {
   best.validation_accuracy = -1;
-  for (int width : o.widths) {
-    absl::StatusOr<Features> f = Expand(e.train, e.test, width);
+  std::vector<std::pair<int, int>> heads;  // (lexical, width)
+  for (int width : o.widths) heads.emplace_back(0, width);
+  for (int lexical : o.lexical) {
+    for (int width : o.lexical_widths) heads.emplace_back(lexical, width);
+  }
+  for (const auto& [lexical, width] : heads) {
+    absl::StatusOr<std::pair<model::MatrixF, model::MatrixF>> inputs =
+        StageInputs(e, task, lexical);
+    if (!inputs.ok()) return inputs.status();
+    absl::StatusOr<Features> f = Expand(inputs->first, inputs->second, width);
     if (!f.ok()) return f.status();
+    f->lexical = lexical;
     absl::StatusOr<HeadResult> r = FitHead(*f, task, o.lambdas);
     if (!r.ok()) return r.status();
     r->width = width;
+    r->lexical = lexical;
     PrintHead(e.path, *r, task.train.size(), e.joules_per_sentence);
     json.push_back(HeadJson(e.path, *r, task.train.size(), e.joules_per_sentence));
     if (r->validation_accuracy > best.validation_accuracy) {

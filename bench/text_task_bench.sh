@@ -3,7 +3,8 @@
 # descriptions labelled by Section.
 #   1. the data set: data/debian_sections.py (apt-get update of bookworm main into .tools/debian-lists
 #      the first time; later runs read the lists there), 1/--keep of the sources;
-#   2. strata-bench-text-task: the encoder (float, int8 cpu) + analytic head, expansion widths,
+#   2. strata-bench-text-task: the encoder (float, int8 cpu) + analytic head, expansion widths and
+#      lexical views (the embedding with hashed word 1-2-grams appended, spec line `lexical`),
 #      test accuracy, fit time, J/sentence by tier, class-incremental vs joint (embeddings cached
 #      in .tools/cache/text-task, keyed by the data file's crc32c: a rerun skips the encoding);
 #   3. the TF-IDF + LinearSVC baseline on the same split (bench/text_task_tfidf.py);
@@ -12,12 +13,13 @@
 #   5. the task table and the two targets (head above TF-IDF; int8 within 0.5 points of float).
 # Builds nothing: run `scripts/build.sh strata-bench-text-task strata-bench-text` first.
 # Usage: bench/text_task_bench.sh [--build_dir=build] [--keep=8] [--widths=0,2048,8192]
-#                                 [--seconds=5] [--threads=N]
+#                                 [--lexical=2048,4096] [--seconds=5] [--threads=N]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build_dir=build
 keep=8
 widths=0,2048,8192
+lexical=2048,4096
 seconds=5
 threads=$(nproc)
 for arg in "$@"; do
@@ -25,9 +27,11 @@ for arg in "$@"; do
     --build_dir=*) build_dir=${arg#*=} ;;
     --keep=*) keep=${arg#*=} ;;
     --widths=*) widths=${arg#*=} ;;
+    --lexical=*) lexical=${arg#*=} ;;
     --seconds=*) seconds=${arg#*=} ;;
     --threads=*) threads=${arg#*=} ;;
-    *) echo "usage: $0 [--build_dir=build] [--keep=8] [--widths=...] [--seconds=5] [--threads=N]" >&2
+    *) echo "usage: $0 [--build_dir=build] [--keep=8] [--widths=...] [--lexical=...] [--seconds=5]" \
+            "[--threads=N]" >&2
        exit 2 ;;
   esac
 done
@@ -40,7 +44,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 OMP_NUM_THREADS=$threads "$build_dir/bin/strata-bench-text-task" --data="$data" \
-  --model_dir="$model_dir" --widths="$widths" | tee "$work/task.txt"
+  --model_dir="$model_dir" --widths="$widths" --lexical="$lexical" | tee "$work/task.txt"
 OMP_NUM_THREADS=$threads /usr/bin/python3 bench/text_task_tfidf.py "$data" | tee "$work/tfidf.txt"
 /usr/bin/python3 - "$data" "$work/texts.jsonl" <<'PY'
 import json, sys
@@ -71,7 +75,8 @@ for h in task["heads"]:
              + h["refresh_j_per_sentence"])
     s1, s32 = speed.get((h["path"], 1)), speed.get((h["path"], 32))
     rate = f"{s1['sentences_per_s']:.1f} / {s32['sentences_per_s']:.1f}" if s1 and s32 else ""
-    print(f"| {h['path']} encoder + head, width {h['width']} ({h['features']} features) | "
+    view = f"lexical {h['lexical']}, " if h.get("lexical") else ""
+    print(f"| {h['path']} encoder + head, {view}width {h['width']} ({h['features']} features) | "
           f"{100 * h['test_accuracy']:.2f} % | {h['fit_seconds']:.2f} s | {1e3 * predict:.3f} mJ | "
           f"{1e3 * learn:.3f} mJ | {rate} |")
     if h["validation_accuracy"] > best.get(h["path"], {"validation_accuracy": -1})["validation_accuracy"]:
@@ -80,13 +85,15 @@ print(f"| TF-IDF + LinearSVC ({tfidf['features']} features) | {100 * tfidf['test
       f"{tfidf['fit_seconds']:.2f} s | {1e3 * tfidf['predict_j_per_sentence']:.6f} mJ | | |")
 for path, h in best.items():
     verdict = "above" if h["test_accuracy"] > tfidf["test_accuracy"] else "NOT above"
-    print(f"target: {path} head (width {h['width']}, chosen on validation) "
+    view = f"lexical {h['lexical']}, " if h.get("lexical") else ""
+    print(f"target: {path} head ({view}width {h['width']}, chosen on validation) "
           f"{100 * h['test_accuracy']:.2f} % vs TF-IDF {100 * tfidf['test_accuracy']:.2f} %: {verdict}")
 if "float" in best and "int8 cpu" in best:
     f, q = best["float"], best["int8 cpu"]
-    same = [h for h in task["heads"] if h["path"] == "int8 cpu" and h["width"] == f["width"]][0]
+    same = [h for h in task["heads"] if h["path"] == "int8 cpu" and h["width"] == f["width"]
+            and h.get("lexical") == f.get("lexical")][0]
     gap = 100 * (f["test_accuracy"] - same["test_accuracy"])
-    print(f"target: int8 vs float at width {f['width']}: {gap:+.2f} points "
+    print(f"target: int8 vs float at lexical {f.get('lexical', 0)}, width {f['width']}: {gap:+.2f} points "
           f"({'within' if abs(gap) <= 0.5 else 'NOT within'} 0.5)")
 c = task["class_incremental"]
 print(f"class-incremental vs joint: float64 solution rel. diff {c['solution_difference']:.1e} "

@@ -5,6 +5,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "base/file.h"
@@ -24,6 +25,14 @@ std::string Architecture::ToText() const {
                          " max_bytes=", this->text->max_bytes,
                          " max_tokens=", this->text->max_tokens, "\n")
           : absl::StrCat("input ", height, " ", width, " ", channels, "\n");
+  if (lexical.has_value()) {
+    // %.9g: the weight read back is the same float, so a reloaded bundle's features are the
+    // fitted ones bit for bit.
+    absl::StrAppend(&text, "lexical features=", lexical->features,
+                    " hash_bits=", lexical->hash_bits, " min_df=", lexical->min_df,
+                    " ngrams=", lexical->ngrams, " seed=", lexical->seed,
+                    " weight=", absl::StrFormat("%.9g", lexical->weight), "\n");
+  }
   for (const StageSpec& stage : stages) {
     text += stage.kind;
     for (const auto& [key, value] : stage.params) absl::StrAppend(&text, " ", key, "=", value);
@@ -83,6 +92,56 @@ absl::StatusOr<TextInput> ParseTextInput(const std::vector<absl::string_view>& w
   return input;
 }
 
+// The parameters of a `lexical` line (see LexicalSpec); INVALID_ARGUMENT saying what is wrong (the
+// caller adds the line).
+absl::StatusOr<LexicalSpec> ParseLexical(const std::vector<absl::string_view>& words) {
+  LexicalSpec spec;
+  for (size_t i = 1; i < words.size(); ++i) {
+    std::pair<std::string, std::string> kv = absl::StrSplit(words[i], absl::MaxSplits('=', 1));
+    int64_t value = 0;
+    const bool number = absl::SimpleAtoi(kv.second, &value);
+    float weight = 0;
+    if (kv.first == "features" && number && value >= 1 && value <= 65536) {
+      spec.features = static_cast<int>(value);
+    } else if (kv.first == "hash_bits" && number && value >= 8 && value <= 32) {
+      spec.hash_bits = static_cast<int>(value);
+    } else if (kv.first == "ngrams" && number && value >= 1 && value <= 2) {
+      spec.ngrams = static_cast<int>(value);
+    } else if (kv.first == "min_df" && number && value >= 1 && value <= (int64_t{1} << 31)) {
+      spec.min_df = static_cast<int>(value);
+    } else if (kv.first == "seed" && number && value >= 0 && value < (int64_t{1} << 32)) {
+      spec.seed = static_cast<uint64_t>(value);
+    } else if (kv.first == "weight" && absl::SimpleAtof(kv.second, &weight) && weight > 0 &&
+               weight <= 100) {
+      spec.weight = weight;
+    } else {
+      return absl::InvalidArgumentError(
+          absl::StrCat("lexical: expected features=1..65536 hash_bits=8..32 ngrams=1..2 min_df=1.. "
+                       "seed=0..2^32-1 weight=(0,100], got \"",
+                       words[i], "\""));
+    }
+  }
+  if (spec.hash_bits < 32 && spec.features > (int64_t{1} << spec.hash_bits)) {
+    return absl::InvalidArgumentError(absl::StrCat("lexical: features=", spec.features,
+                                                   " exceeds the 2^", spec.hash_bits, " buckets"));
+  }
+  return spec;
+}
+
+// A `lexical` line: its view widens the text input (the stages read [embedding, lexical]).
+absl::Status AddLexical(const std::vector<absl::string_view>& words, Architecture& architecture) {
+  if (!architecture.text.has_value() || !architecture.stages.empty() ||
+      architecture.lexical.has_value()) {
+    return absl::InvalidArgumentError(
+        "`lexical` must follow the `text` line, once, before the stages");
+  }
+  absl::StatusOr<LexicalSpec> lexical = ParseLexical(words);
+  if (!lexical.ok()) return lexical.status();
+  architecture.channels += lexical->features;
+  architecture.lexical = *lexical;
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
@@ -126,6 +185,10 @@ absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text) {
       architecture.channels = input->embedding;
       architecture.text = *std::move(input);
       have_input = true;
+      continue;
+    }
+    if (words[0] == "lexical") {
+      if (absl::Status s = AddLexical(words, architecture); !s.ok()) return error(s.message());
       continue;
     }
     if (words[0] == "augment") {

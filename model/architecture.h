@@ -16,6 +16,8 @@
 // embedding the stages (possibly none) read as a 1 x 1 x embedding input:
 //   text encoder=/path/to/all-minilm-l6-v2 embedding=384 max_tokens=128 max_bytes=4096
 //   expand units=2048 concat=1
+// and may add a lexical view of the text itself, appended to the embedding before the stages:
+//   lexical features=2048 weight=0.7
 #ifndef STRATA_MODEL_ARCHITECTURE_H_
 #define STRATA_MODEL_ARCHITECTURE_H_
 
@@ -63,12 +65,28 @@ struct TextInput {
   int max_bytes = 4096;
 };
 
+// A text model's lexical view (spec line `lexical`, after `text`; model/lexical_view.h): hashed
+// word n-grams with tf-idf weights, appended to the embedding. The stages read
+// [embedding, lexical] as a 1 x 1 x (embedding + features) input.
+struct LexicalSpec {
+  int features = 2048;  // columns: the hash buckets with the highest document frequency, 1..65536
+  int hash_bits = 20;   // the hash space before the selection: 2^hash_bits buckets, 8..32
+  int ngrams = 2;       // 1: words; 2: words and pairs of adjacent words
+  int min_df = 2;       // a bucket in fewer training texts is not kept, >= 1
+  uint64_t seed = 0;    // the CRC-32C's starting value, < 2^32
+  // The view's L2 norm per text, against the unit-norm embedding, (0, 100]: its share of the
+  // ridge penalty. 0.7 was chosen on a validation split of the Debian task (docs/text-task.md).
+  float weight = 1.0f;
+};
+
 struct Architecture {
   int height = 28;
   int width = 28;
   int channels = 1;
   // Set for a text model (height = width = 1, channels = text->embedding); unset for images.
   std::optional<TextInput> text;
+  // Set when a text spec has a `lexical` line (channels then include its features).
+  std::optional<LexicalSpec> lexical;
   std::vector<StageSpec> stages;
   Augmentation augment;
 
@@ -78,7 +96,7 @@ struct Architecture {
 
 // Parses spec text. INVALID_ARGUMENT naming the line for a malformed line, an unknown stage kind, a
 // missing or repeated `input` (or `text`) line, a `text` line without encoder= or with a value out
-// of range, or an image spec whose stage list is empty (a text spec may have none: its features
+// of range, a `lexical` line that is repeated, not right after `text` or out of range, or an image spec whose stage list is empty (a text spec may have none: its features
 // are then the embedding). Parameter names and values are
 // checked when the lower tier is built (LowerTier::Fit), also naming the line.
 absl::StatusOr<Architecture> ParseArchitecture(absl::string_view text);

@@ -43,6 +43,10 @@ LowerTier::LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stag
       stages_(std::move(stages)),
       seed_(seed) {}
 
+MatrixF LowerTier::TextInputs(const MatrixF& embeddings, std::span<const std::string> texts) const {
+  return AppendLexical(embeddings, lexical_.get(), texts);
+}
+
 absl::StatusOr<LowerTier> LowerTier::Build(const Architecture& architecture, uint64_t seed) {
   if (architecture.stages.empty() && !architecture.text.has_value()) {
     return absl::InvalidArgumentError("lower tier: no stages");
@@ -67,9 +71,17 @@ absl::StatusOr<LowerTier> LowerTier::Fit(const LowerTierSpec& spec, const Matrix
 }
 
 absl::StatusOr<LowerTier> LowerTier::Fit(const Architecture& architecture, const MatrixF& images,
-                                         uint64_t seed) {
+                                         uint64_t seed,
+                                         std::shared_ptr<const LexicalView> lexical) {
+  if (architecture.lexical.has_value() != (lexical != nullptr)) {
+    return absl::FailedPreconditionError(
+        architecture.lexical.has_value()
+            ? "lower tier fit: the spec has a `lexical` line but no fitted view was given"
+            : "lower tier fit: a lexical view was given but the spec has no `lexical` line");
+  }
   absl::StatusOr<LowerTier> tier = Build(architecture, seed);
   if (!tier.ok()) return tier.status();
+  tier->lexical_ = std::move(lexical);
   if (images.cols() != tier->input_size()) {
     return absl::InvalidArgumentError(
         absl::StrCat("lower tier fit: images have ", images.cols(), " values, the input is ",
@@ -193,6 +205,13 @@ fpga::OpCounts LowerTierInferenceCounts(uint64_t macs_per_image, int input_size,
 std::vector<std::string> LowerTier::Describe() const {
   std::vector<std::string> lines = {
       absl::StrCat("input ", input_.height, "x", input_.width, "x", input_.channels)};
+  if (lexical_ != nullptr) {
+    const LexicalSpec& spec = lexical_->spec();
+    lines.push_back(absl::StrCat("lexical ", spec.ngrams == 2 ? "word 1-2-grams" : "words",
+                                 ", CRC-32C into 2^", spec.hash_bits, " buckets, ",
+                                 lexical_->buckets().size(), " of ", spec.features,
+                                 " kept by document frequency, tf-idf, L2 norm ", spec.weight));
+  }
   for (const auto& stage : stages_) lines.push_back(stage->Describe());
   return lines;
 }
@@ -200,6 +219,7 @@ std::vector<std::string> LowerTier::Describe() const {
 void LowerTier::Save(base::RecordFileWriter& writer) const {
   writer.Strings("lower.architecture", {architecture_.ToText()});
   writer.Scalar<uint64_t>("lower.seed", seed_);
+  if (lexical_ != nullptr) lexical_->Save(writer);
   for (size_t i = 0; i < stages_.size(); ++i) {
     stages_[i]->Save(writer, absl::StrCat("lower.", i, "."));
   }
@@ -218,6 +238,11 @@ absl::StatusOr<LowerTier> LowerTier::Load(const base::RecordFileReader& reader) 
   if (!seed.ok()) return seed.status();
   absl::StatusOr<LowerTier> tier = Build(*architecture, *seed);
   if (!tier.ok()) return reader.Loss(tier.status().message());
+  if (architecture->lexical.has_value()) {
+    absl::StatusOr<LexicalView> lexical = LexicalView::Load(*architecture->lexical, reader);
+    if (!lexical.ok()) return lexical.status();
+    tier->lexical_ = std::make_shared<const LexicalView>(*std::move(lexical));
+  }
   for (size_t i = 0; i < tier->stages_.size(); ++i) {
     if (absl::Status s = tier->stages_[i]->Load(reader, absl::StrCat("lower.", i, ".")); !s.ok()) {
       return s;

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,7 @@
 #include "base/record_file.h"
 #include "fpga/backend.h"
 #include "model/architecture.h"
+#include "model/lexical_view.h"
 #include "model/stages.h"
 #include "model/tensor.h"
 
@@ -58,8 +60,12 @@ class LowerTier {
   // [0, 1]): each stage is fit on the training rows as the stages before it output them. `seed`
   // drives the PCA sample and the random stages. INVALID_ARGUMENT (naming the spec line) if a stage
   // is invalid, or if the images do not match the input shape or hold NaN / Inf.
+  // A text architecture with a `lexical` line takes its fitted view (LexicalView::Fit on the
+  // training texts), and `images` are then [embedding, lexical features] rows (TextInputs);
+  // FAILED_PRECONDITION if the view is given without the line or missing with it.
   static absl::StatusOr<LowerTier> Fit(const Architecture& architecture, const MatrixF& images,
-                                       uint64_t seed = 0);
+                                       uint64_t seed = 0,
+                                       std::shared_ptr<const LexicalView> lexical = nullptr);
   static absl::StatusOr<LowerTier> Fit(const LowerTierSpec& spec, const MatrixF& images);
 
   // Features for a batch of images (one per row, input_size() columns): rows() x feature_size().
@@ -74,6 +80,11 @@ class LowerTier {
     return stages_.empty() ? input_.size() : stages_.back()->output_shape().size();
   }
   uint64_t seed() const { return seed_; }
+  // The lexical view of a text tier with a `lexical` line, else null.
+  const LexicalView* lexical() const { return lexical_.get(); }
+  // A text tier's stage input for `texts` with their `embeddings` (one row each): the embeddings,
+  // with the lexical view's features appended when the tier has one.
+  MatrixF TextInputs(const MatrixF& embeddings, std::span<const std::string> texts) const;
   const std::vector<std::unique_ptr<Stage>>& stages() const { return stages_; }
   // Matrix-product multiply-accumulates per image (for energy accounting).
   uint64_t MacsPerSample() const;
@@ -93,6 +104,7 @@ class LowerTier {
   static absl::StatusOr<LowerTier> Load(const base::RecordFileReader& reader);
 
  private:
+  // The lexical view (if any) is set by Fit / Load.
   LowerTier(Architecture architecture, std::vector<std::unique_ptr<Stage>> stages, uint64_t seed);
   // Builds the unfitted stages of an architecture.
   static absl::StatusOr<LowerTier> Build(const Architecture& architecture, uint64_t seed);
@@ -103,6 +115,7 @@ class LowerTier {
   Shape input_;
   std::vector<std::unique_ptr<Stage>> stages_;
   uint64_t seed_ = 0;
+  std::shared_ptr<const LexicalView> lexical_;  // null unless the spec has a `lexical` line
 };
 
 }  // namespace strata::model

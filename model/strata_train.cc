@@ -24,6 +24,7 @@
 #include "fpga/energy.h"
 #include "model/architecture.h"
 #include "model/bundle.h"
+#include "model/lexical_view.h"
 #include "model/lower_tier.h"
 #include "model/quantized_lower_tier.h"
 #include "model/tensor.h"
@@ -285,8 +286,13 @@ absl::StatusOr<model::TrainingData> ReadTextData(model::TrainOptions& train,
       text::ReadLabelledTexts(absl::GetFlag(FLAGS_train), limit);
   if (!texts.ok()) return texts.status();
   model::TrainingData data;
+  if (const std::optional<model::LexicalSpec>& lexical = train.architecture.lexical) {
+    absl::StatusOr<model::LexicalView> view = model::LexicalView::Fit(*lexical, texts->texts);
+    if (!view.ok()) return view.status();
+    data.lexical = std::make_shared<const model::LexicalView>(*std::move(view));
+  }
   absl::StatusOr<model::LabelledImages> embedded =
-      text::EmbedLabelled(**encoder, *std::move(texts));
+      text::EmbedLabelled(**encoder, *std::move(texts), data.lexical.get());
   if (!embedded.ok()) return embedded.status();
   data.train = *std::move(embedded);
   if (const std::string test = absl::GetFlag(FLAGS_test);
@@ -295,7 +301,7 @@ absl::StatusOr<model::TrainingData> ReadTextData(model::TrainOptions& train,
         text::ReadLabelledTexts(test, absl::GetFlag(FLAGS_test_limit));
     if (!test_texts.ok()) return test_texts.status();
     absl::StatusOr<model::LabelledImages> test_embedded =
-        text::EmbedLabelled(**encoder, *std::move(test_texts));
+        text::EmbedLabelled(**encoder, *std::move(test_texts), data.lexical.get());
     if (!test_embedded.ok()) return test_embedded.status();
     data.test = *std::move(test_embedded);
   }

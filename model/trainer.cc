@@ -271,7 +271,7 @@ absl::StatusOr<TrainedModel> Train(const TrainOptions& options, const TrainingDa
   // Lower tier: one eigen-solve, standardisation statistics, random expansion.
   const absl::Time start = absl::Now();
   absl::StatusOr<LowerTier> fitted =
-      LowerTier::Fit(options.architecture, data.train.images, options.seed);
+      LowerTier::Fit(options.architecture, data.train.images, options.seed, data.lexical);
   if (!fitted.ok()) return fitted.status();
   report.lower_seconds = Seconds(start);
   auto lower = std::make_shared<const LowerTier>(*std::move(fitted));

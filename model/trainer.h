@@ -65,6 +65,9 @@ struct LabelledImages {
 struct TrainingData {
   LabelledImages train;
   std::optional<LabelledImages> test;  // if set, the test accuracy is measured
+  // A text spec's lexical view, fitted on the training texts (whose rows in `train` and `test` are
+  // then [embedding, lexical features]); null otherwise.
+  std::shared_ptr<const LexicalView> lexical;
 };
 
 // What training did and how long each phase took, for strata-train's report.

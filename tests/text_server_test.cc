@@ -391,5 +391,85 @@ TEST_F(TextServerTest, RecoveryAfterKillReplaysTextRecordsExactly) {
   }
 }
 
+// A text model with a lexical view (spec line `lexical`, model/lexical_view.h): strata-train fits
+// the view on the training texts and stores it in the bundle; the server computes [embedding,
+// lexical] features, learns a new label through Update, and replays its records exactly after
+// kill -9 (the same tokenisation and hashing in the fit, the live Update and the recovery).
+TEST_F(TextServerTest, LexicalViewServesUpdatesAndRecovers) {
+  const std::string bundle = *dir_ + "/lexical.bundle";
+  {
+    std::ofstream spec(*dir_ + "/lexical.spec");
+    spec << "text encoder=" << MiniLmDir() << " max_tokens=64 max_bytes=256\n"
+         << "lexical features=64 min_df=1 weight=0.7\n";
+  }
+  const std::string command = absl::StrCat(
+      STRATA_BINARY_DIR "/bin/strata-train --spec=", *dir_, "/lexical.spec --train=", *dir_,
+      "/train.tsv --test= --lambda=0.1 --out=", bundle, " > ", *dir_, "/lexical.log 2>&1");
+  ASSERT_EQ(std::system(command.c_str()), 0)
+      << command << " failed; see " << *dir_ << "/lexical.log";
+  const std::string state = StateDir("lexical");
+  const std::vector<std::string>& weather = WeatherTexts();
+  const std::vector<std::string> probes = {weather.back(), TrainingTexts()[7].second,
+                                           "The referee stopped the game because of the rain."};
+  v1::PredictResponse before;
+  {
+    auto server = ServerProcess::Start(bundle, {"--device=cpu", "--state_dir=" + state});
+    ASSERT_NE(server, nullptr);
+    absl::StatusOr<v1::ModelInfo> info = server->client().GetModelInfo();
+    ASSERT_TRUE(info.ok()) << info.status();
+    EXPECT_EQ(info->feature_size(), 384u + 64u);
+    EXPECT_THAT(info->lower_tier_stages(), testing::Contains(HasSubstr("lexical word 1-2-grams")));
+
+    // The lexical columns: non-zero for a text with kept words, L2 norm 0.7, and the same for a
+    // text alone and in a batch (counting and hashing do not depend on the batch).
+    v1::ExtractFeaturesRequest one, two;
+    *one.add_samples() = TextSample(TrainingTexts()[0].second);
+    *two.add_samples() = TextSample(TrainingTexts()[5].second);
+    *two.add_samples() = TextSample(TrainingTexts()[0].second);
+    absl::StatusOr<v1::ExtractFeaturesResponse> alone = server->client().ExtractFeatures(one);
+    absl::StatusOr<v1::ExtractFeaturesResponse> batch = server->client().ExtractFeatures(two);
+    ASSERT_TRUE(alone.ok() && batch.ok()) << alone.status() << batch.status();
+    ASSERT_EQ(alone->features(0).values_size(), 448);
+    double norm2 = 0;
+    for (int j = 384; j < 448; ++j) {
+      const float v = alone->features(0).values(j);
+      norm2 += static_cast<double>(v) * v;
+      ASSERT_EQ(v, batch->features(1).values(j)) << j;
+    }
+    EXPECT_NEAR(norm2, 0.49, 1e-5);
+
+    std::vector<std::string> texts;
+    for (const auto& [label, text] : TrainingTexts()) texts.push_back(text);
+    absl::StatusOr<v1::PredictResponse> predicted = server->client().Predict(PredictTexts(texts));
+    ASSERT_TRUE(predicted.ok()) << predicted.status();
+    for (size_t i = 0; i < texts.size(); ++i) {
+      EXPECT_EQ(predicted->predictions(i).label(), TrainingTexts()[i].first) << texts[i];
+    }
+    std::vector<v1::UpdateRequest> messages = {
+        UpdateTexts("weather", {weather.begin(), weather.begin() + 3}),
+        UpdateTexts("weather", {weather.begin() + 3, weather.end() - 1})};
+    absl::StatusOr<v1::UpdateSummary> summary = server->client().Update(messages);
+    ASSERT_TRUE(summary.ok()) << summary.status();
+    EXPECT_EQ(summary->accepted(), 5u);
+    EXPECT_THAT(summary->new_labels(), ElementsAre("weather"));
+    absl::StatusOr<v1::PredictResponse> after = server->client().Predict(PredictTexts(probes));
+    ASSERT_TRUE(after.ok()) << after.status();
+    EXPECT_EQ(after->predictions(0).label(), "weather");  // a sentence it was not updated with
+    before = *after;
+  }  // SIGKILL: no shutdown, no snapshot
+  auto server = ServerProcess::Start(bundle, {"--device=cpu", "--state_dir=" + state});
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<v1::PredictResponse> after = server->client().Predict(PredictTexts(probes));
+  ASSERT_TRUE(after.ok()) << after.status();
+  ASSERT_EQ(after->predictions_size(), before.predictions_size());
+  for (int i = 0; i < before.predictions_size(); ++i) {
+    EXPECT_EQ(after->predictions(i).label(), before.predictions(i).label());
+    ASSERT_EQ(after->predictions(i).scores_size(), before.predictions(i).scores_size());
+    for (int k = 0; k < before.predictions(i).scores_size(); ++k) {
+      EXPECT_EQ(after->predictions(i).scores(k), before.predictions(i).scores(k)) << i << " " << k;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace strata::test

@@ -31,11 +31,12 @@ absl::StatusOr<LabelledTexts> ReadLabelledTexts(const std::string& path, size_t 
   return data;
 }
 
-absl::StatusOr<model::LabelledImages> EmbedLabelled(const TextEncoder& encoder,
-                                                    LabelledTexts data) {
+absl::StatusOr<model::LabelledImages> EmbedLabelled(const TextEncoder& encoder, LabelledTexts data,
+                                                    const model::LexicalView* lexical) {
   absl::StatusOr<model::MatrixF> embeddings = encoder.Embed(data.texts);
   if (!embeddings.ok()) return embeddings.status();
-  return model::LabelledImages{*std::move(embeddings), std::move(data.labels)};
+  return model::LabelledImages{model::AppendLexical(*embeddings, lexical, data.texts),
+                               std::move(data.labels)};
 }
 
 }  // namespace strata::text

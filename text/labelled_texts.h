@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "model/lexical_view.h"
 #include "model/trainer.h"
 #include "text/text_encoder.h"
 
@@ -26,9 +27,11 @@ struct LabelledTexts {
 absl::StatusOr<LabelledTexts> ReadLabelledTexts(const std::string& path, size_t limit = 0);
 
 // The encoder's embeddings of `data`'s texts, one row each, with their labels: what a text model's
-// stages and readout are fit on (the stages read the embedding as a 1 x 1 x E input). The
-// encoder's errors.
-absl::StatusOr<model::LabelledImages> EmbedLabelled(const TextEncoder& encoder, LabelledTexts data);
+// stages and readout are fit on (the stages read the embedding as a 1 x 1 x E input). With a
+// lexical view (a spec's `lexical` line, fitted), its features are appended to each row
+// (model::AppendLexical, as the server's extractor does). The encoder's errors.
+absl::StatusOr<model::LabelledImages> EmbedLabelled(const TextEncoder& encoder, LabelledTexts data,
+                                                    const model::LexicalView* lexical = nullptr);
 
 }  // namespace strata::text
 

@@ -30,13 +30,15 @@ absl::StatusOr<model::MatrixF> TextFeatureExtractor::TextFeatures(
     work += stages_->Counts(static_cast<int>(texts.size()));
     *counts = work;
   }
-  if (stages_->stages().empty()) return embeddings;
-  return stages_->Features(*embeddings);
+  model::MatrixF inputs = stages_->TextInputs(*embeddings, texts);
+  if (stages_->stages().empty()) return inputs;
+  return stages_->Features(inputs);
 }
 
 std::vector<std::string> TextFeatureExtractor::Describe() const {
   std::vector<std::string> lines = encoder_->Describe();
-  for (const auto& stage : stages_->stages()) lines.push_back(stage->Describe());
+  std::vector<std::string> tier = stages_->Describe();  // its first line is the input shape
+  lines.insert(lines.end(), tier.begin() + 1, tier.end());
   return lines;
 }
 
