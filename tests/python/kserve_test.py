@@ -23,32 +23,49 @@ SERVER_FLAGS = (f"--max_batch={MAX_BATCH}", f"--max_message_bytes={MAX_MESSAGE_B
 MODEL = "strata"
 
 
-@pytest.fixture(scope="module")
-def server(build_dir, bundle):
+def serve(build_dir, bundle, *flags):
+    """A module's server: yields it serving, checks it exits 0 at the end."""
     from strata_server import StrataServer
-    server = StrataServer(build_dir, bundle, *SERVER_FLAGS).wait_serving()
+    server = StrataServer(build_dir, bundle, *SERVER_FLAGS, *flags).wait_serving()
     yield server
     assert server.stop() == 0, server.log()
 
 
-@pytest.fixture(scope="module")
-def kserve(server):
+def triton_client(server):
     client = triton.InferenceServerClient(server.address)
     yield client
     client.close()
 
 
-@pytest.fixture(scope="module")
-def stub(server):
+def kserve_stub(server):
     channel = grpc.insecure_channel(server.address)
     yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
     channel.close()
 
 
-@pytest.fixture(scope="module")
-def native(server):
+def native_client(server):
     with strata.Client(server.address) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def server(build_dir, bundle):
+    yield from serve(build_dir, bundle)
+
+
+@pytest.fixture(scope="module")
+def kserve(server):
+    yield from triton_client(server)
+
+
+@pytest.fixture(scope="module")
+def stub(server):
+    yield from kserve_stub(server)
+
+
+@pytest.fixture(scope="module")
+def native(server):
+    yield from native_client(server)
 
 
 @pytest.fixture(scope="module")
@@ -380,24 +397,22 @@ TEXT_MODEL = "news"
 
 @pytest.fixture(scope="module")
 def text_server(build_dir, bundle, text_bundle):
-    from strata_server import StrataServer
-    server = StrataServer(build_dir, bundle, *SERVER_FLAGS,
-                          f"--model={TEXT_MODEL}={text_bundle}").wait_serving()
-    yield server
-    assert server.stop() == 0, server.log()
+    yield from serve(build_dir, bundle, f"--model={TEXT_MODEL}={text_bundle}")
 
 
 @pytest.fixture(scope="module")
 def text_kserve(text_server):
-    client = triton.InferenceServerClient(text_server.address)
-    yield client
-    client.close()
+    yield from triton_client(text_server)
 
 
 @pytest.fixture(scope="module")
 def text_native(text_server):
-    with strata.Client(text_server.address) as client:
-        yield client
+    yield from native_client(text_server)
+
+
+@pytest.fixture(scope="module")
+def stub_for_text(text_server):
+    yield from kserve_stub(text_server)
 
 
 def text_input(texts):
@@ -445,13 +460,6 @@ def test_text_infer_equals_predict(text_kserve, text_native, stub_for_text):
     tensor.contents.bytes_contents.extend(t.encode() for t in texts)
     response = stub_for_text.ModelInfer(typed)
     assert [b.decode() for b in response.outputs[0].contents.bytes_contents] == expected.labels
-
-
-@pytest.fixture(scope="module")
-def stub_for_text(text_server):
-    channel = grpc.insecure_channel(text_server.address)
-    yield service_pb2_grpc.GRPCInferenceServiceStub(channel)
-    channel.close()
 
 
 @pytest.mark.parametrize("texts,words", [
