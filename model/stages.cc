@@ -311,13 +311,16 @@ SqrtStage::SqrtStage(Shape input) : Stage(input, input) {}
 std::string SqrtStage::Describe() const { return "signed square root (power normalisation)"; }
 
 void SqrtStage::Apply(const MatrixF& in, MatrixF& out) const {
-  // sign(x) sqrt(|x|), written out so that it vectorises (Eigen's sign() * sqrt() did not).
+  // sign(x) sqrt(|x|), 0 for +-0 and NaN. Written so that it vectorises into vsqrtps, which is
+  // correctly rounded like std::sqrt (Eigen's packet sqrt is not: it differs in the last bit):
+  // this file is compiled with -fno-math-errno (CMakeLists.txt), without which gcc keeps
+  // std::sqrt scalar for errno's sake (measured 4.7 -> 1.1 CPU us per 2,352-value image).
   out.resize(in.rows(), in.cols());
   const float* src = in.data();
   float* dst = out.data();
   for (Eigen::Index i = 0; i < in.size(); ++i) {
-    const float x = src[i];
-    dst[i] = x > 0 ? std::sqrt(x) : (x < 0 ? -std::sqrt(-x) : 0.0f);
+    const float x = src[i], root = std::sqrt(std::fabs(x));
+    dst[i] = x > 0 ? root : (x < 0 ? -root : 0.0f);
   }
 }
 

@@ -1,5 +1,12 @@
 #include "model/lower_tier.h"
 
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <random>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "model/architecture.h"
@@ -105,6 +112,32 @@ TEST(LowerTierTest, EveryStageMatchesANaiveFloat64Reference) {
     ASSERT_LT((features.row(i).transpose().cast<double>() - reference).norm(),
               1e-4 * (1 + reference.norm()))
         << "image " << i;
+  }
+}
+
+// The signed square root is computed in vectorised passes; every value must be the scalar
+// definition's bits: sign(x) sqrt(|x|) correctly rounded, 0 for +-0 and NaN, whatever the
+// position in the row (the vector body and the tail).
+TEST(LowerTierTest, SignedSquareRootIsTheScalarDefinitionBitForBit) {
+  const SqrtStage stage(Shape{1, 1, 37});
+  MatrixF in(3, 37);
+  std::mt19937 rng(5);
+  std::uniform_real_distribution<float> uniform(-100.0f, 100.0f);
+  for (Eigen::Index i = 0; i < in.size(); ++i) in.data()[i] = uniform(rng);
+  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::denorm_min(), -1e-40f, 2.0f, -2.0f,
+                            std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::infinity(), -1.0f, 1e-30f};
+  for (size_t i = 0; i < std::size(specials); ++i) in.data()[7 * i] = specials[i];
+  MatrixF out;
+  stage.Apply(in, out);
+  ASSERT_EQ(out.rows(), 3);
+  ASSERT_EQ(out.cols(), 37);
+  for (Eigen::Index i = 0; i < in.size(); ++i) {
+    const float x = in.data()[i];
+    const float expected = x > 0 ? std::sqrt(x) : (x < 0 ? -std::sqrt(-x) : 0.0f);
+    EXPECT_EQ(std::bit_cast<uint32_t>(out.data()[i]), std::bit_cast<uint32_t>(expected))
+        << "x = " << x << " at " << i;
   }
 }
 
