@@ -434,10 +434,9 @@ void QuantizedLowerTier::DequantizeSplitReluPool(const StagePlan& conv, const in
   }
 }
 
-absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, Workspace& ws,
-                                          fpga::OpCounts& counts) const {
+absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, MatrixF& out,
+                                          Workspace& ws, fpga::OpCounts& counts) const {
   const StagePlan& plan = plans_[s];
-  MatrixF& out = ws.outputs[s];
   if (plan.kind != Kind::kHost) return RunLayer(plan, in, out, ws, counts);
   StepClock clock(ws.step_seconds);
   plan.stage->Apply(in, out);
@@ -455,7 +454,9 @@ absl::Status QuantizedLowerTier::RunPerImageStages(const MatrixF& images, Matrix
     const MatrixF* y = &ws.image;
     for (size_t s = 0; s < per_image_stages_; ++s) {
       if (plans_[s].fused) continue;
-      if (absl::Status status = RunStage(s, *y, ws, counts); !status.ok()) return status;
+      if (absl::Status status = RunStage(s, *y, ws.outputs[s], ws, counts); !status.ok()) {
+        return status;
+      }
       y = &ws.outputs[s];
     }
     out.row(i) = y->row(0);
@@ -471,12 +472,26 @@ absl::Status QuantizedLowerTier::RunChunk(const MatrixF& images, MatrixF& out, W
     if (absl::Status s = RunPerImageStages(images, ws.per_image_out, ws, counts); !s.ok()) return s;
     x = &ws.per_image_out;
   }
-  for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
-    if (plans_[s].fused) continue;
-    if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
-    x = &ws.outputs[s];
+  return RunLaterStages(*x, out, ws, counts);
+}
+
+absl::Status QuantizedLowerTier::RunLaterStages(const MatrixF& in, MatrixF& out, Workspace& ws,
+                                                fpga::OpCounts& counts) const {
+  size_t last = plans_.size();
+  while (last > per_image_stages_ && plans_[last - 1].fused) --last;
+  if (last == per_image_stages_) {
+    out = in;
+    return absl::OkStatus();
   }
-  out = *x;
+  const MatrixF* x = &in;
+  for (size_t s = per_image_stages_; s < last; ++s) {
+    if (plans_[s].fused) continue;
+    // The last stage writes the caller's matrix itself: a batch's features (64 x 8,496 floats at
+    // the default spec) are not copied on their way out.
+    MatrixF& into = s + 1 == last ? out : ws.outputs[s];
+    if (absl::Status status = RunStage(s, *x, into, ws, counts); !status.ok()) return status;
+    x = &into;
+  }
   return absl::OkStatus();
 }
 
@@ -509,13 +524,7 @@ absl::Status QuantizedLowerTier::RunChunkOnAllThreads(const MatrixF& images, Mat
     x = &ws.per_image_out;
   }
   // The dense layers: the backend parallelises its own call (fpga::BackendOptions::cpu_threads).
-  for (size_t s = per_image_stages_; s < plans_.size(); ++s) {
-    if (plans_[s].fused) continue;
-    if (absl::Status status = RunStage(s, *x, ws, counts); !status.ok()) return status;
-    x = &ws.outputs[s];
-  }
-  out = *x;
-  return absl::OkStatus();
+  return RunLaterStages(*x, out, ws, counts);
 }
 
 absl::StatusOr<MatrixF> QuantizedLowerTier::Features(const MatrixF& images,
@@ -560,12 +569,12 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& imag
     for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
       const Eigen::Index start = chunk * kImagesPerChunk;
       const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
-      if (absl::Status s =
-              RunChunkOnAllThreads(images.middleRows(start, rows), chunk_out, workspaces, total);
-          !s.ok()) {
-        return s;
-      }
-      features.middleRows(start, rows) = chunk_out;
+      // A batch of one chunk (always, on 2 cores) is written straight into `features`.
+      absl::Status s = chunks == 1 ? RunChunkOnAllThreads(images, features, workspaces, total)
+                                   : RunChunkOnAllThreads(images.middleRows(start, rows),
+                                                          chunk_out, workspaces, total);
+      if (!s.ok()) return s;
+      if (chunks > 1) features.middleRows(start, rows) = chunk_out;
     }
     add_times();
     if (counts != nullptr) *counts = total;

@@ -197,9 +197,13 @@ class QuantizedLowerTier final : public FeatureExtractor {
   // The first per_image_stages_ stages, image by image, into `out` (one row per image).
   absl::Status RunPerImageStages(const MatrixF& images, MatrixF& out, Workspace& workspace,
                                  fpga::OpCounts& counts) const;
-  // Runs stage plans_[s] on `in` into the workspace's output of that stage.
-  absl::Status RunStage(size_t s, const MatrixF& in, Workspace& workspace,
+  // Runs stage plans_[s] on `in` into `out` (not `in`).
+  absl::Status RunStage(size_t s, const MatrixF& in, MatrixF& out, Workspace& workspace,
                         fpga::OpCounts& counts) const;
+  // The stages after the per-image ones on `in` (rows of their input), the last one writing `out`
+  // (not `in`).
+  absl::Status RunLaterStages(const MatrixF& in, MatrixF& out, Workspace& workspace,
+                              fpga::OpCounts& counts) const;
   // A conv's int32 sums of one image (pixels x filters) dequantised, split into +/- ReLU and
   // average-pooled into `out` (the pool stage's output for that image).
   void DequantizeSplitReluPool(const StagePlan& conv, const int32_t* sums, float* out) const;
