@@ -83,6 +83,49 @@ absl::Status CheckActivationScales(const Int8Calibration& calibration, size_t qu
   return absl::OkStatus();
 }
 
+// A conv's output image and the pool cell size of a fused conv -> split_relu -> pool.
+struct CellGrid {
+  int height = 0, width = 0, size = 0;
+};
+
+// The fused dequantise, split_relu and pool of one image, as the three stages compute it:
+// v = acc * s_x s_w[f]; [max(v, 0), max(-v, 0)] per pixel; each pool cell the sum of its pixels
+// in raster order, times 1 / size^2. Cell by cell, so that the cell's 2F sums stay in registers
+// instead of two H x W x F float maps going through memory: the same float operations in the same
+// order, so the same bits. kFilters > 0: the filter count, known at compile time (the filter
+// loops unroll: 4.8-6.0 -> 3.3-3.4 CPU us per 28 x 28 x 24 image, strata-bench-lower); 0: `filters` (<= kMaxFusedFilters).
+template <int kFilters>
+void PoolCells(const CellGrid& grid, int filters_at_run_time, const int32_t* sums,
+               const float* dequantize, float* out) {
+  const int filters = kFilters > 0 ? kFilters : filters_at_run_time;
+  const int grid_y = grid.height / grid.size, grid_x = grid.width / grid.size;
+  const float scale = 1.0f / static_cast<float>(grid.size * grid.size);
+  // Local arrays: the compiler can see that nothing else writes them (no per-pixel alias checks).
+  alignas(64) float positive[kFilters > 0 ? kFilters : kMaxFusedFilters];
+  alignas(64) float negative[kFilters > 0 ? kFilters : kMaxFusedFilters];
+  for (int gy = 0; gy < grid_y; ++gy) {
+    for (int gx = 0; gx < grid_x; ++gx) {
+      std::fill(positive, positive + filters, 0.0f);
+      std::fill(negative, negative + filters, 0.0f);
+      for (int y = gy * grid.size; y < (gy + 1) * grid.size; ++y) {
+        for (int x = gx * grid.size; x < (gx + 1) * grid.size; ++x) {
+          const int32_t* pixel = sums + (static_cast<size_t>(y) * grid.width + x) * filters;
+          for (int f = 0; f < filters; ++f) {
+            const float v = static_cast<float>(pixel[f]) * dequantize[f];
+            positive[f] += std::max(v, 0.0f);
+            negative[f] += std::max(-v, 0.0f);
+          }
+        }
+      }
+      float* cell = out + (static_cast<size_t>(gy) * grid_x + gx) * 2 * filters;
+      for (int f = 0; f < filters; ++f) {
+        cell[f] = positive[f] * scale;
+        cell[filters + f] = negative[f] * scale;
+      }
+    }
+  }
+}
+
 }  // namespace
 
 struct QuantizedLowerTier::Workspace {
@@ -399,38 +442,22 @@ absl::Status QuantizedLowerTier::RunLayer(const StagePlan& plan, const MatrixF& 
 
 void QuantizedLowerTier::DequantizeSplitReluPool(const StagePlan& conv, const int32_t* sums,
                                                  float* out) const {
-  // As the three stages compute it: v = acc * s_x s_w[f]; [max(v, 0), max(-v, 0)] per pixel;
-  // each pool cell the sum of its pixels in raster order, times 1 / size^2. Cell by cell, so the
-  // cell's 2F sums stay in registers / L1 instead of two 784 x F float maps going through memory.
   const Shape& input = conv.stage->input_shape();
-  const int filters = conv.stage->output_shape().channels, size = conv.fused_pool;
-  const int grid_y = input.height / size, grid_x = input.width / size;
-  const float scale = 1.0f / static_cast<float>(size * size);
+  const int filters = conv.stage->output_shape().channels;
+  const CellGrid grid{.height = input.height, .width = input.width, .size = conv.fused_pool};
   const float* dequantize = conv.dequantize.data();
-  // The cell's sums in a local array: the compiler can see that nothing else writes them, so
-  // the filter loop vectorises without per-pixel alias checks and the sums stay in L1
-  // (measured: 8.4 -> see docs/lower-tier-spec.md us per 28 x 28 x 24 image).
-  alignas(64) float positive[kMaxFusedFilters], negative[kMaxFusedFilters];
-  for (int gy = 0; gy < grid_y; ++gy) {
-    for (int gx = 0; gx < grid_x; ++gx) {
-      std::fill(positive, positive + filters, 0.0f);
-      std::fill(negative, negative + filters, 0.0f);
-      for (int y = gy * size; y < (gy + 1) * size; ++y) {
-        for (int x = gx * size; x < (gx + 1) * size; ++x) {
-          const int32_t* pixel = sums + (static_cast<size_t>(y) * input.width + x) * filters;
-          for (int f = 0; f < filters; ++f) {
-            const float v = static_cast<float>(pixel[f]) * dequantize[f];
-            positive[f] += std::max(v, 0.0f);
-            negative[f] += std::max(-v, 0.0f);
-          }
-        }
-      }
-      float* cell = out + (static_cast<size_t>(gy) * grid_x + gx) * 2 * filters;
-      for (int f = 0; f < filters; ++f) {
-        cell[f] = positive[f] * scale;
-        cell[filters + f] = negative[f] * scale;
-      }
-    }
+  // The filter counts of the shipped specs (24) and their neighbours get unrolled loops.
+  switch (filters) {
+    case 16:
+      return PoolCells<16>(grid, filters, sums, dequantize, out);
+    case 24:
+      return PoolCells<24>(grid, filters, sums, dequantize, out);
+    case 32:
+      return PoolCells<32>(grid, filters, sums, dequantize, out);
+    case 48:
+      return PoolCells<48>(grid, filters, sums, dequantize, out);
+    default:
+      return PoolCells<0>(grid, filters, sums, dequantize, out);
   }
 }
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <limits>
 #include <memory>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "fpga/backend.h"
@@ -229,49 +230,56 @@ TEST(QuantizedLowerTierRecipeTest, ExpandMatchesTheRecipeComputedByHand) {
 
 // conv -> split_relu -> pool runs fused (one pass over the conv's int32 sums, image by image):
 // it must equal the three stages run one after the other on the dequantised conv output, bit for
-// bit. The conv's sums are recomputed by hand from the quantisation recipe.
+// bit. The conv's sums are recomputed by hand from the quantisation recipe. 4 filters take the
+// general loop, 24 (the shipped specs') the one unrolled for that count.
 TEST(QuantizedLowerTierRecipeTest, FusedConvSplitReluPoolEqualsTheStagesBitForBit) {
-  absl::StatusOr<Architecture> a = ParseArchitecture(
-      "input 8 6 1\nconv patch=3 filters=4 pca_images=50\nsplit_relu\npool size=2\n");
-  ASSERT_TRUE(a.ok()) << a.status();
-  const MatrixF images = MakeImages(30, 8, 6);
-  absl::StatusOr<LowerTier> fitted = LowerTier::Fit(*a, images, 5);
-  ASSERT_TRUE(fitted.ok()) << fitted.status();
-  const auto tier = std::make_shared<const LowerTier>(*std::move(fitted));
-  for (const char* device : {"cpu", "emu"}) {
-    SCOPED_TRACE(device);
-    std::unique_ptr<fpga::Backend> backend = MakeBackend(device);
-    absl::StatusOr<QuantizedLowerTier> q = QuantizedLowerTier::Calibrate(tier, images, *backend);
-    ASSERT_TRUE(q.ok()) << q.status();
-    absl::StatusOr<MatrixF> features = q->Features(images);
-    ASSERT_TRUE(features.ok()) << features.status();
+  constexpr int kHeight = 8, kWidth = 6, kPixels = kHeight * kWidth;
+  for (const auto [patch, filters] : {std::pair{3, 4}, std::pair{5, 24}}) {
+    SCOPED_TRACE(absl::StrCat(filters, " filters"));
+    const int taps = patch * patch;
+    absl::StatusOr<Architecture> a = ParseArchitecture(
+        absl::StrCat("input ", kHeight, " ", kWidth, " 1\nconv patch=", patch,
+                     " filters=", filters, " pca_images=50\nsplit_relu\npool size=2\n"));
+    ASSERT_TRUE(a.ok()) << a.status();
+    const MatrixF images = MakeImages(30, kHeight, kWidth);
+    absl::StatusOr<LowerTier> fitted = LowerTier::Fit(*a, images, 5);
+    ASSERT_TRUE(fitted.ok()) << fitted.status();
+    const auto tier = std::make_shared<const LowerTier>(*std::move(fitted));
+    for (const char* device : {"cpu", "emu"}) {
+      SCOPED_TRACE(device);
+      std::unique_ptr<fpga::Backend> backend = MakeBackend(device);
+      absl::StatusOr<QuantizedLowerTier> q = QuantizedLowerTier::Calibrate(tier, images, *backend);
+      ASSERT_TRUE(q.ok()) << q.status();
+      absl::StatusOr<MatrixF> features = q->Features(images);
+      ASSERT_TRUE(features.ok()) << features.status();
 
-    const auto& conv = static_cast<const ConvStage&>(*tier->stages()[0]);
-    const MatrixF& w = conv.filters();  // 9 x 4
-    const float s_x = q->quantized_stages()[0].activation_scale;
-    const float inverse_s_x = 1.0f / s_x;
-    MatrixF dequantised(images.rows(), 8 * 6 * 4), patches;
-    for (Eigen::Index n = 0; n < images.rows(); ++n) {
-      conv.Patches(images.row(n).data(), patches);  // 48 x 9
-      for (Eigen::Index p = 0; p < 48; ++p) {
-        for (int o = 0; o < 4; ++o) {
-          const float s_w = w.col(o).cwiseAbs().maxCoeff() / 127.0f;
-          int32_t acc = 0;
-          for (int i = 0; i < 9; ++i) {
-            const float x = std::clamp(patches(p, i) * inverse_s_x, -127.0f, 127.0f);
-            const float wq = std::clamp(w(i, o) / s_w, -127.0f, 127.0f);
-            acc +=
-                static_cast<int32_t>(std::nearbyint(x)) * static_cast<int32_t>(std::nearbyint(wq));
+      const auto& conv = static_cast<const ConvStage&>(*tier->stages()[0]);
+      const MatrixF& w = conv.filters();  // taps x filters
+      const float s_x = q->quantized_stages()[0].activation_scale;
+      const float inverse_s_x = 1.0f / s_x;
+      MatrixF dequantised(images.rows(), kPixels * filters), patches;
+      for (Eigen::Index n = 0; n < images.rows(); ++n) {
+        conv.Patches(images.row(n).data(), patches);  // pixels x taps
+        for (Eigen::Index p = 0; p < kPixels; ++p) {
+          for (int o = 0; o < filters; ++o) {
+            const float s_w = w.col(o).cwiseAbs().maxCoeff() / 127.0f;
+            int32_t acc = 0;
+            for (int i = 0; i < taps; ++i) {
+              const float x = std::clamp(patches(p, i) * inverse_s_x, -127.0f, 127.0f);
+              const float wq = std::clamp(w(i, o) / s_w, -127.0f, 127.0f);
+              acc += static_cast<int32_t>(std::nearbyint(x)) *
+                     static_cast<int32_t>(std::nearbyint(wq));
+            }
+            dequantised(n, p * filters + o) =
+                static_cast<float>(acc) * static_cast<float>(static_cast<double>(s_x) * s_w);
           }
-          dequantised(n, p * 4 + o) =
-              static_cast<float>(acc) * static_cast<float>(static_cast<double>(s_x) * s_w);
         }
       }
+      MatrixF split, pooled;
+      tier->stages()[1]->Apply(dequantised, split);
+      tier->stages()[2]->Apply(split, pooled);
+      EXPECT_EQ(*features, pooled);
     }
-    MatrixF split, pooled;
-    tier->stages()[1]->Apply(dequantised, split);
-    tier->stages()[2]->Apply(split, pooled);
-    EXPECT_EQ(*features, pooled);
   }
 }
 
