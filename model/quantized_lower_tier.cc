@@ -93,7 +93,8 @@ struct CellGrid {
 // in raster order, times 1 / size^2. Cell by cell, so that the cell's 2F sums stay in registers
 // instead of two H x W x F float maps going through memory: the same float operations in the same
 // order, so the same bits. kFilters > 0: the filter count, known at compile time (the filter
-// loops unroll: 4.8-6.0 -> 3.3-3.4 CPU us per 28 x 28 x 24 image, strata-bench-lower); 0: `filters` (<= kMaxFusedFilters).
+// loops unroll: 4.8-6.0 -> 3.3-3.4 CPU us per 28 x 28 x 24 image, strata-bench-lower); 0:
+// `filters_at_run_time` (<= kMaxFusedFilters).
 template <int kFilters>
 void PoolCells(const CellGrid& grid, int filters_at_run_time, const int32_t* sums,
                const float* dequantize, float* out) {
