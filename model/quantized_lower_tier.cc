@@ -524,7 +524,7 @@ absl::Status QuantizedLowerTier::RunLaterStages(const MatrixF& in, MatrixF& out,
 }
 
 absl::Status QuantizedLowerTier::RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
-                                                      std::vector<Workspace>& workspaces,
+                                                      std::span<Workspace> workspaces,
                                                       fpga::OpCounts& counts) const {
   Workspace& ws = workspaces[0];
   ws.outputs.resize(plans_.size());
@@ -589,18 +589,22 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& imag
     // Fewer chunks than threads (a serving batch): each chunk on every thread, image by image
     // through the convolutions, then the dense layers' backend calls on every core. (A chunk per
     // thread would leave cores idle, and two half-batches each stream the whole dense weights.)
-    std::vector<Workspace> workspaces(threads);
+    // The calling thread's workspaces, kept between calls: a serving worker calls with batch
+    // after batch, and fresh buffers cost an allocation (and page faults) per stage per call.
+    thread_local std::vector<Workspace> workspaces;
+    workspaces.resize(std::max<size_t>(workspaces.size(), threads));
     for (int t = 0; t < threads; ++t) {
-      if (times != nullptr) workspaces[t].step_seconds = &seconds[t];
+      workspaces[t].step_seconds = times != nullptr ? &seconds[t] : nullptr;
     }
     MatrixF chunk_out;
     for (Eigen::Index chunk = 0; chunk < chunks; ++chunk) {
       const Eigen::Index start = chunk * kImagesPerChunk;
       const Eigen::Index rows = std::min(kImagesPerChunk, n - start);
       // A batch of one chunk (always, on 2 cores) is written straight into `features`.
-      absl::Status s = chunks == 1 ? RunChunkOnAllThreads(images, features, workspaces, total)
+      const std::span<Workspace> mine(workspaces.data(), threads);
+      absl::Status s = chunks == 1 ? RunChunkOnAllThreads(images, features, mine, total)
                                    : RunChunkOnAllThreads(images.middleRows(start, rows),
-                                                          chunk_out, workspaces, total);
+                                                          chunk_out, mine, total);
       if (!s.ok()) return s;
       if (chunks > 1) features.middleRows(start, rows) = chunk_out;
     }

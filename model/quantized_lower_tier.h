@@ -23,6 +23,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -189,10 +190,10 @@ class QuantizedLowerTier final : public FeatureExtractor {
   // `counts`. The first per_image_stages_ stages run image by image.
   absl::Status RunChunk(const MatrixF& images, MatrixF& out, Workspace& workspace,
                         fpga::OpCounts& counts) const;
-  // The same on every thread (one workspace each): the per-image stages spread over the threads,
-  // the later layers' backend calls parallel inside.
+  // The same on as many threads as `workspaces` (one each): the per-image stages spread over the
+  // threads, the later layers' backend calls parallel inside.
   absl::Status RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
-                                    std::vector<Workspace>& workspaces,
+                                    std::span<Workspace> workspaces,
                                     fpga::OpCounts& counts) const;
   // The first per_image_stages_ stages, image by image, into `out` (one row per image).
   absl::Status RunPerImageStages(const MatrixF& images, MatrixF& out, Workspace& workspace,

@@ -976,6 +976,10 @@ int main(int argc, char** argv) {
       "                [--metrics_address=HOST:PORT [--metrics_port_file=PATH]]\n"
       "                [--model_name=strata] [--log_format=text|json]");
   absl::ParseCommandLine(argc, argv);
+  // Debian's Abseil is built with Mutex deadlock detection on: every lock then updates a global
+  // lock-order graph (GraphCycles, under a global lock). Off in the server, where it only costs
+  // (the tests, which link the same library, keep it).
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
   // First, so that every later line, errors included, has the chosen format.
   absl::StatusOr<strata::base::LogFormat> log_format =
       strata::base::ParseLogFormat(absl::GetFlag(FLAGS_log_format));
