@@ -462,8 +462,8 @@ void QuantizedLowerTier::DequantizeSplitReluPool(const StagePlan& conv, const in
   }
 }
 
-absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, MatrixF& out,
-                                          Workspace& ws, fpga::OpCounts& counts) const {
+absl::Status QuantizedLowerTier::RunStage(size_t s, const MatrixF& in, MatrixF& out, Workspace& ws,
+                                          fpga::OpCounts& counts) const {
   const StagePlan& plan = plans_[s];
   if (plan.kind != Kind::kHost) return RunLayer(plan, in, out, ws, counts);
   StepClock clock(ws.step_seconds);
@@ -603,8 +603,8 @@ absl::StatusOr<MatrixF> QuantizedLowerTier::ProfiledFeatures(const MatrixF& imag
       // A batch of one chunk (always, on 2 cores) is written straight into `features`.
       const std::span<Workspace> mine(workspaces.data(), threads);
       absl::Status s = chunks == 1 ? RunChunkOnAllThreads(images, features, mine, total)
-                                   : RunChunkOnAllThreads(images.middleRows(start, rows),
-                                                          chunk_out, mine, total);
+                                   : RunChunkOnAllThreads(images.middleRows(start, rows), chunk_out,
+                                                          mine, total);
       if (!s.ok()) return s;
       if (chunks > 1) features.middleRows(start, rows) = chunk_out;
     }

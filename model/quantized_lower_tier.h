@@ -193,8 +193,7 @@ class QuantizedLowerTier final : public FeatureExtractor {
   // The same on as many threads as `workspaces` (one each): the per-image stages spread over the
   // threads, the later layers' backend calls parallel inside.
   absl::Status RunChunkOnAllThreads(const MatrixF& images, MatrixF& out,
-                                    std::span<Workspace> workspaces,
-                                    fpga::OpCounts& counts) const;
+                                    std::span<Workspace> workspaces, fpga::OpCounts& counts) const;
   // The first per_image_stages_ stages, image by image, into `out` (one row per image).
   absl::Status RunPerImageStages(const MatrixF& images, MatrixF& out, Workspace& workspace,
                                  fpga::OpCounts& counts) const;

@@ -124,10 +124,18 @@ TEST(LowerTierTest, SignedSquareRootIsTheScalarDefinitionBitForBit) {
   std::mt19937 rng(5);
   std::uniform_real_distribution<float> uniform(-100.0f, 100.0f);
   for (Eigen::Index i = 0; i < in.size(); ++i) in.data()[i] = uniform(rng);
-  const float specials[] = {0.0f, -0.0f, std::numeric_limits<float>::quiet_NaN(),
-                            std::numeric_limits<float>::denorm_min(), -1e-40f, 2.0f, -2.0f,
-                            std::numeric_limits<float>::max(), -std::numeric_limits<float>::max(),
-                            std::numeric_limits<float>::infinity(), -1.0f, 1e-30f};
+  const float specials[] = {0.0f,
+                            -0.0f,
+                            std::numeric_limits<float>::quiet_NaN(),
+                            std::numeric_limits<float>::denorm_min(),
+                            -1e-40f,
+                            2.0f,
+                            -2.0f,
+                            std::numeric_limits<float>::max(),
+                            -std::numeric_limits<float>::max(),
+                            std::numeric_limits<float>::infinity(),
+                            -1.0f,
+                            1e-30f};
   for (size_t i = 0; i < std::size(specials); ++i) in.data()[7 * i] = specials[i];
   MatrixF out;
   stage.Apply(in, out);

@@ -238,8 +238,8 @@ TEST(QuantizedLowerTierRecipeTest, FusedConvSplitReluPoolEqualsTheStagesBitForBi
     SCOPED_TRACE(absl::StrCat(filters, " filters"));
     const int taps = patch * patch;
     absl::StatusOr<Architecture> a = ParseArchitecture(
-        absl::StrCat("input ", kHeight, " ", kWidth, " 1\nconv patch=", patch,
-                     " filters=", filters, " pca_images=50\nsplit_relu\npool size=2\n"));
+        absl::StrCat("input ", kHeight, " ", kWidth, " 1\nconv patch=", patch, " filters=", filters,
+                     " pca_images=50\nsplit_relu\npool size=2\n"));
     ASSERT_TRUE(a.ok()) << a.status();
     const MatrixF images = MakeImages(30, kHeight, kWidth);
     absl::StatusOr<LowerTier> fitted = LowerTier::Fit(*a, images, 5);
